@@ -1,0 +1,32 @@
+"""gunicorn settings for the Telentir server (used by `python -m telentir serve` and plain gunicorn).
+
+One process with many threads by default: the in-memory broker cannot cross processes.
+With TELENTIR_BROKER_URL=redis://… raise `workers` freely (`serve --workers N` or `-w N`).
+"""
+bind = "127.0.0.1:8000"
+wsgi_app = "app:app"
+worker_class = "gthread"
+workers = 1
+# Each open event stream holds a thread: enough threads for the stream cap plus requests.
+threads = 64
+timeout = 60
+graceful_timeout = 10
+keepalive = 5
+# The runtime control socket (gunicornc) is not used; one shared path would clash between servers.
+control_socket_disable = True
+
+
+def on_starting(server):
+    """Refuse a bad configuration and repair storage once, before workers fork."""
+    from telentir.serving import on_starting as prepare
+
+    prepare(server.cfg.workers)
+
+
+def worker_exit(server, worker):
+    """Close the worker's app cleanly (database connections, broker, job pool)."""
+    from telentir import close_app
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        close_app(app)

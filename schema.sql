@@ -1,0 +1,131 @@
+-- The whole schema. Idempotent: applied at every start; upgrades are keyed by
+-- PRAGMA user_version in telentir/storage/db.py.
+-- Timestamps are ISO 8601 UTC strings with milliseconds ("2026-11-29T07:31:56.123Z").
+
+CREATE TABLE IF NOT EXISTS users (
+    id              TEXT PRIMARY KEY,
+    email           TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    first_name      TEXT NOT NULL DEFAULT '',
+    last_name       TEXT NOT NULL DEFAULT '',
+    phone           TEXT NOT NULL,
+    phone_verified  INTEGER NOT NULL DEFAULT 0,
+    password_hash   TEXT,
+    plan            TEXT NOT NULL,
+    stripe_customer_id TEXT,
+    created_at      TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id            TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    key_hash      TEXT NOT NULL UNIQUE,
+    created_at    TEXT NOT NULL,
+    last_used_at  TEXT,
+    revoked_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys(user_id);
+
+-- Logged-out session tokens, kept until they would have expired anyway.
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    jti         TEXT PRIMARY KEY,
+    expires_at  REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS phone_codes (
+    user_id     TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    code_hash   TEXT NOT NULL,
+    expires_at  REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+
+-- Failed attempts for rate limiting, per bucket ("account:<email>", "addr:<ip>", ...).
+CREATE TABLE IF NOT EXISTS auth_failures (
+    bucket  TEXT NOT NULL,
+    at      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auth_failures_bucket ON auth_failures(bucket, at);
+
+-- The platform's own servers: the current one holds a sealed private key (it signs JWTs);
+-- remote ones are public keys only.
+CREATE TABLE IF NOT EXISTS platform_servers (
+    name                TEXT PRIMARY KEY,
+    public_key          TEXT NOT NULL,
+    private_key_sealed  BLOB,
+    created_at          TEXT NOT NULL
+);
+
+-- A user's servers: "default" is custodial (sealed private key), others are BYOK.
+CREATE TABLE IF NOT EXISTS servers (
+    user_id             TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name                TEXT NOT NULL,
+    mode                TEXT NOT NULL CHECK (mode IN ('custodial', 'generate', 'upload_public')),
+    public_key          TEXT NOT NULL,
+    private_key_sealed  BLOB,
+    deprecated          INTEGER NOT NULL DEFAULT 0,
+    created_at          TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS keys (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    server      TEXT NOT NULL,
+    wrapped     BLOB NOT NULL,
+    iv          BLOB NOT NULL,
+    metadata    TEXT NOT NULL DEFAULT '{}',
+    deprecated  INTEGER NOT NULL DEFAULT 0,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_user ON keys(user_id);
+
+-- n orders objects by creation ("oldest first") and makes paging cursors cheap.
+-- key_id is deliberately not a foreign key: deleting a key leaves its objects (spec §3).
+CREATE TABLE IF NOT EXISTS objects (
+    n           INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    key_id      TEXT NOT NULL,
+    blob        TEXT NOT NULL UNIQUE,
+    size        INTEGER NOT NULL,
+    auth_tag    BLOB NOT NULL,
+    related_id  TEXT,
+    metadata    TEXT NOT NULL DEFAULT '{}',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_related ON objects(related_id, n);
+CREATE INDEX IF NOT EXISTS objects_user ON objects(user_id);
+
+-- The eight stores of a user's root; the root exists once all eight rows do.
+CREATE TABLE IF NOT EXISTS stores (
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    object_id    TEXT NOT NULL,
+    default_key  TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS publications (
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    type        TEXT NOT NULL,
+    related_id  TEXT NOT NULL,
+    object_id   TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (user_id, type, related_id)
+);
+CREATE INDEX IF NOT EXISTS publications_object ON publications(object_id);
+CREATE INDEX IF NOT EXISTS publications_related ON publications(related_id);
+
+-- The outbox: every change appends its event here in the same transaction. AUTOINCREMENT
+-- so ids are never reused after pruning (a client's Last-Event-ID stays meaningful).
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id     TEXT NOT NULL,
+    type        TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_user ON events(user_id, id);

@@ -1,0 +1,43 @@
+"""Telentir server: an open, self-hostable server for the Telentir encrypted data plane.
+
+`create_app(config)` builds everything; importing this package opens no file and starts
+no thread.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask
+
+from .config import Config, load_config
+
+__all__ = ["create_app", "close_app"]
+
+
+def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
+    """Build the WSGI app: settings, storage, keys, broker, blueprints, error handlers."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from .api import register_blueprints
+    from .api.errors import register_error_handlers
+    from .runtime import build_runtime
+
+    if not isinstance(config, Config):
+        config = load_config(config)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.compact = True  # type: ignore[attr-defined]
+    if config.proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore
+    app.extensions["telentir"] = build_runtime(config)
+    register_error_handlers(app)
+    register_blueprints(app)
+    return app
+
+
+def close_app(app: Flask) -> None:
+    """Release the app's database connections, broker and workers."""
+    app.extensions["telentir"].close()

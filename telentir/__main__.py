@@ -1,0 +1,4 @@
+"""`python -m telentir …`: the admin CLI."""
+from .cli import main
+
+main()

@@ -1,0 +1,12 @@
+"""Thin Flask blueprints: parse the request, call one service, serialize the answer."""
+from __future__ import annotations
+
+from flask import Flask
+
+from . import auth, system
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount every blueprint."""
+    for module in (system, auth):
+        app.register_blueprint(module.bp)

@@ -1,0 +1,75 @@
+"""What every blueprint needs: the runtime, the JSON body, the caller."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, TypeVar, cast
+
+from flask import current_app, g, request
+
+from ..errors import BadRequest, PhoneNotVerified, Unauthorized, UnsupportedMediaType
+from ..runtime import Runtime
+from ..services import credentials
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def runtime() -> Runtime:
+    """The app's Runtime."""
+    return cast(Runtime, current_app.extensions["telentir"])
+
+
+def json_body(required: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object; 415 if not JSON, 400 if malformed or not an object."""
+    raw = request.get_data(cache=True)
+    if not raw:
+        if required:
+            raise BadRequest("The request needs a JSON object body.")
+        return {}
+    if not request.is_json:
+        raise UnsupportedMediaType("Send the body as application/json.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}.", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return body
+
+
+def client_addr() -> str:
+    """The caller's address (ProxyFix has applied TELENTIR_PROXY_HOPS)."""
+    return request.remote_addr or "unknown"
+
+
+def bearer_credential() -> str | None:
+    """The credential from `Authorization: Bearer …` or else the `token` cookie."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("Use Authorization: Bearer <token or API key>.")
+        return value.strip()
+    return request.cookies.get("token") or None
+
+
+def authenticated_user() -> dict[str, Any]:
+    """The calling user (cached for the request); 401 without a valid credential."""
+    if "user" not in g:
+        credential = bearer_credential()
+        if credential is None:
+            raise Unauthorized("Authentication required: send Authorization: Bearer <token or API key>.")
+        g.user = credentials.authenticate(runtime(), credential)
+    return cast(dict[str, Any], g.user)
+
+
+def verified_user() -> dict[str, Any]:
+    """The calling user, who must have a verified phone (the data-plane guard, objectAuth)."""
+    user = authenticated_user()
+    if not user["phone_verified"]:
+        raise PhoneNotVerified()
+    return user
+
+
+def require_verified_user() -> None:
+    """`before_request` hook for data-plane blueprints."""
+    verified_user()

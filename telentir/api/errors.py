@@ -1,0 +1,57 @@
+"""The one JSON error handler: domain errors, Flask's own HTTP errors, and the unexpected."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ..errors import ApiError, RateLimited, error_body
+
+log = logging.getLogger("telentir.api")
+
+_HTTP_CODES = {
+    400: ("invalid_request", "The request is malformed."),
+    404: ("not_found", "No such resource."),
+    405: ("method_not_allowed", "This method is not allowed on this resource."),
+    413: ("payload_too_large", "The request body is too large."),
+    415: ("unsupported_media_type", "Send the body as application/json."),
+}
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Make every failure answer `{"error", "message"}` with the right status."""
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _api_error(exc: ApiError) -> Response:
+    response = jsonify(exc.body())
+    response.status_code = exc.status
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code, message = _HTTP_CODES.get(status, (_snake(exc.name), exc.description or exc.name))
+    response = jsonify(error_body(code, message))
+    response.status_code = status
+    valid_methods = getattr(exc, "valid_methods", None)
+    if valid_methods:
+        response.headers["Allow"] = ", ".join(valid_methods)
+    return response
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    # Details go to the log only; the client learns nothing about our internals.
+    log.exception("unhandled error")
+    response = jsonify(error_body("internal_error", "Something went wrong on our side; try again later."))
+    response.status_code = 500
+    return response
+
+
+def _snake(name: str) -> str:
+    return "_".join(name.lower().replace("'", "").split())

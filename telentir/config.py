@@ -1,0 +1,240 @@
+"""Every setting in one place: defaults in code, then environment variables, then overrides.
+
+`SETTINGS` is the single table of settings (environment name, type, default, meaning);
+the README's configuration table mirrors it and a test keeps the two in step.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot start with."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _synchronous(text: str) -> str:
+    upper = text.strip().upper()
+    if upper not in ("NORMAL", "FULL"):
+        raise ValueError("must be NORMAL or FULL")
+    return upper
+
+
+def _server_name(text: str) -> str:
+    name = text.strip()
+    if not name or name != name.lower() or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("must be 1-64 lowercase letters, digits, '-' or '_'")
+    return name
+
+
+def _sms_backend(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("log", "twilio"):
+        raise ValueError("must be log or twilio")
+    return value
+
+
+def _broker_url(text: str) -> str:
+    if not text.startswith(("memory://", "redis://", "rediss://", "unix://")):
+        raise ValueError("must start with memory://, redis://, rediss:// or unix://")
+    return text
+
+
+def _plans(text: str) -> dict[str, dict[str, Any]]:
+    plans = json.loads(text)
+    if not isinstance(plans, dict) or not plans:
+        raise ValueError("must be a non-empty JSON object of plan key -> plan")
+    for key, plan in plans.items():
+        if not isinstance(plan, dict) or not isinstance(plan.get("name"), str):
+            raise ValueError(f"plan {key!r} needs a name")
+        if not isinstance(plan.get("includedLeads"), int) or plan["includedLeads"] < 0:
+            raise ValueError(f"plan {key!r} needs includedLeads >= 0")
+        overage = plan.get("leadOverageUsdPerLead")
+        if not isinstance(overage, (int, float)) or overage <= 0:
+            raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead > 0")
+    return plans
+
+
+DEFAULT_PLANS: dict[str, dict[str, Any]] = {
+    "starter": {"name": "Starter", "includedLeads": 100, "leadOverageUsdPerLead": 0.25},
+    "pro": {"name": "Pro", "includedLeads": 1000, "leadOverageUsdPerLead": 0.20},
+    "growth": {"name": "Growth", "includedLeads": 5000, "leadOverageUsdPerLead": 0.15},
+    "agency": {"name": "Agency", "includedLeads": 20000, "leadOverageUsdPerLead": 0.10},
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    doc: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The server's typed settings; build it with `load_config`."""
+
+    data_dir: Path = Path("data")
+    database: Path | None = None
+    blob_dir: Path | None = None
+    master_key: str | None = field(default=None, repr=False)
+    master_key_file: Path | None = None
+    server_name: str = "telentir"
+    broker_url: str = "memory://"
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_metadata_bytes: int = 16 * 1024
+    sse_heartbeat_seconds: float = 15.0
+    sse_retry_ms: int = 3000
+    plans: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_PLANS))
+    default_plan: str = "starter"
+    scraper_hostname: str | None = None
+    stripe_secret_key: str | None = field(default=None, repr=False)
+    stripe_api_base: str | None = None
+    synchronous: str = "NORMAL"
+    jwt_ttl_seconds: int = 24 * 3600
+    jwt_remember_ttl_seconds: int = 30 * 24 * 3600
+    cookie_secure: bool = False
+    proxy_hops: int = 0
+    sms_backend: str = "log"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    twilio_from_number: str | None = None
+    phone_code_ttl_seconds: int = 600
+    auth_max_attempts: int = 5
+    auth_window_seconds: int = 900
+    log_level: str = "INFO"
+
+    @property
+    def database_path(self) -> Path:
+        """Where the SQLite database lives."""
+        return self.database or self.data_dir / "telentir.db"
+
+    @property
+    def blob_path(self) -> Path:
+        """The root folder of ciphertext files."""
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def master_key_path(self) -> Path:
+        """The master key file used when TELENTIR_MASTER_KEY is not set."""
+        return self.master_key_file or self.data_dir / "master.key"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TELENTIR_DATA_DIR", "data_dir", Path, "Folder for the database, blobs and master key."),
+    Setting("TELENTIR_DATABASE", "database", Path, "SQLite database file (default `<data dir>/telentir.db`)."),
+    Setting("TELENTIR_BLOB_DIR", "blob_dir", Path, "Folder of ciphertext files (default `<data dir>/blobs`)."),
+    Setting("TELENTIR_MASTER_KEY", "master_key", str,
+            "Master key sealing secrets at rest: 32 bytes as hex or base64. Unset: a key file is used."),
+    Setting("TELENTIR_MASTER_KEY_FILE", "master_key_file", Path,
+            "Master key file, created 0600 on first start (default `<data dir>/master.key`)."),
+    Setting("TELENTIR_SERVER_NAME", "server_name", _server_name, "Name of the platform server in `GET /api/server`."),
+    Setting("TELENTIR_BROKER_URL", "broker_url", _broker_url,
+            "Event broker: `memory://` (one process) or `redis://host:port/db` (any number)."),
+    Setting("TELENTIR_MAX_BODY_BYTES", "max_body_bytes", _positive_int, "Largest request body accepted (413 past it)."),
+    Setting("TELENTIR_MAX_METADATA_BYTES", "max_metadata_bytes", _positive_int,
+            "Largest `metadata` object, as compact JSON."),
+    Setting("TELENTIR_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _positive_float,
+            "Seconds between keep-alive comments on an idle event stream."),
+    Setting("TELENTIR_SSE_RETRY_MS", "sse_retry_ms", _positive_int, "`retry:` sent to event-stream clients."),
+    Setting("TELENTIR_PLANS", "plans", _plans,
+            "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead}."),
+    Setting("TELENTIR_DEFAULT_PLAN", "default_plan", str, "Plan key given to new users."),
+    Setting("SCRAPER_HOSTNAME", "scraper_hostname", str, "Base URL of the scraper service for `POST /api/connect`."),
+    Setting("STRIPE_SECRET_KEY", "stripe_secret_key", str, "Enables Stripe mode for prepaid balances."),
+    Setting("STRIPE_API_BASE", "stripe_api_base", str, "Override of Stripe's API address (tests, proxies)."),
+    Setting("TELENTIR_SYNCHRONOUS", "synchronous", _synchronous,
+            "SQLite `synchronous`: NORMAL survives a process crash, FULL also power loss."),
+    Setting("TELENTIR_JWT_TTL_SECONDS", "jwt_ttl_seconds", _positive_int, "Lifetime of a session token."),
+    Setting("TELENTIR_JWT_REMEMBER_TTL_SECONDS", "jwt_remember_ttl_seconds", _positive_int,
+            "Lifetime of a session token when logging in with `remember`."),
+    Setting("TELENTIR_COOKIE_SECURE", "cookie_secure", _boolean, "Mark the `token` cookie Secure (behind HTTPS)."),
+    Setting("TELENTIR_PROXY_HOPS", "proxy_hops", _non_negative_int,
+            "Reverse proxies in front whose X-Forwarded-For is trusted (rate limits use the client address)."),
+    Setting("TELENTIR_SMS_BACKEND", "sms_backend", _sms_backend,
+            "`log` writes phone codes to the server log; `twilio` sends them."),
+    Setting("TWILIO_ACCOUNT_SID", "twilio_account_sid", str, "Twilio account for the `twilio` SMS backend."),
+    Setting("TWILIO_AUTH_TOKEN", "twilio_auth_token", str, "Twilio auth token."),
+    Setting("TWILIO_FROM_NUMBER", "twilio_from_number", str, "Sender number for SMS codes."),
+    Setting("TELENTIR_PHONE_CODE_TTL_SECONDS", "phone_code_ttl_seconds", _positive_int,
+            "How long a phone code stays valid."),
+    Setting("TELENTIR_AUTH_MAX_ATTEMPTS", "auth_max_attempts", _positive_int,
+            "Failed logins or code checks allowed per account and per address in one window."),
+    Setting("TELENTIR_AUTH_WINDOW_SECONDS", "auth_window_seconds", _positive_int, "Length of that window."),
+    Setting("TELENTIR_LOG_LEVEL", "log_level", str, "Python log level of the server."),
+)
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then environment variables, then `overrides` (attribute names); validated."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.env)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[setting.attr] = setting.parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{setting.env}={raw!r} is not valid: {exc}") from exc
+    values.update(_check_overrides(overrides or {}))
+    return _validate(replace(Config(), **values))
+
+
+def _check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    known = {f.name for f in fields(Config)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+    return {k: Path(v) if k in _PATH_ATTRS and v is not None else v for k, v in overrides.items()}
+
+
+_PATH_ATTRS = {"data_dir", "database", "blob_dir", "master_key_file"}
+
+
+def _validate(config: Config) -> Config:
+    if config.default_plan not in config.plans:
+        raise ConfigError(f"TELENTIR_DEFAULT_PLAN={config.default_plan!r} is not a key of the plan catalog")
+    if config.sms_backend == "twilio" and not (
+            config.twilio_account_sid and config.twilio_auth_token and config.twilio_from_number):
+        raise ConfigError("TELENTIR_SMS_BACKEND=twilio needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN "
+                          "and TWILIO_FROM_NUMBER")
+    if config.scraper_hostname and not config.scraper_hostname.startswith(("http://", "https://")):
+        raise ConfigError("SCRAPER_HOSTNAME must start with http:// or https://")
+    return config

@@ -1,0 +1,36 @@
+"""Server-made identifiers and timestamps.
+
+Ids are opaque, URL-safe and carry a type prefix (`usr_`, `key_`, `obj_`, `job_`, `ak_`).
+Any id from a client is checked against the strict pattern before it reaches SQL or disk.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime, timezone
+
+PREFIXES = ("usr", "key", "obj", "job", "ak")
+_ID_RE = re.compile(r"(usr|key|obj|job|ak)_[A-Za-z0-9]{22}")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id such as `obj_3x9…` (22 random alphanumerics, ~131 bits)."""
+    assert prefix in PREFIXES, prefix
+    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(22))
+
+
+def is_id(value: object, prefix: str) -> bool:
+    """True when `value` is a well-formed id of the given type."""
+    return isinstance(value, str) and value.startswith(prefix + "_") and _ID_RE.fullmatch(value) is not None
+
+
+def now_iso() -> str:
+    """The current UTC time as `2026-11-29T07:31:56.123Z`."""
+    return iso(datetime.now(timezone.utc))
+
+
+def iso(moment: datetime) -> str:
+    """Format an aware datetime the wire way (UTC, milliseconds, Z)."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -1,0 +1,88 @@
+"""The objects a running server shares: settings, storage, keys, broker, senders.
+
+Built once per app by `create_app` and kept on `app.extensions["telentir"]`; services
+take it as their first argument so they can run from a route, a job, the CLI or a test.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from . import crypto
+from .config import Config
+from .sms import SmsSender, make_sender
+from .storage.blobs import BlobStore
+from .storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PlatformKey:
+    """The platform server's keypair: signs session JWTs, reads published objects."""
+
+    name: str
+    private_key: rsa.RSAPrivateKey
+    public_b64: str
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The public half."""
+        return self.private_key.public_key()
+
+
+@dataclass
+class Runtime:
+    """Everything a service function needs, owned by one app."""
+
+    config: Config
+    db: Database
+    blobs: BlobStore
+    master_key: bytes
+    platform: PlatformKey
+    sms: SmsSender
+    broker: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def seal(self, secret: bytes, context: str) -> bytes:
+        """Encrypt a secret at rest under the master key, bound to `context`."""
+        return crypto.seal(self.master_key, secret, context.encode())
+
+    def unseal(self, sealed: bytes, context: str) -> bytes:
+        """Open a secret sealed with `seal`."""
+        return crypto.unseal(self.master_key, sealed, context.encode())
+
+    def close(self) -> None:
+        """Release what this runtime owns."""
+        if self.broker is not None:
+            self.broker.close()
+        self.db.close()
+
+
+def master_key_for(config: Config) -> bytes:
+    """The master key from TELENTIR_MASTER_KEY, else from (or into) the key file."""
+    if config.master_key:
+        return crypto.parse_master_key(config.master_key)
+    return crypto.load_or_create_master_key(config.master_key_path)
+
+
+def open_storage(config: Config) -> tuple[Database, BlobStore]:
+    """Open the database (schema applied) and the blob store."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(config.database_path, synchronous=config.synchronous)
+    db.apply_schema()
+    return db, BlobStore(config.blob_path)
+
+
+def build_runtime(config: Config) -> Runtime:
+    """Open storage, load the master key and the platform keypair (creating them once)."""
+    from .services.platform import ensure_platform_key  # services import runtime's types
+
+    db, blobs = open_storage(config)
+    master_key = master_key_for(config)
+    platform = ensure_platform_key(db, master_key, config.server_name)
+    return Runtime(config=config, db=db, blobs=blobs, master_key=master_key, platform=platform,
+                   sms=make_sender(config))

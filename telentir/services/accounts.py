@@ -1,0 +1,196 @@
+"""Users, passwords, logins and phone verification."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import time
+from typing import Any
+
+from ..errors import BadRequest, Conflict, NotFound, Unauthorized
+from ..ids import new_id, now_iso
+from ..runtime import Runtime
+from . import ratelimit
+
+_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
+_PHONE_RE = re.compile(r"\+?[0-9]{7,15}")
+_SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+MAX_NAME = 100
+CODE_ATTEMPTS = 5
+
+
+# --- passwords ------------------------------------------------------------------------
+
+def hash_password(password: str) -> str:
+    """scrypt (memory-hard) with a random salt, as `scrypt$n$r$p$salt$hash`."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    parts = [str(_SCRYPT["n"]), str(_SCRYPT["r"]), str(_SCRYPT["p"]),
+             base64.b64encode(salt).decode(), base64.b64encode(digest).decode()]
+    return "scrypt$" + "$".join(parts)
+
+
+def check_password(stored: str | None, password: str) -> bool:
+    """Constant-time check; with no stored hash, burn the same time and answer False."""
+    if not stored:
+        hash_password(password)  # so an unknown account takes as long as a wrong password
+        return False
+    _, n, r, p, salt, digest = stored.split("$")
+    candidate = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
+                               p=int(p), dklen=32)
+    return hmac.compare_digest(candidate, base64.b64decode(digest))
+
+
+# --- users ----------------------------------------------------------------------------
+
+def normalize_email(email: Any) -> str:
+    """A trimmed, valid email address, or BadRequest."""
+    if not isinstance(email, str) or not _EMAIL_RE.fullmatch(email.strip()):
+        raise BadRequest("email must be a valid email address.")
+    return email.strip()
+
+
+def normalize_phone(phone: Any) -> str:
+    """A phone number of 7-15 digits (spaces, dashes and brackets removed), or BadRequest."""
+    digits = re.sub(r"[\s().-]", "", phone) if isinstance(phone, str) else ""
+    if not _PHONE_RE.fullmatch(digits):
+        raise BadRequest("phone must be a phone number of 7 to 15 digits, optionally starting with +.")
+    return digits
+
+
+def _name(value: Any, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_NAME:
+        raise BadRequest(f"{field} must be a string of at most {MAX_NAME} characters.")
+    return value.strip()
+
+
+def _check_password_rules(password: Any) -> str:
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise BadRequest(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long.")
+    return password
+
+
+def create_user(rt: Runtime, email: Any, phone: Any, *, first_name: Any = "", last_name: Any = "",
+                password: Any = None, verified: bool = False) -> dict[str, Any]:
+    """Create a user (password optional for CLI-made users); Conflict if the email is taken."""
+    row = {
+        "id": new_id("usr"), "email": normalize_email(email), "phone": normalize_phone(phone),
+        "first_name": _name(first_name, "firstName"), "last_name": _name(last_name, "lastName"),
+        "password_hash": None if password is None else hash_password(_check_password_rules(password)),
+        "phone_verified": int(bool(verified)), "plan": rt.config.default_plan, "created_at": now_iso(),
+    }
+    try:
+        with rt.db.atomic() as tx:
+            tx.execute("INSERT INTO users (id, email, phone, first_name, last_name, password_hash, phone_verified, "
+                       "plan, created_at) VALUES (:id, :email, :phone, :first_name, :last_name, :password_hash, "
+                       ":phone_verified, :plan, :created_at)", row)
+    except sqlite3.IntegrityError as exc:
+        raise Conflict("An account with this email already exists.", code="email_taken") from exc
+    return get_user(rt, row["id"])
+
+
+def get_user(rt: Runtime, user_id: str) -> dict[str, Any]:
+    """The user row as a dict; NotFound if absent."""
+    row = rt.db.query_one("SELECT * FROM users WHERE id = ?", (user_id,))
+    if row is None:
+        raise NotFound("No such user.")
+    return dict(row)
+
+
+def find_user_by_email(rt: Runtime, email: str) -> dict[str, Any]:
+    """The user with this email (case-insensitive); NotFound if absent."""
+    row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
+    if row is None:
+        raise NotFound(f"No user with email {email!r}.")
+    return dict(row)
+
+
+def list_users(rt: Runtime) -> list[dict[str, Any]]:
+    """Every user, oldest first."""
+    return [dict(r) for r in rt.db.query("SELECT * FROM users ORDER BY created_at, id")]
+
+
+def set_phone_verified(rt: Runtime, user_id: str) -> None:
+    """Mark the user's phone verified and drop any pending code."""
+    with rt.db.atomic() as tx:
+        tx.execute("UPDATE users SET phone_verified = 1 WHERE id = ?", (user_id,))
+        tx.execute("DELETE FROM phone_codes WHERE user_id = ?", (user_id,))
+
+
+def public_profile(user: dict[str, Any]) -> dict[str, Any]:
+    """The `auth` object of `GET /api/auth`."""
+    return {"id": user["id"], "email": user["email"], "firstName": user["first_name"],
+            "lastName": user["last_name"], "phoneVerified": bool(user["phone_verified"])}
+
+
+def register(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
+    """Self-service sign-up: checks the two passwords match, then creates the user."""
+    password = _check_password_rules(body.get("password"))
+    if body.get("confirmPassword") != password:
+        raise BadRequest("confirmPassword must equal password.")
+    return create_user(rt, body.get("email"), body.get("phone"), first_name=body.get("firstName"),
+                       last_name=body.get("lastName"), password=password)
+
+
+# --- login ----------------------------------------------------------------------------
+
+def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str, Any]:
+    """Check email + password under rate limits; the same 401 whichever part was wrong."""
+    if not isinstance(email, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD:
+        raise BadRequest("email and password must be strings.")
+    buckets = [f"login:account:{email.strip().lower()}", f"login:addr:{client_addr}"]
+    ratelimit.check(rt, buckets)
+    row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
+    if not check_password(row["password_hash"] if row else None, password):
+        ratelimit.record_failure(rt, buckets)
+        raise Unauthorized("The email or password is incorrect.", code="invalid_credentials",
+                           extra={"status": "error"})
+    ratelimit.clear(rt, buckets[0])
+    return dict(row)
+
+
+# --- phone codes ----------------------------------------------------------------------
+
+def _code_hash(rt: Runtime, user_id: str, code: str) -> str:
+    # Keyed with the master key: a 6-digit code space is too small for a plain hash.
+    return hmac.new(rt.master_key, f"{user_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def send_phone_code(rt: Runtime, user: dict[str, Any]) -> None:
+    """Create a fresh one-time code and send it by SMS (rate limited per account)."""
+    if user["phone_verified"]:
+        raise Conflict("This phone number is already verified.", code="already_verified")
+    bucket = [f"sms:{user['id']}"]
+    ratelimit.check(rt, bucket)
+    code = f"{secrets.randbelow(10 ** 6):06d}"
+    with rt.db.atomic() as tx:
+        tx.execute("INSERT OR REPLACE INTO phone_codes (user_id, code_hash, expires_at, attempts) "
+                   "VALUES (?, ?, ?, 0)",
+                   (user["id"], _code_hash(rt, user["id"], code), time.time() + rt.config.phone_code_ttl_seconds))
+    # Every send counts against the bucket, so nobody can use us to flood a phone.
+    ratelimit.record_failure(rt, bucket)
+    rt.sms.send(user["phone"], f"Your Telentir verification code is {code}")
+
+
+def verify_phone_code(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> None:
+    """Check a code: right → phone verified; wrong, expired or used up → one 400."""
+    if not isinstance(code, str) or not code.strip():
+        raise BadRequest("code must be the string sent by SMS.")
+    buckets = [f"code:account:{user['id']}", f"code:addr:{client_addr}"]
+    ratelimit.check(rt, buckets)
+    row = rt.db.query_one("SELECT * FROM phone_codes WHERE user_id = ?", (user["id"],))
+    ok = (row is not None and row["expires_at"] > time.time() and row["attempts"] < CODE_ATTEMPTS
+          and hmac.compare_digest(row["code_hash"], _code_hash(rt, user["id"], code.strip())))
+    if not ok:
+        with rt.db.atomic() as tx:
+            tx.execute("UPDATE phone_codes SET attempts = attempts + 1 WHERE user_id = ?", (user["id"],))
+        ratelimit.record_failure(rt, buckets)
+        raise BadRequest("The code is not valid; request a new one if it has expired.", code="invalid_code")
+    set_phone_verified(rt, user["id"])

@@ -1,0 +1,129 @@
+"""API keys and session JWTs, and turning a bearer credential into a user."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+import jwt
+
+from ..errors import BadRequest, NotFound, Unauthorized
+from ..ids import is_id, new_id, now_iso
+from ..runtime import Runtime
+
+API_KEY_PREFIX = "tlk_"
+MAX_KEY_NAME = 100
+# Writing last_used_at on every request would turn each read into a write.
+LAST_USED_RESOLUTION_SECONDS = 60
+
+
+def _hash_key(key: str) -> str:
+    # API keys carry 256 random bits, so a fast hash is enough (no dictionary to attack).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_api_key(rt: Runtime, user_id: str, name: Any = None) -> dict[str, Any]:
+    """Mint an API key; the returned record is the only place the key ever appears."""
+    if name is None:
+        name = "API key"
+    if not isinstance(name, str) or not 0 < len(name.strip()) <= MAX_KEY_NAME:
+        raise BadRequest(f"name must be a string of 1 to {MAX_KEY_NAME} characters.")
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    record = {"id": new_id("ak"), "name": name.strip(), "created_at": now_iso()}
+    with rt.db.atomic() as tx:
+        tx.execute("INSERT INTO api_keys (id, user_id, name, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                   (record["id"], user_id, record["name"], _hash_key(key), record["created_at"]))
+    return {**record, "key": key, "last_used_at": None}
+
+
+def list_api_keys(rt: Runtime, user_id: str) -> list[dict[str, Any]]:
+    """The user's live API keys, without the keys themselves."""
+    rows = rt.db.query("SELECT id, name, last_used_at, created_at FROM api_keys "
+                       "WHERE user_id = ? AND revoked_at IS NULL ORDER BY created_at, id", (user_id,))
+    return [dict(r) for r in rows]
+
+
+def revoke_api_key(rt: Runtime, key_id: str, user_id: str | None = None) -> None:
+    """Revoke at once; NotFound if absent, already revoked, or (with user_id) not that user's."""
+    if not is_id(key_id, "ak"):
+        raise NotFound("No such API key.")
+    sql = "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+    params: tuple[Any, ...] = (now_iso(), key_id)
+    if user_id is not None:
+        sql, params = sql + " AND user_id = ?", params + (user_id,)
+    with rt.db.atomic() as tx:
+        if tx.execute(sql, params).rowcount == 0:
+            raise NotFound("No such API key.")
+
+
+# --- session tokens -------------------------------------------------------------------
+
+def issue_token(rt: Runtime, user_id: str, remember: bool = False) -> str:
+    """An RS256 JWT signed with the platform key, verifiable with `GET /api/server`'s JWK."""
+    now = int(time.time())
+    ttl = rt.config.jwt_remember_ttl_seconds if remember else rt.config.jwt_ttl_seconds
+    claims = {"sub": user_id, "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(16),
+              "iss": rt.platform.name}
+    return jwt.encode(claims, rt.platform.private_key, algorithm="RS256", headers={"kid": rt.platform.name})
+
+
+def _decode_token(rt: Runtime, token: str) -> dict[str, Any]:
+    try:
+        return jwt.decode(token, rt.platform.public_key, algorithms=["RS256"], issuer=rt.platform.name,
+                          options={"require": ["exp", "sub", "jti"]})
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("The session has expired; log in again.", code="token_expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized("The credential is not valid.") from exc
+
+
+def revoke_token(rt: Runtime, token: str) -> None:
+    """Log a session token out for the rest of its life (no-op for an invalid token)."""
+    try:
+        claims = _decode_token(rt, token)
+    except Unauthorized:
+        return
+    with rt.db.atomic() as tx:
+        tx.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (time.time(),))
+        tx.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
+                   (claims["jti"], claims["exp"]))
+
+
+def authenticate(rt: Runtime, credential: str) -> dict[str, Any]:
+    """The user a bearer credential (JWT or API key) stands for; Unauthorized otherwise."""
+    user_id = _user_of_api_key(rt, credential) if credential.startswith(API_KEY_PREFIX) \
+        else _user_of_token(rt, credential)
+    row = rt.db.query_one("SELECT * FROM users WHERE id = ?", (user_id,))
+    if row is None:
+        raise Unauthorized("The credential is not valid.")
+    return dict(row)
+
+
+def _user_of_token(rt: Runtime, token: str) -> str:
+    claims = _decode_token(rt, token)
+    if rt.db.query_one("SELECT 1 FROM revoked_tokens WHERE jti = ?", (claims["jti"],)):
+        raise Unauthorized("The session has been logged out; log in again.")
+    return claims["sub"]
+
+
+def _user_of_api_key(rt: Runtime, key: str) -> str:
+    row = rt.db.query_one("SELECT id, user_id, last_used_at, revoked_at FROM api_keys WHERE key_hash = ?",
+                          (_hash_key(key),))
+    if row is None or row["revoked_at"] is not None:
+        raise Unauthorized("The credential is not valid.")
+    _touch_api_key(rt, row)
+    return row["user_id"]
+
+
+def _touch_api_key(rt: Runtime, row: Any) -> None:
+    now = now_iso()
+    if row["last_used_at"] is not None and _seconds_between(row["last_used_at"], now) < LAST_USED_RESOLUTION_SECONDS:
+        return
+    with rt.db.atomic() as tx:
+        tx.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, row["id"]))
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()

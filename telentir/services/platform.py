@@ -1,0 +1,55 @@
+"""The platform's own servers: the current keypair and the public `GET /api/server` view."""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import crypto
+from ..ids import now_iso
+from ..runtime import PlatformKey, Runtime
+from ..storage.db import Database
+
+
+def _context(name: str) -> bytes:
+    return f"platform:{name}".encode()
+
+
+def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformKey:
+    """Load the platform server `name`, generating and sealing its keypair on first start."""
+    row = db.query_one("SELECT * FROM platform_servers WHERE name = ?", (name,))
+    if row is None or row["private_key_sealed"] is None:
+        key = crypto.generate_rsa_key()
+        sealed = crypto.seal(master_key, crypto.private_key_to_b64(key).encode(), _context(name))
+        with db.atomic() as tx:
+            # INSERT OR IGNORE: another worker starting at the same moment may have won.
+            tx.execute("INSERT OR IGNORE INTO platform_servers (name, public_key, private_key_sealed, created_at) "
+                       "VALUES (?, ?, ?, ?)",
+                       (name, crypto.public_key_to_b64(key.public_key()), sealed, now_iso()))
+        row = db.query_one("SELECT * FROM platform_servers WHERE name = ?", (name,))
+    if row["private_key_sealed"] is None:
+        raise RuntimeError(f"platform server {name!r} is registered without a private key on this host")
+    private = crypto.load_private_key(crypto.unseal(master_key, row["private_key_sealed"], _context(name)).decode())
+    return PlatformKey(name=name, private_key=private, public_b64=row["public_key"])
+
+
+def server_document(rt: Runtime) -> dict[str, Any]:
+    """`GET /api/server`: the current platform server and every platform public key."""
+    cached = rt.extras.get("server_document")
+    if cached is None:
+        # Platform servers change only across restarts, so this is built once per process.
+        cached = rt.extras["server_document"] = _build_server_document(rt)
+    return cached
+
+
+def _build_server_document(rt: Runtime) -> dict[str, Any]:
+    keys = {}
+    for row in rt.db.query("SELECT name, public_key FROM platform_servers ORDER BY name"):
+        public = crypto.load_public_key(row["public_key"])
+        keys[row["name"]] = {"application/pkix-spki": row["public_key"],
+                             "application/jwk+json": crypto.public_jwk(public)}
+    return {"current": rt.platform.name, "keys": keys}
+
+
+def platform_public_key(rt: Runtime, name: str) -> crypto.rsa.RSAPublicKey | None:
+    """The public key of a platform server, or None if there is no such server."""
+    row = rt.db.query_one("SELECT public_key FROM platform_servers WHERE name = ?", (name,))
+    return None if row is None else crypto.load_public_key(row["public_key"])

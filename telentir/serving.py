@@ -1,0 +1,80 @@
+"""Start-up work done once in the master process, and gunicorn run from Python."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import Application
+
+from .config import Config, ConfigError, load_config
+from .runtime import Runtime, build_runtime
+
+log = logging.getLogger(__name__)
+GUNICORN_CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
+
+
+def prepare(config: Config) -> dict[str, int]:
+    """Create what must exist and repair what a crash left (run before workers serve)."""
+    rt = build_runtime(config)
+    try:
+        return {"swept_blobs": sweep_blobs(rt)}
+    finally:
+        rt.close()
+
+
+def sweep_blobs(rt: Runtime) -> int:
+    """Remove ciphertext files that no object row names (left by a crash mid-write)."""
+    referenced = {row["blob"] for row in rt.db.query("SELECT blob FROM objects")}
+    removed = rt.blobs.sweep(referenced.__contains__)
+    if removed:
+        log.warning("start-up sweep removed %d unreferenced blob file(s)", removed)
+    return removed
+
+
+def check_workers(config: Config, workers: int) -> None:
+    """The in-memory broker cannot cross processes: refuse more than one worker with it."""
+    if workers > 1 and config.broker_url.startswith("memory://"):
+        raise ConfigError(f"{workers} workers need a shared broker: set TELENTIR_BROKER_URL=redis://… "
+                          "(the in-memory broker only reaches subscribers in its own process).")
+
+
+class GunicornServer(Application):
+    """gunicorn with gunicorn.conf.py, then our command-line overrides, serving create_app()."""
+
+    def __init__(self, overrides: dict[str, Any]) -> None:
+        self.overrides = overrides
+        super().__init__()
+
+    def init(self, parser: Any, opts: Any, args: Any) -> None:
+        """Unused: settings come from the file and the overrides."""
+
+    def load_config(self) -> None:
+        """Read gunicorn.conf.py, then apply the CLI's values."""
+        if GUNICORN_CONF.exists():
+            self.load_config_from_file(str(GUNICORN_CONF))
+        for key, value in self.overrides.items():
+            if value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        """Each worker builds its own app (connections and threads are per process)."""
+        from . import create_app
+        return create_app()
+
+
+def serve(host: str, port: int, workers: int | None, threads: int | None) -> None:
+    """Run the production server in the foreground."""
+    GunicornServer({"bind": f"{host}:{port}", "workers": workers, "threads": threads}).run()
+
+
+def on_starting(workers: int) -> None:
+    """gunicorn master hook: validate settings, prepare storage, before any worker forks."""
+    try:
+        config = load_config()
+        check_workers(config, workers)
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(f"telentir: {exc}") from None
+    report = prepare(config)
+    log.info("storage ready: %s", report)

@@ -1,0 +1,1 @@
+"""Where state lives: SQLite metadata (`db`) and ciphertext files (`blobs`)."""

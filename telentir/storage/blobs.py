@@ -1,0 +1,106 @@
+"""Ciphertext files: sharded folders, atomic durable writes, and the start-up sweep.
+
+A blob is written and made durable (temp file, fsync, rename, fsync folder) *before*
+the row that names it commits, and removed only *after* the commit that forgets it.
+A crash therefore leaves at most files no row names, which `sweep` removes.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+_BLOB_ID = re.compile(r"[A-Za-z0-9_-]{20,64}")
+_TMP_NAME = re.compile(r"[A-Za-z0-9_-]{20,64}\.[0-9a-f]{8}\.tmp")
+
+
+class BlobStore:
+    """Files under `root`, named by server-made ids, two levels of 256-way sharding."""
+
+    def __init__(self, root: Path, durable: bool = True) -> None:
+        self.root = Path(root)
+        self.durable = durable
+
+    def new_id(self) -> str:
+        """A fresh random blob id (never derived from client input)."""
+        return secrets.token_urlsafe(18)
+
+    def path_for(self, blob_id: str) -> Path:
+        """The file of a blob id; ValueError before any path is built from a bad id."""
+        if not isinstance(blob_id, str) or not _BLOB_ID.fullmatch(blob_id):
+            raise ValueError("invalid blob id")
+        return self.root / blob_id[:2] / blob_id[2:4] / blob_id
+
+    def write(self, data: bytes) -> str:
+        """Durably store `data` under a new id and return the id."""
+        blob_id = self.new_id()
+        path = self.path_for(blob_id)
+        self._ensure_dir(path.parent)
+        tmp = path.with_name(f"{blob_id}.{secrets.token_hex(4)}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if self.durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        if self.durable:
+            _fsync_dir(path.parent)
+        return blob_id
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory.is_dir():
+            return
+        self._ensure_dir(directory.parent)
+        directory.mkdir(exist_ok=True)
+        if self.durable:
+            # A new folder's own name must be durable too, or a power cut can lose the file.
+            _fsync_dir(directory.parent)
+
+    def read(self, blob_id: str) -> bytes:
+        """The bytes of a blob."""
+        return self.path_for(blob_id).read_bytes()
+
+    def delete(self, blob_id: str) -> None:
+        """Remove a blob if present (called after the forgetting commit)."""
+        try:
+            self.path_for(blob_id).unlink()
+        except FileNotFoundError:
+            pass
+
+    def delete_many(self, blob_ids: Iterable[str]) -> None:
+        """Remove several blobs."""
+        for blob_id in blob_ids:
+            self.delete(blob_id)
+
+    def iter_files(self) -> Iterator[Path]:
+        """Every file under the root, temp files included."""
+        if not self.root.exists():
+            return
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                yield Path(dirpath) / name
+
+    def sweep(self, is_referenced: Callable[[str], bool]) -> int:
+        """Remove temp files and blobs no row references; returns how many went.
+
+        Run only while no request is writing (at start-up, before workers serve):
+        a blob written but not yet committed looks unreferenced. Files that are not
+        ours by name are left alone, in case the folder was pointed somewhere shared.
+        """
+        removed = 0
+        for path in self.iter_files():
+            orphan = _BLOB_ID.fullmatch(path.name) and not is_referenced(path.name)
+            if orphan or _TMP_NAME.fullmatch(path.name):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,151 @@
+"""SQLite connections, transactions and the schema.
+
+One connection per thread, never shared: WAL so readers never wait for the writer,
+`busy_timeout` so writers queue instead of failing, foreign keys on, and writes in short
+`BEGIN IMMEDIATE` transactions (taking the write lock up front avoids the deadlock of two
+readers both upgrading to writers).
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+log = logging.getLogger(__name__)
+
+
+class Transaction:
+    """An open write transaction with hooks that run once it has committed or rolled back."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._on_commit: list[Callable[[], None]] = []
+        self._on_rollback: list[Callable[[], None]] = []
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """Run one statement inside the transaction."""
+        return self.conn.execute(sql, params)
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run `hook` after COMMIT succeeds (publish events, delete replaced files)."""
+        self._on_commit.append(hook)
+
+    def after_rollback(self, hook: Callable[[], None]) -> None:
+        """Run `hook` after ROLLBACK (remove files written for rows that never landed)."""
+        self._on_rollback.append(hook)
+
+
+class Database:
+    """The SQLite file: per-thread connections, transactions, schema."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+
+    def connect(self) -> sqlite3.Connection:
+        """A new connection with the house pragmas; the caller owns and closes it."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # synchronous is validated to NORMAL/FULL by the config, never client input.
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("database is closed")
+            conn = self.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        """Run a read and return all rows."""
+        return self.conn.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        """Run a read and return the first row or None."""
+        return self.conn.execute(sql, params).fetchone()
+
+    @contextmanager
+    def atomic(self) -> Iterator[Transaction]:
+        """A write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception."""
+        conn = self.conn
+        if conn.in_transaction:
+            raise RuntimeError("nested write transaction")
+        tx = Transaction(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield tx
+        except BaseException:
+            conn.execute("ROLLBACK")
+            _run_hooks(tx._on_rollback)
+            raise
+        conn.execute("COMMIT")
+        _run_hooks(tx._on_commit)
+
+    def apply_schema(self) -> None:
+        """Create or upgrade the schema; safe to run at every start and concurrently."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self.connect()
+        try:
+            # WAL is a property of the file: set once, kept by every later connection.
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise RuntimeError(f"database schema {version} is newer than this server ({SCHEMA_VERSION})")
+                _execute_script(conn, SCHEMA_PATH.read_text())
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close every connection this object opened (at app shutdown)."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT our transaction first; run statement by statement instead.
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+
+
+def _run_hooks(hooks: list[Callable[[], None]]) -> None:
+    # The transaction is already decided; a failing hook must not undo or hide that.
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:
+            log.exception("transaction hook failed")

@@ -1,0 +1,148 @@
+"""Test helpers: a real server process on a free port, and a small HTTP client for it."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXED_MASTER_KEY = "11" * 32
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a server (or CLI) process over `data_dir`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELENTIR_", "STRIPE_", "SCRAPER_"))}
+    env.update({"TELENTIR_DATA_DIR": str(data_dir), "TELENTIR_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
+    return env
+
+
+class ServerProcess:
+    """`python -m telentir serve` in a child process (gunicorn, real sockets)."""
+
+    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None, workers: int | None = None,
+                 threads: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.env = server_env(self.data_dir, env)
+        self.workers, self.threads = workers, threads
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir.parent / f"server-{self.data_dir.name}.log"
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:41234."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "ServerProcess":
+        """Start and wait until /healthz answers."""
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "telentir", "serve", "--port", str(self.port)]
+        if self.workers:
+            cmd += ["--workers", str(self.workers)]
+        if self.threads:
+            cmd += ["--threads", str(self.threads)]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+        self._wait_healthy(timeout)
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM to the whole process group)."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the master and workers at once: a crash."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=15)
+
+
+class Api:
+    """requests against one server with one credential."""
+
+    def __init__(self, base_url: str, credential: str | None = None) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        if credential:
+            self.session.headers["Authorization"] = f"Bearer {credential}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send a request to `/api` + path (or an absolute path starting with //)."""
+        kwargs.setdefault("timeout", 30)
+        url = self.base_url + (path[1:] if path.startswith("//") else "/api" + path)
+        return self.session.request(method, url, **kwargs)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def put(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("PUT", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def assert_error(resp: requests.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response is the JSON error shape with this status (and code)."""
+    assert resp.status_code == status, (resp.status_code, resp.text[:500])
+    assert resp.headers["Content-Type"].startswith("application/json"), resp.headers["Content-Type"]
+    body = resp.json()
+    assert set(body) >= {"error", "message"} and isinstance(body["message"], str) and body["message"], body
+    if code is not None:
+        assert body["error"] == code, body
+    return body
