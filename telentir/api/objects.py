@@ -1,0 +1,142 @@
+"""Objects, relations and publishing: /api/objects (spec §4, §5)."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+
+from ..errors import BadRequest, NotFound
+from ..ids import is_id
+from ..services import objects, publishing
+from ..wire import (decode_ciphertext, has_any, id_field, metadata_value, name_value, optional_id_field, pick)
+from .common import json_body, runtime
+from .guard import data_plane_user, guard
+
+bp = Blueprint("objects", __name__, url_prefix="/api")
+bp.before_request(guard)
+
+KEY_ALIASES = ("keyId", "key_id")
+TAG_ALIASES = ("authTag", "auth_tag")
+RELATED_ALIASES = ("relatedId", "relatedObjectId", "related_object_id")
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+def _create() -> dict[str, Any]:
+    body = json_body()
+    key_id = id_field(pick(body, *KEY_ALIASES), "keyId", "key")
+    content, tag = decode_ciphertext(body)
+    related_id = optional_id_field(pick(body, *RELATED_ALIASES), "relatedId", "obj")
+    metadata = metadata_value(body.get("metadata"), runtime().config.max_metadata_bytes)
+    return objects.create_object(runtime(), data_plane_user()["id"], key_id, content, tag, related_id, metadata)
+
+
+@bp.put("/objects")
+def put_object() -> tuple[Response, int]:
+    """Create an object (as documented)."""
+    return jsonify(_create()), 201
+
+
+@bp.post("/objects")
+def post_object() -> tuple[Response, int]:
+    """Create an object (as the SDK calls it)."""
+    return jsonify(_create()), 201
+
+
+@bp.get("/objects/<object_id>")
+def get_object(object_id: str) -> Response:
+    """An object with its ciphertext in hex."""
+    return jsonify(objects.get_object(runtime(), data_plane_user()["id"], object_id))
+
+
+def _patch_changes(body: dict[str, Any]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if has_any(body, *KEY_ALIASES):
+        changes["key_id"] = id_field(pick(body, *KEY_ALIASES), "keyId", "key")
+    if "metadata" in body:
+        changes["metadata"] = metadata_value(body["metadata"], runtime().config.max_metadata_bytes)
+    if has_any(body, *RELATED_ALIASES):
+        changes["related_id"] = optional_id_field(pick(body, *RELATED_ALIASES), "relatedId", "obj")
+    if "content" in body or has_any(body, *TAG_ALIASES):
+        changes["content"], changes["auth_tag"] = decode_ciphertext(body)
+    if not changes:
+        raise BadRequest("Nothing to change: send keyId, metadata, relatedId, or content with authTag.")
+    return changes
+
+
+@bp.patch("/objects/<object_id>")
+def patch_object(object_id: str) -> Response:
+    """Replace fields of an object in place."""
+    user_id = data_plane_user()["id"]
+    return jsonify(objects.update_object(runtime(), user_id, object_id, _patch_changes(json_body())))
+
+
+@bp.delete("/objects/<object_id>")
+def delete_object(object_id: str) -> tuple[str, int]:
+    """Delete an object; its children are detached, or removed with ?cascade=true."""
+    cascade = request.args.get("cascade", "false").lower()
+    if cascade not in ("true", "false", "1", "0"):
+        raise BadRequest("cascade must be true or false.")
+    objects.delete_object(runtime(), data_plane_user()["id"], object_id, cascade in ("true", "1"))
+    return "", 204
+
+
+def _page_limit() -> int | None:
+    if "limit" not in request.args and "after" not in request.args:
+        return None
+    raw = request.args.get("limit", str(DEFAULT_PAGE))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}.")
+    return int(raw)
+
+
+@bp.get("/objects/<object_id>/related")
+def related(object_id: str) -> Response:
+    """Children of an object, oldest first: all (streamed) or a page with X-Next-Cursor."""
+    user_id, limit = data_plane_user()["id"], _page_limit()
+    if limit is None:
+        records = objects.iter_related(runtime(), user_id, object_id)
+        return Response(stream_with_context(_json_array(records)), mimetype="application/json")
+    page, cursor = objects.related_page(runtime(), user_id, object_id, limit, request.args.get("after"))
+    response = jsonify(page)
+    if cursor is not None:
+        response.headers["X-Next-Cursor"] = cursor
+    return response
+
+
+def _json_array(records: Iterator[dict[str, Any]]) -> Iterator[str]:
+    yield "["
+    for index, record in enumerate(records):
+        yield ("," if index else "") + json.dumps(record, separators=(",", ":"))
+    yield "]"
+
+
+@bp.put("/objects/publish/<pub_type>/<related_id>")
+def publish(pub_type: str, related_id: str) -> Response:
+    """Publish `objectId` for `related_id` under a logical type (replaces an earlier one)."""
+    body = json_body()
+    object_id = id_field(pick(body, "objectId", "object_id"), "objectId", "obj")
+    related = _path_object_id(related_id)
+    return jsonify(publishing.publish(runtime(), data_plane_user()["id"], name_value(pub_type, "type"), related,
+                                      object_id))
+
+
+@bp.delete("/objects/publish/<pub_type>/<related_id>")
+def unpublish(pub_type: str, related_id: str) -> tuple[str, int]:
+    """Remove a publication; the ciphertext stays."""
+    publishing.unpublish(runtime(), data_plane_user()["id"], name_value(pub_type, "type"),
+                         _path_object_id(related_id))
+    return "", 204
+
+
+@bp.get("/objects/publish/<pub_type>")
+def list_publications(pub_type: str) -> Response:
+    """The caller's publications of one type."""
+    return jsonify(publishing.list_publications(runtime(), data_plane_user()["id"], name_value(pub_type, "type")))
+
+
+def _path_object_id(value: str) -> str:
+    if not is_id(value, "obj"):
+        raise NotFound("No such object.")
+    return value

@@ -1,0 +1,41 @@
+"""Root and servers: /api/root, /api/servers (spec §2)."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from ..services import keyring, roots
+from ..wire import bool_value, name_value
+from .common import json_body, runtime
+from .guard import data_plane_user, guard
+
+bp = Blueprint("root", __name__, url_prefix="/api")
+bp.before_request(guard)
+
+
+@bp.get("/root")
+def get_root() -> Response:
+    """The caller's stores, default keys and servers (custodial private key included)."""
+    return jsonify(roots.root_document(runtime(), data_plane_user()["id"]))
+
+
+@bp.get("/servers")
+def list_servers() -> Response:
+    """The servers the caller registered."""
+    return jsonify(keyring.list_servers(runtime(), data_plane_user()["id"]))
+
+
+@bp.post("/servers")
+def register_server() -> tuple[Response, int]:
+    """Register a server: `generate` a keypair (private key returned once) or `upload_public`."""
+    body = json_body()
+    name = name_value(body.get("name"), "name")
+    record = keyring.register_server(runtime(), data_plane_user()["id"], name, body.get("mode"),
+                                     body.get("publicKey", body.get("public_key")))
+    return jsonify(record), 201
+
+
+@bp.patch("/servers/<name>")
+def update_server(name: str) -> Response:
+    """Deprecate (or un-deprecate) a registered server."""
+    deprecated = bool_value(json_body().get("deprecated"), "deprecated")
+    return jsonify(keyring.set_server_deprecated(runtime(), data_plane_user()["id"], name.lower(), deprecated))

@@ -1,0 +1,80 @@
+"""The outbox: every change appends its event in its own transaction; the broker is rung after commit.
+
+The event table is the truth (streams replay from it); a broker message is only a doorbell,
+so a broker failure is logged and counted, never allowed to fail or undo the write.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from ..runtime import Runtime
+from ..storage.db import Transaction
+
+log = logging.getLogger(__name__)
+
+# Filter fields per event type, in channel order (spec §6): payload key for each filter.
+FILTERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "key_created": (("keyId", "key_id"),),
+    "key_deleted": (("keyId", "key_id"),),
+    "object_created": (("objectId", "id"), ("relatedId", "related_object_id")),
+    "object_updated": (("objectId", "object_id"),),
+    "object_deleted": (("objectId", "object_id"),),
+    "publish": (("type", "type"), ("relatedId", "related_id"), ("objectId", "object_id")),
+    "unpublish": (("type", "type"), ("relatedId", "related_id")),
+}
+EVENT_TYPES = tuple(FILTERS)
+
+
+class PublishStats:
+    """Counts of broker publishes, for /readyz-style visibility and tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.published = 0
+        self.failed = 0
+
+    def count(self, ok: bool) -> None:
+        """Record one publish attempt."""
+        with self._lock:
+            if ok:
+                self.published += 1
+            else:
+                self.failed += 1
+
+
+def channel_for(event_type: str, user_id: str, payload: dict[str, Any]) -> str:
+    """`<type>:<user_id>:<f1>:<f2>…`, absent values as empty strings."""
+    values = [_channel_value(payload.get(key)) for _, key in FILTERS[event_type]]
+    return ":".join([event_type, user_id, *values])
+
+
+def _channel_value(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def append(rt: Runtime, tx: Transaction, event_type: str, user_id: str, payload: dict[str, Any],
+           created_at: str) -> None:
+    """Write the event row in `tx` and publish it on the broker once `tx` commits."""
+    data = json.dumps(payload, separators=(",", ":"))
+    channel = channel_for(event_type, user_id, payload)
+    cursor = tx.execute("INSERT INTO events (user_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+                        (user_id, event_type, channel, data, created_at))
+    message = json.dumps({"id": cursor.lastrowid, "event": event_type, "data": payload}, separators=(",", ":"))
+    tx.after_commit(lambda: ring(rt, channel, message))
+
+
+def ring(rt: Runtime, channel: str, message: str) -> None:
+    """Publish on the broker; failures are logged and counted, never raised."""
+    stats: PublishStats = rt.extras.setdefault("publish_stats", PublishStats())
+    if rt.broker is None:
+        return
+    try:
+        rt.broker.publish(channel, message)
+        stats.count(True)
+    except Exception:
+        stats.count(False)
+        log.warning("broker publish failed on %s; streams will catch up from the event table", channel,
+                    exc_info=True)

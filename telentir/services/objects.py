@@ -1,0 +1,231 @@
+"""Encrypted objects: create, read, patch, delete, relations (spec §4).
+
+Write order (architecture notes): the ciphertext file is made durable first, then one
+`BEGIN IMMEDIATE` transaction checks ownership, writes the row and its event; a replaced or
+deleted file is removed only after the commit. A crash leaves at most unreferenced files.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+from ..errors import BadRequest, Conflict, NotFound
+from ..ids import is_id, new_id, now_iso
+from ..runtime import Runtime
+from ..storage.db import Transaction
+from ..wire import object_record
+from . import events
+
+LIST_CHUNK = 256
+MAX_DEPTH = 10_000
+
+
+def insert_object(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_id: str, content: bytes,
+                  tag: bytes, related_id: str | None, metadata: str) -> str:
+    """Insert the row of an already-written blob, and its object_created event, inside `tx`."""
+    object_id, now = new_id("obj"), now_iso()
+    row = {"id": object_id, "user_id": user_id, "key_id": key_id, "blob": blob_id, "size": len(content),
+           "auth_tag": tag,
+           "related_id": related_id, "metadata": metadata, "created_at": now, "updated_at": now}
+    tx.execute("INSERT INTO objects (id, user_id, key_id, blob, size, auth_tag, related_id, metadata, created_at, "
+               "updated_at) VALUES (:id, :user_id, :key_id, :blob, :size, :auth_tag, :related_id, :metadata, "
+               ":created_at, :updated_at)", row)
+    events.append(rt, tx, "object_created", user_id, _created_payload(row, content), now)
+    return object_id
+
+
+def _created_payload(row: dict[str, Any], content: bytes) -> dict[str, Any]:
+    return {"id": row["id"], "user_id": row["user_id"], "metadata": json.loads(row["metadata"]),
+            "key_id": row["key_id"], "related_object_id": row["related_id"], "content": content.hex(),
+            "auth_tag": bytes(row["auth_tag"]).hex(), "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+
+def _check_key(tx: Transaction, user_id: str, key_id: str) -> None:
+    if not tx.execute("SELECT 1 FROM keys WHERE id = ? AND user_id = ?", (key_id, user_id)).fetchone():
+        raise NotFound("keyId: no such key.", code="key_not_found")
+
+
+def _check_parent(tx: Transaction, user_id: str, related_id: str | None) -> None:
+    if related_id is not None and not tx.execute("SELECT 1 FROM objects WHERE id = ? AND user_id = ?",
+                                                 (related_id, user_id)).fetchone():
+        raise NotFound("relatedId: no such object.", code="related_not_found")
+
+
+def create_object(rt: Runtime, user_id: str, key_id: str, content: bytes, tag: bytes, related_id: str | None,
+                  metadata: str) -> dict[str, Any]:
+    """PUT/POST /objects: store ciphertext under the caller's key, optionally under a parent."""
+    # The file is written before the write lock is taken, so concurrent writers overlap their fsyncs.
+    blob_id = rt.blobs.write(content)
+    with rt.db.atomic() as tx:
+        tx.after_rollback(lambda: rt.blobs.delete(blob_id))
+        _check_key(tx, user_id, key_id)
+        _check_parent(tx, user_id, related_id)
+        object_id = insert_object(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata)
+    return get_object(rt, user_id, object_id)
+
+
+def _row(rt: Runtime, user_id: str, object_id: str) -> Any:
+    row = rt.db.query_one("SELECT * FROM objects WHERE id = ? AND user_id = ?", (object_id, user_id)) \
+        if is_id(object_id, "obj") else None
+    if row is None:
+        raise NotFound("No such object.")
+    return row
+
+
+def get_object(rt: Runtime, user_id: str, object_id: str) -> dict[str, Any]:
+    """The caller's object with its ciphertext; 404 if absent or someone else's."""
+    row = _row(rt, user_id, object_id)
+    return object_record(row, rt.blobs.read(row["blob"]))
+
+
+def is_store(rt: Runtime, object_id: str) -> bool:
+    """Whether the object is one of a root's eight store objects."""
+    return rt.db.query_one("SELECT 1 FROM stores WHERE object_id = ?", (object_id,)) is not None
+
+
+def update_object(rt: Runtime, user_id: str, object_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """PATCH /objects/{id}: any of key_id, metadata, related_id, and content+auth_tag together."""
+    _row(rt, user_id, object_id)  # 404 before any file is written
+    content = changes.pop("content", None)
+    new_blob = None if content is None else rt.blobs.write(content)
+    with rt.db.atomic() as tx:
+        if new_blob is not None:
+            tx.after_rollback(lambda: rt.blobs.delete(new_blob))
+            changes.update(blob=new_blob, size=len(content))
+        old_blob = _locked_row(tx, user_id, object_id)["blob"]
+        _apply_update(rt, tx, user_id, object_id, changes)
+        if new_blob is not None:
+            tx.after_commit(lambda: rt.blobs.delete(old_blob))
+    return get_object(rt, user_id, object_id)
+
+
+def _locked_row(tx: Transaction, user_id: str, object_id: str) -> Any:
+    # Re-read inside the write transaction: a concurrent delete may have won the lock first.
+    row = tx.execute("SELECT * FROM objects WHERE id = ? AND user_id = ?", (object_id, user_id)).fetchone()
+    if row is None:
+        raise NotFound("No such object.")
+    return row
+
+
+def _apply_update(rt: Runtime, tx: Transaction, user_id: str, object_id: str, changes: dict[str, Any]) -> None:
+    if changes.get("related_id") is not None and tx.execute("SELECT 1 FROM stores WHERE object_id = ?",
+                                                            (object_id,)).fetchone():
+        raise Conflict("A store object cannot be placed under another object.", code="store_object")
+    if "key_id" in changes:
+        _check_key(tx, user_id, changes["key_id"])
+    if changes.get("related_id") is not None:
+        _check_parent(tx, user_id, changes["related_id"])
+        _check_no_cycle(tx, object_id, changes["related_id"])
+    now = now_iso()
+    assignments = ", ".join(f"{column} = :{column}" for column in changes)  # columns from a fixed set
+    tx.execute(f"UPDATE objects SET {assignments}{', ' if changes else ''}updated_at = :now WHERE id = :id",
+               {**changes, "now": now, "id": object_id})
+    key_id = tx.execute("SELECT key_id FROM objects WHERE id = ?", (object_id,)).fetchone()[0]
+    _updated_event(rt, tx, user_id, object_id, key_id, now)
+
+
+def _updated_event(rt: Runtime, tx: Transaction, user_id: str, object_id: str, key_id: str, now: str) -> None:
+    events.append(rt, tx, "object_updated", user_id,
+                  {"object_id": object_id, "key_id": key_id, "user_id": user_id, "updated_at": now}, now)
+
+
+def _check_no_cycle(tx: Transaction, object_id: str, new_parent: str) -> None:
+    ancestors = tx.execute(
+        "WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION ALL "
+        "SELECT o.related_id, up.depth + 1 FROM objects o JOIN up ON o.id = up.id "
+        "WHERE o.related_id IS NOT NULL AND up.depth < ?) SELECT 1 FROM up WHERE id = ? LIMIT 1",
+        (new_parent, MAX_DEPTH, object_id)).fetchone()
+    if ancestors:
+        raise Conflict("relatedId would make the object its own ancestor.", code="relation_cycle")
+
+
+def delete_object(rt: Runtime, user_id: str, object_id: str, cascade: bool) -> None:
+    """DELETE /objects/{id}: the object, its file, relations and publications; children detached or removed."""
+    _row(rt, user_id, object_id)
+    if is_store(rt, object_id):
+        raise Conflict("A store object of the root cannot be deleted.", code="store_object")
+    with rt.db.atomic() as tx:
+        _locked_row(tx, user_id, object_id)
+        doomed = _subtree(tx, object_id) if cascade else [object_id]
+        blobs = _remove_objects(rt, tx, user_id, doomed)
+        tx.after_commit(lambda: rt.blobs.delete_many(blobs))
+
+
+def _subtree(tx: Transaction, object_id: str) -> list[str]:
+    rows = tx.execute("WITH RECURSIVE down(id) AS (SELECT ? UNION SELECT o.id FROM objects o JOIN down "
+                      "ON o.related_id = down.id) SELECT id FROM down", (object_id,)).fetchall()
+    return [r[0] for r in rows]
+
+
+def _remove_objects(rt: Runtime, tx: Transaction, user_id: str, ids: list[str]) -> list[str]:
+    now, blobs, doomed = now_iso(), [], set(ids)
+    for object_id in ids:
+        blobs.append(tx.execute("SELECT blob FROM objects WHERE id = ?", (object_id,)).fetchone()[0])
+        _drop_publications(rt, tx, user_id, object_id, now)
+        _detach_children(rt, tx, user_id, object_id, now, doomed)
+        tx.execute("DELETE FROM objects WHERE id = ?", (object_id,))
+        events.append(rt, tx, "object_deleted", user_id,
+                      {"object_id": object_id, "user_id": user_id, "deleted_at": now}, now)
+    return blobs
+
+
+def _detach_children(rt: Runtime, tx: Transaction, user_id: str, parent_id: str, now: str,
+                     doomed: set[str]) -> None:
+    children = tx.execute("SELECT id, key_id FROM objects WHERE related_id = ?", (parent_id,)).fetchall()
+    tx.execute("UPDATE objects SET related_id = NULL, updated_at = ? WHERE related_id = ?", (now, parent_id))
+    for child in children:
+        if child["id"] not in doomed:  # children removed by a cascade get object_deleted instead
+            _updated_event(rt, tx, user_id, child["id"], child["key_id"], now)
+
+
+def _drop_publications(rt: Runtime, tx: Transaction, user_id: str, object_id: str, now: str) -> None:
+    rows = tx.execute("SELECT type, related_id FROM publications WHERE user_id = ? AND (object_id = ? OR "
+                      "related_id = ?)", (user_id, object_id, object_id)).fetchall()
+    for row in rows:
+        tx.execute("DELETE FROM publications WHERE user_id = ? AND type = ? AND related_id = ?",
+                   (user_id, row["type"], row["related_id"]))
+        events.append(rt, tx, "unpublish", user_id, {"user_id": user_id, "type": row["type"],
+                                                     "related_id": row["related_id"], "timestamp": now}, now)
+
+
+# --- relations ------------------------------------------------------------------------
+
+def related_page(rt: Runtime, user_id: str, parent_id: str, limit: int,
+                 after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of children, oldest first, and the cursor of the next page (None on the last)."""
+    _row(rt, user_id, parent_id)
+    start = _cursor_position(rt, parent_id, after)
+    rows = rt.db.query("SELECT * FROM objects WHERE related_id = ? AND n > ? ORDER BY n LIMIT ?",
+                       (parent_id, start, limit + 1))
+    page = [object_record(r, rt.blobs.read(r["blob"])) for r in rows[:limit]]
+    return page, (page[-1]["id"] if len(rows) > limit else None)
+
+
+def _cursor_position(rt: Runtime, parent_id: str, after: str | None) -> int:
+    if after is None:
+        return 0
+    row = rt.db.query_one("SELECT n FROM objects WHERE id = ? AND related_id = ?", (after, parent_id)) \
+        if is_id(after, "obj") else None
+    if row is None:
+        raise BadRequest("after must be the id of an object in this list (the X-Next-Cursor value).",
+                         code="invalid_cursor")
+    return row["n"]
+
+
+def iter_related(rt: Runtime, user_id: str, parent_id: str) -> Iterator[dict[str, Any]]:
+    """Every child, oldest first, read in chunks so memory stays flat however many there are."""
+    _row(rt, user_id, parent_id)
+    return _iter_children(rt, parent_id)
+
+
+def _iter_children(rt: Runtime, parent_id: str) -> Iterator[dict[str, Any]]:
+    position = 0
+    while True:
+        # Short queries per chunk: no read transaction stays open while the client reads slowly.
+        rows = rt.db.query("SELECT * FROM objects WHERE related_id = ? AND n > ? ORDER BY n LIMIT ?",
+                           (parent_id, position, LIST_CHUNK))
+        for row in rows:
+            yield object_record(row, rt.blobs.read(row["blob"]))
+        if len(rows) < LIST_CHUNK:
+            return
+        position = rows[-1]["n"]

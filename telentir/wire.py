@@ -1,0 +1,146 @@
+"""The wire format of the data plane: field aliases, the hex/base64 rule, record shapes.
+
+Both kinds of client must work unchanged: the documented one (camelCase, base64) and the
+SDK (snake_case, hex). Requests accept both; responses carry hex and both spellings.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .crypto import IV_BYTES, CryptoError, b64decode_any, hexdecode
+from .errors import BadRequest, PayloadTooLarge
+from .ids import is_id
+
+TAG_MIN, TAG_MAX = 12, 16
+_HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def pick(body: dict[str, Any], *names: str) -> Any:
+    """The value of the first alias present; 400 if two aliases disagree."""
+    present = [(n, body[n]) for n in names if n in body]
+    if len({json.dumps(v, sort_keys=True) for _, v in present}) > 1:
+        raise BadRequest(f"{' and '.join(n for n, _ in present)} disagree; send one of them.")
+    return present[0][1] if present else None
+
+
+def has_any(body: dict[str, Any], *names: str) -> bool:
+    """Whether any alias is present in the body."""
+    return any(n in body for n in names)
+
+
+def explicit_encoding(body: dict[str, Any]) -> str | None:
+    """`encoding` from the body: hex, base64 or absent."""
+    encoding = body.get("encoding")
+    if encoding is None:
+        return None
+    if encoding not in ("hex", "base64"):
+        raise BadRequest('encoding must be "hex" or "base64".')
+    return encoding
+
+
+def _looks_hex(text: str, sizes: range) -> bool:
+    return len(text) % 2 == 0 and _HEX_RE.fullmatch(text) is not None and len(text) // 2 in sizes
+
+
+def decode_field(value: Any, field: str, encoding: str) -> bytes:
+    """Decode one binary field in the given encoding; 400 naming the field otherwise."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be a {encoding} string.")
+    try:
+        return hexdecode(value) if encoding == "hex" else b64decode_any(value)
+    except CryptoError as exc:
+        raise BadRequest(f"{field} is not valid {encoding}.") from exc
+
+
+def decode_ciphertext(body: dict[str, Any]) -> tuple[bytes, bytes]:
+    """`content` and `authTag` as bytes, by the spec's rule (explicit, else from the tag)."""
+    content, tag = body.get("content"), pick(body, "authTag", "auth_tag")
+    if content is None or tag is None:
+        raise BadRequest("content and authTag are both required.")
+    if not isinstance(tag, str):
+        raise BadRequest("authTag must be a hex or base64 string.")
+    encoding = explicit_encoding(body) or ("hex" if _looks_hex(tag, range(TAG_MIN, TAG_MAX + 1)) else "base64")
+    tag_bytes = decode_field(tag, "authTag", encoding)
+    if not TAG_MIN <= len(tag_bytes) <= TAG_MAX:
+        raise BadRequest(f"authTag must decode to {TAG_MIN}-{TAG_MAX} bytes, not {len(tag_bytes)}.")
+    return decode_field(content, "content", encoding), tag_bytes
+
+
+def decode_key_material(body: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
+    """`key` and `iv` as bytes (both None when absent), deciding the encoding from the IV."""
+    key, iv = body.get("key"), body.get("iv")
+    if key is None and iv is None:
+        return None, None
+    if key is None or iv is None:
+        raise BadRequest("key and iv must be sent together.")
+    if not isinstance(iv, str):
+        raise BadRequest("iv must be a hex or base64 string.")
+    encoding = explicit_encoding(body) or ("hex" if _looks_hex(iv, range(IV_BYTES, IV_BYTES + 1)) else "base64")
+    iv_bytes = decode_field(iv, "iv", encoding)
+    if len(iv_bytes) != IV_BYTES:
+        raise BadRequest(f"iv must decode to exactly {IV_BYTES} bytes, not {len(iv_bytes)}.")
+    return decode_field(key, "key", encoding), iv_bytes
+
+
+def metadata_value(value: Any, max_bytes: int) -> str:
+    """Validate `metadata` (a JSON object under the size limit) and return it as compact JSON."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise BadRequest("metadata must be a JSON object.")
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if len(text.encode()) > max_bytes:
+        raise PayloadTooLarge(f"metadata must be at most {max_bytes} bytes as JSON.")
+    return text
+
+
+def id_field(value: Any, field: str, prefix: str) -> str:
+    """An id sent in a body: 400 unless it has the right shape."""
+    if not is_id(value, prefix):
+        raise BadRequest(f"{field} must be a {prefix}_ id.")
+    return value
+
+
+def optional_id_field(value: Any, field: str, prefix: str) -> str | None:
+    """Like id_field, but null is allowed (and means none)."""
+    return None if value is None else id_field(value, field, prefix)
+
+
+def name_value(value: Any, field: str) -> str:
+    """A lowercase name (servers, publication types): 1-64 of a-z 0-9 _ -."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{field} must be a string.")
+    name = value.strip().lower()
+    if not _NAME_RE.fullmatch(name):
+        raise BadRequest(f"{field} must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter or digit.")
+    return name
+
+
+def bool_value(value: Any, field: str) -> bool:
+    """A JSON boolean."""
+    if not isinstance(value, bool):
+        raise BadRequest(f"{field} must be true or false.")
+    return value
+
+
+def object_record(row: Any, content: bytes) -> dict[str, Any]:
+    """The object as every read and write answers it: hex, snake_case plus camelCase aliases."""
+    auth_tag = bytes(row["auth_tag"]).hex()
+    return {
+        "id": row["id"], "user_id": row["user_id"], "key_id": row["key_id"], "content": content.hex(),
+        "auth_tag": auth_tag, "related_object_id": row["related_id"], "metadata": json.loads(row["metadata"]),
+        "created_at": row["created_at"], "updated_at": row["updated_at"],
+        "keyId": row["key_id"], "authTag": auth_tag, "relatedId": row["related_id"],
+    }
+
+
+def key_record(row: Any) -> dict[str, Any]:
+    """The key record of GET/POST/PATCH /keys."""
+    return {
+        "id": row["id"], "user_id": row["user_id"], "server": row["server"], "key": bytes(row["wrapped"]).hex(),
+        "iv": bytes(row["iv"]).hex(), "metadata": json.loads(row["metadata"]), "created_at": row["created_at"],
+        "updated_at": row["updated_at"], "deprecated": bool(row["deprecated"]),
+    }
