@@ -8,7 +8,7 @@ wsgi_app = "app:app"
 worker_class = "gthread"
 workers = 1
 # Each open event stream holds a thread: enough threads for the stream cap plus requests.
-threads = 64
+threads = 256
 timeout = 60
 graceful_timeout = 10
 keepalive = 5

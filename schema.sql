@@ -129,3 +129,11 @@ CREATE TABLE IF NOT EXISTS events (
     created_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_user ON events(user_id, id);
+
+-- Retention bookkeeping: every event with id <= pruned_through may have been pruned, so a
+-- stream resuming from an older cursor is told to resync.
+CREATE TABLE IF NOT EXISTS event_retention (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    pruned_through  INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO event_retention (id, pruned_through) VALUES (1, 0);

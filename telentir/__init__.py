@@ -21,7 +21,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     from .api import register_blueprints
     from .api.errors import register_error_handlers
-    from .runtime import build_runtime
+    from .runtime import build_runtime, start_background
 
     if not isinstance(config, Config):
         config = load_config(config)
@@ -32,7 +32,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.json.compact = True  # type: ignore[attr-defined]
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore
-    app.extensions["telentir"] = build_runtime(config)
+    rt = app.extensions["telentir"] = build_runtime(config)
+    start_background(rt)
     register_error_handlers(app)
     register_blueprints(app)
     return app

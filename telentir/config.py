@@ -6,10 +6,14 @@ the README's configuration table mirrors it and a test keeps the two in step.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from .crypto import CryptoError, parse_master_key
 
 
 class ConfigError(ValueError):
@@ -32,7 +36,7 @@ def _non_negative_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise ValueError("must be a positive number")
     return value
 
@@ -53,11 +57,31 @@ def _synchronous(text: str) -> str:
     return upper
 
 
+_SERVER_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def _server_name(text: str) -> str:
+    # ASCII only: str.isalnum() would let "café" or "ß" through.
     name = text.strip()
-    if not name or name != name.lower() or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
+    if not _SERVER_NAME_RE.fullmatch(name):
         raise ValueError("must be 1-64 lowercase letters, digits, '-' or '_'")
     return name
+
+
+def _master_key(text: str) -> str:
+    try:
+        parse_master_key(text)
+    except CryptoError as exc:
+        raise ValueError("must be 32 bytes as 64 hex characters or base64") from exc
+    return text
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+    return level
 
 
 def _sms_backend(text: str) -> str:
@@ -104,6 +128,7 @@ class Setting:
     attr: str
     parse: Callable[[str], Any]
     doc: str
+    secret: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,6 +146,11 @@ class Config:
     max_metadata_bytes: int = 16 * 1024
     sse_heartbeat_seconds: float = 15.0
     sse_retry_ms: int = 3000
+    sse_max_streams: int = 200
+    sse_max_streams_per_user: int = 50
+    event_retention_seconds: int = 7 * 24 * 3600
+    event_retention_count: int = 1_000_000
+    event_prune_interval_seconds: float = 60.0
     plans: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     default_plan: str = "starter"
     scraper_hostname: str | None = None
@@ -160,8 +190,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TELENTIR_DATA_DIR", "data_dir", Path, "Folder for the database, blobs and master key."),
     Setting("TELENTIR_DATABASE", "database", Path, "SQLite database file (default `<data dir>/telentir.db`)."),
     Setting("TELENTIR_BLOB_DIR", "blob_dir", Path, "Folder of ciphertext files (default `<data dir>/blobs`)."),
-    Setting("TELENTIR_MASTER_KEY", "master_key", str,
-            "Master key sealing secrets at rest: 32 bytes as hex or base64. Unset: a key file is used."),
+    Setting("TELENTIR_MASTER_KEY", "master_key", _master_key,
+            "Master key sealing secrets at rest: 32 bytes as hex or base64. Unset: a key file is used.", secret=True),
     Setting("TELENTIR_MASTER_KEY_FILE", "master_key_file", Path,
             "Master key file, created 0600 on first start (default `<data dir>/master.key`)."),
     Setting("TELENTIR_SERVER_NAME", "server_name", _server_name, "Name of the platform server in `GET /api/server`."),
@@ -173,11 +203,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TELENTIR_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _positive_float,
             "Seconds between keep-alive comments on an idle event stream."),
     Setting("TELENTIR_SSE_RETRY_MS", "sse_retry_ms", _positive_int, "`retry:` sent to event-stream clients."),
+    Setting("TELENTIR_SSE_MAX_STREAMS", "sse_max_streams", _positive_int,
+            "Open event streams (SSE + WebSocket) one process serves; 503 past it. Keep below gunicorn's threads."),
+    Setting("TELENTIR_SSE_MAX_STREAMS_PER_USER", "sse_max_streams_per_user", _positive_int,
+            "Open event streams one user may hold in one process; 429 past it."),
+    Setting("TELENTIR_EVENT_RETENTION_SECONDS", "event_retention_seconds", _positive_int,
+            "Events older than this are pruned (streams resuming from before them get `resync`)."),
+    Setting("TELENTIR_EVENT_RETENTION_COUNT", "event_retention_count", _positive_int,
+            "At most this many events are kept; older ones are pruned."),
+    Setting("TELENTIR_EVENT_PRUNE_INTERVAL_SECONDS", "event_prune_interval_seconds", _positive_float,
+            "How often the background pruner runs."),
     Setting("TELENTIR_PLANS", "plans", _plans,
             "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead}."),
     Setting("TELENTIR_DEFAULT_PLAN", "default_plan", str, "Plan key given to new users."),
     Setting("SCRAPER_HOSTNAME", "scraper_hostname", str, "Base URL of the scraper service for `POST /api/connect`."),
-    Setting("STRIPE_SECRET_KEY", "stripe_secret_key", str, "Enables Stripe mode for prepaid balances."),
+    Setting("STRIPE_SECRET_KEY", "stripe_secret_key", str, "Enables Stripe mode for prepaid balances.", secret=True),
     Setting("STRIPE_API_BASE", "stripe_api_base", str, "Override of Stripe's API address (tests, proxies)."),
     Setting("TELENTIR_SYNCHRONOUS", "synchronous", _synchronous,
             "SQLite `synchronous`: NORMAL survives a process crash, FULL also power loss."),
@@ -190,14 +230,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TELENTIR_SMS_BACKEND", "sms_backend", _sms_backend,
             "`log` writes phone codes to the server log; `twilio` sends them."),
     Setting("TWILIO_ACCOUNT_SID", "twilio_account_sid", str, "Twilio account for the `twilio` SMS backend."),
-    Setting("TWILIO_AUTH_TOKEN", "twilio_auth_token", str, "Twilio auth token."),
+    Setting("TWILIO_AUTH_TOKEN", "twilio_auth_token", str, "Twilio auth token.", secret=True),
     Setting("TWILIO_FROM_NUMBER", "twilio_from_number", str, "Sender number for SMS codes."),
     Setting("TELENTIR_PHONE_CODE_TTL_SECONDS", "phone_code_ttl_seconds", _positive_int,
             "How long a phone code stays valid."),
     Setting("TELENTIR_AUTH_MAX_ATTEMPTS", "auth_max_attempts", _positive_int,
             "Failed logins or code checks allowed per account and per address in one window."),
     Setting("TELENTIR_AUTH_WINDOW_SECONDS", "auth_window_seconds", _positive_int, "Length of that window."),
-    Setting("TELENTIR_LOG_LEVEL", "log_level", str, "Python log level of the server."),
+    Setting("TELENTIR_LOG_LEVEL", "log_level", _log_level,
+            "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
 )
 
 
@@ -212,7 +253,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
         try:
             values[setting.attr] = setting.parse(raw)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{setting.env}={raw!r} is not valid: {exc}") from exc
+            shown = "(hidden)" if setting.secret else repr(raw)  # never echo a secret into logs
+            raise ConfigError(f"{setting.env}={shown} is not valid: {exc}") from exc
     values.update(_check_overrides(overrides or {}))
     return _validate(replace(Config(), **values))
 
@@ -229,6 +271,15 @@ _PATH_ATTRS = {"data_dir", "database", "blob_dir", "master_key_file"}
 
 
 def _validate(config: Config) -> Config:
+    # Overrides skip the env parsers, so the settings that would fail only later are checked here.
+    if config.master_key:
+        try:
+            _master_key(config.master_key)
+        except ValueError as exc:
+            raise ConfigError(f"TELENTIR_MASTER_KEY=(hidden) is not valid: {exc}") from exc
+    if config.log_level.upper() not in _LOG_LEVELS:
+        raise ConfigError(f"TELENTIR_LOG_LEVEL={config.log_level!r} is not valid: "
+                          f"must be one of {', '.join(_LOG_LEVELS)}")
     if config.default_plan not in config.plans:
         raise ConfigError(f"TELENTIR_DEFAULT_PLAN={config.default_plan!r} is not a key of the plan catalog")
     if config.sms_backend == "twilio" and not (

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import crypto
 from .config import Config
+from .pubsub import create_broker
 from .sms import SmsSender, make_sender
 from .storage.blobs import BlobStore
 from .storage.db import Database
@@ -46,6 +47,7 @@ class Runtime:
     sms: SmsSender
     broker: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    closers: list[Any] = field(default_factory=list)
 
     def seal(self, secret: bytes, context: str) -> bytes:
         """Encrypt a secret at rest under the master key, bound to `context`."""
@@ -56,7 +58,9 @@ class Runtime:
         return crypto.unseal(self.master_key, sealed, context.encode())
 
     def close(self) -> None:
-        """Release what this runtime owns."""
+        """Release what this runtime owns: background threads, broker, connections."""
+        for closer in self.closers:
+            closer()
         if self.broker is not None:
             self.broker.close()
         self.db.close()
@@ -80,9 +84,22 @@ def open_storage(config: Config) -> tuple[Database, BlobStore]:
 def build_runtime(config: Config) -> Runtime:
     """Open storage, load the master key and the platform keypair (creating them once)."""
     from .services.platform import ensure_platform_key  # services import runtime's types
+    from .services.events import PublishStats
+    from .services.streams import StreamSlots
 
     db, blobs = open_storage(config)
     master_key = master_key_for(config)
     platform = ensure_platform_key(db, master_key, config.server_name)
-    return Runtime(config=config, db=db, blobs=blobs, master_key=master_key, platform=platform,
-                   sms=make_sender(config))
+    rt = Runtime(config=config, db=db, blobs=blobs, master_key=master_key, platform=platform,
+                 sms=make_sender(config), broker=create_broker(config.broker_url))
+    rt.extras["publish_stats"] = PublishStats()
+    rt.extras["stream_slots"] = StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user)
+    return rt
+
+
+def start_background(rt: Runtime) -> None:
+    """Start the serving process's background work (event pruning); stopped by close()."""
+    from .services.streams import Pruner
+
+    pruner = Pruner(rt).start()
+    rt.closers.append(pruner.stop)

@@ -188,6 +188,23 @@ def _plane_paths() -> dict[str, Any]:
     }
 
 
+def _event_paths() -> dict[str, Any]:
+    params = [{"name": "event_type", "in": "path", "required": True, "schema": {"enum": EVENT_TYPES}}]
+    params += [_query(name, {"type": "string"}, "filter (glob-escaped; never widens)")
+               for name in ("keyId", "objectId", "relatedId", "type", "userId")]
+    params += [_query("since", {"type": "integer"}, "resume after this event id (or send Last-Event-ID)")]
+    sse = {"description": "text/event-stream: `retry:`, then frames `id`/`event`/`data`, `: keep-alive` "
+                          "comments, and `event: resync` when the cursor is older than what is kept",
+           "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    return {
+        "/api/events/{event_type}": {"get": _op("Server-Sent Events of one type", sse, (400, 401, 403, 404, 429, 503),
+                                                params=params)},
+        "/api/ws/events/{event_type}": {"get": _op(
+            "WebSocket mirror: each event a JSON text message {id, event, data}",
+            {"description": "Switching protocols (WebSocket)"}, (401, 403), params=params, ok_status=101)},
+    }
+
+
 def _system_paths() -> dict[str, Any]:
     return {
         "/healthz": {"get": _op("The process is alive", _json({"type": "object"}), (), auth=False)},
@@ -208,7 +225,7 @@ def build_document() -> dict[str, Any]:
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "description": "Session JWT or API key"},
             "cookie": {"type": "apiKey", "in": "cookie", "name": "token"}}},
-        "paths": {**_system_paths(), **_auth_paths(), **_plane_paths()},
+        "paths": {**_system_paths(), **_auth_paths(), **_plane_paths(), **_event_paths()},
     }
 
 

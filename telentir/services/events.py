@@ -63,12 +63,12 @@ def append(rt: Runtime, tx: Transaction, event_type: str, user_id: str, payload:
     cursor = tx.execute("INSERT INTO events (user_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)",
                         (user_id, event_type, channel, data, created_at))
     message = json.dumps({"id": cursor.lastrowid, "event": event_type, "data": payload}, separators=(",", ":"))
-    tx.after_commit(lambda: ring(rt, channel, message))
+    tx.after_commit(lambda: ring(rt, channel, message), ordered=True)
 
 
 def ring(rt: Runtime, channel: str, message: str) -> None:
     """Publish on the broker; failures are logged and counted, never raised."""
-    stats: PublishStats = rt.extras.setdefault("publish_stats", PublishStats())
+    stats: PublishStats = rt.extras["publish_stats"]
     if rt.broker is None:
         return
     try:

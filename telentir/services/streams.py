@@ -1,0 +1,248 @@
+"""Event feeds for SSE and WebSocket clients: subscribe, replay from the table, then live.
+
+The order matters: the pattern subscription is confirmed *before* the replay query, so an
+event committed in between is either in the replay or arrives live (skipped if its id was
+already replayed). Nothing is lost and nothing is sent twice.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from ..errors import BadRequest, Forbidden, NotFound, RateLimited, ServiceUnavailable
+from ..pubsub import compile_glob, escape_glob
+from ..runtime import Runtime
+from redis.exceptions import RedisError
+from .events import EVENT_TYPES, FILTERS
+
+log = logging.getLogger(__name__)
+REPLAY_CHUNK = 500
+CLOSED_CHECK_SECONDS = 1.0
+MAX_FILTER_LENGTH = 200
+PRUNE_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing to send: an event, a resync notice, or a heartbeat."""
+
+    kind: str  # "open" | "event" | "resync" | "heartbeat"
+    event_id: int | None = None
+    event: str | None = None
+    data: Any = None
+
+
+class StreamSlots:
+    """Counts open streams per process and per user, refusing past the caps."""
+
+    def __init__(self, max_total: int, max_per_user: int) -> None:
+        self.max_total, self.max_per_user = max_total, max_per_user
+        self._lock = threading.Lock()
+        self._per_user: Counter[str] = Counter()
+
+    @property
+    def open(self) -> int:
+        """Streams open now in this process."""
+        with self._lock:
+            return sum(self._per_user.values())
+
+    def acquire(self, user_id: str) -> None:
+        """Take a slot, or raise 503 (process full) / 429 (user's cap)."""
+        with self._lock:
+            if sum(self._per_user.values()) >= self.max_total:
+                raise ServiceUnavailable("Too many open event streams on this server; retry shortly.",
+                                         code="too_many_streams")
+            if self._per_user[user_id] >= self.max_per_user:
+                raise RateLimited(retry_after=5, message="You have too many open event streams; close one first.")
+            self._per_user[user_id] += 1
+
+    def release(self, user_id: str) -> None:
+        """Give a slot back."""
+        with self._lock:
+            self._per_user[user_id] -= 1
+            if self._per_user[user_id] <= 0:
+                del self._per_user[user_id]
+
+
+@dataclass(frozen=True)
+class FeedRequest:
+    """What a client asked for: type, filters (camelCase → value), resume cursor."""
+
+    user_id: str
+    event_type: str
+    filters: dict[str, str]
+    since: int | None
+
+    @property
+    def pattern(self) -> str:
+        """The broker pattern: `*` for absent filters, escaped values otherwise."""
+        parts = [escape_glob(self.filters[name]) if name in self.filters else "*"
+                 for name, _ in FILTERS[self.event_type]]
+        return ":".join([self.event_type, escape_glob(self.user_id), *parts])
+
+
+def parse_request(user_id: str, event_type: str, args: dict[str, str], last_event_id: str | None) -> FeedRequest:
+    """Validate the type, filters, `userId` rule and resume cursor of a stream request."""
+    if event_type not in EVENT_TYPES:
+        raise NotFound(f"Unknown event type {event_type!r}; use one of {', '.join(EVENT_TYPES)}.")
+    if "userId" in args and args["userId"] != user_id:
+        raise Forbidden("userId may only be your own id.")
+    allowed = {name for name, _ in FILTERS[event_type]}
+    filters = {name: value for name, value in args.items() if name in allowed}
+    for name, value in filters.items():
+        if len(value) > MAX_FILTER_LENGTH:
+            raise BadRequest(f"{name} is too long.")
+    return FeedRequest(user_id, event_type, filters, _cursor(last_event_id, args.get("since")))
+
+
+def _cursor(last_event_id: str | None, since: str | None) -> int | None:
+    raw = last_event_id if last_event_id not in (None, "") else since
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise BadRequest("Last-Event-ID / since must be an event id (a whole number).")
+    return int(raw)
+
+
+def feed(rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool]) -> Iterator[Item]:
+    """Subscribe, replay what the cursor missed, then follow live; ends when the client goes.
+
+    The first item, `open`, comes once the subscription is confirmed: callers take it
+    before answering, so a full server or a dead broker is still a JSON error.
+    """
+    slots: StreamSlots = rt.extras["stream_slots"]
+    slots.acquire(req.user_id)
+    pubsub = None
+    try:
+        pubsub = rt.broker.pubsub()
+        _subscribe(pubsub, req.pattern)
+        yield Item("open")
+        last = yield from _replay(rt, req)
+        yield from _follow(rt, pubsub, last, is_closed)
+    finally:
+        # Free the subscription and the slot at once, whatever ended the stream.
+        if pubsub is not None:
+            _close_quietly(pubsub)
+        slots.release(req.user_id)
+
+
+def _subscribe(pubsub: Any, pattern: str) -> None:
+    try:
+        pubsub.psubscribe(pattern)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.5)
+            if message is not None and message["type"] == "psubscribe":
+                return
+    except (ConnectionError, OSError, RedisError) as exc:
+        log.warning("event broker unavailable: %s", exc)
+    raise ServiceUnavailable("The event broker is not answering; retry shortly.", code="broker_unavailable")
+
+
+def _replay(rt: Runtime, req: FeedRequest) -> Iterator[Item]:
+    """Replay stored events after the cursor (resync first if the cursor was pruned); returns the last id."""
+    if req.since is None:
+        return 0  # a fresh stream replays nothing: everything from now on arrives live
+    last = req.since
+    pruned_through = rt.db.query_one("SELECT pruned_through FROM event_retention WHERE id = 1")[0]
+    if last < pruned_through:
+        oldest = rt.db.query_one("SELECT MIN(id) FROM events")[0]
+        yield Item("resync", event="resync", data={"since": oldest if oldest is not None else pruned_through + 1})
+    matcher = compile_glob(req.pattern)
+    while True:
+        rows = rt.db.query("SELECT id, channel, payload FROM events WHERE user_id = ? AND type = ? AND id > ? "
+                           "ORDER BY id LIMIT ?", (req.user_id, req.event_type, last, REPLAY_CHUNK))
+        for row in rows:
+            last = row["id"]
+            if matcher.fullmatch(row["channel"]):
+                yield Item("event", row["id"], req.event_type, json.loads(row["payload"]))
+        if len(rows) < REPLAY_CHUNK:
+            break
+    return last
+
+
+def _follow(rt: Runtime, pubsub: Any, replayed_through: int, is_closed: Callable[[], bool]) -> Iterator[Item]:
+    heartbeat = rt.config.sse_heartbeat_seconds
+    next_beat = time.monotonic() + heartbeat
+    while not is_closed():
+        wait = max(0.0, min(CLOSED_CHECK_SECONDS, next_beat - time.monotonic()))
+        try:
+            message = pubsub.get_message(timeout=wait)
+        except (ConnectionError, OSError, RedisError) as exc:
+            # End cleanly: the client reconnects with Last-Event-ID and catches up from the table.
+            log.warning("event stream ended: broker connection lost (%s)", exc)
+            return
+        if message is not None and message["type"] == "pmessage":
+            event = json.loads(message["data"])
+            # An id at or below the replay's end was already sent by the replay.
+            if event["id"] > replayed_through:
+                yield Item("event", event["id"], event["event"], event["data"])
+        elif time.monotonic() >= next_beat:
+            yield Item("heartbeat")
+            next_beat = time.monotonic() + heartbeat
+
+
+def _close_quietly(pubsub: Any) -> None:
+    try:
+        pubsub.close()
+    except Exception:
+        log.debug("closing a subscription failed", exc_info=True)
+
+
+# --- retention ------------------------------------------------------------------------
+
+def prune_events(rt: Runtime) -> int:
+    """Drop events past the age or count limits; returns how many went."""
+    cutoff = time.time() - rt.config.event_retention_seconds
+    cutoff_iso = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(cutoff))
+    by_count = rt.db.query_one("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?",
+                               (rt.config.event_retention_count,))
+    by_age = rt.db.query_one("SELECT MAX(id) FROM events WHERE created_at < ?", (cutoff_iso,))[0]
+    through = max(by_count[0] if by_count else 0, by_age or 0)
+    if through == 0:
+        return 0
+    with rt.db.atomic() as tx:
+        # Recorded first: a stream resuming from a cursor about to go is told to resync.
+        tx.execute("UPDATE event_retention SET pruned_through = MAX(pruned_through, ?) WHERE id = 1", (through,))
+    removed = 0
+    while True:
+        # Small batches, each its own transaction, so writers never wait long for the lock.
+        with rt.db.atomic() as tx:
+            batch = tx.execute("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? ORDER BY id "
+                               "LIMIT ?)", (through, PRUNE_BATCH)).rowcount
+        removed += batch
+        if batch < PRUNE_BATCH:
+            return removed
+
+
+class Pruner:
+    """A daemon thread pruning the event table every interval until stopped."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="telentir-event-pruner", daemon=True)
+
+    def start(self) -> "Pruner":
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.rt.config.event_prune_interval_seconds):
+            try:
+                removed = prune_events(self.rt)
+                if removed:
+                    log.info("pruned %d old events", removed)
+            except Exception:
+                log.exception("event pruning failed; will retry")
+
+    def stop(self) -> None:
+        """Stop and wait for the thread."""
+        self._stop.set()
+        self._thread.join(timeout=5)
