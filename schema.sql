@@ -137,3 +137,60 @@ CREATE TABLE IF NOT EXISTS event_retention (
     pruned_through  INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO event_retention (id, pruned_through) VALUES (1, 0);
+
+-- Ingestion jobs (POST /api/connect). Leads: requested, granted, allowance_part (reserved from
+-- the monthly allowance), allowance_used, used. Minor units: price (per paid lead), reserved,
+-- charged, refunded. settlement: open | reserve_unknown | refund_pending | settled.
+CREATE TABLE IF NOT EXISTS jobs (
+    id              TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    status          TEXT NOT NULL,
+    repository      TEXT NOT NULL,
+    store_id        TEXT NOT NULL,
+    path            TEXT NOT NULL,
+    params          TEXT NOT NULL,
+    billing         TEXT NOT NULL CHECK (billing IN ('none', 'local', 'stripe')),
+    customer_id     TEXT,
+    created         INTEGER NOT NULL DEFAULT 0,
+    skipped         INTEGER NOT NULL DEFAULT 0,
+    requested       INTEGER NOT NULL DEFAULT 0,
+    granted         INTEGER NOT NULL DEFAULT 0,
+    allowance_part  INTEGER NOT NULL DEFAULT 0,
+    allowance_used  INTEGER NOT NULL DEFAULT 0,
+    price           INTEGER NOT NULL DEFAULT 0,
+    reserved        INTEGER NOT NULL DEFAULT 0,
+    used            INTEGER NOT NULL DEFAULT 0,
+    charged         INTEGER NOT NULL DEFAULT 0,
+    refunded        INTEGER NOT NULL DEFAULT 0,
+    settlement      TEXT NOT NULL DEFAULT 'open',
+    error           TEXT,
+    created_at      TEXT NOT NULL,
+    started_at      TEXT,
+    finished_at     TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_id, created_at);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS jobs_settlement ON jobs(settlement);
+
+-- The credits ledger, append-only. amount: effect on the prepaid balance (minor units, signed);
+-- leads: effect on the month's allowance use (signed); charged: what a job's charge row bills.
+-- source: 'local' rows are the local prepaid balance; 'stripe' rows mirror money moved in
+-- Stripe (external_id is the balance transaction). A job step is written once (unique index),
+-- so settlement is idempotent.
+CREATE TABLE IF NOT EXISTS ledger (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    job_id       TEXT,
+    kind         TEXT NOT NULL CHECK (kind IN ('grant', 'reserve', 'charge', 'refund', 'allowance',
+                                               'allowance_release')),
+    amount       INTEGER NOT NULL DEFAULT 0,
+    leads        INTEGER NOT NULL DEFAULT 0,
+    charged      INTEGER NOT NULL DEFAULT 0,
+    month        TEXT NOT NULL,
+    source       TEXT NOT NULL DEFAULT 'local' CHECK (source IN ('local', 'stripe')),
+    external_id  TEXT,
+    note         TEXT,
+    created_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_user ON ledger(user_id, month);
+CREATE UNIQUE INDEX IF NOT EXISTS ledger_job_step ON ledger(job_id, kind) WHERE job_id IS NOT NULL;

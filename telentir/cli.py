@@ -11,7 +11,7 @@ import click
 from .config import ConfigError, load_config
 from .errors import ApiError
 from .runtime import Runtime, build_runtime
-from .services import accounts, credentials
+from .services import accounts, credentials, credits
 
 DEMO_EMAIL = "demo@localhost.localdomain"
 DEMO_PHONE = "+15555550100"
@@ -204,3 +204,78 @@ def api_keys_revoke(key_id: str) -> None:
     with _runtime() as rt:
         credentials.revoke_api_key(rt, key_id)
         click.echo(f"Revoked {key_id}")
+
+
+@users.command("set-plan")
+@click.argument("email")
+@click.argument("plan")
+def users_set_plan(email: str, plan: str) -> None:
+    """Move a user to a plan of the catalog (TELENTIR_PLANS).
+
+    Example: python -m telentir users set-plan ada@example.com pro
+    """
+    with _runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        credits.set_plan(rt, user["id"], plan)
+        click.echo(f"{user['email']} is now on plan {plan}")
+
+
+@users.command("set-stripe-customer")
+@click.argument("email")
+@click.argument("customer_id", required=False)
+def users_set_stripe_customer(email: str, customer_id: str | None) -> None:
+    """Link a user to a Stripe customer (omit the id to unlink).
+
+    Example: python -m telentir users set-stripe-customer ada@example.com cus_P5aBcD
+    """
+    with _runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        credits.set_stripe_customer(rt, user["id"], customer_id)
+        click.echo(f"{user['email']} linked to {customer_id}" if customer_id else f"{user['email']} unlinked")
+
+
+@main.group("credits")
+def credits_group() -> None:
+    """Manage prepaid lead credits (local ledger)."""
+
+
+@credits_group.command("grant")
+@click.argument("email")
+@click.argument("amount", type=click.IntRange(min=1))
+def credits_grant(email: str, amount: int) -> None:
+    """Add AMOUNT minor units (cents) of prepaid credit to a user's local balance.
+
+    Example: python -m telentir credits grant ada@example.com 5000
+    """
+    with _runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        balance = credits.grant_credits(rt, user["id"], amount)
+        click.echo(f"Granted {amount} to {user['email']}; local balance is now {balance}")
+
+
+@credits_group.command("show")
+@click.argument("email")
+def credits_show(email: str) -> None:
+    """Show a user's plan, this month's allowance use and prepaid balance.
+
+    Example: python -m telentir credits show ada@example.com
+    """
+    with _runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        plan = credits.plan_of(rt, user)
+        click.echo(f"plan: {user['plan']} ({plan['includedLeads'] if plan else 0} leads/month included)")
+        click.echo(f"allowance used this month: {credits.allowance_used(rt, user['id'])}")
+        click.echo(f"balance: {credits.balance(rt, user)} {credits.CURRENCY}")
+
+
+@main.command("demo-scraper")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+def demo_scraper(host: str, port: int) -> None:
+    """Run a local scraper that streams fake leads over SSE (for development).
+
+    Example: python -m telentir demo-scraper --port 8001
+    """
+    from .demo_scraper import serve_demo_scraper
+
+    serve_demo_scraper(host, port)

@@ -107,8 +107,8 @@ def _plans(text: str) -> dict[str, dict[str, Any]]:
         if not isinstance(plan.get("includedLeads"), int) or plan["includedLeads"] < 0:
             raise ValueError(f"plan {key!r} needs includedLeads >= 0")
         overage = plan.get("leadOverageUsdPerLead")
-        if not isinstance(overage, (int, float)) or overage <= 0:
-            raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead > 0")
+        if not isinstance(overage, (int, float)) or overage <= 0 or round(overage * 100, 6) % 1:
+            raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead > 0 in whole cents")
     return plans
 
 
@@ -169,6 +169,18 @@ class Config:
     auth_max_attempts: int = 5
     auth_window_seconds: int = 900
     log_level: str = "INFO"
+    connect_workers: int = 4
+    connect_per_user: int = 2
+    connect_connect_timeout: float = 5.0
+    connect_read_timeout: float = 30.0
+    connect_max_seconds: float = 3600.0
+    connect_max_frame_bytes: int = 1024 * 1024
+    connect_max_params_bytes: int = 64 * 1024
+    connect_max_records: int = 100_000
+    connect_batch_size: int = 200
+    connect_batch_seconds: float = 0.5
+    stripe_timeout_seconds: float = 10.0
+    refund_retry_seconds: float = 60.0
 
     @property
     def database_path(self) -> Path:
@@ -239,6 +251,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TELENTIR_AUTH_WINDOW_SECONDS", "auth_window_seconds", _positive_int, "Length of that window."),
     Setting("TELENTIR_LOG_LEVEL", "log_level", _log_level,
             "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    Setting("TELENTIR_CONNECT_WORKERS", "connect_workers", _non_negative_int,
+            "Threads running ingestion jobs per process (0 runs each job in its request thread)."),
+    Setting("TELENTIR_CONNECT_PER_USER", "connect_per_user", _positive_int,
+            "Ingestion jobs one user may run at once in one process; 429 past it."),
+    Setting("TELENTIR_CONNECT_CONNECT_TIMEOUT", "connect_connect_timeout", _positive_float,
+            "Seconds to connect to the scraper."),
+    Setting("TELENTIR_CONNECT_READ_TIMEOUT", "connect_read_timeout", _positive_float,
+            "Seconds the scraper may stay silent before the job fails."),
+    Setting("TELENTIR_CONNECT_MAX_SECONDS", "connect_max_seconds", _positive_float, "Longest an ingestion job may run."),
+    Setting("TELENTIR_CONNECT_MAX_FRAME_BYTES", "connect_max_frame_bytes", _positive_int,
+            "Largest SSE frame accepted from the scraper; a larger one fails the job."),
+    Setting("TELENTIR_CONNECT_MAX_PARAMS_BYTES", "connect_max_params_bytes", _positive_int,
+            "Largest `params` object of POST /api/connect, as JSON."),
+    Setting("TELENTIR_CONNECT_MAX_RECORDS", "connect_max_records", _positive_int,
+            "Most records one job writes when no credits limit it."),
+    Setting("TELENTIR_CONNECT_BATCH_SIZE", "connect_batch_size", _positive_int,
+            "Records committed per ingestion transaction."),
+    Setting("TELENTIR_CONNECT_BATCH_SECONDS", "connect_batch_seconds", _positive_float,
+            "Longest a received record waits before its batch commits."),
+    Setting("TELENTIR_STRIPE_TIMEOUT_SECONDS", "stripe_timeout_seconds", _positive_float, "Timeout of each Stripe call."),
+    Setting("TELENTIR_REFUND_RETRY_SECONDS", "refund_retry_seconds", _positive_float,
+            "How often pending Stripe refunds are retried in the background."),
 )
 
 

@@ -13,7 +13,7 @@ import re
 import secrets
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -48,7 +48,8 @@ def b64decode_any(text: str) -> bytes:
     if not isinstance(text, str) or not _B64_RE.fullmatch(text):
         raise CryptoError("not base64")
     core = text.rstrip("=").replace("-", "+").replace("_", "/")
-    if len(core) % 4 == 1:
+    # Padding is optional, but when present it must be exactly what completes the last quad.
+    if len(core) % 4 == 1 or ("=" in text and len(text) % 4 != 0):
         raise CryptoError("not base64")
     try:
         return base64.b64decode(core + "=" * (-len(core) % 4), validate=True)
@@ -87,7 +88,7 @@ def load_public_key(text: str) -> rsa.RSAPublicKey:
     """Parse base64 SPKI DER of an RSA key of MIN_RSA_BITS..MAX_RSA_BITS bits."""
     try:
         key = serialization.load_der_public_key(b64decode_any(text))
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise CryptoError("not a base64url SPKI public key") from exc
     if not isinstance(key, rsa.RSAPublicKey):
         raise CryptoError("the public key is not an RSA key")
@@ -100,7 +101,7 @@ def load_private_key(text: str) -> rsa.RSAPrivateKey:
     """Parse base64 PKCS#8 DER of an RSA private key."""
     try:
         key = serialization.load_der_private_key(b64decode_any(text), password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise CryptoError("not a base64url PKCS#8 private key") from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise CryptoError("the private key is not an RSA key")

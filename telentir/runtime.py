@@ -6,6 +6,7 @@ take it as their first argument so they can run from a route, a job, the CLI or 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,8 @@ def build_runtime(config: Config) -> Runtime:
     """Open storage, load the master key and the platform keypair (creating them once)."""
     from .services.platform import ensure_platform_key  # services import runtime's types
     from .services.events import PublishStats
+    from .services.ingest import JobRunner
+    from .services.stripe_gateway import make_gateway
     from .services.streams import StreamSlots
 
     db, blobs = open_storage(config)
@@ -94,12 +97,47 @@ def build_runtime(config: Config) -> Runtime:
                  sms=make_sender(config), broker=create_broker(config.broker_url))
     rt.extras["publish_stats"] = PublishStats()
     rt.extras["stream_slots"] = StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user)
+    rt.extras["stripe"] = make_gateway(config)
+    rt.extras["stripe_locks"], rt.extras["stripe_locks_guard"] = {}, threading.Lock()
+    runner = rt.extras["job_runner"] = JobRunner(config.connect_workers, config.connect_per_user)
+    rt.closers.append(runner.close)
     return rt
 
 
 def start_background(rt: Runtime) -> None:
-    """Start the serving process's background work (event pruning); stopped by close()."""
-    from .services.streams import Pruner
+    """Start the serving process's background work; each is stopped by close()."""
+    from .services import ingest, streams
 
-    pruner = Pruner(rt).start()
-    rt.closers.append(pruner.stop)
+    workers = [Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds,
+                        lambda: streams.prune_events(rt))]
+    if rt.extras["stripe"] is not None:
+        workers.append(Periodic("telentir-refund-retry", rt.config.refund_retry_seconds,
+                                lambda: ingest.retry_pending(rt)))
+    for worker in workers:
+        worker.start()
+        rt.closers.append(worker.stop)
+
+
+class Periodic:
+    """A daemon thread running `task` every `interval` seconds until stopped; failures are logged."""
+
+    def __init__(self, name: str, interval: float, task: Any) -> None:
+        self.interval, self.task = interval, task
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.task()
+            except Exception:
+                log.exception("%s failed; will retry", self._thread.name)
+
+    def stop(self) -> None:
+        """Stop and wait for the thread."""
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -16,9 +16,12 @@ GUNICORN_CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
 
 def prepare(config: Config) -> dict[str, int]:
     """Create what must exist and repair what a crash left (run before workers serve)."""
+    from .services import ingest
+
     rt = build_runtime(config)
     try:
-        return {"swept_blobs": sweep_blobs(rt)}
+        # Jobs first: settling them touches no files, and the sweep then sees the final rows.
+        return {**ingest.recover(rt), "swept_blobs": sweep_blobs(rt)}
     finally:
         rt.close()
 

@@ -14,6 +14,9 @@ from .errors import BadRequest, PayloadTooLarge
 from .ids import is_id
 
 TAG_MIN, TAG_MAX = 12, 16
+# Deep enough for any real envelope; far below what would exhaust the JSON encoder's stack
+# when the record is serialized again for the event row and the answer.
+MAX_METADATA_DEPTH = 32
 _HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
@@ -86,15 +89,33 @@ def decode_key_material(body: dict[str, Any]) -> tuple[bytes | None, bytes | Non
 
 
 def metadata_value(value: Any, max_bytes: int) -> str:
-    """Validate `metadata` (a JSON object under the size limit) and return it as compact JSON."""
+    """Validate `metadata` (a JSON object under the size and depth limits) and return it as compact JSON."""
     if value is None:
         value = {}
     if not isinstance(value, dict):
         raise BadRequest("metadata must be a JSON object.")
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if len(text.encode()) > max_bytes:
+    if _nested_deeper_than(value, MAX_METADATA_DEPTH):
+        raise BadRequest(f"metadata must not nest objects or arrays more than {MAX_METADATA_DEPTH} levels deep.")
+    try:
+        # allow_nan=False: 1e999 parses as infinity, which no JSON client could read back.
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode())
+    except ValueError as exc:  # infinities, and lone surrogates ("\ud800") that are not text
+        raise BadRequest("metadata must hold only finite numbers and valid Unicode text.") from exc
+    if size > max_bytes:
         raise PayloadTooLarge(f"metadata must be at most {max_bytes} bytes as JSON.")
     return text
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    # Level by level rather than recursively: the depth is what is being checked.
+    level = [value]
+    for _ in range(limit + 1):
+        containers = [v for v in level if isinstance(v, (dict, list))]
+        if not containers:
+            return False
+        level = [child for v in containers for child in (v.values() if isinstance(v, dict) else v)]
+    return True
 
 
 def id_field(value: Any, field: str, prefix: str) -> str:

@@ -53,10 +53,12 @@ def whoami() -> Response:
 
 @bp.get("/auth/logout")
 def logout() -> Response:
-    """Revoke the session token (if one was used) and clear the cookie."""
-    credential = request.cookies.get("token") or _optional_bearer()
-    if credential and not credential.startswith(credentials.API_KEY_PREFIX):
-        credentials.revoke_token(runtime(), credential)
+    """Revoke the session token(s) used (header and cookie) and clear the cookie."""
+    # Both: requests authenticate with the header first, so revoking only the cookie's token
+    # would leave a header-borne session alive after "logout".
+    for credential in {request.cookies.get("token"), _optional_bearer()}:
+        if credential and not credential.startswith(credentials.API_KEY_PREFIX):
+            credentials.revoke_token(runtime(), credential)
     response = jsonify({"status": "logout"})
     response.delete_cookie("token", path="/")
     return response

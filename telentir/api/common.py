@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import select
+import socket
 from typing import Any, Callable, TypeVar, cast
 
 from flask import current_app, g, request
@@ -28,12 +30,19 @@ def json_body(required: bool = True) -> dict[str, Any]:
     if not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"The body is not valid JSON: {exc}.", code="invalid_json") from exc
+    except RecursionError as exc:  # "[[[[…" deep enough to exhaust the parser's stack
+        raise BadRequest("The body is nested too deeply.", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
     return body
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: stored as metadata they would make every later answer invalid JSON.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def client_addr() -> str:
@@ -73,3 +82,23 @@ def verified_user() -> dict[str, Any]:
 def require_verified_user() -> None:
     """`before_request` hook for data-plane blueprints."""
     verified_user()
+
+
+def client_gone_check(environ: dict[str, Any]) -> Callable[[], bool]:
+    """A check that the client closed its connection (gunicorn hands us the socket)."""
+    client = environ.get("gunicorn.socket")
+    if client is None:
+        return lambda: False
+    return lambda: _peer_closed(client)
+
+
+def _peer_closed(client: socket.socket) -> bool:
+    try:
+        readable, _, _ = select.select([client], [], [], 0)
+        if not readable:
+            return False
+        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True

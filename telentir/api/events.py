@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import select
-import socket
 from typing import Any, Callable, Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
@@ -11,7 +9,7 @@ from flask_sock import Sock
 
 from ..errors import ApiError
 from ..services import streams
-from .common import runtime
+from .common import client_gone_check, runtime
 from .guard import data_plane_user, guard
 
 bp = Blueprint("events", __name__, url_prefix="/api")
@@ -50,7 +48,7 @@ def _open_feed(event_type: str, is_closed: Callable[[], bool]) -> Iterator[strea
 @bp.get("/events/<event_type>")
 def event_stream(event_type: str) -> Response:
     """Stream events of one type as SSE: replay after Last-Event-ID, then live, with heartbeats."""
-    feed = _open_feed(event_type, _client_gone_check(request.environ))
+    feed = _open_feed(event_type, client_gone_check(request.environ))
     retry = runtime().config.sse_retry_ms
     body = _sse_body(feed, retry)
     return Response(stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS)
@@ -63,26 +61,6 @@ def _sse_body(feed: Iterator[streams.Item], retry_ms: int) -> Iterator[str]:
             yield sse_frame(item)
     finally:
         feed.close()  # type: ignore[attr-defined]
-
-
-def _client_gone_check(environ: dict[str, Any]) -> Callable[[], bool]:
-    """A check that the client closed its connection (gunicorn gives us the socket)."""
-    client = environ.get("gunicorn.socket")
-    if client is None:
-        return lambda: False
-    return lambda: _peer_closed(client)
-
-
-def _peer_closed(client: socket.socket) -> bool:
-    try:
-        readable, _, _ = select.select([client], [], [], 0)
-        if not readable:
-            return False
-        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except (OSError, ValueError):
-        return True
 
 
 @sock.route("/ws/events/<event_type>", bp=bp)

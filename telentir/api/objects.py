@@ -86,7 +86,8 @@ def _page_limit() -> int | None:
     if "limit" not in request.args and "after" not in request.args:
         return None
     raw = request.args.get("limit", str(DEFAULT_PAGE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    # isascii: str.isdigit() also accepts "²" and "٣", which int() then rejects or reads as digits.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}.")
     return int(raw)
 

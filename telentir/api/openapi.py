@@ -205,6 +205,23 @@ def _event_paths() -> dict[str, Any]:
     }
 
 
+def _connect_paths() -> dict[str, Any]:
+    body = {"type": "object", "required": ["repository", "path"], "properties": {
+        "repository": {"enum": STORES}, "path": {"type": "string", "description": "a path on SCRAPER_HOSTNAME"},
+        "params": {"type": "object", "description": "forwarded as JSON; `credits` (leads) for /get-leads"}}}
+    done = {"description": "The job has ended; X-Connect-Job names it",
+            "headers": {"X-Connect-Job": {"schema": {"type": "string"}}}}
+    return {
+        "/api/connect": {"post": _op("Ingest records from the scraper into a store", done,
+                                     (400, 401, 403, 415, 429, 503), body=body, ok_status=204)},
+        "/api/connect/jobs/{job_id}": {"get": _op("An ingestion job's summary", _json(_ref("Job")),
+                                                  params=[_path_param("job_id", "job_ id")])},
+        "/api/credits": {"get": _op("Prepaid balance", _json({"type": "object", "properties": {
+            "amount": {"type": "integer"}, "currency": {"type": "string"}}}), (401, 403, 503))},
+        "/api/billing/state": {"get": _op("Plan, usage, card, balance", _json({"type": "object"}), (401, 403, 503))},
+    }
+
+
 def _system_paths() -> dict[str, Any]:
     return {
         "/healthz": {"get": _op("The process is alive", _json({"type": "object"}), (), auth=False)},
@@ -225,7 +242,7 @@ def build_document() -> dict[str, Any]:
         "components": {"schemas": _schemas(), "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "description": "Session JWT or API key"},
             "cookie": {"type": "apiKey", "in": "cookie", "name": "token"}}},
-        "paths": {**_system_paths(), **_auth_paths(), **_plane_paths(), **_event_paths()},
+        "paths": {**_system_paths(), **_auth_paths(), **_plane_paths(), **_event_paths(), **_connect_paths()},
     }
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from flask import Blueprint, Response, jsonify
 
@@ -14,8 +15,8 @@ log = logging.getLogger(__name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """The process is alive."""
-    return jsonify({"status": "ok"})
+    """The process is alive (`pid` tells which worker answered, for operators and tests)."""
+    return jsonify({"status": "ok", "pid": os.getpid()})
 
 
 @bp.get("/readyz")

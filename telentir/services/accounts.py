@@ -146,12 +146,12 @@ def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str,
     if not isinstance(email, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD:
         raise BadRequest("email and password must be strings.")
     buckets = [f"login:account:{email.strip().lower()}", f"login:addr:{client_addr}"]
-    ratelimit.check(rt, buckets)
+    attempts = ratelimit.charge(rt, buckets)  # counted up front: parallel guesses cannot slip through
     row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
     if not check_password(row["password_hash"] if row else None, password):
-        ratelimit.record_failure(rt, buckets)
         raise Unauthorized("The email or password is incorrect.", code="invalid_credentials",
                            extra={"status": "error"})
+    ratelimit.refund(rt, attempts)
     ratelimit.clear(rt, buckets[0])
     return dict(row)
 
@@ -167,15 +167,13 @@ def send_phone_code(rt: Runtime, user: dict[str, Any]) -> None:
     """Create a fresh one-time code and send it by SMS (rate limited per account)."""
     if user["phone_verified"]:
         raise Conflict("This phone number is already verified.", code="already_verified")
-    bucket = [f"sms:{user['id']}"]
-    ratelimit.check(rt, bucket)
+    # Every send counts against the bucket, so nobody can use us to flood a phone.
+    ratelimit.charge(rt, [f"sms:{user['id']}"])
     code = f"{secrets.randbelow(10 ** 6):06d}"
     with rt.db.atomic() as tx:
         tx.execute("INSERT OR REPLACE INTO phone_codes (user_id, code_hash, expires_at, attempts) "
                    "VALUES (?, ?, ?, 0)",
                    (user["id"], _code_hash(rt, user["id"], code), time.time() + rt.config.phone_code_ttl_seconds))
-    # Every send counts against the bucket, so nobody can use us to flood a phone.
-    ratelimit.record_failure(rt, bucket)
     rt.sms.send(user["phone"], f"Your Telentir verification code is {code}")
 
 
@@ -184,13 +182,14 @@ def verify_phone_code(rt: Runtime, user: dict[str, Any], code: Any, client_addr:
     if not isinstance(code, str) or not code.strip():
         raise BadRequest("code must be the string sent by SMS.")
     buckets = [f"code:account:{user['id']}", f"code:addr:{client_addr}"]
-    ratelimit.check(rt, buckets)
-    row = rt.db.query_one("SELECT * FROM phone_codes WHERE user_id = ?", (user["id"],))
-    ok = (row is not None and row["expires_at"] > time.time() and row["attempts"] < CODE_ATTEMPTS
+    attempts = ratelimit.charge(rt, buckets)
+    with rt.db.atomic() as tx:
+        # Use up one of the code's tries before comparing, so parallel guesses share the budget.
+        tx.execute("UPDATE phone_codes SET attempts = attempts + 1 WHERE user_id = ?", (user["id"],))
+        row = tx.execute("SELECT * FROM phone_codes WHERE user_id = ?", (user["id"],)).fetchone()
+    ok = (row is not None and row["expires_at"] > time.time() and row["attempts"] <= CODE_ATTEMPTS
           and hmac.compare_digest(row["code_hash"], _code_hash(rt, user["id"], code.strip())))
     if not ok:
-        with rt.db.atomic() as tx:
-            tx.execute("UPDATE phone_codes SET attempts = attempts + 1 WHERE user_id = ?", (user["id"],))
-        ratelimit.record_failure(rt, buckets)
         raise BadRequest("The code is not valid; request a new one if it has expired.", code="invalid_code")
     set_phone_verified(rt, user["id"])
+    ratelimit.refund(rt, attempts)

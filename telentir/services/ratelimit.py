@@ -1,30 +1,42 @@
-"""Failed-attempt rate limiting kept in SQLite, so every worker process sees the same counts."""
+"""Failed-attempt rate limiting kept in SQLite, so every worker process sees the same counts.
+
+An attempt is counted *before* its outcome is known, in the same transaction as the check
+(`charge`), and forgiven afterwards if it succeeded (`refund`). Checking first and counting
+only after a slow password hash would let many parallel requests all pass the check.
+"""
 from __future__ import annotations
 
 import time
 
 from ..errors import RateLimited
 from ..runtime import Runtime
+from ..storage.db import Transaction
 
 
-def check(rt: Runtime, buckets: list[str]) -> None:
-    """Raise RateLimited when any bucket has used up its failures in the current window."""
-    window, limit = rt.config.auth_window_seconds, rt.config.auth_max_attempts
-    since = time.time() - window
-    for bucket in buckets:
-        row = rt.db.query_one("SELECT COUNT(*) AS n, MIN(at) AS first FROM auth_failures "
-                              "WHERE bucket = ? AND at > ?", (bucket, since))
-        if row["n"] >= limit:
-            raise RateLimited(retry_after=int(row["first"] + window - time.time()) + 1)
-
-
-def record_failure(rt: Runtime, buckets: list[str]) -> None:
-    """Count one failure against each bucket (and forget failures older than the window)."""
+def charge(rt: Runtime, buckets: list[str]) -> list[int]:
+    """Raise RateLimited if any bucket is used up, else count one attempt in each; returns their ids."""
     now = time.time()
     with rt.db.atomic() as tx:
         tx.execute("DELETE FROM auth_failures WHERE at < ?", (now - rt.config.auth_window_seconds,))
-        for bucket in buckets:
-            tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", (bucket, now))
+        _check(rt, tx, buckets, now)
+        return [tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", (bucket, now)).lastrowid
+                for bucket in buckets]
+
+
+def refund(rt: Runtime, attempt_ids: list[int]) -> None:
+    """Forget attempts that turned out to be successes."""
+    with rt.db.atomic() as tx:
+        for attempt_id in attempt_ids:
+            tx.execute("DELETE FROM auth_failures WHERE rowid = ?", (attempt_id,))
+
+
+def _check(rt: Runtime, tx: Transaction, buckets: list[str], now: float) -> None:
+    window, limit = rt.config.auth_window_seconds, rt.config.auth_max_attempts
+    for bucket in buckets:
+        row = tx.execute("SELECT COUNT(*) AS n, MIN(at) AS first FROM auth_failures "
+                         "WHERE bucket = ? AND at > ?", (bucket, now - window)).fetchone()
+        if row["n"] >= limit:
+            raise RateLimited(retry_after=int(row["first"] + window - now) + 1)
 
 
 def clear(rt: Runtime, bucket: str) -> None:

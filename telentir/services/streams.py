@@ -218,31 +218,3 @@ def prune_events(rt: Runtime) -> int:
         removed += batch
         if batch < PRUNE_BATCH:
             return removed
-
-
-class Pruner:
-    """A daemon thread pruning the event table every interval until stopped."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="telentir-event-pruner", daemon=True)
-
-    def start(self) -> "Pruner":
-        """Start the thread."""
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.rt.config.event_prune_interval_seconds):
-            try:
-                removed = prune_events(self.rt)
-                if removed:
-                    log.info("pruned %d old events", removed)
-            except Exception:
-                log.exception("event pruning failed; will retry")
-
-    def stop(self) -> None:
-        """Stop and wait for the thread."""
-        self._stop.set()
-        self._thread.join(timeout=5)

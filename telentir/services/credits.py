@@ -1,0 +1,168 @@
+"""Lead credits: plans, the append-only ledger, reservations and settlement.
+
+Balances are computed from ledger rows, never stored as a mutable number. Money is in
+minor units (cents). A lead job takes leads from the plan's monthly allowance first, then
+buys the rest from the prepaid balance at the plan's overage price: that paid part is
+reserved before the scraper is called and settled when the job ends (used leads charged,
+the rest refunded). In Stripe mode the prepaid balance is the customer's Stripe credit.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import BadRequest, NotFound
+from ..ids import now_iso
+from ..runtime import Runtime
+from ..storage.db import Transaction
+from .stripe_gateway import StripeGateway, StripeUnavailable
+
+CURRENCY = "usd"
+
+
+def month_of(moment: datetime | None = None) -> str:
+    """The calendar month (UTC) an allowance counts against, as YYYY-MM."""
+    return (moment or datetime.now(timezone.utc)).strftime("%Y-%m")
+
+
+def plan_of(rt: Runtime, user: dict[str, Any]) -> dict[str, Any] | None:
+    """The user's plan from the catalog, with its key; None if the plan left the catalog."""
+    plan = rt.config.plans.get(user["plan"])
+    return None if plan is None else {"key": user["plan"], **plan}
+
+
+def price_cents(plan: dict[str, Any] | None) -> int:
+    """Overage price of one lead in minor units."""
+    return 0 if plan is None else int(round(plan["leadOverageUsdPerLead"] * 100))
+
+
+def allowance_used(rt: Runtime, user_id: str, month: str | None = None) -> int:
+    """Leads taken from this month's allowance (reservations net of releases)."""
+    row = rt.db.query_one("SELECT COALESCE(SUM(leads), 0) FROM ledger WHERE user_id = ? AND month = ?",
+                          (user_id, month or month_of()))
+    return int(row[0])
+
+
+def local_balance(rt: Runtime, user_id: str) -> int:
+    """The prepaid balance kept in the local ledger."""
+    return int(rt.db.query_one("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE user_id = ? AND source = 'local'",
+                               (user_id,))[0])
+
+
+def gateway(rt: Runtime) -> StripeGateway | None:
+    """The Stripe gateway, when Stripe mode is configured."""
+    return rt.extras.get("stripe")
+
+
+def uses_stripe(rt: Runtime, user: dict[str, Any]) -> bool:
+    """Stripe mode applies when configured and the user has a Stripe customer."""
+    return gateway(rt) is not None and bool(user.get("stripe_customer_id"))
+
+
+def balance(rt: Runtime, user: dict[str, Any]) -> int:
+    """The prepaid balance: the Stripe credit in Stripe mode, else the local ledger's."""
+    if uses_stripe(rt, user):
+        return gateway(rt).credit_balance(user["stripe_customer_id"])  # type: ignore[union-attr]
+    return local_balance(rt, user["id"])
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a lead job may spend: leads from the allowance, leads bought, at what price."""
+
+    requested: int
+    allowance_part: int
+    paid_part: int
+    price: int
+
+    @property
+    def granted(self) -> int:
+        """Leads the scraper is asked for."""
+        return self.allowance_part + self.paid_part
+
+    @property
+    def reserved(self) -> int:
+        """Minor units reserved from the prepaid balance."""
+        return self.paid_part * self.price
+
+
+def compute_grant(rt: Runtime, user: dict[str, Any], requested: int, prepaid: int) -> Grant:
+    """Clamp `requested` to the remaining allowance plus what `prepaid` buys."""
+    plan = plan_of(rt, user)
+    remaining = max(0, (plan["includedLeads"] if plan else 0) - allowance_used(rt, user["id"]))
+    allowance_part = min(requested, remaining)
+    price = price_cents(plan)
+    affordable = prepaid // price if price > 0 and prepaid > 0 else 0
+    return Grant(requested, allowance_part, min(requested - allowance_part, affordable), price)
+
+
+def stripe_lock(rt: Runtime, user_id: str) -> threading.Lock:
+    """Serializes one user's Stripe reservations in this process (read balance, then debit)."""
+    locks: dict[str, threading.Lock] = rt.extras["stripe_locks"]
+    with rt.extras["stripe_locks_guard"]:
+        return locks.setdefault(user_id, threading.Lock())
+
+
+def ledger_row(tx: Transaction, user_id: str, job_id: str | None, kind: str, *, amount: int = 0, leads: int = 0,
+               charged: int = 0, month: str | None = None, source: str = "local", external_id: str | None = None,
+               note: str | None = None) -> None:
+    """Append one ledger row (a job's step at most once: a repeat is ignored)."""
+    tx.execute("INSERT OR IGNORE INTO ledger (user_id, job_id, kind, amount, leads, charged, month, source, external_id, "
+               "note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (user_id, job_id, kind, amount, leads, charged, month or month_of(), source, external_id, note,
+                now_iso()))
+
+
+def grant_credits(rt: Runtime, user_id: str, amount: int, note: str = "granted by an operator") -> int:
+    """Add prepaid credit to the local ledger (CLI); returns the new local balance."""
+    if amount <= 0:
+        raise BadRequest("amount must be a positive number of minor units.")
+    with rt.db.atomic() as tx:
+        ledger_row(tx, user_id, None, "grant", amount=amount, note=note)
+    return local_balance(rt, user_id)
+
+
+def credits_document(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
+    """`GET /api/credits`."""
+    return {"amount": balance(rt, user), "currency": CURRENCY}
+
+
+def billing_state(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
+    """`GET /api/billing/state`: plan, this month's usage, card, balance."""
+    stripe_mode = uses_stripe(rt, user)
+    has_card = gateway(rt).has_card(user["stripe_customer_id"]) if stripe_mode else False  # type: ignore[union-attr]
+    leads = int(rt.db.query_one("SELECT COALESCE(SUM(used), 0) FROM jobs WHERE user_id = ? AND substr(created_at, 1, 7) = ?",
+                                (user["id"], month_of()))[0])
+    return {"plan": plan_of(rt, user),
+            "usage": {"leads": leads, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0,
+                      "calls_outbound": 0},
+            "hasCard": has_card, "balance": {"currency": CURRENCY, "amount": balance(rt, user)}}
+
+
+def set_plan(rt: Runtime, user_id: str, plan: str) -> None:
+    """Move a user to another plan of the catalog."""
+    if plan not in rt.config.plans:
+        raise NotFound(f"No plan {plan!r}; the catalog has {', '.join(rt.config.plans)}.")
+    with rt.db.atomic() as tx:
+        tx.execute("UPDATE users SET plan = ? WHERE id = ?", (plan, user_id))
+
+
+def set_stripe_customer(rt: Runtime, user_id: str, customer_id: str | None) -> None:
+    """Link a user to a Stripe customer (None unlinks)."""
+    if customer_id is not None and not customer_id.startswith("cus_"):
+        raise BadRequest("A Stripe customer id starts with cus_.")
+    with rt.db.atomic() as tx:
+        tx.execute("UPDATE users SET stripe_customer_id = ? WHERE id = ?", (customer_id, user_id))
+
+
+def ledger_summary(rt: Runtime, user_id: str) -> dict[str, int]:
+    """Totals per ledger kind (for `credits show` and tests)."""
+    rows = rt.db.query("SELECT kind, SUM(amount) AS amount, SUM(leads) AS leads, SUM(charged) AS charged "
+                       "FROM ledger WHERE user_id = ? GROUP BY kind", (user_id,))
+    summary = {f"{r['kind']}_amount": int(r["amount"]) for r in rows}
+    summary.update({f"{r['kind']}_leads": int(r["leads"]) for r in rows if r["leads"]})
+    summary["charged"] = sum(int(r["charged"]) for r in rows)
+    return summary
+

@@ -1,0 +1,75 @@
+"""Stripe customer balances, through the `stripe` library.
+
+In Stripe a customer's `balance` is what they owe: a *negative* balance is credit. Our
+prepaid balance is therefore `-balance`; a reservation is a balance transaction with a
+positive amount (it uses up credit), a refund one with a negative amount (it gives it back).
+Every call that moves money carries an idempotency key derived from the job and step, so
+a retried call can never move money twice.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import stripe
+
+from ..config import Config
+from ..errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+CURRENCY = "usd"
+
+
+class StripeUnavailable(ServiceUnavailable):
+    """Stripe could not be reached or refused the call."""
+
+    code = "stripe_unavailable"
+
+
+class StripeGateway:
+    """The few Stripe calls the credits ledger needs."""
+
+    def __init__(self, config: Config) -> None:
+        base = {"api": config.stripe_api_base} if config.stripe_api_base else None
+        self.client = stripe.StripeClient(
+            config.stripe_secret_key or "", base_addresses=base,  # type: ignore[arg-type]
+            max_network_retries=0,  # our own retry loop owns retries, with the same idempotency key
+            http_client=stripe.RequestsClient(timeout=config.stripe_timeout_seconds))
+
+    def credit_balance(self, customer_id: str) -> int:
+        """The customer's prepaid credit in minor units (Stripe's balance, sign flipped)."""
+        customer = self._call(self.client.v1.customers.retrieve, customer_id)
+        return -int(customer.balance or 0)
+
+    def has_card(self, customer_id: str) -> bool:
+        """Whether the customer has a default payment method."""
+        customer = self._call(self.client.v1.customers.retrieve, customer_id)
+        settings = customer.get("invoice_settings") or {}
+        return bool(settings.get("default_payment_method") or customer.get("default_source"))
+
+    def debit(self, customer_id: str, amount: int, description: str, idempotency_key: str) -> str:
+        """Use `amount` of the customer's credit; returns the balance transaction id."""
+        return self._transaction(customer_id, amount, description, idempotency_key)
+
+    def credit(self, customer_id: str, amount: int, description: str, idempotency_key: str) -> str:
+        """Give `amount` of credit back; returns the balance transaction id."""
+        return self._transaction(customer_id, -amount, description, idempotency_key)
+
+    def _transaction(self, customer_id: str, amount: int, description: str, idempotency_key: str) -> str:
+        params = {"amount": amount, "currency": CURRENCY, "description": description}
+        txn = self._call(self.client.v1.customers.balance_transactions.create, customer_id, params,
+                         {"idempotency_key": idempotency_key})
+        return str(txn.id)
+
+    @staticmethod
+    def _call(method: Any, *args: Any) -> Any:
+        try:
+            return method(*args)
+        except stripe.StripeError as exc:
+            log.warning("Stripe call failed: %s", exc)
+            raise StripeUnavailable("Stripe could not be reached; no credits were used. Try again shortly.") from exc
+
+
+def make_gateway(config: Config) -> StripeGateway | None:
+    """A gateway when STRIPE_SECRET_KEY is set, else None (local prepaid balances)."""
+    return StripeGateway(config) if config.stripe_secret_key else None
