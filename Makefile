@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+SCRAPER_PORT ?= 8001
 
 .PHONY: run test bench-smoke clean
 
@@ -12,8 +13,11 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-## run: start the production server on 127.0.0.1:$(PORT) with a demo user
+## run: start the production server on 127.0.0.1:$(PORT) with a demo user and the demo scraper
 run: $(BIN)/.installed
+	$(BIN)/python -m telentir demo-scraper --port $(SCRAPER_PORT) & scraper=$$!; \
+	trap 'kill $$scraper 2>/dev/null' EXIT INT TERM; \
+	SCRAPER_HOSTNAME=$${SCRAPER_HOSTNAME:-http://127.0.0.1:$(SCRAPER_PORT)} \
 	$(BIN)/python -m telentir serve --port $(PORT) --demo
 
 ## test: the whole suite
