@@ -1,0 +1,1 @@
+"""Benchmarks of the Telentir server (not part of `make test`; `--quick` is)."""

@@ -1,0 +1,254 @@
+"""The benchmark: every hot path against the real server, side by side, as ratios within one run.
+
+    python -m bench            # the full run (several minutes)
+    python -m bench --quick    # a few-second smoke run (part of `make test`)
+
+Prints one table and writes a JSON file of results (`--out`, default bench/results.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+from . import fanout, load
+from .seed import BenchUser, make_user, open_runtime, seed_objects
+from .server import MemoryWatch, Server, free_port
+
+OBJECT_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is."""
+
+    seconds: float
+    connections: int
+    read_objects: int
+    list_objects: int
+    subscribers: int
+    write_rate: float
+    fanout_seconds: float
+    ingest_records: int
+    scaling_workers: tuple[int, ...]
+
+
+FULL = Sizes(10, 32, 100_000, 100_000, 1000, 50, 10, 20_000, (1, 2, 4))
+QUICK = Sizes(1, 4, 200, 500, 10, 10, 1, 200, (1, 2))
+
+
+class Bench:
+    """Holds the run's folder, results and table rows."""
+
+    def __init__(self, sizes: Sizes, workdir: Path) -> None:
+        self.sizes, self.workdir = sizes, workdir
+        self.results: dict[str, Any] = {}
+        self.baseline_rps: float | None = None
+
+    def data_dir(self, name: str) -> Path:
+        """A fresh data folder for one server."""
+        path = self.workdir / name / "data"
+        path.mkdir(parents=True)
+        return path
+
+    def http(self, server: Server, user: BenchUser, name: str, spec: load.Load,
+             connections: int | None = None) -> dict[str, Any]:
+        """Run one HTTP load, with memory watched, and record it (ratio to the baseline)."""
+        with MemoryWatch(server) as memory:
+            result = load.run(server.url, spec, connections or self.sizes.connections, self.sizes.seconds)
+        entry = {**result.as_dict(), "peak_rss_mib": round(memory.peak_mib, 1)}
+        if self.baseline_rps:
+            entry["ratio_to_baseline"] = round(result.rps / self.baseline_rps, 2)
+        self.results[name] = entry
+        return entry
+
+
+def _auth(user: BenchUser) -> dict[str, str]:
+    return {"Authorization": f"Bearer {user.api_key}"}
+
+
+def _create_load(user: BenchUser) -> load.Load:
+    body = json.dumps({"keyId": user.key_id, "content": os.urandom(OBJECT_BYTES).hex(), "authTag": "ab" * 16,
+                       "relatedId": user.store_id})
+    return load.Load("PUT", ["/api/objects"], {**_auth(user), "Content-Type": "application/json"}, body)
+
+
+def scenario_http(bench: Bench, workers: int = 1, env: dict[str, str] | None = None, suffix: str = "") -> None:
+    """Baseline, create and read (random ids over the seeded objects)."""
+    data = bench.data_dir(f"http{suffix}")
+    rt = open_runtime(data)
+    user = make_user(rt, "http")
+    ids = seed_objects(rt, user, bench.sizes.read_objects, OBJECT_BYTES)
+    rt.close()
+    server = Server(data, env, workers=workers).start()
+    try:
+        if not suffix:
+            base = bench.http(server, user, "1_baseline", load.Load("GET", ["/api/server"], _auth(user)))
+            bench.baseline_rps = base["rps"]
+        bench.http(server, user, f"2_create{suffix}", _create_load(user))
+        bench.http(server, user, f"3_read{suffix}", load.Load("GET", [f"/api/objects/{i}" for i in ids], _auth(user)))
+    finally:
+        server.stop()
+
+
+def scenario_listing(bench: Bench) -> None:
+    """Time to last byte and server memory growth for a store of many items."""
+    data = bench.data_dir("listing")
+    rt = open_runtime(data)
+    user = make_user(rt, "list")
+    seed_objects(rt, user, bench.sizes.list_objects, OBJECT_BYTES)
+    rt.close()
+    server = Server(data).start()
+    try:
+        with MemoryWatch(server) as memory, requests.get(f"{server.url}/api/objects/{user.store_id}/related",
+                                                         headers=_auth(user), stream=True, timeout=600) as resp:
+            started, size = time.monotonic(), 0
+            for chunk in resp.iter_content(65536):
+                size += len(chunk)
+            elapsed = time.monotonic() - started
+        bench.results["4_listing"] = {"items": bench.sizes.list_objects, "seconds_to_last_byte": round(elapsed, 2),
+                                      "bytes": size, "rss_growth_mib": round(memory.growth_mib, 1),
+                                      "peak_rss_mib": round(memory.peak_mib, 1)}
+    finally:
+        server.stop()
+
+
+def scenario_fanout(bench: Bench, users: int, label: str) -> None:
+    """N subscribers spread over `users` users; writes at a fixed rate; delivery latency."""
+    n = bench.sizes.subscribers
+    data = bench.data_dir(f"fanout-{label}")
+    rt = open_runtime(data)
+    people = [make_user(rt, f"fan{i}") for i in range(users)]
+    rt.close()
+    env = {"TELENTIR_SSE_MAX_STREAMS": str(n + 50), "TELENTIR_SSE_MAX_STREAMS_PER_USER": str(n + 50)}
+    server = Server(data, env, threads=n + 64).start()
+    try:
+        before = server.rss_bytes()
+        sockets = [fanout.open_stream(server.port, people[i % users].api_key) for i in range(n)]
+        per_stream = (server.rss_bytes() - before) / n / 1024
+        receiver = fanout.Receiver(sockets)
+        receiver.thread.start()
+        with MemoryWatch(server) as memory:
+            sent = fanout.write_at_rate(server.url, [(p.api_key, p.key_id) for p in people], bench.sizes.write_rate,
+                                        bench.sizes.fanout_seconds)
+            time.sleep(2)
+        receiver.stop()
+        expected = sent * n // users
+        bench.results[f"5_fanout_{label}"] = {"subscribers": n, "users": users, "writes": sent,
+                                              "writes_per_s": bench.sizes.write_rate,
+                                              **fanout.summarize(receiver.latencies, expected),
+                                              "rss_per_stream_kib": round(per_stream, 1),
+                                              "peak_rss_mib": round(memory.peak_mib, 1)}
+    finally:
+        server.stop()
+
+
+def scenario_ingest(bench: Bench) -> None:
+    """POST /api/connect against the demo scraper: records per second."""
+    data = bench.data_dir("ingest")
+    rt = open_runtime(data)
+    user = make_user(rt, "ingest")
+    rt.close()
+    port = free_port()
+    scraper = subprocess.Popen([sys.executable, "-m", "telentir", "demo-scraper", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(data, {"SCRAPER_HOSTNAME": f"http://127.0.0.1:{port}"}).start()
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/healthz")
+        count = bench.sizes.ingest_records
+        with MemoryWatch(server) as memory:
+            started = time.monotonic()
+            resp = requests.post(f"{server.url}/api/connect", headers=_auth(user), timeout=3600,
+                                 json={"repository": "contacts", "path": "/records", "params": {"count": count}})
+            elapsed = time.monotonic() - started
+        resp.raise_for_status()
+        job = requests.get(f"{server.url}/api/connect/jobs/{resp.headers['X-Connect-Job']}", headers=_auth(user),
+                           timeout=30).json()
+        entry = {"records": job["created"], "seconds": round(elapsed, 2), "records_per_s": round(job["created"] / elapsed),
+                 "peak_rss_mib": round(memory.peak_mib, 1)}
+        create = bench.results.get("2_create", {}).get("rps")
+        if create:
+            entry["ratio_to_http_create"] = round(entry["records_per_s"] / create, 2)
+        bench.results["6_ingest"] = entry
+    finally:
+        server.stop()
+        scraper.terminate()
+        scraper.wait(10)
+
+
+def _wait_http(url: str) -> None:
+    for _ in range(100):
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def scenario_scaling(bench: Bench) -> None:
+    """Create and read with 1, 2, 4 workers on the Redis broker."""
+    for workers in bench.sizes.scaling_workers:
+        scenario_http(bench, workers, {"TELENTIR_BROKER_URL": "redis://127.0.0.1:6379/0"}, suffix=f"_redis_w{workers}")
+
+
+def scenario_peer(bench: Bench) -> None:
+    """Kinto on PostgreSQL with the same load tool and record size, when bench/kinto.py can run it."""
+    from . import kinto
+    bench.results["7_peer_kinto"] = kinto.run(bench.workdir, bench.sizes, OBJECT_BYTES, bench.results)
+
+
+SCENARIOS: dict[str, Callable[[Bench], None]] = {
+    "http": scenario_http, "listing": scenario_listing,
+    "fanout": lambda b: (scenario_fanout(b, 1, "one_user"), scenario_fanout(b, max(1, b.sizes.subscribers // 10),
+                                                                             "many_users")),
+    "ingest": scenario_ingest, "peer": scenario_peer, "scaling": scenario_scaling,
+}
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "load_tool": "wrk" if shutil.which("wrk") else "python"}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """One line per scenario."""
+    print(f"{'scenario':28} figures")
+    for name, entry in sorted(results.items()):
+        if isinstance(entry, dict):
+            figures = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "command")
+            print(f"{name:28} {figures}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios and report."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
+    parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these scenarios")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    args = parser.parse_args(argv)
+    bench = Bench(QUICK if args.quick else FULL, Path(tempfile.mkdtemp(prefix="telentir-bench-")))
+    chosen = args.only or [s for s in SCENARIOS if not (args.quick and s == "peer")]
+    try:
+        for name in ["http"] + [s for s in chosen if s != "http"] if "http" in chosen else chosen:
+            started = time.monotonic()
+            SCENARIOS[name](bench)
+            print(f"[{name}] {time.monotonic() - started:.1f}s", file=sys.stderr)
+    finally:
+        shutil.rmtree(bench.workdir, ignore_errors=True)
+    report = {"machine": machine(), "quick": args.quick, "results": bench.results}
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(bench.results)
+    return 0
