@@ -8,7 +8,8 @@ from typing import Iterator
 
 import click
 
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
+from .crypto import CryptoError
 from .errors import ApiError
 from .runtime import Runtime, build_runtime
 from .services import accounts, credentials, credits
@@ -21,7 +22,7 @@ DEMO_PHONE = "+15555550100"
 def _runtime() -> Iterator[Runtime]:
     try:
         rt = build_runtime(load_config())
-    except ConfigError as exc:
+    except (ConfigError, CryptoError) as exc:  # CryptoError: an unreadable master key file
         raise click.ClickException(str(exc)) from exc
     try:
         yield rt
@@ -47,18 +48,27 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, demo: 
 
     Example: python -m telentir serve --port 8000 --demo
     """
-    from .serving import check_workers, prepare, serve as run_server
+    from .serving import check_workers, serve as run_server
 
     try:
         config = load_config()
         check_workers(config, workers or 1)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    prepare(config)
+    _prepare(config)
     if demo:
         with _runtime() as rt:
             _announce_demo(rt, host, port)
     run_server(host, port, workers, threads)
+
+
+def _prepare(config: Config) -> dict[str, int]:
+    from .serving import prepare
+
+    try:
+        return prepare(config)
+    except (ConfigError, CryptoError) as exc:  # a master key that does not fit the data folder
+        raise click.ClickException(str(exc)) from exc
 
 
 def _announce_demo(rt: Runtime, host: str, port: int) -> None:
@@ -99,13 +109,11 @@ def init() -> None:
 
     Example: TELENTIR_DATA_DIR=/var/lib/telentir python -m telentir init
     """
-    from .serving import prepare
-
     try:
         config = load_config()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    report = prepare(config)
+    report = _prepare(config)
     click.echo(f"Initialized {config.data_dir} (database {config.database_path}); "
                f"removed {report['swept_blobs']} stray blob file(s).")
 

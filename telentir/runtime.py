@@ -91,8 +91,12 @@ def build_runtime(config: Config) -> Runtime:
     from .services.streams import StreamSlots
 
     db, blobs = open_storage(config)
-    master_key = master_key_for(config)
-    platform = ensure_platform_key(db, master_key, config.server_name)
+    try:
+        master_key = master_key_for(config)
+        platform = ensure_platform_key(db, master_key, config.server_name)
+    except BaseException:
+        db.close()
+        raise
     rt = Runtime(config=config, db=db, blobs=blobs, master_key=master_key, platform=platform,
                  sms=make_sender(config), broker=create_broker(config.broker_url))
     rt.extras["publish_stats"] = PublishStats()

@@ -8,6 +8,7 @@ from typing import Any
 from gunicorn.app.base import Application
 
 from .config import Config, ConfigError, load_config
+from .crypto import CryptoError
 from .runtime import Runtime, build_runtime
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,8 @@ def on_starting(workers: int) -> None:
     try:
         config = load_config()
         check_workers(config, workers)
-    except ConfigError as exc:
+        report = prepare(config)
+    except (ConfigError, CryptoError) as exc:  # CryptoError: an unreadable master key file
         log.error("cannot start: %s", exc)
         raise SystemExit(f"telentir: {exc}") from None
-    report = prepare(config)
     log.info("storage ready: %s", report)

@@ -8,7 +8,7 @@ from typing import Any, Callable, TypeVar, cast
 
 from flask import current_app, g, request
 
-from ..errors import BadRequest, PhoneNotVerified, Unauthorized, UnsupportedMediaType
+from ..errors import BadRequest, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
 from ..runtime import Runtime
 from ..services import credentials
 
@@ -22,7 +22,7 @@ def runtime() -> Runtime:
 
 def json_body(required: bool = True) -> dict[str, Any]:
     """The request body as a JSON object; 415 if not JSON, 400 if malformed or not an object."""
-    raw = request.get_data(cache=True)
+    raw = _body_bytes()
     if not raw:
         if required:
             raise BadRequest("The request needs a JSON object body.")
@@ -38,6 +38,17 @@ def json_body(required: bool = True) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
     return body
+
+
+def _body_bytes() -> bytes:
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    # A chunked body has no Content-Length, and werkzeug stops reading at the limit without
+    # complaint: a body that fills the limit exactly may have been cut short, so look further.
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        if request.environ["wsgi.input"].read(1):
+            raise PayloadTooLarge("The request body is too large.")
+    return raw
 
 
 def _refuse_constant(name: str) -> Any:

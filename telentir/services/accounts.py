@@ -21,6 +21,7 @@ _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MAX_NAME = 100
+MAX_EMAIL = 320
 CODE_ATTEMPTS = 5
 
 
@@ -143,8 +144,9 @@ def register(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
 
 def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str, Any]:
     """Check email + password under rate limits; the same 401 whichever part was wrong."""
-    if not isinstance(email, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD:
-        raise BadRequest("email and password must be strings.")
+    if not isinstance(email, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD \
+            or len(email) > MAX_EMAIL:
+        raise BadRequest("email and password must be strings (an email of at most 320 characters).")
     buckets = [f"login:account:{email.strip().lower()}", f"login:addr:{client_addr}"]
     attempts = ratelimit.charge(rt, buckets)  # counted up front: parallel guesses cannot slip through
     row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import crypto
+from ..config import ConfigError
 from ..ids import now_iso
 from ..runtime import PlatformKey, Runtime
 from ..storage.db import Database
@@ -27,7 +28,12 @@ def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformK
         row = db.query_one("SELECT * FROM platform_servers WHERE name = ?", (name,))
     if row["private_key_sealed"] is None:
         raise RuntimeError(f"platform server {name!r} is registered without a private key on this host")
-    private = crypto.load_private_key(crypto.unseal(master_key, row["private_key_sealed"], _context(name)).decode())
+    try:
+        private_b64 = crypto.unseal(master_key, row["private_key_sealed"], _context(name))
+    except crypto.CryptoError as exc:
+        raise ConfigError("the master key does not open this data folder's platform key: start with the "
+                          "TELENTIR_MASTER_KEY (or master key file) the data was created with") from exc
+    private = crypto.load_private_key(private_b64.decode())
     return PlatformKey(name=name, private_key=private, public_b64=row["public_key"])
 
 

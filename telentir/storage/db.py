@@ -102,11 +102,14 @@ class Database:
         try:
             yield tx
         except BaseException:
-            conn.execute("ROLLBACK")
-            _run_hooks(tx._on_rollback)
+            _roll_back(conn, tx)
             raise
         with self._commit_lock:
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                _roll_back(conn, tx)
+                raise
             _run_hooks(tx._on_commit_ordered)
         _run_hooks(tx._on_commit)
 
@@ -148,6 +151,15 @@ def _execute_script(conn: sqlite3.Connection, script: str) -> None:
         if sqlite3.complete_statement(statement):
             conn.execute(statement)
             statement = ""
+
+
+def _roll_back(conn: sqlite3.Connection, tx: Transaction) -> None:
+    # A failed COMMIT (deferred constraint, disk full) leaves the transaction open, which would
+    # wedge this thread's connection for good; and when SQLite has already rolled back by itself,
+    # a second ROLLBACK would raise and hide the real error.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    _run_hooks(tx._on_rollback)
 
 
 def _run_hooks(hooks: list[Callable[[], None]]) -> None:
