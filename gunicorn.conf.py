@@ -12,6 +12,9 @@ threads = 256
 timeout = 60
 graceful_timeout = 10
 keepalive = 5
+# Long (hostile) ids must reach the app and get its JSON 404, not gunicorn's HTML 414;
+# 0 lets gunicorn 27 apply its own 1 MiB ceiling.
+limit_request_line = 0
 # The runtime control socket (gunicornc) is not used; one shared path would clash between servers.
 control_socket_disable = True
 

@@ -28,6 +28,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, JSON_SORT_KEYS=False)
+    # `//` in a path (an id like "../") must be a JSON 404, not Werkzeug's HTML redirect.
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     if config.proxy_hops:

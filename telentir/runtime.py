@@ -101,7 +101,9 @@ def build_runtime(config: Config) -> Runtime:
                  sms=make_sender(config), broker=create_broker(config.broker_url))
     rt.extras["publish_stats"] = PublishStats()
     rt.extras["stream_slots"] = StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user)
-    rt.extras["stripe"] = make_gateway(config)
+    gateway = rt.extras["stripe"] = make_gateway(config)
+    if gateway is not None:
+        rt.closers.append(gateway.close)
     rt.extras["stripe_locks"], rt.extras["stripe_locks_guard"] = {}, threading.Lock()
     runner = rt.extras["job_runner"] = JobRunner(config.connect_workers, config.connect_per_user)
     rt.closers.append(runner.close)

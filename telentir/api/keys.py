@@ -3,16 +3,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
 
 from ..errors import BadRequest
 from ..services import keyring
 from ..wire import bool_value, decode_key_material, metadata_value
 from .common import json_body, runtime
-from .guard import data_plane_user, guard
+from .guard import DataPlaneBlueprint, data_plane_user
 
-bp = Blueprint("keys", __name__, url_prefix="/api")
-bp.before_request(guard)
+bp = DataPlaneBlueprint("keys", __name__)
 
 
 def _create() -> dict[str, Any]:

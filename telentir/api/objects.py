@@ -4,17 +4,16 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Response, jsonify, request, stream_with_context
 
 from ..errors import BadRequest, NotFound
 from ..ids import is_id
 from ..services import objects, publishing
 from ..wire import (decode_ciphertext, has_any, id_field, metadata_value, name_value, optional_id_field, pick)
 from .common import json_body, runtime
-from .guard import data_plane_user, guard
+from .guard import DataPlaneBlueprint, data_plane_user
 
-bp = Blueprint("objects", __name__, url_prefix="/api")
-bp.before_request(guard)
+bp = DataPlaneBlueprint("objects", __name__)
 
 KEY_ALIASES = ("keyId", "key_id")
 TAG_ALIASES = ("authTag", "auth_tag")

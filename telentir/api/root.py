@@ -1,15 +1,14 @@
 """Root and servers: /api/root, /api/servers (spec §2)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
 
 from ..services import keyring, roots
 from ..wire import bool_value, name_value
 from .common import json_body, runtime
-from .guard import data_plane_user, guard
+from .guard import DataPlaneBlueprint, data_plane_user
 
-bp = Blueprint("root", __name__, url_prefix="/api")
-bp.before_request(guard)
+bp = DataPlaneBlueprint("root", __name__)
 
 
 @bp.get("/root")

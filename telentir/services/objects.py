@@ -17,6 +17,7 @@ from ..wire import object_record
 from . import events
 
 LIST_CHUNK = 256
+READ_ATTEMPTS = 100
 MAX_DEPTH = 10_000
 
 
@@ -74,8 +75,29 @@ def _row(rt: Runtime, user_id: str, object_id: str) -> Any:
 
 def get_object(rt: Runtime, user_id: str, object_id: str) -> dict[str, Any]:
     """The caller's object with its ciphertext; 404 if absent or someone else's."""
-    row = _row(rt, user_id, object_id)
-    return object_record(row, rt.blobs.read(row["blob"]))
+    record = _with_content(rt, _row(rt, user_id, object_id))
+    if record is None:
+        raise NotFound("No such object.")
+    return record
+
+
+def _with_content(rt: Runtime, row: Any) -> dict[str, Any] | None:
+    """The record of `row` with its ciphertext; None if the object was deleted meanwhile.
+
+    Reads take no lock, and a patch or delete removes the old file right after its commit:
+    a row read a moment before that commit names a file that is gone. Read the row again.
+    """
+    for _ in range(READ_ATTEMPTS):
+        try:
+            return object_record(row, rt.blobs.read(row["blob"]))
+        except FileNotFoundError:
+            fresh = rt.db.query_one("SELECT * FROM objects WHERE n = ?", (row["n"],))
+            if fresh is None:
+                return None
+            if fresh["blob"] == row["blob"]:
+                raise  # the current row names a missing file: damage, not a race
+            row = fresh
+    raise RuntimeError(f"object {row['id']} kept changing while being read")
 
 
 def is_store(rt: Runtime, object_id: str) -> bool:
@@ -197,8 +219,15 @@ def related_page(rt: Runtime, user_id: str, parent_id: str, limit: int,
     start = _cursor_position(rt, parent_id, after)
     rows = rt.db.query("SELECT * FROM objects WHERE related_id = ? AND n > ? ORDER BY n LIMIT ?",
                        (parent_id, start, limit + 1))
-    page = [object_record(r, rt.blobs.read(r["blob"])) for r in rows[:limit]]
-    return page, (page[-1]["id"] if len(rows) > limit else None)
+    page = list(_child_records(rt, parent_id, rows[:limit]))
+    return page, (rows[limit - 1]["id"] if len(rows) > limit else None)
+
+
+def _child_records(rt: Runtime, parent_id: str, rows: list[Any]) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        record = _with_content(rt, row)
+        if record is not None and record["related_object_id"] == parent_id:  # not deleted or moved meanwhile
+            yield record
 
 
 def _cursor_position(rt: Runtime, parent_id: str, after: str | None) -> int:
@@ -224,8 +253,7 @@ def _iter_children(rt: Runtime, parent_id: str) -> Iterator[dict[str, Any]]:
         # Short queries per chunk: no read transaction stays open while the client reads slowly.
         rows = rt.db.query("SELECT * FROM objects WHERE related_id = ? AND n > ? ORDER BY n LIMIT ?",
                            (parent_id, position, LIST_CHUNK))
-        for row in rows:
-            yield object_record(row, rt.blobs.read(row["blob"]))
+        yield from _child_records(rt, parent_id, rows)
         if len(rows) < LIST_CHUNK:
             return
         position = rows[-1]["n"]
