@@ -2,7 +2,8 @@
 
 The parser follows the HTML living standard's event-stream rules: lines end in `\\r\\n`,
 `\\n` or `\\r`; `data:` lines of one frame join with `\\n`; lines starting with `:` are
-comments; a blank line ends a frame. Frames larger than a limit end the stream.
+comments; a blank line ends a frame; a leading byte order mark is dropped. Frames larger
+than a limit (in bytes) end the stream.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import requests
 from .errors import BadRequest
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
-_BAD_PATH = re.compile(r"[\x00-\x20\x7f\\#?]|//|(^|/)\.\.?(/|$)|%")
+_BOM = b"\xef\xbb\xbf"
+# C0 and C1 controls, space, backslash, query, fragment, `//`, dot segments, escapes.
+_BAD_PATH = re.compile(r"[\x00-\x20\x7f-\x9f\\#?]|//|(^|/)\.\.?(/|$)|%")
 
 
 class FrameTooLarge(ValueError):
@@ -44,6 +47,7 @@ class SSEParser:
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buffer = b""
+        self._at_start = True
         self._pending_cr = False
         self._data: list[str] = []
         self._event = ""
@@ -56,22 +60,28 @@ class SSEParser:
             chunk = chunk[1:]  # the \n of a \r\n split across chunks
         self._pending_cr = False
         self._buffer += chunk
+        if self._at_start:
+            if _BOM.startswith(self._buffer):
+                return  # maybe a byte order mark cut across chunks: wait for more
+            self._at_start = False
+            self._buffer = self._buffer.removeprefix(_BOM)
         *lines, self._buffer = _LINE_END.split(self._buffer)
         if self._buffer == b"" and chunk.endswith(b"\r"):
             self._pending_cr = True
         if len(self._buffer) > self.max_frame_bytes:
             raise FrameTooLarge("a line of the event stream is larger than the frame limit")
         for line in lines:
-            frame = self._line(line.decode("utf-8", errors="replace"))
+            frame = self._line(line)
             if frame is not None:
                 yield frame
 
-    def _line(self, line: str) -> Frame | None:
-        if line == "":
+    def _line(self, raw: bytes) -> Frame | None:
+        if raw == b"":
             return self._dispatch()
-        self._size += len(line)
+        self._size += len(raw)
         if self._size > self.max_frame_bytes:
             raise FrameTooLarge("an event-stream frame is larger than the frame limit")
+        line = raw.decode("utf-8", errors="replace")
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")

@@ -90,13 +90,18 @@ def parse_request(rt: Runtime, body: dict[str, Any]) -> ConnectRequest:
     repository = body.get("repository")
     if repository not in roots.STORES:
         raise BadRequest(f"repository must be one of {', '.join(roots.STORES)}.")
-    path = check_path(body.get("path"))
+    path = _canonical(check_path(body.get("path")))
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise BadRequest("params must be a JSON object.")
     if len(json.dumps(params).encode()) > rt.config.connect_max_params_bytes:
         raise BadRequest(f"params must be at most {rt.config.connect_max_params_bytes} bytes as JSON.")
     return ConnectRequest(repository, path, params)
+
+
+def _canonical(path: str) -> str:
+    """`/get-leads` however spelled: routers that ignore case or a trailing slash would serve it unbilled."""
+    return LEADS_PATH if path.rstrip("/").lower() == LEADS_PATH else path
 
 
 def _requested_credits(params: dict[str, Any]) -> int:
@@ -257,9 +262,12 @@ def _take_frame(frame: Any, writer: "RecordWriter", outcome: Outcome) -> bool:
     if frame.event == "error":
         outcome.status, outcome.error = "failed", f"The scraper reported an error: {frame.data[:500]}"
         return True
+    if frame.event != "message":  # progress or other named events are not records: never bill them
+        outcome.skipped += 1
+        return False
     try:
         record = json.loads(frame.data)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[…" nested past the parser's stack is garbage too
         record = None
     if not isinstance(record, dict):
         outcome.skipped += 1

@@ -31,10 +31,15 @@ class StripeGateway:
 
     def __init__(self, config: Config) -> None:
         base = {"api": config.stripe_api_base} if config.stripe_api_base else None
+        self._http = stripe.RequestsClient(timeout=config.stripe_timeout_seconds)
         self.client = stripe.StripeClient(
             config.stripe_secret_key or "", base_addresses=base,  # type: ignore[arg-type]
             max_network_retries=0,  # our own retry loop owns retries, with the same idempotency key
-            http_client=stripe.RequestsClient(timeout=config.stripe_timeout_seconds))
+            http_client=self._http)
+
+    def close(self) -> None:
+        """Close the calling thread's pooled connections to Stripe (the client keeps one session per thread)."""
+        self._http.close()
 
     def credit_balance(self, customer_id: str) -> int:
         """The customer's prepaid credit in minor units (Stripe's balance, sign flipped)."""
@@ -43,7 +48,8 @@ class StripeGateway:
 
     def has_card(self, customer_id: str) -> bool:
         """Whether the customer has a default payment method."""
-        customer = self._call(self.client.v1.customers.retrieve, customer_id)
+        # A StripeObject is not a dict (no .get): read a plain copy.
+        customer = self._call(self.client.v1.customers.retrieve, customer_id).to_dict()
         settings = customer.get("invoice_settings") or {}
         return bool(settings.get("default_payment_method") or customer.get("default_source"))
 

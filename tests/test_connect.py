@@ -1,0 +1,580 @@
+"""POST /api/connect against a real server and a real scraper service (spec §7), local prepaid balances.
+
+Every money test checks three views that must agree: the job summary, the ledger rows (read
+through a Runtime over the server's data folder) and `GET /api/credits`. The rule: the
+allowance is used first, every lead written beyond it is charged at the plan's price, and
+the rest of the reservation goes back.
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+
+from telentir.config import load_config
+from telentir.runtime import Runtime, build_runtime
+from telentir.scraper import stream_frames
+from telentir.services import credits
+
+from .conftest import make_user
+from .dataplane_support import TIMESTAMP, decrypt, load_private, unwrap
+from .scraper_fixture import TestScraper, wait_until
+from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, free_port
+
+PRICE = 25  # cents per lead beyond the allowance, in every plan below
+TINY_ALLOWANCE = 3
+PLANS = {"starter": {"name": "Starter", "includedLeads": 100, "leadOverageUsdPerLead": 0.25},
+         "tiny": {"name": "Tiny", "includedLeads": TINY_ALLOWANCE, "leadOverageUsdPerLead": 0.25},
+         "payg": {"name": "Pay as you go", "includedLeads": 0, "leadOverageUsdPerLead": 0.25}}
+MAX_RECORDS = 300  # the cap of a job that no credits limit
+JOB_ID = re.compile(r"job_[A-Za-z0-9]{22}")
+
+
+# --- shared machinery (also used by the Stripe and crash modules) ------------------------------
+
+def server_env(scraper_url: str, **extra: str) -> dict[str, str]:
+    """Settings of a test server: the test scraper, a 1 s read timeout, one job per user."""
+    return {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "SCRAPER_HOSTNAME": scraper_url,
+            "TELENTIR_PLANS": json.dumps(PLANS), "TELENTIR_CONNECT_READ_TIMEOUT": "1",
+            "TELENTIR_CONNECT_PER_USER": "1", "TELENTIR_CONNECT_MAX_FRAME_BYTES": "16384",
+            "TELENTIR_CONNECT_MAX_RECORDS": str(MAX_RECORDS), "TELENTIR_REFUND_RETRY_SECONDS": "3600", **extra}
+
+
+def runtime_over(data_dir: Path, **overrides: Any) -> Runtime:
+    """A Runtime over a server's data folder (reads its rows; never recovers anything)."""
+    return build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, "plans": PLANS,
+                                      "log_level": "WARNING", **overrides}, environ={}))
+
+
+@dataclass
+class Account:
+    """A user on the server, their client, and the balance they started with."""
+
+    user: dict[str, Any]
+    api: Api
+    balance: int = 0
+
+    @property
+    def id(self) -> str:
+        return str(self.user["id"])
+
+
+@dataclass(frozen=True)
+class Money:
+    """What a lead job must reserve, charge and refund, from the plan and what it wrote."""
+
+    requested: int
+    allowance_part: int
+    reserved: int
+    written: int
+
+    @property
+    def granted(self) -> int:
+        return self.allowance_part + self.reserved // PRICE
+
+    @property
+    def allowance_used(self) -> int:
+        return min(self.written, self.allowance_part)
+
+    @property
+    def charged(self) -> int:
+        return (self.written - self.allowance_used) * PRICE
+
+    @property
+    def refunded(self) -> int:
+        return self.reserved - self.charged
+
+
+def money_for(requested: int, allowance_left: int, balance: int, written: int) -> Money:
+    """Clamp like the spec: allowance first, then what the balance buys."""
+    allowance_part = min(requested, allowance_left)
+    paid = min(requested - allowance_part, balance // PRICE)
+    return Money(requested, allowance_part, paid * PRICE, written)
+
+
+def run_connect(api: Api, params: Any, path: str = "/get-leads", repository: str = "contacts") -> dict[str, Any]:
+    """POST /api/connect, expect 204 with X-Connect-Job, return the job summary."""
+    resp = api.post("/connect", json={"repository": repository, "path": path, "params": params})
+    assert resp.status_code == 204, (resp.status_code, resp.text[:500])
+    assert resp.content == b""
+    job_id = resp.headers["X-Connect-Job"]
+    assert JOB_ID.fullmatch(job_id), job_id
+    summary = api.get(f"/connect/jobs/{job_id}")
+    assert summary.status_code == 200, summary.text
+    return summary.json()
+
+
+def assert_summary(job: dict[str, Any], money: Money, status: str, skipped: int = 0,
+                   error: str | None = None) -> None:
+    """The job summary has the spec's shape and the expected numbers."""
+    assert set(job) == {"id", "status", "repository", "path", "created", "skipped", "credits", "error",
+                        "started_at", "finished_at"}, job
+    assert (job["status"], job["created"], job["skipped"]) == (status, money.written, skipped), job
+    assert {k: job["credits"][k] for k in ("requested", "granted", "allowance_used", "reserved", "used", "refunded",
+                                            "charged", "settlement")} == {
+        "requested": money.requested, "granted": money.granted, "allowance_used": money.allowance_used,
+        "reserved": money.reserved, "used": money.written, "refunded": money.refunded, "charged": money.charged,
+        "settlement": "settled"}, job
+    if error is None:
+        assert job["error"] is None, job
+    else:
+        assert error in (job["error"] or ""), job
+    assert TIMESTAMP.fullmatch(job["started_at"]) and TIMESTAMP.fullmatch(job["finished_at"]), job
+    assert job["finished_at"] >= job["started_at"]
+
+
+def ledger_rows(rt: Runtime, job_id: str) -> dict[str, tuple[int, int, int, str]]:
+    """The job's ledger rows: kind → (amount, leads, charged, source); each kind at most once."""
+    rows = rt.db.query("SELECT kind, amount, leads, charged, source FROM ledger WHERE job_id = ?", (job_id,))
+    found = {r["kind"]: (r["amount"], r["leads"], r["charged"], r["source"]) for r in rows}
+    assert len(found) == len(rows), rows
+    return found
+
+
+def expected_ledger(money: Money, source: str) -> dict[str, tuple[int, int, int, str]]:
+    """The ledger rows a settled lead job must leave (none when nothing was granted)."""
+    if money.granted == 0:
+        return {}
+    rows = {"charge": (0, 0, money.charged, source)}
+    if money.allowance_part:
+        rows["allowance"] = (0, money.allowance_part, 0, "local")
+    if money.reserved:
+        rows["reserve"] = (-money.reserved, 0, 0, source)
+    if money.refunded:
+        rows["refund"] = (money.refunded, 0, 0, source)
+    if money.allowance_part - money.allowance_used:
+        rows["allowance_release"] = (0, money.allowance_used - money.allowance_part, 0, "local")
+    return rows
+
+
+def read_records(api: Api, store: str = "contacts") -> list[dict[str, Any]]:
+    """The store's items, oldest first, decrypted as a client would: each with its own key and IV."""
+    root = api.get("/root").json()
+    private_key = load_private(root["servers"]["default"]["privateKey"])
+    store_id = root["stores"][store]["id"]
+    resp = api.get(f"/objects/{store_id}/related")
+    assert resp.status_code == 200, resp.text
+    listing = resp.json()
+    keys = []
+    for item in listing:
+        assert item["related_object_id"] == store_id and item["key_id"] != root["stores"][store]["defaultKey"]
+        key = api.get(f"/keys/{item['key_id']}")
+        assert key.status_code == 200, key.text
+        keys.append((key.json()["server"], unwrap(private_key, bytes.fromhex(key.json()["key"])),
+                     bytes.fromhex(key.json()["iv"])))
+    assert {server for server, _, _ in keys} <= {"default"}
+    assert len({item["key_id"] for item in listing}) == len(listing), "a key shared between records"
+    assert len({aes for _, aes, _ in keys}) == len(keys), "an AES key used twice"
+    assert len({iv for _, _, iv in keys}) == len(keys), "an IV used twice"
+    return [json.loads(decrypt(aes, iv, bytes.fromhex(item["content"]), bytes.fromhex(item["auth_tag"])))
+            for item, (_, aes, iv) in zip(listing, keys)]
+
+
+def object_created_count(rt: Runtime, user_id: str, store_id: str) -> int:
+    """object_created events for items of a store (the outbox rows)."""
+    return rt.db.query_one("SELECT count(*) FROM events WHERE user_id = ? AND type = 'object_created' "
+                           "AND json_extract(payload, '$.related_object_id') = ?", (user_id, store_id))[0]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A scraper behaviour and how the job must end."""
+
+    id: str
+    params: dict[str, Any]
+    written: int
+    status: str = "succeeded"
+    skipped: int = 0
+    error: str | None = None
+
+
+# Plan `tiny` (3 leads included), 250 cents of balance, 8 leads asked: 3 from the allowance, 5 bought.
+REQUESTED, FUNDED = 8, 250
+SCENARIOS = [
+    Scenario("all", {"mode": "normal"}, 8),
+    Scenario("fewer", {"mode": "normal", "n": 5}, 5),
+    Scenario("within-allowance", {"mode": "normal", "n": 2}, 2),
+    Scenario("too-many", {"mode": "too_many", "extra": 5}, 8),
+    Scenario("garbage", {"mode": "garbage", "n": 6}, 6, skipped=8),
+    Scenario("error-event", {"mode": "error", "after": 4}, 4, "failed", error="scraper exploded"),
+    Scenario("stall", {"mode": "stall", "after": 5}, 5, "failed", error="timed out"),
+    Scenario("drop", {"mode": "drop", "after": 5}, 5, "failed", error="The scraper failed"),
+    Scenario("huge-frame", {"mode": "huge", "after": 4, "size": 20_000}, 4, "failed", error="frame limit"),
+    Scenario("http-500", {"mode": "http_error"}, 0, "failed", error="HTTP 500"),
+    Scenario("redirect-not-followed", {"mode": "redirect"}, 0, "failed", error="HTTP 307"),
+]
+
+
+def run_scenario(account: Account, scraper: TestScraper, rt: Runtime, scenario: Scenario,
+                 source: str) -> tuple[dict[str, Any], Money]:
+    """Run one scenario and check the summary, the records, the events and the ledger."""
+    tag = secrets.token_hex(4)
+    before = scraper.request_count()
+    job = run_connect(account.api, {"credits": REQUESTED, "tag": tag, **scenario.params})
+    money = money_for(REQUESTED, TINY_ALLOWANCE, account.balance, scenario.written)
+    assert scraper.request_count() == before + 1
+    sent = scraper.requests[-1]
+    assert sent["path"] == "/get-leads" and sent["params"]["credits"] == money.granted == REQUESTED
+    assert sent["params"]["tag"] == tag and sent["accept"] == "text/event-stream"
+    assert_summary(job, money, scenario.status, scenario.skipped, scenario.error)
+    records = read_records(account.api)
+    assert [r["n"] for r in records] == list(range(scenario.written)) and {r["tag"] for r in records} <= {tag}
+    store_id = account.api.get("/root").json()["stores"]["contacts"]["id"]
+    assert object_created_count(rt, account.id, store_id) == scenario.written
+    assert ledger_rows(rt, job["id"]) == expected_ledger(money, source)
+    return job, money
+
+
+def credits_amount(api: Api) -> int:
+    """GET /api/credits, shape checked."""
+    resp = api.get("/credits")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) == {"amount", "currency"} and body["currency"] == "usd", body
+    return int(body["amount"])
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def scraper() -> Iterator[TestScraper]:
+    """The test scraper service."""
+    with TestScraper() as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> Iterator[ServerProcess]:
+    """A real server pointed at the test scraper."""
+    process = ServerProcess(tmp_path_factory.mktemp("connect") / "data", server_env(scraper.url)).start()
+    yield process
+    scraper.stopping.set()  # no stalled stream may hold the server's graceful stop
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def rt(server: ServerProcess) -> Iterator[Runtime]:
+    """A Runtime over the server's data folder."""
+    runtime = runtime_over(server.data_dir)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def new_account(rt: Runtime, server: ServerProcess) -> Iterator[Callable[..., Account]]:
+    """Factory: a user on a plan with a local prepaid balance, and their client."""
+    apis: list[Api] = []
+
+    def factory(plan: str = "tiny", balance: int = 0) -> Account:
+        user = make_user(rt)
+        credits.set_plan(rt, user["id"], plan)
+        if balance:
+            credits.grant_credits(rt, user["id"], balance)
+        apis.append(Api(server.url, user["api_key"]))
+        return Account(user, apis[-1], balance)
+
+    yield factory
+    for api in apis:
+        api.close()
+
+
+# --- the failure scenarios: records written stay, charged = written beyond allowance × price -------
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
+def test_scenario_leaves_summary_records_and_ledger(new_account, scraper, rt, scenario):
+    account = new_account("tiny", FUNDED)
+    job, money = run_scenario(account, scraper, rt, scenario, "local")
+    assert credits_amount(account.api) == FUNDED - money.charged == credits.local_balance(rt, account.id)
+    assert credits.allowance_used(rt, account.id) == money.allowance_used
+
+
+# --- clamping ------------------------------------------------------------------------------------
+
+def test_clamped_by_allowance(new_account, scraper, rt):
+    account = new_account("tiny", 0)
+    job = run_connect(account.api, {"credits": 10, "mode": "too_many"})
+    assert scraper.requests[-1]["params"]["credits"] == TINY_ALLOWANCE
+    money = money_for(10, TINY_ALLOWANCE, 0, TINY_ALLOWANCE)
+    assert_summary(job, money, "succeeded")
+    assert len(read_records(account.api)) == TINY_ALLOWANCE
+    assert ledger_rows(rt, job["id"]) == {"allowance": (0, 3, 0, "local"), "charge": (0, 0, 0, "local")}
+    assert credits_amount(account.api) == 0
+
+
+def test_clamped_by_balance(new_account, scraper, rt):
+    account = new_account("payg", 110)  # buys 4 leads at 25; 10 cents stay
+    job = run_connect(account.api, {"credits": 10})
+    assert scraper.requests[-1]["params"]["credits"] == 4
+    money = money_for(10, 0, 110, 4)
+    assert_summary(job, money, "succeeded")
+    assert money.reserved == money.charged == 100
+    assert len(read_records(account.api)) == 4
+    assert credits_amount(account.api) == 10
+
+
+def test_clamped_by_allowance_left_this_month_then_balance(new_account, scraper, rt):
+    account = new_account("tiny", 60)
+    first = run_connect(account.api, {"credits": 2})
+    assert first["credits"]["allowance_used"] == 2
+    second = run_connect(account.api, {"credits": 10})
+    assert scraper.requests[-1]["params"]["credits"] == 1 + 2  # 1 left in the allowance, 60 cents buy 2
+    assert_summary(second, money_for(10, 1, 60, 3), "succeeded")
+    assert credits.allowance_used(rt, account.id) == TINY_ALLOWANCE
+    assert credits_amount(account.api) == 10
+    assert len(read_records(account.api)) == 5
+
+
+@pytest.mark.parametrize("plan, balance, requested", [("payg", 0, 5), ("payg", PRICE - 1, 5), ("tiny", 500, 0)],
+                         ids=["nothing", "less-than-one-lead", "zero-asked"])
+def test_nothing_to_spend_is_204_without_calling_the_scraper(new_account, scraper, rt, plan, balance, requested):
+    account = new_account(plan, balance)
+    before = scraper.request_count()
+    job = run_connect(account.api, {"credits": requested})
+    assert scraper.request_count() == before
+    assert_summary(job, money_for(requested, PLANS[plan]["includedLeads"], balance, 0), "succeeded")
+    assert job["credits"]["granted"] == 0
+    assert ledger_rows(rt, job["id"]) == {}
+    assert read_records(account.api) == []
+    assert credits_amount(account.api) == balance
+
+
+def test_allowance_exhausted_and_no_balance_is_zero(new_account, scraper, rt):
+    account = new_account("tiny", 0)
+    run_connect(account.api, {"credits": TINY_ALLOWANCE})
+    before = scraper.request_count()
+    job = run_connect(account.api, {"credits": 1})
+    assert scraper.request_count() == before and job["credits"]["granted"] == 0
+
+
+@pytest.mark.parametrize("alias", ["/get-leads/", "/GET-LEADS", "/Get-Leads/"])
+def test_spellings_of_the_leads_path_are_billed_like_it(new_account, scraper, rt, alias):
+    # Many routers (Express by default) serve these as /get-leads: they must not be free leads.
+    broke, funded = new_account("payg", 0), new_account("payg", 2 * PRICE)
+    before = scraper.request_count()
+    assert run_connect(broke.api, {"credits": 5}, path=alias)["credits"]["granted"] == 0
+    assert scraper.request_count() == before
+    job = run_connect(funded.api, {"credits": 5, "mode": "too_many"}, path=alias)
+    assert (job["path"], job["created"], job["credits"]["granted"]) == ("/get-leads", 2, 2)
+    assert scraper.requests[-1]["path"] == "/get-leads" and scraper.requests[-1]["params"]["credits"] == 2
+    assert credits_amount(funded.api) == 0
+
+
+def test_other_paths_are_not_billed_and_write_every_record(new_account, scraper, rt):
+    account = new_account("payg", 0)
+    job = run_connect(account.api, {"count": 6, "tag": "x"}, path="/search/companies", repository="campaigns")
+    assert scraper.requests[-1]["path"] == "/search/companies"
+    assert scraper.requests[-1]["params"] == {"count": 6, "tag": "x"}
+    assert (job["status"], job["created"], job["repository"], job["path"]) == ("succeeded", 6, "campaigns",
+                                                                              "/search/companies")
+    assert job["credits"]["granted"] == job["credits"]["reserved"] == job["credits"]["used"] == 0
+    assert [r["n"] for r in read_records(account.api, "campaigns")] == list(range(6))
+    assert read_records(account.api, "contacts") == []
+    assert ledger_rows(rt, job["id"]) == {}
+
+
+def test_other_paths_stop_at_the_record_cap(new_account, scraper, rt):
+    account = new_account("payg", 0)
+    job = run_connect(account.api, {"count": MAX_RECORDS + 20}, path="/bulk")
+    assert (job["status"], job["created"]) == ("succeeded", MAX_RECORDS)
+    assert rt.db.query_one("SELECT count(*) FROM objects WHERE user_id = ? AND related_id IS NOT NULL",
+                           (account.id,))[0] == MAX_RECORDS
+
+
+def test_client_leaving_cancels_the_job_and_refunds_the_rest(new_account, scraper, rt, server):
+    account = new_account("payg", 1000)  # 40 leads reserved
+    body = json.dumps({"repository": "contacts", "path": "/get-leads",
+                       "params": {"credits": 40, "mode": "slow", "delay_ms": 100}}).encode()
+    before = scraper.request_count()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /api/connect HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + account.user["api_key"].encode() +
+                     b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        wait_until(lambda: scraper.request_count() > before and scraper.requests[-1]["sent"] >= 3)
+    job_row = wait_until(lambda: rt.db.query_one("SELECT * FROM jobs WHERE user_id = ? AND status != 'running'",
+                                                 (account.id,)), timeout=10)
+    job = account.api.get(f"/connect/jobs/{job_row['id']}").json()
+    written = job["created"]
+    assert 0 < written < 40, job
+    assert_summary(job, money_for(40, 0, 1000, written), "cancelled", error="disconnected")
+    assert len(read_records(account.api)) == written
+    assert credits_amount(account.api) == 1000 - written * PRICE
+
+
+# --- path safety: nothing leaves the server ------------------------------------------------------------
+
+HOSTILE_PATHS = ["http://evil", "https://evil.com/get-leads", "//evil.com/x", "/../admin", "/a/../../b", "/..",
+                 "/./x", "/a/.", "/%2e%2e/x", "/%2F%2Fevil.com", "/x?y=1", "/x#y", "\\evil", "/\\evil.com", "/a b",
+                 "/x\x00", "/x\n", "/x\r\nHost: evil.com", "/x\t", "/x\x7f", "/x\x85", "@evil.com", "evil.com/x",
+                 "/" + "a" * 600, "", None, 7, ["/get-leads"], {"p": "/get-leads"}]
+
+
+@pytest.fixture(scope="module")
+def shared_account(rt: Runtime, server: ServerProcess) -> Iterator[Account]:
+    """One funded user for the many refusal tests."""
+    user = make_user(rt)
+    credits.grant_credits(rt, user["id"], 10_000)
+    with_api = Account(user, Api(server.url, user["api_key"]), 10_000)
+    yield with_api
+    with_api.api.close()
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS, ids=[repr(p)[:24] for p in HOSTILE_PATHS])
+def test_hostile_path_is_refused_and_no_request_leaves(shared_account, scraper, rt, path):
+    before = scraper.request_count()
+    resp = shared_account.api.post("/connect", json={"repository": "contacts", "path": path,
+                                                     "params": {"credits": 1}})
+    assert_error(resp, 400, "invalid_request")
+    assert "X-Connect-Job" not in resp.headers
+    assert scraper.request_count() == before
+    assert rt.db.query_one("SELECT count(*) FROM jobs WHERE user_id = ?", (shared_account.id,))[0] == 0
+
+
+# --- validation --------------------------------------------------------------------------------------
+
+LEADS = {"repository": "contacts", "path": "/get-leads"}
+BAD_BODIES = {
+    "repository-unknown": {**LEADS, "repository": "nope", "params": {"credits": 1}},
+    "repository-case": {**LEADS, "repository": "Contacts", "params": {"credits": 1}},
+    "repository-missing": {"path": "/get-leads", "params": {"credits": 1}},
+    "repository-not-string": {**LEADS, "repository": ["contacts"], "params": {"credits": 1}},
+    "params-list": {**LEADS, "params": [1]},
+    "params-string": {**LEADS, "params": "credits=1"},
+    "params-null": {**LEADS, "params": None},
+    "params-too-large": {**LEADS, "params": {"credits": 1, "blob": "x" * 70_000}},
+    "credits-missing": {**LEADS, "params": {}},
+    "credits-negative": {**LEADS, "params": {"credits": -1}},
+    "credits-float": {**LEADS, "params": {"credits": 1.5}},
+    "credits-whole-float": {**LEADS, "params": {"credits": 2.0}},
+    "credits-string": {**LEADS, "params": {"credits": "5"}},
+    "credits-bool": {**LEADS, "params": {"credits": True}},
+    "credits-null": {**LEADS, "params": {"credits": None}},
+    "credits-huge": {**LEADS, "params": {"credits": 10 ** 12}},
+}
+
+
+@pytest.mark.parametrize("body", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_invalid_body_is_400_and_nothing_happens(shared_account, scraper, rt, body):
+    before = scraper.request_count()
+    assert_error(shared_account.api.post("/connect", json=body), 400, "invalid_request")
+    assert scraper.request_count() == before
+    assert rt.db.query_one("SELECT count(*) FROM jobs WHERE user_id = ?", (shared_account.id,))[0] == 0
+    assert credits_amount(shared_account.api) == 10_000
+
+
+def test_non_json_body_is_refused(shared_account):
+    assert_error(shared_account.api.post("/connect", data=b"credits=1",
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"}), 415)
+    assert_error(shared_account.api.post("/connect", data=b"{", headers={"Content-Type": "application/json"}), 400)
+
+
+def test_job_of_another_user_is_404(new_account):
+    owner, other = new_account("tiny"), new_account("tiny")
+    job = run_connect(owner.api, {"credits": 1})
+    assert_error(other.api.get(f"/connect/jobs/{job['id']}"), 404, "not_found")
+    for bogus in ("job_" + "A" * 22, "nope", "obj_" + "A" * 22, job["id"] + "x"):
+        assert_error(owner.api.get(f"/connect/jobs/{bogus}"), 404, "not_found")
+
+
+def test_unauthenticated_and_unverified_are_refused(server, rt):
+    with closing(Api(server.url)) as anon:
+        assert_error(anon.post("/connect", json={**LEADS, "params": {"credits": 1}}), 401)
+    user = make_user(rt, verified=False)
+    with closing(Api(server.url, user["api_key"])) as api:
+        assert_error(api.post("/connect", json={**LEADS, "params": {"credits": 1}}), 403, "phone_not_verified")
+
+
+def test_second_job_of_a_user_is_429_while_one_runs(new_account, scraper):
+    account, neighbour = new_account("payg", 1000), new_account("tiny")
+    before = scraper.request_count()
+    results: list[dict[str, Any]] = []
+    first = threading.Thread(target=lambda: results.append(run_connect(account.api, {
+        "credits": 8, "mode": "slow", "delay_ms": 150})))
+    with closing(Api(account.api.base_url, account.user["api_key"])) as second_client:
+        first.start()
+        try:
+            wait_until(lambda: scraper.request_count() == before + 1)
+            resp = second_client.post("/connect", json={**LEADS, "params": {"credits": 1}})
+            assert_error(resp, 429, "rate_limited")
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert run_connect(neighbour.api, {"credits": 1})["created"] == 1  # the limit is per user
+        finally:
+            first.join(timeout=30)
+        assert results and results[0]["created"] == 8
+        assert scraper.request_count() == before + 2
+        assert run_connect(second_client, {"credits": 1})["created"] == 1  # the slot came back
+
+
+# --- credits and billing documents -------------------------------------------------------------------
+
+def test_billing_state_shape_and_usage(new_account, rt):
+    account = new_account("tiny", 75)
+    resp = account.api.get("/billing/state")
+    assert resp.status_code == 200, resp.text
+    state = resp.json()
+    assert set(state) == {"plan", "usage", "hasCard", "balance"}
+    assert state["plan"] == {"key": "tiny", **PLANS["tiny"]}
+    assert state["usage"] == {"leads": 0, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0,
+                              "calls_outbound": 0}
+    assert state["hasCard"] is False and state["balance"] == {"currency": "usd", "amount": 75}
+    run_connect(account.api, {"credits": 4})
+    state = account.api.get("/billing/state").json()
+    assert state["usage"]["leads"] == 4 and state["balance"]["amount"] == 75 - PRICE
+
+
+# --- the demo scraper -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demo_scraper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m telentir demo-scraper --port N` in a child process."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "telentir", "demo-scraper", "--port", str(port)], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _healthy(url), timeout=15, interval=0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with requests.get(url + "/healthz", timeout=1) as resp:
+            return resp.status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _demo_frames(url: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with requests.Session() as session:
+        frames = list(stream_frames(url + path, params, connect_timeout=5, read_timeout=10, max_frame_bytes=65536,
+                                    deadline=float("inf"), session=session))
+    return [json.loads(frame.data) for frame in frames]
+
+
+@pytest.mark.parametrize("credits_asked", [0, 1, 7, 250])
+def test_demo_scraper_streams_exactly_credits_leads(demo_scraper, credits_asked):
+    leads = _demo_frames(demo_scraper, "/get-leads", {"credits": credits_asked})
+    assert len(leads) == credits_asked
+    assert all({"name", "email", "phone", "company"} <= set(lead) for lead in leads)
+    assert len({lead["email"] for lead in leads}) == credits_asked
+
+
+def test_demo_scraper_other_paths_and_bad_credits(demo_scraper):
+    assert len(_demo_frames(demo_scraper, "/search", {"count": 3})) == 3
+    assert _demo_frames(demo_scraper, "/get-leads", {"credits": -4}) == []
+    assert _demo_frames(demo_scraper, "/get-leads", {}) == []
