@@ -82,18 +82,21 @@ CREATE INDEX IF NOT EXISTS keys_user ON keys(user_id);
 
 -- n orders objects by creation ("oldest first") and makes paging cursors cheap.
 -- key_id is deliberately not a foreign key: deleting a key leaves its objects (spec §3).
+-- The ciphertext is either a file (`blob`) or, when small, kept in the row (`inline_content`).
 CREATE TABLE IF NOT EXISTS objects (
     n           INTEGER PRIMARY KEY,
     id          TEXT NOT NULL UNIQUE,
     user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     key_id      TEXT NOT NULL,
-    blob        TEXT NOT NULL UNIQUE,
+    blob        TEXT UNIQUE,
+    inline_content BLOB,
     size        INTEGER NOT NULL,
     auth_tag    BLOB NOT NULL,
     related_id  TEXT,
     metadata    TEXT NOT NULL DEFAULT '{}',
     created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
+    updated_at  TEXT NOT NULL,
+    CHECK ((blob IS NULL) != (inline_content IS NULL))
 );
 CREATE INDEX IF NOT EXISTS objects_related ON objects(related_id, n);
 CREATE INDEX IF NOT EXISTS objects_user ON objects(user_id);

@@ -144,6 +144,7 @@ class Config:
     broker_url: str = "memory://"
     max_body_bytes: int = 16 * 1024 * 1024
     max_metadata_bytes: int = 16 * 1024
+    inline_max_bytes: int = 16 * 1024
     sse_heartbeat_seconds: float = 15.0
     sse_retry_ms: int = 3000
     sse_max_streams: int = 200
@@ -212,6 +213,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TELENTIR_MAX_BODY_BYTES", "max_body_bytes", _positive_int, "Largest request body accepted (413 past it)."),
     Setting("TELENTIR_MAX_METADATA_BYTES", "max_metadata_bytes", _positive_int,
             "Largest `metadata` object, as compact JSON."),
+    Setting("TELENTIR_INLINE_MAX_BYTES", "inline_max_bytes", _non_negative_int,
+            "Ciphertexts up to this size live in the database row; larger ones in files (0: always files)."),
     Setting("TELENTIR_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _positive_float,
             "Seconds between keep-alive comments on an idle event stream."),
     Setting("TELENTIR_SSE_RETRY_MS", "sse_retry_ms", _positive_int, "`retry:` sent to event-stream clients."),

@@ -29,7 +29,7 @@ def prepare(config: Config) -> dict[str, int]:
 
 def sweep_blobs(rt: Runtime) -> int:
     """Remove ciphertext files that no object row names (left by a crash mid-write)."""
-    referenced = {row["blob"] for row in rt.db.query("SELECT blob FROM objects")}
+    referenced = {row["blob"] for row in rt.db.query("SELECT blob FROM objects WHERE blob IS NOT NULL")}
     removed = rt.blobs.sweep(referenced.__contains__)
     if removed:
         log.warning("start-up sweep removed %d unreferenced blob file(s)", removed)

@@ -192,7 +192,7 @@ def events_after(rt: Runtime, user_id: str, after: int = 0) -> list[dict[str, An
 
 def orphan_files(rt: Runtime) -> set[str]:
     """Files in the blob folder that no object row names (none may exist while no request is in flight)."""
-    referenced = {r["blob"] for r in rt.db.query("SELECT blob FROM objects")}
+    referenced = {r["blob"] for r in rt.db.query("SELECT blob FROM objects WHERE blob IS NOT NULL")}
     return {p.name for p in rt.blobs.iter_files()} - referenced
 
 

@@ -59,7 +59,7 @@ def test_delete_many(store):
 
 def test_sharded_layout(store):
     blob_id = store.write(b"data")
-    expected = store.root / blob_id[:2] / blob_id[2:4] / blob_id
+    expected = store.root / blob_id[:2] / blob_id
     assert store.path_for(blob_id) == expected
     assert expected.is_file()
     assert _all_files(store.root) == [expected]
@@ -197,8 +197,8 @@ def test_each_write_fsyncs_the_file_then_its_folder(store, fsyncs, monkeypatch):
 
 def test_new_folders_are_made_durable_too(store, fsyncs):
     store.write(b"first")
-    # root, two shard levels: three new folders, each synced in its parent, then file + folder
-    assert fsyncs == ["dir", "dir", "dir", "file", "dir"]
+    # root and the shard folder: two new folders, each synced in its parent, then file + folder
+    assert fsyncs == ["dir", "dir", "file", "dir"]
 
 
 def test_non_durable_store_never_fsyncs(tmp_path, fsyncs):

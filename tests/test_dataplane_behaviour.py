@@ -177,7 +177,7 @@ def _blob_exists(rt, object_id: str) -> bool:
 def test_delete_detaches_children_and_leaves_the_parents_list(vault, live_rt):
     key = vault.new_key()
     store = vault.store("tasks")
-    parent = vault.put(key, b"parent", related=store)["id"]
+    parent = vault.put(key, b"parent" * 4000, related=store)["id"]  # over the inline limit: a file
     kids = [vault.put(key, f"kid {i}".encode(), related=parent)["id"] for i in range(2)]
     grandchild = vault.put(key, b"grandchild", related=kids[0])["id"]
     blob = live_rt.db.query_one("SELECT blob FROM objects WHERE id = ?", (parent,))["blob"]
@@ -199,9 +199,10 @@ def test_cascade_delete_removes_the_whole_subtree(vault, live_rt):
     key = vault.new_key()
     store = vault.store("tasks")
     keep = vault.put(key, b"sibling", related=store)["id"]
-    root = vault.put(key, b"root", related=store)["id"]
-    level1 = [vault.put(key, b"l1", related=root)["id"] for _ in range(2)]
-    level2 = [vault.put(key, b"l2", related=level1[0])["id"] for _ in range(2)]
+    big = b"x" * 20_000  # over the inline limit: each one a file
+    root = vault.put(key, big, related=store)["id"]
+    level1 = [vault.put(key, big, related=root)["id"] for _ in range(2)]
+    level2 = [vault.put(key, big, related=level1[0])["id"] for _ in range(2)]
     subtree = [root, *level1, *level2]
     blobs = [live_rt.db.query_one("SELECT blob FROM objects WHERE id = ?", (i,))["blob"] for i in subtree]
     before = counts(live_rt, vault.user["id"])

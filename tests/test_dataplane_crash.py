@@ -32,7 +32,8 @@ CHILD = textwrap.dedent('''
     from telentir.runtime import build_runtime
     from telentir.services import accounts, objects, roots
 
-    rt = build_runtime(load_config({"data_dir": sys.argv[1], "master_key": sys.argv[2]}, environ={}))
+    rt = build_runtime(load_config({"data_dir": sys.argv[1], "master_key": sys.argv[2],
+                                    "inline_max_bytes": int(sys.argv[4])}, environ={}))
     user = accounts.create_user(rt, "crash@example.com", "+15555550100", verified=True)
     roots.ensure_root(rt, user["id"])
     store = roots.store_object_ids(rt, user["id"])["contacts"]
@@ -66,13 +67,18 @@ CHILD = textwrap.dedent('''
 ''')
 
 
-def _run_and_kill(tmp_path: Path, delay: float, seed: int) -> list[dict[str, Any]]:
+def _content(rt: Any, row: Any) -> bytes:
+    return rt.blobs.read(row["blob"]) if row["blob"] is not None else bytes(row["inline_content"])
+
+
+def _run_and_kill(tmp_path: Path, delay: float, seed: int, inline_max: int) -> list[dict[str, Any]]:
     script = tmp_path / "writer.py"
     script.write_text(CHILD)
     out_path = tmp_path / "writer.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELENTIR_")} | {"PYTHONPATH": str(ROOT)}
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "data"), FIXED_MASTER_KEY, str(seed)],
+        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "data"), FIXED_MASTER_KEY, str(seed),
+                                 str(inline_max)],
                                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 30
@@ -117,7 +123,8 @@ def _expected(lines: list[dict[str, Any]]) -> tuple[dict[str, tuple[str, str]], 
 
 @pytest.mark.parametrize("delay,seed", [(0.0, 1), (0.05, 2), (0.15, 3), (0.3, 4), (0.6, 5)])
 def test_killed_writer_leaves_every_acknowledged_change_and_no_stray_file(tmp_path, delay, seed):
-    lines = _run_and_kill(tmp_path, delay, seed)
+    # Odd seeds keep every ciphertext in files (the file write order), even ones in rows.
+    lines = _run_and_kill(tmp_path, delay, seed, 0 if seed % 2 else 16384)
     user_id = lines[0]["user"]
     acked, in_flight = _expected(lines[1:])
     if delay >= 0.15:
@@ -130,10 +137,10 @@ def test_killed_writer_leaves_every_acknowledged_change_and_no_stray_file(tmp_pa
         store = rt.db.query_one("SELECT object_id FROM stores WHERE user_id = ? AND name = 'contacts'",
                                 (user_id,))[0]
         rows = {r["id"]: r for r in rt.db.query("SELECT * FROM objects WHERE related_id = ?", (store,))}
-        found = {i: (rt.blobs.read(r["blob"]).hex(), bytes(r["auth_tag"]).hex()) for i, r in rows.items()}
+        found = {i: (_content(rt, r).hex(), bytes(r["auth_tag"]).hex()) for i, r in rows.items()}
         _assert_matches(found, acked, in_flight)
 
-        every_row = rt.db.query("SELECT blob FROM objects")
+        every_row = rt.db.query("SELECT blob FROM objects WHERE blob IS NOT NULL")
         referenced = {r["blob"] for r in every_row}
         assert all(rt.blobs.path_for(b).is_file() for b in referenced), "a row points at a missing file"
         on_disk = {p.name for p in rt.blobs.iter_files()}

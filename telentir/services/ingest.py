@@ -311,14 +311,22 @@ class RecordWriter:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        blob_ids = self.rt.blobs.write_many([item[2] for item in batch])
+        blob_ids = self._write_large([item[2] for item in batch])
         user_id, store_id = self.job["user_id"], self.job["store_id"]
         with self.rt.db.atomic() as tx:
-            tx.after_rollback(lambda: self.rt.blobs.delete_many(blob_ids))
+            tx.after_rollback(lambda: self.rt.blobs.delete_many(b for b in blob_ids if b))
             for (wrapped, iv, ciphertext, tag), blob_id in zip(batch, blob_ids):
                 key_id = keyring.insert_key(self.rt, tx, user_id, keyring.DEFAULT_SERVER, wrapped, iv)
                 objects.insert_object(self.rt, tx, user_id, key_id, blob_id, ciphertext, tag, store_id, "{}")
             tx.execute("UPDATE jobs SET created = created + ? WHERE id = ?", (len(batch), self.job["id"]))
+
+
+    def _write_large(self, contents: list[bytes]) -> list[str | None]:
+        """Blob ids for the ciphertexts too large for the row (None for the rest), files made durable."""
+        limit = self.rt.config.inline_max_bytes
+        large = [c for c in contents if len(c) > limit]
+        written = iter(self.rt.blobs.write_many(large) if large else [])
+        return [next(written) if len(c) > limit else None for c in contents]
 
 
 # --- settlement -------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Encrypted objects: create, read, patch, delete, relations (spec §4).
 
-Write order (architecture notes): the ciphertext file is made durable first, then one
-`BEGIN IMMEDIATE` transaction checks ownership, writes the row and its event; a replaced or
-deleted file is removed only after the commit. A crash leaves at most unreferenced files.
+Small ciphertexts (up to TELENTIR_INLINE_MAX_BYTES) live in the row itself, so they commit
+with it. Larger ones are files, in the architecture's write order: the file is made durable
+first, then one `BEGIN IMMEDIATE` transaction checks ownership, writes the row and its event;
+a replaced or deleted file is removed only after the commit. A crash leaves at most
+unreferenced files.
 """
 from __future__ import annotations
 
@@ -21,16 +23,21 @@ READ_ATTEMPTS = 100
 MAX_DEPTH = 10_000
 
 
-def insert_object(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_id: str, content: bytes,
+def store_content(rt: Runtime, content: bytes) -> str | None:
+    """Write a large ciphertext to a durable file (returns its blob id); None: it goes in the row."""
+    return None if len(content) <= rt.config.inline_max_bytes else rt.blobs.write(content)
+
+
+def insert_object(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_id: str | None, content: bytes,
                   tag: bytes, related_id: str | None, metadata: str) -> str:
-    """Insert the row of an already-written blob, and its object_created event, inside `tx`."""
+    """Insert an object row (content in the row, or in the already-written blob) and its event, inside `tx`."""
     object_id, now = new_id("obj"), now_iso()
-    row = {"id": object_id, "user_id": user_id, "key_id": key_id, "blob": blob_id, "size": len(content),
-           "auth_tag": tag,
+    row = {"id": object_id, "user_id": user_id, "key_id": key_id, "blob": blob_id,
+           "inline_content": content if blob_id is None else None, "size": len(content), "auth_tag": tag,
            "related_id": related_id, "metadata": metadata, "created_at": now, "updated_at": now}
-    tx.execute("INSERT INTO objects (id, user_id, key_id, blob, size, auth_tag, related_id, metadata, created_at, "
-               "updated_at) VALUES (:id, :user_id, :key_id, :blob, :size, :auth_tag, :related_id, :metadata, "
-               ":created_at, :updated_at)", row)
+    tx.execute("INSERT INTO objects (id, user_id, key_id, blob, inline_content, size, auth_tag, related_id, metadata, "
+               "created_at, updated_at) VALUES (:id, :user_id, :key_id, :blob, :inline_content, :size, :auth_tag, "
+               ":related_id, :metadata, :created_at, :updated_at)", row)
     events.append(rt, tx, "object_created", user_id, _created_payload(row, content), now)
     return object_id
 
@@ -55,10 +62,11 @@ def _check_parent(tx: Transaction, user_id: str, related_id: str | None) -> None
 def create_object(rt: Runtime, user_id: str, key_id: str, content: bytes, tag: bytes, related_id: str | None,
                   metadata: str) -> dict[str, Any]:
     """PUT/POST /objects: store ciphertext under the caller's key, optionally under a parent."""
-    # The file is written before the write lock is taken, so concurrent writers overlap their fsyncs.
-    blob_id = rt.blobs.write(content)
+    # A file is written before the write lock is taken, so concurrent writers overlap their fsyncs.
+    blob_id = store_content(rt, content)
     with rt.db.atomic() as tx:
-        tx.after_rollback(lambda: rt.blobs.delete(blob_id))
+        if blob_id is not None:
+            tx.after_rollback(lambda: rt.blobs.delete(blob_id))
         _check_key(tx, user_id, key_id)
         _check_parent(tx, user_id, related_id)
         object_id = insert_object(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata)
@@ -88,6 +96,8 @@ def _with_content(rt: Runtime, row: Any) -> dict[str, Any] | None:
     a row read a moment before that commit names a file that is gone. Read the row again.
     """
     for _ in range(READ_ATTEMPTS):
+        if row["blob"] is None:
+            return object_record(row, bytes(row["inline_content"]))
         try:
             return object_record(row, rt.blobs.read(row["blob"]))
         except FileNotFoundError:
@@ -109,14 +119,15 @@ def update_object(rt: Runtime, user_id: str, object_id: str, changes: dict[str, 
     """PATCH /objects/{id}: any of key_id, metadata, related_id, and content+auth_tag together."""
     _row(rt, user_id, object_id)  # 404 before any file is written
     content = changes.pop("content", None)
-    new_blob = None if content is None else rt.blobs.write(content)
+    new_blob = None if content is None else store_content(rt, content)
     with rt.db.atomic() as tx:
         if new_blob is not None:
             tx.after_rollback(lambda: rt.blobs.delete(new_blob))
-            changes.update(blob=new_blob, size=len(content))
+        if content is not None:
+            changes.update(blob=new_blob, inline_content=None if new_blob else content, size=len(content))
         old_blob = _locked_row(tx, user_id, object_id)["blob"]
         _apply_update(rt, tx, user_id, object_id, changes)
-        if new_blob is not None:
+        if content is not None and old_blob is not None:
             tx.after_commit(lambda: rt.blobs.delete(old_blob))
     return get_object(rt, user_id, object_id)
 
@@ -182,7 +193,9 @@ def _subtree(tx: Transaction, object_id: str) -> list[str]:
 def _remove_objects(rt: Runtime, tx: Transaction, user_id: str, ids: list[str]) -> list[str]:
     now, blobs, doomed = now_iso(), [], set(ids)
     for object_id in ids:
-        blobs.append(tx.execute("SELECT blob FROM objects WHERE id = ?", (object_id,)).fetchone()[0])
+        blob = tx.execute("SELECT blob FROM objects WHERE id = ?", (object_id,)).fetchone()[0]
+        if blob is not None:
+            blobs.append(blob)
         _drop_publications(rt, tx, user_id, object_id, now)
         _detach_children(rt, tx, user_id, object_id, now, doomed)
         tx.execute("DELETE FROM objects WHERE id = ?", (object_id,))

@@ -36,9 +36,9 @@ def ensure_root(rt: Runtime, user_id: str) -> None:
     blobs = [_store_blob(rt, aes, iv, store) for store, aes, iv in material]
     with rt.db.atomic() as tx:
         if tx.execute("SELECT 1 FROM stores WHERE user_id = ? LIMIT 1", (user_id,)).fetchone():
-            tx.after_commit(lambda: rt.blobs.delete_many(b[0] for b in blobs))
+            tx.after_commit(lambda: rt.blobs.delete_many(b[0] for b in blobs if b[0]))
             return
-        tx.after_rollback(lambda: rt.blobs.delete_many(b[0] for b in blobs))
+        tx.after_rollback(lambda: rt.blobs.delete_many(b[0] for b in blobs if b[0]))
         tx.execute("INSERT INTO servers (user_id, name, mode, public_key, private_key_sealed, created_at) "
                    "VALUES (?, ?, 'custodial', ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
                    (user_id, keyring.DEFAULT_SERVER, crypto.public_key_to_b64(public_key), sealed))
@@ -52,9 +52,9 @@ def ensure_root(rt: Runtime, user_id: str) -> None:
 _STORE_PLAINTEXT = {store: json.dumps({"name": store}).encode() for store in STORES}
 
 
-def _store_blob(rt: Runtime, aes: bytes, iv: bytes, store: str) -> tuple[str, bytes, bytes]:
+def _store_blob(rt: Runtime, aes: bytes, iv: bytes, store: str) -> tuple[str | None, bytes, bytes]:
     ciphertext, tag = crypto.aes_gcm_encrypt(aes, iv, _STORE_PLAINTEXT[store])
-    return rt.blobs.write(ciphertext), ciphertext, tag
+    return objects.store_content(rt, ciphertext), ciphertext, tag
 
 
 def root_document(rt: Runtime, user_id: str) -> dict[str, Any]:

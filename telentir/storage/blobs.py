@@ -17,7 +17,7 @@ _TMP_NAME = re.compile(r"[A-Za-z0-9_-]{20,64}\.[0-9a-f]{8}\.tmp")
 
 
 class BlobStore:
-    """Files under `root`, named by server-made ids, two levels of 256-way sharding."""
+    """Files under `root`, named by server-made ids, sharded by their first two characters."""
 
     def __init__(self, root: Path, durable: bool = True) -> None:
         self.root = Path(root)
@@ -31,7 +31,9 @@ class BlobStore:
         """The file of a blob id; ValueError before any path is built from a bad id."""
         if not isinstance(blob_id, str) or not _BLOB_ID.fullmatch(blob_id):
             raise ValueError("invalid blob id")
-        return self.root / blob_id[:2] / blob_id[2:4] / blob_id
+        # One level of 4,096 folders: a million blobs is ~250 files a folder, and after the
+        # first few thousand writes no write has to create (and fsync) a new folder.
+        return self.root / blob_id[:2] / blob_id
 
     def write(self, data: bytes) -> str:
         """Durably store `data` under a new id and return the id."""
