@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -578,3 +579,26 @@ def test_demo_scraper_other_paths_and_bad_credits(demo_scraper):
     assert len(_demo_frames(demo_scraper, "/search", {"count": 3})) == 3
     assert _demo_frames(demo_scraper, "/get-leads", {"credits": -4}) == []
     assert _demo_frames(demo_scraper, "/get-leads", {}) == []
+
+
+def test_records_commit_on_time_while_the_scraper_is_silent(new_account, scraper, rt):
+    """A batch commits within TELENTIR_CONNECT_BATCH_SECONDS (0.5 s) even when no further record arrives:
+    the three records are stored well before the 1 s read timeout ends the stalled job."""
+    account = new_account("payg", 1000)
+    params = {"credits": 10, "mode": "stall", "after": 3}
+    caller = threading.Thread(target=lambda: account.api.post(
+        "/connect", json={"repository": "contacts", "path": "/get-leads", "params": params}).close())
+    caller.start()
+    stored_at: list[float] = []
+
+    def job_over() -> bool:
+        job = rt.db.query_one("SELECT status, created FROM jobs WHERE user_id = ?", (account.id,))
+        if job is not None and job["created"] == 3 and not stored_at:
+            stored_at.append(time.monotonic())
+        return job is not None and job["status"] != "running"
+
+    wait_until(job_over, timeout=10, interval=0.01)
+    ended_at = time.monotonic()
+    caller.join(timeout=30)
+    assert stored_at, "the records were never committed"
+    assert ended_at - stored_at[0] > 0.2, "the records waited for the end of the stream to be committed"

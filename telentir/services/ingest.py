@@ -232,7 +232,7 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
     params = json.loads(job["params"]) if isinstance(job["params"], str) else job["params"]
     if job["path"] == LEADS_PATH:
         params = {**params, "credits": job["granted"]}
-    writer = RecordWriter(rt, job)
+    writer = RecordWriter(rt, job).start()
     deadline = time.monotonic() + rt.config.connect_max_seconds
     session = requests.Session()
     try:
@@ -252,7 +252,7 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
         outcome.status, outcome.error = "failed", f"The scraper failed: {_describe(exc)}"
     finally:
         session.close()
-        writer.flush()
+        writer.close()
     if outcome.cancel.is_set() and outcome.status == "succeeded":
         outcome.status, outcome.error = "cancelled", "The client disconnected."
 
@@ -283,7 +283,11 @@ def _describe(exc: Exception) -> str:
 
 
 class RecordWriter:
-    """Encrypts records for the user's `default` server and commits them in batches."""
+    """Encrypts records for the user's `default` server and commits them in batches.
+
+    A batch commits when it is full, or at the latest `connect_batch_seconds` after its first
+    record: a flusher thread sees to the second even while the scraper is silent.
+    """
 
     def __init__(self, rt: Runtime, job: dict[str, Any]) -> None:
         self.rt, self.job = rt, job
@@ -293,21 +297,52 @@ class RecordWriter:
         self.pending: list[tuple[bytes, bytes, bytes, bytes]] = []
         self.count = 0
         self._first_pending = 0.0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_on_time, name=f"flush-{job['id']}", daemon=True)
+
+    def start(self) -> "RecordWriter":
+        """Start the timed flusher."""
+        self._flusher.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the flusher and commit what is pending."""
+        self._closed.set()
+        self._flusher.join()
+        self.flush()
+
+    def _flush_on_time(self) -> None:
+        interval = self.rt.config.connect_batch_seconds
+        try:
+            while not self._closed.wait(interval / 4):
+                if self.pending and time.monotonic() - self._first_pending >= interval:
+                    self.flush()
+        except Exception:
+            log.exception("timed flush of job %s failed; the job thread flushes at its end", self.job["id"])
+        finally:
+            self.rt.db.release_thread_connection()
 
     def add(self, record: dict[str, Any]) -> None:
         """Encrypt one record under a fresh key and IV; commit when the batch is full or old."""
         aes, iv = crypto.new_aes_key(), crypto.new_iv()
         ciphertext, tag = crypto.aes_gcm_encrypt(aes, iv, json.dumps(record, separators=(",", ":")).encode())
-        if not self.pending:
-            self._first_pending = time.monotonic()
-        self.pending.append((crypto.wrap_key(self.public_key, aes), iv, ciphertext, tag))
-        self.count += 1
-        if (len(self.pending) >= self.rt.config.connect_batch_size
-                or time.monotonic() - self._first_pending >= self.rt.config.connect_batch_seconds):
+        item = (crypto.wrap_key(self.public_key, aes), iv, ciphertext, tag)
+        with self._lock:
+            if not self.pending:
+                self._first_pending = time.monotonic()
+            self.pending.append(item)
+            self.count += 1
+            full = len(self.pending) >= self.rt.config.connect_batch_size
+        if full:
             self.flush()
 
     def flush(self) -> None:
         """Commit the pending records (files first, then one transaction)."""
+        with self._lock:
+            self._commit()
+
+    def _commit(self) -> None:
         if not self.pending:
             return
         batch, self.pending = self.pending, []

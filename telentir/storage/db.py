@@ -83,6 +83,16 @@ class Database:
                 self._connections.append(conn)
         return conn
 
+    def release_thread_connection(self) -> None:
+        """Close this thread's connection (for short-lived threads, which would otherwise leak it)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            self._connections = [c for c in self._connections if c is not conn]
+        conn.close()
+
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         """Run a read and return all rows."""
         return self.conn.execute(sql, params).fetchall()
