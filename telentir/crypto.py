@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .storage.blobs import fsync_dir
+
 RSA_BITS = 2048
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
@@ -217,13 +219,6 @@ def load_or_create_master_key(path: Path) -> bytes:
         return parse_master_key(path.read_text())
     finally:
         tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return key
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -53,7 +53,7 @@ class BlobStore:
             tmp.unlink(missing_ok=True)
             raise
         if self.durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         return blob_id
 
     def write_many(self, items: list[bytes]) -> list[str]:
@@ -80,7 +80,7 @@ class BlobStore:
             raise
         if self.durable:
             for folder in {path.parent for _, _, path in written}:
-                _fsync_dir(folder)
+                fsync_dir(folder)
         return [blob_id for blob_id, _, _ in written]
 
     def _ensure_dir(self, directory: Path) -> None:
@@ -90,7 +90,7 @@ class BlobStore:
         directory.mkdir(exist_ok=True)
         if self.durable:
             # A new folder's own name must be durable too, or a power cut can lose the file.
-            _fsync_dir(directory.parent)
+            fsync_dir(directory.parent)
 
     def read(self, blob_id: str) -> bytes:
         """The bytes of a blob."""
@@ -132,7 +132,8 @@ class BlobStore:
         return removed
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a folder's entries (a new or renamed file's name) durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
