@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
-from flask import Blueprint, Response, request, stream_with_context
+from flask import Blueprint, Response, g, request, stream_with_context
 from flask_sock import Sock
 
-from ..errors import ApiError
+from ..errors import BadRequest
 from ..services import streams
 from .common import client_gone_check, runtime
 from .guard import data_plane_user, guard
@@ -17,8 +17,6 @@ bp.before_request(guard)
 sock = Sock()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-# WebSocket close codes for errors found after the handshake: policy violation, try again later.
-WS_CLOSE_CODES = {429: 1013, 503: 1013}
 
 
 def sse_frame(item: streams.Item) -> str:
@@ -36,11 +34,13 @@ def retry_frame(milliseconds: int) -> str:
     return f"retry: {milliseconds}\n\n"
 
 
-def _open_feed(event_type: str, is_closed: Callable[[], bool]) -> Iterator[streams.Item]:
-    user = data_plane_user()
-    req = streams.parse_request(user["id"], event_type, request.args.to_dict(),
-                                request.headers.get("Last-Event-ID"))
-    feed = streams.feed(runtime(), req, is_closed)
+def _feed_request(event_type: str) -> streams.FeedRequest:
+    return streams.parse_request(data_plane_user()["id"], event_type, request.args.to_dict(),
+                                 request.headers.get("Last-Event-ID"))
+
+
+def _open_feed(event_type: str, is_closed: Callable[[], bool]) -> Generator[streams.Item, None, None]:
+    feed = streams.feed(runtime(), _feed_request(event_type), is_closed)
     next(feed)  # the `open` item: errors before this point still answer as JSON
     return feed
 
@@ -54,25 +54,43 @@ def event_stream(event_type: str) -> Response:
     return Response(stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
-def _sse_body(feed: Iterator[streams.Item], retry_ms: int) -> Iterator[str]:
+def _sse_body(feed: Generator[streams.Item, None, None], retry_ms: int) -> Iterator[str]:
     try:
         yield retry_frame(retry_ms)
         for item in feed:
             yield sse_frame(item)
     finally:
-        feed.close()  # type: ignore[attr-defined]
+        feed.close()
+
+
+@bp.before_request
+def _open_socket_feed() -> None:
+    """Open a WebSocket's feed before the handshake: errors are still JSON, and events are live at `101`."""
+    if request.endpoint != "events.event_socket":
+        return
+    # Checked here: the WebSocket library would fail on these with an exception, a 500.
+    if request.headers.get("Sec-WebSocket-Version") != "13" or not request.headers.get("Sec-WebSocket-Key"):
+        raise BadRequest("A WebSocket handshake needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13.")
+    peer: list[Any] = []  # the WebSocket, once the handshake has made it
+    g.socket_peer = peer
+    g.socket_feed = _open_feed((request.view_args or {})["event_type"], lambda: bool(peer) and not peer[0].connected)
+
+
+@bp.teardown_request
+def _close_socket_feed(exc: BaseException | None) -> None:
+    """Release the feed's slot and subscription even if the handshake failed."""
+    feed = g.pop("socket_feed", None)
+    if feed is not None:
+        feed.close()
 
 
 @sock.route("/ws/events/<event_type>", bp=bp)
 def event_socket(ws: Any, event_type: str) -> None:
     """The same stream over a WebSocket: each event one JSON text message {id, event, data}."""
-    # Credentials were checked by the blueprint guard before the handshake (401/403 as JSON);
-    # what fails after it can only be reported as a close frame.
-    try:
-        feed = _open_feed(event_type, lambda: not ws.connected)
-    except ApiError as exc:
-        ws.close(reason=WS_CLOSE_CODES.get(exc.status, 1008), message=exc.message[:120])
-        return
+    # Credentials, the request, a stream slot and the subscription were all taken before the
+    # handshake (errors as JSON), so an event written once the client has its `101` arrives.
+    g.socket_peer.append(ws)
+    feed = g.pop("socket_feed")
     try:
         for item in feed:
             if item.kind == "event":
@@ -81,4 +99,4 @@ def event_socket(ws: Any, event_type: str) -> None:
             elif item.kind == "resync":
                 ws.send(json.dumps({"id": None, "event": "resync", "data": item.data}, separators=(",", ":")))
     finally:
-        feed.close()  # type: ignore[attr-defined]
+        feed.close()

@@ -38,14 +38,24 @@ def insert_object(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_
     tx.execute("INSERT INTO objects (id, user_id, key_id, blob, inline_content, size, auth_tag, related_id, metadata, "
                "created_at, updated_at) VALUES (:id, :user_id, :key_id, :blob, :inline_content, :size, :auth_tag, "
                ":related_id, :metadata, :created_at, :updated_at)", row)
-    events.append(rt, tx, "object_created", user_id, _created_payload(row, content), now)
+    # A file-backed (large) ciphertext is not copied into the event row: streams read it from
+    # the object when they send the event (see event_content).
+    events.append(rt, tx, "object_created", user_id, _created_payload(row, None if blob_id else content), now)
     return object_id
 
 
-def _created_payload(row: dict[str, Any], content: bytes) -> dict[str, Any]:
+def _created_payload(row: dict[str, Any], content: bytes | None) -> dict[str, Any]:
     return {"id": row["id"], "user_id": row["user_id"], "metadata": json.loads(row["metadata"]),
-            "key_id": row["key_id"], "related_object_id": row["related_id"], "content": content.hex(),
+            "key_id": row["key_id"], "related_object_id": row["related_id"],
+            "content": None if content is None else content.hex(),
             "auth_tag": bytes(row["auth_tag"]).hex(), "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+
+def event_content(rt: Runtime, object_id: str) -> str | None:
+    """Hex ciphertext of a file-backed object for its object_created event (None once deleted)."""
+    row = rt.db.query_one("SELECT * FROM objects WHERE id = ?", (object_id,))
+    record = None if row is None else _with_content(rt, row)
+    return None if record is None else record["content"]
 
 
 def _check_key(tx: Transaction, user_id: str, key_id: str) -> None:

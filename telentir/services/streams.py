@@ -1,8 +1,10 @@
 """Event feeds for SSE and WebSocket clients: subscribe, replay from the table, then live.
 
-The order matters: the pattern subscription is confirmed *before* the replay query, so an
-event committed in between is either in the replay or arrives live (skipped if its id was
-already replayed). Nothing is lost and nothing is sent twice.
+The order matters: the pattern subscription is confirmed *before* the cursor is fixed (the
+client's, or the newest id for a fresh stream), so any event committed later rings the
+doorbell. Broker messages are only doorbells: what to send is always read from the events
+table after the last id sent, in id order. Nothing is lost, nothing is sent twice, and ids
+only grow, even when several processes publish their commits out of order.
 """
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Generator, Iterator
 
 from ..errors import BadRequest, Forbidden, NotFound, RateLimited, ServiceUnavailable
+from ..ids import iso
 from ..pubsub import compile_glob, escape_glob
 from ..runtime import Runtime
 from redis.exceptions import RedisError
+from . import objects
 from .events import EVENT_TYPES, FILTERS
 
 log = logging.getLogger(__name__)
@@ -109,7 +114,7 @@ def _cursor(last_event_id: str | None, since: str | None) -> int | None:
     return int(raw)
 
 
-def feed(rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool]) -> Iterator[Item]:
+def feed(rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool]) -> Generator[Item, None, None]:
     """Subscribe, replay what the cursor missed, then follow live; ends when the client goes.
 
     The first item, `open`, comes once the subscription is confirmed: callers take it
@@ -121,9 +126,11 @@ def feed(rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool]) -> Iterat
     try:
         pubsub = rt.broker.pubsub()
         _subscribe(pubsub, req.pattern)
+        # Read once subscribed and before answering: whatever commits later rings our doorbell.
+        start = _newest_id(rt) if req.since is None else req.since
         yield Item("open")
-        last = yield from _replay(rt, req)
-        yield from _follow(rt, pubsub, last, is_closed)
+        last = yield from _replay(rt, req, start)
+        yield from _follow(rt, req, pubsub, last, is_closed)
     finally:
         # Free the subscription and the slot at once, whatever ended the stream.
         if pubsub is not None:
@@ -144,15 +151,23 @@ def _subscribe(pubsub: Any, pattern: str) -> None:
     raise ServiceUnavailable("The event broker is not answering; retry shortly.", code="broker_unavailable")
 
 
-def _replay(rt: Runtime, req: FeedRequest) -> Iterator[Item]:
+def _newest_id(rt: Runtime) -> int:
+    return int(rt.db.query_one("SELECT COALESCE(MAX(id), 0) FROM events")[0])
+
+
+def _replay(rt: Runtime, req: FeedRequest, start: int) -> Generator[Item, None, int]:
     """Replay stored events after the cursor (resync first if the cursor was pruned); returns the last id."""
     if req.since is None:
-        return 0  # a fresh stream replays nothing: everything from now on arrives live
-    last = req.since
+        return start  # a fresh stream replays nothing: everything from now on arrives live
     pruned_through = rt.db.query_one("SELECT pruned_through FROM event_retention WHERE id = 1")[0]
-    if last < pruned_through:
+    if start < pruned_through:
         oldest = rt.db.query_one("SELECT MIN(id) FROM events")[0]
         yield Item("resync", event="resync", data={"since": oldest if oldest is not None else pruned_through + 1})
+    return (yield from _stored_after(rt, req, start))
+
+
+def _stored_after(rt: Runtime, req: FeedRequest, last: int) -> Generator[Item, None, int]:
+    """The stored events after id `last` that match the request, in id order; returns the last id read."""
     matcher = compile_glob(req.pattern)
     while True:
         rows = rt.db.query("SELECT id, channel, payload FROM events WHERE user_id = ? AND type = ? AND id > ? "
@@ -160,13 +175,27 @@ def _replay(rt: Runtime, req: FeedRequest) -> Iterator[Item]:
         for row in rows:
             last = row["id"]
             if matcher.fullmatch(row["channel"]):
-                yield Item("event", row["id"], req.event_type, json.loads(row["payload"]))
+                yield Item("event", row["id"], req.event_type, _payload(rt, req.event_type, row["payload"]))
         if len(rows) < REPLAY_CHUNK:
-            break
-    return last
+            return last
 
 
-def _follow(rt: Runtime, pubsub: Any, replayed_through: int, is_closed: Callable[[], bool]) -> Iterator[Item]:
+def _payload(rt: Runtime, event_type: str, stored: str) -> dict[str, Any]:
+    payload = json.loads(stored)
+    if event_type == "object_created" and payload["content"] is None:
+        payload["content"] = objects.event_content(rt, payload["id"])
+    return payload
+
+
+def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int,
+            is_closed: Callable[[], bool]) -> Iterator[Item]:
+    """Live events: each broker message is a doorbell, and what happened is read from the table.
+
+    Two processes may publish their commits out of id order; reading the table after `last`
+    sends every event once, in id order (SQLite commits writers one at a time, so when an id
+    is visible every smaller one is too). A `psubscribe` here is redis-py re-subscribing after
+    a reconnect, when doorbells may have been missed: it rings too.
+    """
     heartbeat = rt.config.sse_heartbeat_seconds
     next_beat = time.monotonic() + heartbeat
     while not is_closed():
@@ -177,14 +206,18 @@ def _follow(rt: Runtime, pubsub: Any, replayed_through: int, is_closed: Callable
             # End cleanly: the client reconnects with Last-Event-ID and catches up from the table.
             log.warning("event stream ended: broker connection lost (%s)", exc)
             return
-        if message is not None and message["type"] == "pmessage":
-            event = json.loads(message["data"])
-            # An id at or below the replay's end was already sent by the replay.
-            if event["id"] > replayed_through:
-                yield Item("event", event["id"], event["event"], event["data"])
+        if message is not None and _rings(message, last):
+            last = yield from _stored_after(rt, req, last)
         elif time.monotonic() >= next_beat:
             yield Item("heartbeat")
             next_beat = time.monotonic() + heartbeat
+
+
+def _rings(message: dict[str, Any], last: int) -> bool:
+    """Whether a broker message may announce an event not sent yet."""
+    if message["type"] == "psubscribe":
+        return True
+    return message["type"] == "pmessage" and json.loads(message["data"])["id"] > last
 
 
 def _close_quietly(pubsub: Any) -> None:
@@ -198,8 +231,8 @@ def _close_quietly(pubsub: Any) -> None:
 
 def prune_events(rt: Runtime) -> int:
     """Drop events past the age or count limits; returns how many went."""
-    cutoff = time.time() - rt.config.event_retention_seconds
-    cutoff_iso = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(cutoff))
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=rt.config.event_retention_seconds)
+    cutoff_iso = iso(cutoff)  # to the millisecond, in the very format of created_at
     by_count = rt.db.query_one("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?",
                                (rt.config.event_retention_count,))
     by_age = rt.db.query_one("SELECT MAX(id) FROM events WHERE created_at < ?", (cutoff_iso,))[0]

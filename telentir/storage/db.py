@@ -27,20 +27,15 @@ class Transaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._on_commit: list[Callable[[], None]] = []
-        self._on_commit_ordered: list[Callable[[], None]] = []
         self._on_rollback: list[Callable[[], None]] = []
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         """Run one statement inside the transaction."""
         return self.conn.execute(sql, params)
 
-    def after_commit(self, hook: Callable[[], None], ordered: bool = False) -> None:
-        """Run `hook` after COMMIT succeeds (delete replaced files, publish events).
-
-        `ordered` hooks run before the next transaction of this process can commit, so
-        what they publish leaves in commit order (event ids then arrive increasing).
-        """
-        (self._on_commit_ordered if ordered else self._on_commit).append(hook)
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run `hook` after COMMIT succeeds (delete replaced files, publish events)."""
+        self._on_commit.append(hook)
 
     def after_rollback(self, hook: Callable[[], None]) -> None:
         """Run `hook` after ROLLBACK (remove files written for rows that never landed)."""
@@ -56,7 +51,6 @@ class Database:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
-        self._commit_lock = threading.Lock()
         self._closed = False
 
     def connect(self) -> sqlite3.Connection:
@@ -114,13 +108,11 @@ class Database:
         except BaseException:
             _roll_back(conn, tx)
             raise
-        with self._commit_lock:
-            try:
-                conn.execute("COMMIT")
-            except BaseException:
-                _roll_back(conn, tx)
-                raise
-            _run_hooks(tx._on_commit_ordered)
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            _roll_back(conn, tx)
+            raise
         _run_hooks(tx._on_commit)
 
     def apply_schema(self) -> None:

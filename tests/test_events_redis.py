@@ -1,0 +1,363 @@
+"""Streams with the Redis broker: across gunicorn workers, Redis dying mid-stream, subscriptions freed.
+
+Worker identity: `/healthz` answers its pid, and a keep-alive connection stays with the worker
+that accepted it. So a test asks `/healthz` on a connection, then streams or writes on that
+same connection, and knows which worker did what. One worker may win every accept when
+connections arrive one by one, so connections are opened in a burst (the accept queue then
+fills and both workers take from it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from telentir.pubsub.redis_backend import SOCKET_TIMEOUT
+from telentir.runtime import Runtime
+
+from .sse_client import HttpConnection, Refused, SSEStream, StreamEnded, must_open, open_stream, worker_pid
+from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port, server_env
+from .test_events_replay import stored_ids
+from .test_events_sse import HEARTBEAT, Account, account, assert_refused, runtime_for, start_server
+
+SHARED_REDIS = "redis://127.0.0.1:6379"
+PUBLISH_TIMEOUT = SOCKET_TIMEOUT
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, so a test may kill it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+
+    @property
+    def url(self) -> str:
+        """redis://127.0.0.1:<port>"""
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> "RedisServer":
+        """Start (daemonized) and wait until it answers."""
+        subprocess.run(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--daemonize", "yes", "--dir", str(self.workdir)],
+                       check=True, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.answers():
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Shut it down and wait until the port is dead."""
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, timeout=10)
+        deadline = time.monotonic() + 10
+        while self.answers():
+            assert time.monotonic() < deadline, "redis-server did not stop"
+            time.sleep(0.05)
+
+    def answers(self) -> bool:
+        """PING gets PONG."""
+        done = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, timeout=10)
+        return done.stdout.strip() == b"PONG"
+
+    def pid(self) -> int:
+        """The redis-server process id."""
+        client = redis.Redis(port=self.port)
+        try:
+            return int(client.info("server")["process_id"])
+        finally:
+            client.close()
+
+    def numpat(self) -> int:
+        """PUBSUB NUMPAT: pattern subscriptions held on this server."""
+        client = redis.Redis(port=self.port)
+        try:
+            return int(client.pubsub_numpat())
+        finally:
+            client.close()
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A dedicated redis-server (not the shared 6379)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_up(own_redis: RedisServer) -> RedisServer:
+    """The dedicated Redis, restarted if an earlier test left it down."""
+    if not own_redis.answers():
+        own_redis.start()
+    return own_redis
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
+    """One worker on the dedicated Redis, 1 s heartbeat."""
+    srv = start_server(tmp_path_factory, "redis-one", TELENTIR_BROKER_URL=own_redis.url)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server_rt(server: ServerProcess) -> Iterator[Runtime]:
+    """A runtime over the server's data folder."""
+    rt = runtime_for(server.data_dir)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def streams() -> Iterator[list[SSEStream]]:
+    """Streams a test opens, closed at its end."""
+    opened: list[SSEStream] = []
+    yield opened
+    for stream in opened:
+        stream.close()
+
+
+# --- more than one worker ------------------------------------------------------------------
+
+def test_memory_broker_refuses_two_workers(tmp_path: Path) -> None:
+    env = server_env(tmp_path / "data", {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_BROKER_URL": "memory://"})
+    done = subprocess.run([sys.executable, "-m", "telentir", "serve", "--workers", "2", "--port", str(free_port())],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0, done.stdout
+    assert "2 workers need a shared broker" in done.stderr and "TELENTIR_BROKER_URL=redis://" in done.stderr, \
+        done.stderr
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Two gunicorn workers sharing the Redis on 6379."""
+    data_dir = tmp_path_factory.mktemp("two-workers") / "data"
+    env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
+           "TELENTIR_BROKER_URL": SHARED_REDIS}
+    srv = ServerProcess(data_dir, env, workers=2).start()
+    yield srv
+    srv.stop()
+
+
+def connections_by_worker(server: ServerProcess, each: int, attempts: int = 5) -> dict[int, list[HttpConnection]]:
+    """Keep-alive connections grouped by the pid of the worker holding them: two workers, `each` apiece."""
+    for _ in range(attempts):
+        burst = [HttpConnection(server.url) for _ in range(32)]  # all connect before any is served
+        grouped: dict[int, list[HttpConnection]] = defaultdict(list)
+        for conn in burst:
+            grouped[worker_pid(conn)].append(conn)
+        enough = {pid: conns for pid, conns in grouped.items() if len(conns) >= each}
+        if len(enough) >= 2:
+            for pid, conns in grouped.items():
+                for conn in conns[each:] if pid in enough else conns:
+                    conn.close()
+            return {pid: conns[:each] for pid, conns in enough.items()}
+        for conn in burst:
+            conn.close()
+    raise AssertionError(f"no burst of connections in {attempts} reached two workers {each} times each")
+
+
+def put_object(conn: HttpConnection, who: Account, key_id: str) -> dict[str, Any]:
+    """PUT /api/objects on this very connection (so on its worker)."""
+    body = json.dumps({"keyId": key_id, "content": "beef", "authTag": "ab" * 16}).encode()
+    status, _, answer = conn.request("PUT", "/api/objects", {"Authorization": f"Bearer {who.key}",
+                                                             "Content-Type": "application/json"}, body)
+    assert status == 201, answer
+    return dict(json.loads(answer))
+
+
+@pytest.fixture(scope="module")
+def two_workers_rt(two_workers: ServerProcess) -> Iterator[Runtime]:
+    """A runtime over the two-worker server's data folder."""
+    rt = runtime_for(two_workers.data_dir)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def per_worker(two_workers: ServerProcess) -> Iterator[Callable[[int], list[list[HttpConnection]]]]:
+    """Factory: `each` keep-alive connections on each of the two workers, closed at the end."""
+    held: list[HttpConnection] = []
+
+    def grab(each: int) -> list[list[HttpConnection]]:
+        grouped = connections_by_worker(two_workers, each)
+        held.extend(conn for conns in grouped.values() for conn in conns)
+        assert len(grouped) == 2 and two_workers.proc is not None and two_workers.proc.pid not in grouped
+        return list(grouped.values())
+
+    yield grab
+    for conn in held:
+        conn.close()
+
+
+def test_a_write_on_one_worker_reaches_a_stream_on_the_other(
+        two_workers: ServerProcess, two_workers_rt: Runtime, per_worker: Callable[[int], list[list[HttpConnection]]],
+        streams: list[SSEStream]) -> None:
+    alice = account(two_workers_rt, two_workers)
+    key_id = alice.writes.key()
+    (stream_a, write_a), (stream_b, write_b) = per_worker(2)
+    on_a = must_open(two_workers.url, "object_created", alice.key, conn=stream_a)
+    on_b = must_open(two_workers.url, "object_created", alice.key, conn=stream_b)
+    streams += [on_a, on_b]
+    for writer in (write_b, write_a):  # a write on worker B, then one on worker A
+        started = time.monotonic()
+        record = put_object(writer, alice, key_id)
+        for stream in (on_a, on_b):
+            frame = stream.next_event(timeout=2.0)
+            assert frame.json()["id"] == record["id"]
+            assert frame.received_at - started < 1.0
+
+
+def test_live_ids_stay_increasing_when_both_workers_write_at_once(
+        two_workers: ServerProcess, two_workers_rt: Runtime, per_worker: Callable[[int], list[list[HttpConnection]]],
+        streams: list[SSEStream]) -> None:
+    """Commits in two processes may be published out of order; the stream must not follow suit.
+
+    Out of order, an EventSource's Last-Event-ID would be wrong on reconnect: a duplicate, or
+    worse, a gap (the lower id never replayed).
+    """
+    alice = account(two_workers_rt, two_workers)
+    key_id = alice.writes.key()
+    stream = must_open(two_workers.url, "object_created", alice.key)
+    streams.append(stream)
+    writers = [conn for conns in per_worker(4) for conn in conns]
+    threads = [threading.Thread(target=lambda c=conn: [put_object(c, alice, key_id) for _ in range(25)])
+               for conn in writers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    received = [int(stream.next_event().id or "") for _ in range(25 * len(writers))]
+    assert received == sorted(received) == stored_ids(two_workers_rt, alice.id, "object_created", received[0] - 1)
+
+
+# --- Redis dies and comes back ---------------------------------------------------------------
+
+def test_killing_redis_mid_stream_loses_nothing(server: ServerProcess, server_rt: Runtime, redis_up: RedisServer,
+                                                streams: list[SSEStream]) -> None:
+    alice = account(server_rt, server)
+    key_id = alice.writes.key()
+    stream = must_open(server.url, "object_created", alice.key)
+    streams.append(stream)
+    alice.writes.object(key_id)
+    cursor = int(stream.next_event().id or "")
+    redis_up.stop()
+    started = time.monotonic()
+    missed = [alice.writes.object(key_id)["id"] for _ in range(3)]  # writes keep succeeding...
+    assert time.monotonic() - started < 3.0  # ...and promptly
+    _ends_cleanly_or_keeps_serving(stream)
+    refused = open_stream(server.url, "object_created", alice.key)
+    assert isinstance(refused, Refused), "a stream opened with no broker behind it"
+    assert_refused(refused, 503, "broker_unavailable")
+    redis_up.start()
+    resumed = must_open(server.url, "object_created", alice.key, headers={"Last-Event-ID": str(cursor)})
+    fresh = must_open(server.url, "object_created", alice.key)
+    streams += [resumed, fresh]
+    assert [resumed.next_event().json()["id"] for _ in range(3)] == missed
+    live = alice.writes.object(key_id)["id"]
+    assert resumed.next_event().json()["id"] == live
+    assert fresh.next_event().json()["id"] == live
+
+
+def test_a_hung_redis_slows_each_write_once_without_queueing_them(
+        server: ServerProcess, server_rt: Runtime, redis_up: RedisServer, streams: list[SSEStream]) -> None:
+    """Redis stopped (not dead): each publish waits out its timeout, in parallel, not one after another."""
+    alice = account(server_rt, server)
+    key_id = alice.writes.key()
+    stream = must_open(server.url, "object_created", alice.key)
+    streams.append(stream)
+    assert stream.next_frame().retry is not None
+    pid = redis_up.pid()
+    durations: list[float] = []
+    made: list[str] = []
+
+    def write() -> None:
+        started = time.monotonic()
+        made.append(alice.writes.object(key_id)["id"])
+        durations.append(time.monotonic() - started)
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        writers = [threading.Thread(target=write) for _ in range(3)]
+        for thread in writers:
+            thread.start()
+        assert stream.next_frame(timeout=HEARTBEAT * 2).is_heartbeat  # the stream keeps serving meanwhile
+        for thread in writers:
+            thread.join(timeout=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert len(made) == 3 and max(durations) < PUBLISH_TIMEOUT + 2.5, durations
+    made.append(alice.writes.object(key_id)["id"])
+    # One doorbell after Redis is back brings whatever it missed, from the table, in order.
+    got = [stream.next_event().json()["id"] for _ in range(4)]
+    assert sorted(got[:3]) == sorted(made[:3]) and got[3] == made[3]
+
+
+def _ends_cleanly_or_keeps_serving(stream: SSEStream) -> None:
+    """Within two heartbeats the stream either ends properly (last chunk sent) or beats."""
+    try:
+        frame = stream.next_frame(timeout=HEARTBEAT * 2)
+    except StreamEnded:
+        assert stream.ended_cleanly, "the stream was cut, not ended"
+        return
+    assert frame.is_heartbeat, frame
+
+
+def test_disconnect_releases_the_redis_subscription_within_a_heartbeat(
+        server: ServerProcess, server_rt: Runtime, redis_up: RedisServer, streams: list[SSEStream]) -> None:
+    alice = account(server_rt, server)
+    assert _settled_numpat(redis_up, 0) == 0
+    streams += [must_open(server.url, kind, alice.key) for kind in ("key_created", "object_created", "publish")]
+    assert _settled_numpat(redis_up, 3) == 3
+    leaving = streams.pop(1)
+    leaving.close()
+    started = time.monotonic()
+    while redis_up.numpat() != 2:
+        assert time.monotonic() - started < HEARTBEAT + 0.5, "the subscription outlived its client"
+        time.sleep(0.05)
+    for stream in streams:
+        stream.close()
+    streams.clear()
+    assert _settled_numpat(redis_up, 0) == 0
+
+
+def _settled_numpat(server: RedisServer, expected: int, timeout: float = HEARTBEAT + 1) -> int:
+    deadline = time.monotonic() + timeout
+    while (count := server.numpat()) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return count
+
+
+# --- the broker is only a doorbell ----------------------------------------------------------
+
+def test_a_failing_publish_never_fails_the_write(client: FlaskClient, rt: Runtime, user: dict[str, Any],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = {"Authorization": f"Bearer {user['api_key']}"}
+    key_id = client.put("/api/keys", json={"server": "default"}, headers=auth).get_json()
+    stats = rt.extras["publish_stats"]
+    published, failed = stats.published, stats.failed
+
+    def broken(channel: str, message: str) -> int:
+        raise ConnectionError("the broker is gone")
+
+    monkeypatch.setattr(rt.broker, "publish", broken)
+    resp = client.put("/api/objects", json={"keyId": key_id, "content": "00", "authTag": "ab" * 16}, headers=auth)
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    object_id = resp.get_json()["id"]
+    row = rt.db.query_one("SELECT channel, payload FROM events WHERE type = 'object_created' ORDER BY id DESC")
+    assert json.loads(row["payload"])["id"] == object_id
+    assert row["channel"] == f"object_created:{user['id']}:{object_id}:"
+    assert (stats.published, stats.failed) == (published, failed + 1)
+    assert client.get(f"/api/objects/{object_id}", headers=auth).status_code == 200
