@@ -101,6 +101,15 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_related ON objects(related_id, n);
 CREATE INDEX IF NOT EXISTS objects_user ON objects(user_id);
 
+-- Where deleted objects stood in their parent's list, so a paging cursor naming one keeps
+-- working (read a page, delete it, ask for the next). Pruned with the events.
+CREATE TABLE IF NOT EXISTS object_tombstones (
+    id          TEXT PRIMARY KEY,
+    related_id  TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    deleted_at  TEXT NOT NULL
+);
+
 -- The eight stores of a user's root; the root exists once all eight rows do.
 CREATE TABLE IF NOT EXISTS stores (
     user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,

@@ -255,9 +255,6 @@ def test_deleting_a_key_leaves_its_objects_readable(vault, live_rt):
                                                  "authTag": b64(tag)}), 404)
 
 
-@pytest.mark.xfail(strict=True, reason="the cursor is the last object's id and is resolved by looking that object "
-                                       "up; once it is deleted its position is unknown (400 invalid_cursor). Needs "
-                                       "the position of deleted objects kept (schema) or a position-bearing cursor")
 def test_paging_survives_deleting_the_page_just_read(vault):
     key = vault.new_key()
     parent = vault.put(key, b"inbox")["id"]

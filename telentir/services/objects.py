@@ -203,9 +203,12 @@ def _subtree(tx: Transaction, object_id: str) -> list[str]:
 def _remove_objects(rt: Runtime, tx: Transaction, user_id: str, ids: list[str]) -> list[str]:
     now, blobs, doomed = now_iso(), [], set(ids)
     for object_id in ids:
-        blob = tx.execute("SELECT blob FROM objects WHERE id = ?", (object_id,)).fetchone()[0]
-        if blob is not None:
-            blobs.append(blob)
+        row = tx.execute("SELECT blob, related_id, n FROM objects WHERE id = ?", (object_id,)).fetchone()
+        if row["blob"] is not None:
+            blobs.append(row["blob"])
+        if row["related_id"] is not None:
+            tx.execute("INSERT OR REPLACE INTO object_tombstones (id, related_id, n, deleted_at) VALUES (?, ?, ?, ?)",
+                       (object_id, row["related_id"], row["n"], now))
         _drop_publications(rt, tx, user_id, object_id, now)
         _detach_children(rt, tx, user_id, object_id, now, doomed)
         tx.execute("DELETE FROM objects WHERE id = ?", (object_id,))
@@ -256,8 +259,11 @@ def _child_records(rt: Runtime, parent_id: str, rows: list[Any]) -> Iterator[dic
 def _cursor_position(rt: Runtime, parent_id: str, after: str | None) -> int:
     if after is None:
         return 0
-    row = rt.db.query_one("SELECT n FROM objects WHERE id = ? AND related_id = ?", (after, parent_id)) \
-        if is_id(after, "obj") else None
+    # A cursor naming an object deleted since (read a page, delete it, ask for the next) is
+    # resolved through its tombstone.
+    row = rt.db.query_one("SELECT n FROM objects WHERE id = ? AND related_id = ? UNION ALL "
+                          "SELECT n FROM object_tombstones WHERE id = ? AND related_id = ? LIMIT 1",
+                          (after, parent_id, after, parent_id)) if is_id(after, "obj") else None
     if row is None:
         raise BadRequest("after must be the id of an object in this list (the X-Next-Cursor value).",
                          code="invalid_cursor")

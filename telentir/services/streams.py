@@ -236,6 +236,8 @@ def prune_events(rt: Runtime) -> int:
     by_count = rt.db.query_one("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?",
                                (rt.config.event_retention_count,))
     by_age = rt.db.query_one("SELECT MAX(id) FROM events WHERE created_at < ?", (cutoff_iso,))[0]
+    with rt.db.atomic() as tx:
+        tx.execute("DELETE FROM object_tombstones WHERE deleted_at < ?", (cutoff_iso,))
     through = max(by_count[0] if by_count else 0, by_age or 0)
     if through == 0:
         return 0
