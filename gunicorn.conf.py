@@ -9,6 +9,9 @@ worker_class = "gthread"
 workers = 1
 # Each open event stream holds a thread: enough threads for the stream cap plus requests.
 threads = 256
+# gthread serves keep-alive connections only while worker_connections exceeds threads;
+# keep it well above any --threads a deployment picks for many event streams.
+worker_connections = 10000
 timeout = 60
 graceful_timeout = 10
 keepalive = 5

@@ -27,7 +27,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         config = load_config(config)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = Flask(__name__, static_folder=None)
-    app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, JSON_SORT_KEYS=False)
+    # WebSocket pings at the heartbeat interval keep idle mirrors alive behind proxies, as
+    # keep-alive comments do for SSE.
+    app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, JSON_SORT_KEYS=False,
+                      SOCK_SERVER_OPTIONS={"ping_interval": config.sse_heartbeat_seconds})
     # `//` in a path (an id like "../") must be a JSON 404, not Werkzeug's HTML redirect.
     app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
