@@ -47,7 +47,7 @@ def _python() -> Path:
 
 
 def _database() -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", "DROP DATABASE IF EXISTS kinto_bench"],
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", "DROP DATABASE IF EXISTS kinto_bench WITH (FORCE)"],
                    check=True, capture_output=True)
     subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", "CREATE DATABASE kinto_bench"], check=True,
                    capture_output=True)
@@ -58,7 +58,7 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     _database()
     ini = workdir / "kinto.ini"
     ini.write_text(INI.format(pg=PG_URL))
-    subprocess.run([str(python), "-m", "kinto", "migrate", "--ini", str(ini)], check=True, capture_output=True)
+    subprocess.run([str(VENV / "bin" / "kinto"), "migrate", "--ini", str(ini)], check=True, capture_output=True)
     port = free_port()
     log = open(workdir / "kinto.log", "wb")
     proc = subprocess.Popen([str(VENV / "bin" / "gunicorn"), "--paste", str(ini), "-b", f"127.0.0.1:{port}",

@@ -241,14 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bench = Bench(QUICK if args.quick else FULL, Path(tempfile.mkdtemp(prefix="telentir-bench-")))
     chosen = args.only or [s for s in SCENARIOS if not (args.quick and s == "peer")]
+    failed = []
     try:
         for name in ["http"] + [s for s in chosen if s != "http"] if "http" in chosen else chosen:
             started = time.monotonic()
-            SCENARIOS[name](bench)
+            try:
+                SCENARIOS[name](bench)
+            except Exception as exc:  # one broken scenario must not cost the figures of the others
+                failed.append(name)
+                bench.results[f"error_{name}"] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"[{name}] {time.monotonic() - started:.1f}s", file=sys.stderr)
+            report = {"machine": machine(), "quick": args.quick, "results": bench.results}
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
     finally:
         shutil.rmtree(bench.workdir, ignore_errors=True)
-    report = {"machine": machine(), "quick": args.quick, "results": bench.results}
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
     print_table(bench.results)
-    return 0
+    return 1 if failed else 0
