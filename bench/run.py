@@ -203,6 +203,22 @@ def scenario_scaling(bench: Bench) -> None:
         scenario_http(bench, workers, {"TELENTIR_BROKER_URL": "redis://127.0.0.1:6379/0"}, suffix=f"_redis_w{workers}")
 
 
+def scenario_durability(bench: Bench) -> None:
+    """Create under TELENTIR_SYNCHRONOUS=FULL (survives power loss) beside the default NORMAL run."""
+    data = bench.data_dir("durability")
+    rt = open_runtime(data)
+    user = make_user(rt, "durable")
+    rt.close()
+    server = Server(data, {"TELENTIR_SYNCHRONOUS": "FULL"}).start()
+    try:
+        bench.http(server, user, "2_create_sync_full", _create_load(user))
+        big = load.Load("PUT", ["/api/objects"], {**_auth(user), "Content-Type": "application/json"},
+                        json.dumps({"keyId": user.key_id, "content": os.urandom(64 * 1024).hex(), "authTag": "ab" * 16}))
+        bench.http(server, user, "2_create_64KiB_files_sync_full", big)
+    finally:
+        server.stop()
+
+
 def scenario_peer(bench: Bench) -> None:
     """Kinto on PostgreSQL with the same load tool and record size, when bench/kinto.py can run it."""
     from . import kinto
@@ -213,7 +229,8 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "http": scenario_http, "listing": scenario_listing,
     "fanout": lambda b: (scenario_fanout(b, 1, "one_user"), scenario_fanout(b, max(1, b.sizes.subscribers // 10),
                                                                              "many_users")),
-    "ingest": scenario_ingest, "peer": scenario_peer, "scaling": scenario_scaling,
+    "ingest": scenario_ingest, "durability": scenario_durability, "peer": scenario_peer,
+    "scaling": scenario_scaling,
 }
 
 
