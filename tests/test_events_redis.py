@@ -361,3 +361,34 @@ def test_a_failing_publish_never_fails_the_write(client: FlaskClient, rt: Runtim
     assert row["channel"] == f"object_created:{user['id']}:{object_id}:"
     assert (stats.published, stats.failed) == (published, failed + 1)
     assert client.get(f"/api/objects/{object_id}", headers=auth).status_code == 200
+
+
+def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every publish failing, a live stream still gets the event within one heartbeat."""
+    from telentir import close_app, create_app
+    from telentir.services import keyring, roots, streams
+
+    from .conftest import make_user
+    from .support import FIXED_MASTER_KEY
+
+    app = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "ERROR",
+                      "sse_heartbeat_seconds": 0.3})
+    rt = app.extensions["telentir"]
+    try:
+        user = make_user(rt)
+        roots.ensure_root(rt, user["id"])
+        feed = streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), lambda: False)
+        assert next(feed).kind == "open"
+
+        def broken(channel: str, message: str) -> int:
+            raise ConnectionError("the broker is gone")
+
+        monkeypatch.setattr(rt.broker, "publish", broken)
+        key = keyring.create_key(rt, user["id"], "default", None, None, "{}")
+        started = time.monotonic()
+        items = [next(feed) for _ in range(2)]
+        assert [i.kind for i in items] == ["event", "heartbeat"], items
+        assert items[0].data["key_id"] == key["id"] and time.monotonic() - started < 1.5
+        feed.close()
+    finally:
+        close_app(app)
