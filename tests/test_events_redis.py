@@ -289,20 +289,26 @@ def test_a_hung_redis_slows_each_write_once_without_queueing_them(
         durations.append(time.monotonic() - started)
 
     os.kill(pid, signal.SIGSTOP)
+    frames = []
     try:
         writers = [threading.Thread(target=write) for _ in range(3)]
         for thread in writers:
             thread.start()
-        assert stream.next_frame(timeout=HEARTBEAT * 2).is_heartbeat  # the stream keeps serving meanwhile
+        # The stream keeps serving meanwhile: its heartbeat also reads the table, so objects
+        # already committed arrive even though their doorbells are stuck in the hung Redis.
+        while not any(frame.is_heartbeat for frame in frames):
+            frames.append(stream.next_frame(timeout=HEARTBEAT * 2))
         for thread in writers:
             thread.join(timeout=60)
     finally:
         os.kill(pid, signal.SIGCONT)
     assert len(made) == 3 and max(durations) < PUBLISH_TIMEOUT + 2.5, durations
     made.append(alice.writes.object(key_id)["id"])
-    # One doorbell after Redis is back brings whatever it missed, from the table, in order.
-    got = [stream.next_event().json()["id"] for _ in range(4)]
-    assert sorted(got[:3]) == sorted(made[:3]) and got[3] == made[3]
+    # Whatever the hang held back comes from the table, in order, each event once.
+    got = [frame.json()["id"] for frame in frames if frame.is_event]
+    while len(got) < 4:
+        got.append(stream.next_event().json()["id"])
+    assert sorted(got[:3]) == sorted(made[:3]) and got[3] == made[3] and len(set(got)) == 4
 
 
 def _ends_cleanly_or_keeps_serving(stream: SSEStream) -> None:
