@@ -88,7 +88,7 @@ def build_runtime(config: Config) -> Runtime:
     from .services.events import PublishStats
     from .services.ingest import JobRunner
     from .services.stripe_gateway import make_gateway
-    from .services.streams import StreamSlots
+    from .services.streams import RecentReads, StreamSlots
 
     db, blobs = open_storage(config)
     try:
@@ -101,6 +101,7 @@ def build_runtime(config: Config) -> Runtime:
                  sms=make_sender(config), broker=create_broker(config.broker_url))
     rt.extras["publish_stats"] = PublishStats()
     rt.extras["stream_slots"] = StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user)
+    rt.extras["recent_reads"] = RecentReads()
     gateway = rt.extras["stripe"] = make_gateway(config)
     if gateway is not None:
         rt.closers.append(gateway.close)

@@ -398,3 +398,32 @@ def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatc
         feed.close()
     finally:
         close_app(app)
+
+
+def test_streams_of_one_user_share_one_table_read_per_doorbell(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write seen by many streams of one user is read from the table once, and every stream gets it."""
+    from telentir import close_app, create_app
+    from telentir.services import keyring, roots, streams
+
+    from .conftest import make_user
+    from .support import FIXED_MASTER_KEY
+
+    app = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "ERROR"})
+    rt = app.extensions["telentir"]
+    reads: list[int] = []
+    real_read = streams._read_rows
+    monkeypatch.setattr(streams, "_read_rows", lambda rt_, req, last: reads.append(last) or real_read(rt_, req, last))
+    try:
+        user = make_user(rt)
+        roots.ensure_root(rt, user["id"])
+        feeds = [streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), lambda: False)
+                 for _ in range(5)]
+        assert [next(feed).kind for feed in feeds] == ["open"] * 5
+        key = keyring.create_key(rt, user["id"], "default", None, None, "{}")
+        items = [next(feed) for feed in feeds]
+        assert {(i.kind, i.data["key_id"]) for i in items} == {("event", key["id"])}
+        assert len(reads) == 1, reads
+        for feed in feeds:
+            feed.close()
+    finally:
+        close_app(app)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Generator, Iterator
@@ -166,18 +167,68 @@ def _replay(rt: Runtime, req: FeedRequest, start: int) -> Generator[Item, None, 
     return (yield from _stored_after(rt, req, start))
 
 
-def _stored_after(rt: Runtime, req: FeedRequest, last: int) -> Generator[Item, None, int]:
-    """The stored events after id `last` that match the request, in id order; returns the last id read."""
+def _stored_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None = None) -> Generator[Item, None, int]:
+    """The stored events after id `last` that match the request, in id order; returns the last id read.
+
+    `rung` is the id a doorbell announced: a read of the same rows by another stream that
+    already reaches it can be shared (see RecentReads).
+    """
     matcher = compile_glob(req.pattern)
+    reads: RecentReads = rt.extras["recent_reads"]
     while True:
-        rows = rt.db.query("SELECT id, channel, payload FROM events WHERE user_id = ? AND type = ? AND id > ? "
-                           "ORDER BY id LIMIT ?", (req.user_id, req.event_type, last, REPLAY_CHUNK))
-        for row in rows:
-            last = row["id"]
-            if matcher.fullmatch(row["channel"]):
-                yield Item("event", row["id"], req.event_type, _payload(rt, req.event_type, row["payload"]))
+        rows = reads.rows_after(req.user_id, req.event_type, last, rung, lambda: _read_rows(rt, req, last))
+        for event_id, channel, payload in rows:
+            last = event_id
+            if matcher.fullmatch(channel):
+                yield Item("event", event_id, req.event_type, payload)
         if len(rows) < REPLAY_CHUNK:
             return last
+        rung = None
+
+
+Row = tuple[int, str, dict[str, Any]]
+
+
+def _read_rows(rt: Runtime, req: FeedRequest, last: int) -> list[Row]:
+    rows = rt.db.query("SELECT id, channel, payload FROM events WHERE user_id = ? AND type = ? AND id > ? "
+                       "ORDER BY id LIMIT ?", (req.user_id, req.event_type, last, REPLAY_CHUNK))
+    return [(r["id"], r["channel"], _payload(rt, req.event_type, r["payload"])) for r in rows]
+
+
+class RecentReads:
+    """Table reads shared by the streams of one process.
+
+    When a write rings a thousand streams of one user, they all ask for the same rows
+    (same user, type and cursor): the first reads the table, the others reuse its rows.
+    Sharing is safe because SQLite commits one writer at a time: a read that saw event N saw
+    every event before N, so its rows are complete up to their newest id, and a stream that
+    needs more (a later doorbell) reads again.
+    """
+
+    def __init__(self, size: int = 512) -> None:
+        self._lock = threading.Lock()
+        self._size = size
+        self._rows: OrderedDict[tuple[str, str, int], list[Row]] = OrderedDict()
+
+    def rows_after(self, user_id: str, event_type: str, last: int, rung: int | None,
+                   read: Callable[[], list[Row]]) -> list[Row]:
+        """The rows after `last`, shared when a kept read already reaches `rung`."""
+        if rung is None:
+            return read()
+        key = (user_id, event_type, last)
+        # One lock for look-up and read: streams woken together wait for the first read
+        # instead of all reading at once.
+        with self._lock:
+            rows = self._rows.get(key)
+            if rows and rows[-1][0] >= rung:
+                self._rows.move_to_end(key)
+                return rows
+            rows = read()
+            if rows:
+                self._rows[key] = rows
+                if len(self._rows) > self._size:
+                    self._rows.popitem(last=False)
+            return rows
 
 
 def _payload(rt: Runtime, event_type: str, stored: str) -> dict[str, Any]:
@@ -206,8 +257,8 @@ def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int,
             # End cleanly: the client reconnects with Last-Event-ID and catches up from the table.
             log.warning("event stream ended: broker connection lost (%s)", exc)
             return
-        if message is not None and _rings(message, last):
-            last = yield from _stored_after(rt, req, last)
+        if message is not None and (rung := _rung(message, last)) is not None:
+            last = yield from _stored_after(rt, req, last, rung)
         elif time.monotonic() >= next_beat:
             # A doorbell lost on the way (a failed publish, a broker blip) costs at most one
             # heartbeat interval: every beat also reads the table.
@@ -216,11 +267,16 @@ def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int,
             next_beat = time.monotonic() + heartbeat
 
 
-def _rings(message: dict[str, Any], last: int) -> bool:
-    """Whether a broker message may announce an event not sent yet."""
+def _rung(message: dict[str, Any], last: int) -> int | None:
+    """The event id a broker message announces, if it may be one not sent yet."""
     if message["type"] == "psubscribe":
-        return True
-    return message["type"] == "pmessage" and json.loads(message["data"])["id"] > last
+        # redis-py re-subscribed after a reconnect: doorbells may have been missed, so read
+        # afresh (no shared read reaches this id).
+        return sys.maxsize
+    if message["type"] != "pmessage":
+        return None
+    event_id = json.loads(message["data"])["id"]
+    return event_id if event_id > last else None
 
 
 def _close_quietly(pubsub: Any) -> None:
