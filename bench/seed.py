@@ -44,7 +44,9 @@ def seed_objects(rt: Runtime, user: BenchUser, count: int, size: int = 1024, bat
     for start in range(0, count, batch):
         n = min(batch, count - start)
         contents = [os.urandom(size) for _ in range(n)]
-        blob_ids = rt.blobs.write_many(contents)
+        # The same placement the API makes: small ciphertexts in the row, large ones in files.
+        inline = size <= rt.config.inline_max_bytes
+        blob_ids = [None] * n if inline else rt.blobs.write_many(contents)
         with rt.db.atomic() as tx:
             for content, blob_id in zip(contents, blob_ids):
                 ids.append(objects.insert_object(rt, tx, user.user_id, user.key_id, blob_id, content,

@@ -158,6 +158,7 @@ class Config:
     stripe_secret_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
     synchronous: str = "NORMAL"
+    sqlite_cache_mib: int = 2
     jwt_ttl_seconds: int = 24 * 3600
     jwt_remember_ttl_seconds: int = 30 * 24 * 3600
     cookie_secure: bool = False
@@ -236,6 +237,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STRIPE_API_BASE", "stripe_api_base", str, "Override of Stripe's API address (tests, proxies)."),
     Setting("TELENTIR_SYNCHRONOUS", "synchronous", _synchronous,
             "SQLite `synchronous`: NORMAL survives a process crash, FULL also power loss."),
+    Setting("TELENTIR_SQLITE_CACHE_MIB", "sqlite_cache_mib", _positive_int,
+            "SQLite page cache per connection (one connection per thread), MiB. More speeds up reads "
+            "of a large database at the cost of memory per busy thread."),
     Setting("TELENTIR_JWT_TTL_SECONDS", "jwt_ttl_seconds", _positive_int, "Lifetime of a session token."),
     Setting("TELENTIR_JWT_REMEMBER_TTL_SECONDS", "jwt_remember_ttl_seconds", _positive_int,
             "Lifetime of a session token when logging in with `remember`."),

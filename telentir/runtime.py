@@ -77,7 +77,7 @@ def master_key_for(config: Config) -> bytes:
 def open_storage(config: Config) -> tuple[Database, BlobStore]:
     """Open the database (schema applied) and the blob store."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(config.database_path, synchronous=config.synchronous)
+    db = Database(config.database_path, synchronous=config.synchronous, cache_mib=config.sqlite_cache_mib)
     db.apply_schema()
     return db, BlobStore(config.blob_path)
 

@@ -45,9 +45,10 @@ class Transaction:
 class Database:
     """The SQLite file: per-thread connections, transactions, schema."""
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path, synchronous: str = "NORMAL", cache_mib: int = 2) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
+        self.cache_mib = cache_mib
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -61,6 +62,8 @@ class Database:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Each thread's connection has its own page cache: this many MiB, at most, per thread.
+        conn.execute(f"PRAGMA cache_size = {-1024 * int(self.cache_mib)}")
         # synchronous is validated to NORMAL/FULL by the config, never client input.
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         return conn
