@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 SCRAPER_PORT ?= 8001
 
-.PHONY: run test bench-smoke clean
+.PHONY: run test clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
