@@ -60,7 +60,7 @@ class Runtime:
 
     def close(self) -> None:
         """Release what this runtime owns: background threads, broker, connections."""
-        for closer in self.closers:
+        for closer in reversed(self.closers):  # last started, first stopped (jobs before the doorbell)
             closer()
         if self.broker is not None:
             self.broker.close()
@@ -85,7 +85,7 @@ def open_storage(config: Config) -> tuple[Database, BlobStore]:
 def build_runtime(config: Config) -> Runtime:
     """Open storage, load the master key and the platform keypair (creating them once)."""
     from .services.platform import ensure_platform_key  # services import runtime's types
-    from .services.events import PublishStats
+    from .services.events import Doorbell, PublishStats
     from .services.ingest import JobRunner
     from .services.stripe_gateway import make_gateway
     from .services.streams import RecentReads, StreamSlots
@@ -100,6 +100,8 @@ def build_runtime(config: Config) -> Runtime:
     rt = Runtime(config=config, db=db, blobs=blobs, master_key=master_key, platform=platform,
                  sms=make_sender(config), broker=create_broker(config.broker_url))
     rt.extras["publish_stats"] = PublishStats()
+    doorbell = rt.extras["doorbell"] = Doorbell(rt.broker, rt.extras["publish_stats"])
+    rt.closers.append(doorbell.close)
     rt.extras["stream_slots"] = StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user)
     rt.extras["recent_reads"] = RecentReads()
     gateway = rt.extras["stripe"] = make_gateway(config)

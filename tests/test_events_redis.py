@@ -271,9 +271,9 @@ def test_killing_redis_mid_stream_loses_nothing(server: ServerProcess, server_rt
     assert fresh.next_event().json()["id"] == live
 
 
-def test_a_hung_redis_slows_each_write_once_without_queueing_them(
+def test_a_hung_redis_does_not_slow_writes_and_streams_keep_serving(
         server: ServerProcess, server_rt: Runtime, redis_up: RedisServer, streams: list[SSEStream]) -> None:
-    """Redis stopped (not dead): each publish waits out its timeout, in parallel, not one after another."""
+    """Redis stopped (not dead): writes answer at once (the doorbell rings from its own thread)."""
     alice = account(server_rt, server)
     key_id = alice.writes.key()
     stream = must_open(server.url, "object_created", alice.key)
@@ -302,7 +302,7 @@ def test_a_hung_redis_slows_each_write_once_without_queueing_them(
             thread.join(timeout=60)
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert len(made) == 3 and max(durations) < PUBLISH_TIMEOUT + 2.5, durations
+    assert len(made) == 3 and max(durations) < 1.0, durations
     made.append(alice.writes.object(key_id)["id"])
     # Whatever the hang held back comes from the table, in order, each event once.
     got = [frame.json()["id"] for frame in frames if frame.is_event]
@@ -365,6 +365,9 @@ def test_a_failing_publish_never_fails_the_write(client: FlaskClient, rt: Runtim
     row = rt.db.query_one("SELECT channel, payload FROM events WHERE type = 'object_created' ORDER BY id DESC")
     assert json.loads(row["payload"])["id"] == object_id
     assert row["channel"] == f"object_created:{user['id']}:{object_id}:"
+    deadline = time.monotonic() + 5  # the doorbell rings from its own thread, after the answer
+    while stats.failed == failed and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert (stats.published, stats.failed) == (published, failed + 1)
     assert client.get(f"/api/objects/{object_id}", headers=auth).status_code == 200
 

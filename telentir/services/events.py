@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 from typing import Any
 
@@ -66,18 +67,45 @@ def append(rt: Runtime, tx: Transaction, event_type: str, user_id: str, payload:
     # the table in id order (whatever order doorbells arrive in), so it stays small however
     # large the object.
     message = json.dumps({"id": cursor.lastrowid, "event": event_type}, separators=(",", ":"))
-    tx.after_commit(lambda: ring(rt, channel, message))
+    tx.after_commit(lambda: rt.extras["doorbell"].ring(channel, message))
 
 
-def ring(rt: Runtime, channel: str, message: str) -> None:
-    """Publish on the broker; failures are logged and counted, never raised."""
-    stats: PublishStats = rt.extras["publish_stats"]
-    if rt.broker is None:
-        return
-    try:
-        rt.broker.publish(channel, message)
-        stats.count(True)
-    except Exception:
-        stats.count(False)
-        log.warning("broker publish failed on %s; streams will catch up from the event table", channel,
-                    exc_info=True)
+class Doorbell:
+    """Rings the broker from one background thread, so a slow or hung broker never delays a write.
+
+    A doorbell that cannot be rung (queue full, broker down) is dropped and counted: streams
+    still send the event at their next heartbeat, when they read the table anyway.
+    """
+
+    def __init__(self, broker: Any, stats: PublishStats, max_pending: int = 10_000) -> None:
+        self.broker, self.stats = broker, stats
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(max_pending)
+        self._thread = threading.Thread(target=self._run, name="telentir-doorbell", daemon=True)
+        self._thread.start()
+
+    def ring(self, channel: str, message: str) -> None:
+        """Queue a publish; never blocks, never raises."""
+        try:
+            self._queue.put_nowait((channel, message))
+        except queue.Full:
+            self.stats.count(False)
+            log.warning("doorbell queue full; dropped the doorbell of %s (streams catch up at their heartbeat)",
+                        channel)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self.broker.publish(*item)
+                self.stats.count(True)
+            except Exception:
+                self.stats.count(False)
+                log.warning("broker publish failed on %s; streams will catch up from the event table", item[0],
+                            exc_info=True)
+
+    def close(self) -> None:
+        """Ring what is queued, then stop (waits a few seconds at most)."""
+        try:
+            self._queue.put(None, timeout=5)
+        except queue.Full:
+            return
+        self._thread.join(timeout=5)
