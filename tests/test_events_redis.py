@@ -23,7 +23,6 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from telentir.pubsub.redis_backend import SOCKET_TIMEOUT
 from telentir.runtime import Runtime
 
 from .sse_client import HttpConnection, Refused, SSEStream, StreamEnded, must_open, open_stream, worker_pid
@@ -32,7 +31,6 @@ from .test_events_replay import stored_ids
 from .test_events_sse import HEARTBEAT, Account, account, assert_refused, runtime_for, start_server
 
 SHARED_REDIS = "redis://127.0.0.1:6379"
-PUBLISH_TIMEOUT = SOCKET_TIMEOUT
 
 
 class RedisServer:
