@@ -88,3 +88,21 @@ def new_live_user(live_server: ServerProcess, live_rt: Runtime) -> Iterator[Call
     yield factory
     for api in clients:
         api.close()
+
+
+@pytest.fixture(scope="module")
+def server_rt(server: ServerProcess) -> Iterator[Runtime]:
+    """A runtime over the data folder of the module's own `server` fixture."""
+    runtime = build_runtime(load_config({"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY},
+                                        environ={}))
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def streams() -> Iterator[list[Any]]:
+    """Event streams a test opens, closed at its end whatever happened."""
+    opened: list[Any] = []
+    yield opened
+    for stream in opened:
+        stream.close()

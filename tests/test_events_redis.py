@@ -110,21 +110,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> 
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def server_rt(server: ServerProcess) -> Iterator[Runtime]:
-    """A runtime over the server's data folder."""
-    rt = runtime_for(server.data_dir)
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def streams() -> Iterator[list[SSEStream]]:
-    """Streams a test opens, closed at its end."""
-    opened: list[SSEStream] = []
-    yield opened
-    for stream in opened:
-        stream.close()
 
 
 # --- more than one worker ------------------------------------------------------------------

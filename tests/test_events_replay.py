@@ -24,27 +24,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def server_rt(server: ServerProcess) -> Iterator[Runtime]:
-    """A runtime over the module server's data folder."""
-    rt = runtime_for(server.data_dir)
-    yield rt
-    rt.close()
-
 
 @pytest.fixture
 def alice(server: ServerProcess, server_rt: Runtime) -> Account:
     """A fresh user on the module server."""
     return account(server_rt, server)
 
-
-@pytest.fixture
-def streams() -> Iterator[list[SSEStream]]:
-    """Streams a test opens, closed at its end."""
-    opened: list[SSEStream] = []
-    yield opened
-    for stream in opened:
-        stream.close()
 
 
 def stored_ids(rt: Runtime, user_id: str, event_type: str, after: int = 0) -> list[int]:

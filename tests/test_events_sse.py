@@ -64,27 +64,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def server_rt(server: ServerProcess) -> Iterator[Runtime]:
-    """A runtime over the module server's data folder."""
-    rt = runtime_for(server.data_dir)
-    yield rt
-    rt.close()
-
 
 @pytest.fixture
 def new_account(server: ServerProcess, server_rt: Runtime) -> Callable[[], Account]:
     """Factory: a fresh user on the module server."""
     return lambda: account(server_rt, server)
 
-
-@pytest.fixture
-def streams() -> Iterator[list[SSEStream]]:
-    """Streams a test opens, closed at its end whatever happened."""
-    opened: list[SSEStream] = []
-    yield opened
-    for stream in opened:
-        stream.close()
 
 
 def ids_of(frames: list[Frame]) -> list[int]:

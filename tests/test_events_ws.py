@@ -41,13 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def server_rt(server: ServerProcess) -> Iterator[Runtime]:
-    """A runtime over the module server's data folder."""
-    rt = runtime_for(server.data_dir)
-    yield rt
-    rt.close()
-
 
 @pytest.fixture
 def new_account(server: ServerProcess, server_rt: Runtime) -> Callable[[], Account]:
