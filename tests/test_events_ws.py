@@ -16,7 +16,7 @@ from telentir.runtime import Runtime
 
 from .sse_client import Refused, SSEStream, open_stream
 from .support import ServerProcess, assert_error
-from .test_events_sse import HEARTBEAT, Account, account, runtime_for, start_server
+from .test_events_sse import HEARTBEAT, Account, account, start_server
 
 
 
