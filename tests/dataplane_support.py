@@ -222,3 +222,16 @@ def raw_request(base_url: str, method: str, target: str, credential: str | None 
         return response
     finally:
         conn.close()
+
+
+# Spec §6: the fields of each event type's payload.
+PAYLOAD_FIELDS = {
+    "key_created": {"key_id", "user_id", "created_at"},
+    "key_deleted": {"key_id", "user_id", "deleted_at"},
+    "object_created": {"id", "user_id", "metadata", "key_id", "related_object_id", "content", "auth_tag",
+                       "created_at", "updated_at"},
+    "object_updated": {"object_id", "key_id", "user_id", "updated_at"},
+    "object_deleted": {"object_id", "user_id", "deleted_at"},
+    "publish": {"user_id", "type", "related_id", "object_id", "timestamp"},
+    "unpublish": {"user_id", "type", "related_id", "timestamp"},
+}

@@ -30,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .local_server import BackgroundServer
+
 _CUSTOMER = re.compile(r"/v1/customers/(?P<id>[^/]+)")
 _BALANCE_TXNS = re.compile(r"/v1/customers/(?P<id>[^/]+)/balance_transactions")
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -84,10 +86,13 @@ class _Answer:
     hang: bool = False
 
 
-class FakeStripe:
+class FakeStripe(BackgroundServer):
     """A threaded HTTP server on 127.0.0.1 speaking the slice of Stripe's API we use."""
 
+    owner_attr, thread_name = "fake", "fake-stripe"
+
     def __init__(self) -> None:
+        super().__init__()
         self.customers: dict[str, Customer] = {}
         self.calls: list[Call] = []
         self._idempotent: dict[str, tuple[tuple[str, str, tuple[tuple[str, str], ...]], _Answer]] = {}
@@ -95,40 +100,14 @@ class FakeStripe:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle -----------------------------------------------------------------------
+    # --- lifecycle (BackgroundServer) ----------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        """Base URL for STRIPE_API_BASE."""
-        assert self._server is not None, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def _new_server(self) -> ThreadingHTTPServer:
+        return _Server(("127.0.0.1", 0), _Handler)
 
-    def start(self) -> "FakeStripe":
-        """Listen on a free port in a background thread."""
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-stripe", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and wait for every handler thread."""
-        self._released.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self) -> "FakeStripe":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _before_stop(self) -> None:
+        self._released.set()  # answers held back by `hang_after` go out, so handlers can finish
 
     # --- test controls ---------------------------------------------------------------------
 

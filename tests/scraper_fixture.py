@@ -23,6 +23,8 @@ from typing import Any, Iterator
 
 import requests
 
+from .local_server import BackgroundServer
+
 GARBAGE_FRAMES = ("data: not json at all\n\n", "data: [1, 2, 3]\n\n", 'data: "a string"\n\n', "data: 42\n\n",
                   "data: null\n\n", "data: {broken\n\n", 'event: progress\ndata: {"done": 1}\n\n',
                   "data: " + "[" * 5000 + "\n\n")
@@ -38,47 +40,23 @@ def _data(obj: Any) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-class TestScraper:
+class TestScraper(BackgroundServer):
     """The scraper server, run on a background thread; `stop()` ends stalls and joins every thread."""
 
     __test__ = False  # not a test class, despite the name
+    owner_attr, thread_name = "scraper", "test-scraper"
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[dict[str, Any]] = []
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        """Base URL for SCRAPER_HOSTNAME."""
-        assert self._server is not None, "not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+    def _new_server(self) -> ThreadingHTTPServer:
+        return _Server(("127.0.0.1", 0), _Handler)
 
-    def start(self) -> "TestScraper":
-        """Listen on a free port."""
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.scraper = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="test-scraper", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Wake stalled streams, stop serving, join the handler threads."""
-        self.stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self) -> "TestScraper":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _before_stop(self) -> None:
+        self.stopping.set()  # stalled streams end, so their handler threads can be joined
 
     def stats(self) -> dict[str, Any]:
         """`GET /stats` over HTTP: what the scraper process saw."""

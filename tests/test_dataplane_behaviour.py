@@ -12,8 +12,8 @@ from contextlib import closing
 
 import pytest
 
-from .dataplane_support import (OBJECT_FIELDS, STORES, LocalKey, Vault, b64, b64url, counts, decrypt, encrypt,
-                                events_after, last_event_id, orphan_files, unwrap)
+from .dataplane_support import (OBJECT_FIELDS, PAYLOAD_FIELDS, STORES, LocalKey, Vault, b64, b64url, counts,
+                                decrypt, encrypt, events_after, last_event_id, orphan_files, unwrap)
 from .support import Api, assert_error
 
 
@@ -363,16 +363,6 @@ def test_concurrent_first_requests_create_exactly_one_root(new_live_user, live_s
 
 # --- the outbox (§6) --------------------------------------------------------------------
 
-PAYLOAD_FIELDS = {
-    "key_created": {"key_id", "user_id", "created_at"},
-    "key_deleted": {"key_id", "user_id", "deleted_at"},
-    "object_created": {"id", "user_id", "metadata", "key_id", "related_object_id", "content", "auth_tag",
-                       "created_at", "updated_at"},
-    "object_updated": {"object_id", "key_id", "user_id", "updated_at"},
-    "object_deleted": {"object_id", "user_id", "deleted_at"},
-    "publish": {"user_id", "type", "related_id", "object_id", "timestamp"},
-    "unpublish": {"user_id", "type", "related_id", "timestamp"},
-}
 
 
 def test_root_creation_appended_its_events(vault, live_rt):

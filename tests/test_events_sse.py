@@ -20,6 +20,7 @@ from telentir.runtime import Runtime, build_runtime
 from telentir.services.streams import Item
 
 from .conftest import make_user
+from .dataplane_support import PAYLOAD_FIELDS
 from .sse_client import Frame, Refused, SSEParser, SSEStream, Writes, must_open, open_stream
 from .support import FIXED_MASTER_KEY, ServerProcess
 
@@ -334,16 +335,6 @@ def test_filters_include_and_exclude(scenario: Scenario, name: str) -> None:
     assert all(frame.event == kind for frame in got)
 
 
-PAYLOAD_FIELDS = {
-    "key_created": {"key_id", "user_id", "created_at"},
-    "key_deleted": {"key_id", "user_id", "deleted_at"},
-    "object_created": {"id", "user_id", "metadata", "key_id", "related_object_id", "content", "auth_tag",
-                       "created_at", "updated_at"},
-    "object_updated": {"object_id", "key_id", "user_id", "updated_at"},
-    "object_deleted": {"object_id", "user_id", "deleted_at"},
-    "publish": {"user_id", "type", "related_id", "object_id", "timestamp"},
-    "unpublish": {"user_id", "type", "related_id", "timestamp"},
-}
 
 
 @pytest.mark.parametrize("kind", WITNESSES)
