@@ -23,10 +23,16 @@ def sse_frame(item: streams.Item) -> str:
     """One Server-Sent Events frame (pinned byte for byte by a test)."""
     if item.kind == "heartbeat":
         return ": keep-alive\n\n"
-    data = json.dumps(item.data, separators=(",", ":"))
+    data = item.data_json
     if item.kind == "resync":
         return f"event: resync\ndata: {data}\n\n"
     return f"id: {item.event_id}\nevent: {item.event}\ndata: {data}\n\n"
+
+
+def socket_message(item: streams.Item) -> str:
+    """One WebSocket text message {id, event, data} (data is the shared, already encoded JSON)."""
+    event_id = "null" if item.kind == "resync" else str(item.event_id)
+    return f'{{"id":{event_id},"event":{json.dumps(item.event)},"data":{item.data_json}}}'
 
 
 def retry_frame(milliseconds: int) -> str:
@@ -55,10 +61,15 @@ def event_stream(event_type: str) -> Response:
 
 
 def _sse_body(feed: Generator[streams.Item, None, None], retry_ms: int) -> Iterator[str]:
+    """The stream's bytes: frames are buffered until the feed is about to wait, then sent in one write."""
     try:
-        yield retry_frame(retry_ms)
+        frames = [retry_frame(retry_ms)]
         for item in feed:
-            yield sse_frame(item)
+            if item.kind != "idle":
+                frames.append(sse_frame(item))
+            elif frames:
+                yield "".join(frames)
+                frames = []
     finally:
         feed.close()
 
@@ -93,10 +104,7 @@ def event_socket(ws: Any, event_type: str) -> None:
     feed = g.pop("socket_feed")
     try:
         for item in feed:
-            if item.kind == "event":
-                ws.send(json.dumps({"id": item.event_id, "event": item.event, "data": item.data},
-                                   separators=(",", ":")))
-            elif item.kind == "resync":
-                ws.send(json.dumps({"id": None, "event": "resync", "data": item.data}, separators=(",", ":")))
+            if item.kind in ("event", "resync"):
+                ws.send(socket_message(item))
     finally:
         feed.close()

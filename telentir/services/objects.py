@@ -31,6 +31,12 @@ def store_content(rt: Runtime, content: bytes) -> str | None:
 def insert_object(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_id: str | None, content: bytes,
                   tag: bytes, related_id: str | None, metadata: str) -> str:
     """Insert an object row (content in the row, or in the already-written blob) and its event, inside `tx`."""
+    return _insert_row(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata)["id"]
+
+
+def _insert_row(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_id: str | None, content: bytes,
+                tag: bytes, related_id: str | None, metadata: str) -> dict[str, Any]:
+    """insert_object, returning the row as written."""
     object_id, now = new_id("obj"), now_iso()
     row = {"id": object_id, "user_id": user_id, "key_id": key_id, "blob": blob_id,
            "inline_content": content if blob_id is None else None, "size": len(content), "auth_tag": tag,
@@ -41,7 +47,7 @@ def insert_object(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_
     # A file-backed (large) ciphertext is not copied into the event row: streams read it from
     # the object when they send the event (see event_content).
     events.append(rt, tx, "object_created", user_id, _created_payload(row, None if blob_id else content), now)
-    return object_id
+    return row
 
 
 def _created_payload(row: dict[str, Any], content: bytes | None) -> dict[str, Any]:
@@ -58,14 +64,18 @@ def event_content(rt: Runtime, object_id: str) -> str | None:
     return None if record is None else record["content"]
 
 
-def _check_key(tx: Transaction, user_id: str, key_id: str) -> None:
-    if not tx.execute("SELECT 1 FROM keys WHERE id = ? AND user_id = ?", (key_id, user_id)).fetchone():
+def _check_references(tx: Transaction, user_id: str, key_id: str | None, related_id: str | None) -> None:
+    """404 unless the key and the parent (each when given) exist and are the caller's.
+
+    One statement for both: under load every statement costs the thread a hand-off of the GIL.
+    """
+    key_ok, parent_ok = tx.execute(
+        "SELECT ? IS NULL OR EXISTS (SELECT 1 FROM keys WHERE id = ? AND user_id = ?), "
+        "? IS NULL OR EXISTS (SELECT 1 FROM objects WHERE id = ? AND user_id = ?)",
+        (key_id, key_id, user_id, related_id, related_id, user_id)).fetchone()
+    if not key_ok:
         raise NotFound("keyId: no such key.", code="key_not_found")
-
-
-def _check_parent(tx: Transaction, user_id: str, related_id: str | None) -> None:
-    if related_id is not None and not tx.execute("SELECT 1 FROM objects WHERE id = ? AND user_id = ?",
-                                                 (related_id, user_id)).fetchone():
+    if not parent_ok:
         raise NotFound("relatedId: no such object.", code="related_not_found")
 
 
@@ -77,10 +87,11 @@ def create_object(rt: Runtime, user_id: str, key_id: str, content: bytes, tag: b
     with rt.db.atomic() as tx:
         if blob_id is not None:
             tx.after_rollback(lambda: rt.blobs.delete(blob_id))
-        _check_key(tx, user_id, key_id)
-        _check_parent(tx, user_id, related_id)
-        object_id = insert_object(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata)
-    return get_object(rt, user_id, object_id)
+        _check_references(tx, user_id, key_id, related_id)
+        row = _insert_row(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata)
+    # Answered from the row as written: reading it back would cost a statement and can only
+    # find the same values (or, after a concurrent delete, nothing to answer with).
+    return object_record(row, content)
 
 
 def _row(rt: Runtime, user_id: str, object_id: str) -> Any:
@@ -154,10 +165,8 @@ def _apply_update(rt: Runtime, tx: Transaction, user_id: str, object_id: str, ch
     if changes.get("related_id") is not None and tx.execute("SELECT 1 FROM stores WHERE object_id = ?",
                                                             (object_id,)).fetchone():
         raise Conflict("A store object cannot be placed under another object.", code="store_object")
-    if "key_id" in changes:
-        _check_key(tx, user_id, changes["key_id"])
+    _check_references(tx, user_id, changes.get("key_id"), changes.get("related_id"))
     if changes.get("related_id") is not None:
-        _check_parent(tx, user_id, changes["related_id"])
         _check_no_cycle(tx, object_id, changes["related_id"])
     now = now_iso()
     assignments = ", ".join(f"{column} = :{column}" for column in changes)  # columns from a fixed set

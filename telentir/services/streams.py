@@ -8,6 +8,7 @@ only grow, even when several processes publish their commits out of order.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import sys
@@ -37,10 +38,19 @@ PRUNE_BATCH = 5000
 class Item:
     """One thing to send: an event, a resync notice, or a heartbeat."""
 
-    kind: str  # "open" | "event" | "resync" | "heartbeat"
+    kind: str  # "open" | "event" | "resync" | "heartbeat" | "idle" (about to wait: send what is buffered)
     event_id: int | None = None
     event: str | None = None
     data: Any = None
+    text: str | None = None  # `data` as compact JSON, encoded once and shared by every stream
+
+    @property
+    def data_json(self) -> str:
+        """`data` as compact JSON."""
+        return self.text if self.text is not None else json.dumps(self.data, separators=(",", ":"))
+
+
+IDLE = Item("idle")
 
 
 class StreamSlots:
@@ -131,6 +141,7 @@ def feed(rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool]) -> Genera
         start = _newest_id(rt) if req.since is None else req.since
         yield Item("open")
         last = yield from _replay(rt, req, start)
+        yield IDLE
         yield from _follow(rt, req, pubsub, last, is_closed)
     finally:
         # Free the subscription and the slot at once, whatever ended the stream.
@@ -176,66 +187,113 @@ def _stored_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None = N
     matcher = compile_glob(req.pattern)
     reads: RecentReads = rt.extras["recent_reads"]
     while True:
-        rows = reads.rows_after(req.user_id, req.event_type, last, rung, lambda: _read_rows(rt, req, last))
-        for event_id, channel, payload in rows:
+        rows = reads.rows_after(req.user_id, req.event_type, last, rung, lambda after: _read_rows(rt, req, after))
+        for event_id, channel, payload, text in rows:
             last = event_id
             if matcher.fullmatch(channel):
-                yield Item("event", event_id, req.event_type, payload)
+                yield Item("event", event_id, req.event_type, payload, text)
         if len(rows) < REPLAY_CHUNK:
             return last
+        yield IDLE  # a long replay goes out chunk by chunk, not buffered whole
         rung = None
 
 
-Row = tuple[int, str, dict[str, Any]]
+Row = tuple[int, str, dict[str, Any], str]  # id, channel, payload, payload as JSON text
 
 
 def _read_rows(rt: Runtime, req: FeedRequest, last: int) -> list[Row]:
     rows = rt.db.query("SELECT id, channel, payload FROM events WHERE user_id = ? AND type = ? AND id > ? "
                        "ORDER BY id LIMIT ?", (req.user_id, req.event_type, last, REPLAY_CHUNK))
-    return [(r["id"], r["channel"], _payload(rt, req.event_type, r["payload"])) for r in rows]
+    return [(r["id"], r["channel"], *_payload(rt, req.event_type, r["payload"])) for r in rows]
 
 
 class RecentReads:
     """Table reads shared by the streams of one process.
 
-    When a write rings a thousand streams of one user, they all ask for the same rows
-    (same user, type and cursor): the first reads the table, the others reuse its rows.
-    Sharing is safe because SQLite commits one writer at a time: a read that saw event N saw
-    every event before N, so its rows are complete up to their newest id, and a stream that
-    needs more (a later doorbell) reads again.
+    When a write rings a thousand streams of one user, they all need the same new rows. Each
+    (user, type) keeps a window: every row after a cursor `start`, complete up to its newest
+    id. Sharing is safe because SQLite commits one writer at a time and ids grow with each
+    commit: a read that saw event N saw every event before N. A stream whose cursor lies in
+    the window and whose doorbell it reaches takes its rows from there; otherwise one stream
+    reads the rows after the window's newest (or after its own cursor) and extends it for all.
     """
 
-    def __init__(self, size: int = 512) -> None:
-        self._lock = threading.Lock()
-        self._size = size
-        self._rows: OrderedDict[tuple[str, str, int], list[Row]] = OrderedDict()
+    def __init__(self, size: int = 512, keep: int = 2 * REPLAY_CHUNK) -> None:
+        self._size, self._keep = size, keep
+        self._lock = threading.Lock()  # guards the two maps' membership
+        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
 
     def rows_after(self, user_id: str, event_type: str, last: int, rung: int | None,
-                   read: Callable[[], list[Row]]) -> list[Row]:
-        """The rows after `last`, shared when a kept read already reaches `rung`."""
+                   read: Callable[[int], list[Row]]) -> list[Row]:
+        """The rows after `last` (up to REPLAY_CHUNK read at once), shared when a window reaches `rung`."""
         if rung is None:
-            return read()
-        key = (user_id, event_type, last)
-        # One lock for look-up and read: streams woken together wait for the first read
-        # instead of all reading at once.
-        with self._lock:
-            rows = self._rows.get(key)
-            if rows and rows[-1][0] >= rung:
-                self._rows.move_to_end(key)
-                return rows
-            rows = read()
-            if rows:
-                self._rows[key] = rows
-                if len(self._rows) > self._size:
-                    self._rows.popitem(last=False)
+            return read(last)
+        key = (user_id, event_type)
+        # A hit takes no lock: a thousand streams woken together queueing on one lock cost
+        # more than the rows they share.
+        if (rows := _covering(self._windows.get(key), last, rung)) is not None:
             return rows
+        with self._key_lock(key):  # streams that miss together wait for one read
+            window = self._windows.get(key)
+            if (rows := _covering(window, last, rung)) is not None:
+                return rows
+            if window is not None and window.start <= last <= window.newest:
+                window = window.extended(read(window.newest), self._keep)
+            else:
+                window = _Window(last, read(last))
+            self._store(key, window)
+        # A stream so far behind that the trimmed window starts past its cursor reads its own rows.
+        return window.after(last) if window.start <= last else read(last)
+
+    def _key_lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def _store(self, key: tuple[str, str], window: "_Window") -> None:
+        with self._lock:
+            self._windows[key] = window
+            self._windows.move_to_end(key)
+            if len(self._windows) > self._size:
+                old, _ = self._windows.popitem(last=False)
+                self._key_locks.pop(old, None)
 
 
-def _payload(rt: Runtime, event_type: str, stored: str) -> dict[str, Any]:
+class _Window:
+    """Every row of one (user, type) after `start`, complete up to `newest`; never changed once made."""
+
+    def __init__(self, start: int, rows: list[Row]) -> None:
+        self.start, self.rows = start, rows
+        self.ids = [row[0] for row in rows]
+        self.newest = self.ids[-1] if rows else start
+
+    def extended(self, more: list[Row], keep: int) -> "_Window":
+        """This window plus the rows read after its newest, trimmed to the newest `keep` rows."""
+        rows = self.rows + more
+        if len(rows) <= keep:
+            return _Window(self.start, rows)
+        # Dropping the oldest rows moves the start to the newest dropped id: what follows it is complete.
+        return _Window(rows[-keep - 1][0], rows[-keep:])
+
+    def after(self, last: int) -> list[Row]:
+        """The rows after id `last`."""
+        return self.rows[bisect.bisect_right(self.ids, last):]
+
+
+def _covering(window: _Window | None, last: int, rung: int) -> list[Row] | None:
+    """The window's rows after `last` if it holds every row from `last` through `rung`, else None."""
+    if window is None or not window.start <= last <= window.newest or window.newest < rung:
+        return None
+    return window.after(last)
+
+
+def _payload(rt: Runtime, event_type: str, stored: str) -> tuple[dict[str, Any], str]:
+    """The payload and its JSON text (the stored text itself unless file-backed content was added)."""
     payload = json.loads(stored)
     if event_type == "object_created" and payload["content"] is None:
         payload["content"] = objects.event_content(rt, payload["id"])
-    return payload
+        return payload, json.dumps(payload, separators=(",", ":"))
+    return payload, stored
 
 
 def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int,
@@ -246,25 +304,52 @@ def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int,
     sends every event once, in id order (SQLite commits writers one at a time, so when an id
     is visible every smaller one is too). A `psubscribe` here is redis-py re-subscribing after
     a reconnect, when doorbells may have been missed: it rings too.
+
+    A stream that sent less than `sse_batch_ms` ago holds the next doorbell until then and
+    sends everything rung meanwhile as one batch: a burst costs each stream one wake-up per
+    interval instead of one per event, and an idle stream still sends at once.
     """
-    heartbeat = rt.config.sse_heartbeat_seconds
-    next_beat = time.monotonic() + heartbeat
+    heartbeat, batch = rt.config.sse_heartbeat_seconds, rt.config.sse_batch_ms / 1000
+    next_beat, sent_at = time.monotonic() + heartbeat, -batch
+    pending: int | None = None  # the highest id rung and not yet read
     while not is_closed():
-        wait = max(0.0, min(CLOSED_CHECK_SECONDS, next_beat - time.monotonic()))
-        try:
-            message = pubsub.get_message(timeout=wait)
-        except (ConnectionError, OSError, RedisError) as exc:
-            # End cleanly: the client reconnects with Last-Event-ID and catches up from the table.
-            log.warning("event stream ended: broker connection lost (%s)", exc)
-            return
-        if message is not None and (rung := _rung(message, last)) is not None:
-            last = yield from _stored_after(rt, req, last, rung)
-        elif time.monotonic() >= next_beat:
+        now = time.monotonic()
+        if pending is not None and now >= sent_at + batch:
+            last = yield from _stored_after(rt, req, last, pending)
+            pending, sent_at = None, now
+            yield IDLE
+        elif now >= next_beat:
             # A doorbell lost on the way (a failed publish, a broker blip) costs at most one
             # heartbeat interval: every beat also reads the table.
             last = yield from _stored_after(rt, req, last)
             yield Item("heartbeat")
+            yield IDLE
             next_beat = time.monotonic() + heartbeat
+        else:
+            due = next_beat if pending is None else min(next_beat, sent_at + batch)
+            try:
+                pending = _ring(pubsub, last, pending, max(0.0, min(CLOSED_CHECK_SECONDS, due - now)),
+                                held=pending is not None)
+            except (ConnectionError, OSError, RedisError) as exc:
+                # End cleanly: the client reconnects with Last-Event-ID and catches up from the table.
+                log.warning("event stream ended: broker connection lost (%s)", exc)
+                return
+
+
+def _ring(pubsub: Any, last: int, pending: int | None, wait: float, held: bool) -> int | None:
+    """Wait up to `wait` s for doorbells; returns the highest id rung so far (None if none).
+
+    While a batch is held the stream sleeps instead of waking for each doorbell, then takes
+    every doorbell queued meanwhile without waiting.
+    """
+    if held:
+        time.sleep(wait)
+        wait = 0.0
+    while (message := pubsub.get_message(timeout=wait)) is not None:
+        if (rung := _rung(message, last)) is not None:
+            pending = max(pending or 0, rung)
+        wait = 0.0
+    return pending
 
 
 def _rung(message: dict[str, Any], last: int) -> int | None:
