@@ -348,11 +348,36 @@ def test_a_failing_publish_never_fails_the_write(client: FlaskClient, rt: Runtim
     row = rt.db.query_one("SELECT channel, payload FROM events WHERE type = 'object_created' ORDER BY id DESC")
     assert json.loads(row["payload"])["id"] == object_id
     assert row["channel"] == f"object_created:{user['id']}:{object_id}:"
-    deadline = time.monotonic() + 5  # the doorbell rings from its own thread, after the answer
+    deadline = time.monotonic() + 5  # a Redis doorbell rings from its own thread, after the answer
     while stats.failed == failed and time.monotonic() < deadline:
         time.sleep(0.01)
     assert (stats.published, stats.failed) == (published, failed + 1)
     assert client.get(f"/api/objects/{object_id}", headers=auth).status_code == 200
+
+
+def test_the_in_process_broker_is_rung_before_the_write_answers(tmp_path) -> None:
+    """The memory broker cannot hang, so its doorbell skips the publisher thread; Redis's does not."""
+    from telentir.pubsub.memory import MemoryBroker
+    from telentir.services.events import Doorbell, PublishStats
+
+    broker = MemoryBroker()
+    subscriber = broker.pubsub()
+    subscriber.psubscribe("t:*")
+    assert subscriber.get_message(timeout=1)["type"] == "psubscribe"
+    bell = Doorbell(broker, PublishStats())
+    try:
+        bell.ring("t:1", "ding")
+        assert bell.inline and subscriber.get_message(timeout=0) == {
+            "type": "pmessage", "pattern": "t:*", "channel": "t:1", "data": "ding"}
+    finally:
+        bell.close()
+        subscriber.close()
+    remote = Doorbell(redis.Redis.from_url("redis://127.0.0.1:6379/0"), PublishStats())
+    try:
+        assert not remote.inline
+    finally:
+        remote.close()
+        remote.broker.close()
 
 
 def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import queue
 import threading
 from typing import Any
 
+from ..pubsub.memory import MemoryBroker
 from ..runtime import Runtime
 from ..storage.db import Transaction
 
@@ -79,12 +80,19 @@ class Doorbell:
 
     def __init__(self, broker: Any, stats: PublishStats, max_pending: int = 10_000) -> None:
         self.broker, self.stats = broker, stats
+        # The in-process broker cannot hang: ringing it inline spares every write a hand-off to
+        # the publisher thread (two context switches and a GIL hand-off, measured on create).
+        self.inline = isinstance(broker, MemoryBroker)
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(max_pending)
         self._thread = threading.Thread(target=self._run, name="telentir-doorbell", daemon=True)
-        self._thread.start()
+        if not self.inline:
+            self._thread.start()
 
     def ring(self, channel: str, message: str) -> None:
-        """Queue a publish; never blocks, never raises."""
+        """Publish at once (in-process broker) or queue a publish; never blocks, never raises."""
+        if self.inline:
+            self._publish((channel, message))
+            return
         try:
             self._queue.put_nowait((channel, message))
         except queue.Full:
@@ -94,16 +102,21 @@ class Doorbell:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            try:
-                self.broker.publish(*item)
-                self.stats.count(True)
-            except Exception:
-                self.stats.count(False)
-                log.warning("broker publish failed on %s; streams will catch up from the event table", item[0],
-                            exc_info=True)
+            self._publish(item)
+
+    def _publish(self, item: tuple[str, str]) -> None:
+        try:
+            self.broker.publish(*item)
+            self.stats.count(True)
+        except Exception:
+            self.stats.count(False)
+            log.warning("broker publish failed on %s; streams will catch up from the event table", item[0],
+                        exc_info=True)
 
     def close(self) -> None:
         """Ring what is queued, then stop (waits a few seconds at most)."""
+        if self.inline:
+            return
         try:
             self._queue.put(None, timeout=5)
         except queue.Full:
