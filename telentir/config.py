@@ -148,6 +148,7 @@ class Config:
     sse_heartbeat_seconds: float = 15.0
     sse_retry_ms: int = 3000
     sse_batch_ms: int = 100
+    sse_hub: bool = True
     sse_max_streams: int = 200
     sse_max_streams_per_user: int = 50
     event_retention_seconds: int = 7 * 24 * 3600
@@ -220,6 +221,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TELENTIR_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _positive_float,
             "Seconds between keep-alive comments on an idle event stream."),
     Setting("TELENTIR_SSE_RETRY_MS", "sse_retry_ms", _positive_int, "`retry:` sent to event-stream clients."),
+    Setting("TELENTIR_SSE_HUB", "sse_hub", _boolean,
+            "Serve live SSE streams under gunicorn from one hub per process instead of a thread each."),
     Setting("TELENTIR_SSE_BATCH_MS", "sse_batch_ms", _non_negative_int,
             "A busy stream sends at most one batch per this many ms (an idle one sends at once); 0 sends each event alone."),
     Setting("TELENTIR_SSE_MAX_STREAMS", "sse_max_streams", _positive_int,

@@ -304,22 +304,37 @@ def _ends_cleanly_or_keeps_serving(stream: SSEStream) -> None:
     assert frame.is_heartbeat, frame
 
 
+@pytest.fixture(scope="module")
+def threaded_server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
+    """Like `server`, with TELENTIR_SSE_HUB=false: each stream keeps its own subscription and thread."""
+    srv = start_server(tmp_path_factory, "redis-threaded", TELENTIR_BROKER_URL=own_redis.url,
+                       TELENTIR_SSE_HUB="false")
+    yield srv
+    srv.stop()
+
+
 def test_disconnect_releases_the_redis_subscription_within_a_heartbeat(
-        server: ServerProcess, server_rt: Runtime, redis_up: RedisServer, streams: list[SSEStream]) -> None:
-    alice = account(server_rt, server)
-    assert _settled_numpat(redis_up, 0) == 0
+        threaded_server: ServerProcess, redis_up: RedisServer, streams: list[SSEStream]) -> None:
+    server = threaded_server
+    rt = runtime_for(server.data_dir)
+    try:
+        alice = account(rt, server)
+    finally:
+        rt.close()
+    # Other servers of this module share the Redis (each with its hub's one subscription): count from theirs.
+    base = redis_up.numpat()
     streams += [must_open(server.url, kind, alice.key) for kind in ("key_created", "object_created", "publish")]
-    assert _settled_numpat(redis_up, 3) == 3
+    assert _settled_numpat(redis_up, base + 3) == base + 3
     leaving = streams.pop(1)
     leaving.close()
     started = time.monotonic()
-    while redis_up.numpat() != 2:
+    while redis_up.numpat() != base + 2:
         assert time.monotonic() - started < HEARTBEAT + 0.5, "the subscription outlived its client"
         time.sleep(0.05)
     for stream in streams:
         stream.close()
     streams.clear()
-    assert _settled_numpat(redis_up, 0) == 0
+    assert _settled_numpat(redis_up, base) == base
 
 
 def _settled_numpat(server: RedisServer, expected: int, timeout: float = HEARTBEAT + 1) -> int:

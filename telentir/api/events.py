@@ -10,6 +10,8 @@ from flask_sock import Sock
 from ..errors import BadRequest
 from ..services import streams
 from .common import client_gone_check, runtime
+from .sse_format import retry_frame, socket_message, sse_frame
+from .sse_hub import handoff_for
 from .guard import data_plane_user, guard
 
 bp = Blueprint("events", __name__, url_prefix="/api")
@@ -19,34 +21,14 @@ sock = Sock()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def sse_frame(item: streams.Item) -> str:
-    """One Server-Sent Events frame (pinned byte for byte by a test)."""
-    if item.kind == "heartbeat":
-        return ": keep-alive\n\n"
-    data = item.data_json
-    if item.kind == "resync":
-        return f"event: resync\ndata: {data}\n\n"
-    return f"id: {item.event_id}\nevent: {item.event}\ndata: {data}\n\n"
-
-
-def socket_message(item: streams.Item) -> str:
-    """One WebSocket text message {id, event, data} (data is the shared, already encoded JSON)."""
-    event_id = "null" if item.kind == "resync" else str(item.event_id)
-    return f'{{"id":{event_id},"event":{json.dumps(item.event)},"data":{item.data_json}}}'
-
-
-def retry_frame(milliseconds: int) -> str:
-    """The frame telling EventSource how long to wait before reconnecting."""
-    return f"retry: {milliseconds}\n\n"
-
-
 def _feed_request(event_type: str) -> streams.FeedRequest:
     return streams.parse_request(data_plane_user()["id"], event_type, request.args.to_dict(),
                                  request.headers.get("Last-Event-ID"))
 
 
-def _open_feed(event_type: str, is_closed: Callable[[], bool]) -> Generator[streams.Item, None, None]:
-    feed = streams.feed(runtime(), _feed_request(event_type), is_closed)
+def _open_feed(event_type: str, is_closed: Callable[[], bool],
+               handoff: streams.Handoff | None = None) -> Generator[streams.Item, None, None]:
+    feed = streams.feed(runtime(), _feed_request(event_type), is_closed, handoff)
     next(feed)  # the `open` item: errors before this point still answer as JSON
     return feed
 
@@ -54,7 +36,7 @@ def _open_feed(event_type: str, is_closed: Callable[[], bool]) -> Generator[stre
 @bp.get("/events/<event_type>")
 def event_stream(event_type: str) -> Response:
     """Stream events of one type as SSE: replay after Last-Event-ID, then live, with heartbeats."""
-    feed = _open_feed(event_type, client_gone_check(request.environ))
+    feed = _open_feed(event_type, client_gone_check(request.environ), handoff_for(runtime(), request.environ))
     retry = runtime().config.sse_retry_ms
     body = _sse_body(feed, retry)
     return Response(stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS)

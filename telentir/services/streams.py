@@ -125,11 +125,19 @@ def _cursor(last_event_id: str | None, since: str | None) -> int | None:
     return int(raw)
 
 
-def feed(rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool]) -> Generator[Item, None, None]:
+# Takes a replayed stream (request, cursor) off its thread: calls `release` (the feed's own
+# subscription is no longer needed) and returns True once the stream has ended, or returns
+# False at once if it cannot take it.
+Handoff = Callable[[FeedRequest, int, Callable[[], None]], bool]
+
+
+def feed(rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool],
+         handoff: Handoff | None = None) -> Generator[Item, None, None]:
     """Subscribe, replay what the cursor missed, then follow live; ends when the client goes.
 
     The first item, `open`, comes once the subscription is confirmed: callers take it
-    before answering, so a full server or a dead broker is still a JSON error.
+    before answering, so a full server or a dead broker is still a JSON error. With a
+    `handoff` (the SSE hub), the live part is served elsewhere while this generator waits.
     """
     slots: StreamSlots = rt.extras["stream_slots"]
     slots.acquire(req.user_id)
@@ -142,6 +150,14 @@ def feed(rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool]) -> Genera
         yield Item("open")
         last = yield from _replay(rt, req, start)
         yield IDLE
+
+        def release() -> None:
+            nonlocal pubsub
+            _close_quietly(pubsub)
+            pubsub = None
+
+        if handoff is not None and handoff(req, last, release):
+            return
         yield from _follow(rt, req, pubsub, last, is_closed)
     finally:
         # Free the subscription and the slot at once, whatever ended the stream.
@@ -196,6 +212,19 @@ def _stored_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None = N
             return last
         yield IDLE  # a long replay goes out chunk by chunk, not buffered whole
         rung = None
+
+
+def events_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None) -> tuple[list[Item], int]:
+    """The events to send after id `last` (shared reads when `rung` is given) and the new cursor."""
+    items: list[Item] = []
+    reader = _stored_after(rt, req, last, rung)
+    while True:
+        try:
+            item = next(reader)
+        except StopIteration as stop:
+            return items, stop.value
+        if item.kind != "idle":
+            items.append(item)
 
 
 Row = tuple[int, str, dict[str, Any], str]  # id, channel, payload, payload as JSON text

@@ -1,0 +1,361 @@
+"""One pair of threads per process that serves every live SSE stream, instead of a thread each.
+
+A stream is opened, checked and replayed by its request thread as before; then it is handed
+to the hub and its thread parks until the stream ends. The hub's broker thread holds one
+subscription for the whole process (`*`) and notes which (type, user) each doorbell rang;
+its writer thread reads the new rows once per (type, user) (streams.RecentReads), and writes
+each stream's frames straight to its socket without blocking, one write per stream per
+round. A thousand streams of one user then cost one read and a thousand `send` calls per
+event, not a thousand thread wake-ups queueing for the GIL (bench/RESULTS.md).
+
+Nothing changes on the wire: gunicorn has sent the headers and the replay, and the hub
+frames its bytes as gunicorn would (chunked for HTTP/1.1). When the stream ends the parked
+thread returns and gunicorn finishes the response. A slow client's bytes wait in a bounded
+backlog; past it the stream ends and the client resumes with Last-Event-ID.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import selectors
+import socket
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from redis.exceptions import RedisError
+
+from ..runtime import Runtime
+from ..services import streams
+from .sse_format import sse_frame
+
+log = logging.getLogger(__name__)
+MAX_BACKLOG_BYTES = 4 * 2 ** 20
+SUBSCRIBE_SECONDS = 5.0
+RESUBSCRIBE_PAUSE_SECONDS = 0.5
+
+
+class HubStream:
+    """One stream the hub serves: its request, cursor, socket and unsent bytes."""
+
+    def __init__(self, req: streams.FeedRequest, sock: socket.socket, chunked: bool, last: int,
+                 heartbeat: float) -> None:
+        self.req, self.sock, self.chunked, self.last = req, sock, chunked, last
+        self.key = (req.event_type, req.user_id)
+        self.pending: int | None = sys.maxsize  # read the table once attached: nothing is missed
+        self.next_beat = time.monotonic() + heartbeat
+        self.backlog = bytearray()
+        self.watch_reads = True
+        self.done = threading.Event()
+
+
+class SSEHub:
+    """The process's stream hub; `attach` hands it a replayed stream and waits for its end."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.heartbeat = rt.config.sse_heartbeat_seconds
+        self.ready = threading.Event()  # set while the broker subscription is confirmed
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._rung: dict[tuple[str, str], int] = {}
+        self._rung_all = False
+        self._lost = False
+        self._incoming: queue.SimpleQueue[HubStream] = queue.SimpleQueue()
+        self._streams: dict[tuple[str, str], set[HubStream]] = {}
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._threads = [threading.Thread(target=self._broker_loop, name="telentir-sse-hub-broker", daemon=True),
+                         threading.Thread(target=self._writer_loop, name="telentir-sse-hub-writer", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    # --- request threads --------------------------------------------------------------
+
+    def attach(self, req: streams.FeedRequest, sock: socket.socket, chunked: bool, last: int) -> None:
+        """Serve this stream from the hub; returns once it has ended (client gone, hub closed)."""
+        stream = HubStream(req, sock, chunked, last, self.heartbeat)
+        self._incoming.put(stream)
+        self._wake()
+        stream.done.wait()
+
+    def close(self) -> None:
+        """End every stream and stop both threads."""
+        self._closed.set()
+        self._wake()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wake-up is already pending) or closed
+
+    # --- broker thread ------------------------------------------------------------------
+
+    def _broker_loop(self) -> None:
+        while not self._closed.is_set():
+            pubsub = None
+            try:
+                pubsub = self.rt.broker.pubsub()
+                self._follow_broker(pubsub)
+            except (ConnectionError, OSError, RedisError) as exc:
+                if not self._closed.is_set():
+                    log.warning("stream hub lost the event broker (%s); its streams end and clients resume", exc)
+            finally:
+                self.ready.clear()
+                if pubsub is not None:
+                    _close_quietly(pubsub)
+            if not self._closed.is_set():
+                # Streams attached meanwhile would miss doorbells: end them all, as a stream
+                # served by its own thread ends when its subscription breaks.
+                with self._lock:
+                    self._lost = True
+                self._wake()
+                self._closed.wait(RESUBSCRIBE_PAUSE_SECONDS)
+
+    def _follow_broker(self, pubsub: Any) -> None:
+        pubsub.psubscribe("*")
+        deadline = time.monotonic() + SUBSCRIBE_SECONDS
+        while not self._closed.is_set():
+            message = pubsub.get_message(timeout=0.5)
+            if message is None:
+                if not self.ready.is_set() and time.monotonic() > deadline:
+                    raise ConnectionError("no subscription confirmation")
+                continue
+            if message["type"] == "psubscribe":
+                # Confirmed (again, after redis-py reconnected): doorbells may have been missed.
+                self.ready.set()
+                self._ring_all()
+            elif message["type"] == "pmessage":
+                self._note(message["channel"], message["data"])
+
+    def _note(self, channel: str, data: str) -> None:
+        event_type, _, rest = channel.partition(":")
+        user_id = rest.partition(":")[0]
+        event_id = int(json.loads(data)["id"])
+        with self._lock:
+            key = (event_type, user_id)
+            self._rung[key] = max(self._rung.get(key, 0), event_id)
+        self._wake()
+
+    def _ring_all(self) -> None:
+        with self._lock:
+            self._rung_all = True
+        self._wake()
+
+    # --- writer thread ------------------------------------------------------------------
+
+    def _writer_loop(self) -> None:
+        try:
+            while not self._closed.is_set():
+                for key, mask in self._selector.select(timeout=self._until_next_beat()):
+                    if key.fileobj == self._wake_r:
+                        _drain(self._wake_r)
+                    else:
+                        self._on_socket(key.data, mask)
+                self._round()
+        except Exception:
+            log.exception("stream hub failed; its streams end and clients resume")
+        finally:
+            for group in list(self._streams.values()):
+                for stream in list(group):
+                    self._end(stream)
+            while not self._incoming.empty():
+                self._incoming.get().done.set()
+
+    def _until_next_beat(self) -> float:
+        beats = [s.next_beat for group in self._streams.values() for s in group]
+        return max(0.0, min([1.0, *(beat - time.monotonic() for beat in beats)]))
+
+    def _round(self) -> None:
+        """Take new streams, end all if the broker was lost, deliver what rang, send heartbeats."""
+        while not self._incoming.empty():
+            self._add(self._incoming.get())
+        with self._lock:
+            rung, self._rung = self._rung, {}
+            rung_all, self._rung_all = self._rung_all, False
+            lost, self._lost = self._lost, False
+        if lost:
+            for group in list(self._streams.values()):
+                for stream in list(group):
+                    self._end(stream)
+            return
+        for key, event_id in rung.items():
+            for stream in self._streams.get(key, ()):
+                stream.pending = max(stream.pending or 0, event_id)
+        now, batches = time.monotonic(), {}
+        for group in list(self._streams.values()):
+            for stream in list(group):
+                if rung_all:
+                    stream.pending = sys.maxsize
+                if stream.pending is not None:
+                    self._deliver(stream, stream.pending, batches)
+                elif now >= stream.next_beat:
+                    self._deliver(stream, None, {}, heartbeat=True)
+
+    def _add(self, stream: HubStream) -> None:
+        try:
+            self._selector.register(stream.sock, selectors.EVENT_READ, stream)
+        except (ValueError, OSError):  # the socket is already closed
+            stream.done.set()
+            return
+        self._streams.setdefault(stream.key, set()).add(stream)
+
+    def _deliver(self, stream: HubStream, rung: int | None, batches: dict[Any, tuple[bytes, int]],
+                 heartbeat: bool = False) -> None:
+        """Send the stream what it has not had up to `rung` (None: read the table afresh)."""
+        stream.pending = None
+        # Streams of one user on one cursor and filter get the very same bytes: encode once a round.
+        batch_key = (stream.key, stream.req.pattern, stream.last, rung)
+        if (batch := batches.get(batch_key)) is None:
+            items, last = streams.events_after(self.rt, stream.req, stream.last, rung)
+            batch = batches[batch_key] = ("".join(sse_frame(item) for item in items).encode(), last)
+        data, stream.last = batch
+        if heartbeat:
+            data += sse_frame(streams.Item("heartbeat")).encode()
+            stream.next_beat = time.monotonic() + self.heartbeat
+        if data:
+            self._send(stream, data)
+
+    def _send(self, stream: HubStream, data: bytes) -> None:
+        if stream.chunked:
+            data = b"%X\r\n%s\r\n" % (len(data), data)
+        if stream.backlog:
+            stream.backlog += data
+        else:
+            try:
+                sent = stream.sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._end(stream)
+                return
+            if sent < len(data):
+                stream.backlog += data[sent:]
+        if len(stream.backlog) > MAX_BACKLOG_BYTES:
+            log.info("event stream of %s ended: the client fell %d bytes behind", stream.req.user_id,
+                     len(stream.backlog))
+            self._end(stream, cut=True)
+        elif stream.backlog:
+            self._watch(stream)
+
+    def _on_socket(self, stream: HubStream, mask: int) -> None:
+        if mask & selectors.EVENT_READ and _peer_closed(stream):
+            self._end(stream)
+            return
+        if mask & selectors.EVENT_WRITE and stream.backlog:
+            try:
+                sent = stream.sock.send(stream.backlog, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._end(stream)
+                return
+            del stream.backlog[:sent]
+        self._watch(stream)
+
+    def _watch(self, stream: HubStream) -> None:
+        mask = (selectors.EVENT_READ if stream.watch_reads else 0) | (selectors.EVENT_WRITE if stream.backlog else 0)
+        try:
+            if mask:
+                self._selector.modify(stream.sock, mask, stream)
+            else:
+                self._selector.unregister(stream.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _end(self, stream: HubStream, cut: bool = False) -> None:
+        """Stop serving `stream` and let its request thread finish the response."""
+        group = self._streams.get(stream.key)
+        if group is not None:
+            group.discard(stream)
+            if not group:
+                del self._streams[stream.key]
+        try:
+            self._selector.unregister(stream.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        if cut or stream.backlog:
+            # Unsent bytes would sit between our frames and gunicorn's last chunk: cut the
+            # connection instead, so the client reconnects and resumes from its Last-Event-ID.
+            try:
+                stream.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        stream.done.set()
+
+
+def _peer_closed(stream: HubStream) -> bool:
+    """Readable: closed (recv returns nothing) or a client that sent data (stop watching reads)."""
+    try:
+        data = stream.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    if data:
+        stream.watch_reads = False  # an SSE client has nothing to say; a send failure will tell
+        return False
+    return True
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _close_quietly(pubsub: Any) -> None:
+    try:
+        pubsub.close()
+    except Exception:
+        log.debug("closing the hub's subscription failed", exc_info=True)
+
+
+_HUB_LOCK = threading.Lock()
+
+
+def hub_for(rt: Runtime) -> SSEHub:
+    """The process's hub, started on first use."""
+    with _HUB_LOCK:
+        hub = rt.extras.get("sse_hub")
+        if hub is None:
+            hub = rt.extras["sse_hub"] = SSEHub(rt)
+            rt.closers.append(hub.close)
+        return hub
+
+
+def handoff_for(rt: Runtime, environ: dict[str, Any]) -> streams.Handoff | None:
+    """How a replayed SSE stream is handed to the hub, or None to follow it in its own thread.
+
+    The hub needs the connection itself, which gunicorn passes as `gunicorn.socket`; the Flask
+    test client and development server have none. gunicorn frames a response chunked when
+    the client speaks HTTP/1.1 and the answer has no length, as a stream never has.
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is None or not rt.config.sse_hub:
+        return None
+    chunked = environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+
+    def handoff(req: streams.FeedRequest, last: int, release: Callable[[], None]) -> bool:
+        hub = hub_for(rt)
+        if not hub.ready.wait(SUBSCRIBE_SECONDS):
+            return False  # no broker subscription yet: the stream follows in its own thread
+        release()  # the hub's subscription covers this stream from here on
+        hub.attach(req, sock, chunked, last)
+        return True
+
+    return handoff

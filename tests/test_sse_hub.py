@@ -1,0 +1,145 @@
+"""The SSE hub: live streams served by one hub per process, not a thread each (real gunicorn, real sockets)."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from telentir.runtime import Runtime
+
+from .sse_client import SSEStream, must_open
+from .support import ServerProcess
+from .test_events_redis import RedisServer, own_redis  # noqa: F401 - the module's own Redis
+from .test_events_sse import HEARTBEAT, Account, account, runtime_for, start_server
+
+BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event carries 32 KiB of hex
+
+
+@pytest.fixture(scope="module")
+def hub_server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
+    """One worker on a Redis of its own, hub on (the default)."""
+    srv = start_server(tmp_path_factory, "hub", TELENTIR_BROKER_URL=own_redis.url)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def hub_rt(hub_server: ServerProcess) -> Iterator[Runtime]:
+    rt = runtime_for(hub_server.data_dir)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def streams() -> Iterator[list[SSEStream]]:
+    opened: list[SSEStream] = []
+    yield opened
+    for stream in opened:
+        stream.close()
+
+
+def settled(read: Callable[[], int], expected: int, timeout: float = HEARTBEAT * 3) -> int:
+    deadline = time.monotonic() + timeout
+    while (value := read()) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def test_one_subscription_serves_every_stream_of_the_process(hub_server: ServerProcess, hub_rt: Runtime,
+                                                             own_redis: RedisServer,
+                                                             streams: list[SSEStream]) -> None:
+    """Twenty streams hold one Redis subscription (the hub's), not twenty, and each gets the event once."""
+    alice, bob = account(hub_rt, hub_server), account(hub_rt, hub_server)
+    streams += [must_open(hub_server.url, "key_created", who.key) for who in [alice] * 15 + [bob] * 5]
+    assert settled(own_redis.numpat, 1) == 1
+    key = alice.writes.key()
+    for stream in streams[:15]:
+        assert stream.next_event().json()["key_id"] == key
+    theirs, mine = bob.writes.key(), alice.writes.key()
+    for stream in streams[:15]:  # never bob's key
+        assert stream.next_event().json()["key_id"] == mine
+    for stream in streams[15:]:
+        assert stream.next_event().json()["key_id"] == theirs
+
+
+def test_a_leaving_client_frees_its_slot_at_once(tmp_path_factory: pytest.TempPathFactory,
+                                                 own_redis: RedisServer) -> None:
+    """The hub watches each socket: a client that hangs up gives its slot back well within a heartbeat."""
+    server = start_server(tmp_path_factory, "hub-capped", TELENTIR_BROKER_URL=own_redis.url,
+                          TELENTIR_SSE_MAX_STREAMS_PER_USER="1", TELENTIR_SSE_HEARTBEAT_SECONDS="30")
+    rt = runtime_for(server.data_dir)
+    try:
+        alice = account(rt, server)
+        must_open(server.url, "key_created", alice.key).close()
+        started = time.monotonic()
+        while True:
+            try:
+                again = must_open(server.url, "key_created", alice.key)
+                break
+            except AssertionError:
+                assert time.monotonic() - started < 2.0, "the slot outlived its client"
+                time.sleep(0.05)
+        key = alice.writes.key()
+        assert again.next_event().json()["key_id"] == key
+        again.close()
+    finally:
+        rt.close()
+        server.stop()
+
+
+def test_an_http_1_0_client_gets_a_plain_body(hub_server: ServerProcess, hub_rt: Runtime) -> None:
+    """gunicorn frames HTTP/1.0 answers without chunks, and so does the hub."""
+    alice = account(hub_rt, hub_server)
+    url = urlsplit(hub_server.url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(f"GET /api/events/key_created HTTP/1.0\r\nAuthorization: Bearer {alice.key}\r\n\r\n".encode())
+        received = _read_until(sock, b"retry: ")
+        key = alice.writes.key()
+        received += _read_until(sock, key.encode() + b'"')
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower(), head
+    frames = [block for block in body.split(b"\n\n") if block.startswith(b"id: ")]
+    assert json.loads(frames[0].split(b"data: ", 1)[1])["key_id"] == key, body
+
+
+def test_a_client_that_stops_reading_is_cut_and_the_others_keep_up(hub_server: ServerProcess, hub_rt: Runtime,
+                                                                   streams: list[SSEStream]) -> None:
+    """A stalled reader's backlog is bounded: past it that stream ends, and nobody else waits for it."""
+    alice = account(hub_rt, hub_server)
+    key_id = alice.writes.key()
+    url = urlsplit(hub_server.url)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect((url.hostname, url.port))
+    stalled.sendall(f"GET /api/events/object_created HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice.key}"
+                    "\r\n\r\n".encode())
+    _read_until(stalled, b"retry: ")
+    reader = must_open(hub_server.url, "object_created", alice.key)
+    streams.append(reader)
+    made = [_big_object(alice, key_id) for _ in range(400)]  # ~13 MB of frames: past any socket buffers
+    got = [reader.next_event(timeout=30).json()["id"] for _ in made]
+    assert got == made
+    stalled.settimeout(30)
+    drained = 0
+    while chunk := stalled.recv(1 << 20):  # the cut stream ends: buffered bytes, then end of file
+        drained += len(chunk)
+    stalled.close()
+    assert drained < 32 * 1024 * len(made), "the stalled stream was sent everything instead of being cut"
+
+
+def _big_object(who: Account, key_id: str) -> str:
+    return str(who.writes.object(key_id, content=BIG_CONTENT)["id"])
+
+
+def _read_until(sock: socket.socket, marker: bytes, timeout: float = 10.0) -> bytes:
+    data, deadline = b"", time.monotonic() + timeout
+    while marker not in data:
+        assert time.monotonic() < deadline, data[-300:]
+        chunk = sock.recv(65536)
+        assert chunk, data[-300:]
+        data += chunk
+    return data
