@@ -92,37 +92,49 @@ def revoke_token(rt: Runtime, token: str) -> None:
 
 
 def authenticate(rt: Runtime, credential: str) -> dict[str, Any]:
-    """The user a bearer credential (JWT or API key) stands for; Unauthorized otherwise."""
-    user_id = _user_of_api_key(rt, credential) if credential.startswith(API_KEY_PREFIX) \
-        else _user_of_token(rt, credential)
-    row = rt.db.query_one("SELECT * FROM users WHERE id = ?", (user_id,))
-    if row is None:
-        raise Unauthorized("The credential is not valid.")
-    return dict(row)
+    """The user a bearer credential (JWT or API key) stands for; Unauthorized otherwise.
+
+    One statement per credential, user row included: under load each statement costs the
+    request a hand-off of the GIL (bench/RESULTS.md), and every request authenticates.
+    """
+    if credential.startswith(API_KEY_PREFIX):
+        return _user_of_api_key(rt, credential)
+    return _user_of_token(rt, credential)
 
 
-def _user_of_token(rt: Runtime, token: str) -> str:
+def _user_of_token(rt: Runtime, token: str) -> dict[str, Any]:
     claims = _decode_token(rt, token)
-    if rt.db.query_one("SELECT 1 FROM revoked_tokens WHERE jti = ?", (claims["jti"],)):
+    row = rt.db.query_one("SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS token_revoked, u.* "
+                          "FROM (SELECT 1) LEFT JOIN users u ON u.id = ?", (claims["jti"], claims["sub"]))
+    if row["token_revoked"]:
         raise Unauthorized("The session has been logged out; log in again.")
-    return claims["sub"]
-
-
-def _user_of_api_key(rt: Runtime, key: str) -> str:
-    row = rt.db.query_one("SELECT id, user_id, last_used_at, revoked_at FROM api_keys WHERE key_hash = ?",
-                          (_hash_key(key),))
-    if row is None or row["revoked_at"] is not None:
+    if row["id"] is None:
         raise Unauthorized("The credential is not valid.")
-    _touch_api_key(rt, row)
-    return row["user_id"]
+    return _without(dict(row), "token_revoked")
 
 
-def _touch_api_key(rt: Runtime, row: Any) -> None:
+def _user_of_api_key(rt: Runtime, key: str) -> dict[str, Any]:
+    row = rt.db.query_one("SELECT k.id AS api_key_id, k.last_used_at AS api_key_used_at, "
+                          "k.revoked_at AS api_key_revoked_at, u.* FROM api_keys k JOIN users u ON u.id = k.user_id "
+                          "WHERE k.key_hash = ?", (_hash_key(key),))
+    if row is None or row["api_key_revoked_at"] is not None:
+        raise Unauthorized("The credential is not valid.")
+    _touch_api_key(rt, row["api_key_id"], row["api_key_used_at"])
+    return _without(dict(row), "api_key_id", "api_key_used_at", "api_key_revoked_at")
+
+
+def _without(record: dict[str, Any], *names: str) -> dict[str, Any]:
+    for name in names:
+        del record[name]
+    return record
+
+
+def _touch_api_key(rt: Runtime, key_id: str, last_used_at: str | None) -> None:
     now = now_iso()
-    if row["last_used_at"] is not None and _seconds_between(row["last_used_at"], now) < LAST_USED_RESOLUTION_SECONDS:
+    if last_used_at is not None and _seconds_between(last_used_at, now) < LAST_USED_RESOLUTION_SECONDS:
         return
     with rt.db.atomic() as tx:
-        tx.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, row["id"]))
+        tx.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, key_id))
 
 
 def _seconds_between(earlier: str, later: str) -> float:
