@@ -41,6 +41,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     start_background(rt)
     register_error_handlers(app)
     register_blueprints(app)
+    app.teardown_appcontext(lambda exc: rt.db.park_connection())
     return app
 
 

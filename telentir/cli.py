@@ -41,9 +41,12 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (more than 1 needs Redis).")
-@click.option("--threads", type=click.IntRange(1, 4096), help="Threads per worker.")
+@click.option("--threads", type=click.IntRange(1, 4096), help="Threads per worker (gthread).")
+@click.option("--worker-class", type=click.Choice(["gthread", "gevent"]),
+              help="gunicorn worker: gthread (default) or gevent (one event loop per worker).")
 @click.option("--demo", is_flag=True, help="Create a demo user once and print an API key for it.")
-def serve(host: str, port: int, workers: int | None, threads: int | None, demo: bool) -> None:
+def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None,
+          demo: bool) -> None:
     """Run the production server (gunicorn).
 
     Example: python -m telentir serve --port 8000 --demo
@@ -59,7 +62,7 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, demo: 
     if demo:
         with _runtime() as rt:
             _announce_demo(rt, host, port)
-    run_server(host, port, workers, threads)
+    run_server(host, port, workers, threads, worker_class)
 
 
 def _prepare(config: Config) -> dict[str, int]:

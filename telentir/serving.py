@@ -67,9 +67,10 @@ class GunicornServer(Application):
         return create_app()
 
 
-def serve(host: str, port: int, workers: int | None, threads: int | None) -> None:
+def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None = None) -> None:
     """Run the production server in the foreground."""
-    GunicornServer({"bind": f"{host}:{port}", "workers": workers, "threads": threads}).run()
+    GunicornServer({"bind": f"{host}:{port}", "workers": workers, "threads": threads,
+                    "worker_class": worker_class}).run()
 
 
 def on_starting(workers: int) -> None:

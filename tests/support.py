@@ -35,10 +35,10 @@ class ServerProcess:
     """`python -m telentir serve` in a child process (gunicorn, real sockets)."""
 
     def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None, workers: int | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, worker_class: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.env = server_env(self.data_dir, env)
-        self.workers, self.threads = workers, threads
+        self.workers, self.threads, self.worker_class = workers, threads, worker_class
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir.parent / f"server-{self.data_dir.name}.log"
@@ -56,6 +56,8 @@ class ServerProcess:
             cmd += ["--workers", str(self.workers)]
         if self.threads:
             cmd += ["--threads", str(self.threads)]
+        if self.worker_class:
+            cmd += ["--worker-class", self.worker_class]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

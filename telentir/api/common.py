@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import sys
 from typing import Any, Callable, TypeVar, cast
 
 from flask import current_app, g, request
@@ -105,14 +106,25 @@ def client_gone_check(environ: dict[str, Any]) -> Callable[[], bool]:
 
 def _peer_closed(client: socket.socket) -> bool:
     # poll(), not select(): select() fails for descriptors past 1024, which a server holding
-    # a thousand streams has. Readable with nothing to peek means the peer closed.
+    # a thousand streams has. Readable with nothing to peek means the peer closed. Under the
+    # gevent worker poll() is gone and select() is gevent's, which has no such limit.
     try:
-        poller = select.poll()
-        poller.register(client.fileno(), select.POLLIN)
-        if not poller.poll(0):
-            return False
+        if event_loop_worker():
+            if not select.select([client], [], [], 0)[0]:
+                return False
+        else:
+            poller = select.poll()
+            poller.register(client.fileno(), select.POLLIN)
+            if not poller.poll(0):
+                return False
         return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
     except (OSError, ValueError):
         return True
+
+
+def event_loop_worker() -> bool:
+    """Whether gevent has patched this process (gunicorn's gevent worker)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("socket"))

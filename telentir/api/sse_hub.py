@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from ..runtime import Runtime
 from ..services import streams
+from .common import event_loop_worker
 from .sse_format import sse_frame
 
 log = logging.getLogger(__name__)
@@ -346,7 +347,9 @@ def handoff_for(rt: Runtime, environ: dict[str, Any]) -> streams.Handoff | None:
     the client speaks HTTP/1.1 and the answer has no length, as a stream never has.
     """
     sock = environ.get("gunicorn.socket")
-    if sock is None or not rt.config.sse_hub:
+    # Under gevent a waiting stream is a cheap greenlet already, and the hub's non-blocking
+    # socket calls would wait on gevent's sockets: it serves gthread workers only.
+    if sock is None or not rt.config.sse_hub or event_loop_worker():
         return None
     chunked = environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
 

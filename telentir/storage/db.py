@@ -53,6 +53,7 @@ class Database:
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._write_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []  # parked by finished requests, for the next one
         self._closed = False
 
     def connect(self) -> sqlite3.Connection:
@@ -73,13 +74,32 @@ class Database:
         """This thread's connection, opened on first use."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if self._closed:
-                raise RuntimeError("database is closed")
-            conn = self.connect()
-            self._local.conn = conn
             with self._lock:
-                self._connections.append(conn)
+                if self._closed:
+                    raise RuntimeError("database is closed")
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = self.connect()
+                with self._lock:
+                    self._connections.append(conn)
+            self._local.conn = conn
         return conn
+
+    def park_connection(self) -> None:
+        """Hand this thread's connection on to the next request (called as each request ends).
+
+        Under the gevent worker every request is a new greenlet, and "per thread" would mean
+        a new connection per request, never closed; parked connections are reused instead.
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        if conn.in_transaction:  # atomic() never leaves one open; a bare read might
+            conn.execute("ROLLBACK")
+        with self._lock:
+            if not self._closed:
+                self._idle.append(conn)
 
     def release_thread_connection(self) -> None:
         """Close this thread's connection (for short-lived threads, which would otherwise leak it)."""
@@ -89,6 +109,7 @@ class Database:
         self._local.conn = None
         with self._lock:
             self._connections = [c for c in self._connections if c is not conn]
+            self._idle = [c for c in self._idle if c is not conn]
         conn.close()
 
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
@@ -148,7 +169,7 @@ class Database:
         """Close every connection this object opened (at app shutdown)."""
         with self._lock:
             self._closed = True
-            connections, self._connections = self._connections, []
+            connections, self._connections, self._idle = self._connections, [], []
         for conn in connections:
             conn.close()
 

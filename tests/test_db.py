@@ -1,0 +1,48 @@
+"""Database connections: parked by a finished request, reused by the next one."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from telentir.storage.db import Database
+
+
+@pytest.fixture
+def db(tmp_path) -> Database:
+    database = Database(tmp_path / "t.db")
+    database.apply_schema()
+    yield database
+    database.close()
+
+
+def in_thread(fn):
+    result = []
+    thread = threading.Thread(target=lambda: result.append(fn()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def test_a_parked_connection_serves_the_next_thread(db: Database) -> None:
+    first = db.conn
+    db.park_connection()
+    assert in_thread(lambda: db.conn) is first
+    assert db.conn is not first  # taken by that thread (which never parked it): this one opens its own
+
+
+def test_a_parked_connection_never_carries_an_open_transaction(db: Database) -> None:
+    db.conn.execute("BEGIN")
+    db.park_connection()
+    assert in_thread(lambda: db.conn.in_transaction) is False
+
+
+def test_close_also_closes_parked_connections(db: Database) -> None:
+    conn = db.conn
+    db.park_connection()
+    db.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.execute("SELECT 1")
+    with pytest.raises(RuntimeError):
+        db.conn
