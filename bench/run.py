@@ -51,10 +51,14 @@ QUICK = Sizes(1, 4, 200, 500, 10, 10, 1, 200, (1, 2))
 class Bench:
     """Holds the run's folder, results and table rows."""
 
-    def __init__(self, sizes: Sizes, workdir: Path) -> None:
-        self.sizes, self.workdir = sizes, workdir
+    def __init__(self, sizes: Sizes, workdir: Path, worker_class: str = "gthread") -> None:
+        self.sizes, self.workdir, self.worker_class = sizes, workdir, worker_class
         self.results: dict[str, Any] = {}
         self.baseline_rps: float | None = None
+
+    def server(self, data: Path, env: dict[str, str] | None = None, **options: int) -> Server:
+        """The real server over `data`, with this run's worker class, started."""
+        return Server(data, env, worker_class=self.worker_class, **options).start()
 
     def data_dir(self, name: str) -> Path:
         """A fresh data folder for one server."""
@@ -91,7 +95,7 @@ def scenario_http(bench: Bench, workers: int = 1, env: dict[str, str] | None = N
     user = make_user(rt, "http")
     ids = seed_objects(rt, user, bench.sizes.read_objects, OBJECT_BYTES)
     rt.close()
-    server = Server(data, env, workers=workers).start()
+    server = bench.server(data, env, workers=workers)
     try:
         if not suffix:
             base = bench.http(server, user, "1_baseline", load.Load("GET", ["/api/server"], _auth(user)))
@@ -109,7 +113,7 @@ def scenario_listing(bench: Bench) -> None:
     user = make_user(rt, "list")
     seed_objects(rt, user, bench.sizes.list_objects, OBJECT_BYTES)
     rt.close()
-    server = Server(data).start()
+    server = bench.server(data)
     try:
         with MemoryWatch(server) as memory, requests.get(f"{server.url}/api/objects/{user.store_id}/related",
                                                          headers=_auth(user), stream=True, timeout=600) as resp:
@@ -132,7 +136,7 @@ def scenario_fanout(bench: Bench, users: int, label: str) -> None:
     people = [make_user(rt, f"fan{i}") for i in range(users)]
     rt.close()
     env = {"TELENTIR_SSE_MAX_STREAMS": str(n + 50), "TELENTIR_SSE_MAX_STREAMS_PER_USER": str(n + 50)}
-    server = Server(data, env, threads=n + 64).start()
+    server = bench.server(data, env, threads=n + 64)
     try:
         before = server.rss_bytes()
         sockets = [fanout.open_stream(server.port, people[i % users].api_key) for i in range(n)]
@@ -163,7 +167,7 @@ def scenario_ingest(bench: Bench) -> None:
     port = free_port()
     scraper = subprocess.Popen([sys.executable, "-m", "telentir", "demo-scraper", "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = Server(data, {"SCRAPER_HOSTNAME": f"http://127.0.0.1:{port}"}).start()
+    server = bench.server(data, {"SCRAPER_HOSTNAME": f"http://127.0.0.1:{port}"})
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz")
         count = bench.sizes.ingest_records
@@ -209,7 +213,7 @@ def scenario_durability(bench: Bench) -> None:
     rt = open_runtime(data)
     user = make_user(rt, "durable")
     rt.close()
-    server = Server(data, {"TELENTIR_SYNCHRONOUS": "FULL"}).start()
+    server = bench.server(data, {"TELENTIR_SYNCHRONOUS": "FULL"})
     try:
         bench.http(server, user, "2_create_sync_full", _create_load(user))
         big = load.Load("PUT", ["/api/objects"], {**_auth(user), "Content-Type": "application/json"},
@@ -255,8 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    parser.add_argument("--worker-class", choices=["gthread", "gevent"], default="gthread",
+                        help="the gunicorn worker every scenario's server runs (serve --worker-class)")
     args = parser.parse_args(argv)
-    bench = Bench(QUICK if args.quick else FULL, Path(tempfile.mkdtemp(prefix="telentir-bench-")))
+    bench = Bench(QUICK if args.quick else FULL, Path(tempfile.mkdtemp(prefix="telentir-bench-")), args.worker_class)
     chosen = args.only or [s for s in SCENARIOS if not (args.quick and s == "peer")]
     failed = []
     try:
@@ -268,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
                 bench.results[f"error_{name}"] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"[{name}] {time.monotonic() - started:.1f}s", file=sys.stderr)
-            report = {"machine": machine(), "quick": args.quick, "results": bench.results}
+            report = {"machine": machine(), "quick": args.quick, "worker_class": args.worker_class,
+                      "results": bench.results}
             args.out.write_text(json.dumps(report, indent=2) + "\n")
     finally:
         shutil.rmtree(bench.workdir, ignore_errors=True)

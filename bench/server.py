@@ -27,14 +27,15 @@ def free_port() -> int:
 class Server:
     """`python -m telentir serve` (gunicorn, production settings) over a data folder."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, workers: int = 1, threads: int = 256) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, workers: int = 1, threads: int = 256,
+                 worker_class: str = "gthread") -> None:
         self.data_dir, self.workers, self.threads = data_dir, workers, threads
         self.port = free_port()
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("TELENTIR_")},
                     "TELENTIR_DATA_DIR": str(data_dir), "TELENTIR_MASTER_KEY": MASTER_KEY,
                     "TELENTIR_LOG_LEVEL": "WARNING", **(env or {})}
         self.command = [sys.executable, "-m", "telentir", "serve", "--port", str(self.port), "--workers",
-                        str(workers), "--threads", str(threads)]
+                        str(workers), "--threads", str(threads), "--worker-class", worker_class]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
