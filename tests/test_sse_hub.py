@@ -143,3 +143,33 @@ def _read_until(sock: socket.socket, marker: bytes, timeout: float = 10.0) -> by
         assert chunk, data[-300:]
         data += chunk
     return data
+
+
+# --- the hub in-process: what must not take it down --------------------------------------
+
+def test_a_message_that_is_not_a_doorbell_is_ignored(rt: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    from telentir.api.sse_hub import SSEHub
+
+    hub = SSEHub(rt)
+    try:
+        assert hub.ready.wait(5)
+        rt.broker.publish("object_created:usr_x:obj_y:", "not json")
+        rt.broker.publish("object_created:usr_x:obj_y:", '{"no": "id"}')
+        deadline = time.monotonic() + 5
+        while caplog.text.count("not a doorbell") < 2:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+        assert hub.alive and hub.ready.is_set()
+    finally:
+        hub.close()
+    hub.close()  # a second close does nothing
+
+
+def test_a_stopped_hub_is_replaced_on_next_use(rt: Runtime) -> None:
+    from telentir.api.sse_hub import hub_for
+
+    first = hub_for(rt)
+    assert hub_for(rt) is first
+    first.close()
+    second = hub_for(rt)
+    assert second is not first and second.alive

@@ -84,11 +84,21 @@ class SSEHub:
         stream = HubStream(req, sock, chunked, last, self.heartbeat)
         self._incoming.put(stream)
         self._wake()
-        stream.done.wait()
+        while not stream.done.wait(timeout=1.0):
+            if not self._threads[1].is_alive():
+                return  # the writer stopped before taking it: end the response, the client resumes
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread still serves streams."""
+        return self._threads[1].is_alive() and not self._closed.is_set()
 
     def close(self) -> None:
-        """End every stream and stop both threads."""
-        self._closed.set()
+        """End every stream and stop both threads (once; later calls do nothing)."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
         self._wake()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -144,7 +154,11 @@ class SSEHub:
     def _note(self, channel: str, data: str) -> None:
         event_type, _, rest = channel.partition(":")
         user_id = rest.partition(":")[0]
-        event_id = int(json.loads(data)["id"])
+        try:
+            event_id = int(json.loads(data)["id"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("stream hub ignored a message on %s that is not a doorbell", channel)
+            return
         with self._lock:
             key = (event_type, user_id)
             self._rung[key] = max(self._rung.get(key, 0), event_id)
@@ -200,10 +214,15 @@ class SSEHub:
             for stream in list(group):
                 if rung_all:
                     stream.pending = sys.maxsize
-                if stream.pending is not None:
-                    self._deliver(stream, stream.pending, batches)
-                elif now >= stream.next_beat:
-                    self._deliver(stream, None, {}, heartbeat=True)
+                try:
+                    if stream.pending is not None:
+                        self._deliver(stream, stream.pending, batches)
+                    elif now >= stream.next_beat:
+                        self._deliver(stream, None, {}, heartbeat=True)
+                except Exception:
+                    # One stream's failure (a read error) ends that stream, not the hub.
+                    log.exception("event stream of %s failed; it ends and the client resumes", stream.req.user_id)
+                    self._end(stream)
 
     def _add(self, stream: HubStream) -> None:
         try:
@@ -333,7 +352,9 @@ def hub_for(rt: Runtime) -> SSEHub:
     """The process's hub, started on first use."""
     with _HUB_LOCK:
         hub = rt.extras.get("sse_hub")
-        if hub is None:
+        if hub is None or not hub.alive:
+            if hub is not None:
+                hub.close()
             hub = rt.extras["sse_hub"] = SSEHub(rt)
             rt.closers.append(hub.close)
         return hub
