@@ -54,7 +54,7 @@ def _database() -> None:
 
 
 def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    python = _python()
+    _python()  # makes the venv on first use
     _database()
     ini = workdir / "kinto.ini"
     ini.write_text(INI.format(pg=PG_URL))

@@ -1,4 +1,4 @@
-from .support import Api, assert_error
+from .support import assert_error
 
 
 def test_live_server_answers_server_document(new_live_user):

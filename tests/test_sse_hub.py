@@ -13,7 +13,7 @@ from telentir.runtime import Runtime
 
 from .sse_client import SSEStream, must_open
 from .support import ServerProcess
-from .test_events_redis import RedisServer, own_redis  # noqa: F401 - the module's own Redis
+from .test_events_redis import RedisServer, own_redis  # noqa: F401 - a fixture: a Redis of this module's own
 from .test_events_sse import HEARTBEAT, Account, account, runtime_for, start_server
 
 BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event carries 32 KiB of hex

@@ -1,7 +1,6 @@
 """Event streams: Server-Sent Events at /api/events/{type}, a WebSocket mirror at /api/ws/events/{type}."""
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Generator, Iterator
 
 from flask import Blueprint, Response, g, request, stream_with_context

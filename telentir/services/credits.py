@@ -17,7 +17,7 @@ from ..errors import BadRequest, NotFound
 from ..ids import now_iso
 from ..runtime import Runtime
 from ..storage.db import Transaction
-from .stripe_gateway import StripeGateway, StripeUnavailable
+from .stripe_gateway import StripeGateway
 
 CURRENCY = "usd"
 
