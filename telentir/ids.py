@@ -14,10 +14,20 @@ _ID_RE = re.compile(r"(usr|key|obj|job|ak)_[A-Za-z0-9]{22}")
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
+_ID_LENGTH = 22
+_ID_SPACE = len(_ALPHABET) ** _ID_LENGTH
+
+
 def new_id(prefix: str) -> str:
     """A fresh id such as `obj_3x9…` (22 random alphanumerics, ~131 bits)."""
     assert prefix in PREFIXES, prefix
-    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(22))
+    # One draw below 62**22, written in base 62: the same uniform ids as 22 separate
+    # choices, for one read of the system's randomness instead of 22.
+    number, digits = secrets.randbelow(_ID_SPACE), []
+    for _ in range(_ID_LENGTH):
+        number, digit = divmod(number, len(_ALPHABET))
+        digits.append(_ALPHABET[digit])
+    return prefix + "_" + "".join(digits)
 
 
 def is_id(value: object, prefix: str) -> bool:
