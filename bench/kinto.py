@@ -87,9 +87,12 @@ def run(workdir: Path, sizes: Any, object_bytes: int, ours: dict[str, Any]) -> d
         headers = {**auth, "Content-Type": "application/json"}
         ids = [requests.post(url + collection, data=body, headers=headers, timeout=30).json()["data"]["id"]
                for _ in range(min(sizes.read_objects, 2000))]
-        create = load.run(url, load.Load("POST", [collection], headers, body), sizes.connections, sizes.seconds)
-        read = load.run(url, load.Load("GET", [f"{collection}/{i}" for i in ids], auth), sizes.connections,
-                        sizes.seconds)
+        creating = load.Load("POST", [collection], headers, body)
+        reading = load.Load("GET", [f"{collection}/{i}" for i in ids], auth)
+        load.warm_up(url, creating, sizes.connections, sizes.warmup_seconds)
+        create = load.run(url, creating, sizes.connections, sizes.seconds)
+        load.warm_up(url, reading, sizes.connections, sizes.warmup_seconds)
+        read = load.run(url, reading, sizes.connections, sizes.seconds)
     finally:
         proc.terminate()
         proc.wait(20)

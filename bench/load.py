@@ -56,6 +56,12 @@ class Load:
     body: str | None = None
 
 
+def warm_up(base_url: str, load: Load, connections: int, seconds: float) -> None:
+    """The same load, unrecorded: each measurement starts with warm caches and threads."""
+    if seconds > 0:
+        run(base_url, load, connections, seconds)
+
+
 def run(base_url: str, load: Load, connections: int, seconds: float, threads: int = 2) -> LoadResult:
     """Drive `load` against the server with wrk if present, else with Python."""
     if shutil.which("wrk"):

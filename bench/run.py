@@ -34,6 +34,7 @@ class Sizes:
     """How big each scenario is."""
 
     seconds: float
+    warmup_seconds: float  # unrecorded load before each HTTP measurement (fills caches, spawns threads)
     connections: int
     read_objects: int
     list_objects: int
@@ -44,8 +45,8 @@ class Sizes:
     scaling_workers: tuple[int, ...]
 
 
-FULL = Sizes(10, 32, 100_000, 100_000, 1000, 50, 10, 20_000, (1, 2, 4))
-QUICK = Sizes(1, 4, 200, 500, 10, 10, 1, 200, (1, 2))
+FULL = Sizes(10, 3, 32, 100_000, 100_000, 1000, 50, 10, 20_000, (1, 2, 4))
+QUICK = Sizes(1, 0, 4, 200, 500, 10, 10, 1, 200, (1, 2))
 
 
 class Bench:
@@ -68,7 +69,8 @@ class Bench:
 
     def http(self, server: Server, user: BenchUser, name: str, spec: load.Load,
              connections: int | None = None) -> dict[str, Any]:
-        """Run one HTTP load, with memory watched, and record it (ratio to the baseline)."""
+        """Run one HTTP load after a warm-up, with memory watched, and record it (ratio to the baseline)."""
+        load.warm_up(server.url, spec, connections or self.sizes.connections, self.sizes.warmup_seconds)
         with MemoryWatch(server) as memory:
             result = load.run(server.url, spec, connections or self.sizes.connections, self.sizes.seconds)
         entry = {**result.as_dict(), "peak_rss_mib": round(memory.peak_mib, 1)}
