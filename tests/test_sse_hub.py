@@ -8,10 +8,11 @@ from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from telentir.runtime import Runtime
 
-from .sse_client import SSEStream, must_open
+from .sse_client import HttpConnection, SSEStream, must_open
 from .support import ServerProcess
 from .test_events_redis import RedisServer, own_redis  # noqa: F401 - a fixture: a Redis of this module's own
 from .test_events_sse import HEARTBEAT, Account, account, runtime_for, start_server
@@ -104,6 +105,23 @@ def test_an_http_1_0_client_gets_a_plain_body(hub_server: ServerProcess, hub_rt:
     assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower(), head
     frames = [block for block in body.split(b"\n\n") if block.startswith(b"id: ")]
     assert json.loads(frames[0].split(b"data: ", 1)[1])["key_id"] == key, body
+
+
+def test_head_answers_the_stream_headers_and_ends(hub_server: ServerProcess, hub_rt: Runtime) -> None:
+    """HEAD carries no body: the answer is the stream's headers and it ends, freeing the connection."""
+    alice = account(hub_rt, hub_server)
+    conn = HttpConnection(hub_server.url, timeout=5)
+    try:
+        conn.send_request("HEAD", "/api/events/key_created", {"Authorization": f"Bearer {alice.key}"})
+        status, headers = conn.read_head()
+        assert status == 200 and headers["content-type"].startswith("text/event-stream")
+        # The same keep-alive connection answers the next request: the HEAD did not become a stream.
+        assert conn.request("GET", "/healthz")[0] == 200
+    finally:
+        conn.close()
+    refused = requests.head(f"{hub_server.url}/api/events/nope", headers={"Authorization": f"Bearer {alice.key}"},
+                            timeout=5)
+    assert refused.status_code == 404
 
 
 def test_a_client_that_stops_reading_is_cut_and_the_others_keep_up(hub_server: ServerProcess, hub_rt: Runtime,

@@ -36,6 +36,9 @@ def _open_feed(event_type: str, is_closed: Callable[[], bool],
 def event_stream(event_type: str) -> Response:
     """Stream events of one type as SSE: replay after Last-Event-ID, then live, with heartbeats."""
     feed = _open_feed(event_type, client_gone_check(request.environ), handoff_for(runtime(), request.environ))
+    if request.method == "HEAD":  # the headers a stream would open with, and no body to wait for
+        feed.close()
+        return Response(mimetype="text/event-stream", headers=SSE_HEADERS)
     retry = runtime().config.sse_retry_ms
     body = _sse_body(feed, retry)
     return Response(stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS)

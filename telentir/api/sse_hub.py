@@ -370,7 +370,7 @@ def handoff_for(rt: Runtime, environ: dict[str, Any]) -> streams.Handoff | None:
     sock = environ.get("gunicorn.socket")
     # Under gevent a waiting stream is a cheap greenlet already, and the hub's non-blocking
     # socket calls would wait on gevent's sockets: it serves gthread workers only.
-    if sock is None or not rt.config.sse_hub or event_loop_worker():
+    if sock is None or not rt.config.sse_hub or event_loop_worker() or environ.get("REQUEST_METHOD") != "GET":
         return None
     chunked = environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
 
