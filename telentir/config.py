@@ -224,7 +224,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TELENTIR_SSE_HUB", "sse_hub", _boolean,
             "Serve live SSE streams under gunicorn from one hub per process instead of a thread each."),
     Setting("TELENTIR_SSE_BATCH_MS", "sse_batch_ms", _non_negative_int,
-            "A busy stream sends at most one batch per this many ms (an idle one sends at once); 0 sends each event alone."),
+            "A busy stream not served by the hub sends at most one batch per this many ms (an idle one sends at once); 0 sends each event alone."),
     Setting("TELENTIR_SSE_MAX_STREAMS", "sse_max_streams", _positive_int,
             "Open event streams (SSE + WebSocket) one process serves; 503 past it. Keep below gunicorn's threads."),
     Setting("TELENTIR_SSE_MAX_STREAMS_PER_USER", "sse_max_streams_per_user", _positive_int,

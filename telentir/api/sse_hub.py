@@ -252,17 +252,11 @@ class SSEHub:
         if stream.chunked:
             data = b"%X\r\n%s\r\n" % (len(data), data)
         if stream.backlog:
-            stream.backlog += data
+            stream.backlog += data  # behind already: keep the order, flush when writable
         else:
-            try:
-                sent = stream.sock.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._end(stream)
+            if (sent := self._write(stream, data)) is None:
                 return
-            if sent < len(data):
-                stream.backlog += data[sent:]
+            stream.backlog += data[sent:]
         if len(stream.backlog) > MAX_BACKLOG_BYTES:
             log.info("event stream of %s ended: the client fell %d bytes behind", stream.req.user_id,
                      len(stream.backlog))
@@ -275,25 +269,34 @@ class SSEHub:
             self._end(stream)
             return
         if mask & selectors.EVENT_WRITE and stream.backlog:
-            try:
-                sent = stream.sock.send(stream.backlog, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._end(stream)
+            if (sent := self._write(stream, stream.backlog)) is None:
                 return
             del stream.backlog[:sent]
         self._watch(stream)
 
+    def _write(self, stream: HubStream, data: bytes | bytearray) -> int | None:
+        """What the socket takes now without waiting (0 when full); None once a broken stream is ended."""
+        try:
+            return stream.sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self._end(stream)
+            return None
+
     def _watch(self, stream: HubStream) -> None:
+        """Watch the socket for a hang-up (unless the client talks) and, with a backlog, for room."""
         mask = (selectors.EVENT_READ if stream.watch_reads else 0) | (selectors.EVENT_WRITE if stream.backlog else 0)
         try:
-            if mask:
-                self._selector.modify(stream.sock, mask, stream)
-            else:
-                self._selector.unregister(stream.sock)
+            if stream.sock in self._selector.get_map():
+                if mask:
+                    self._selector.modify(stream.sock, mask, stream)
+                else:
+                    self._selector.unregister(stream.sock)
+            elif mask:
+                self._selector.register(stream.sock, mask, stream)
         except (KeyError, ValueError, OSError):
-            pass
+            pass  # the socket closed meanwhile: the next write ends the stream
 
     def _end(self, stream: HubStream, cut: bool = False) -> None:
         """Stop serving `stream` and let its request thread finish the response."""
