@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -14,28 +12,16 @@ import requests
 from telentir.runtime import Runtime
 
 from .sse_client import must_open, open_stream, worker_pid, HttpConnection
-from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port
+from .scraper_fixture import TestScraper
+from .support import FIXED_MASTER_KEY, ServerProcess
 from .test_events_sse import HEARTBEAT, RETRY_MS, account, runtime_for
 from .test_events_ws import WsClient, close_ws, receive_json
 
 
 @pytest.fixture(scope="module")
 def scraper_url() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "telentir", "demo-scraper", "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(url + "/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            assert time.monotonic() < deadline, "the demo scraper did not start"
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with TestScraper() as service:
+        yield service.url
 
 
 @pytest.fixture(scope="module")

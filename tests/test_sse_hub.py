@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,8 +14,8 @@ from telentir.runtime import Runtime
 
 from .sse_client import HttpConnection, SSEStream, must_open
 from .support import ServerProcess
-from .test_events_redis import RedisServer, own_redis  # noqa: F401 - a fixture: a Redis of this module's own
-from .test_events_sse import HEARTBEAT, Account, account, runtime_for, start_server
+from .test_events_redis import RedisServer, _settled_numpat, own_redis  # noqa: F401 - a fixture: a Redis of this module's own
+from .test_events_sse import Account, account, runtime_for, start_server
 
 BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event carries 32 KiB of hex
 
@@ -43,20 +43,13 @@ def streams() -> Iterator[list[SSEStream]]:
         stream.close()
 
 
-def settled(read: Callable[[], int], expected: int, timeout: float = HEARTBEAT * 3) -> int:
-    deadline = time.monotonic() + timeout
-    while (value := read()) != expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
-
-
 def test_one_subscription_serves_every_stream_of_the_process(hub_server: ServerProcess, hub_rt: Runtime,
                                                              own_redis: RedisServer,
                                                              streams: list[SSEStream]) -> None:
     """Twenty streams hold one Redis subscription (the hub's), not twenty, and each gets the event once."""
     alice, bob = account(hub_rt, hub_server), account(hub_rt, hub_server)
     streams += [must_open(hub_server.url, "key_created", who.key) for who in [alice] * 15 + [bob] * 5]
-    assert settled(own_redis.numpat, 1) == 1
+    assert _settled_numpat(own_redis, 1) == 1
     key = alice.writes.key()
     for stream in streams[:15]:
         assert stream.next_event().json()["key_id"] == key
