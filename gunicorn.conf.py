@@ -3,6 +3,7 @@
 One process with many threads by default: the in-memory broker cannot cross processes.
 With TELENTIR_BROKER_URL=redis://… raise `workers` freely (`serve --workers N` or `-w N`).
 """
+
 bind = "127.0.0.1:8000"
 wsgi_app = "app:app"
 worker_class = "gthread"

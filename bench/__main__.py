@@ -1,4 +1,5 @@
 """`python -m bench [--quick] [--only …] [--out FILE]`."""
+
 import sys
 
 from .run import main

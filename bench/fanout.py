@@ -1,4 +1,5 @@
 """Event fan-out: many SSE subscribers on raw sockets in one process, writes at a fixed rate."""
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,10 @@ _CREATED = re.compile(rb'data: \{[^\n]*?"created_at":"([0-9T:.\-]+)Z"')
 def open_stream(port: int, api_key: str) -> socket.socket:
     """Open one SSE stream and return its socket once the headers arrived."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(f"GET /api/events/object_created HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {api_key}\r\n"
-                 "Accept: text/event-stream\r\n\r\n".encode())
+    sock.sendall(
+        f"GET /api/events/object_created HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {api_key}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(4096)
@@ -62,7 +65,7 @@ class Receiver:
             for match in _CREATED.finditer(buffer, 0, cut):
                 sent = datetime.fromisoformat(match.group(1).decode() + "+00:00").timestamp()
                 self.latencies.append(now - sent)
-            buffer = buffer[cut + 2:]
+            buffer = buffer[cut + 2 :]
         self.buffers[sock] = buffer
 
     def stop(self) -> None:
@@ -83,9 +86,12 @@ def write_at_rate(base_url: str, writers: list[tuple[str, str]], rate: float, se
         while time.monotonic() - start < seconds:
             index = sent % len(writers)
             api_key, key_id = writers[index]
-            sessions[index].put(base_url + "/api/objects", json={"keyId": key_id, "content": "00" * 64,
-                                                                 "authTag": "11" * 16},
-                                headers={"Authorization": f"Bearer {api_key}"}, timeout=30).raise_for_status()
+            sessions[index].put(
+                base_url + "/api/objects",
+                json={"keyId": key_id, "content": "00" * 64, "authTag": "11" * 16},
+                headers={"Authorization": f"Bearer {api_key}"},
+                timeout=30,
+            ).raise_for_status()
             sent += 1
             time.sleep(max(0.0, start + sent / rate - time.monotonic()))
     finally:
@@ -99,5 +105,9 @@ def summarize(latencies: list[float], expected: int) -> dict[str, Any]:
     if len(latencies) < 2:
         return {"delivered": len(latencies), "expected": expected, "p50_ms": None, "p99_ms": None}
     q = statistics.quantiles(latencies, n=100)
-    return {"delivered": len(latencies), "expected": expected, "p50_ms": round(q[49] * 1000, 1),
-            "p99_ms": round(q[98] * 1000, 1)}
+    return {
+        "delivered": len(latencies),
+        "expected": expected,
+        "p50_ms": round(q[49] * 1000, 1),
+        "p99_ms": round(q[98] * 1000, 1),
+    }

@@ -3,6 +3,7 @@
 Kinto is installed into its own virtualenv (`bench/.kinto-venv`, made on first use from
 PyPI) so it never touches the server's pinned requirements.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,16 +42,24 @@ def _python() -> Path:
     python = VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"kinto[postgresql]=={KINTO_VERSION}",
-                        "gunicorn==27.0.1"], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"kinto[postgresql]=={KINTO_VERSION}", "gunicorn==27.0.1"],
+            check=True,
+        )
     return python
 
 
 def _database() -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", "DROP DATABASE IF EXISTS kinto_bench WITH (FORCE)"],
-                   check=True, capture_output=True)
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", "CREATE DATABASE kinto_bench"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", "DROP DATABASE IF EXISTS kinto_bench WITH (FORCE)"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", "CREATE DATABASE kinto_bench"],
+        check=True,
+        capture_output=True,
+    )
 
 
 def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -60,11 +69,27 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     ini.write_text(INI.format(pg=PG_URL))
     subprocess.run([str(VENV / "bin" / "kinto"), "migrate", "--ini", str(ini)], check=True, capture_output=True)
     port = free_port()
-    log = open(workdir / "kinto.log", "wb")
-    proc = subprocess.Popen([str(VENV / "bin" / "gunicorn"), "--paste", str(ini), "-b", f"127.0.0.1:{port}",
-                             "-k", "gthread", "--threads", "256", "-w", "1", "--no-control-socket"],
-                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
+    with open(workdir / "kinto.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [
+                str(VENV / "bin" / "gunicorn"),
+                "--paste",
+                str(ini),
+                "-b",
+                f"127.0.0.1:{port}",
+                "-k",
+                "gthread",
+                "--threads",
+                "256",
+                "-w",
+                "1",
+                "--no-control-socket",
+            ],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -85,8 +110,10 @@ def run(workdir: Path, sizes: Any, object_bytes: int, ours: dict[str, Any]) -> d
         requests.put(url + "/v1/buckets/bench/collections/objects", headers=auth, timeout=30).raise_for_status()
         body = json.dumps({"data": {"content": os.urandom(object_bytes).hex(), "authTag": "ab" * 16}})
         headers = {**auth, "Content-Type": "application/json"}
-        ids = [requests.post(url + collection, data=body, headers=headers, timeout=30).json()["data"]["id"]
-               for _ in range(min(sizes.read_objects, 2000))]
+        ids = [
+            requests.post(url + collection, data=body, headers=headers, timeout=30).json()["data"]["id"]
+            for _ in range(min(sizes.read_objects, 2000))
+        ]
         creating = load.Load("POST", [collection], headers, body)
         reading = load.Load("GET", [f"{collection}/{i}" for i in ids], auth)
         load.warm_up(url, creating, sizes.connections, sizes.warmup_seconds)

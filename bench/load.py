@@ -3,6 +3,7 @@
 Both report the same figures: requests/s, p50 and p99 latency, error count, and the exact
 command that produced them.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -23,7 +24,8 @@ _DONE = """
 done = function(summary, latency, requests)
   io.write(string.format('WRKJSON {"requests":%d,"duration_us":%d,"errors":%d,"p50_us":%d,"p99_us":%d}\\n',
     summary.requests, summary.duration,
-    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout,
     latency:percentile(50), latency:percentile(99)))
 end
 """
@@ -76,9 +78,12 @@ def _lua(load: Load, ids_file: Path | None) -> str:
     if load.body is not None:
         lines.append(f"wrk.body = {json.dumps(load.body)}")
     if ids_file is not None:
-        lines += ["local paths = {}", f'for line in io.lines("{ids_file}") do paths[#paths + 1] = line end',
-                  "math.randomseed(os.time())",
-                  "request = function() return wrk.format(nil, paths[math.random(#paths)]) end"]
+        lines += [
+            "local paths = {}",
+            f'for line in io.lines("{ids_file}") do paths[#paths + 1] = line end',
+            "math.randomseed(os.time())",
+            "request = function() return wrk.format(nil, paths[math.random(#paths)]) end",
+        ]
     return "\n".join(lines) + _DONE
 
 
@@ -91,13 +96,27 @@ def _run_wrk(base_url: str, load: Load, connections: int, seconds: float, thread
         script = Path(tmp) / "load.lua"
         script.write_text(_lua(load, ids_file))
         url = base_url + load.paths[0]
-        cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, int(seconds))}s",
-               "--latency", "-s", str(script), url]
+        cmd = [
+            "wrk",
+            f"-t{min(threads, connections)}",
+            f"-c{connections}",
+            f"-d{max(1, int(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     data = json.loads(next(line for line in out.splitlines() if line.startswith("WRKJSON"))[8:])
-    return LoadResult(rps=data["requests"] / (data["duration_us"] / 1e6), p50_ms=data["p50_us"] / 1000,
-                      p99_ms=data["p99_us"] / 1000, requests=data["requests"], errors=data["errors"], tool="wrk",
-                      command=" ".join(cmd[:-3] + ["<script: " + load.method + " with auth>", url]))
+    return LoadResult(
+        rps=data["requests"] / (data["duration_us"] / 1e6),
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        requests=data["requests"],
+        errors=data["errors"],
+        tool="wrk",
+        command=" ".join([*cmd[:-3], "<script: " + load.method + " with auth>", url]),
+    )
 
 
 def _run_python(base_url: str, load: Load, connections: int, seconds: float) -> LoadResult:
@@ -132,7 +151,12 @@ def _run_python(base_url: str, load: Load, connections: int, seconds: float) -> 
     elapsed = time.monotonic() - started
     latencies.sort()
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return LoadResult(rps=len(latencies) / elapsed, p50_ms=quantiles[49] * 1000, p99_ms=quantiles[98] * 1000,
-                      requests=len(latencies), errors=errors[0], tool="python",
-                      command=f"python keep-alive client: {connections} connections, {seconds}s, "
-                              f"{load.method} {load.paths[0]}")
+    return LoadResult(
+        rps=len(latencies) / elapsed,
+        p50_ms=quantiles[49] * 1000,
+        p99_ms=quantiles[98] * 1000,
+        requests=len(latencies),
+        errors=errors[0],
+        tool="python",
+        command=f"python keep-alive client: {connections} connections, {seconds}s, {load.method} {load.paths[0]}",
+    )

@@ -5,6 +5,7 @@
 
 Prints one table and writes a JSON file of results (`--out`, default bench/results.json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
@@ -67,8 +69,9 @@ class Bench:
         path.mkdir(parents=True)
         return path
 
-    def http(self, server: Server, user: BenchUser, name: str, spec: load.Load,
-             connections: int | None = None) -> dict[str, Any]:
+    def http(
+        self, server: Server, user: BenchUser, name: str, spec: load.Load, connections: int | None = None
+    ) -> dict[str, Any]:
         """Run one HTTP load after a warm-up, with memory watched, and record it (ratio to the baseline)."""
         load.warm_up(server.url, spec, connections or self.sizes.connections, self.sizes.warmup_seconds)
         with MemoryWatch(server) as memory:
@@ -85,8 +88,14 @@ def _auth(user: BenchUser) -> dict[str, str]:
 
 
 def _create_load(user: BenchUser) -> load.Load:
-    body = json.dumps({"keyId": user.key_id, "content": os.urandom(OBJECT_BYTES).hex(), "authTag": "ab" * 16,
-                       "relatedId": user.store_id})
+    body = json.dumps(
+        {
+            "keyId": user.key_id,
+            "content": os.urandom(OBJECT_BYTES).hex(),
+            "authTag": "ab" * 16,
+            "relatedId": user.store_id,
+        }
+    )
     return load.Load("PUT", ["/api/objects"], {**_auth(user), "Content-Type": "application/json"}, body)
 
 
@@ -117,15 +126,23 @@ def scenario_listing(bench: Bench) -> None:
     rt.close()
     server = bench.server(data)
     try:
-        with MemoryWatch(server) as memory, requests.get(f"{server.url}/api/objects/{user.store_id}/related",
-                                                         headers=_auth(user), stream=True, timeout=600) as resp:
+        with (
+            MemoryWatch(server) as memory,
+            requests.get(
+                f"{server.url}/api/objects/{user.store_id}/related", headers=_auth(user), stream=True, timeout=600
+            ) as resp,
+        ):
             started, size = time.monotonic(), 0
             for chunk in resp.iter_content(65536):
                 size += len(chunk)
             elapsed = time.monotonic() - started
-        bench.results["4_listing"] = {"items": bench.sizes.list_objects, "seconds_to_last_byte": round(elapsed, 2),
-                                      "bytes": size, "rss_growth_mib": round(memory.growth_mib, 1),
-                                      "peak_rss_mib": round(memory.peak_mib, 1)}
+        bench.results["4_listing"] = {
+            "items": bench.sizes.list_objects,
+            "seconds_to_last_byte": round(elapsed, 2),
+            "bytes": size,
+            "rss_growth_mib": round(memory.growth_mib, 1),
+            "peak_rss_mib": round(memory.peak_mib, 1),
+        }
     finally:
         server.stop()
 
@@ -146,16 +163,21 @@ def scenario_fanout(bench: Bench, users: int, label: str) -> None:
         receiver = fanout.Receiver(sockets)
         receiver.thread.start()
         with MemoryWatch(server) as memory:
-            sent = fanout.write_at_rate(server.url, [(p.api_key, p.key_id) for p in people], bench.sizes.write_rate,
-                                        bench.sizes.fanout_seconds)
+            sent = fanout.write_at_rate(
+                server.url, [(p.api_key, p.key_id) for p in people], bench.sizes.write_rate, bench.sizes.fanout_seconds
+            )
             time.sleep(2)
         receiver.stop()
         expected = sent * n // users
-        bench.results[f"5_fanout_{label}"] = {"subscribers": n, "users": users, "writes": sent,
-                                              "writes_per_s": bench.sizes.write_rate,
-                                              **fanout.summarize(receiver.latencies, expected),
-                                              "rss_per_stream_kib": round(per_stream, 1),
-                                              "peak_rss_mib": round(memory.peak_mib, 1)}
+        bench.results[f"5_fanout_{label}"] = {
+            "subscribers": n,
+            "users": users,
+            "writes": sent,
+            "writes_per_s": bench.sizes.write_rate,
+            **fanout.summarize(receiver.latencies, expected),
+            "rss_per_stream_kib": round(per_stream, 1),
+            "peak_rss_mib": round(memory.peak_mib, 1),
+        }
     finally:
         server.stop()
 
@@ -167,22 +189,34 @@ def scenario_ingest(bench: Bench) -> None:
     user = make_user(rt, "ingest")
     rt.close()
     port = free_port()
-    scraper = subprocess.Popen([sys.executable, "-m", "telentir", "demo-scraper", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scraper = subprocess.Popen(
+        [sys.executable, "-m", "telentir", "demo-scraper", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     server = bench.server(data, {"SCRAPER_HOSTNAME": f"http://127.0.0.1:{port}"})
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz")
         count = bench.sizes.ingest_records
         with MemoryWatch(server) as memory:
             started = time.monotonic()
-            resp = requests.post(f"{server.url}/api/connect", headers=_auth(user), timeout=3600,
-                                 json={"repository": "contacts", "path": "/records", "params": {"count": count}})
+            resp = requests.post(
+                f"{server.url}/api/connect",
+                headers=_auth(user),
+                timeout=3600,
+                json={"repository": "contacts", "path": "/records", "params": {"count": count}},
+            )
             elapsed = time.monotonic() - started
         resp.raise_for_status()
-        job = requests.get(f"{server.url}/api/connect/jobs/{resp.headers['X-Connect-Job']}", headers=_auth(user),
-                           timeout=30).json()
-        entry = {"records": job["created"], "seconds": round(elapsed, 2), "records_per_s": round(job["created"] / elapsed),
-                 "peak_rss_mib": round(memory.peak_mib, 1)}
+        job = requests.get(
+            f"{server.url}/api/connect/jobs/{resp.headers['X-Connect-Job']}", headers=_auth(user), timeout=30
+        ).json()
+        entry = {
+            "records": job["created"],
+            "seconds": round(elapsed, 2),
+            "records_per_s": round(job["created"] / elapsed),
+            "peak_rss_mib": round(memory.peak_mib, 1),
+        }
         create = bench.results.get("2_create", {}).get("rps")
         if create:
             entry["ratio_to_http_create"] = round(entry["records_per_s"] / create, 2)
@@ -218,8 +252,12 @@ def scenario_durability(bench: Bench) -> None:
     server = bench.server(data, {"TELENTIR_SYNCHRONOUS": "FULL"})
     try:
         bench.http(server, user, "2_create_sync_full", _create_load(user))
-        big = load.Load("PUT", ["/api/objects"], {**_auth(user), "Content-Type": "application/json"},
-                        json.dumps({"keyId": user.key_id, "content": os.urandom(64 * 1024).hex(), "authTag": "ab" * 16}))
+        big = load.Load(
+            "PUT",
+            ["/api/objects"],
+            {**_auth(user), "Content-Type": "application/json"},
+            json.dumps({"keyId": user.key_id, "content": os.urandom(64 * 1024).hex(), "authTag": "ab" * 16}),
+        )
         bench.http(server, user, "2_create_64KiB_files_sync_full", big)
     finally:
         server.stop()
@@ -228,22 +266,32 @@ def scenario_durability(bench: Bench) -> None:
 def scenario_peer(bench: Bench) -> None:
     """Kinto on PostgreSQL with the same load tool and record size, when bench/kinto.py can run it."""
     from . import kinto
+
     bench.results["7_peer_kinto"] = kinto.run(bench.workdir, bench.sizes, OBJECT_BYTES, bench.results)
 
 
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
-    "http": scenario_http, "listing": scenario_listing,
-    "fanout": lambda b: (scenario_fanout(b, 1, "one_user"), scenario_fanout(b, max(1, b.sizes.subscribers // 10),
-                                                                             "many_users")),
-    "ingest": scenario_ingest, "durability": scenario_durability, "peer": scenario_peer,
+    "http": scenario_http,
+    "listing": scenario_listing,
+    "fanout": lambda b: (
+        scenario_fanout(b, 1, "one_user"),
+        scenario_fanout(b, max(1, b.sizes.subscribers // 10), "many_users"),
+    ),
+    "ingest": scenario_ingest,
+    "durability": scenario_durability,
+    "peer": scenario_peer,
     "scaling": scenario_scaling,
 }
 
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-            "load_tool": "wrk" if shutil.which("wrk") else "python"}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_tool": "wrk" if shutil.which("wrk") else "python",
+    }
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -261,8 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few-second smoke run")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
-    parser.add_argument("--worker-class", choices=["gthread", "gevent"], default="gthread",
-                        help="the gunicorn worker every scenario's server runs (serve --worker-class)")
+    parser.add_argument(
+        "--worker-class",
+        choices=["gthread", "gevent"],
+        default="gthread",
+        help="the gunicorn worker every scenario's server runs (serve --worker-class)",
+    )
     args = parser.parse_args(argv)
     bench = Bench(QUICK if args.quick else FULL, Path(tempfile.mkdtemp(prefix="telentir-bench-")), args.worker_class)
     chosen = args.only or [s for s in SCENARIOS if not (args.quick and s == "peer")]
@@ -276,8 +328,12 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
                 bench.results[f"error_{name}"] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"[{name}] {time.monotonic() - started:.1f}s", file=sys.stderr)
-            report = {"machine": machine(), "quick": args.quick, "worker_class": args.worker_class,
-                      "results": bench.results}
+            report = {
+                "machine": machine(),
+                "quick": args.quick,
+                "worker_class": args.worker_class,
+                "results": bench.results,
+            }
             args.out.write_text(json.dumps(report, indent=2) + "\n")
     finally:
         shutil.rmtree(bench.workdir, ignore_errors=True)

@@ -1,4 +1,5 @@
 """Fast set-up of benchmark data, straight through the service layer (not part of what is measured)."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,12 @@ def make_user(rt: Runtime, label: str) -> BenchUser:
     user = accounts.create_user(rt, f"{label}-{secrets.token_hex(4)}@bench.example", "+15555550199", verified=True)
     roots.ensure_root(rt, user["id"])
     key = keyring.create_key(rt, user["id"], "default", None, None, "{}")
-    return BenchUser(user["id"], credentials.create_api_key(rt, user["id"], "bench")["key"], key["id"],
-                     roots.store_object_ids(rt, user["id"])["contacts"])
+    return BenchUser(
+        user["id"],
+        credentials.create_api_key(rt, user["id"], "bench")["key"],
+        key["id"],
+        roots.store_object_ids(rt, user["id"])["contacts"],
+    )
 
 
 def seed_objects(rt: Runtime, user: BenchUser, count: int, size: int = 1024, batch: int = 2000) -> list[str]:
@@ -48,8 +53,11 @@ def seed_objects(rt: Runtime, user: BenchUser, count: int, size: int = 1024, bat
         inline = size <= rt.config.inline_max_bytes
         blob_ids = [None] * n if inline else rt.blobs.write_many(contents)
         with rt.db.atomic() as tx:
-            for content, blob_id in zip(contents, blob_ids):
-                ids.append(objects.insert_object(rt, tx, user.user_id, user.key_id, blob_id, content,
-                                                 os.urandom(16), user.store_id, "{}"))
+            for content, blob_id in zip(contents, blob_ids, strict=True):
+                ids.append(
+                    objects.insert_object(
+                        rt, tx, user.user_id, user.key_id, blob_id, content, os.urandom(16), user.store_id, "{}"
+                    )
+                )
     rt.blobs.durable = True
     return ids

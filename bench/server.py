@@ -1,4 +1,5 @@
 """Start the real server for a benchmark and watch its memory."""
+
 from __future__ import annotations
 
 import os
@@ -27,15 +28,37 @@ def free_port() -> int:
 class Server:
     """`python -m telentir serve` (gunicorn, production settings) over a data folder."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, workers: int = 1, threads: int = 256,
-                 worker_class: str = "gthread") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        threads: int = 256,
+        worker_class: str = "gthread",
+    ) -> None:
         self.data_dir, self.workers, self.threads = data_dir, workers, threads
         self.port = free_port()
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("TELENTIR_")},
-                    "TELENTIR_DATA_DIR": str(data_dir), "TELENTIR_MASTER_KEY": MASTER_KEY,
-                    "TELENTIR_LOG_LEVEL": "WARNING", **(env or {})}
-        self.command = [sys.executable, "-m", "telentir", "serve", "--port", str(self.port), "--workers",
-                        str(workers), "--threads", str(threads), "--worker-class", worker_class]
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("TELENTIR_")},
+            "TELENTIR_DATA_DIR": str(data_dir),
+            "TELENTIR_MASTER_KEY": MASTER_KEY,
+            "TELENTIR_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+        self.command = [
+            sys.executable,
+            "-m",
+            "telentir",
+            "serve",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            worker_class,
+        ]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -43,11 +66,12 @@ class Server:
         """Base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         """Start and wait for /healthz."""
-        self.log = open(self.data_dir.parent / f"server-{self.port}.log", "wb")
-        self.proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        with open(self.data_dir.parent / f"server-{self.port}.log", "wb") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -84,7 +108,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(20)
-        self.log.close()
 
 
 class MemoryWatch:
@@ -97,7 +120,7 @@ class MemoryWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "MemoryWatch":
+    def __enter__(self) -> MemoryWatch:
         self._thread.start()
         return self
 
@@ -113,9 +136,9 @@ class MemoryWatch:
     @property
     def growth_mib(self) -> float:
         """Peak minus starting RSS, MiB."""
-        return (self.peak - self.start_rss) / 2 ** 20
+        return (self.peak - self.start_rss) / 2**20
 
     @property
     def peak_mib(self) -> float:
         """Peak RSS, MiB."""
-        return self.peak / 2 ** 20
+        return self.peak / 2**20

@@ -3,16 +3,18 @@
 `create_app(config)` builds everything; importing this package opens no file and starts
 no thread.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 
 from .config import Config, load_config
 
-__all__ = ["create_app", "close_app"]
+__all__ = ["close_app", "create_app"]
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
@@ -29,8 +31,11 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     # WebSocket pings at the heartbeat interval keep idle mirrors alive behind proxies, as
     # keep-alive comments do for SSE.
-    app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, JSON_SORT_KEYS=False,
-                      SOCK_SERVER_OPTIONS={"ping_interval": config.sse_heartbeat_seconds})
+    app.config.update(
+        MAX_CONTENT_LENGTH=config.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        SOCK_SERVER_OPTIONS={"ping_interval": config.sse_heartbeat_seconds},
+    )
     # `//` in a path (an id like "../") must be a JSON 404, not Werkzeug's HTML redirect.
     app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]

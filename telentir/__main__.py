@@ -1,4 +1,5 @@
 """`python -m telentir …`: the admin CLI."""
+
 from .cli import main
 
 main()

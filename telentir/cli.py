@@ -1,10 +1,11 @@
 """Admin commands: a thin click shell over the service functions."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import click
 
@@ -42,16 +43,19 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (more than 1 needs Redis).")
 @click.option("--threads", type=click.IntRange(1, 4096), help="Threads per worker (gthread).")
-@click.option("--worker-class", type=click.Choice(["gthread", "gevent"]),
-              help="gunicorn worker: gthread (default) or gevent (one event loop per worker).")
+@click.option(
+    "--worker-class",
+    type=click.Choice(["gthread", "gevent"]),
+    help="gunicorn worker: gthread (default) or gevent (one event loop per worker).",
+)
 @click.option("--demo", is_flag=True, help="Create a demo user once and print an API key for it.")
-def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None,
-          demo: bool) -> None:
+def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None, demo: bool) -> None:
     """Run the production server (gunicorn).
 
     Example: python -m telentir serve --port 8000 --demo
     """
-    from .serving import check_workers, serve as run_server
+    from .serving import check_workers
+    from .serving import serve as run_server
 
     try:
         config = load_config()
@@ -76,8 +80,10 @@ def _prepare(config: Config) -> dict[str, int]:
 
 def _announce_demo(rt: Runtime, host: str, port: int) -> None:
     key = ensure_demo_user(rt)
-    click.echo(f"Demo user: {DEMO_EMAIL}\nDemo API key: {key}\n"
-               f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/api/root")
+    click.echo(
+        f"Demo user: {DEMO_EMAIL}\nDemo API key: {key}\n"
+        f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/api/root"
+    )
 
 
 def ensure_demo_user(rt: Runtime) -> str:
@@ -117,8 +123,10 @@ def init() -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     report = _prepare(config)
-    click.echo(f"Initialized {config.data_dir} (database {config.database_path}); "
-               f"removed {report['swept_blobs']} stray blob file(s).")
+    click.echo(
+        f"Initialized {config.data_dir} (database {config.database_path}); "
+        f"removed {report['swept_blobs']} stray blob file(s)."
+    )
 
 
 @main.group()
@@ -133,15 +141,15 @@ def users() -> None:
 @click.option("--password", help="Password for logging in (omit for API-key-only users).")
 @click.option("--first-name", default="", help="First name.")
 @click.option("--last-name", default="", help="Last name.")
-def users_create(email: str, phone: str, verified: bool, password: str | None, first_name: str,
-                 last_name: str) -> None:
+def users_create(email: str, phone: str, verified: bool, password: str | None, first_name: str, last_name: str) -> None:
     """Create a user; prints the user id as the last line.
 
     Example: python -m telentir users create ada@example.com --phone +15555550123 --verified
     """
     with _runtime() as rt:
-        user = accounts.create_user(rt, email, phone, first_name=first_name, last_name=last_name,
-                                    password=password, verified=verified)
+        user = accounts.create_user(
+            rt, email, phone, first_name=first_name, last_name=last_name, password=password, verified=verified
+        )
         click.echo(f"Created {user['email']}")
         click.echo(user["id"])
 
@@ -201,8 +209,9 @@ def api_keys_list(email: str) -> None:
     with _runtime() as rt:
         user = accounts.find_user_by_email(rt, email)
         for record in credentials.list_api_keys(rt, user["id"]):
-            click.echo(f"{record['id']}\t{record['name']}\t{record['created_at']}\t"
-                       f"{record['last_used_at'] or 'never used'}")
+            click.echo(
+                f"{record['id']}\t{record['name']}\t{record['created_at']}\t{record['last_used_at'] or 'never used'}"
+            )
 
 
 @api_keys.command("revoke")

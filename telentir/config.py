@@ -3,15 +3,17 @@
 `SETTINGS` is the single table of settings (environment name, type, default, meaning);
 the README's configuration table mirrors it and a test keeps the two in step.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .crypto import CryptoError, parse_master_key
 
@@ -206,86 +208,214 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TELENTIR_DATA_DIR", "data_dir", Path, "Folder for the database, blobs and master key."),
     Setting("TELENTIR_DATABASE", "database", Path, "SQLite database file (default `<data dir>/telentir.db`)."),
     Setting("TELENTIR_BLOB_DIR", "blob_dir", Path, "Folder of ciphertext files (default `<data dir>/blobs`)."),
-    Setting("TELENTIR_MASTER_KEY", "master_key", _master_key,
-            "Master key sealing secrets at rest: 32 bytes as hex or base64. Unset: a key file is used.", secret=True),
-    Setting("TELENTIR_MASTER_KEY_FILE", "master_key_file", Path,
-            "Master key file, created 0600 on first start (default `<data dir>/master.key`)."),
+    Setting(
+        "TELENTIR_MASTER_KEY",
+        "master_key",
+        _master_key,
+        "Master key sealing secrets at rest: 32 bytes as hex or base64. Unset: a key file is used.",
+        secret=True,
+    ),
+    Setting(
+        "TELENTIR_MASTER_KEY_FILE",
+        "master_key_file",
+        Path,
+        "Master key file, created 0600 on first start (default `<data dir>/master.key`).",
+    ),
     Setting("TELENTIR_SERVER_NAME", "server_name", _server_name, "Name of the platform server in `GET /api/server`."),
-    Setting("TELENTIR_BROKER_URL", "broker_url", _broker_url,
-            "Event broker: `memory://` (one process) or `redis://host:port/db` (any number)."),
+    Setting(
+        "TELENTIR_BROKER_URL",
+        "broker_url",
+        _broker_url,
+        "Event broker: `memory://` (one process) or `redis://host:port/db` (any number).",
+    ),
     Setting("TELENTIR_MAX_BODY_BYTES", "max_body_bytes", _positive_int, "Largest request body accepted (413 past it)."),
-    Setting("TELENTIR_MAX_METADATA_BYTES", "max_metadata_bytes", _positive_int,
-            "Largest `metadata` object, as compact JSON."),
-    Setting("TELENTIR_INLINE_MAX_BYTES", "inline_max_bytes", _non_negative_int,
-            "Ciphertexts up to this size live in the database row; larger ones in files (0: always files)."),
-    Setting("TELENTIR_SSE_HEARTBEAT_SECONDS", "sse_heartbeat_seconds", _positive_float,
-            "Seconds between keep-alive comments on an idle event stream."),
+    Setting(
+        "TELENTIR_MAX_METADATA_BYTES",
+        "max_metadata_bytes",
+        _positive_int,
+        "Largest `metadata` object, as compact JSON.",
+    ),
+    Setting(
+        "TELENTIR_INLINE_MAX_BYTES",
+        "inline_max_bytes",
+        _non_negative_int,
+        "Ciphertexts up to this size live in the database row; larger ones in files (0: always files).",
+    ),
+    Setting(
+        "TELENTIR_SSE_HEARTBEAT_SECONDS",
+        "sse_heartbeat_seconds",
+        _positive_float,
+        "Seconds between keep-alive comments on an idle event stream.",
+    ),
     Setting("TELENTIR_SSE_RETRY_MS", "sse_retry_ms", _positive_int, "`retry:` sent to event-stream clients."),
-    Setting("TELENTIR_SSE_HUB", "sse_hub", _boolean,
-            "Serve live SSE streams under gunicorn from one hub per process instead of a thread each."),
-    Setting("TELENTIR_SSE_BATCH_MS", "sse_batch_ms", _non_negative_int,
-            "A busy stream not served by the hub sends at most one batch per this many ms (an idle one sends at once); 0 sends each event alone."),
-    Setting("TELENTIR_SSE_MAX_STREAMS", "sse_max_streams", _positive_int,
-            "Open event streams (SSE + WebSocket) one process serves; 503 past it. Keep below gunicorn's threads."),
-    Setting("TELENTIR_SSE_MAX_STREAMS_PER_USER", "sse_max_streams_per_user", _positive_int,
-            "Open event streams one user may hold in one process; 429 past it."),
-    Setting("TELENTIR_EVENT_RETENTION_SECONDS", "event_retention_seconds", _positive_int,
-            "Events older than this are pruned (streams resuming from before them get `resync`)."),
-    Setting("TELENTIR_EVENT_RETENTION_COUNT", "event_retention_count", _positive_int,
-            "At most this many events are kept; older ones are pruned."),
-    Setting("TELENTIR_EVENT_PRUNE_INTERVAL_SECONDS", "event_prune_interval_seconds", _positive_float,
-            "How often the background pruner runs."),
-    Setting("TELENTIR_PLANS", "plans", _plans,
-            "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead}."),
+    Setting(
+        "TELENTIR_SSE_HUB",
+        "sse_hub",
+        _boolean,
+        "Serve live SSE streams under gunicorn from one hub per process instead of a thread each.",
+    ),
+    Setting(
+        "TELENTIR_SSE_BATCH_MS",
+        "sse_batch_ms",
+        _non_negative_int,
+        "A busy stream not served by the hub sends at most one batch per this many ms (an idle one sends at once); "
+        "0 sends each event alone.",
+    ),
+    Setting(
+        "TELENTIR_SSE_MAX_STREAMS",
+        "sse_max_streams",
+        _positive_int,
+        "Open event streams (SSE + WebSocket) one process serves; 503 past it. Keep below gunicorn's threads.",
+    ),
+    Setting(
+        "TELENTIR_SSE_MAX_STREAMS_PER_USER",
+        "sse_max_streams_per_user",
+        _positive_int,
+        "Open event streams one user may hold in one process; 429 past it.",
+    ),
+    Setting(
+        "TELENTIR_EVENT_RETENTION_SECONDS",
+        "event_retention_seconds",
+        _positive_int,
+        "Events older than this are pruned (streams resuming from before them get `resync`).",
+    ),
+    Setting(
+        "TELENTIR_EVENT_RETENTION_COUNT",
+        "event_retention_count",
+        _positive_int,
+        "At most this many events are kept; older ones are pruned.",
+    ),
+    Setting(
+        "TELENTIR_EVENT_PRUNE_INTERVAL_SECONDS",
+        "event_prune_interval_seconds",
+        _positive_float,
+        "How often the background pruner runs.",
+    ),
+    Setting(
+        "TELENTIR_PLANS", "plans", _plans, "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead}."
+    ),
     Setting("TELENTIR_DEFAULT_PLAN", "default_plan", str, "Plan key given to new users."),
     Setting("SCRAPER_HOSTNAME", "scraper_hostname", str, "Base URL of the scraper service for `POST /api/connect`."),
     Setting("STRIPE_SECRET_KEY", "stripe_secret_key", str, "Enables Stripe mode for prepaid balances.", secret=True),
     Setting("STRIPE_API_BASE", "stripe_api_base", str, "Override of Stripe's API address (tests, proxies)."),
-    Setting("TELENTIR_SYNCHRONOUS", "synchronous", _synchronous,
-            "SQLite `synchronous`: NORMAL survives a process crash, FULL also power loss."),
-    Setting("TELENTIR_SQLITE_CACHE_MIB", "sqlite_cache_mib", _positive_int,
-            "SQLite page cache per connection (one connection per thread), MiB. More speeds up reads "
-            "of a large database at the cost of memory per busy thread."),
+    Setting(
+        "TELENTIR_SYNCHRONOUS",
+        "synchronous",
+        _synchronous,
+        "SQLite `synchronous`: NORMAL survives a process crash, FULL also power loss.",
+    ),
+    Setting(
+        "TELENTIR_SQLITE_CACHE_MIB",
+        "sqlite_cache_mib",
+        _positive_int,
+        "SQLite page cache per connection (one connection per thread), MiB. More speeds up reads "
+        "of a large database at the cost of memory per busy thread.",
+    ),
     Setting("TELENTIR_JWT_TTL_SECONDS", "jwt_ttl_seconds", _positive_int, "Lifetime of a session token."),
-    Setting("TELENTIR_JWT_REMEMBER_TTL_SECONDS", "jwt_remember_ttl_seconds", _positive_int,
-            "Lifetime of a session token when logging in with `remember`."),
+    Setting(
+        "TELENTIR_JWT_REMEMBER_TTL_SECONDS",
+        "jwt_remember_ttl_seconds",
+        _positive_int,
+        "Lifetime of a session token when logging in with `remember`.",
+    ),
     Setting("TELENTIR_COOKIE_SECURE", "cookie_secure", _boolean, "Mark the `token` cookie Secure (behind HTTPS)."),
-    Setting("TELENTIR_PROXY_HOPS", "proxy_hops", _non_negative_int,
-            "Reverse proxies in front whose X-Forwarded-For is trusted (rate limits use the client address)."),
-    Setting("TELENTIR_SMS_BACKEND", "sms_backend", _sms_backend,
-            "`log` writes phone codes to the server log; `twilio` sends them."),
+    Setting(
+        "TELENTIR_PROXY_HOPS",
+        "proxy_hops",
+        _non_negative_int,
+        "Reverse proxies in front whose X-Forwarded-For is trusted (rate limits use the client address).",
+    ),
+    Setting(
+        "TELENTIR_SMS_BACKEND",
+        "sms_backend",
+        _sms_backend,
+        "`log` writes phone codes to the server log; `twilio` sends them.",
+    ),
     Setting("TWILIO_ACCOUNT_SID", "twilio_account_sid", str, "Twilio account for the `twilio` SMS backend."),
     Setting("TWILIO_AUTH_TOKEN", "twilio_auth_token", str, "Twilio auth token.", secret=True),
     Setting("TWILIO_FROM_NUMBER", "twilio_from_number", str, "Sender number for SMS codes."),
-    Setting("TELENTIR_PHONE_CODE_TTL_SECONDS", "phone_code_ttl_seconds", _positive_int,
-            "How long a phone code stays valid."),
-    Setting("TELENTIR_AUTH_MAX_ATTEMPTS", "auth_max_attempts", _positive_int,
-            "Failed logins or code checks allowed per account and per address in one window."),
+    Setting(
+        "TELENTIR_PHONE_CODE_TTL_SECONDS", "phone_code_ttl_seconds", _positive_int, "How long a phone code stays valid."
+    ),
+    Setting(
+        "TELENTIR_AUTH_MAX_ATTEMPTS",
+        "auth_max_attempts",
+        _positive_int,
+        "Failed logins or code checks allowed per account and per address in one window.",
+    ),
     Setting("TELENTIR_AUTH_WINDOW_SECONDS", "auth_window_seconds", _positive_int, "Length of that window."),
-    Setting("TELENTIR_LOG_LEVEL", "log_level", _log_level,
-            "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
-    Setting("TELENTIR_CONNECT_WORKERS", "connect_workers", _non_negative_int,
-            "Threads running ingestion jobs per process (0 runs each job in its request thread)."),
-    Setting("TELENTIR_CONNECT_PER_USER", "connect_per_user", _positive_int,
-            "Ingestion jobs one user may run at once in one process; 429 past it."),
-    Setting("TELENTIR_CONNECT_CONNECT_TIMEOUT", "connect_connect_timeout", _positive_float,
-            "Seconds to connect to the scraper."),
-    Setting("TELENTIR_CONNECT_READ_TIMEOUT", "connect_read_timeout", _positive_float,
-            "Seconds the scraper may stay silent before the job fails."),
-    Setting("TELENTIR_CONNECT_MAX_SECONDS", "connect_max_seconds", _positive_float, "Longest an ingestion job may run."),
-    Setting("TELENTIR_CONNECT_MAX_FRAME_BYTES", "connect_max_frame_bytes", _positive_int,
-            "Largest SSE frame accepted from the scraper; a larger one fails the job."),
-    Setting("TELENTIR_CONNECT_MAX_PARAMS_BYTES", "connect_max_params_bytes", _positive_int,
-            "Largest `params` object of POST /api/connect, as JSON."),
-    Setting("TELENTIR_CONNECT_MAX_RECORDS", "connect_max_records", _positive_int,
-            "Most records one job writes when no credits limit it."),
-    Setting("TELENTIR_CONNECT_BATCH_SIZE", "connect_batch_size", _positive_int,
-            "Records committed per ingestion transaction."),
-    Setting("TELENTIR_CONNECT_BATCH_SECONDS", "connect_batch_seconds", _positive_float,
-            "Longest a received record waits before its batch commits."),
-    Setting("TELENTIR_STRIPE_TIMEOUT_SECONDS", "stripe_timeout_seconds", _positive_float, "Timeout of each Stripe call."),
-    Setting("TELENTIR_REFUND_RETRY_SECONDS", "refund_retry_seconds", _positive_float,
-            "How often pending Stripe refunds are retried in the background."),
+    Setting(
+        "TELENTIR_LOG_LEVEL",
+        "log_level",
+        _log_level,
+        "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_WORKERS",
+        "connect_workers",
+        _non_negative_int,
+        "Threads running ingestion jobs per process (0 runs each job in its request thread).",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_PER_USER",
+        "connect_per_user",
+        _positive_int,
+        "Ingestion jobs one user may run at once in one process; 429 past it.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_CONNECT_TIMEOUT",
+        "connect_connect_timeout",
+        _positive_float,
+        "Seconds to connect to the scraper.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_READ_TIMEOUT",
+        "connect_read_timeout",
+        _positive_float,
+        "Seconds the scraper may stay silent before the job fails.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_MAX_SECONDS", "connect_max_seconds", _positive_float, "Longest an ingestion job may run."
+    ),
+    Setting(
+        "TELENTIR_CONNECT_MAX_FRAME_BYTES",
+        "connect_max_frame_bytes",
+        _positive_int,
+        "Largest SSE frame accepted from the scraper; a larger one fails the job.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_MAX_PARAMS_BYTES",
+        "connect_max_params_bytes",
+        _positive_int,
+        "Largest `params` object of POST /api/connect, as JSON.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_MAX_RECORDS",
+        "connect_max_records",
+        _positive_int,
+        "Most records one job writes when no credits limit it.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_BATCH_SIZE",
+        "connect_batch_size",
+        _positive_int,
+        "Records committed per ingestion transaction.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_BATCH_SECONDS",
+        "connect_batch_seconds",
+        _positive_float,
+        "Longest a received record waits before its batch commits.",
+    ),
+    Setting(
+        "TELENTIR_STRIPE_TIMEOUT_SECONDS", "stripe_timeout_seconds", _positive_float, "Timeout of each Stripe call."
+    ),
+    Setting(
+        "TELENTIR_REFUND_RETRY_SECONDS",
+        "refund_retry_seconds",
+        _positive_float,
+        "How often pending Stripe refunds are retried in the background.",
+    ),
 )
 
 
@@ -325,14 +455,17 @@ def _validate(config: Config) -> Config:
         except ValueError as exc:
             raise ConfigError(f"TELENTIR_MASTER_KEY=(hidden) is not valid: {exc}") from exc
     if config.log_level.upper() not in _LOG_LEVELS:
-        raise ConfigError(f"TELENTIR_LOG_LEVEL={config.log_level!r} is not valid: "
-                          f"must be one of {', '.join(_LOG_LEVELS)}")
+        raise ConfigError(
+            f"TELENTIR_LOG_LEVEL={config.log_level!r} is not valid: must be one of {', '.join(_LOG_LEVELS)}"
+        )
     if config.default_plan not in config.plans:
         raise ConfigError(f"TELENTIR_DEFAULT_PLAN={config.default_plan!r} is not a key of the plan catalog")
     if config.sms_backend == "twilio" and not (
-            config.twilio_account_sid and config.twilio_auth_token and config.twilio_from_number):
-        raise ConfigError("TELENTIR_SMS_BACKEND=twilio needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN "
-                          "and TWILIO_FROM_NUMBER")
+        config.twilio_account_sid and config.twilio_auth_token and config.twilio_from_number
+    ):
+        raise ConfigError(
+            "TELENTIR_SMS_BACKEND=twilio needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM_NUMBER"
+        )
     if config.scraper_hostname and not config.scraper_hostname.startswith(("http://", "https://")):
         raise ConfigError("SCRAPER_HOSTNAME must start with http:// or https://")
     return config

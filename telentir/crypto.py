@@ -4,6 +4,7 @@ RSA-OAEP (SHA-256, MGF1-SHA-256) for wrapping AES keys, AES-256-GCM with a separ
 16-byte tag for content, key serialization as base64url DER (SPKI / PKCS#8), JWK export
 of verify keys, and sealing of secrets at rest under the master key.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,6 +41,7 @@ class CryptoError(ValueError):
 
 # --- encodings -----------------------------------------------------------------------
 
+
 def b64url(data: bytes) -> str:
     """Base64url without padding."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
@@ -68,6 +70,7 @@ def hexdecode(text: str) -> bytes:
 
 # --- RSA ------------------------------------------------------------------------------
 
+
 def generate_rsa_key(bits: int = RSA_BITS) -> rsa.RSAPrivateKey:
     """A fresh RSA private key with exponent 65537."""
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
@@ -75,8 +78,7 @@ def generate_rsa_key(bits: int = RSA_BITS) -> rsa.RSAPrivateKey:
 
 def private_key_to_b64(key: rsa.RSAPrivateKey) -> str:
     """PKCS#8 DER as base64url."""
-    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return b64url(der)
 
 
@@ -142,6 +144,7 @@ def unwrap_key(private_key: rsa.RSAPrivateKey, wrapped: bytes) -> bytes:
 
 # --- AES-GCM --------------------------------------------------------------------------
 
+
 def new_aes_key() -> bytes:
     """32 random bytes."""
     return secrets.token_bytes(32)
@@ -168,6 +171,7 @@ def aes_gcm_decrypt(key: bytes, iv: bytes, ciphertext: bytes, tag: bytes) -> byt
 
 # --- secrets at rest ------------------------------------------------------------------
 
+
 def seal(master_key: bytes, plaintext: bytes, context: bytes = b"") -> bytes:
     """Encrypt a secret at rest: version || nonce || ciphertext+tag, bound to `context`."""
     nonce = secrets.token_bytes(IV_BYTES)
@@ -178,7 +182,7 @@ def unseal(master_key: bytes, sealed: bytes, context: bytes = b"") -> bytes:
     """Reverse of seal; CryptoError for a wrong master key, context or tampering."""
     if sealed[:1] != _SEAL_VERSION or len(sealed) < 1 + IV_BYTES + TAG_BYTES:
         raise CryptoError("not a sealed secret")
-    nonce, body = sealed[1:1 + IV_BYTES], sealed[1 + IV_BYTES:]
+    nonce, body = sealed[1 : 1 + IV_BYTES], sealed[1 + IV_BYTES :]
     try:
         return AESGCM(master_key).decrypt(nonce, body, context)
     except InvalidTag as exc:
@@ -221,4 +225,3 @@ def load_or_create_master_key(path: Path) -> bytes:
         tmp.unlink()
     fsync_dir(path.parent)
     return key
-

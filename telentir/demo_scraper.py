@@ -3,13 +3,16 @@
 `POST /get-leads {"credits": N}` streams exactly N leads (never more); `POST /<anything>
 {"count": N}` streams N generic records. `delayMs` slows each frame down.
 """
+
 from __future__ import annotations
 
 import json
 import random
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
+import click
 from flask import Flask, Response, jsonify, request
 
 MAX_RECORDS = 1_000_000
@@ -24,9 +27,15 @@ def fake_lead(rng: random.Random, n: int) -> dict[str, Any]:
     """One plausible lead."""
     first, last, company = rng.choice(FIRST), rng.choice(LAST), rng.choice(COMPANIES)
     domain = company.lower().replace(" ", "") + ".example"
-    return {"name": f"{first} {last}", "email": f"{first.lower()}.{last.lower()}{n}@{domain}",
-            "phone": f"+1555{rng.randrange(10 ** 7):07d}", "company": company, "title": rng.choice(TITLES),
-            "city": rng.choice(CITIES), "source": "demo-scraper"}
+    return {
+        "name": f"{first} {last}",
+        "email": f"{first.lower()}.{last.lower()}{n}@{domain}",
+        "phone": f"+1555{rng.randrange(10**7):07d}",
+        "company": company,
+        "title": rng.choice(TITLES),
+        "city": rng.choice(CITIES),
+        "source": "demo-scraper",
+    }
 
 
 def _count(params: dict[str, Any], name: str, default: int) -> int:
@@ -35,7 +44,7 @@ def _count(params: dict[str, Any], name: str, default: int) -> int:
 
 
 def _frames(count: int, delay: float, seed: int) -> Iterator[str]:
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - fake leads, reproducible by seed: no secret here
     yield ": demo scraper\n\n"
     for n in range(count):
         if delay:
@@ -67,5 +76,5 @@ def serve_demo_scraper(host: str, port: int) -> None:
     from werkzeug.serving import make_server
 
     server = make_server(host, port, create_demo_scraper(), threaded=True)
-    print(f"Demo scraper on http://{host}:{port} (set SCRAPER_HOSTNAME to this)", flush=True)
+    click.echo(f"Demo scraper on http://{host}:{port} (set SCRAPER_HOSTNAME to this)")
     server.serve_forever()

@@ -18,6 +18,7 @@
 Services raise these without knowing about Flask; `telentir.api.errors` turns them
 into responses.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,8 +30,13 @@ class ApiError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str = "Something went wrong on our side.", *, code: str | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "Something went wrong on our side.",
+        *,
+        code: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:

@@ -3,11 +3,12 @@
 Ids are opaque, URL-safe and carry a type prefix (`usr_`, `key_`, `obj_`, `job_`, `ak_`).
 Any id from a client is checked against the strict pattern before it reaches SQL or disk.
 """
+
 from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 PREFIXES = ("usr", "key", "obj", "job", "ak")
 _ID_RE = re.compile(r"(usr|key|obj|job|ak)_[A-Za-z0-9]{22}")
@@ -37,10 +38,10 @@ def is_id(value: object, prefix: str) -> bool:
 
 def now_iso() -> str:
     """The current UTC time as `2026-11-29T07:31:56.123Z`."""
-    return iso(datetime.now(timezone.utc))
+    return iso(datetime.now(UTC))
 
 
 def iso(moment: datetime) -> str:
     """Format an aware datetime the wire way (UTC, milliseconds, Z)."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

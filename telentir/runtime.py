@@ -3,6 +3,7 @@
 Built once per app by `create_app` and kept on `app.extensions["telentir"]`; services
 take it as their first argument so they can run from a route, a job, the CLI or a test.
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,11 +85,11 @@ def open_storage(config: Config) -> tuple[Database, BlobStore]:
 
 def build_runtime(config: Config) -> Runtime:
     """Open storage, load the master key and the platform keypair (creating them once)."""
-    from .services.platform import ensure_platform_key  # services import runtime's types
     from .services.events import Doorbell, PublishStats
     from .services.ingest import JobRunner
-    from .services.stripe_gateway import make_gateway
+    from .services.platform import ensure_platform_key  # services import runtime's types
     from .services.streams import RecentReads, StreamSlots
+    from .services.stripe_gateway import make_gateway
 
     db, blobs = open_storage(config)
     try:
@@ -97,8 +98,15 @@ def build_runtime(config: Config) -> Runtime:
     except BaseException:
         db.close()
         raise
-    rt = Runtime(config=config, db=db, blobs=blobs, master_key=master_key, platform=platform,
-                 sms=make_sender(config), broker=create_broker(config.broker_url))
+    rt = Runtime(
+        config=config,
+        db=db,
+        blobs=blobs,
+        master_key=master_key,
+        platform=platform,
+        sms=make_sender(config),
+        broker=create_broker(config.broker_url),
+    )
     rt.extras["publish_stats"] = PublishStats()
     doorbell = rt.extras["doorbell"] = Doorbell(rt.broker, rt.extras["publish_stats"])
     rt.closers.append(doorbell.close)
@@ -117,11 +125,13 @@ def start_background(rt: Runtime) -> None:
     """Start the serving process's background work; each is stopped by close()."""
     from .services import ingest, streams
 
-    workers = [Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds,
-                        lambda: streams.prune_events(rt))]
+    workers = [
+        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: streams.prune_events(rt))
+    ]
     if rt.extras["stripe"] is not None:
-        workers.append(Periodic("telentir-refund-retry", rt.config.refund_retry_seconds,
-                                lambda: ingest.retry_pending(rt)))
+        workers.append(
+            Periodic("telentir-refund-retry", rt.config.refund_retry_seconds, lambda: ingest.retry_pending(rt))
+        )
     for worker in workers:
         worker.start()
         rt.closers.append(worker.stop)

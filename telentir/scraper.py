@@ -5,13 +5,15 @@ The parser follows the HTML living standard's event-stream rules: lines end in `
 comments; a blank line ends a frame; a leading byte order mark is dropped. Frames larger
 than a limit (in bytes) end the stream.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -115,12 +117,25 @@ def scraper_url(base: str, path: str) -> str:
     return url
 
 
-def stream_frames(url: str, params: dict[str, Any], *, connect_timeout: float, read_timeout: float,
-                  max_frame_bytes: int, deadline: float, session: requests.Session) -> Iterator[Frame]:
+def stream_frames(
+    url: str,
+    params: dict[str, Any],
+    *,
+    connect_timeout: float,
+    read_timeout: float,
+    max_frame_bytes: int,
+    deadline: float,
+    session: requests.Session,
+) -> Iterator[Frame]:
     """POST `params` and yield frames until the stream ends; raises on HTTP errors and timeouts."""
-    with session.post(url, data=json.dumps(params), stream=True, allow_redirects=False,
-                      timeout=(connect_timeout, read_timeout),
-                      headers={"Accept": "text/event-stream", "Content-Type": "application/json"}) as response:
+    with session.post(
+        url,
+        data=json.dumps(params),
+        stream=True,
+        allow_redirects=False,
+        timeout=(connect_timeout, read_timeout),
+        headers={"Accept": "text/event-stream", "Content-Type": "application/json"},
+    ) as response:
         if response.status_code != 200:
             raise requests.HTTPError(f"scraper answered {response.status_code}", response=response)
         parser = SSEParser(max_frame_bytes)

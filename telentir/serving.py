@@ -1,4 +1,5 @@
 """Start-up work done once in the master process, and gunicorn run from Python."""
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,10 @@ def sweep_blobs(rt: Runtime) -> int:
 def check_workers(config: Config, workers: int) -> None:
     """The in-memory broker cannot cross processes: refuse more than one worker with it."""
     if workers > 1 and config.broker_url.startswith("memory://"):
-        raise ConfigError(f"{workers} workers need a shared broker: set TELENTIR_BROKER_URL=redis://… "
-                          "(the in-memory broker only reaches subscribers in its own process).")
+        raise ConfigError(
+            f"{workers} workers need a shared broker: set TELENTIR_BROKER_URL=redis://… "
+            "(the in-memory broker only reaches subscribers in its own process)."
+        )
 
 
 class GunicornServer(Application):
@@ -64,13 +67,15 @@ class GunicornServer(Application):
     def load(self) -> Any:
         """Each worker builds its own app (connections and threads are per process)."""
         from . import create_app
+
         return create_app()
 
 
 def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None = None) -> None:
     """Run the production server in the foreground."""
-    GunicornServer({"bind": f"{host}:{port}", "workers": workers, "threads": threads,
-                    "worker_class": worker_class}).run()
+    GunicornServer(
+        {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": worker_class}
+    ).run()
 
 
 def on_starting(workers: int) -> None:

@@ -1,4 +1,5 @@
 """Senders of one-time phone codes: the log (default, for self-hosting) or Twilio."""
+
 from __future__ import annotations
 
 import logging
@@ -38,9 +39,12 @@ class TwilioSender:
     def send(self, phone: str, text: str) -> None:
         """POST the message; UpstreamFailed if Twilio does not accept it."""
         try:
-            resp = requests.post(self.API.format(sid=self.account_sid), timeout=self.timeout,
-                                 auth=(self.account_sid, self.auth_token),
-                                 data={"To": phone, "From": self.from_number, "Body": text})
+            resp = requests.post(
+                self.API.format(sid=self.account_sid),
+                timeout=self.timeout,
+                auth=(self.account_sid, self.auth_token),
+                data={"To": phone, "From": self.from_number, "Body": text},
+            )
         except requests.RequestException as exc:
             raise UpstreamFailed("The SMS provider could not be reached; try again.") from exc
         if resp.status_code >= 300:
@@ -51,6 +55,7 @@ class TwilioSender:
 def make_sender(config: Config) -> SmsSender:
     """The sender the configuration asks for."""
     if config.sms_backend == "twilio":
-        return TwilioSender(config.twilio_account_sid or "", config.twilio_auth_token or "",
-                            config.twilio_from_number or "")
+        return TwilioSender(
+            config.twilio_account_sid or "", config.twilio_auth_token or "", config.twilio_from_number or ""
+        )
     return LogSender()

@@ -3,6 +3,7 @@
 Both kinds of client must work unchanged: the documented one (camelCase, base64) and the
 SDK (snake_case, hex). Requests accept both; responses carry hex and both spellings.
 """
+
 from __future__ import annotations
 
 import json
@@ -151,17 +152,31 @@ def object_record(row: Any, content: bytes) -> dict[str, Any]:
     """The object as every read and write answers it: hex, snake_case plus camelCase aliases."""
     auth_tag = bytes(row["auth_tag"]).hex()
     return {
-        "id": row["id"], "user_id": row["user_id"], "key_id": row["key_id"], "content": content.hex(),
-        "auth_tag": auth_tag, "related_object_id": row["related_id"], "metadata": json.loads(row["metadata"]),
-        "created_at": row["created_at"], "updated_at": row["updated_at"],
-        "keyId": row["key_id"], "authTag": auth_tag, "relatedId": row["related_id"],
+        "id": row["id"],
+        "user_id": row["user_id"],
+        "key_id": row["key_id"],
+        "content": content.hex(),
+        "auth_tag": auth_tag,
+        "related_object_id": row["related_id"],
+        "metadata": json.loads(row["metadata"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "keyId": row["key_id"],
+        "authTag": auth_tag,
+        "relatedId": row["related_id"],
     }
 
 
 def key_record(row: Any) -> dict[str, Any]:
     """The key record of GET/POST/PATCH /keys."""
     return {
-        "id": row["id"], "user_id": row["user_id"], "server": row["server"], "key": bytes(row["wrapped"]).hex(),
-        "iv": bytes(row["iv"]).hex(), "metadata": json.loads(row["metadata"]), "created_at": row["created_at"],
-        "updated_at": row["updated_at"], "deprecated": bool(row["deprecated"]),
+        "id": row["id"],
+        "user_id": row["user_id"],
+        "server": row["server"],
+        "key": bytes(row["wrapped"]).hex(),
+        "iv": bytes(row["iv"]).hex(),
+        "metadata": json.loads(row["metadata"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "deprecated": bool(row["deprecated"]),
     }

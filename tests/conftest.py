@@ -1,9 +1,11 @@
 """Fixtures: an in-process app for unit-level tests, a real gunicorn server for integration."""
+
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -14,6 +16,7 @@ from telentir.config import load_config
 from telentir.runtime import Runtime, build_runtime
 from telentir.services import accounts, credentials
 
+from .redis_server import RedisServer
 from .support import FIXED_MASTER_KEY, Api, ServerProcess
 
 _counter = itertools.count()
@@ -22,8 +25,7 @@ _counter = itertools.count()
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
     """An app over a fresh data folder."""
-    application = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY,
-                              "log_level": "WARNING"})
+    application = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING"})
     application.config["TESTING"] = False  # exercise the real error handlers
     yield application
     close_app(application)
@@ -44,8 +46,15 @@ def client(app: Flask) -> FlaskClient:
 def make_user(rt: Runtime, verified: bool = True, password: str | None = None) -> dict[str, Any]:
     """A new user with a unique email; the dict gains `api_key`."""
     n = next(_counter)
-    user = accounts.create_user(rt, f"user{n}-{id(rt)}@example.com", "+15555550100", first_name="Test",
-                                last_name=f"User{n}", password=password, verified=verified)
+    user = accounts.create_user(
+        rt,
+        f"user{n}-{id(rt)}@example.com",
+        "+15555550100",
+        first_name="Test",
+        last_name=f"User{n}",
+        password=password,
+        verified=verified,
+    )
     user["api_key"] = credentials.create_api_key(rt, user["id"], "test")["key"]
     return user
 
@@ -68,8 +77,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 @pytest.fixture(scope="session")
 def live_rt(live_server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the live server's data folder, for making users from the test side."""
-    runtime = build_runtime(load_config({"data_dir": live_server.data_dir, "master_key": FIXED_MASTER_KEY},
-                                        environ={}))
+    runtime = build_runtime(load_config({"data_dir": live_server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
     yield runtime
     runtime.close()
 
@@ -93,8 +101,7 @@ def new_live_user(live_server: ServerProcess, live_rt: Runtime) -> Iterator[Call
 @pytest.fixture(scope="module")
 def server_rt(server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the data folder of the module's own `server` fixture."""
-    runtime = build_runtime(load_config({"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY},
-                                        environ={}))
+    runtime = build_runtime(load_config({"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
     yield runtime
     runtime.close()
 
@@ -106,3 +113,11 @@ def streams() -> Iterator[list[Any]]:
     yield opened
     for stream in opened:
         stream.close()
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A dedicated redis-server of the module's own (not the shared 6379), which its tests may stop."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

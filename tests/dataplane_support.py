@@ -5,6 +5,7 @@ way an independent client would, so the tests prove interoperability with the wi
 RSA-OAEP (SHA-256, MGF1-SHA-256) key wrapping, AES-256-GCM with the 16-byte tag kept apart,
 SPKI / PKCS#8 DER as base64url.
 """
+
 from __future__ import annotations
 
 import base64
@@ -28,17 +29,38 @@ from telentir.runtime import Runtime
 from .support import Api
 
 OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-STORES = ("contacts", "calls", "agents", "tasks", "conversational-pathways", "campaigns", "sms-messages",
-          "performance-metrics")
+STORES = (
+    "contacts",
+    "calls",
+    "agents",
+    "tasks",
+    "conversational-pathways",
+    "campaigns",
+    "sms-messages",
+    "performance-metrics",
+)
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 OBJ_ID = re.compile(r"obj_[A-Za-z0-9]{22}")
 KEY_ID = re.compile(r"key_[A-Za-z0-9]{22}")
-OBJECT_FIELDS = {"id", "user_id", "key_id", "content", "auth_tag", "related_object_id", "metadata", "created_at",
-                 "updated_at", "keyId", "authTag", "relatedId"}
+OBJECT_FIELDS = {
+    "id",
+    "user_id",
+    "key_id",
+    "content",
+    "auth_tag",
+    "related_object_id",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "keyId",
+    "authTag",
+    "relatedId",
+}
 KEY_FIELDS = {"id", "user_id", "server", "key", "iv", "metadata", "created_at", "updated_at", "deprecated"}
 
 
 # --- encodings and keys ---------------------------------------------------------------
+
 
 def b64(data: bytes) -> str:
     """Standard base64 with padding (what the documented client sends)."""
@@ -109,6 +131,7 @@ def ghost_id(prefix: str) -> str:
 
 # --- a user's vault: root, keys, objects ----------------------------------------------
 
+
 @dataclass
 class LocalKey:
     """A key the client knows in the clear, with its server-side id."""
@@ -175,6 +198,7 @@ class Vault:
 
 # --- database views (through the live runtime) ----------------------------------------
 
+
 def counts(rt: Runtime, user_id: str) -> dict[str, int]:
     """Rows the user owns in every data-plane table, and the number of files no row names (global)."""
     tables = ("objects", "keys", "events", "publications", "servers", "stores")
@@ -184,10 +208,12 @@ def counts(rt: Runtime, user_id: str) -> dict[str, int]:
 
 def events_after(rt: Runtime, user_id: str, after: int = 0) -> list[dict[str, Any]]:
     """The user's event rows with id > after, oldest first, payload parsed."""
-    rows = rt.db.query("SELECT id, type, channel, payload FROM events WHERE user_id = ? AND id > ? ORDER BY id",
-                       (user_id, after))
-    return [{"id": r["id"], "type": r["type"], "channel": r["channel"], "payload": json.loads(r["payload"])}
-            for r in rows]
+    rows = rt.db.query(
+        "SELECT id, type, channel, payload FROM events WHERE user_id = ? AND id > ? ORDER BY id", (user_id, after)
+    )
+    return [
+        {"id": r["id"], "type": r["type"], "channel": r["channel"], "payload": json.loads(r["payload"])} for r in rows
+    ]
 
 
 def orphan_files(rt: Runtime) -> set[str]:
@@ -203,8 +229,15 @@ def last_event_id(rt: Runtime, user_id: str) -> int:
 
 # --- raw HTTP (no client-side path normalization) -------------------------------------
 
-def raw_request(base_url: str, method: str, target: str, credential: str | None = None, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> requests.Response:
+
+def raw_request(
+    base_url: str,
+    method: str,
+    target: str,
+    credential: str | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
     """Send `target` byte for byte (requests/urllib3 would resolve `..`); a requests.Response back."""
     parts = urlsplit(base_url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
@@ -228,8 +261,17 @@ def raw_request(base_url: str, method: str, target: str, credential: str | None 
 PAYLOAD_FIELDS = {
     "key_created": {"key_id", "user_id", "created_at"},
     "key_deleted": {"key_id", "user_id", "deleted_at"},
-    "object_created": {"id", "user_id", "metadata", "key_id", "related_object_id", "content", "auth_tag",
-                       "created_at", "updated_at"},
+    "object_created": {
+        "id",
+        "user_id",
+        "metadata",
+        "key_id",
+        "related_object_id",
+        "content",
+        "auth_tag",
+        "created_at",
+        "updated_at",
+    },
     "object_updated": {"object_id", "key_id", "user_id", "updated_at"},
     "object_deleted": {"object_id", "user_id", "deleted_at"},
     "publish": {"user_id", "type", "related_id", "object_id", "timestamp"},

@@ -16,6 +16,7 @@ Failure modes (`fail(...)`) for the next matching calls:
   (or stop), then close it (a caller killed while waiting).
 Every call is recorded in `calls`.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -73,8 +74,11 @@ class _Failure:
     remaining: int | None  # None: every matching call
 
     def matches(self, call: Call) -> bool:
-        return (self.method == call.method and bool(self.path.fullmatch(call.path))
-                and (self.key is None or bool(self.key.fullmatch(call.idempotency_key or ""))))
+        return (
+            self.method == call.method
+            and bool(self.path.fullmatch(call.path))
+            and (self.key is None or bool(self.key.fullmatch(call.idempotency_key or "")))
+        )
 
 
 @dataclass
@@ -135,8 +139,9 @@ class FakeStripe(BackgroundServer):
         """
         assert mode in FAILURE_MODES, mode
         with self._lock:
-            self._failures.append(_Failure(method.upper(), re.compile(path_pattern), re.compile(key) if key else None,
-                                           mode, times))
+            self._failures.append(
+                _Failure(method.upper(), re.compile(path_pattern), re.compile(key) if key else None, mode, times)
+            )
 
     def clear_failures(self) -> None:
         """Answer normally again (and let held calls go)."""
@@ -157,8 +162,13 @@ class FakeStripe(BackgroundServer):
     def money_calls(self, customer_id: str | None = None) -> list[Call]:
         """Every POST that could move money (optionally for one customer), including failed ones."""
         with self._lock:
-            return [c for c in self.calls if c.method == "POST" and _BALANCE_TXNS.fullmatch(c.path)
-                    and (customer_id is None or c.path.split("/")[3] == customer_id)]
+            return [
+                c
+                for c in self.calls
+                if c.method == "POST"
+                and _BALANCE_TXNS.fullmatch(c.path)
+                and (customer_id is None or c.path.split("/")[3] == customer_id)
+            ]
 
     # --- request handling (called by the handler) ------------------------------------------
 
@@ -177,8 +187,9 @@ class FakeStripe(BackgroundServer):
         failure = self._take_failure(call)
         call.failure = failure
         if failure == "500":
-            return _error(500, "api_error", "An unknown error occurred (fake).",
-                          headers={"Stripe-Should-Retry": "true"})
+            return _error(
+                500, "api_error", "An unknown error occurred (fake).", headers={"Stripe-Should-Retry": "true"}
+            )
         if failure == "drop":
             return _Answer(0, {}, drop=True)
         if not (call.authorization or "").startswith("Bearer sk_"):
@@ -186,8 +197,13 @@ class FakeStripe(BackgroundServer):
         if call.method == "POST" and not call.idempotency_key:
             return _error(400, "invalid_request_error", "The fake insists on an Idempotency-Key on every POST.")
         answer = self._idempotent_answer(call) if call.method == "POST" else self._dispatch(call)
-        return _Answer(answer.status, answer.body, answer.headers, drop=failure in ("drop_after", "hang_after"),
-                       hang=failure == "hang_after")
+        return _Answer(
+            answer.status,
+            answer.body,
+            answer.headers,
+            drop=failure in ("drop_after", "hang_after"),
+            hang=failure == "hang_after",
+        )
 
     def _take_failure(self, call: Call) -> str | None:
         for failure in self._failures:
@@ -205,9 +221,12 @@ class FakeStripe(BackgroundServer):
         stored = self._idempotent.get(call.idempotency_key)
         if stored is not None:
             if stored[0] != signature:
-                return _error(400, "idempotency_error",
-                              "Keys for idempotent requests can only be used with the same parameters they were "
-                              f"first used with. Try using a key other than '{call.idempotency_key}'.")
+                return _error(
+                    400,
+                    "idempotency_error",
+                    "Keys for idempotent requests can only be used with the same parameters they were "
+                    f"first used with. Try using a key other than '{call.idempotency_key}'.",
+                )
             call.replayed = True
             return _Answer(stored[1].status, stored[1].body, {**stored[1].headers, "Idempotent-Replayed": "true"})
         answer = self._dispatch(call)
@@ -230,40 +249,76 @@ class FakeStripe(BackgroundServer):
             return _no_such_customer(customer_id)
         unknown = set(params) - _TXN_PARAMS - {k for k in params if k.startswith("metadata[")}
         if unknown:
-            return _error(400, "invalid_request_error", f"Received unknown parameter: {sorted(unknown)[0]}",
-                          param=sorted(unknown)[0])
+            return _error(
+                400,
+                "invalid_request_error",
+                f"Received unknown parameter: {sorted(unknown)[0]}",
+                param=sorted(unknown)[0],
+            )
         if not _INTEGER.fullmatch(params.get("amount", "")):
             return _error(400, "invalid_request_error", "Invalid integer: amount", param="amount")
         if params.get("currency") != "usd":
             return _error(400, "invalid_request_error", "currency must be usd for this customer.", param="currency")
         amount = int(params["amount"])
         customer.balance += amount
-        txn = {"id": f"cbtxn_{next(self._ids):06d}{secrets.token_hex(4)}", "object": "customer_balance_transaction",
-               "amount": amount, "created": int(time.time()), "credit_note": None, "currency": "usd",
-               "customer": customer_id, "description": params.get("description"),
-               "ending_balance": customer.balance, "invoice": None, "livemode": False,
-               "metadata": {k[9:-1]: v for k, v in params.items() if k.startswith("metadata[")},
-               "type": "adjustment"}
+        txn = {
+            "id": f"cbtxn_{next(self._ids):06d}{secrets.token_hex(4)}",
+            "object": "customer_balance_transaction",
+            "amount": amount,
+            "created": int(time.time()),
+            "credit_note": None,
+            "currency": "usd",
+            "customer": customer_id,
+            "description": params.get("description"),
+            "ending_balance": customer.balance,
+            "invoice": None,
+            "livemode": False,
+            "metadata": {k[9:-1]: v for k, v in params.items() if k.startswith("metadata[")},
+            "type": "adjustment",
+        }
         customer.transactions.append(txn)
         return _Answer(200, txn)
 
 
 def _customer_body(customer: Customer) -> _Answer:
-    return _Answer(200, {"id": customer.id, "object": "customer", "balance": customer.balance, "currency": "usd",
-                         "created": 1700000000, "default_source": None, "deleted": None, "email": None,
-                         "invoice_settings": {"custom_fields": None, "default_payment_method":
-                                              customer.default_payment_method, "footer": None,
-                                              "rendering_options": None},
-                         "livemode": False, "metadata": {}})
+    return _Answer(
+        200,
+        {
+            "id": customer.id,
+            "object": "customer",
+            "balance": customer.balance,
+            "currency": "usd",
+            "created": 1700000000,
+            "default_source": None,
+            "deleted": None,
+            "email": None,
+            "invoice_settings": {
+                "custom_fields": None,
+                "default_payment_method": customer.default_payment_method,
+                "footer": None,
+                "rendering_options": None,
+            },
+            "livemode": False,
+            "metadata": {},
+        },
+    )
 
 
 def _no_such_customer(customer_id: str) -> _Answer:
-    return _error(404, "invalid_request_error", f"No such customer: '{customer_id}'", code="resource_missing",
-                  param="id")
+    return _error(
+        404, "invalid_request_error", f"No such customer: '{customer_id}'", code="resource_missing", param="id"
+    )
 
 
-def _error(status: int, kind: str, message: str, *, code: str | None = None, param: str | None = None,
-           headers: dict[str, str] | None = None) -> _Answer:
+def _error(
+    status: int,
+    kind: str,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> _Answer:
     error: dict[str, Any] = {"type": kind, "message": message}
     if code:
         error["code"] = code
@@ -299,8 +354,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         payload = json.dumps(answer.body).encode()
         self.send_response(answer.status)
-        for name, value in {"Content-Type": "application/json", "Request-Id": f"req_{secrets.token_hex(7)}",
-                            **answer.headers}.items():
+        for name, value in {
+            "Content-Type": "application/json",
+            "Request-Id": f"req_{secrets.token_hex(7)}",
+            **answer.headers,
+        }.items():
             self.send_header(name, value)
         if self.headers.get("Idempotency-Key"):
             self.send_header("Idempotency-Key", self.headers["Idempotency-Key"])

@@ -1,4 +1,5 @@
 """A local HTTP server on a free loopback port, served from a background thread (test fakes build on it)."""
+
 from __future__ import annotations
 
 import threading

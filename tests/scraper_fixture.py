@@ -12,22 +12,31 @@ body, which is the `params` the Telentir server forwards:
 - `n` defaults to `credits` (for /get-leads) or `count`; `tag` is copied into every record.
 Every stream request is counted; `GET /stats` shows the count, paths and records sent.
 """
+
 from __future__ import annotations
 
 import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 
 from .local_server import BackgroundServer
 
-GARBAGE_FRAMES = ("data: not json at all\n\n", "data: [1, 2, 3]\n\n", 'data: "a string"\n\n', "data: 42\n\n",
-                  "data: null\n\n", "data: {broken\n\n", 'event: progress\ndata: {"done": 1}\n\n',
-                  "data: " + "[" * 5000 + "\n\n")
+GARBAGE_FRAMES = (
+    "data: not json at all\n\n",
+    "data: [1, 2, 3]\n\n",
+    'data: "a string"\n\n',
+    "data: 42\n\n",
+    "data: null\n\n",
+    "data: {broken\n\n",
+    'event: progress\ndata: {"done": 1}\n\n',
+    "data: " + "[" * 5000 + "\n\n",
+)
 STALL_SECONDS = 30.0
 
 
@@ -77,8 +86,11 @@ class TestScraper(BackgroundServer):
     def snapshot(self) -> dict[str, Any]:
         """The /stats document."""
         with self._lock:
-            return {"requests": len(self.requests), "paths": [r["path"] for r in self.requests],
-                    "sent": [r["sent"] for r in self.requests]}
+            return {
+                "requests": len(self.requests),
+                "paths": [r["path"] for r in self.requests],
+                "sent": [r["sent"] for r in self.requests],
+            }
 
 
 class _Server(ThreadingHTTPServer):
@@ -108,9 +120,15 @@ class _Handler(BaseHTTPRequestHandler):
             params = json.loads(body) if body else {}
         except ValueError:
             params = {"unparsable": body.decode(errors="replace")}
-        entry = self.server.scraper.note({"path": self.path, "params": params, "sent": 0,
-                                          "accept": self.headers.get("Accept"),
-                                          "content_type": self.headers.get("Content-Type")})
+        entry = self.server.scraper.note(
+            {
+                "path": self.path,
+                "params": params,
+                "sent": 0,
+                "accept": self.headers.get("Accept"),
+                "content_type": self.headers.get("Content-Type"),
+            }
+        )
         if params.get("mode") == "http_error":
             self._plain(500, b'{"error": "scraper is broken"}', "application/json")
             return
@@ -183,8 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
         if count:
             entry["sent"] += 1
 
-    def _plain(self, status: int, payload: bytes, content_type: str = "text/plain",
-               headers: dict[str, str] | None = None) -> None:
+    def _plain(
+        self, status: int, payload: bytes, content_type: str = "text/plain", headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         for name, value in (headers or {}).items():
             self.send_header(name, value)

@@ -8,6 +8,7 @@ WHATWG EventSource parser does: lines end in `\\r\\n`, `\\n` or `\\r`; `:` start
 block is reported (a `retry:`-only block and a comment-only heartbeat too), because those
 are what tests check.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -16,8 +17,9 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -82,9 +84,9 @@ class SSEParser:
             # A trailing "\r" may be the first half of "\r\n": wait for the next byte.
             if width == 1 and self._buffer[end] == "\r" and end + 1 == len(self._buffer) and not final:
                 return
-            if self._buffer[end:end + 2] == "\r\n":
+            if self._buffer[end : end + 2] == "\r\n":
                 width = 2
-            line, self._buffer = self._buffer[:end], self._buffer[end + width:]
+            line, self._buffer = self._buffer[:end], self._buffer[end + width :]
             yield line
 
     def _line(self, line: str) -> Frame | None:
@@ -131,8 +133,7 @@ class HttpConnection:
         """Our side's port (the server sees it as the peer port)."""
         return int(self.sock.getsockname()[1])
 
-    def send_request(self, method: str, path: str, headers: Mapping[str, str] | None = None,
-                     body: bytes = b"") -> None:
+    def send_request(self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes = b"") -> None:
         """Write one request."""
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
@@ -168,8 +169,9 @@ class HttpConnection:
         body, self._pending = self._pending[:length], self._pending[length:]
         return body
 
-    def request(self, method: str, path: str, headers: Mapping[str, str] | None = None,
-                body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes]:
         """A whole request/response exchange on this connection."""
         self.send_request(method, path, headers, body)
         status, response_headers = self.read_head()
@@ -300,7 +302,7 @@ class SSEStream:
         assert not self._thread.is_alive(), "SSE reader thread did not stop"
         self.conn.close()
 
-    def __enter__(self) -> "SSEStream":
+    def __enter__(self) -> SSEStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -320,9 +322,15 @@ class Refused:
         return json.loads(self.body)
 
 
-def open_stream(base_url: str, event_type: str, credential: str | None, params: Mapping[str, str] | None = None,
-                headers: Mapping[str, str] | None = None, conn: HttpConnection | None = None,
-                timeout: float = 10.0) -> SSEStream | Refused:
+def open_stream(
+    base_url: str,
+    event_type: str,
+    credential: str | None,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    conn: HttpConnection | None = None,
+    timeout: float = 10.0,
+) -> SSEStream | Refused:
     """GET /api/events/<type>: an SSEStream on 200, else a Refused with the whole answer.
 
     `conn` reuses a keep-alive connection of the caller's (one `worker_pid` asked: the

@@ -1,4 +1,5 @@
 """Test helpers: a real server process on a free port, and a small HTTP client for it."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import requests
 
@@ -34,8 +36,14 @@ def server_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[s
 class ServerProcess:
     """`python -m telentir serve` in a child process (gunicorn, real sockets)."""
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None, workers: int | None = None,
-                 threads: int | None = None, worker_class: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: Mapping[str, str] | None = None,
+        workers: int | None = None,
+        threads: int | None = None,
+        worker_class: str | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.env = server_env(self.data_dir, env)
         self.workers, self.threads, self.worker_class = workers, threads, worker_class
@@ -48,7 +56,7 @@ class ServerProcess:
         """Base URL, e.g. http://127.0.0.1:41234."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "ServerProcess":
+    def start(self, timeout: float = 30.0) -> ServerProcess:
         """Start and wait until /healthz answers."""
         self.port = free_port()
         cmd = [sys.executable, "-m", "telentir", "serve", "--port", str(self.port)]
@@ -58,10 +66,10 @@ class ServerProcess:
             cmd += ["--threads", str(self.threads)]
         if self.worker_class:
             cmd += ["--worker-class", self.worker_class]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self._wait_healthy(timeout)
         return self
 

@@ -1,12 +1,14 @@
 """Accounts and credentials against a real gunicorn server over real sockets (spec §8)."""
+
 from __future__ import annotations
 
 import re
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -22,6 +24,7 @@ _CODE_RE = r"SMS to {phone}: Your Telentir verification code is (\d{{6}})"
 
 # --- helpers --------------------------------------------------------------------------
 
+
 def unique_email() -> str:
     return f"auth-{uuid.uuid4().hex[:12]}@example.com"
 
@@ -30,16 +33,28 @@ def unique_phone() -> str:
     return "+1555" + "".join(secrets.choice("0123456789") for _ in range(7))
 
 
-def signup(server_url: str, email: str | None = None, phone: str | None = None,
-           headers: dict[str, str] | None = None) -> dict[str, Any]:
+def signup(
+    server_url: str, email: str | None = None, phone: str | None = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Register through the API; returns email, phone, token and the registration response body."""
     email, phone = email or unique_email(), phone or unique_phone()
-    body = {"firstName": "Ada", "lastName": "Lovelace", "email": email, "phone": phone,
-            "password": PASSWORD, "confirmPassword": PASSWORD}
+    body = {
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "email": email,
+        "phone": phone,
+        "password": PASSWORD,
+        "confirmPassword": PASSWORD,
+    }
     with requests.post(server_url + "/api/auth/register", json=body, headers=headers or {}, timeout=30) as resp:
         assert resp.status_code == 201, resp.text
-        return {"email": email, "phone": phone, "token": resp.json()["token"], "body": resp.json(),
-                "cookies": resp.cookies.get_dict()}
+        return {
+            "email": email,
+            "phone": phone,
+            "token": resp.json()["token"],
+            "body": resp.json(),
+            "cookies": resp.cookies.get_dict(),
+        }
 
 
 def read_code(server: ServerProcess, phone: str, timeout: float = 5.0) -> str:
@@ -95,6 +110,7 @@ def verified(live_server: ServerProcess, apis: Any) -> dict[str, Any]:
 
 # --- the whole journey ----------------------------------------------------------------
 
+
 def test_register_verify_login_key_and_guarded_route(live_server, apis):
     account = signup(live_server.url)
     assert account["body"]["status"] == "phone_not_verified"
@@ -137,15 +153,23 @@ def test_phone_routes_need_a_credential(anon):
 
 # --- GET /auth ------------------------------------------------------------------------
 
+
 def test_get_auth_shape_before_and_after_verification(live_server, apis):
     account = signup(live_server.url)
     session = apis(account["token"])
     resp = session.get("/auth")
     assert resp.status_code == 200, resp.text
     body = resp.json()
-    assert body == {"status": "phone_not_verified",
-                    "auth": {"id": body["auth"]["id"], "email": account["email"], "firstName": "Ada",
-                             "lastName": "Lovelace", "phoneVerified": False}}
+    assert body == {
+        "status": "phone_not_verified",
+        "auth": {
+            "id": body["auth"]["id"],
+            "email": account["email"],
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "phoneVerified": False,
+        },
+    }
     assert re.fullmatch(r"usr_[A-Za-z0-9]{22}", body["auth"]["id"])
     session.post("/auth/phone/send")
     session.post("/auth/phone/verify", json={"code": read_code(live_server, account["phone"])})
@@ -162,10 +186,12 @@ def test_login_status_for_an_unverified_user(live_server, anon):
 
 # --- tokens and cookies ---------------------------------------------------------------
 
+
 def test_cookie_token_is_accepted(verified, live_server):
     with requests.Session() as browser:
-        resp = browser.post(live_server.url + "/api/auth/login",
-                            json={"email": verified["email"], "password": PASSWORD}, timeout=30)
+        resp = browser.post(
+            live_server.url + "/api/auth/login", json={"email": verified["email"], "password": PASSWORD}, timeout=30
+        )
         assert resp.status_code == 200
         cookie = resp.headers["Set-Cookie"]
         assert "token=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
@@ -182,7 +208,7 @@ def test_logout_revokes_the_jwt_and_clears_the_cookie(verified, apis):
     resp = session.get("/auth/logout")
     assert resp.status_code == 200 and resp.json() == {"status": "logout"}
     cleared = resp.headers["Set-Cookie"]
-    assert cleared.startswith("token=;") or cleared.startswith('token="";'), cleared
+    assert cleared.startswith(("token=;", 'token="";')), cleared
     assert "Max-Age=0" in cleared or "1970" in cleared
     assert_error(session.get("/auth"), 401)
     assert_error(apis(token).get("/server"), 401)
@@ -203,8 +229,9 @@ def test_logout_revokes_both_the_header_token_and_the_cookie_token(verified, liv
     cookie_token = login(apis(), verified["email"]).json()["token"]
     with requests.Session() as client:
         client.cookies.set("token", cookie_token)
-        resp = client.get(live_server.url + "/api/auth/logout", timeout=30,
-                          headers={"Authorization": f"Bearer {header_token}"})
+        resp = client.get(
+            live_server.url + "/api/auth/logout", timeout=30, headers={"Authorization": f"Bearer {header_token}"}
+        )
         assert resp.status_code == 200
     assert_error(apis(header_token).get("/auth"), 401)
     assert_error(apis(cookie_token).get("/auth"), 401)
@@ -216,7 +243,7 @@ def test_logout_without_credential_still_answers(anon):
 
 
 def test_logout_with_an_api_key_does_not_revoke_the_key(new_live_user):
-    user, api = new_live_user()
+    _user, api = new_live_user()
     assert api.get("/auth/logout").status_code == 200
     assert api.get("/auth").status_code == 200
 
@@ -235,21 +262,24 @@ def test_jwt_verifies_with_the_jwk_from_get_server(verified, apis):
 
 def test_remember_gives_a_longer_token(verified, apis):
     short = jwt.decode(login(apis(), verified["email"]).json()["token"], options={"verify_signature": False})
-    long = jwt.decode(login(apis(), verified["email"], remember=True).json()["token"],
-                      options={"verify_signature": False})
+    long = jwt.decode(
+        login(apis(), verified["email"], remember=True).json()["token"], options={"verify_signature": False}
+    )
     assert long["exp"] - long["iat"] > short["exp"] - short["iat"]
 
 
 def _forge(live_rt: Runtime, claims: dict[str, Any], key: Any = None, algorithm: str = "RS256") -> str:
-    return jwt.encode(claims, key or live_rt.platform.private_key, algorithm=algorithm,
-                      headers={"kid": live_rt.platform.name})
+    return jwt.encode(
+        claims, key or live_rt.platform.private_key, algorithm=algorithm, headers={"kid": live_rt.platform.name}
+    )
 
 
 def test_expired_jwt_is_401_token_expired(verified, live_rt, apis):
     user_id = verified["session"].get("/auth").json()["auth"]["id"]
     now = int(time.time())
-    token = _forge(live_rt, {"sub": user_id, "iat": now - 120, "exp": now - 60, "jti": "expired-1",
-                             "iss": live_rt.platform.name})
+    token = _forge(
+        live_rt, {"sub": user_id, "iat": now - 120, "exp": now - 60, "jti": "expired-1", "iss": live_rt.platform.name}
+    )
     assert_error(apis(token).get("/auth"), 401, "token_expired")
 
 
@@ -271,18 +301,17 @@ def test_forged_tokens_are_refused(verified, live_rt, apis):
 
     user_id = verified["session"].get("/auth").json()["auth"]["id"]
     now = int(time.time())
-    claims = {"sub": user_id, "iat": now, "exp": now + 600, "jti": secrets.token_hex(8),
-              "iss": live_rt.platform.name}
+    claims = {"sub": user_id, "iat": now, "exp": now + 600, "jti": secrets.token_hex(8), "iss": live_rt.platform.name}
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     header, payload, _ = _forge(live_rt, claims).split(".")
     forged = [
-        _forge(live_rt, claims, key=other_key),                        # someone else's key
-        _forge(live_rt, {**claims, "iss": "elsewhere"}),               # wrong issuer
+        _forge(live_rt, claims, key=other_key),  # someone else's key
+        _forge(live_rt, {**claims, "iss": "elsewhere"}),  # wrong issuer
         _forge(live_rt, {k: v for k, v in claims.items() if k != "exp"}),  # never expires
         _forge(live_rt, {k: v for k, v in claims.items() if k != "jti"}),  # cannot be revoked
         jwt.encode(claims, "secret-for-hmac-256-at-least-32-bytes!", algorithm="HS256"),
         jwt.encode(claims, None, algorithm="none"),
-        f"{header}.{payload}.",                                          # signature stripped
+        f"{header}.{payload}.",  # signature stripped
     ]
     for token in forged:
         assert_error(apis(token).get("/auth"), 401)
@@ -291,12 +320,14 @@ def test_forged_tokens_are_refused(verified, live_rt, apis):
 
 def test_jwt_for_a_deleted_user_is_401(live_rt, apis):
     now = int(time.time())
-    token = _forge(live_rt, {"sub": "usr_" + "A" * 22, "iat": now, "exp": now + 60, "jti": "ghost",
-                             "iss": live_rt.platform.name})
+    token = _forge(
+        live_rt, {"sub": "usr_" + "A" * 22, "iat": now, "exp": now + 60, "jti": "ghost", "iss": live_rt.platform.name}
+    )
     assert_error(apis(token).get("/auth"), 401)
 
 
 # --- API keys -------------------------------------------------------------------------
+
 
 def test_api_keys_list_has_no_secret_and_delete_revokes_at_once(verified, apis):
     session = verified["session"]
@@ -345,15 +376,19 @@ def test_api_key_routes_need_a_credential(anon):
 
 # --- 401 and 403 ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("header", [
-    None,                                # missing
-    "Bearer tlk_" + "x" * 43,            # unknown API key
-    "Bearer not.a.jwt",                  # unknown token
-    "Basic dXNlcjpwYXNzd29yZA==",        # malformed: wrong scheme
-    "Bearer",                            # malformed: no credential
-    "Bearer ",                           # malformed: empty credential
-    "tlk_" + "x" * 43,                   # malformed: no scheme
-])
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,  # missing
+        "Bearer tlk_" + "x" * 43,  # unknown API key
+        "Bearer not.a.jwt",  # unknown token
+        "Basic dXNlcjpwYXNzd29yZA==",  # malformed: wrong scheme
+        "Bearer",  # malformed: no credential
+        "Bearer ",  # malformed: empty credential
+        "tlk_" + "x" * 43,  # malformed: no scheme
+    ],
+)
 def test_401_for_missing_unknown_and_malformed_credentials(anon, header):
     headers = {} if header is None else {"Authorization": header}
     for path in ("/server", "/auth", "/api-keys"):
@@ -385,9 +420,14 @@ MAX_ATTEMPTS = 3
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server allowing 3 failures per window, trusting one proxy hop (so tests can vary the address)."""
     data_dir: Path = tmp_path_factory.mktemp("ratelimit") / "data"
-    server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-                                      "TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-                                      "TELENTIR_PROXY_HOPS": "1"}).start()
+    server = ServerProcess(
+        data_dir,
+        {
+            "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
+            "TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+            "TELENTIR_PROXY_HOPS": "1",
+        },
+    ).start()
     yield server
     server.stop()
 
@@ -397,8 +437,7 @@ def _addr() -> str:
 
 
 def _login_from(api: Api, addr: str, email: str, password: str) -> requests.Response:
-    return api.post("/auth/login", json={"email": email, "password": password},
-                    headers={"X-Forwarded-For": addr})
+    return api.post("/auth/login", json={"email": email, "password": password}, headers={"X-Forwarded-For": addr})
 
 
 def _assert_429(resp: requests.Response, window: int = 900) -> None:
@@ -459,7 +498,7 @@ def test_repeated_wrong_codes_are_429(limited, apis):
     session.session.headers["X-Forwarded-For"] = addr
     assert session.post("/auth/phone/send").status_code == 200
     code = read_code(limited, account["phone"])
-    wrong = f"{(int(code) + 1) % 10 ** 6:06d}"
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
     for _ in range(MAX_ATTEMPTS):
         assert_error(session.post("/auth/phone/verify", json={"code": wrong}), 400, "invalid_code")
     _assert_429(session.post("/auth/phone/verify", json={"code": code}))
@@ -490,6 +529,7 @@ def test_repeated_code_sends_are_429(limited, apis):
 
 # --- in-process checks of what the real server cannot show cheaply ---------------------
 
+
 class _CapturingSender:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
@@ -505,8 +545,9 @@ class _CapturingSender:
 def small_limit_app(tmp_path: Path) -> Iterator[Any]:
     from telentir import close_app, create_app
 
-    app = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING",
-                      "auth_max_attempts": 2})
+    app = create_app(
+        {"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING", "auth_max_attempts": 2}
+    )
     yield app
     close_app(app)
 
@@ -514,11 +555,17 @@ def small_limit_app(tmp_path: Path) -> Iterator[Any]:
 def test_forwarded_for_is_ignored_without_trusted_proxies(small_limit_app):
     client = small_limit_app.test_client()
     for n in range(2):
-        resp = client.post("/api/auth/login", json={"email": unique_email(), "password": "wrong password"},
-                           headers={"X-Forwarded-For": f"10.0.0.{n}"})
+        resp = client.post(
+            "/api/auth/login",
+            json={"email": unique_email(), "password": "wrong password"},
+            headers={"X-Forwarded-For": f"10.0.0.{n}"},
+        )
         assert resp.status_code == 401
-    resp = client.post("/api/auth/login", json={"email": unique_email(), "password": "wrong password"},
-                       headers={"X-Forwarded-For": "10.0.0.99"})
+    resp = client.post(
+        "/api/auth/login",
+        json={"email": unique_email(), "password": "wrong password"},
+        headers={"X-Forwarded-For": "10.0.0.99"},
+    )
     assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
 
 
@@ -546,7 +593,11 @@ def test_code_expiry_follows_the_setting(rt):
     before = time.time()
     accounts.send_phone_code(rt, user)
     row = rt.db.query_one("SELECT expires_at FROM phone_codes WHERE user_id = ?", (user["id"],))
-    assert before + rt.config.phone_code_ttl_seconds - 1 <= row["expires_at"] <= time.time() + rt.config.phone_code_ttl_seconds
+    assert (
+        before + rt.config.phone_code_ttl_seconds - 1
+        <= row["expires_at"]
+        <= time.time() + rt.config.phone_code_ttl_seconds
+    )
 
 
 def test_code_is_burnt_after_too_many_wrong_attempts(tmp_path):
@@ -555,8 +606,9 @@ def test_code_is_burnt_after_too_many_wrong_attempts(tmp_path):
     from telentir.runtime import build_runtime
     from telentir.services import accounts
 
-    rt = build_runtime(load_config({"data_dir": tmp_path / "d", "master_key": FIXED_MASTER_KEY,
-                                    "auth_max_attempts": 100}, environ={}))
+    rt = build_runtime(
+        load_config({"data_dir": tmp_path / "d", "master_key": FIXED_MASTER_KEY, "auth_max_attempts": 100}, environ={})
+    )
     try:
         sender = rt.sms = _CapturingSender()
         user = accounts.create_user(rt, unique_email(), unique_phone())
@@ -594,8 +646,9 @@ def _in_parallel(calls: list[Any]) -> list[requests.Response]:
 def test_parallel_wrong_passwords_cannot_outrun_the_limit(limited, apis):
     account = signup(limited.url)
     clients = [apis(url=limited.url) for _ in range(12)]
-    responses = _in_parallel([lambda api=api: _login_from(api, _addr(), account["email"], "wrong password")
-                              for api in clients])
+    responses = _in_parallel(
+        [lambda api=api: _login_from(api, _addr(), account["email"], "wrong password") for api in clients]
+    )
     codes = sorted(resp.status_code for resp in responses)
     assert codes == [401] * MAX_ATTEMPTS + [429] * (len(clients) - MAX_ATTEMPTS)
 
@@ -604,9 +657,14 @@ def test_parallel_wrong_codes_cannot_outrun_the_limit(limited, apis):
     account = signup(limited.url)
     clients = [apis(account["token"], url=limited.url) for _ in range(10)]
     clients[0].post("/auth/phone/send")
-    responses = _in_parallel([lambda api=api: api.post("/auth/phone/verify", json={"code": "not-it"},
-                                                       headers={"X-Forwarded-For": _addr()})
-                              for api in clients])
+    responses = _in_parallel(
+        [
+            lambda api=api: api.post(
+                "/auth/phone/verify", json={"code": "not-it"}, headers={"X-Forwarded-For": _addr()}
+            )
+            for api in clients
+        ]
+    )
     codes = sorted(resp.status_code for resp in responses)
     assert codes == [400] * MAX_ATTEMPTS + [429] * (len(clients) - MAX_ATTEMPTS)
 
@@ -622,7 +680,7 @@ def test_wrong_code_is_refused_and_right_code_still_works(limited, apis):
     session = _limited_session(limited, apis, account["token"])
     session.post("/auth/phone/send")
     code = read_code(limited, account["phone"])
-    wrong = f"{(int(code) + 1) % 10 ** 6:06d}"
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
     assert_error(session.post("/auth/phone/verify", json={"code": wrong}), 400, "invalid_code")
     assert_error(session.post("/auth/phone/verify", json={}), 400, "invalid_request")
     assert session.post("/auth/phone/verify", json={"code": f" {code} "}).status_code == 200

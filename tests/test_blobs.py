@@ -1,4 +1,5 @@
 """The blob store: atomic durable files, strict ids, sharding, and the start-up sweep."""
+
 from __future__ import annotations
 
 import os
@@ -22,6 +23,7 @@ def _all_files(root: Path) -> list[Path]:
 
 
 # --- write / read / delete ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("data", [b"", b"\x00", b"ciphertext" * 1000, bytes(range(256)) * 300])
 def test_write_then_read_gives_the_same_bytes(store, data):
@@ -93,9 +95,29 @@ def test_written_files_are_not_world_writable(store):
 # --- hostile ids ----------------------------------------------------------------------
 
 HOSTILE_IDS = [
-    "../x", "a/b", "..", ".", "", "/etc/passwd", "..\\..\\x", "abc", "x" * 19, "x" * 65,
-    "A" * 20 + "/", "A" * 20 + "\n", "\n" + "A" * 20, "A" * 20 + "\x00", "é" * 24, "ＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡ",
-    "٠" * 24, "A" * 10 + "." + "A" * 10, "A" * 20 + ".tmp", "x" * 10_000, None, 12345678901234567890123, b"A" * 24,
+    "../x",
+    "a/b",
+    "..",
+    ".",
+    "",
+    "/etc/passwd",
+    "..\\..\\x",
+    "abc",
+    "x" * 19,
+    "x" * 65,
+    "A" * 20 + "/",
+    "A" * 20 + "\n",
+    "\n" + "A" * 20,
+    "A" * 20 + "\x00",
+    "é" * 24,
+    "ＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡＡ",
+    "٠" * 24,
+    "A" * 10 + "." + "A" * 10,
+    "A" * 20 + ".tmp",
+    "x" * 10_000,
+    None,
+    12345678901234567890123,
+    b"A" * 24,
 ]
 
 
@@ -130,14 +152,21 @@ def test_hostile_ids_never_touch_the_disk(store, tmp_path):
 
 # --- the sweep ------------------------------------------------------------------------
 
+
 def test_sweep_removes_unreferenced_blobs_and_temp_files_only(store):
     kept = [store.write(b"kept %d" % n) for n in range(3)]
     orphans = [store.write(b"orphan %d" % n) for n in range(2)]
     shard = store.path_for(kept[0]).parent
     temp = shard / f"{kept[0]}.0123abcd.tmp"
     temp.write_bytes(b"half written")
-    foreign = [shard / "README", shard / ".DS_Store", store.root / "notes.txt", shard / "short",
-               shard / (kept[0] + ".bak"), shard / "x.tmp"]
+    foreign = [
+        shard / "README",
+        shard / ".DS_Store",
+        store.root / "notes.txt",
+        shard / "short",
+        shard / (kept[0] + ".bak"),
+        shard / "x.tmp",
+    ]
     for path in foreign:
         path.write_bytes(b"not ours")
 
@@ -169,6 +198,7 @@ def test_iter_files_includes_temp_files(store):
 
 # --- durability -----------------------------------------------------------------------
 
+
 @pytest.fixture
 def fsyncs(monkeypatch) -> list[str]:
     """Every os.fsync call, recorded as "file" or "dir"."""
@@ -186,7 +216,7 @@ def fsyncs(monkeypatch) -> list[str]:
 def test_each_write_fsyncs_the_file_then_its_folder(store, fsyncs, monkeypatch):
     ids = iter(["AAAA" + "x" * 20, "AAAA" + "y" * 20, "AAAA" + "z" * 20])
     monkeypatch.setattr(store, "new_id", lambda: next(ids))
-    store.write(b"first")      # creates root, root/AA, root/AA/AA: each new folder's parent is synced
+    store.write(b"first")  # creates root, root/AA, root/AA/AA: each new folder's parent is synced
     fsyncs.clear()
     store.write(b"second")
     assert fsyncs == ["file", "dir"]

@@ -1,9 +1,11 @@
 """The admin CLI, every command through click's CliRunner over a fresh data folder."""
+
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -25,8 +27,12 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def env(data_dir: Path) -> dict[str, str]:
-    return {"TELENTIR_DATA_DIR": str(data_dir), "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-            "TELENTIR_BROKER_URL": "memory://", "TELENTIR_LOG_LEVEL": "WARNING"}
+    return {
+        "TELENTIR_DATA_DIR": str(data_dir),
+        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
+        "TELENTIR_BROKER_URL": "memory://",
+        "TELENTIR_LOG_LEVEL": "WARNING",
+    }
 
 
 @pytest.fixture
@@ -59,6 +65,7 @@ def _create_user(run: Any, email: str = "ada@example.com", *extra: str) -> str:
 
 # --- init -----------------------------------------------------------------------------
 
+
 def test_init_creates_storage_and_is_idempotent(run, data_dir):
     first = run("init")
     assert first.exit_code == 0, first.output
@@ -89,12 +96,17 @@ def test_init_refuses_a_bad_setting_with_a_clear_message(run, env):
 
 # --- users ----------------------------------------------------------------------------
 
+
 def test_users_create_prints_the_user_id_last(run, runtime):
     user_id = _create_user(run, "ada@example.com", "--first-name", "Ada", "--last-name", "Lovelace")
     assert is_id(user_id, "usr"), user_id
     user = accounts.get_user(runtime, user_id)
     assert (user["email"], user["first_name"], user["last_name"], user["phone_verified"]) == (
-        "ada@example.com", "Ada", "Lovelace", 0)
+        "ada@example.com",
+        "Ada",
+        "Lovelace",
+        0,
+    )
     assert user["password_hash"] is None
 
 
@@ -170,6 +182,7 @@ def test_users_verify_phone_of_an_unknown_user(run):
 
 # --- api keys -------------------------------------------------------------------------
 
+
 def _create_key(run: Any, email: str = "ada@example.com", name: str = "laptop") -> tuple[str, str]:
     result = run("api-keys", "create", email, "--name", name)
     assert result.exit_code == 0, result.output
@@ -198,7 +211,7 @@ def test_api_keys_list_never_prints_the_key(run):
     result = run("api-keys", "list", "ada@example.com")
     assert result.exit_code == 0, result.output
     assert key not in result.output
-    assert key[len(credentials.API_KEY_PREFIX):] not in result.output
+    assert key[len(credentials.API_KEY_PREFIX) :] not in result.output
     (line,) = result.output.strip().splitlines()
     assert line.startswith(f"{key_id}\tlaptop\t") and line.endswith("never used")
 
@@ -233,6 +246,7 @@ def test_api_keys_revoke_twice_fails_the_second_time(run):
 
 # --- serve ----------------------------------------------------------------------------
 
+
 def test_serve_refuses_two_workers_with_the_memory_broker(run, monkeypatch, data_dir):
     calls: list[str] = []
     monkeypatch.setattr(serving, "serve", lambda *a, **k: calls.append("serve"))
@@ -263,6 +277,7 @@ def test_cli_help_lists_every_command():
 
 # --- demo user ------------------------------------------------------------------------
 
+
 def test_ensure_demo_user_is_idempotent(runtime, data_dir):
     first = cli.ensure_demo_user(runtime)
     second = cli.ensure_demo_user(runtime)
@@ -288,6 +303,7 @@ def test_ensure_demo_user_replaces_a_revoked_key(runtime):
 
 
 # --- the master key must fit the data folder ------------------------------------------
+
 
 def test_a_different_master_key_is_refused_with_a_clear_message(run, env):
     assert run("init").exit_code == 0

@@ -1,8 +1,10 @@
 """The credits CLI: `users set-plan`, `users set-stripe-customer`, `credits grant`, `credits show`."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -39,9 +41,15 @@ def user(rt: Runtime) -> dict[str, Any]:
 def cli(data_dir: Path) -> Any:
     """Run a CLI command over the data folder (no Stripe, no scraper) and return click's Result."""
     runner = CliRunner()
-    env: dict[str, str | None] = {"TELENTIR_DATA_DIR": str(data_dir), "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-                                  "TELENTIR_LOG_LEVEL": "WARNING", "TELENTIR_PLANS": None,
-                                  "STRIPE_SECRET_KEY": None, "STRIPE_API_BASE": None, "SCRAPER_HOSTNAME": None}
+    env: dict[str, str | None] = {
+        "TELENTIR_DATA_DIR": str(data_dir),
+        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
+        "TELENTIR_LOG_LEVEL": "WARNING",
+        "TELENTIR_PLANS": None,
+        "STRIPE_SECRET_KEY": None,
+        "STRIPE_API_BASE": None,
+        "SCRAPER_HOSTNAME": None,
+    }
 
     def run(*args: str, **extra_env: str) -> Result:
         return runner.invoke(main, list(args), env={**env, **extra_env}, catch_exceptions=False)
@@ -73,9 +81,12 @@ def test_set_plan_refuses_plans_outside_the_catalog(cli, rt, user, args, message
 
 
 def test_commands_refuse_an_unknown_email(cli):
-    for args in (["users", "set-plan", "nobody@example.com", "pro"], ["credits", "grant", "nobody@example.com", "5"],
-                 ["credits", "show", "nobody@example.com"],
-                 ["users", "set-stripe-customer", "nobody@example.com", "cus_1"]):
+    for args in (
+        ["users", "set-plan", "nobody@example.com", "pro"],
+        ["credits", "grant", "nobody@example.com", "5"],
+        ["credits", "show", "nobody@example.com"],
+        ["users", "set-stripe-customer", "nobody@example.com", "cus_1"],
+    ):
         result = cli(*args)
         assert result.exit_code == 1, (args, result.output)
         assert "Error:" in result.output and "Traceback" not in result.output
@@ -106,8 +117,11 @@ def test_show_reports_plan_allowance_and_balance(cli, rt, user):
         credits.ledger_row(tx, user["id"], None, "allowance", leads=7)
     result = cli("credits", "show", user["email"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == ["plan: pro (1000 leads/month included)", "allowance used this month: 7",
-                                          "balance: 1234 usd"]
+    assert result.output.splitlines() == [
+        "plan: pro (1000 leads/month included)",
+        "allowance used this month: 7",
+        "balance: 1234 usd",
+    ]
 
 
 def test_set_and_clear_the_stripe_customer(cli, rt, user):
@@ -139,8 +153,16 @@ def test_show_reads_the_stripe_balance_in_stripe_mode(cli, rt, user):
         assert "balance: 100 usd" in cli("credits", "show", user["email"]).output  # Stripe not configured
 
 
-@pytest.mark.parametrize("command", [["users", "set-plan"], ["users", "set-stripe-customer"], ["credits", "grant"],
-                                     ["credits", "show"], ["demo-scraper"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["users", "set-plan"],
+        ["users", "set-stripe-customer"],
+        ["credits", "grant"],
+        ["credits", "show"],
+        ["demo-scraper"],
+    ],
+)
 def test_every_command_documents_an_example(cli, command):
     result = cli(*command, "--help")
     assert result.exit_code == 0 and "Example: python -m telentir " + " ".join(command) in result.output

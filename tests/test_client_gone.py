@@ -1,4 +1,5 @@
 """Noticing a client that hung up, for any descriptor number (a busy server has thousands)."""
+
 import os
 import resource
 import socket

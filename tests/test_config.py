@@ -1,4 +1,5 @@
 """Settings: defaults, environment parsing, validation, overrides, and the README in step."""
+
 from __future__ import annotations
 
 import re
@@ -8,8 +9,8 @@ from pathlib import Path
 import click
 import pytest
 
-from telentir.cli import main as cli_main
 from telentir import config as config_module
+from telentir.cli import main as cli_main
 from telentir.config import DEFAULT_PLANS, SETTINGS, Config, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,42 +52,54 @@ def test_paths_derive_from_the_data_dir(tmp_path):
 
 
 def test_explicit_paths_win_over_the_data_dir(tmp_path):
-    config = load_config(environ={"TELENTIR_DATA_DIR": str(tmp_path / "d"), "TELENTIR_DATABASE": str(tmp_path / "x.db"),
-                                  "TELENTIR_BLOB_DIR": str(tmp_path / "b"),
-                                  "TELENTIR_MASTER_KEY_FILE": str(tmp_path / "k")})
+    config = load_config(
+        environ={
+            "TELENTIR_DATA_DIR": str(tmp_path / "d"),
+            "TELENTIR_DATABASE": str(tmp_path / "x.db"),
+            "TELENTIR_BLOB_DIR": str(tmp_path / "b"),
+            "TELENTIR_MASTER_KEY_FILE": str(tmp_path / "k"),
+        }
+    )
     assert config.database_path == tmp_path / "x.db"
     assert config.blob_path == tmp_path / "b"
     assert config.master_key_path == tmp_path / "k"
 
 
-@pytest.mark.parametrize("env, value, attr, expected", [
-    ("TELENTIR_DATA_DIR", "/srv/telentir", "data_dir", Path("/srv/telentir")),
-    ("TELENTIR_MASTER_KEY", MASTER_HEX, "master_key", MASTER_HEX),
-    ("TELENTIR_SERVER_NAME", "acme-eu_1", "server_name", "acme-eu_1"),
-    ("TELENTIR_BROKER_URL", "redis://127.0.0.1:6379/0", "broker_url", "redis://127.0.0.1:6379/0"),
-    ("TELENTIR_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
-    ("TELENTIR_MAX_METADATA_BYTES", "2048", "max_metadata_bytes", 2048),
-    ("TELENTIR_SSE_HEARTBEAT_SECONDS", "0.5", "sse_heartbeat_seconds", 0.5),
-    ("TELENTIR_SSE_RETRY_MS", "1500", "sse_retry_ms", 1500),
-    ("TELENTIR_PLANS", '{"solo": {"name": "Solo", "includedLeads": 0, "leadOverageUsdPerLead": 1}}', "plans",
-     {"solo": {"name": "Solo", "includedLeads": 0, "leadOverageUsdPerLead": 1}}),
-    ("TELENTIR_DEFAULT_PLAN", "pro", "default_plan", "pro"),
-    ("SCRAPER_HOSTNAME", "http://scraper:8080", "scraper_hostname", "http://scraper:8080"),
-    ("STRIPE_SECRET_KEY", "sk_test_123", "stripe_secret_key", "sk_test_123"),
-    ("STRIPE_API_BASE", "http://127.0.0.1:12111", "stripe_api_base", "http://127.0.0.1:12111"),
-    ("TELENTIR_SYNCHRONOUS", "full", "synchronous", "FULL"),
-    ("TELENTIR_JWT_TTL_SECONDS", "60", "jwt_ttl_seconds", 60),
-    ("TELENTIR_JWT_REMEMBER_TTL_SECONDS", "120", "jwt_remember_ttl_seconds", 120),
-    ("TELENTIR_COOKIE_SECURE", "yes", "cookie_secure", True),
-    ("TELENTIR_COOKIE_SECURE", "off", "cookie_secure", False),
-    ("TELENTIR_PROXY_HOPS", "0", "proxy_hops", 0),
-    ("TELENTIR_PROXY_HOPS", "2", "proxy_hops", 2),
-    ("TELENTIR_SMS_BACKEND", "LOG", "sms_backend", "log"),
-    ("TELENTIR_PHONE_CODE_TTL_SECONDS", "30", "phone_code_ttl_seconds", 30),
-    ("TELENTIR_AUTH_MAX_ATTEMPTS", "3", "auth_max_attempts", 3),
-    ("TELENTIR_AUTH_WINDOW_SECONDS", "10", "auth_window_seconds", 10),
-    ("TELENTIR_LOG_LEVEL", "debug", "log_level", "DEBUG"),
-])
+@pytest.mark.parametrize(
+    "env, value, attr, expected",
+    [
+        ("TELENTIR_DATA_DIR", "/srv/telentir", "data_dir", Path("/srv/telentir")),
+        ("TELENTIR_MASTER_KEY", MASTER_HEX, "master_key", MASTER_HEX),
+        ("TELENTIR_SERVER_NAME", "acme-eu_1", "server_name", "acme-eu_1"),
+        ("TELENTIR_BROKER_URL", "redis://127.0.0.1:6379/0", "broker_url", "redis://127.0.0.1:6379/0"),
+        ("TELENTIR_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+        ("TELENTIR_MAX_METADATA_BYTES", "2048", "max_metadata_bytes", 2048),
+        ("TELENTIR_SSE_HEARTBEAT_SECONDS", "0.5", "sse_heartbeat_seconds", 0.5),
+        ("TELENTIR_SSE_RETRY_MS", "1500", "sse_retry_ms", 1500),
+        (
+            "TELENTIR_PLANS",
+            '{"solo": {"name": "Solo", "includedLeads": 0, "leadOverageUsdPerLead": 1}}',
+            "plans",
+            {"solo": {"name": "Solo", "includedLeads": 0, "leadOverageUsdPerLead": 1}},
+        ),
+        ("TELENTIR_DEFAULT_PLAN", "pro", "default_plan", "pro"),
+        ("SCRAPER_HOSTNAME", "http://scraper:8080", "scraper_hostname", "http://scraper:8080"),
+        ("STRIPE_SECRET_KEY", "sk_test_123", "stripe_secret_key", "sk_test_123"),
+        ("STRIPE_API_BASE", "http://127.0.0.1:12111", "stripe_api_base", "http://127.0.0.1:12111"),
+        ("TELENTIR_SYNCHRONOUS", "full", "synchronous", "FULL"),
+        ("TELENTIR_JWT_TTL_SECONDS", "60", "jwt_ttl_seconds", 60),
+        ("TELENTIR_JWT_REMEMBER_TTL_SECONDS", "120", "jwt_remember_ttl_seconds", 120),
+        ("TELENTIR_COOKIE_SECURE", "yes", "cookie_secure", True),
+        ("TELENTIR_COOKIE_SECURE", "off", "cookie_secure", False),
+        ("TELENTIR_PROXY_HOPS", "0", "proxy_hops", 0),
+        ("TELENTIR_PROXY_HOPS", "2", "proxy_hops", 2),
+        ("TELENTIR_SMS_BACKEND", "LOG", "sms_backend", "log"),
+        ("TELENTIR_PHONE_CODE_TTL_SECONDS", "30", "phone_code_ttl_seconds", 30),
+        ("TELENTIR_AUTH_MAX_ATTEMPTS", "3", "auth_max_attempts", 3),
+        ("TELENTIR_AUTH_WINDOW_SECONDS", "10", "auth_window_seconds", 10),
+        ("TELENTIR_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ],
+)
 def test_environment_values_are_parsed(env, value, attr, expected):
     environ = {env: value}
     if env == "TELENTIR_PLANS":
@@ -95,10 +108,20 @@ def test_environment_values_are_parsed(env, value, attr, expected):
 
 
 def test_twilio_backend_with_its_credentials():
-    config = load_config(environ={"TELENTIR_SMS_BACKEND": "twilio", "TWILIO_ACCOUNT_SID": "AC1",
-                                  "TWILIO_AUTH_TOKEN": "tok", "TWILIO_FROM_NUMBER": "+15555550100"})
-    assert (config.sms_backend, config.twilio_account_sid, config.twilio_auth_token,
-            config.twilio_from_number) == ("twilio", "AC1", "tok", "+15555550100")
+    config = load_config(
+        environ={
+            "TELENTIR_SMS_BACKEND": "twilio",
+            "TWILIO_ACCOUNT_SID": "AC1",
+            "TWILIO_AUTH_TOKEN": "tok",
+            "TWILIO_FROM_NUMBER": "+15555550100",
+        }
+    )
+    assert (config.sms_backend, config.twilio_account_sid, config.twilio_auth_token, config.twilio_from_number) == (
+        "twilio",
+        "AC1",
+        "tok",
+        "+15555550100",
+    )
 
 
 def test_empty_environment_values_mean_unset():
@@ -186,16 +209,24 @@ def test_config_error_is_a_value_error():
 
 
 def test_overrides_win_over_the_environment(tmp_path):
-    config = load_config({"data_dir": str(tmp_path), "max_body_bytes": 10, "server_name": "other"},
-                         environ={"TELENTIR_DATA_DIR": "/elsewhere", "TELENTIR_MAX_BODY_BYTES": "99"})
+    config = load_config(
+        {"data_dir": str(tmp_path), "max_body_bytes": 10, "server_name": "other"},
+        environ={"TELENTIR_DATA_DIR": "/elsewhere", "TELENTIR_MAX_BODY_BYTES": "99"},
+    )
     assert config.data_dir == tmp_path and isinstance(config.data_dir, Path)
     assert config.max_body_bytes == 10
     assert config.server_name == "other"
 
 
 def test_overrides_convert_paths(tmp_path):
-    config = load_config({"database": str(tmp_path / "db.sqlite"), "blob_dir": str(tmp_path / "b"),
-                          "master_key_file": str(tmp_path / "k")}, environ={})
+    config = load_config(
+        {
+            "database": str(tmp_path / "db.sqlite"),
+            "blob_dir": str(tmp_path / "b"),
+            "master_key_file": str(tmp_path / "k"),
+        },
+        environ={},
+    )
     assert config.database_path == tmp_path / "db.sqlite"
     assert isinstance(config.blob_dir, Path) and isinstance(config.master_key_file, Path)
 
@@ -215,9 +246,16 @@ def test_overrides_are_validated_too():
 
 
 def test_secrets_stay_out_of_repr():
-    config = load_config(environ={"TELENTIR_MASTER_KEY": MASTER_HEX, "STRIPE_SECRET_KEY": "sk_live_zzz",
-                                  "TELENTIR_SMS_BACKEND": "twilio", "TWILIO_ACCOUNT_SID": "AC1",
-                                  "TWILIO_AUTH_TOKEN": "tok_secret", "TWILIO_FROM_NUMBER": "+15555550100"})
+    config = load_config(
+        environ={
+            "TELENTIR_MASTER_KEY": MASTER_HEX,
+            "STRIPE_SECRET_KEY": "sk_live_zzz",
+            "TELENTIR_SMS_BACKEND": "twilio",
+            "TWILIO_ACCOUNT_SID": "AC1",
+            "TWILIO_AUTH_TOKEN": "tok_secret",
+            "TWILIO_FROM_NUMBER": "+15555550100",
+        }
+    )
     text = repr(config)
     assert MASTER_HEX not in text and "sk_live_zzz" not in text and "tok_secret" not in text
 
@@ -231,6 +269,7 @@ def test_load_config_reads_os_environ_by_default(monkeypatch, tmp_path):
 
 # --- the README keeps up --------------------------------------------------------------
 
+
 def _command_paths(group: click.Group, prefix: str = "") -> list[str]:
     paths = []
     for name, command in group.commands.items():
@@ -243,15 +282,25 @@ def _command_paths(group: click.Group, prefix: str = "") -> list[str]:
 
 def test_the_cli_walk_finds_nested_commands():
     paths = _command_paths(cli_main)
-    assert {"serve", "init", "users", "users create", "users list", "users verify-phone", "api-keys",
-            "api-keys create", "api-keys list", "api-keys revoke"} <= set(paths)
+    assert {
+        "serve",
+        "init",
+        "users",
+        "users create",
+        "users list",
+        "users verify-phone",
+        "api-keys",
+        "api-keys create",
+        "api-keys list",
+        "api-keys revoke",
+    } <= set(paths)
 
 
-@pytest.mark.xfail(not (ROOT / "README.md").exists(), reason="README written at the end of the session",
-                   strict=False)
+@pytest.mark.xfail(not (ROOT / "README.md").exists(), reason="README written at the end of the session", strict=False)
 def test_readme_lists_every_setting_and_every_command():
     readme = (ROOT / "README.md").read_text()
     missing = [s.env for s in SETTINGS if not re.search(rf"\b{re.escape(s.env)}\b", readme)]
-    missing += [path for path in _command_paths(cli_main)
-                if not re.search(rf"(?<![\w-]){re.escape(path)}(?![\w-])", readme)]
+    missing += [
+        path for path in _command_paths(cli_main) if not re.search(rf"(?<![\w-]){re.escape(path)}(?![\w-])", readme)
+    ]
     assert missing == []

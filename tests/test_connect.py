@@ -5,6 +5,7 @@ through a Runtime over the server's data folder) and `GET /api/credits`. The rul
 allowance is used first, every lead written beyond it is charged at the plan's price, and
 the rest of the reservation goes back.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -35,27 +37,41 @@ from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, f
 
 PRICE = 25  # cents per lead beyond the allowance, in every plan below
 TINY_ALLOWANCE = 3
-PLANS = {"starter": {"name": "Starter", "includedLeads": 100, "leadOverageUsdPerLead": 0.25},
-         "tiny": {"name": "Tiny", "includedLeads": TINY_ALLOWANCE, "leadOverageUsdPerLead": 0.25},
-         "payg": {"name": "Pay as you go", "includedLeads": 0, "leadOverageUsdPerLead": 0.25}}
+PLANS = {
+    "starter": {"name": "Starter", "includedLeads": 100, "leadOverageUsdPerLead": 0.25},
+    "tiny": {"name": "Tiny", "includedLeads": TINY_ALLOWANCE, "leadOverageUsdPerLead": 0.25},
+    "payg": {"name": "Pay as you go", "includedLeads": 0, "leadOverageUsdPerLead": 0.25},
+}
 MAX_RECORDS = 300  # the cap of a job that no credits limit
 JOB_ID = re.compile(r"job_[A-Za-z0-9]{22}")
 
 
 # --- shared machinery (also used by the Stripe and crash modules) ------------------------------
 
+
 def server_env(scraper_url: str, **extra: str) -> dict[str, str]:
     """Settings of a test server: the test scraper, a 1 s read timeout, one job per user."""
-    return {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "SCRAPER_HOSTNAME": scraper_url,
-            "TELENTIR_PLANS": json.dumps(PLANS), "TELENTIR_CONNECT_READ_TIMEOUT": "1",
-            "TELENTIR_CONNECT_PER_USER": "1", "TELENTIR_CONNECT_MAX_FRAME_BYTES": "16384",
-            "TELENTIR_CONNECT_MAX_RECORDS": str(MAX_RECORDS), "TELENTIR_REFUND_RETRY_SECONDS": "3600", **extra}
+    return {
+        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
+        "SCRAPER_HOSTNAME": scraper_url,
+        "TELENTIR_PLANS": json.dumps(PLANS),
+        "TELENTIR_CONNECT_READ_TIMEOUT": "1",
+        "TELENTIR_CONNECT_PER_USER": "1",
+        "TELENTIR_CONNECT_MAX_FRAME_BYTES": "16384",
+        "TELENTIR_CONNECT_MAX_RECORDS": str(MAX_RECORDS),
+        "TELENTIR_REFUND_RETRY_SECONDS": "3600",
+        **extra,
+    }
 
 
 def runtime_over(data_dir: Path, **overrides: Any) -> Runtime:
     """A Runtime over a server's data folder (reads its rows; never recovers anything)."""
-    return build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, "plans": PLANS,
-                                      "log_level": "WARNING", **overrides}, environ={}))
+    return build_runtime(
+        load_config(
+            {"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, "plans": PLANS, "log_level": "WARNING", **overrides},
+            environ={},
+        )
+    )
 
 
 @dataclass
@@ -116,17 +132,34 @@ def run_connect(api: Api, params: Any, path: str = "/get-leads", repository: str
     return summary.json()
 
 
-def assert_summary(job: dict[str, Any], money: Money, status: str, skipped: int = 0,
-                   error: str | None = None) -> None:
+def assert_summary(job: dict[str, Any], money: Money, status: str, skipped: int = 0, error: str | None = None) -> None:
     """The job summary has the spec's shape and the expected numbers."""
-    assert set(job) == {"id", "status", "repository", "path", "created", "skipped", "credits", "error",
-                        "started_at", "finished_at"}, job
+    assert set(job) == {
+        "id",
+        "status",
+        "repository",
+        "path",
+        "created",
+        "skipped",
+        "credits",
+        "error",
+        "started_at",
+        "finished_at",
+    }, job
     assert (job["status"], job["created"], job["skipped"]) == (status, money.written, skipped), job
-    assert {k: job["credits"][k] for k in ("requested", "granted", "allowance_used", "reserved", "used", "refunded",
-                                            "charged", "settlement")} == {
-        "requested": money.requested, "granted": money.granted, "allowance_used": money.allowance_used,
-        "reserved": money.reserved, "used": money.written, "refunded": money.refunded, "charged": money.charged,
-        "settlement": "settled"}, job
+    assert {
+        k: job["credits"][k]
+        for k in ("requested", "granted", "allowance_used", "reserved", "used", "refunded", "charged", "settlement")
+    } == {
+        "requested": money.requested,
+        "granted": money.granted,
+        "allowance_used": money.allowance_used,
+        "reserved": money.reserved,
+        "used": money.written,
+        "refunded": money.refunded,
+        "charged": money.charged,
+        "settlement": "settled",
+    }, job
     if error is None:
         assert job["error"] is None, job
     else:
@@ -172,20 +205,30 @@ def read_records(api: Api, store: str = "contacts") -> list[dict[str, Any]]:
         assert item["related_object_id"] == store_id and item["key_id"] != root["stores"][store]["defaultKey"]
         key = api.get(f"/keys/{item['key_id']}")
         assert key.status_code == 200, key.text
-        keys.append((key.json()["server"], unwrap(private_key, bytes.fromhex(key.json()["key"])),
-                     bytes.fromhex(key.json()["iv"])))
+        keys.append(
+            (
+                key.json()["server"],
+                unwrap(private_key, bytes.fromhex(key.json()["key"])),
+                bytes.fromhex(key.json()["iv"]),
+            )
+        )
     assert {server for server, _, _ in keys} <= {"default"}
     assert len({item["key_id"] for item in listing}) == len(listing), "a key shared between records"
     assert len({aes for _, aes, _ in keys}) == len(keys), "an AES key used twice"
     assert len({iv for _, _, iv in keys}) == len(keys), "an IV used twice"
-    return [json.loads(decrypt(aes, iv, bytes.fromhex(item["content"]), bytes.fromhex(item["auth_tag"])))
-            for item, (_, aes, iv) in zip(listing, keys)]
+    return [
+        json.loads(decrypt(aes, iv, bytes.fromhex(item["content"]), bytes.fromhex(item["auth_tag"])))
+        for item, (_, aes, iv) in zip(listing, keys, strict=True)
+    ]
 
 
 def object_created_count(rt: Runtime, user_id: str, store_id: str) -> int:
     """object_created events for items of a store (the outbox rows)."""
-    return rt.db.query_one("SELECT count(*) FROM events WHERE user_id = ? AND type = 'object_created' "
-                           "AND json_extract(payload, '$.related_object_id') = ?", (user_id, store_id))[0]
+    return rt.db.query_one(
+        "SELECT count(*) FROM events WHERE user_id = ? AND type = 'object_created' "
+        "AND json_extract(payload, '$.related_object_id') = ?",
+        (user_id, store_id),
+    )[0]
 
 
 @dataclass(frozen=True)
@@ -217,8 +260,9 @@ SCENARIOS = [
 ]
 
 
-def run_scenario(account: Account, scraper: TestScraper, rt: Runtime, scenario: Scenario,
-                 source: str) -> tuple[dict[str, Any], Money]:
+def run_scenario(
+    account: Account, scraper: TestScraper, rt: Runtime, scenario: Scenario, source: str
+) -> tuple[dict[str, Any], Money]:
     """Run one scenario and check the summary, the records, the events and the ledger."""
     tag = secrets.token_hex(4)
     before = scraper.request_count()
@@ -247,6 +291,7 @@ def credits_amount(api: Api) -> int:
 
 
 # --- fixtures ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def scraper() -> Iterator[TestScraper]:
@@ -292,15 +337,17 @@ def new_account(rt: Runtime, server: ServerProcess) -> Iterator[Callable[..., Ac
 
 # --- the failure scenarios: records written stay, charged = written beyond allowance × price -------
 
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
 def test_scenario_leaves_summary_records_and_ledger(new_account, scraper, rt, scenario):
     account = new_account("tiny", FUNDED)
-    job, money = run_scenario(account, scraper, rt, scenario, "local")
+    _job, money = run_scenario(account, scraper, rt, scenario, "local")
     assert credits_amount(account.api) == FUNDED - money.charged == credits.local_balance(rt, account.id)
     assert credits.allowance_used(rt, account.id) == money.allowance_used
 
 
 # --- clamping ------------------------------------------------------------------------------------
+
 
 def test_clamped_by_allowance(new_account, scraper, rt):
     account = new_account("tiny", 0)
@@ -336,8 +383,11 @@ def test_clamped_by_allowance_left_this_month_then_balance(new_account, scraper,
     assert len(read_records(account.api)) == 5
 
 
-@pytest.mark.parametrize("plan, balance, requested", [("payg", 0, 5), ("payg", PRICE - 1, 5), ("tiny", 500, 0)],
-                         ids=["nothing", "less-than-one-lead", "zero-asked"])
+@pytest.mark.parametrize(
+    "plan, balance, requested",
+    [("payg", 0, 5), ("payg", PRICE - 1, 5), ("tiny", 500, 0)],
+    ids=["nothing", "less-than-one-lead", "zero-asked"],
+)
 def test_nothing_to_spend_is_204_without_calling_the_scraper(new_account, scraper, rt, plan, balance, requested):
     account = new_account(plan, balance)
     before = scraper.request_count()
@@ -376,8 +426,12 @@ def test_other_paths_are_not_billed_and_write_every_record(new_account, scraper,
     job = run_connect(account.api, {"count": 6, "tag": "x"}, path="/search/companies", repository="campaigns")
     assert scraper.requests[-1]["path"] == "/search/companies"
     assert scraper.requests[-1]["params"] == {"count": 6, "tag": "x"}
-    assert (job["status"], job["created"], job["repository"], job["path"]) == ("succeeded", 6, "campaigns",
-                                                                              "/search/companies")
+    assert (job["status"], job["created"], job["repository"], job["path"]) == (
+        "succeeded",
+        6,
+        "campaigns",
+        "/search/companies",
+    )
     assert job["credits"]["granted"] == job["credits"]["reserved"] == job["credits"]["used"] == 0
     assert [r["n"] for r in read_records(account.api, "campaigns")] == list(range(6))
     assert read_records(account.api, "contacts") == []
@@ -388,22 +442,33 @@ def test_other_paths_stop_at_the_record_cap(new_account, scraper, rt):
     account = new_account("payg", 0)
     job = run_connect(account.api, {"count": MAX_RECORDS + 20}, path="/bulk")
     assert (job["status"], job["created"]) == ("succeeded", MAX_RECORDS)
-    assert rt.db.query_one("SELECT count(*) FROM objects WHERE user_id = ? AND related_id IS NOT NULL",
-                           (account.id,))[0] == MAX_RECORDS
+    assert (
+        rt.db.query_one("SELECT count(*) FROM objects WHERE user_id = ? AND related_id IS NOT NULL", (account.id,))[0]
+        == MAX_RECORDS
+    )
 
 
 def test_client_leaving_cancels_the_job_and_refunds_the_rest(new_account, scraper, rt, server):
     account = new_account("payg", 1000)  # 40 leads reserved
-    body = json.dumps({"repository": "contacts", "path": "/get-leads",
-                       "params": {"credits": 40, "mode": "slow", "delay_ms": 100}}).encode()
+    body = json.dumps(
+        {"repository": "contacts", "path": "/get-leads", "params": {"credits": 40, "mode": "slow", "delay_ms": 100}}
+    ).encode()
     before = scraper.request_count()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(b"POST /api/connect HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                     b"Authorization: Bearer " + account.user["api_key"].encode() +
-                     b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        sock.sendall(
+            b"POST /api/connect HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer "
+            + account.user["api_key"].encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         wait_until(lambda: scraper.request_count() > before and scraper.requests[-1]["sent"] >= 3)
-    job_row = wait_until(lambda: rt.db.query_one("SELECT * FROM jobs WHERE user_id = ? AND status != 'running'",
-                                                 (account.id,)), timeout=10)
+    job_row = wait_until(
+        lambda: rt.db.query_one("SELECT * FROM jobs WHERE user_id = ? AND status != 'running'", (account.id,)),
+        timeout=10,
+    )
     job = account.api.get(f"/connect/jobs/{job_row['id']}").json()
     written = job["created"]
     assert 0 < written < 40, job
@@ -414,10 +479,37 @@ def test_client_leaving_cancels_the_job_and_refunds_the_rest(new_account, scrape
 
 # --- path safety: nothing leaves the server ------------------------------------------------------------
 
-HOSTILE_PATHS = ["http://evil", "https://evil.com/get-leads", "//evil.com/x", "/../admin", "/a/../../b", "/..",
-                 "/./x", "/a/.", "/%2e%2e/x", "/%2F%2Fevil.com", "/x?y=1", "/x#y", "\\evil", "/\\evil.com", "/a b",
-                 "/x\x00", "/x\n", "/x\r\nHost: evil.com", "/x\t", "/x\x7f", "/x\x85", "@evil.com", "evil.com/x",
-                 "/" + "a" * 600, "", None, 7, ["/get-leads"], {"p": "/get-leads"}]
+HOSTILE_PATHS = [
+    "http://evil",
+    "https://evil.com/get-leads",
+    "//evil.com/x",
+    "/../admin",
+    "/a/../../b",
+    "/..",
+    "/./x",
+    "/a/.",
+    "/%2e%2e/x",
+    "/%2F%2Fevil.com",
+    "/x?y=1",
+    "/x#y",
+    "\\evil",
+    "/\\evil.com",
+    "/a b",
+    "/x\x00",
+    "/x\n",
+    "/x\r\nHost: evil.com",
+    "/x\t",
+    "/x\x7f",
+    "/x\x85",
+    "@evil.com",
+    "evil.com/x",
+    "/" + "a" * 600,
+    "",
+    None,
+    7,
+    ["/get-leads"],
+    {"p": "/get-leads"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -433,8 +525,7 @@ def shared_account(rt: Runtime, server: ServerProcess) -> Iterator[Account]:
 @pytest.mark.parametrize("path", HOSTILE_PATHS, ids=[repr(p)[:24] for p in HOSTILE_PATHS])
 def test_hostile_path_is_refused_and_no_request_leaves(shared_account, scraper, rt, path):
     before = scraper.request_count()
-    resp = shared_account.api.post("/connect", json={"repository": "contacts", "path": path,
-                                                     "params": {"credits": 1}})
+    resp = shared_account.api.post("/connect", json={"repository": "contacts", "path": path, "params": {"credits": 1}})
     assert_error(resp, 400, "invalid_request")
     assert "X-Connect-Job" not in resp.headers
     assert scraper.request_count() == before
@@ -460,7 +551,7 @@ BAD_BODIES = {
     "credits-string": {**LEADS, "params": {"credits": "5"}},
     "credits-bool": {**LEADS, "params": {"credits": True}},
     "credits-null": {**LEADS, "params": {"credits": None}},
-    "credits-huge": {**LEADS, "params": {"credits": 10 ** 12}},
+    "credits-huge": {**LEADS, "params": {"credits": 10**12}},
 }
 
 
@@ -474,8 +565,12 @@ def test_invalid_body_is_400_and_nothing_happens(shared_account, scraper, rt, bo
 
 
 def test_non_json_body_is_refused(shared_account):
-    assert_error(shared_account.api.post("/connect", data=b"credits=1",
-                                         headers={"Content-Type": "application/x-www-form-urlencoded"}), 415)
+    assert_error(
+        shared_account.api.post(
+            "/connect", data=b"credits=1", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        ),
+        415,
+    )
     assert_error(shared_account.api.post("/connect", data=b"{", headers={"Content-Type": "application/json"}), 400)
 
 
@@ -499,8 +594,9 @@ def test_second_job_of_a_user_is_429_while_one_runs(new_account, scraper):
     account, neighbour = new_account("payg", 1000), new_account("tiny")
     before = scraper.request_count()
     results: list[dict[str, Any]] = []
-    first = threading.Thread(target=lambda: results.append(run_connect(account.api, {
-        "credits": 8, "mode": "slow", "delay_ms": 150})))
+    first = threading.Thread(
+        target=lambda: results.append(run_connect(account.api, {"credits": 8, "mode": "slow", "delay_ms": 150}))
+    )
     with closing(Api(account.api.base_url, account.user["api_key"])) as second_client:
         first.start()
         try:
@@ -518,6 +614,7 @@ def test_second_job_of_a_user_is_429_while_one_runs(new_account, scraper):
 
 # --- credits and billing documents -------------------------------------------------------------------
 
+
 def test_billing_state_shape_and_usage(new_account, rt):
     account = new_account("tiny", 75)
     resp = account.api.get("/billing/state")
@@ -525,8 +622,13 @@ def test_billing_state_shape_and_usage(new_account, rt):
     state = resp.json()
     assert set(state) == {"plan", "usage", "hasCard", "balance"}
     assert state["plan"] == {"key": "tiny", **PLANS["tiny"]}
-    assert state["usage"] == {"leads": 0, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0,
-                              "calls_outbound": 0}
+    assert state["usage"] == {
+        "leads": 0,
+        "seconds_inbound": 0,
+        "seconds_outbound": 0,
+        "calls_inbound": 0,
+        "calls_outbound": 0,
+    }
     assert state["hasCard"] is False and state["balance"] == {"currency": "usd", "amount": 75}
     run_connect(account.api, {"credits": 4})
     state = account.api.get("/billing/state").json()
@@ -535,14 +637,19 @@ def test_billing_state_shape_and_usage(new_account, rt):
 
 # --- the demo scraper -------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def demo_scraper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m telentir demo-scraper --port N` in a child process."""
     port = free_port()
     log = tmp_path_factory.mktemp("demo") / "demo.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "telentir", "demo-scraper", "--port", str(port)], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "telentir", "demo-scraper", "--port", str(port)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _healthy(url), timeout=15, interval=0.05)
@@ -562,8 +669,17 @@ def _healthy(url: str) -> bool:
 
 def _demo_frames(url: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     with requests.Session() as session:
-        frames = list(stream_frames(url + path, params, connect_timeout=5, read_timeout=10, max_frame_bytes=65536,
-                                    deadline=float("inf"), session=session))
+        frames = list(
+            stream_frames(
+                url + path,
+                params,
+                connect_timeout=5,
+                read_timeout=10,
+                max_frame_bytes=65536,
+                deadline=float("inf"),
+                session=session,
+            )
+        )
     return [json.loads(frame.data) for frame in frames]
 
 
@@ -586,8 +702,11 @@ def test_records_commit_on_time_while_the_scraper_is_silent(new_account, scraper
     the three records are stored well before the 1 s read timeout ends the stalled job."""
     account = new_account("payg", 1000)
     params = {"credits": 10, "mode": "stall", "after": 3}
-    caller = threading.Thread(target=lambda: account.api.post(
-        "/connect", json={"repository": "contacts", "path": "/get-leads", "params": params}).close())
+    caller = threading.Thread(
+        target=lambda: account.api.post(
+            "/connect", json={"repository": "contacts", "path": "/get-leads", "params": params}
+        ).close()
+    )
     caller.start()
     stored_at: list[float] = []
 

@@ -4,12 +4,14 @@ Start-up recovery must mark the job `interrupted`, charge exactly the records it
 refund the rest of the reservation (once, even if Stripe fails the first refund), and the
 committed records must all be there and decrypt.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -21,8 +23,17 @@ from .conftest import make_user
 from .fake_stripe import FakeStripe
 from .scraper_fixture import TestScraper, wait_until
 from .support import Api, ServerProcess
-from .test_connect import (TINY_ALLOWANCE, assert_summary, credits_amount, expected_ledger, ledger_rows, money_for,
-                           read_records, runtime_over, server_env)
+from .test_connect import (
+    TINY_ALLOWANCE,
+    assert_summary,
+    credits_amount,
+    expected_ledger,
+    ledger_rows,
+    money_for,
+    read_records,
+    runtime_over,
+    server_env,
+)
 
 TXNS = r"/v1/customers/[^/]+/balance_transactions"
 FUNDS, REQUESTED = 10_000, 200
@@ -107,16 +118,20 @@ def blob_files(data_dir: Path) -> set[str]:
     return {p.name for p in (data_dir / "blobs").rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("billing, refund_failure", [("local", None), ("stripe", "drop_after"), ("stripe", "500")],
-                         ids=["local", "stripe-refund-answer-lost", "stripe-refund-500"])
+@pytest.mark.parametrize(
+    "billing, refund_failure",
+    [("local", None), ("stripe", "drop_after"), ("stripe", "500")],
+    ids=["local", "stripe-refund-answer-lost", "stripe-refund-500"],
+)
 def test_sigkill_mid_stream_then_restart_recovers(deploy, scraper, fake, billing, refund_failure):
     deployment = deploy(billing == "stripe")
     server, rt = deployment.server, deployment.rt
     user = deployment.new_user()
     with closing(Api(server.url, user["api_key"])) as api:
         thread, errors = post_in_background(api, {"credits": REQUESTED, "mode": "slow", "delay_ms": 15})
-        job = wait_until(lambda: rt.db.query_one("SELECT * FROM jobs WHERE user_id = ? AND created >= 30",
-                                                 (user["id"],)), timeout=20)
+        job = wait_until(
+            lambda: rt.db.query_one("SELECT * FROM jobs WHERE user_id = ? AND created >= 30", (user["id"],)), timeout=20
+        )
         server.kill()
         thread.join(timeout=30)
     assert errors, "the request should have died with the server"

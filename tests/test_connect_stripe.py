@@ -4,10 +4,12 @@ The prepaid balance is the Stripe customer's credit. Each lead job that buys lea
 one reservation (`telentir:<job>:reserve`) and, if anything is unused, one refund
 (`telentir:<job>:refund`); a refund that failed is retried with the same key and lands once.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -20,14 +22,30 @@ from .conftest import make_user
 from .fake_stripe import FakeStripe
 from .scraper_fixture import TestScraper
 from .support import Api, ServerProcess, assert_error
-from .test_connect import (FUNDED, PLANS, PRICE, SCENARIOS, TINY_ALLOWANCE, Account, Money, assert_summary,
-                           credits_amount, ledger_rows, money_for, read_records, run_connect, run_scenario,
-                           runtime_over, server_env)
+from .test_connect import (
+    FUNDED,
+    PLANS,
+    PRICE,
+    SCENARIOS,
+    TINY_ALLOWANCE,
+    Account,
+    Money,
+    assert_summary,
+    credits_amount,
+    ledger_rows,
+    money_for,
+    read_records,
+    run_connect,
+    run_scenario,
+    runtime_over,
+    server_env,
+)
 
 TXNS = r"/v1/customers/[^/]+/balance_transactions"
 
 
 # --- fixtures ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeStripe]:
@@ -54,8 +72,9 @@ def scraper() -> Iterator[TestScraper]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper, fake: FakeStripe) -> Iterator[ServerProcess]:
     """A real server in Stripe mode."""
-    env = server_env(scraper.url, STRIPE_SECRET_KEY="sk_test_x", STRIPE_API_BASE=fake.url,
-                     TELENTIR_STRIPE_TIMEOUT_SECONDS="5")
+    env = server_env(
+        scraper.url, STRIPE_SECRET_KEY="sk_test_x", STRIPE_API_BASE=fake.url, TELENTIR_STRIPE_TIMEOUT_SECONDS="5"
+    )
     process = ServerProcess(tmp_path_factory.mktemp("stripe") / "data", env).start()
     yield process
     scraper.stopping.set()
@@ -96,20 +115,23 @@ def customer(account: Account) -> str:
 def assert_stripe_money(fake: FakeStripe, rt: Runtime, account: Account, job_id: str, money: Money) -> None:
     """Stripe moved exactly the reservation and the refund, once each, with keys from job + step."""
     cus = customer(account)
-    expected = ([(money.reserved, f"telentir:{job_id}:reserve")] if money.reserved else []) + \
-               ([(-money.refunded, f"telentir:{job_id}:refund")] if money.refunded else [])
+    expected = ([(money.reserved, f"telentir:{job_id}:reserve")] if money.reserved else []) + (
+        [(-money.refunded, f"telentir:{job_id}:refund")] if money.refunded else []
+    )
     calls = fake.money_calls(cus)
     assert all(c.idempotency_key and c.idempotency_key.startswith(f"telentir:{job_id}:") for c in calls), calls
     key_of = {c.result_id: c.idempotency_key for c in calls if c.result_id}
     effects = fake.transactions(cus)
     assert [(t["amount"], key_of[t["id"]]) for t in effects] == expected
     assert fake.credit_of(cus) == account.balance - money.charged
-    rows = rt.db.query("SELECT kind, external_id FROM ledger WHERE job_id = ? AND kind IN ('reserve', 'refund')",
-                       (job_id,))
+    rows = rt.db.query(
+        "SELECT kind, external_id FROM ledger WHERE job_id = ? AND kind IN ('reserve', 'refund')", (job_id,)
+    )
     assert {r["kind"]: r["external_id"] for r in rows} == {key_of[t["id"]].rsplit(":", 1)[1]: t["id"] for t in effects}
 
 
 # --- the scenarios ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
 def test_scenario_moves_the_same_money_in_stripe(new_account, scraper, rt, fake, scenario):
@@ -138,10 +160,12 @@ def test_clamped_by_stripe_credit(new_account, scraper, rt, fake):
     assert credits_amount(account.api) == 10
 
 
-@pytest.mark.parametrize("plan, credit, requested", [("payg", 0, 5), ("payg", PRICE - 1, 5), ("tiny", 500, 0)],
-                         ids=["nothing", "less-than-one-lead", "zero-asked"])
-def test_nothing_to_spend_calls_neither_stripe_nor_the_scraper(new_account, scraper, rt, fake, plan, credit,
-                                                                requested):
+@pytest.mark.parametrize(
+    "plan, credit, requested",
+    [("payg", 0, 5), ("payg", PRICE - 1, 5), ("tiny", 500, 0)],
+    ids=["nothing", "less-than-one-lead", "zero-asked"],
+)
+def test_nothing_to_spend_calls_neither_stripe_nor_the_scraper(new_account, scraper, rt, fake, plan, credit, requested):
     account = new_account(plan, credit)
     before = scraper.request_count()
     job = run_connect(account.api, {"credits": requested})
@@ -150,6 +174,7 @@ def test_nothing_to_spend_calls_neither_stripe_nor_the_scraper(new_account, scra
 
 
 # --- Stripe failing -------------------------------------------------------------------------------
+
 
 def _pending_job(rt: Runtime, job_id: str) -> dict[str, Any]:
     return dict(rt.db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,)))
@@ -204,8 +229,7 @@ def test_stripe_failing_the_reservation_is_503_and_settles_to_zero(new_account, 
     cus = customer(account)
     before = scraper.request_count()
     fake.fail("POST", TXNS, mode, key=r"telentir:.*:reserve")
-    resp = account.api.post("/connect", json={"repository": "contacts", "path": "/get-leads",
-                                              "params": {"credits": 4}})
+    resp = account.api.post("/connect", json={"repository": "contacts", "path": "/get-leads", "params": {"credits": 4}})
     assert_error(resp, 503, "stripe_unavailable")
     assert scraper.request_count() == before
     job = dict(rt.db.query_one("SELECT * FROM jobs WHERE user_id = ?", (account.id,)))
@@ -226,8 +250,11 @@ def test_stripe_down_when_reading_the_balance_is_503_and_nothing_starts(new_acco
     account = new_account("payg", 500)
     before = scraper.request_count()
     fake.fail("GET", r"/v1/customers/.*", "drop", times=None)
-    assert_error(account.api.post("/connect", json={"repository": "contacts", "path": "/get-leads",
-                                                    "params": {"credits": 4}}), 503, "stripe_unavailable")
+    assert_error(
+        account.api.post("/connect", json={"repository": "contacts", "path": "/get-leads", "params": {"credits": 4}}),
+        503,
+        "stripe_unavailable",
+    )
     assert_error(account.api.get("/credits"), 503, "stripe_unavailable")
     assert scraper.request_count() == before
     assert fake.money_calls(customer(account)) == []
@@ -238,8 +265,11 @@ def test_unknown_stripe_customer_is_503_and_nothing_starts(new_account, scraper,
     account = new_account("payg", 500)
     credits.set_stripe_customer(rt, account.id, "cus_doesnotexist")
     before = scraper.request_count()
-    assert_error(account.api.post("/connect", json={"repository": "contacts", "path": "/get-leads",
-                                                    "params": {"credits": 4}}), 503, "stripe_unavailable")
+    assert_error(
+        account.api.post("/connect", json={"repository": "contacts", "path": "/get-leads", "params": {"credits": 4}}),
+        503,
+        "stripe_unavailable",
+    )
     assert scraper.request_count() == before
 
 
@@ -247,23 +277,27 @@ def test_every_money_call_carried_a_derived_idempotency_key(fake):
     posts = fake.money_calls()
     assert posts, "the module moved no money at all"
     for call in posts:
-        assert call.idempotency_key and re.fullmatch(r"telentir:job_[A-Za-z0-9]{22}:(reserve|refund)",
-                                                     call.idempotency_key), call
+        assert call.idempotency_key and re.fullmatch(
+            r"telentir:job_[A-Za-z0-9]{22}:(reserve|refund)", call.idempotency_key
+        ), call
         assert call.authorization == "Bearer sk_test_x" and call.params["currency"] == "usd"
         assert re.fullmatch(r"-?[1-9][0-9]*", call.params["amount"]), call  # never a zero move
 
 
 # --- documents ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("card", [True, False])
 def test_billing_state_reads_stripe(new_account, fake, card):
     account = new_account("tiny", 321, card=card)
     state = account.api.get("/billing/state")
     assert state.status_code == 200, state.text
-    assert state.json() == {"plan": {"key": "tiny", **PLANS["tiny"]},
-                            "usage": {"leads": 0, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0,
-                                      "calls_outbound": 0},
-                            "hasCard": card, "balance": {"currency": "usd", "amount": 321}}
+    assert state.json() == {
+        "plan": {"key": "tiny", **PLANS["tiny"]},
+        "usage": {"leads": 0, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0, "calls_outbound": 0},
+        "hasCard": card,
+        "balance": {"currency": "usd", "amount": 321},
+    }
     assert credits_amount(account.api) == 321
 
 
@@ -277,6 +311,7 @@ def test_local_grants_do_not_count_in_stripe_mode(new_account, rt):
 
 # --- the fake itself is as strict as Stripe ----------------------------------------------------------
 
+
 def test_the_fake_checks_what_stripe_checks():
     with FakeStripe() as fake:  # its own instance: the module's records only the server's calls
         _check_fake(fake)
@@ -288,6 +323,7 @@ def _check_fake(fake: FakeStripe) -> None:
     auth = {"Authorization": "Bearer sk_test_x"}
     form = {"amount": "30", "currency": "usd", "description": "d"}
     with requests.Session() as http:
+
         def post(data: dict[str, str], **headers: str) -> requests.Response:
             return http.post(url, data=data, headers=headers)
 

@@ -4,6 +4,7 @@ The writer does what the object service does for each write: make the blob durab
 commit the row that names it. Whatever instant the kill lands on, after start-up every
 committed row has its file with the right bytes, and no file is left that no row names.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,7 @@ from telentir.storage.db import Database
 
 from .support import FIXED_MASTER_KEY, ROOT
 
-WRITER = textwrap.dedent('''
+WRITER = textwrap.dedent("""
     import hashlib, sys
     sys.path.insert(0, sys.argv[3])
     from telentir.ids import new_id, now_iso
@@ -53,7 +54,7 @@ WRITER = textwrap.dedent('''
                        "updated_at) VALUES (?, ?, ?, ?, ?, ?, '{}', ?, ?)",
                        (object_id, user_id, new_id("key"), blob, len(data), bytes(16), now, now))
         print(object_id, flush=True)
-''')
+""")
 
 
 def expected_payload(object_id: str) -> bytes:
@@ -63,8 +64,9 @@ def expected_payload(object_id: str) -> bytes:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return load_config({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING"},
-                       environ={})
+    return load_config(
+        {"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING"}, environ={}
+    )
 
 
 def run_writer_and_kill(tmp_path: Path, config: Config, delay: float) -> list[str]:
@@ -74,8 +76,11 @@ def run_writer_and_kill(tmp_path: Path, config: Config, delay: float) -> list[st
     config.data_dir.mkdir(parents=True, exist_ok=True)
     out_path = tmp_path / "writer.out"
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(script), str(config.database_path), str(config.blob_path),
-                                 str(ROOT)], stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(config.database_path), str(config.blob_path), str(ROOT)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         _wait_for_ready(out_path, proc)
         time.sleep(delay)
@@ -149,6 +154,7 @@ def test_prepare_twice_after_a_crash_finds_nothing_more(tmp_path, config):
 
 # --- failed transactions --------------------------------------------------------------
 
+
 @pytest.fixture
 def db(tmp_path: Path) -> Database:
     database = Database(tmp_path / "t.db")
@@ -160,8 +166,10 @@ def db(tmp_path: Path) -> Database:
 def _insert_orphan_api_key(tx: object) -> None:
     # Deferred foreign keys are checked at COMMIT, so this makes the COMMIT itself fail.
     tx.execute("PRAGMA defer_foreign_keys = ON")  # type: ignore[attr-defined]
-    tx.execute("INSERT INTO api_keys (id, user_id, name, key_hash, created_at) "  # type: ignore[attr-defined]
-               "VALUES ('ak_x', 'usr_nobody', 'n', 'h', 't')")
+    tx.execute(
+        "INSERT INTO api_keys (id, user_id, name, key_hash, created_at) "  # type: ignore[attr-defined]
+        "VALUES ('ak_x', 'usr_nobody', 'n', 'h', 't')"
+    )
 
 
 def test_a_failed_commit_rolls_back_and_leaves_the_connection_usable(db, tmp_path):

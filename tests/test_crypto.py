@@ -1,4 +1,5 @@
 """Crypto primitives: key serialization, JWK export, wrapping, AES-GCM, sealing, master key."""
+
 from __future__ import annotations
 
 import base64
@@ -24,8 +25,10 @@ def other_rsa_key() -> rsa.RSAPrivateKey:
 
 
 def _spki_der(public_key: object) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
-                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public_key.public_bytes(
+        serialization.Encoding.DER,  # type: ignore[attr-defined]
+        serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
 
 
 def _std_b64(data: bytes) -> str:
@@ -33,6 +36,7 @@ def _std_b64(data: bytes) -> str:
 
 
 # --- RSA keys -------------------------------------------------------------------------
+
 
 def test_generated_key_is_rsa_2048_with_exponent_65537(rsa_key):
     assert rsa_key.key_size == 2048
@@ -54,19 +58,23 @@ def test_private_key_round_trips_through_base64url_pkcs8(rsa_key):
     assert loaded.private_numbers() == rsa_key.private_numbers()
 
 
-@pytest.mark.parametrize("encode", [
-    pytest.param(lambda der: _std_b64(der), id="standard-padded"),
-    pytest.param(lambda der: _std_b64(der).rstrip("="), id="standard-unpadded"),
-    pytest.param(lambda der: base64.urlsafe_b64encode(der).decode(), id="urlsafe-padded"),
-])
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(_std_b64, id="standard-padded"),
+        pytest.param(lambda der: _std_b64(der).rstrip("="), id="standard-unpadded"),
+        pytest.param(lambda der: base64.urlsafe_b64encode(der).decode(), id="urlsafe-padded"),
+    ],
+)
 def test_public_key_input_accepts_every_base64_flavour(rsa_key, encode):
     text = encode(_spki_der(rsa_key.public_key()))
     assert crypto.load_public_key(text).public_numbers() == rsa_key.public_key().public_numbers()
 
 
 def test_private_key_input_accepts_standard_padded_base64(rsa_key):
-    der = rsa_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    der = rsa_key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     assert crypto.load_private_key(_std_b64(der)).private_numbers() == rsa_key.private_numbers()
 
 
@@ -92,7 +100,8 @@ def test_load_public_key_refuses_an_unknown_algorithm():
 
 def test_load_private_key_refuses_an_ec_key():
     der = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     with pytest.raises(CryptoError, match="not an RSA key"):
         crypto.load_private_key(crypto.b64url(der))
 
@@ -111,6 +120,7 @@ def test_private_key_does_not_load_as_public_key(rsa_key):
 
 
 # --- JWK ------------------------------------------------------------------------------
+
 
 def _b64url_int(text: str) -> int:
     assert "=" not in text
@@ -132,6 +142,7 @@ def test_public_jwk_n_has_no_leading_zero_byte(rsa_key):
 
 
 # --- wrapping -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", crypto.AES_KEY_SIZES)
 def test_wrap_unwrap_round_trip(rsa_key, size):
@@ -159,6 +170,7 @@ def test_unwrap_of_garbage_fails(rsa_key):
 
 # --- AES-GCM --------------------------------------------------------------------------
 
+
 def test_fresh_key_and_iv_sizes():
     assert len(crypto.new_aes_key()) == 32 and len(crypto.new_iv()) == 12
     assert crypto.new_aes_key() != crypto.new_aes_key()
@@ -174,6 +186,7 @@ def test_aes_gcm_round_trip_with_separate_16_byte_tag():
 
 def test_aes_gcm_matches_the_combined_cryptography_format():
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     key, iv = crypto.new_aes_key(), crypto.new_iv()
     ciphertext, tag = crypto.aes_gcm_encrypt(key, iv, b"hello")
     assert AESGCM(key).decrypt(iv, ciphertext + tag, None) == b"hello"
@@ -242,6 +255,7 @@ def test_unseal_of_tampered_secret_fails():
 
 # --- master key -----------------------------------------------------------------------
 
+
 def test_master_key_file_is_created_0600_and_stable(tmp_path):
     path = tmp_path / "nested" / "master.key"
     key = crypto.load_or_create_master_key(path)
@@ -253,8 +267,7 @@ def test_master_key_file_is_created_0600_and_stable(tmp_path):
 
 
 def test_master_key_files_differ_between_data_dirs(tmp_path):
-    assert crypto.load_or_create_master_key(tmp_path / "a.key") != crypto.load_or_create_master_key(
-        tmp_path / "b.key")
+    assert crypto.load_or_create_master_key(tmp_path / "a.key") != crypto.load_or_create_master_key(tmp_path / "b.key")
 
 
 def test_corrupt_master_key_file_is_refused_not_replaced(tmp_path):
@@ -265,8 +278,9 @@ def test_corrupt_master_key_file_is_refused_not_replaced(tmp_path):
     assert path.read_text() == "not a key\n"
 
 
-@pytest.mark.parametrize("text", ["11" * 32, "11" * 32 + "\n", "AA" * 32,
-                                  base64.b64encode(bytes(32)).decode(), crypto.b64url(bytes(32))])
+@pytest.mark.parametrize(
+    "text", ["11" * 32, "11" * 32 + "\n", "AA" * 32, base64.b64encode(bytes(32)).decode(), crypto.b64url(bytes(32))]
+)
 def test_parse_master_key_accepts_hex_and_base64(text):
     assert len(crypto.parse_master_key(text)) == 32
 
@@ -279,22 +293,46 @@ def test_parse_master_key_refuses_other_sizes_and_garbage(text):
 
 # --- encodings ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("", b""),
-    ("AA", b"\x00"),
-    ("AA==", b"\x00"),
-    ("_-8", b"\xff\xef"),
-    ("/+8", b"\xff\xef"),
-    ("/+8=", b"\xff\xef"),
-    ("aGVsbG8", b"hello"),
-    ("aGVsbG8=", b"hello"),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", b""),
+        ("AA", b"\x00"),
+        ("AA==", b"\x00"),
+        ("_-8", b"\xff\xef"),
+        ("/+8", b"\xff\xef"),
+        ("/+8=", b"\xff\xef"),
+        ("aGVsbG8", b"hello"),
+        ("aGVsbG8=", b"hello"),
+    ],
+)
 def test_b64decode_any_accepts_both_alphabets_padded_or_not(text, expected):
     assert crypto.b64decode_any(text) == expected
 
 
-@pytest.mark.parametrize("text", ["A", "AAAAA", "AA=A", "====", "AA===", "AAAA=", "aGVsbG8==", "AAAA\n",
-                                  "\nAAAA", "AA AA", "AA\tAA", "AA%3D", "é", "AA==\n", None, b"AAAA", 1234])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A",
+        "AAAAA",
+        "AA=A",
+        "====",
+        "AA===",
+        "AAAA=",
+        "aGVsbG8==",
+        "AAAA\n",
+        "\nAAAA",
+        "AA AA",
+        "AA\tAA",
+        "AA%3D",
+        "é",
+        "AA==\n",
+        None,
+        b"AAAA",
+        1234,
+    ],
+)
 def test_b64decode_any_rejects_garbage(text):
     with pytest.raises(CryptoError):
         crypto.b64decode_any(text)
@@ -305,8 +343,7 @@ def test_hexdecode_accepts_hex_of_either_case(text, expected):
     assert crypto.hexdecode(text) == expected
 
 
-@pytest.mark.parametrize("text", ["0", "abc", "0g", "00\n", "\n00", " 00", "00 ", "0x00", "00:11", "٠٠",
-                                  None, b"00"])
+@pytest.mark.parametrize("text", ["0", "abc", "0g", "00\n", "\n00", " 00", "00 ", "0x00", "00:11", "٠٠", None, b"00"])
 def test_hexdecode_rejects_garbage(text):
     with pytest.raises(CryptoError):
         crypto.hexdecode(text)

@@ -3,12 +3,14 @@
 Parametrized tables: every case is answered 4xx with `{"error", "message"}` and the user's
 object, key, event and publication counts are unchanged afterwards.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -86,9 +88,17 @@ NOT_AN_OBJECT: list[Any] = [
     pytest.param(b'{"metadata": {"a": NaN}}', id="nan"),
     pytest.param(b"[" * 50_000 + b"]" * 50_000, id="nested-50k"),
 ]
-WRITE_ROUTES = [("PUT", "/objects"), ("POST", "/objects"), ("PATCH", "/objects/{obj}"), ("PUT", "/keys"),
-                ("POST", "/keys"), ("PATCH", "/keys/{key}"), ("POST", "/servers"), ("PATCH", "/servers/default"),
-                ("PUT", "/objects/publish/campaigns/{obj}")]
+WRITE_ROUTES = [
+    ("PUT", "/objects"),
+    ("POST", "/objects"),
+    ("PATCH", "/objects/{obj}"),
+    ("PUT", "/keys"),
+    ("POST", "/keys"),
+    ("PATCH", "/keys/{key}"),
+    ("POST", "/servers"),
+    ("PATCH", "/servers/default"),
+    ("PUT", "/objects/publish/campaigns/{obj}"),
+]
 
 
 @pytest.mark.parametrize("raw", NOT_AN_OBJECT)
@@ -114,6 +124,7 @@ def test_a_body_that_is_not_labelled_json_is_415(ctx):
 
 # --- object writes ----------------------------------------------------------------------
 
+
 def _b64_tag_of(size: int) -> Body:
     return lambda c: c.object_body("base64", tag_bytes=size)
 
@@ -137,8 +148,9 @@ OBJECT_CASES: list[Any] = [
     pytest.param(lambda c: c.object_body(relatedId=5), 400, id="relatedId-number"),
     pytest.param(lambda c: c.object_body(relatedId="obj_short"), 400, id="relatedId-malformed"),
     pytest.param(lambda c: c.object_body(relatedId=c.key.id), 400, id="relatedId-is-a-key-id"),
-    pytest.param(lambda c: c.object_body(relatedId=c.obj, relatedObjectId=c.vault.store()), 400,
-                 id="relatedId-aliases-disagree"),
+    pytest.param(
+        lambda c: c.object_body(relatedId=c.obj, relatedObjectId=c.vault.store()), 400, id="relatedId-aliases-disagree"
+    ),
     pytest.param(lambda c: c.object_body(content="abc"), 400, id="hex-odd-length"),
     pytest.param(lambda c: c.object_body(content="zz" * 8, encoding="hex"), 400, id="hex-not-hex"),
     pytest.param(lambda c: c.object_body("base64", content="!!!!"), 400, id="base64-bad-chars"),
@@ -158,12 +170,23 @@ OBJECT_CASES: list[Any] = [
     pytest.param(lambda c: c.object_body(encoding=["hex"]), 400, id="encoding-list"),
     pytest.param(lambda c: c.object_body(metadata={"blob": "x" * 17_000}), 413, id="metadata-oversized"),
     pytest.param(lambda c: c.object_body(metadata=_deep(200)), 400, id="metadata-nested-200"),
-    pytest.param(lambda c: json.dumps(c.object_body(metadata={})).replace(
-        '"metadata": {}', '"metadata": ' + '{"a": ' * 960 + "1" + "}" * 961).encode(), 400, id="metadata-nested-960"),
-    pytest.param(lambda c: json.dumps(c.object_body(metadata={"a": "\ud800"})).encode(), 400,
-                 id="metadata-lone-surrogate"),
-    pytest.param(lambda c: json.dumps(c.object_body(metadata={"a": 1})).replace('"a": 1', '"a": 1e999').encode(),
-                 400, id="metadata-infinite-number"),
+    pytest.param(
+        lambda c: (
+            json.dumps(c.object_body(metadata={}))
+            .replace('"metadata": {}', '"metadata": ' + '{"a": ' * 960 + "1" + "}" * 961)
+            .encode()
+        ),
+        400,
+        id="metadata-nested-960",
+    ),
+    pytest.param(
+        lambda c: json.dumps(c.object_body(metadata={"a": "\ud800"})).encode(), 400, id="metadata-lone-surrogate"
+    ),
+    pytest.param(
+        lambda c: json.dumps(c.object_body(metadata={"a": 1})).replace('"a": 1', '"a": 1e999').encode(),
+        400,
+        id="metadata-infinite-number",
+    ),
 ]
 
 
@@ -195,15 +218,18 @@ def test_refusals_name_the_field_at_fault(ctx):
         assert field in message, (field, message)
 
 
-@pytest.mark.parametrize("body", [
-    pytest.param({}, id="nothing"),
-    pytest.param({"content": "00" * 4}, id="content-without-tag"),
-    pytest.param({"authTag": "00" * 16}, id="tag-without-content"),
-    pytest.param({"keyId": None}, id="keyId-null"),
-    pytest.param({"metadata": [1]}, id="metadata-list"),
-    pytest.param({"relatedId": "obj_" + "A" * 21}, id="relatedId-malformed"),
-    pytest.param({"unknownField": 1}, id="only-unknown-fields"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({}, id="nothing"),
+        pytest.param({"content": "00" * 4}, id="content-without-tag"),
+        pytest.param({"authTag": "00" * 16}, id="tag-without-content"),
+        pytest.param({"keyId": None}, id="keyId-null"),
+        pytest.param({"metadata": [1]}, id="metadata-list"),
+        pytest.param({"relatedId": "obj_" + "A" * 21}, id="relatedId-malformed"),
+        pytest.param({"unknownField": 1}, id="only-unknown-fields"),
+    ],
+)
 def test_patch_object_needs_a_valid_change(ctx, body):
     before, record = counts(ctx.rt, ctx.vault.user["id"]), ctx.vault.api.get(f"/objects/{ctx.obj}").json()
     assert_error(ctx.vault.api.patch(f"/objects/{ctx.obj}", json=body), 400)
@@ -234,8 +260,11 @@ KEY_CASES: list[Any] = [
     pytest.param(lambda c: c.key_body(key="zz" * 32), 400, id="key-not-hex"),
     pytest.param(lambda c: c.key_body(key="!" * 44, iv=b64(os.urandom(12))), 400, id="key-not-base64"),
     pytest.param(lambda c: c.key_body(encoding="base64"), 400, id="explicit-base64-on-hex"),
-    pytest.param(lambda c: c.key_body(key=b64(os.urandom(32)), iv=b64(os.urandom(12)), encoding="hex"), 400,
-                 id="explicit-hex-on-base64"),
+    pytest.param(
+        lambda c: c.key_body(key=b64(os.urandom(32)), iv=b64(os.urandom(12)), encoding="hex"),
+        400,
+        id="explicit-hex-on-base64",
+    ),
     pytest.param(lambda c: c.key_body(encoding="raw"), 400, id="encoding-unknown"),
     pytest.param(lambda c: c.key_body(metadata=[1]), 400, id="metadata-list"),
     pytest.param(lambda c: c.key_body(metadata={"x": "y" * 17_000}), 413, id="metadata-oversized"),
@@ -252,15 +281,18 @@ def test_key_writes_with_bad_fields_are_refused_and_write_nothing(ctx, body, sta
     assert counts(ctx.rt, ctx.vault.user["id"]) == before
 
 
-@pytest.mark.parametrize("body", [
-    pytest.param({}, id="nothing"),
-    pytest.param({"deprecated": "yes"}, id="deprecated-string"),
-    pytest.param({"deprecated": 1}, id="deprecated-number"),
-    pytest.param({"key": os.urandom(32).hex()}, id="key-without-iv"),
-    pytest.param({"key": os.urandom(20).hex(), "iv": os.urandom(12).hex()}, id="key-20-bytes"),
-    pytest.param({"key": os.urandom(32).hex(), "iv": os.urandom(11).hex()}, id="iv-11-bytes"),
-    pytest.param({"metadata": "x"}, id="metadata-string"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({}, id="nothing"),
+        pytest.param({"deprecated": "yes"}, id="deprecated-string"),
+        pytest.param({"deprecated": 1}, id="deprecated-number"),
+        pytest.param({"key": os.urandom(32).hex()}, id="key-without-iv"),
+        pytest.param({"key": os.urandom(20).hex(), "iv": os.urandom(12).hex()}, id="key-20-bytes"),
+        pytest.param({"key": os.urandom(32).hex(), "iv": os.urandom(11).hex()}, id="iv-11-bytes"),
+        pytest.param({"metadata": "x"}, id="metadata-string"),
+    ],
+)
 def test_patch_key_needs_a_valid_change(ctx, body):
     before, record = counts(ctx.rt, ctx.vault.user["id"]), ctx.vault.api.get(f"/keys/{ctx.key.id}").json()
     assert_error(ctx.vault.api.patch(f"/keys/{ctx.key.id}", json=body), 400)
@@ -270,14 +302,18 @@ def test_patch_key_needs_a_valid_change(ctx, body):
 
 # --- publishing, servers, query strings -------------------------------------------------
 
-@pytest.mark.parametrize("make", [
-    pytest.param(lambda c: ("campaigns", {}), id="objectId-missing"),
-    pytest.param(lambda c: ("campaigns", {"objectId": 5}), id="objectId-number"),
-    pytest.param(lambda c: ("campaigns", {"objectId": c.key.id}), id="objectId-is-a-key-id"),
-    pytest.param(lambda c: ("campaigns", {"objectId": "obj_" + "x" * 23}), id="objectId-malformed"),
-    pytest.param(lambda c: ("Bad Type!", {"objectId": c.obj}), id="type-bad-characters"),
-    pytest.param(lambda c: ("t" * 65, {"objectId": c.obj}), id="type-too-long"),
-])
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda c: ("campaigns", {}), id="objectId-missing"),
+        pytest.param(lambda c: ("campaigns", {"objectId": 5}), id="objectId-number"),
+        pytest.param(lambda c: ("campaigns", {"objectId": c.key.id}), id="objectId-is-a-key-id"),
+        pytest.param(lambda c: ("campaigns", {"objectId": "obj_" + "x" * 23}), id="objectId-malformed"),
+        pytest.param(lambda c: ("Bad Type!", {"objectId": c.obj}), id="type-bad-characters"),
+        pytest.param(lambda c: ("t" * 65, {"objectId": c.obj}), id="type-too-long"),
+    ],
+)
 def test_publish_with_bad_input_is_refused(ctx, make):
     pub_type, body = make(ctx)
     before = counts(ctx.rt, ctx.vault.user["id"])
@@ -293,20 +329,45 @@ def test_patch_server_needs_a_boolean(ctx):
 
 
 # Small tables checked in one test each (every row still asserted separately, with its name).
-PAGING_QUERIES = ["limit=0", "limit=-1", "limit=abc", "limit=1001", "limit=1.5", "limit=", "limit=%C2%B2",
-                  "limit=%D9%A3", "limit=99999999999999999999999", "after=garbage", "after=obj_" + "A" * 22,
-                  "limit=2&after=%00"]
+PAGING_QUERIES = [
+    "limit=0",
+    "limit=-1",
+    "limit=abc",
+    "limit=1001",
+    "limit=1.5",
+    "limit=",
+    "limit=%C2%B2",
+    "limit=%D9%A3",
+    "limit=99999999999999999999999",
+    "after=garbage",
+    "after=obj_" + "A" * 22,
+    "limit=2&after=%00",
+]
 CASCADE_VALUES = ["maybe", "", "yes%20please", "%00", "TRUE%00"]
-WRONG_METHODS = [("GET", "/objects"), ("DELETE", "/objects"), ("POST", "/objects/{obj}"), ("PUT", "/objects/{obj}"),
-                 ("POST", "/objects/{obj}/related"), ("GET", "/keys"), ("DELETE", "/keys"), ("POST", "/keys/{key}"),
-                 ("POST", "/root"), ("DELETE", "/servers"), ("GET", "/servers/default"),
-                 ("POST", "/objects/publish/campaigns")]
+WRONG_METHODS = [
+    ("GET", "/objects"),
+    ("DELETE", "/objects"),
+    ("POST", "/objects/{obj}"),
+    ("PUT", "/objects/{obj}"),
+    ("POST", "/objects/{obj}/related"),
+    ("GET", "/keys"),
+    ("DELETE", "/keys"),
+    ("POST", "/keys/{key}"),
+    ("POST", "/root"),
+    ("DELETE", "/servers"),
+    ("GET", "/servers/default"),
+    ("POST", "/objects/publish/campaigns"),
+]
 
 
 def test_related_paging_parameters_are_validated(ctx):
     for query in PAGING_QUERIES:
-        resp = raw_request(ctx.vault.api.base_url, "GET", f"/api/objects/{ctx.vault.store()}/related?{query}",
-                           ctx.vault.user["api_key"])
+        resp = raw_request(
+            ctx.vault.api.base_url,
+            "GET",
+            f"/api/objects/{ctx.vault.store()}/related?{query}",
+            ctx.vault.user["api_key"],
+        )
         assert resp.status_code == 400, (query, resp.status_code, resp.text[:200])
         assert_error(resp, 400)
 
@@ -314,8 +375,9 @@ def test_related_paging_parameters_are_validated(ctx):
 def test_delete_cascade_must_be_a_boolean(ctx):
     before = counts(ctx.rt, ctx.vault.user["id"])
     for value in CASCADE_VALUES:
-        resp = raw_request(ctx.vault.api.base_url, "DELETE", f"/api/objects/{ctx.obj}?cascade={value}",
-                           ctx.vault.user["api_key"])
+        resp = raw_request(
+            ctx.vault.api.base_url, "DELETE", f"/api/objects/{ctx.obj}?cascade={value}", ctx.vault.user["api_key"]
+        )
         assert resp.status_code == 400, (value, resp.status_code, resp.text[:200])
         assert_error(resp, 400)
     assert counts(ctx.rt, ctx.vault.user["id"]) == before
@@ -334,16 +396,24 @@ def test_wrong_methods_are_405_json(ctx):
 # --- hostile ids in paths ---------------------------------------------------------------
 
 PATH_ROUTES = [
-    ("GET", "/api/objects/{id}", None), ("PATCH", "/api/objects/{id}", {"metadata": {"x": 1}}),
-    ("DELETE", "/api/objects/{id}", None), ("DELETE", "/api/objects/{id}?cascade=true", None),
-    ("GET", "/api/objects/{id}/related", None), ("GET", "/api/objects/{id}/related?limit=5", None),
-    ("GET", "/api/keys/{id}", None), ("PATCH", "/api/keys/{id}", {"deprecated": True}),
+    ("GET", "/api/objects/{id}", None),
+    ("PATCH", "/api/objects/{id}", {"metadata": {"x": 1}}),
+    ("DELETE", "/api/objects/{id}", None),
+    ("DELETE", "/api/objects/{id}?cascade=true", None),
+    ("GET", "/api/objects/{id}/related", None),
+    ("GET", "/api/objects/{id}/related?limit=5", None),
+    ("GET", "/api/keys/{id}", None),
+    ("PATCH", "/api/keys/{id}", {"deprecated": True}),
     ("DELETE", "/api/keys/{id}", None),
-    ("PUT", "/api/objects/publish/campaigns/{id}", "own"), ("DELETE", "/api/objects/publish/campaigns/{id}", None),
+    ("PUT", "/api/objects/publish/campaigns/{id}", "own"),
+    ("DELETE", "/api/objects/publish/campaigns/{id}", None),
     ("PATCH", "/api/servers/{id}", {"deprecated": True}),
 ]
-TYPE_ROUTES = [("GET", "/api/objects/publish/{id}", None), ("PUT", "/api/objects/publish/{id}/{own}", "own"),
-               ("DELETE", "/api/objects/publish/{id}/{own}", None)]
+TYPE_ROUTES = [
+    ("GET", "/api/objects/publish/{id}", None),
+    ("PUT", "/api/objects/publish/{id}/{own}", "own"),
+    ("DELETE", "/api/objects/publish/{id}/{own}", None),
+]
 HOSTILE_IDS = [
     pytest.param("", id="empty"),
     pytest.param("..", id="dotdot"),
@@ -374,8 +444,14 @@ def _assert_all_refused(ctx: Ctx, routes: list[tuple[str, str, Any]], hostile: s
         target = template.format(id=hostile, own=ctx.obj)
         payload = {"objectId": ctx.obj} if body == "own" else body
         raw = None if payload is None else json.dumps(payload).encode()
-        resp = raw_request(api.base_url, method, target, ctx.vault.user["api_key"], raw,
-                           {"Content-Type": "application/json"} if raw else None)
+        resp = raw_request(
+            api.base_url,
+            method,
+            target,
+            ctx.vault.user["api_key"],
+            raw,
+            {"Content-Type": "application/json"} if raw else None,
+        )
         status = resp.status_code if expected is None and 400 <= resp.status_code < 500 else expected
         assert resp.status_code == status, (method, target[:80], resp.status_code, resp.text[:200])
         assert_error(resp, resp.status_code)
@@ -389,19 +465,31 @@ def test_hostile_ids_in_paths_are_json_4xx_and_write_nothing(ctx, hostile):
 
 
 def test_hostile_publication_types_are_json_4xx_and_write_nothing(ctx):
-    for hostile in ("..", "%2e%2e", "%00", "camp%27aigns", "%E2%98%83", "UP%20PER", "a" * 65, "camp;aigns",
-                    "-campaigns", "%2e%2e%2fcampaigns"):
+    for hostile in (
+        "..",
+        "%2e%2e",
+        "%00",
+        "camp%27aigns",
+        "%E2%98%83",
+        "UP%20PER",
+        "a" * 65,
+        "camp;aigns",
+        "-campaigns",
+        "%2e%2e%2fcampaigns",
+    ):
         _assert_all_refused(ctx, TYPE_ROUTES, hostile, None)  # a type is a name, not an id: any 4xx
 
 
 # --- bodies over TELENTIR_MAX_BODY_BYTES ------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Runtime]]:
     """A second real server that accepts bodies of at most 4096 bytes."""
     data_dir = tmp_path_factory.mktemp("small") / "data"
-    server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-                                      "TELENTIR_MAX_BODY_BYTES": "4096"}).start()
+    server = ServerProcess(
+        data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_MAX_BODY_BYTES": "4096"}
+    ).start()
     rt = build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
     yield server, rt
     rt.close()
@@ -430,8 +518,15 @@ def _big(ctx: Ctx, method: str, path: str, size: int) -> dict[str, Any]:
     return ctx.object_body(content=filler)
 
 
-BIG_ROUTES = [("PUT", "/objects"), ("POST", "/objects"), ("PATCH", "/objects/{obj}"), ("PUT", "/keys"),
-              ("POST", "/keys"), ("POST", "/servers"), ("PUT", "/objects/publish/campaigns/{obj}")]
+BIG_ROUTES = [
+    ("PUT", "/objects"),
+    ("POST", "/objects"),
+    ("PATCH", "/objects/{obj}"),
+    ("PUT", "/keys"),
+    ("POST", "/keys"),
+    ("POST", "/servers"),
+    ("PUT", "/objects/publish/campaigns/{obj}"),
+]
 
 
 @pytest.mark.parametrize("method,template", BIG_ROUTES)
@@ -442,7 +537,7 @@ def test_bodies_over_the_limit_are_413_and_write_nothing(small_ctx, method, temp
     assert len(body) > 4096
     assert_error(send(small_ctx.vault.api, method, path, body), 413)
     # The same body streamed without a Content-Length (chunked) is refused the same way.
-    chunks = iter([body[i:i + 1000] for i in range(0, len(body), 1000)])
+    chunks = iter([body[i : i + 1000] for i in range(0, len(body), 1000)])
     resp = small_ctx.vault.api.request(method, path, data=chunks, headers={"Content-Type": "application/json"})
     assert_error(resp, 413)
     assert counts(small_ctx.rt, small_ctx.vault.user["id"]) == before
@@ -457,7 +552,7 @@ def test_a_body_just_under_the_limit_is_accepted(small_ctx):
 def test_a_streamed_body_over_the_limit_is_413_even_when_its_prefix_is_valid(small_ctx):
     body = json.dumps(small_ctx.object_body()).encode() + b" " * 6000
     before = counts(small_ctx.rt, small_ctx.vault.user["id"])
-    chunks = iter([body[i:i + 1000] for i in range(0, len(body), 1000)])
+    chunks = iter([body[i : i + 1000] for i in range(0, len(body), 1000)])
     resp = small_ctx.vault.api.put("/objects", data=chunks, headers={"Content-Type": "application/json"})
     assert counts(small_ctx.rt, small_ctx.vault.user["id"]) == before
     assert_error(resp, 413)

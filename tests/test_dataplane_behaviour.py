@@ -1,6 +1,7 @@
 """Behaviour the contract pins down beyond the happy paths: the encoding rule, record shapes,
 deletes and their relations, the root's stability and its one-time creation, the outbox.
 Against the real gunicorn server; database rows read through `live_rt`."""
+
 from __future__ import annotations
 
 import base64
@@ -12,8 +13,22 @@ from contextlib import closing
 
 import pytest
 
-from .dataplane_support import (OBJECT_FIELDS, PAYLOAD_FIELDS, STORES, LocalKey, Vault, b64, b64url, counts,
-                                decrypt, encrypt, events_after, last_event_id, orphan_files, unwrap)
+from .dataplane_support import (
+    OBJECT_FIELDS,
+    PAYLOAD_FIELDS,
+    STORES,
+    LocalKey,
+    Vault,
+    b64,
+    b64url,
+    counts,
+    decrypt,
+    encrypt,
+    events_after,
+    last_event_id,
+    orphan_files,
+    unwrap,
+)
 from .support import Api, assert_error
 
 
@@ -36,9 +51,12 @@ def _stored(vault: Vault, body: dict) -> tuple[bytes, bytes]:
 
 # --- the encoding rule (§1) -------------------------------------------------------------
 
-@pytest.mark.parametrize("encode", [bytes.hex, lambda b: b.hex().upper(), b64, b64url,
-                                    lambda b: base64.b64encode(b).decode().rstrip("=")],
-                         ids=["hex", "HEX", "base64", "base64url", "base64-unpadded"])
+
+@pytest.mark.parametrize(
+    "encode",
+    [bytes.hex, lambda b: b.hex().upper(), b64, b64url, lambda b: base64.b64encode(b).decode().rstrip("=")],
+    ids=["hex", "HEX", "base64", "base64url", "base64-unpadded"],
+)
 def test_the_same_bytes_in_any_encoding_are_stored_identically(vault, encode):
     for tag_size in (12, 13, 14, 15, 16):
         content, tag = os.urandom(30 + tag_size), os.urandom(tag_size)
@@ -50,35 +68,43 @@ def test_the_tag_decides_and_the_content_follows(vault):
     key = vault.default_key()
     # "00ff" is hex of 2 bytes and base64 of 3: the tag says which.
     assert _stored(vault, {"keyId": key, "content": "00ff", "authTag": "ab" * 16})[0] == bytes.fromhex("00ff")
-    assert _stored(vault, {"keyId": key, "content": "00ff", "authTag": b64(b"\xab" * 16)})[0] == \
-        _unb64("00ff")
+    assert _stored(vault, {"keyId": key, "content": "00ff", "authTag": b64(b"\xab" * 16)})[0] == _unb64("00ff")
     # 22 hex digits are 11 bytes as hex (no GCM tag) but 16 bytes as base64, so base64 it is.
     tag_text = "0123456789abcdef012345"
-    assert _stored(vault, {"keyId": key, "content": "abcd", "authTag": tag_text}) == \
-        (_unb64("abcd"), _unb64(tag_text))
+    assert _stored(vault, {"keyId": key, "content": "abcd", "authTag": tag_text}) == (_unb64("abcd"), _unb64(tag_text))
 
 
 def test_an_explicit_encoding_wins(vault):
     key = vault.default_key()
     tag_text = "0123456789abcdef012345"
-    assert _stored(vault, {"keyId": key, "content": "abcd", "authTag": tag_text, "encoding": "base64"}) == \
-        (_unb64("abcd"), _unb64(tag_text))
-    body = assert_error(vault.api.put("/objects", json={"keyId": key, "content": "abcd", "authTag": tag_text,
-                                                        "encoding": "hex"}), 400)
+    assert _stored(vault, {"keyId": key, "content": "abcd", "authTag": tag_text, "encoding": "base64"}) == (
+        _unb64("abcd"),
+        _unb64(tag_text),
+    )
+    body = assert_error(
+        vault.api.put("/objects", json={"keyId": key, "content": "abcd", "authTag": tag_text, "encoding": "hex"}), 400
+    )
     assert "authTag" in body["message"]
-    body = assert_error(vault.api.put("/objects", json={"keyId": key, "content": "00ff", "authTag": "ab" * 16,
-                                                        "encoding": "base64"}), 400)
+    body = assert_error(
+        vault.api.put("/objects", json={"keyId": key, "content": "00ff", "authTag": "ab" * 16, "encoding": "base64"}),
+        400,
+    )
     assert "authTag" in body["message"]
     content = os.urandom(20)
-    assert _stored(vault, {"keyId": key, "content": content.hex(), "authTag": "ab" * 16, "encoding": "hex"})[0] == \
-        content
+    assert (
+        _stored(vault, {"keyId": key, "content": content.hex(), "authTag": "ab" * 16, "encoding": "hex"})[0] == content
+    )
 
 
 def test_key_material_follows_the_iv_encoding(vault):
     raw, iv = os.urandom(32), os.urandom(12)
     private = vault.private_key
-    for body in ({"key": raw.hex(), "iv": iv.hex()}, {"key": b64(raw), "iv": b64(iv)},
-                 {"key": b64url(raw), "iv": b64url(iv)}, {"key": raw.hex().upper(), "iv": iv.hex().upper()}):
+    for body in (
+        {"key": raw.hex(), "iv": iv.hex()},
+        {"key": b64(raw), "iv": b64(iv)},
+        {"key": b64url(raw), "iv": b64url(iv)},
+        {"key": raw.hex().upper(), "iv": iv.hex().upper()},
+    ):
         resp = vault.api.post("/keys", json={"server": "default", **body})
         assert resp.status_code == 201, (body, resp.text)
         record = resp.json()
@@ -87,26 +113,41 @@ def test_key_material_follows_the_iv_encoding(vault):
     short = os.urandom(16)
     record = vault.api.post("/keys", json={"server": "default", "key": b64(short), "iv": b64(iv)}).json()
     assert unwrap(private, bytes.fromhex(record["key"])) == short
-    body = assert_error(vault.api.post("/keys", json={"server": "default", "key": b64(raw), "iv": b64(iv),
-                                                      "encoding": "hex"}), 400)
+    body = assert_error(
+        vault.api.post("/keys", json={"server": "default", "key": b64(raw), "iv": b64(iv), "encoding": "hex"}), 400
+    )
     assert "iv" in body["message"]
 
 
 # --- record shapes (§3, §4) -------------------------------------------------------------
 
+
 def test_records_carry_snake_and_camel_aliases_and_metadata_defaults_to_empty(vault):
     key = vault.new_key()
     ciphertext, tag = encrypt(key.aes, key.iv, b"shape")
     bare = vault.api.put("/objects", json={"keyId": key.id, "content": b64(ciphertext), "authTag": b64(tag)}).json()
-    nulled = vault.api.put("/objects", json={"keyId": key.id, "content": b64(ciphertext), "authTag": b64(tag),
-                                             "metadata": None, "relatedId": None}).json()
-    child = vault.api.put("/objects", json={"keyId": key.id, "content": b64(ciphertext), "authTag": b64(tag),
-                                            "relatedObjectId": bare["id"], "metadata": {"n": [1, 2]},
-                                            "surprise": "ignored"}).json()
+    nulled = vault.api.put(
+        "/objects",
+        json={"keyId": key.id, "content": b64(ciphertext), "authTag": b64(tag), "metadata": None, "relatedId": None},
+    ).json()
+    child = vault.api.put(
+        "/objects",
+        json={
+            "keyId": key.id,
+            "content": b64(ciphertext),
+            "authTag": b64(tag),
+            "relatedObjectId": bare["id"],
+            "metadata": {"n": [1, 2]},
+            "surprise": "ignored",
+        },
+    ).json()
     for record in (bare, nulled, child, vault.api.get(f"/objects/{child['id']}").json()):
         assert set(record) == OBJECT_FIELDS
-        assert (record["keyId"], record["authTag"], record["relatedId"]) == \
-            (record["key_id"], record["auth_tag"], record["related_object_id"])
+        assert (record["keyId"], record["authTag"], record["relatedId"]) == (
+            record["key_id"],
+            record["auth_tag"],
+            record["related_object_id"],
+        )
         assert record["user_id"] == vault.user["id"] and record["content"] == ciphertext.hex()
     assert (bare["metadata"], bare["relatedId"], nulled["metadata"], nulled["relatedId"]) == ({}, None, {}, None)
     assert (child["metadata"], child["relatedId"]) == ({"n": [1, 2]}, bare["id"])
@@ -147,8 +188,9 @@ def test_patch_replaces_only_what_it_names(vault):
     time.sleep(0.01)
     patched = vault.api.patch(f"/objects/{record['id']}", json={"metadata": {"b": 2}}).json()
     assert patched["metadata"] == {"b": 2} and patched["updated_at"] > record["updated_at"]
-    assert {k: patched[k] for k in ("content", "auth_tag", "key_id", "relatedId")} == \
-        {k: record[k] for k in ("content", "auth_tag", "key_id", "relatedId")}
+    assert {k: patched[k] for k in ("content", "auth_tag", "key_id", "relatedId")} == {
+        k: record[k] for k in ("content", "auth_tag", "key_id", "relatedId")
+    }
     detached = vault.api.patch(f"/objects/{record['id']}", json={"relatedId": None}).json()
     assert detached["relatedId"] is None and vault.related_ids(parent) == []
     moved = vault.api.patch(f"/objects/{record['id']}", json={"related_object_id": parent}).json()
@@ -168,6 +210,7 @@ def test_relations_cannot_loop_and_stores_stay_at_the_top(vault):
 
 
 # --- deletes (§3, §4, §5) ---------------------------------------------------------------
+
 
 def _blob_exists(rt, object_id: str) -> bool:
     row = rt.db.query_one("SELECT blob FROM objects WHERE id = ?", (object_id,))
@@ -251,8 +294,9 @@ def test_deleting_a_key_leaves_its_objects_readable(vault, live_rt):
     assert record["id"] in vault.related_ids(vault.store())
     # The dangling key cannot be used for new writes.
     ciphertext, tag = encrypt(key.aes, key.iv, b"new")
-    assert_error(vault.api.put("/objects", json={"keyId": key.id, "content": b64(ciphertext),
-                                                 "authTag": b64(tag)}), 404)
+    assert_error(
+        vault.api.put("/objects", json={"keyId": key.id, "content": b64(ciphertext), "authTag": b64(tag)}), 404
+    )
 
 
 def test_paging_survives_deleting_the_page_just_read(vault):
@@ -284,8 +328,9 @@ def test_reads_racing_patches_and_deletes_never_fail(vault, live_server):
             while not stop.is_set():
                 ciphertext, tag = encrypt(key.aes, key.iv, os.urandom(64))
                 api.patch(f"/objects/{target}", json={"content": ciphertext.hex(), "authTag": tag.hex()})
-                doomed = api.post("/objects", json={"keyId": key.id, "content": "00", "authTag": "00" * 16,
-                                                    "relatedId": parent}).json()["id"]
+                doomed = api.post(
+                    "/objects", json={"keyId": key.id, "content": "00", "authTag": "00" * 16, "relatedId": parent}
+                ).json()["id"]
                 api.delete(f"/objects/{doomed}")
 
     def read(path: str) -> None:
@@ -301,8 +346,10 @@ def test_reads_racing_patches_and_deletes_never_fail(vault, live_server):
             done.append(path)
 
     writers = [threading.Thread(target=patch_forever) for _ in range(4)]
-    readers = [threading.Thread(target=read, args=(path,)) for path in (
-        f"/objects/{target}", f"/objects/{parent}/related", f"/objects/{parent}/related?limit=1")]
+    readers = [
+        threading.Thread(target=read, args=(path,))
+        for path in (f"/objects/{target}", f"/objects/{parent}/related", f"/objects/{parent}/related?limit=1")
+    ]
     for thread in writers + readers:
         thread.start()
     for thread in readers:
@@ -314,6 +361,7 @@ def test_reads_racing_patches_and_deletes_never_fail(vault, live_server):
 
 
 # --- the root (§2) ----------------------------------------------------------------------
+
 
 def test_root_is_stable_and_has_exactly_the_eight_stores(vault, live_rt):
     again = vault.api.get("/root").json()
@@ -328,8 +376,13 @@ def test_root_is_stable_and_has_exactly_the_eight_stores(vault, live_rt):
         assert record["relatedId"] is None and record["key_id"] == key["id"] and key["server"] == "default"
     assert len({s["id"] for s in again["stores"].values()}) == 8
     assert len({s["defaultKey"] for s in again["stores"].values()}) == 8
-    assert {k: v for k, v in counts(live_rt, vault.user["id"]).items() if k not in ("events", "orphan_files")} == \
-        {"objects": 8, "keys": 8, "publications": 0, "servers": 1, "stores": 8}
+    assert {k: v for k, v in counts(live_rt, vault.user["id"]).items() if k not in ("events", "orphan_files")} == {
+        "objects": 8,
+        "keys": 8,
+        "publications": 0,
+        "servers": 1,
+        "stores": 8,
+    }
 
 
 def test_concurrent_first_requests_create_exactly_one_root(new_live_user, live_server, live_rt):
@@ -364,26 +417,30 @@ def test_concurrent_first_requests_create_exactly_one_root(new_live_user, live_s
 # --- the outbox (§6) --------------------------------------------------------------------
 
 
-
 def test_root_creation_appended_its_events(vault, live_rt):
     events = events_after(live_rt, vault.user["id"])
     assert [e["type"] for e in events].count("key_created") == 8
     created = {e["payload"]["id"]: e["payload"] for e in events if e["type"] == "object_created"}
     assert set(created) == {s["id"] for s in vault.root["stores"].values()}
-    assert {e["payload"]["key_id"] for e in events if e["type"] == "key_created"} == \
-        {s["defaultKey"] for s in vault.root["stores"].values()}
+    assert {e["payload"]["key_id"] for e in events if e["type"] == "key_created"} == {
+        s["defaultKey"] for s in vault.root["stores"].values()
+    }
 
 
 def test_every_change_appends_its_event_with_the_spec_payload(vault, live_rt):
     uid, since = vault.user["id"], last_event_id(live_rt, vault.user["id"])
     key_id = vault.api.put("/keys", json={"server": "default"}).json()
-    key = LocalKey(key_id, unwrap(vault.private_key, bytes.fromhex(vault.api.get(f"/keys/{key_id}").json()["key"])),
-                   bytes.fromhex(vault.api.get(f"/keys/{key_id}").json()["iv"]))
+    key = LocalKey(
+        key_id,
+        unwrap(vault.private_key, bytes.fromhex(vault.api.get(f"/keys/{key_id}").json()["key"])),
+        bytes.fromhex(vault.api.get(f"/keys/{key_id}").json()["iv"]),
+    )
     parent = vault.put(key, b"parent", related=vault.store(), metadata={"m": 1})
     child = vault.put(key, b"child", related=parent["id"])
     ciphertext, tag = encrypt(key.aes, key.iv, b"parent v2")
-    patched = vault.api.patch(f"/objects/{parent['id']}", json={"content": ciphertext.hex(),
-                                                                "authTag": tag.hex()}).json()
+    patched = vault.api.patch(
+        f"/objects/{parent['id']}", json={"content": ciphertext.hex(), "authTag": tag.hex()}
+    ).json()
     published = vault.api.put(f"/objects/publish/campaigns/{parent['id']}", json={"objectId": child["id"]}).json()
     assert vault.api.delete(f"/objects/publish/campaigns/{parent['id']}").status_code == 204
     assert vault.api.delete(f"/objects/{parent['id']}").status_code == 204
@@ -391,9 +448,17 @@ def test_every_change_appends_its_event_with_the_spec_payload(vault, live_rt):
     assert vault.api.get(f"/objects/{child['id']}").status_code == 200  # reads append nothing
 
     events = events_after(live_rt, uid, since)
-    assert [e["type"] for e in events] == ["key_created", "object_created", "object_created", "object_updated",
-                                           "publish", "unpublish", "object_updated", "object_deleted",
-                                           "key_deleted"]
+    assert [e["type"] for e in events] == [
+        "key_created",
+        "object_created",
+        "object_created",
+        "object_updated",
+        "publish",
+        "unpublish",
+        "object_updated",
+        "object_deleted",
+        "key_deleted",
+    ]
     ids = [e["id"] for e in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids) and ids[0] > since
     for event in events:
@@ -404,8 +469,13 @@ def test_every_change_appends_its_event_with_the_spec_payload(vault, live_rt):
     assert p[1] == {k: parent[k] for k in PAYLOAD_FIELDS["object_created"]}
     assert p[2] == {k: child[k] for k in PAYLOAD_FIELDS["object_created"]}
     assert p[3] == {"object_id": parent["id"], "key_id": key_id, "user_id": uid, "updated_at": patched["updated_at"]}
-    assert p[4] == {"user_id": uid, "type": "campaigns", "related_id": parent["id"], "object_id": child["id"],
-                    "timestamp": published["created_at"]}
+    assert p[4] == {
+        "user_id": uid,
+        "type": "campaigns",
+        "related_id": parent["id"],
+        "object_id": child["id"],
+        "timestamp": published["created_at"],
+    }
     assert (p[5]["type"], p[5]["related_id"]) == ("campaigns", parent["id"])
     assert p[6]["object_id"] == child["id"]  # the detached child changed too
     assert p[7]["object_id"] == parent["id"]
@@ -415,8 +485,9 @@ def test_every_change_appends_its_event_with_the_spec_payload(vault, live_rt):
 
 def test_refused_writes_append_no_events(vault, live_rt):
     since = last_event_id(live_rt, vault.user["id"])
-    assert_error(vault.api.put("/objects", json={"keyId": vault.default_key(), "content": "00",
-                                                 "authTag": "00" * 17}), 400)
+    assert_error(
+        vault.api.put("/objects", json={"keyId": vault.default_key(), "content": "00", "authTag": "00" * 17}), 400
+    )
     assert_error(vault.api.delete(f"/objects/{vault.store()}"), 409)
     assert_error(vault.api.put("/keys", json={"server": "nowhere"}), 400)
     assert events_after(live_rt, vault.user["id"], since) == []
@@ -429,9 +500,12 @@ def test_decrypting_a_store_item_needs_only_the_root(vault):
     aes = unwrap(vault.private_key, bytes.fromhex(record["key"]))
     iv = bytes.fromhex(record["iv"])
     ciphertext, tag = encrypt(aes, iv, json.dumps({"name": "Grace"}).encode())
-    item = vault.api.put("/objects", json={"keyId": key_id, "content": b64(ciphertext), "authTag": b64(tag),
-                                           "relatedId": vault.store("contacts")}).json()
+    item = vault.api.put(
+        "/objects",
+        json={"keyId": key_id, "content": b64(ciphertext), "authTag": b64(tag), "relatedId": vault.store("contacts")},
+    ).json()
     listed = vault.api.get(f"/objects/{vault.store('contacts')}/related").json()
     assert [r["id"] for r in listed] == [item["id"]]
-    assert json.loads(decrypt(aes, iv, bytes.fromhex(listed[0]["content"]),
-                              bytes.fromhex(listed[0]["auth_tag"]))) == {"name": "Grace"}
+    assert json.loads(decrypt(aes, iv, bytes.fromhex(listed[0]["content"]), bytes.fromhex(listed[0]["auth_tag"]))) == {
+        "name": "Grace"
+    }

@@ -5,6 +5,7 @@ A child process loops over the object service, announcing each operation before 
 moments; start-up repair (`telentir.serving.prepare`) then runs, and the data must hold every
 acknowledged change exactly, at most the one in-flight change, and no stray file.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ from telentir.serving import prepare
 
 from .support import FIXED_MASTER_KEY, ROOT
 
-CHILD = textwrap.dedent('''
+CHILD = textwrap.dedent("""
     import json, os, random, sys
 
     from telentir.config import load_config
@@ -64,7 +65,7 @@ CHILD = textwrap.dedent('''
             say(op="begin", kind="delete", id=target)
             objects.delete_object(rt, user["id"], target, False)
             say(op="ack", kind="delete", id=target)
-''')
+""")
 
 
 def _content(rt: Any, row: Any) -> bytes:
@@ -77,9 +78,13 @@ def _run_and_kill(tmp_path: Path, delay: float, seed: int, inline_max: int) -> l
     out_path = tmp_path / "writer.out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELENTIR_")} | {"PYTHONPATH": str(ROOT)}
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "data"), FIXED_MASTER_KEY, str(seed),
-                                 str(inline_max)],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "data"), FIXED_MASTER_KEY, str(seed), str(inline_max)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 30
             while b'"ready"' not in out_path.read_bytes():
@@ -111,9 +116,7 @@ def _expected(lines: list[dict[str, Any]]) -> tuple[dict[str, tuple[str, str]], 
             pending = line
         elif line["op"] == "ack":
             assert pending is not None and pending["kind"] == line["kind"]
-            if line["kind"] == "create":
-                state[line["id"]] = (pending["content"], pending["tag"])
-            elif line["kind"] == "update":
+            if line["kind"] == "create" or line["kind"] == "update":
                 state[line["id"]] = (pending["content"], pending["tag"])
             else:
                 del state[line["id"]]
@@ -134,8 +137,7 @@ def test_killed_writer_leaves_every_acknowledged_change_and_no_stray_file(tmp_pa
     prepare(config)
     rt = build_runtime(config)
     try:
-        store = rt.db.query_one("SELECT object_id FROM stores WHERE user_id = ? AND name = 'contacts'",
-                                (user_id,))[0]
+        store = rt.db.query_one("SELECT object_id FROM stores WHERE user_id = ? AND name = 'contacts'", (user_id,))[0]
         rows = {r["id"]: r for r in rt.db.query("SELECT * FROM objects WHERE related_id = ?", (store,))}
         found = {i: (_content(rt, r).hex(), bytes(r["auth_tag"]).hex()) for i, r in rows.items()}
         _assert_matches(found, acked, in_flight)
@@ -150,16 +152,20 @@ def test_killed_writer_leaves_every_acknowledged_change_and_no_stray_file(tmp_pa
         rt.close()
 
 
-def _assert_matches(found: dict[str, tuple[str, str]], acked: dict[str, tuple[str, str]],
-                    in_flight: dict[str, Any] | None) -> None:
+def _assert_matches(
+    found: dict[str, tuple[str, str]], acked: dict[str, tuple[str, str]], in_flight: dict[str, Any] | None
+) -> None:
     expected = dict(acked)
     if in_flight is not None and in_flight["kind"] == "create":
         extra = set(found) - set(acked)
         assert len(extra) <= 1, extra  # the in-flight create may have committed before the kill
         for object_id in extra:
             expected[object_id] = (in_flight["content"], in_flight["tag"])
-    if in_flight is not None and in_flight["kind"] == "update" and found.get(in_flight["id"]) == \
-            (in_flight["content"], in_flight["tag"]):
+    if (
+        in_flight is not None
+        and in_flight["kind"] == "update"
+        and found.get(in_flight["id"]) == (in_flight["content"], in_flight["tag"])
+    ):
         expected[in_flight["id"]] = found[in_flight["id"]]
     if in_flight is not None and in_flight["kind"] == "delete" and in_flight["id"] not in found:
         expected.pop(in_flight["id"])

@@ -3,19 +3,39 @@
 1. the documented client (PUT, camelCase, base64), 2. the SDK (POST keys, hex, snake_case,
 full records), 3. bring-your-own-key servers. Spec: wire-protocol.md §2-§5.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from .dataplane_support import (KEY_FIELDS, KEY_ID, OBJ_ID, OBJECT_FIELDS, STORES, TIMESTAMP, LocalKey, Vault, b64,
-                                b64url, decrypt, encrypt, load_private, load_public, new_rsa, spki, unwrap, wrap)
+from .dataplane_support import (
+    KEY_FIELDS,
+    KEY_ID,
+    OBJ_ID,
+    OBJECT_FIELDS,
+    STORES,
+    TIMESTAMP,
+    LocalKey,
+    Vault,
+    b64,
+    b64url,
+    decrypt,
+    encrypt,
+    load_private,
+    load_public,
+    new_rsa,
+    spki,
+    unwrap,
+    wrap,
+)
 from .support import assert_error
 
 
@@ -27,6 +47,7 @@ def vault(new_live_user):
 
 
 # --- 1. the documented flow -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("encode", [b64, b64url], ids=["standard-padded", "urlsafe-unpadded"])
 def test_documented_flow_put_key_put_object_get_and_decrypt(vault, encode):
@@ -44,8 +65,9 @@ def test_documented_flow_put_key_put_object_get_and_decrypt(vault, encode):
     plaintext = json.dumps({"name": "Ada Lovelace", "phone": "+15555550123"}).encode()
     ciphertext, tag = encrypt(aes, iv, plaintext)
     store = vault.store("contacts")
-    resp = api.put("/objects", json={"keyId": key_id, "content": encode(ciphertext), "authTag": encode(tag),
-                                     "relatedId": store})
+    resp = api.put(
+        "/objects", json={"keyId": key_id, "content": encode(ciphertext), "authTag": encode(tag), "relatedId": store}
+    )
     assert resp.status_code == 201, resp.text
     created = resp.json()
     assert OBJ_ID.fullmatch(created["id"]) and created["relatedId"] == store and created["keyId"] == key_id
@@ -60,11 +82,14 @@ def test_store_objects_decrypt_to_their_names_under_their_default_keys(vault):
     for store in STORES:
         key = vault.api.get(f"/keys/{vault.default_key(store)}").json()
         aes = unwrap(vault.private_key, bytes.fromhex(key["key"]))
-        assert vault.read(LocalKey(key["id"], aes, bytes.fromhex(key["iv"])), vault.store(store)) == \
-            json.dumps({"name": store}).encode()
+        assert (
+            vault.read(LocalKey(key["id"], aes, bytes.fromhex(key["iv"])), vault.store(store))
+            == json.dumps({"name": store}).encode()
+        )
 
 
 # --- 2. the SDK flow --------------------------------------------------------------------
+
 
 def test_sdk_post_key_wrapped_locally_answers_the_full_record(vault):
     aes, iv = os.urandom(32), os.urandom(12)
@@ -84,15 +109,25 @@ def test_sdk_objects_put_hex_post_snake_case_and_patch(vault):
     key = vault.new_key()
     campaigns = vault.store("campaigns")
     ciphertext, tag = encrypt(key.aes, key.iv, b"first campaign")
-    resp = vault.api.put("/objects", json={"keyId": key.id, "content": ciphertext.hex(), "authTag": tag.hex(),
-                                           "related_object_id": campaigns})
+    resp = vault.api.put(
+        "/objects",
+        json={"keyId": key.id, "content": ciphertext.hex(), "authTag": tag.hex(), "related_object_id": campaigns},
+    )
     assert resp.status_code == 201, resp.text
     first = resp.json()
     assert (first["related_object_id"], first["content"]) == (campaigns, ciphertext.hex())
 
     ciphertext, tag = encrypt(key.aes, key.iv, b"second campaign")
-    resp = vault.api.post("/objects", json={"key_id": key.id, "content": ciphertext.hex(), "auth_tag": tag.hex(),
-                                            "related_object_id": campaigns, "metadata": {"kind": "sdk"}})
+    resp = vault.api.post(
+        "/objects",
+        json={
+            "key_id": key.id,
+            "content": ciphertext.hex(),
+            "auth_tag": tag.hex(),
+            "related_object_id": campaigns,
+            "metadata": {"kind": "sdk"},
+        },
+    )
     assert resp.status_code == 201, resp.text
     second = resp.json()
     assert set(second) == OBJECT_FIELDS and second["metadata"] == {"kind": "sdk"}
@@ -101,13 +136,17 @@ def test_sdk_objects_put_hex_post_snake_case_and_patch(vault):
     rotated = vault.new_key()
     ciphertext, tag = encrypt(rotated.aes, rotated.iv, b"second campaign, edited")
     time.sleep(0.01)  # timestamps have millisecond resolution
-    resp = vault.api.patch(f"/objects/{second['id']}", json={"key_id": rotated.id, "content": ciphertext.hex(),
-                                                             "auth_tag": tag.hex()})
+    resp = vault.api.patch(
+        f"/objects/{second['id']}", json={"key_id": rotated.id, "content": ciphertext.hex(), "auth_tag": tag.hex()}
+    )
     assert resp.status_code == 200, resp.text
     patched = resp.json()
     assert patched["updated_at"] > second["updated_at"] and patched["created_at"] == second["created_at"]
-    assert (patched["key_id"], patched["related_object_id"], patched["metadata"]) == \
-        (rotated.id, campaigns, {"kind": "sdk"})
+    assert (patched["key_id"], patched["related_object_id"], patched["metadata"]) == (
+        rotated.id,
+        campaigns,
+        {"kind": "sdk"},
+    )
     assert vault.read(rotated, second["id"]) == b"second campaign, edited"
     assert vault.related_ids(campaigns) == [first["id"], second["id"]]
 
@@ -123,8 +162,9 @@ def test_sdk_related_listing_streamed_and_paged(vault):
     listed = resp.json()
     assert [r["id"] for r in listed] == children
     assert all(set(r) == OBJECT_FIELDS and r["relatedId"] == parent for r in listed)
-    assert [decrypt(key.aes, key.iv, bytes.fromhex(r["content"]), bytes.fromhex(r["auth_tag"])) for r in listed] == \
-        [f"task {i}".encode() for i in range(5)]
+    assert [decrypt(key.aes, key.iv, bytes.fromhex(r["content"]), bytes.fromhex(r["auth_tag"])) for r in listed] == [
+        f"task {i}".encode() for i in range(5)
+    ]
 
     pages, cursors, after = [], [], None
     while True:
@@ -183,6 +223,7 @@ def test_sdk_publish_a_copy_encrypted_for_the_platform(vault, live_rt):
 
 # --- 3. bring your own key --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["generate", "upload_public"])
 def test_byok_server_keys_are_unreadable_by_the_service(vault, live_rt, mode):
     name = f"vault-{mode.replace('_', '-')}"
@@ -201,15 +242,17 @@ def test_byok_server_keys_are_unreadable_by_the_service(vault, live_rt, mode):
         assert created["privateKey"] is None and created["publicKey"] == spki(local.public_key())
 
     listed = vault.api.get("/servers").json()
-    assert [(s["name"], s["mode"], s["publicKey"], s["deprecated"]) for s in listed] == \
-        [(name, mode, created["publicKey"], False)]
+    assert [(s["name"], s["mode"], s["publicKey"], s["deprecated"]) for s in listed] == [
+        (name, mode, created["publicKey"], False)
+    ]
     assert set(listed[0]) == {"name", "mode", "publicKey", "deprecated", "created_at"}
     assert TIMESTAMP.fullmatch(listed[0]["created_at"])
     root = vault.api.get("/root").json()
     assert root["servers"][name] == {"publicKey": created["publicKey"], "deprecated": False}
     assert "privateKey" not in json.dumps(root["servers"][name])
-    sealed = live_rt.db.query_one("SELECT private_key_sealed FROM servers WHERE user_id = ? AND name = ?",
-                                  (vault.user["id"], name))[0]
+    sealed = live_rt.db.query_one(
+        "SELECT private_key_sealed FROM servers WHERE user_id = ? AND name = ?", (vault.user["id"], name)
+    )[0]
     assert sealed is None  # nothing on the service could ever unwrap these keys
 
     minted = vault.api.put("/keys", json={"server": name})
@@ -239,8 +282,12 @@ def _ed25519_spki() -> str:
 
 
 def _pem_spki() -> str:
-    return new_rsa().public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        new_rsa()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 BAD_PUBLIC_KEYS: list[tuple[str, Callable[[], Any]]] = [
@@ -255,9 +302,15 @@ BAD_PUBLIC_KEYS: list[tuple[str, Callable[[], Any]]] = [
     ("number", lambda: 12345),
 ]
 BAD_REGISTRATIONS: list[dict[str, Any]] = [
-    {"name": "x", "mode": "custodial"}, {"name": "x"}, {"name": "x", "mode": 1}, {"name": "", "mode": "generate"},
-    {"name": "../etc", "mode": "generate"}, {"name": 5, "mode": "generate"}, {"mode": "generate"},
-    {"name": "a" * 65, "mode": "generate"}, {"name": "x y", "mode": "generate"},
+    {"name": "x", "mode": "custodial"},
+    {"name": "x"},
+    {"name": "x", "mode": 1},
+    {"name": "", "mode": "generate"},
+    {"name": "../etc", "mode": "generate"},
+    {"name": 5, "mode": "generate"},
+    {"mode": "generate"},
+    {"name": "a" * 65, "mode": "generate"},
+    {"name": "x y", "mode": "generate"},
 ]
 
 
@@ -286,8 +339,10 @@ def test_server_names_taken_or_reserved_conflict(vault):
     for name in ("eu-vault", "EU-Vault", "default", "DEFAULT", vault.api.get("/server").json()["current"]):
         assert_error(vault.api.post("/servers", json={"name": name, "mode": "generate"}), 409)
     assert [s["name"] for s in vault.api.get("/servers").json()] == ["eu-vault"]
-    assert vault.api.get("/root").json()["servers"]["default"]["privateKey"] == \
-        vault.root["servers"]["default"]["privateKey"]
+    assert (
+        vault.api.get("/root").json()["servers"]["default"]["privateKey"]
+        == vault.root["servers"]["default"]["privateKey"]
+    )
 
 
 def test_deprecated_server_refuses_new_keys_and_keeps_old_ones_readable(vault):
@@ -296,8 +351,9 @@ def test_deprecated_server_refuses_new_keys_and_keeps_old_ones_readable(vault):
     raw, iv = os.urandom(32), os.urandom(12)
     key_id = vault.api.put("/keys", json={"server": "old-vault", "key": raw.hex(), "iv": iv.hex()}).json()
     ciphertext, tag = encrypt(raw, iv, b"sealed for old-vault")
-    object_id = vault.api.put("/objects", json={"keyId": key_id, "content": b64(ciphertext),
-                                                "authTag": b64(tag)}).json()["id"]
+    object_id = vault.api.put(
+        "/objects", json={"keyId": key_id, "content": b64(ciphertext), "authTag": b64(tag)}
+    ).json()["id"]
 
     resp = vault.api.patch("/servers/old-vault", json={"deprecated": True})
     assert resp.status_code == 200, resp.text

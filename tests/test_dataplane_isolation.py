@@ -1,11 +1,13 @@
 """Isolation: another user's ids are indistinguishable from ids that do not exist (spec §1 "404 not found
 or not yours"), and can never be used in a write. Against the real gunicorn server."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -24,8 +26,14 @@ class Owner:
     copy: str
 
     def ids(self) -> dict[str, str]:
-        return {"store": self.vault.store("campaigns"), "default_key": self.vault.default_key("campaigns"),
-                "key": self.key.id, "item": self.item, "child": self.child, "copy": self.copy}
+        return {
+            "store": self.vault.store("campaigns"),
+            "default_key": self.vault.default_key("campaigns"),
+            "key": self.key.id,
+            "item": self.item,
+            "child": self.child,
+            "copy": self.copy,
+        }
 
 
 @pytest.fixture
@@ -50,10 +58,14 @@ def intruder(new_live_user) -> Vault:
 
 def _snapshot(owner: Owner) -> dict[str, Any]:
     api = owner.vault.api
-    return {"item": api.get(f"/objects/{owner.item}").json(), "child": api.get(f"/objects/{owner.child}").json(),
-            "key": api.get(f"/keys/{owner.key.id}").json(), "related": owner.vault.related_ids(owner.item),
-            "store": owner.vault.related_ids(owner.vault.store("campaigns")),
-            "publications": api.get("/objects/publish/campaigns").json()}
+    return {
+        "item": api.get(f"/objects/{owner.item}").json(),
+        "child": api.get(f"/objects/{owner.child}").json(),
+        "key": api.get(f"/keys/{owner.key.id}").json(),
+        "related": owner.vault.related_ids(owner.item),
+        "store": owner.vault.related_ids(owner.vault.store("campaigns")),
+        "publications": api.get("/objects/publish/campaigns").json(),
+    }
 
 
 # (method, path, body) probes; {obj} / {key} are filled with A's id and with a ghost id.
@@ -86,8 +98,11 @@ def _probe(api: Api, method: str, path: str, body: Any, own_object: str) -> tupl
 
 @pytest.mark.parametrize("which", ["store", "item", "child", "copy"])
 def test_objects_of_another_user_answer_exactly_like_nonexistent_ones(owner, intruder, live_rt, which):
-    before, a_counts, b_counts = _snapshot(owner), counts(live_rt, owner.vault.user["id"]), \
-        counts(live_rt, intruder.user["id"])
+    before, a_counts, b_counts = (
+        _snapshot(owner),
+        counts(live_rt, owner.vault.user["id"]),
+        counts(live_rt, intruder.user["id"]),
+    )
     own = intruder.store("contacts")
     for method, template, body in OBJECT_PROBES:
         theirs = _probe(intruder.api, method, template.format(obj=owner.ids()[which]), body, own)
@@ -125,16 +140,21 @@ def _foreign_key_writes(owner: Owner, intruder: Vault, target: str) -> list[tupl
         ("PUT keyId", lambda key: intruder.api.put("/objects", json=_object_body(owner.key, keyId=key))),
         ("POST key_id", lambda key: intruder.api.post("/objects", json=_object_body(owner.key, key_id=key))),
         ("PATCH keyId", lambda key: intruder.api.patch(f"/objects/{target}", json={"keyId": key})),
-        ("PATCH content under keyId", lambda key: intruder.api.patch(
-            f"/objects/{target}", json=_object_body(owner.key, keyId=key))),
+        (
+            "PATCH content under keyId",
+            lambda key: intruder.api.patch(f"/objects/{target}", json=_object_body(owner.key, keyId=key)),
+        ),
     ]
 
 
 def test_another_users_key_cannot_be_used_in_a_write(owner, intruder, live_rt):
     key = intruder.new_key()
     target = intruder.put(key, b"B's own object", related=intruder.store("contacts"))["id"]
-    before, b_counts, a_counts = intruder.api.get(f"/objects/{target}").json(), \
-        counts(live_rt, intruder.user["id"]), counts(live_rt, owner.vault.user["id"])
+    before, b_counts, a_counts = (
+        intruder.api.get(f"/objects/{target}").json(),
+        counts(live_rt, intruder.user["id"]),
+        counts(live_rt, owner.vault.user["id"]),
+    )
     for name, write in _foreign_key_writes(owner, intruder, target):
         theirs, nobodys = write(owner.key.id), write(ghost_id("key"))
         assert assert_error(theirs, 404) == assert_error(nobodys, 404), name
@@ -148,19 +168,30 @@ def test_another_users_key_cannot_be_used_in_a_write(owner, intruder, live_rt):
 def test_another_users_object_cannot_be_a_parent_or_a_publication(owner, intruder, live_rt):
     key = intruder.new_key()
     target = intruder.put(key, b"B's own object")["id"]
-    before, b_counts, a_counts = intruder.api.get(f"/objects/{target}").json(), \
-        counts(live_rt, intruder.user["id"]), counts(live_rt, owner.vault.user["id"])
+    before, b_counts, a_counts = (
+        intruder.api.get(f"/objects/{target}").json(),
+        counts(live_rt, intruder.user["id"]),
+        counts(live_rt, owner.vault.user["id"]),
+    )
     a_related = {p: owner.vault.related_ids(p) for p in (owner.item, owner.vault.store("campaigns"))}
     writes: list[tuple[str, Callable[[str], Any]]] = [
-        ("PUT relatedId", lambda obj: intruder.api.put("/objects", json=_object_body(key, keyId=key.id,
-                                                                                     relatedId=obj))),
-        ("POST related_object_id", lambda obj: intruder.api.post(
-            "/objects", json=_object_body(key, key_id=key.id, related_object_id=obj))),
+        (
+            "PUT relatedId",
+            lambda obj: intruder.api.put("/objects", json=_object_body(key, keyId=key.id, relatedId=obj)),
+        ),
+        (
+            "POST related_object_id",
+            lambda obj: intruder.api.post("/objects", json=_object_body(key, key_id=key.id, related_object_id=obj)),
+        ),
         ("PATCH relatedId", lambda obj: intruder.api.patch(f"/objects/{target}", json={"relatedId": obj})),
-        ("publish objectId", lambda obj: intruder.api.put(f"/objects/publish/campaigns/{target}",
-                                                          json={"objectId": obj})),
-        ("publish relatedId", lambda obj: intruder.api.put(f"/objects/publish/campaigns/{obj}",
-                                                           json={"objectId": target})),
+        (
+            "publish objectId",
+            lambda obj: intruder.api.put(f"/objects/publish/campaigns/{target}", json={"objectId": obj}),
+        ),
+        (
+            "publish relatedId",
+            lambda obj: intruder.api.put(f"/objects/publish/campaigns/{obj}", json={"objectId": target}),
+        ),
     ]
     for name, write in writes:
         for theirs_id in (owner.item, owner.vault.store("campaigns"), owner.copy):
@@ -198,8 +229,9 @@ def test_without_a_valid_credential_everything_is_401(owner, live_server, live_r
             if credential is not None:
                 api.session.headers["Authorization"] = credential
             for method, template, _ in routes:
-                resp = api.request(method, template.format(obj=owner.item, key=owner.key.id),
-                                   json={"server": "default"})
+                resp = api.request(
+                    method, template.format(obj=owner.item, key=owner.key.id), json={"server": "default"}
+                )
                 assert resp.status_code == 401, (credential, method, template, resp.status_code)
                 assert_error(resp, 401)
     assert counts(live_rt, owner.vault.user["id"]) == before

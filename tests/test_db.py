@@ -1,4 +1,5 @@
 """Database connections: parked by a finished request, reused by the next one."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -45,4 +46,4 @@ def test_close_also_closes_parked_connections(db: Database) -> None:
     with pytest.raises(sqlite3.ProgrammingError):
         conn.execute("SELECT 1")
     with pytest.raises(RuntimeError):
-        db.conn
+        _ = db.conn

@@ -1,9 +1,11 @@
 """Every failure answers the one JSON error shape `{"error", "message"}`, never an HTML page."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -16,8 +18,14 @@ from telentir.errors import ApiError, RateLimited, error_body
 from .support import FIXED_MASTER_KEY, Api, assert_error
 
 REGISTER = "/api/auth/register"
-VALID_SIGNUP = {"firstName": "Ada", "lastName": "L", "email": "ada@example.com", "phone": "+15555550123",
-                "password": "correct horse", "confirmPassword": "correct horse"}
+VALID_SIGNUP = {
+    "firstName": "Ada",
+    "lastName": "L",
+    "email": "ada@example.com",
+    "phone": "+15555550123",
+    "password": "correct horse",
+    "confirmPassword": "correct horse",
+}
 
 
 def assert_error_shape(resp: Any, status: int, code: str | None = None) -> dict[str, Any]:
@@ -37,8 +45,9 @@ def assert_error_shape(resp: Any, status: int, code: str | None = None) -> dict[
 @pytest.fixture
 def small_app(tmp_path: Path) -> Iterator[Flask]:
     """An app that accepts bodies of at most 1 kB, with a route that fails unexpectedly."""
-    app = create_app({"data_dir": tmp_path / "small", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING",
-                      "max_body_bytes": 1024})
+    app = create_app(
+        {"data_dir": tmp_path / "small", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING", "max_body_bytes": 1024}
+    )
 
     @app.get("/test/boom")
     def boom() -> str:
@@ -54,18 +63,22 @@ def small_app(tmp_path: Path) -> Iterator[Flask]:
 
 # --- routing --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/nope", "/api/nope", "/api/auth/nope", "/api/objects/obj_x/y/z", "/favicon.ico"])
 def test_unknown_route_is_404_json(client, path):
     assert_error_shape(client.get(path), 404, "not_found")
 
 
-@pytest.mark.parametrize("method, path, allowed", [
-    ("get", REGISTER, {"POST"}),
-    ("put", "/api/auth/login", {"POST"}),
-    ("post", "/api/auth", {"GET"}),
-    ("delete", "/healthz", {"GET"}),
-    ("post", "/api/api-keys", {"GET", "PUT"}),
-])
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("get", REGISTER, {"POST"}),
+        ("put", "/api/auth/login", {"POST"}),
+        ("post", "/api/auth", {"GET"}),
+        ("delete", "/healthz", {"GET"}),
+        ("post", "/api/api-keys", {"GET", "PUT"}),
+    ],
+)
 def test_wrong_method_is_405_json_with_allow(client, method, path, allowed):
     resp = getattr(client, method)(path)
     assert_error_shape(resp, 405, "method_not_allowed")
@@ -74,6 +87,7 @@ def test_wrong_method_is_405_json_with_allow(client, method, path, allowed):
 
 
 # --- bodies ---------------------------------------------------------------------------
+
 
 def test_body_over_the_limit_is_413(small_app):
     resp = small_app.test_client().post(REGISTER, data="{" + " " * 2000 + "}", content_type="application/json")
@@ -91,15 +105,17 @@ def test_non_json_body_to_a_json_route_is_415(client, content_type):
     assert_error_shape(resp, 415, "unsupported_media_type")
 
 
-@pytest.mark.parametrize("body", ["{bad", "{\"email\": ", "\xff\xfe", '{"a": NaN}', '{"a": -Infinity}',
-                                  "[" * 100_000 + "]" * 100_000])
+@pytest.mark.parametrize(
+    "body", ["{bad", '{"email": ', "\xff\xfe", '{"a": NaN}', '{"a": -Infinity}', "[" * 100_000 + "]" * 100_000]
+)
 def test_malformed_json_is_400(client, body):
-    resp = client.post(REGISTER, data=body.encode("latin-1") if body == "\xff\xfe" else body,
-                       content_type="application/json")
+    resp = client.post(
+        REGISTER, data=body.encode("latin-1") if body == "\xff\xfe" else body, content_type="application/json"
+    )
     assert_error_shape(resp, 400, "invalid_json")
 
 
-@pytest.mark.parametrize("body", ["[]", "\"text\"", "42", "null"])
+@pytest.mark.parametrize("body", ["[]", '"text"', "42", "null"])
 def test_json_that_is_not_an_object_is_400(client, body):
     assert_error_shape(client.post(REGISTER, data=body, content_type="application/json"), 400, "invalid_request")
 
@@ -108,14 +124,17 @@ def test_missing_body_is_400(client):
     assert_error_shape(client.post(REGISTER), 400, "invalid_request")
 
 
-@pytest.mark.parametrize("change, fragment", [
-    ({"email": "not-an-email"}, "email"),
-    ({"phone": "12"}, "phone"),
-    ({"password": "short", "confirmPassword": "short"}, "password"),
-    ({"confirmPassword": "something else"}, "confirmPassword"),
-    ({"firstName": ["not", "a", "string"]}, "firstName"),
-    ({"email": 42}, "email"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"email": "not-an-email"}, "email"),
+        ({"phone": "12"}, "phone"),
+        ({"password": "short", "confirmPassword": "short"}, "password"),
+        ({"confirmPassword": "something else"}, "confirmPassword"),
+        ({"firstName": ["not", "a", "string"]}, "firstName"),
+        ({"email": 42}, "email"),
+    ],
+)
 def test_validation_errors_are_400_naming_the_field(client, change, fragment):
     body = assert_error_shape(client.post(REGISTER, json={**VALID_SIGNUP, **change}), 400, "invalid_request")
     assert fragment in body["message"]
@@ -132,14 +151,17 @@ def test_duplicate_registration_is_409(client):
 
 # --- credentials ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("header", [None, "Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "tlk_abc",
-                                    "Bearer tlk_unknown", "Bearer a.b.c"])
+
+@pytest.mark.parametrize(
+    "header", [None, "Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "tlk_abc", "Bearer tlk_unknown", "Bearer a.b.c"]
+)
 def test_bad_credentials_are_401_json(client, header):
     headers = {"Authorization": header} if header is not None else {}
     assert_error_shape(client.get("/api/auth", headers=headers), 401)
 
 
 # --- the unexpected -------------------------------------------------------------------
+
 
 def test_unexpected_exception_is_500_generic_with_detail_only_in_the_log(small_app, caplog):
     caplog.set_level(logging.ERROR, logger="telentir.api")
@@ -159,6 +181,7 @@ def test_api_errors_keep_their_status_and_retry_after(small_app):
 
 
 # --- the error family -----------------------------------------------------------------
+
 
 def test_error_body_is_the_canonical_shape():
     assert error_body("not_found", "No such object.") == {"error": "not_found", "message": "No such object."}
@@ -184,6 +207,7 @@ def test_rate_limited_retry_after_is_at_least_one_second():
 
 # --- the real server ------------------------------------------------------------------
 
+
 def test_real_server_answers_json_errors(live_server):
     api = Api(live_server.url)
     try:
@@ -191,10 +215,14 @@ def test_real_server_answers_json_errors(live_server):
         resp = api.get("/auth/register")
         assert_error(resp, 405, "method_not_allowed")
         assert "POST" in resp.headers["Allow"]
-        assert_error(api.post("/auth/register", data="{bad", headers={"Content-Type": "application/json"}),
-                     400, "invalid_json")
-        assert_error(api.post("/auth/register", data="x=1", headers={"Content-Type": "text/plain"}),
-                     415, "unsupported_media_type")
+        assert_error(
+            api.post("/auth/register", data="{bad", headers={"Content-Type": "application/json"}), 400, "invalid_json"
+        )
+        assert_error(
+            api.post("/auth/register", data="x=1", headers={"Content-Type": "text/plain"}),
+            415,
+            "unsupported_media_type",
+        )
         assert_error(api.get("/auth"), 401)
     finally:
         api.close()
@@ -204,8 +232,9 @@ def test_real_server_refuses_a_body_over_the_limit(live_server):
     too_big = b"{" + b" " * (16 * 1024 * 1024) + b"}"
     with requests.Session() as session:
         try:
-            resp = session.post(live_server.url + REGISTER, data=too_big,
-                                headers={"Content-Type": "application/json"}, timeout=30)
+            resp = session.post(
+                live_server.url + REGISTER, data=too_big, headers={"Content-Type": "application/json"}, timeout=30
+            )
         except requests.ConnectionError:
             pytest.fail("the server dropped the connection instead of answering 413")
         with resp:
@@ -224,8 +253,9 @@ def test_real_server_refuses_a_chunked_body_over_the_limit(live_server):
 
     with requests.Session() as session:
         try:
-            resp = session.post(live_server.url + REGISTER, data=body(),
-                                headers={"Content-Type": "application/json"}, timeout=30)
+            resp = session.post(
+                live_server.url + REGISTER, data=body(), headers={"Content-Type": "application/json"}, timeout=30
+            )
         except requests.ConnectionError:
             pytest.fail("the server dropped the connection instead of answering 413")
         with resp:
@@ -239,6 +269,7 @@ def test_real_server_reads_a_chunked_body_under_the_limit(live_server):
         yield b'"password": "x"}'
 
     with requests.Session() as session:
-        with session.post(live_server.url + REGISTER, data=body(), headers={"Content-Type": "application/json"},
-                          timeout=30) as resp:
+        with session.post(
+            live_server.url + REGISTER, data=body(), headers={"Content-Type": "application/json"}, timeout=30
+        ) as resp:
             assert_error(resp, 400, "invalid_request")  # parsed, then refused for its content

@@ -6,6 +6,7 @@ same connection, and knows which worker did what. One worker may win every accep
 connections arrive one by one, so connections are opened in a burst (the accept queue then
 fills and both workers take from it).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -25,73 +27,13 @@ from flask.testing import FlaskClient
 
 from telentir.runtime import Runtime
 
+from .redis_server import RedisServer
 from .sse_client import HttpConnection, Refused, SSEStream, StreamEnded, must_open, open_stream, worker_pid
 from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port, server_env
 from .test_events_replay import stored_ids
 from .test_events_sse import HEARTBEAT, Account, account, assert_refused, runtime_for, start_server
 
 SHARED_REDIS = "redis://127.0.0.1:6379"
-
-
-class RedisServer:
-    """A redis-server of our own on a free port, so a test may kill it."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-
-    @property
-    def url(self) -> str:
-        """redis://127.0.0.1:<port>"""
-        return f"redis://127.0.0.1:{self.port}"
-
-    def start(self) -> "RedisServer":
-        """Start (daemonized) and wait until it answers."""
-        subprocess.run(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                        "--appendonly", "no", "--daemonize", "yes", "--dir", str(self.workdir)],
-                       check=True, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not self.answers():
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        """Shut it down and wait until the port is dead."""
-        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True, timeout=10)
-        deadline = time.monotonic() + 10
-        while self.answers():
-            assert time.monotonic() < deadline, "redis-server did not stop"
-            time.sleep(0.05)
-
-    def answers(self) -> bool:
-        """PING gets PONG."""
-        done = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, timeout=10)
-        return done.stdout.strip() == b"PONG"
-
-    def pid(self) -> int:
-        """The redis-server process id."""
-        client = redis.Redis(port=self.port)
-        try:
-            return int(client.info("server")["process_id"])
-        finally:
-            client.close()
-
-    def numpat(self) -> int:
-        """PUBSUB NUMPAT: pattern subscriptions held on this server."""
-        client = redis.Redis(port=self.port)
-        try:
-            return int(client.pubsub_numpat())
-        finally:
-            client.close()
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A dedicated redis-server (not the shared 6379)."""
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -110,25 +52,35 @@ def server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> 
     srv.stop()
 
 
-
-
 # --- more than one worker ------------------------------------------------------------------
+
 
 def test_memory_broker_refuses_two_workers(tmp_path: Path) -> None:
     env = server_env(tmp_path / "data", {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_BROKER_URL": "memory://"})
-    done = subprocess.run([sys.executable, "-m", "telentir", "serve", "--workers", "2", "--port", str(free_port())],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "telentir", "serve", "--workers", "2", "--port", str(free_port())],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0, done.stdout
-    assert "2 workers need a shared broker" in done.stderr and "TELENTIR_BROKER_URL=redis://" in done.stderr, \
+    assert "2 workers need a shared broker" in done.stderr and "TELENTIR_BROKER_URL=redis://" in done.stderr, (
         done.stderr
+    )
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Two gunicorn workers sharing the Redis on 6379."""
     data_dir = tmp_path_factory.mktemp("two-workers") / "data"
-    env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-           "TELENTIR_BROKER_URL": SHARED_REDIS}
+    env = {
+        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
+        "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
+        "TELENTIR_BROKER_URL": SHARED_REDIS,
+    }
     srv = ServerProcess(data_dir, env, workers=2).start()
     yield srv
     srv.stop()
@@ -155,8 +107,9 @@ def connections_by_worker(server: ServerProcess, each: int, attempts: int = 5) -
 def put_object(conn: HttpConnection, who: Account, key_id: str) -> dict[str, Any]:
     """PUT /api/objects on this very connection (so on its worker)."""
     body = json.dumps({"keyId": key_id, "content": "beef", "authTag": "ab" * 16}).encode()
-    status, _, answer = conn.request("PUT", "/api/objects", {"Authorization": f"Bearer {who.key}",
-                                                             "Content-Type": "application/json"}, body)
+    status, _, answer = conn.request(
+        "PUT", "/api/objects", {"Authorization": f"Bearer {who.key}", "Content-Type": "application/json"}, body
+    )
     assert status == 201, answer
     return dict(json.loads(answer))
 
@@ -186,8 +139,11 @@ def per_worker(two_workers: ServerProcess) -> Iterator[Callable[[int], list[list
 
 
 def test_a_write_on_one_worker_reaches_a_stream_on_the_other(
-        two_workers: ServerProcess, two_workers_rt: Runtime, per_worker: Callable[[int], list[list[HttpConnection]]],
-        streams: list[SSEStream]) -> None:
+    two_workers: ServerProcess,
+    two_workers_rt: Runtime,
+    per_worker: Callable[[int], list[list[HttpConnection]]],
+    streams: list[SSEStream],
+) -> None:
     alice = account(two_workers_rt, two_workers)
     key_id = alice.writes.key()
     (stream_a, write_a), (stream_b, write_b) = per_worker(2)
@@ -204,8 +160,11 @@ def test_a_write_on_one_worker_reaches_a_stream_on_the_other(
 
 
 def test_live_ids_stay_increasing_when_both_workers_write_at_once(
-        two_workers: ServerProcess, two_workers_rt: Runtime, per_worker: Callable[[int], list[list[HttpConnection]]],
-        streams: list[SSEStream]) -> None:
+    two_workers: ServerProcess,
+    two_workers_rt: Runtime,
+    per_worker: Callable[[int], list[list[HttpConnection]]],
+    streams: list[SSEStream],
+) -> None:
     """Commits in two processes may be published out of order; the stream must not follow suit.
 
     Out of order, an EventSource's Last-Event-ID would be wrong on reconnect: a duplicate, or
@@ -216,8 +175,9 @@ def test_live_ids_stay_increasing_when_both_workers_write_at_once(
     stream = must_open(two_workers.url, "object_created", alice.key)
     streams.append(stream)
     writers = [conn for conns in per_worker(4) for conn in conns]
-    threads = [threading.Thread(target=lambda c=conn: [put_object(c, alice, key_id) for _ in range(25)])
-               for conn in writers]
+    threads = [
+        threading.Thread(target=lambda c=conn: [put_object(c, alice, key_id) for _ in range(25)]) for conn in writers
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -228,8 +188,10 @@ def test_live_ids_stay_increasing_when_both_workers_write_at_once(
 
 # --- Redis dies and comes back ---------------------------------------------------------------
 
-def test_killing_redis_mid_stream_loses_nothing(server: ServerProcess, server_rt: Runtime, redis_up: RedisServer,
-                                                streams: list[SSEStream]) -> None:
+
+def test_killing_redis_mid_stream_loses_nothing(
+    server: ServerProcess, server_rt: Runtime, redis_up: RedisServer, streams: list[SSEStream]
+) -> None:
     alice = account(server_rt, server)
     key_id = alice.writes.key()
     stream = must_open(server.url, "object_created", alice.key)
@@ -255,7 +217,8 @@ def test_killing_redis_mid_stream_loses_nothing(server: ServerProcess, server_rt
 
 
 def test_a_hung_redis_does_not_slow_writes_and_streams_keep_serving(
-        server: ServerProcess, server_rt: Runtime, redis_up: RedisServer, streams: list[SSEStream]) -> None:
+    server: ServerProcess, server_rt: Runtime, redis_up: RedisServer, streams: list[SSEStream]
+) -> None:
     """Redis stopped (not dead): writes answer at once (the doorbell rings from its own thread)."""
     alice = account(server_rt, server)
     key_id = alice.writes.key()
@@ -307,14 +270,14 @@ def _ends_cleanly_or_keeps_serving(stream: SSEStream) -> None:
 @pytest.fixture(scope="module")
 def threaded_server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
     """Like `server`, with TELENTIR_SSE_HUB=false: each stream keeps its own subscription and thread."""
-    srv = start_server(tmp_path_factory, "redis-threaded", TELENTIR_BROKER_URL=own_redis.url,
-                       TELENTIR_SSE_HUB="false")
+    srv = start_server(tmp_path_factory, "redis-threaded", TELENTIR_BROKER_URL=own_redis.url, TELENTIR_SSE_HUB="false")
     yield srv
     srv.stop()
 
 
 def test_disconnect_releases_the_redis_subscription_within_a_heartbeat(
-        threaded_server: ServerProcess, redis_up: RedisServer, streams: list[SSEStream]) -> None:
+    threaded_server: ServerProcess, redis_up: RedisServer, streams: list[SSEStream]
+) -> None:
     server = threaded_server
     rt = runtime_for(server.data_dir)
     try:
@@ -346,8 +309,10 @@ def _settled_numpat(server: RedisServer, expected: int, timeout: float = HEARTBE
 
 # --- the broker is only a doorbell ----------------------------------------------------------
 
-def test_a_failing_publish_never_fails_the_write(client: FlaskClient, rt: Runtime, user: dict[str, Any],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_a_failing_publish_never_fails_the_write(
+    client: FlaskClient, rt: Runtime, user: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     auth = {"Authorization": f"Bearer {user['api_key']}"}
     key_id = client.put("/api/keys", json={"server": "default"}, headers=auth).get_json()
     stats = rt.extras["publish_stats"]
@@ -383,7 +348,11 @@ def test_the_in_process_broker_is_rung_before_the_write_answers(tmp_path) -> Non
     try:
         bell.ring("t:1", "ding")
         assert bell.inline and subscriber.get_message(timeout=0) == {
-            "type": "pmessage", "pattern": "t:*", "channel": "t:1", "data": "ding"}
+            "type": "pmessage",
+            "pattern": "t:*",
+            "channel": "t:1",
+            "data": "ding",
+        }
     finally:
         bell.close()
         subscriber.close()
@@ -403,8 +372,14 @@ def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatc
     from .conftest import make_user
     from .support import FIXED_MASTER_KEY
 
-    app = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "ERROR",
-                      "sse_heartbeat_seconds": 0.3})
+    app = create_app(
+        {
+            "data_dir": tmp_path / "data",
+            "master_key": FIXED_MASTER_KEY,
+            "log_level": "ERROR",
+            "sse_heartbeat_seconds": 0.3,
+        }
+    )
     rt = app.extensions["telentir"]
     try:
         user = make_user(rt)
@@ -447,8 +422,10 @@ def test_streams_of_one_user_share_one_table_read_per_doorbell(tmp_path, monkeyp
     try:
         user = make_user(rt)
         roots.ensure_root(rt, user["id"])
-        feeds = [streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), lambda: False)
-                 for _ in range(5)]
+        feeds = [
+            streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), lambda: False)
+            for _ in range(5)
+        ]
         assert [next(feed).kind for feed in feeds] == ["open"] * 5
         key = keyring.create_key(rt, user["id"], "default", None, None, "{}")
         items = [_next_sent(feed) for feed in feeds]

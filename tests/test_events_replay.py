@@ -1,10 +1,12 @@
 """Resuming streams: Last-Event-ID / ?since= replay from the event table, then live; resync after pruning."""
+
 from __future__ import annotations
 
 import json
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -24,18 +26,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-
 @pytest.fixture
 def alice(server: ServerProcess, server_rt: Runtime) -> Account:
     """A fresh user on the module server."""
     return account(server_rt, server)
 
 
-
 def stored_ids(rt: Runtime, user_id: str, event_type: str, after: int = 0) -> list[int]:
     """The user's event ids of a type in the table, in order."""
-    rows = rt.db.query("SELECT id FROM events WHERE user_id = ? AND type = ? AND id > ? ORDER BY id",
-                       (user_id, event_type, after))
+    rows = rt.db.query(
+        "SELECT id FROM events WHERE user_id = ? AND type = ? AND id > ? ORDER BY id", (user_id, event_type, after)
+    )
     return [row["id"] for row in rows]
 
 
@@ -53,7 +54,8 @@ def resume(params_or_header: str, cursor: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("how", ["header", "query"])
 def test_reconnect_replays_exactly_the_missed_events_in_order_then_live(
-        server: ServerProcess, server_rt: Runtime, alice: Account, streams: list[SSEStream], how: str) -> None:
+    server: ServerProcess, server_rt: Runtime, alice: Account, streams: list[SSEStream], how: str
+) -> None:
     key_id = alice.writes.key()
     first = must_open(server.url, "object_created", alice.key)
     alice.writes.object(key_id)
@@ -82,17 +84,19 @@ def test_replay_applies_the_filters(server: ServerProcess, alice: Account, strea
         record = alice.writes.object(key_id, related=parent if n % 2 else other)
         if n % 2:
             wanted.append(record["id"])
-    again = must_open(server.url, "object_created", alice.key, params={"relatedId": parent},
-                      headers={"Last-Event-ID": str(cursor)})
+    again = must_open(
+        server.url, "object_created", alice.key, params={"relatedId": parent}, headers={"Last-Event-ID": str(cursor)}
+    )
     streams.append(again)
     sentinel = alice.writes.object(key_id, related=parent)["id"]
     got = [again.next_event().json() for _ in range(len(wanted) + 1)]
-    assert [record["id"] for record in got] == wanted + [sentinel]
+    assert [record["id"] for record in got] == [*wanted, sentinel]
     assert {record["related_object_id"] for record in got} == {parent}
 
 
 def test_no_gap_and_no_duplicate_while_writes_race_reconnects(
-        server: ServerProcess, server_rt: Runtime, alice: Account) -> None:
+    server: ServerProcess, server_rt: Runtime, alice: Account
+) -> None:
     """A writer never stops while the reader hangs up and resumes over and over."""
     key_id = alice.writes.key()
     done = threading.Event()
@@ -123,8 +127,9 @@ def test_no_gap_and_no_duplicate_while_writes_race_reconnects(
     assert [int(frame.id or "") for frame in received] == expected
 
 
-def _read_for(server: ServerProcess, who: Account, cursor: int, seconds: float = 5.0,
-              count: int | None = None) -> list[Frame]:
+def _read_for(
+    server: ServerProcess, who: Account, cursor: int, seconds: float = 5.0, count: int | None = None
+) -> list[Frame]:
     """Events from one short-lived stream resumed after `cursor` (0: from the start)."""
     stream = must_open(server.url, "object_created", who.key, headers={"Last-Event-ID": str(cursor)})
     frames: list[Frame] = []
@@ -148,6 +153,7 @@ def test_a_malformed_cursor_is_400_json(server: ServerProcess, alice: Account, v
 
 
 # --- retention: pruning and resync -----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def prune_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
@@ -173,7 +179,8 @@ def pruning_rt(prune_server: ServerProcess) -> Callable[..., Runtime]:
 
 
 def test_resuming_from_a_pruned_cursor_sends_resync_first(
-        prune_server: ServerProcess, pruning_rt: Callable[..., Runtime], streams: list[SSEStream]) -> None:
+    prune_server: ServerProcess, pruning_rt: Callable[..., Runtime], streams: list[SSEStream]
+) -> None:
     rt = pruning_rt(event_retention_count=3)
     bob = account(rt, prune_server)
     key_id = bob.writes.key()  # (the first request also makes the user's root: more events)
@@ -188,7 +195,7 @@ def test_resuming_from_a_pruned_cursor_sends_resync_first(
     stream.next_frame()  # retry:
     resync = stream.next_frame()
     assert (resync.event, resync.id, resync.json()) == ("resync", None, {"since": ids[-3]})
-    expected = f"retry: {RETRY_MS}\n\nevent: resync\ndata: {{\"since\":{ids[-3]}}}\n\n"
+    expected = f'retry: {RETRY_MS}\n\nevent: resync\ndata: {{"since":{ids[-3]}}}\n\n'
     assert bytes(stream.raw).startswith(expected.encode())
     replayed = [stream.next_event().json()["id"] for _ in range(3)]
     assert replayed == made[-3:]
@@ -197,7 +204,8 @@ def test_resuming_from_a_pruned_cursor_sends_resync_first(
 
 
 def test_resuming_from_the_last_pruned_id_needs_no_resync(
-        prune_server: ServerProcess, pruning_rt: Callable[..., Runtime], streams: list[SSEStream]) -> None:
+    prune_server: ServerProcess, pruning_rt: Callable[..., Runtime], streams: list[SSEStream]
+) -> None:
     rt = pruning_rt(event_retention_count=2)
     carol = account(rt, prune_server)
     key_id = carol.writes.key()
@@ -214,7 +222,8 @@ def test_resuming_from_the_last_pruned_id_needs_no_resync(
 
 
 def test_age_retention_prunes_old_events_and_resyncs(
-        prune_server: ServerProcess, pruning_rt: Callable[..., Runtime], streams: list[SSEStream]) -> None:
+    prune_server: ServerProcess, pruning_rt: Callable[..., Runtime], streams: list[SSEStream]
+) -> None:
     rt = pruning_rt(event_retention_seconds=1)
     dave = account(rt, prune_server)
     key_id = dave.writes.key()
@@ -240,8 +249,9 @@ def test_large_object_created_event_carries_its_content_without_copying_it(new_l
     before = live_rt.db.query_one("SELECT COALESCE(MAX(id), 0) FROM events")[0]
     big = "ab" * 40_000  # 40 kB: over the 16 KiB inline limit, so a file
     created = api.put("/objects", json={"keyId": key_id, "content": big, "authTag": "cd" * 16}).json()
-    stored = live_rt.db.query_one("SELECT payload FROM events WHERE user_id = ? AND type = 'object_created' "
-                                  "AND id > ?", (user["id"], before))["payload"]
+    stored = live_rt.db.query_one(
+        "SELECT payload FROM events WHERE user_id = ? AND type = 'object_created' AND id > ?", (user["id"], before)
+    )["payload"]
     assert json.loads(stored)["content"] is None and len(stored) < 2000
     with must_open(live_server.url, "object_created", user["api_key"], params={"since": str(before)}) as stream:
         frame = stream.next_event(timeout=5)

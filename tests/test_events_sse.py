@@ -4,13 +4,16 @@ One module-scoped server with a 1 s heartbeat keeps the module fast; caps get th
 small server. Absence is proven without sleeping blind: either a later matching write
 (a sentinel) arrives first, or a heartbeat arrives after the witness stream got the event.
 """
+
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -40,15 +43,18 @@ class Account:
 def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> ServerProcess:
     """A server with a 1 s heartbeat (plus `env`) on its own data folder."""
     data_dir = tmp_path_factory.mktemp(name) / "data"
-    settings = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-                "TELENTIR_SSE_RETRY_MS": str(RETRY_MS), **env}
+    settings = {
+        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
+        "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
+        "TELENTIR_SSE_RETRY_MS": str(RETRY_MS),
+        **env,
+    }
     return ServerProcess(data_dir, settings).start()
 
 
 def runtime_for(data_dir: Path, **overrides: Any) -> Runtime:
     """A runtime over a server's data folder (to make users, prune, look at rows)."""
-    return build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, **overrides},
-                                     environ={}))
+    return build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, **overrides}, environ={}))
 
 
 def account(rt: Runtime, server: ServerProcess) -> Account:
@@ -65,12 +71,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-
 @pytest.fixture
 def new_account(server: ServerProcess, server_rt: Runtime) -> Callable[[], Account]:
     """Factory: a fresh user on the module server."""
     return lambda: account(server_rt, server)
-
 
 
 def ids_of(frames: list[Frame]) -> list[int]:
@@ -80,16 +84,24 @@ def ids_of(frames: list[Frame]) -> list[int]:
 
 # --- the frame formatter, pinned byte for byte ------------------------------------------
 
-@pytest.mark.parametrize("item, expected", [
-    (Item("event", 42, "object_updated", {"object_id": "obj_1", "n": 1}),
-     'id: 42\nevent: object_updated\ndata: {"object_id":"obj_1","n":1}\n\n'),
-    (Item("event", 0, "key_created", {}), "id: 0\nevent: key_created\ndata: {}\n\n"),
-    # A newline inside a value is escaped by JSON: data stays one line; non-ASCII is escaped too.
-    (Item("event", 7, "publish", {"type": "a\nb", "x": "é"}),
-     'id: 7\nevent: publish\ndata: {"type":"a\\nb","x":"\\u00e9"}\n\n'),
-    (Item("resync", event="resync", data={"since": 101}), 'event: resync\ndata: {"since":101}\n\n'),
-    (Item("heartbeat"), ": keep-alive\n\n"),
-])
+
+@pytest.mark.parametrize(
+    "item, expected",
+    [
+        (
+            Item("event", 42, "object_updated", {"object_id": "obj_1", "n": 1}),
+            'id: 42\nevent: object_updated\ndata: {"object_id":"obj_1","n":1}\n\n',
+        ),
+        (Item("event", 0, "key_created", {}), "id: 0\nevent: key_created\ndata: {}\n\n"),
+        # A newline inside a value is escaped by JSON: data stays one line; non-ASCII is escaped too.
+        (
+            Item("event", 7, "publish", {"type": "a\nb", "x": "é"}),
+            'id: 7\nevent: publish\ndata: {"type":"a\\nb","x":"\\u00e9"}\n\n',
+        ),
+        (Item("resync", event="resync", data={"since": 101}), 'event: resync\ndata: {"since":101}\n\n'),
+        (Item("heartbeat"), ": keep-alive\n\n"),
+    ],
+)
 def test_sse_frame_is_pinned_byte_for_byte(item: Item, expected: str) -> None:
     assert sse_frame(item) == expected
 
@@ -100,19 +112,23 @@ def test_retry_frame_is_pinned() -> None:
 
 # --- the test client's parser (the tests below rely on it) -----------------------------
 
+
 def test_parser_reads_fields_comments_and_multiline_data() -> None:
     parser = SSEParser()
     frames = parser.feed(b"retry: 10\n\n: hello\n\nid: 3\nevent: x\ndata: a\ndata:b\ndata:  c\n\n")
     assert [(f.retry, f.comments, f.id, f.event, f.data) for f in frames] == [
-        (10, [], None, None, None), (None, ["hello"], None, None, None), (None, [], "3", "x", "a\nb\n c")]
+        (10, [], None, None, None),
+        (None, ["hello"], None, None, None),
+        (None, [], "3", "x", "a\nb\n c"),
+    ]
     assert frames[1].is_heartbeat and frames[2].is_event
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
 def test_parser_accepts_every_line_ending_split_anywhere(newline: bytes) -> None:
-    text = b"id: 1" + newline + b"data: {\"a\":\"\xc3\xa9\"}" + newline + newline + b": keep-alive" + newline * 2
+    text = b"id: 1" + newline + b'data: {"a":"\xc3\xa9"}' + newline + newline + b": keep-alive" + newline * 2
     parser = SSEParser()
-    frames = [frame for i in range(len(text)) for frame in parser.feed(text[i:i + 1])]  # byte by byte
+    frames = [frame for i in range(len(text)) for frame in parser.feed(text[i : i + 1])]  # byte by byte
     frames += parser.feed(b"", final=True)
     assert [(f.id, f.data, f.comments) for f in frames] == [("1", '{"a":"é"}', []), (None, None, ["keep-alive"])]
 
@@ -125,8 +141,10 @@ def test_parser_drops_an_unfinished_block_at_the_end() -> None:
 
 # --- opening a stream ---------------------------------------------------------------------
 
-def test_stream_sends_sse_headers_and_opens_with_retry(server: ServerProcess, new_account: Callable[[], Account],
-                                                       streams: list[SSEStream]) -> None:
+
+def test_stream_sends_sse_headers_and_opens_with_retry(
+    server: ServerProcess, new_account: Callable[[], Account], streams: list[SSEStream]
+) -> None:
     alice = new_account()
     stream = must_open(server.url, "object_created", alice.key)
     streams.append(stream)
@@ -151,8 +169,9 @@ def test_unknown_event_type_is_404_json(server: ServerProcess, new_account: Call
     assert "object_created" in body["message"]  # names the valid types
 
 
-def test_user_id_filter_is_allowed_only_for_yourself(server: ServerProcess, new_account: Callable[[], Account],
-                                                     streams: list[SSEStream]) -> None:
+def test_user_id_filter_is_allowed_only_for_yourself(
+    server: ServerProcess, new_account: Callable[[], Account], streams: list[SSEStream]
+) -> None:
     alice, bob = new_account(), new_account()
     refused = open_stream(server.url, "object_created", alice.key, params={"userId": bob.id})
     assert isinstance(refused, Refused)
@@ -174,8 +193,10 @@ def assert_refused(refused: Refused, status: int, code: str) -> dict[str, Any]:
 
 # --- live delivery -------------------------------------------------------------------------
 
-def test_event_reaches_subscriber_within_one_second(server: ServerProcess, new_account: Callable[[], Account],
-                                                    streams: list[SSEStream]) -> None:
+
+def test_event_reaches_subscriber_within_one_second(
+    server: ServerProcess, new_account: Callable[[], Account], streams: list[SSEStream]
+) -> None:
     alice = new_account()
     key_id = alice.writes.key()
     stream = must_open(server.url, "object_created", alice.key)
@@ -187,25 +208,29 @@ def test_event_reaches_subscriber_within_one_second(server: ServerProcess, new_a
         frame = stream.next_event(timeout=2.0)
         latencies.append(frame.received_at - started)
         assert frame.event == "object_created" and frame.json()["id"] == record["id"]
-    print(f"SSE delivery latency (write start → frame): median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"max {max(latencies) * 1000:.1f} ms")
+    print(
+        f"SSE delivery latency (write start → frame): median {statistics.median(latencies) * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.1f} ms"
+    )
     assert max(latencies) < 1.0, latencies
 
 
-def test_idle_stream_gets_heartbeats(server: ServerProcess, new_account: Callable[[], Account],
-                                     streams: list[SSEStream]) -> None:
+def test_idle_stream_gets_heartbeats(
+    server: ServerProcess, new_account: Callable[[], Account], streams: list[SSEStream]
+) -> None:
     stream = must_open(server.url, "object_deleted", new_account().key)
     streams.append(stream)
     stream.next_frame()  # retry:
     beats = [stream.next_frame(timeout=HEARTBEAT * 2) for _ in range(3)]
     assert all(frame.is_heartbeat and frame.comments == ["keep-alive"] for frame in beats), beats
-    gaps = [later.received_at - earlier.received_at for earlier, later in zip(beats, beats[1:])]
+    gaps = [later.received_at - earlier.received_at for earlier, later in itertools.pairwise(beats)]
     assert all(HEARTBEAT * 0.5 < gap < HEARTBEAT * 1.6 for gap in gaps), gaps
     assert bytes(stream.raw) == f"retry: {RETRY_MS}\n\n".encode() + b": keep-alive\n\n" * 3
 
 
-def test_user_never_sees_another_users_events(server: ServerProcess, new_account: Callable[[], Account],
-                                              streams: list[SSEStream]) -> None:
+def test_user_never_sees_another_users_events(
+    server: ServerProcess, new_account: Callable[[], Account], streams: list[SSEStream]
+) -> None:
     alice, bob = new_account(), new_account()
     bob_key = bob.writes.key()
     bob_object = bob.writes.object(bob_key)
@@ -226,6 +251,7 @@ def test_user_never_sees_another_users_events(server: ServerProcess, new_account
 
 
 # --- filters and payloads for every type (one scenario, many checks) -----------------------
+
 
 @dataclass
 class Scenario:
@@ -279,8 +305,7 @@ STREAMS: dict[str, tuple[str, dict[str, str]]] = {
     "unpublish?relatedId=*": ("unpublish", {"relatedId": "=*"}),
 }
 # The unfiltered stream of each type is the witness that its events were published.
-WITNESSES = ("key_created", "key_deleted", "object_created", "object_updated", "object_deleted", "publish",
-             "unpublish")
+WITNESSES = ("key_created", "key_deleted", "object_created", "object_updated", "object_deleted", "publish", "unpublish")
 
 
 @pytest.fixture(scope="module")
@@ -292,8 +317,10 @@ def scenario(server: ServerProcess, server_rt: Runtime) -> Iterator[Scenario]:
     ids["p2"] = alice.writes.object(ids["k1"])["id"]
     ids["o1"] = alice.writes.object(ids["k1"], related=ids["p1"])["id"]
     ids["o2"] = alice.writes.object(ids["k1"], related=ids["p2"])["id"]
-    opened = {name: must_open(server.url, kind, alice.key, params=_params(filters, ids))
-              for name, (kind, filters) in STREAMS.items()}
+    opened = {
+        name: must_open(server.url, kind, alice.key, params=_params(filters, ids))
+        for name, (kind, filters) in STREAMS.items()
+    }
     try:
         answers = {"key_created": alice.writes.key(), "object_created": alice.writes.object(ids["k1"], ids["p1"])}
         alice.writes.delete_key(ids["kA"])
@@ -304,8 +331,7 @@ def scenario(server: ServerProcess, server_rt: Runtime) -> Iterator[Scenario]:
         # Every type's event went out, so whatever else is due arrives before the next heartbeats.
         first = {witness: [opened[witness].next_event()] for witness in WITNESSES}
         mark = time.monotonic()
-        frames = {name: first.get(name, []) + stream.events_before_heartbeats(mark)
-                  for name, stream in opened.items()}
+        frames = {name: first.get(name, []) + stream.events_before_heartbeats(mark) for name, stream in opened.items()}
         yield Scenario(ids, frames, answers)
     finally:
         for stream in opened.values():
@@ -316,14 +342,24 @@ def _params(filters: dict[str, str], ids: dict[str, str]) -> dict[str, str]:
     return {name: value[1:] if value.startswith("=") else ids[value] for name, value in filters.items()}
 
 
-EXPECTED_COUNTS = {name: 0 for name in STREAMS} | {
-    "key_created": 1, "key_deleted": 1, "key_deleted?keyId=kA": 1,
-    "object_created": 1, "object_created?relatedId=p1": 1,
-    "object_updated": 1, "object_updated?objectId=o1": 1,
-    "object_deleted": 1, "object_deleted?objectId=o1": 1,
-    "publish": 1, "publish?type=campaigns": 1, "publish?relatedId=p1": 1, "publish?objectId=o1": 1,
+EXPECTED_COUNTS = dict.fromkeys(STREAMS, 0) | {
+    "key_created": 1,
+    "key_deleted": 1,
+    "key_deleted?keyId=kA": 1,
+    "object_created": 1,
+    "object_created?relatedId=p1": 1,
+    "object_updated": 1,
+    "object_updated?objectId=o1": 1,
+    "object_deleted": 1,
+    "object_deleted?objectId=o1": 1,
+    "publish": 1,
+    "publish?type=campaigns": 1,
+    "publish?relatedId=p1": 1,
+    "publish?objectId=o1": 1,
     "publish?all three match": 1,
-    "unpublish": 1, "unpublish?type=campaigns": 1, "unpublish?relatedId=p1": 1,
+    "unpublish": 1,
+    "unpublish?type=campaigns": 1,
+    "unpublish?relatedId=p1": 1,
 }
 
 
@@ -333,8 +369,6 @@ def test_filters_include_and_exclude(scenario: Scenario, name: str) -> None:
     got = scenario.frames[name]
     assert len(got) == EXPECTED_COUNTS[name], [f.data for f in got]
     assert all(frame.event == kind for frame in got)
-
-
 
 
 @pytest.mark.parametrize("kind", WITNESSES)
@@ -348,11 +382,18 @@ def test_every_event_type_carries_the_spec_payload(scenario: Scenario, kind: str
         "key_created": {"key_id": answers["key_created"]},
         "key_deleted": {"key_id": ids["kA"]},
         "object_created": {k: answers["object_created"][k] for k in PAYLOAD_FIELDS["object_created"]},
-        "object_updated": {"object_id": ids["o1"], "key_id": ids["k1"],
-                           "updated_at": answers["object_updated"]["updated_at"]},
+        "object_updated": {
+            "object_id": ids["o1"],
+            "key_id": ids["k1"],
+            "updated_at": answers["object_updated"]["updated_at"],
+        },
         "object_deleted": {"object_id": ids["o1"]},
-        "publish": {"type": "campaigns", "related_id": ids["p1"], "object_id": ids["o1"],
-                    "timestamp": answers["publish"]["created_at"]},
+        "publish": {
+            "type": "campaigns",
+            "related_id": ids["p1"],
+            "object_id": ids["o1"],
+            "timestamp": answers["publish"]["created_at"],
+        },
         "unpublish": {"type": "campaigns", "related_id": ids["p1"]},
     }[kind]
     assert {k: payload[k] for k in expected} == expected
@@ -360,11 +401,11 @@ def test_every_event_type_carries_the_spec_payload(scenario: Scenario, kind: str
 
 # --- caps ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server allowing 3 streams in all and 2 per user."""
-    srv = start_server(tmp_path_factory, "capped", TELENTIR_SSE_MAX_STREAMS="3",
-                       TELENTIR_SSE_MAX_STREAMS_PER_USER="2")
+    srv = start_server(tmp_path_factory, "capped", TELENTIR_SSE_MAX_STREAMS="3", TELENTIR_SSE_MAX_STREAMS_PER_USER="2")
     yield srv
     srv.stop()
 
@@ -390,7 +431,8 @@ def open_when_free(server: ServerProcess, credential: str, timeout: float) -> tu
 
 
 def test_stream_caps_per_user_429_and_per_process_503_and_release(
-        capped_server: ServerProcess, capped_rt: Runtime, streams: list[SSEStream]) -> None:
+    capped_server: ServerProcess, capped_rt: Runtime, streams: list[SSEStream]
+) -> None:
     alice, bob, carol = (account(capped_rt, capped_server) for _ in range(3))
     streams += [must_open(capped_server.url, "object_created", alice.key) for _ in range(2)]
     refused = open_stream(capped_server.url, "object_created", alice.key)

@@ -1,4 +1,5 @@
 """The WebSocket mirror of the event streams: /api/ws/events/{type} (spec §6)."""
+
 from __future__ import annotations
 
 import base64
@@ -6,7 +7,8 @@ import json
 import os
 import statistics
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -17,7 +19,6 @@ from telentir.runtime import Runtime
 from .sse_client import Refused, SSEStream, open_stream
 from .support import ServerProcess, assert_error
 from .test_events_sse import HEARTBEAT, Account, account, start_server
-
 
 
 class WsClient(simple_websocket.Client):  # type: ignore[misc]
@@ -39,7 +40,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = start_server(tmp_path_factory, "ws", TELENTIR_SSE_MAX_STREAMS_PER_USER="2")
     yield srv
     srv.stop()
-
 
 
 @pytest.fixture
@@ -86,8 +86,12 @@ def receive_json(ws: WsClient, timeout: float = 5.0) -> dict[str, Any]:
 
 def handshake(server: ServerProcess, path: str, credential: str | None) -> requests.Response:
     """A WebSocket upgrade request sent by hand, to see an answer given instead of `101`."""
-    headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+    headers = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
     if credential is not None:
         headers["Authorization"] = f"Bearer {credential}"
     with requests.Session() as session:
@@ -98,31 +102,40 @@ def test_ws_without_credentials_is_401_json_before_the_handshake(server: ServerP
     assert_error(handshake(server, "/api/ws/events/object_created", None), 401, "unauthorized")
 
 
-def test_ws_unknown_type_is_404_json_before_the_handshake(server: ServerProcess,
-                                                          new_account: Callable[[], Account]) -> None:
+def test_ws_unknown_type_is_404_json_before_the_handshake(
+    server: ServerProcess, new_account: Callable[[], Account]
+) -> None:
     assert_error(handshake(server, "/api/ws/events/object_exploded", new_account().key), 404, "not_found")
 
 
 def test_ws_user_id_of_someone_else_is_403_json_before_the_handshake(
-        server: ServerProcess, new_account: Callable[[], Account]) -> None:
+    server: ServerProcess, new_account: Callable[[], Account]
+) -> None:
     alice, bob = new_account(), new_account()
     resp = handshake(server, f"/api/ws/events/object_created?userId={bob.id}", alice.key)
     assert_error(resp, 403, "forbidden")
 
 
 @pytest.mark.parametrize("drop, version", [("Sec-WebSocket-Version", None), (None, "8"), ("Sec-WebSocket-Key", None)])
-def test_ws_malformed_handshake_is_400_json(server: ServerProcess, new_account: Callable[[], Account],
-                                            drop: str | None, version: str | None) -> None:
-    headers = {"Authorization": f"Bearer {new_account().key}", "Connection": "Upgrade", "Upgrade": "websocket",
-               "Sec-WebSocket-Version": version or "13", "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()}
+def test_ws_malformed_handshake_is_400_json(
+    server: ServerProcess, new_account: Callable[[], Account], drop: str | None, version: str | None
+) -> None:
+    headers = {
+        "Authorization": f"Bearer {new_account().key}",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": version or "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
     headers.pop(drop or "", None)
     with requests.Session() as session:
         resp = session.get(server.url + "/api/ws/events/object_created", headers=headers, timeout=10)
     assert_error(resp, 400, "invalid_request")
 
 
-def test_ws_sends_each_event_as_a_json_text_message(new_account: Callable[[], Account],
-                                                    sockets: Callable[..., WsClient]) -> None:
+def test_ws_sends_each_event_as_a_json_text_message(
+    new_account: Callable[[], Account], sockets: Callable[..., WsClient]
+) -> None:
     alice = new_account()
     key_id = alice.writes.key()
     ws = sockets("object_created", alice.key, f"userId={alice.id}")
@@ -137,13 +150,16 @@ def test_ws_sends_each_event_as_a_json_text_message(new_account: Callable[[], Ac
         assert message["event"] == "object_created" and message["data"]["id"] == record["id"]
         assert isinstance(message["id"], int) and message["id"] > previous
         previous = message["id"]
-    print(f"WebSocket delivery latency: median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"max {max(latencies) * 1000:.1f} ms")
+    print(
+        f"WebSocket delivery latency: median {statistics.median(latencies) * 1000:.1f} ms, "
+        f"max {max(latencies) * 1000:.1f} ms"
+    )
     assert max(latencies) < 1.0, latencies
 
 
-def test_ws_filters_include_exclude_and_never_widen(new_account: Callable[[], Account],
-                                                   sockets: Callable[..., WsClient]) -> None:
+def test_ws_filters_include_exclude_and_never_widen(
+    new_account: Callable[[], Account], sockets: Callable[..., WsClient]
+) -> None:
     alice, bob = new_account(), new_account()
     key_id = alice.writes.key()
     parent, other = alice.writes.object(key_id)["id"], alice.writes.object(key_id)["id"]
@@ -178,16 +194,18 @@ def test_ws_resumes_with_since(new_account: Callable[[], Account], sockets: Call
     assert live["id"] > replayed[-1]["id"] and live["event"] == "object_updated"
 
 
-def test_ws_over_the_cap_is_429_json_before_the_handshake(server: ServerProcess, new_account: Callable[[], Account],
-                                                          sockets: Callable[..., WsClient]) -> None:
+def test_ws_over_the_cap_is_429_json_before_the_handshake(
+    server: ServerProcess, new_account: Callable[[], Account], sockets: Callable[..., WsClient]
+) -> None:
     alice = new_account()
     sockets("object_created", alice.key)
     sockets("object_created", alice.key)
     assert_error(handshake(server, "/api/ws/events/object_created", alice.key), 429, "rate_limited")
 
 
-def test_ws_is_subscribed_once_the_handshake_is_done(new_account: Callable[[], Account],
-                                                     sockets: Callable[..., WsClient]) -> None:
+def test_ws_is_subscribed_once_the_handshake_is_done(
+    new_account: Callable[[], Account], sockets: Callable[..., WsClient]
+) -> None:
     """A write made right after `connect()` returns is never missed (no race with the subscription)."""
     alice = new_account()
     key_id = alice.writes.key()
@@ -199,8 +217,9 @@ def test_ws_is_subscribed_once_the_handshake_is_done(new_account: Callable[[], A
         key_id = alice.writes.key()
 
 
-def test_ws_disconnect_frees_the_slot_within_a_heartbeat(server: ServerProcess, new_account: Callable[[], Account],
-                                                         sockets: Callable[..., WsClient]) -> None:
+def test_ws_disconnect_frees_the_slot_within_a_heartbeat(
+    server: ServerProcess, new_account: Callable[[], Account], sockets: Callable[..., WsClient]
+) -> None:
     alice = new_account()
     keep = sockets("object_created", alice.key)
     leaving = sockets("object_created", alice.key)

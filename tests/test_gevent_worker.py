@@ -1,18 +1,19 @@
 """The selectable gevent worker (`serve --worker-class gevent`): the same server, one event loop per worker."""
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
 
 from telentir.runtime import Runtime
 
-from .sse_client import must_open, open_stream, worker_pid, HttpConnection
 from .scraper_fixture import TestScraper
+from .sse_client import HttpConnection, must_open, open_stream, worker_pid
 from .support import FIXED_MASTER_KEY, ServerProcess
 from .test_events_sse import HEARTBEAT, RETRY_MS, account, runtime_for
 from .test_events_ws import WsClient, close_ws, receive_json
@@ -27,9 +28,13 @@ def scraper_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper_url: str) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("gevent") / "data"
-    env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-           "TELENTIR_SSE_RETRY_MS": str(RETRY_MS), "TELENTIR_SSE_MAX_STREAMS_PER_USER": "1",
-           "SCRAPER_HOSTNAME": scraper_url}
+    env = {
+        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
+        "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
+        "TELENTIR_SSE_RETRY_MS": str(RETRY_MS),
+        "TELENTIR_SSE_MAX_STREAMS_PER_USER": "1",
+        "SCRAPER_HOSTNAME": scraper_url,
+    }
     srv = ServerProcess(data_dir, env, worker_class="gevent").start()
     yield srv
     srv.stop()
@@ -105,9 +110,16 @@ def test_websocket_mirror(server: ServerProcess, rt: Runtime) -> None:
 
 def test_connect_ingests_on_the_job_pool(server: ServerProcess, rt: Runtime) -> None:
     alice = account(rt, server)
-    resp = requests.post(f"{server.url}/api/connect", headers={"Authorization": f"Bearer {alice.key}"},
-                         json={"repository": "contacts", "path": "/records", "params": {"count": 40}}, timeout=60)
+    resp = requests.post(
+        f"{server.url}/api/connect",
+        headers={"Authorization": f"Bearer {alice.key}"},
+        json={"repository": "contacts", "path": "/records", "params": {"count": 40}},
+        timeout=60,
+    )
     assert resp.status_code == 204, resp.text
-    job = requests.get(f"{server.url}/api/connect/jobs/{resp.headers['X-Connect-Job']}",
-                       headers={"Authorization": f"Bearer {alice.key}"}, timeout=10).json()
+    job = requests.get(
+        f"{server.url}/api/connect/jobs/{resp.headers['X-Connect-Job']}",
+        headers={"Authorization": f"Bearer {alice.key}"},
+        timeout=10,
+    ).json()
     assert job["created"] == 40, job

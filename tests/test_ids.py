@@ -1,4 +1,5 @@
 """Server-made ids: the documented shape, and every position uniform over the whole alphabet."""
+
 from __future__ import annotations
 
 from collections import Counter

@@ -1,4 +1,5 @@
 """The OpenAPI document describes every registered route."""
+
 import re
 
 from flask import Flask

@@ -80,15 +80,11 @@ def make_pubsub(broker: Broker) -> Iterator[MakePubSub]:
         pubsub.close()
 
 
-def wait_for_message(
-    pubsub: PubSub, timeout: float = 0.5, ignore_subscribe_messages: bool = False
-) -> Message | None:
+def wait_for_message(pubsub: PubSub, timeout: float = 0.5, ignore_subscribe_messages: bool = False) -> Message | None:
     """redis-py's helper: poll get_message until something arrives or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
-        message = pubsub.get_message(
-            ignore_subscribe_messages=ignore_subscribe_messages, timeout=0.01
-        )
+        message = pubsub.get_message(ignore_subscribe_messages=ignore_subscribe_messages, timeout=0.01)
         if message is not None or time.monotonic() >= deadline:
             return message
 
@@ -126,9 +122,7 @@ def eventually(check: Callable[[], bool], timeout: float = 2.0) -> bool:
 
 
 @pytest.mark.parametrize("kind", ["channel", "pattern"])
-def test_subscribe_unsubscribe_confirmations_count_up_and_down(
-    make_pubsub: MakePubSub, prefix: str, kind: str
-) -> None:
+def test_subscribe_unsubscribe_confirmations_count_up_and_down(make_pubsub: MakePubSub, prefix: str, kind: str) -> None:
     pubsub = make_pubsub()
     sub_type, unsub_type, sub, unsub = subscribe_fns(pubsub, kind)
     keys = keys_for(prefix, kind)
@@ -143,9 +137,7 @@ def test_subscribe_unsubscribe_confirmations_count_up_and_down(
 
 
 @pytest.mark.parametrize("kind", ["channel", "pattern"])
-def test_subscribed_property_follows_confirmations(
-    make_pubsub: MakePubSub, prefix: str, kind: str
-) -> None:
+def test_subscribed_property_follows_confirmations(make_pubsub: MakePubSub, prefix: str, kind: str) -> None:
     pubsub = make_pubsub()
     sub_type, unsub_type, sub, unsub = subscribe_fns(pubsub, kind)
     keys = keys_for(prefix, kind)
@@ -189,9 +181,7 @@ def test_ignore_all_subscribe_messages_on_constructor(make_pubsub: MakePubSub, p
     assert pubsub.subscribed is False
 
 
-def test_ignore_individual_subscribe_messages_on_get_message(
-    make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_ignore_individual_subscribe_messages_on_get_message(make_pubsub: MakePubSub, prefix: str) -> None:
     pubsub = make_pubsub()
     checks = [
         (pubsub.subscribe, prefix + "foo"),
@@ -256,9 +246,7 @@ def test_unsubscribe_without_arguments_drops_every_channel(make_pubsub: MakePubS
     assert pubsub.subscribed is False
 
 
-def test_unsubscribe_all_with_nothing_subscribed_replies_with_nil_name(
-    make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_unsubscribe_all_with_nothing_subscribed_replies_with_nil_name(make_pubsub: MakePubSub, prefix: str) -> None:
     pubsub = make_pubsub()
     pubsub.unsubscribe()
     pubsub.punsubscribe()
@@ -299,9 +287,7 @@ def test_published_message_to_channel(broker: Broker, make_pubsub: MakePubSub, p
     assert wait_for_message(pubsub) == make_message("message", prefix + "foo", "test message")
 
 
-def test_channel_and_pattern_subscriber_receives_twice(
-    broker: Broker, make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_channel_and_pattern_subscriber_receives_twice(broker: Broker, make_pubsub: MakePubSub, prefix: str) -> None:
     pubsub = make_pubsub()
     pubsub.subscribe(prefix + "foo")
     pubsub.psubscribe(prefix + "f*")
@@ -310,15 +296,11 @@ def test_channel_and_pattern_subscriber_receives_twice(
     assert broker.publish(prefix + "foo", "test message") == 2
     # Redis serves channel subscribers before pattern subscribers.
     assert wait_for_message(pubsub) == make_message("message", prefix + "foo", "test message")
-    assert wait_for_message(pubsub) == make_message(
-        "pmessage", prefix + "foo", "test message", pattern=prefix + "f*"
-    )
+    assert wait_for_message(pubsub) == make_message("pmessage", prefix + "foo", "test message", pattern=prefix + "f*")
     assert wait_for_message(pubsub, timeout=0.1) is None
 
 
-def test_two_matching_patterns_deliver_two_pmessages(
-    broker: Broker, make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_two_matching_patterns_deliver_two_pmessages(broker: Broker, make_pubsub: MakePubSub, prefix: str) -> None:
     pubsub = make_pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe(prefix + "f*", prefix + "fo?")
     assert wait_for_message(pubsub, timeout=0.1) is None  # drain both confirmations
@@ -349,9 +331,7 @@ def test_unicode_channel_pattern_and_data(broker: Broker, make_pubsub: MakePubSu
     assert wait_for_message(pubsub) == make_message("pmessage", channel, data, pattern=pattern)
 
 
-def test_bytes_channel_and_payload_come_back_decoded(
-    broker: Broker, make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_bytes_channel_and_payload_come_back_decoded(broker: Broker, make_pubsub: MakePubSub, prefix: str) -> None:
     pubsub = make_pubsub()
     pubsub.subscribe((prefix + "foo").encode())
     assert wait_for_message(pubsub) == make_message("subscribe", prefix + "foo", 1)
@@ -391,9 +371,7 @@ def test_get_message_when_never_subscribed_returns_none_after_timeout(make_pubsu
     assert 0.15 <= time.monotonic() - start < 1.0
 
 
-def test_get_message_with_timeout_returns_none_after_roughly_timeout(
-    make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_get_message_with_timeout_returns_none_after_roughly_timeout(make_pubsub: MakePubSub, prefix: str) -> None:
     pubsub = make_pubsub()
     pubsub.subscribe(prefix + "foo")
     assert wait_for_message(pubsub) == make_message("subscribe", prefix + "foo", 1)
@@ -405,9 +383,7 @@ def test_get_message_with_timeout_returns_none_after_roughly_timeout(
     assert time.monotonic() - start < 0.1
 
 
-def test_get_message_returns_as_soon_as_a_message_arrives(
-    broker: Broker, make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_get_message_returns_as_soon_as_a_message_arrives(broker: Broker, make_pubsub: MakePubSub, prefix: str) -> None:
     pubsub = make_pubsub()
     pubsub.subscribe(prefix + "foo")
     assert wait_for_message(pubsub) == make_message("subscribe", prefix + "foo", 1)
@@ -439,9 +415,7 @@ def test_get_message_timeout_none_blocks_until_a_message_arrives(
 
 
 @pytest.mark.timeout(10)
-def test_get_message_waits_for_a_subscription_from_another_thread(
-    make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_get_message_waits_for_a_subscription_from_another_thread(make_pubsub: MakePubSub, prefix: str) -> None:
     pubsub = make_pubsub()
 
     def subscribe_later() -> None:
@@ -464,9 +438,7 @@ def _publish_later(broker: Broker, channel: str, data: str, delay: float) -> int
 
 
 @pytest.mark.timeout(10)
-def test_listen_yields_until_nothing_is_subscribed(
-    broker: Broker, make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_listen_yields_until_nothing_is_subscribed(broker: Broker, make_pubsub: MakePubSub, prefix: str) -> None:
     pubsub = make_pubsub()
     pubsub.subscribe(prefix + "foo")
     stream = pubsub.listen()
@@ -602,9 +574,7 @@ def test_context_manager_closes(broker: Broker, prefix: str) -> None:
     assert eventually(lambda: broker.publish(prefix + "foo", "x") == 0)
 
 
-def test_subscriber_count_counts_subscribed_pubsubs(
-    broker: Broker, make_pubsub: MakePubSub, prefix: str
-) -> None:
+def test_subscriber_count_counts_subscribed_pubsubs(broker: Broker, make_pubsub: MakePubSub, prefix: str) -> None:
     first, second = make_pubsub(), make_pubsub()
     assert broker.subscriber_count() == 0
     first.subscribe(prefix + "a")

@@ -17,8 +17,8 @@ from telentir.pubsub import (
     compile_glob,
     create_broker,
     escape_glob,
+    memory,
 )
-from telentir.pubsub import memory
 from telentir.pubsub.memory import MemoryBroker, MemoryPubSub
 from telentir.pubsub.redis_backend import RedisBroker
 
@@ -206,7 +206,7 @@ def test_concurrent_publishers_and_subscribers_lose_and_reorder_nothing() -> Non
                 pubsub.punsubscribe()
                 kinds = [message["type"] for message in pubsub.listen()]
                 # As in Redis, nothing arrives for a name after its unsubscribe reply.
-                assert "message" not in kinds[kinds.index("unsubscribe"):]
+                assert "message" not in kinds[kinds.index("unsubscribe") :]
                 assert kinds[-1] == "punsubscribe"
                 pubsub.subscribe("elsewhere")
                 assert pubsub.get_message()["channel"] == "elsewhere"  # type: ignore[index]
@@ -221,7 +221,7 @@ def test_concurrent_publishers_and_subscribers_lose_and_reorder_nothing() -> Non
 
     total = publishers * per_publisher
     received = 0
-    for pubsub, n_copies in zip(stable, copies):
+    for pubsub, n_copies in zip(stable, copies, strict=True):
         # Two more reads than messages: the ignored confirmations read as None.
         raw = [pubsub.get_message() for _ in range(total * n_copies + 2)]
         messages = [message for message in raw if message is not None]

@@ -1,10 +1,11 @@
 """The SSE hub: live streams served by one hub per process, not a thread each (real gunicorn, real sockets)."""
+
 from __future__ import annotations
 
 import json
 import socket
 import time
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -12,9 +13,10 @@ import requests
 
 from telentir.runtime import Runtime
 
+from .redis_server import RedisServer
 from .sse_client import HttpConnection, SSEStream, must_open
 from .support import ServerProcess
-from .test_events_redis import RedisServer, _settled_numpat, own_redis  # noqa: F401 - a fixture: a Redis of this module's own
+from .test_events_redis import _settled_numpat
 from .test_events_sse import Account, account, runtime_for, start_server
 
 BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event carries 32 KiB of hex
@@ -43,9 +45,9 @@ def streams() -> Iterator[list[SSEStream]]:
         stream.close()
 
 
-def test_one_subscription_serves_every_stream_of_the_process(hub_server: ServerProcess, hub_rt: Runtime,
-                                                             own_redis: RedisServer,
-                                                             streams: list[SSEStream]) -> None:
+def test_one_subscription_serves_every_stream_of_the_process(
+    hub_server: ServerProcess, hub_rt: Runtime, own_redis: RedisServer, streams: list[SSEStream]
+) -> None:
     """Twenty streams hold one Redis subscription (the hub's), not twenty, and each gets the event once."""
     alice, bob = account(hub_rt, hub_server), account(hub_rt, hub_server)
     streams += [must_open(hub_server.url, "key_created", who.key) for who in [alice] * 15 + [bob] * 5]
@@ -60,11 +62,17 @@ def test_one_subscription_serves_every_stream_of_the_process(hub_server: ServerP
         assert stream.next_event().json()["key_id"] == theirs
 
 
-def test_a_leaving_client_frees_its_slot_at_once(tmp_path_factory: pytest.TempPathFactory,
-                                                 own_redis: RedisServer) -> None:
+def test_a_leaving_client_frees_its_slot_at_once(
+    tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer
+) -> None:
     """The hub watches each socket: a client that hangs up gives its slot back well within a heartbeat."""
-    server = start_server(tmp_path_factory, "hub-capped", TELENTIR_BROKER_URL=own_redis.url,
-                          TELENTIR_SSE_MAX_STREAMS_PER_USER="1", TELENTIR_SSE_HEARTBEAT_SECONDS="30")
+    server = start_server(
+        tmp_path_factory,
+        "hub-capped",
+        TELENTIR_BROKER_URL=own_redis.url,
+        TELENTIR_SSE_MAX_STREAMS_PER_USER="1",
+        TELENTIR_SSE_HEARTBEAT_SECONDS="30",
+    )
     rt = runtime_for(server.data_dir)
     try:
         alice = account(rt, server)
@@ -112,13 +120,15 @@ def test_head_answers_the_stream_headers_and_ends(hub_server: ServerProcess, hub
         assert conn.request("GET", "/healthz")[0] == 200
     finally:
         conn.close()
-    refused = requests.head(f"{hub_server.url}/api/events/nope", headers={"Authorization": f"Bearer {alice.key}"},
-                            timeout=5)
+    refused = requests.head(
+        f"{hub_server.url}/api/events/nope", headers={"Authorization": f"Bearer {alice.key}"}, timeout=5
+    )
     assert refused.status_code == 404
 
 
-def test_a_client_that_stops_reading_is_cut_and_the_others_keep_up(hub_server: ServerProcess, hub_rt: Runtime,
-                                                                   streams: list[SSEStream]) -> None:
+def test_a_client_that_stops_reading_is_cut_and_the_others_keep_up(
+    hub_server: ServerProcess, hub_rt: Runtime, streams: list[SSEStream]
+) -> None:
     """A stalled reader's backlog is bounded: past it that stream ends, and nobody else waits for it."""
     alice = account(hub_rt, hub_server)
     key_id = alice.writes.key()
@@ -126,8 +136,9 @@ def test_a_client_that_stops_reading_is_cut_and_the_others_keep_up(hub_server: S
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect((url.hostname, url.port))
-    stalled.sendall(f"GET /api/events/object_created HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice.key}"
-                    "\r\n\r\n".encode())
+    stalled.sendall(
+        f"GET /api/events/object_created HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice.key}\r\n\r\n".encode()
+    )
     _read_until(stalled, b"retry: ")
     reader = must_open(hub_server.url, "object_created", alice.key)
     streams.append(reader)
@@ -157,6 +168,7 @@ def _read_until(sock: socket.socket, marker: bytes, timeout: float = 10.0) -> by
 
 
 # --- the hub in-process: what must not take it down --------------------------------------
+
 
 def test_a_message_that_is_not_a_doorbell_is_ignored(rt: Runtime, caplog: pytest.LogCaptureFixture) -> None:
     from telentir.api.sse_hub import SSEHub

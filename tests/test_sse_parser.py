@@ -1,4 +1,5 @@
 """SSEParser: the event-stream rules of the HTML standard, fed in arbitrary chunks."""
+
 from __future__ import annotations
 
 import pytest
@@ -85,7 +86,7 @@ def test_unfinished_frame_at_end_of_stream_is_not_dispatched():
 
 
 def test_utf8_split_across_chunks():
-    data = "data: {\"name\": \"Zoë 日本\"}\n\n".encode()
+    data = 'data: {"name": "Zoë 日本"}\n\n'.encode()
     cut = data.index("日".encode()) + 1
     assert parse(data[:cut], data[cut:]) == [Frame("message", '{"name": "Zoë 日本"}')]
 
@@ -100,6 +101,7 @@ def test_only_the_first_byte_order_mark_is_dropped():
 
 
 # --- the frame size limit ----------------------------------------------------------------------------
+
 
 def test_frame_at_the_limit_passes():
     line = b"data: " + b"x" * 94  # 100 bytes
@@ -123,6 +125,6 @@ def test_the_limit_is_per_frame_not_per_stream():
 
 
 def test_the_limit_counts_bytes_not_characters():
-    line = "data: ".encode() + "日".encode() * 40  # 40 characters, 126 bytes
+    line = b"data: " + "日".encode() * 40  # 40 characters, 126 bytes
     with pytest.raises(FrameTooLarge):
         parse(line + b"\n", b"\n", limit=100)

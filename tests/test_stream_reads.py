@@ -1,4 +1,5 @@
 """RecentReads: the table reads streams of one process share, checked against a table held in a list."""
+
 from __future__ import annotations
 
 from telentir.services.streams import REPLAY_CHUNK, RecentReads

@@ -1,4 +1,5 @@
 """Thin Flask blueprints: parse the request, call one service, serialize the answer."""
+
 from __future__ import annotations
 
 from flask import Flask

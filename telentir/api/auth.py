@@ -1,4 +1,5 @@
 """Accounts and credentials: /api/auth/*, /api/api-keys (spec §8)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,8 +22,9 @@ def _with_token_cookie(payload: dict[str, Any], token: str, status: int, remembe
     response.status_code = status
     config = runtime().config
     max_age = config.jwt_remember_ttl_seconds if remember else config.jwt_ttl_seconds
-    response.set_cookie("token", token, max_age=max_age, httponly=True, samesite="Lax",
-                        secure=config.cookie_secure, path="/")
+    response.set_cookie(
+        "token", token, max_age=max_age, httponly=True, samesite="Lax", secure=config.cookie_secure, path="/"
+    )
     return response
 
 

@@ -1,11 +1,13 @@
 """What every blueprint needs: the runtime, the JSON body, the caller."""
+
 from __future__ import annotations
 
 import json
 import select
 import socket
 import sys
-from typing import Any, Callable, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
@@ -46,9 +48,9 @@ def _body_bytes() -> bytes:
     limit = request.max_content_length
     # A chunked body has no Content-Length, and werkzeug stops reading at the limit without
     # complaint: a body that fills the limit exactly may have been cut short, so look further.
-    if request.content_length is None and limit is not None and len(raw) >= limit:
-        if request.environ["wsgi.input"].read(1):
-            raise PayloadTooLarge("The request body is too large.")
+    cut_short = request.content_length is None and limit is not None and len(raw) >= limit
+    if cut_short and request.environ["wsgi.input"].read(1):
+        raise PayloadTooLarge("The request body is too large.")
     return raw
 
 

@@ -1,4 +1,5 @@
 """Connector ingestion and credits: /api/connect, /api/credits, /api/billing/state (spec §7)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request

@@ -1,4 +1,5 @@
 """The one JSON error handler: domain errors, Flask's own HTTP errors, and the unexpected."""
+
 from __future__ import annotations
 
 import logging

@@ -1,7 +1,9 @@
 """Event streams: Server-Sent Events at /api/events/{type}, a WebSocket mirror at /api/ws/events/{type}."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
 
 from flask import Blueprint, Response, g, request, stream_with_context
 from flask_sock import Sock
@@ -9,9 +11,9 @@ from flask_sock import Sock
 from ..errors import BadRequest
 from ..services import streams
 from .common import client_gone_check, runtime
+from .guard import data_plane_user, guard
 from .sse_format import retry_frame, socket_message, sse_frame
 from .sse_hub import handoff_for
-from .guard import data_plane_user, guard
 
 bp = Blueprint("events", __name__, url_prefix="/api")
 bp.before_request(guard)
@@ -21,12 +23,14 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _feed_request(event_type: str) -> streams.FeedRequest:
-    return streams.parse_request(data_plane_user()["id"], event_type, request.args.to_dict(),
-                                 request.headers.get("Last-Event-ID"))
+    return streams.parse_request(
+        data_plane_user()["id"], event_type, request.args.to_dict(), request.headers.get("Last-Event-ID")
+    )
 
 
-def _open_feed(event_type: str, is_closed: Callable[[], bool],
-               handoff: streams.Handoff | None = None) -> Generator[streams.Item, None, None]:
+def _open_feed(
+    event_type: str, is_closed: Callable[[], bool], handoff: streams.Handoff | None = None
+) -> Generator[streams.Item, None, None]:
     feed = streams.feed(runtime(), _feed_request(event_type), is_closed, handoff)
     next(feed)  # the `open` item: errors before this point still answer as JSON
     return feed

@@ -1,7 +1,9 @@
 """The data-plane guard (the hosted service's `objectAuth`) and the blueprint that applies it."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint
 
@@ -28,8 +30,14 @@ class DataPlaneBlueprint(Blueprint):
         super().__init__(name, import_name, url_prefix="/api")
         self.before_request(guard)
 
-    def add_url_rule(self, rule: str, endpoint: str | None = None, view_func: Callable[..., Any] | None = None,
-                     provide_automatic_options: bool | None = None, **options: Any) -> None:
+    def add_url_rule(
+        self,
+        rule: str,
+        endpoint: str | None = None,
+        view_func: Callable[..., Any] | None = None,
+        provide_automatic_options: bool | None = None,
+        **options: Any,
+    ) -> None:
         """Register a route that never redirects: `//` (an id such as `../`) is a JSON 404, not an HTML 308."""
         options.setdefault("merge_slashes", False)
         super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **options)

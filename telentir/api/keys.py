@@ -1,4 +1,5 @@
 """Store keys: /api/keys (spec §3)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,15 +1,17 @@
 """Objects, relations and publishing: /api/objects (spec §4, §5)."""
+
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Response, jsonify, request, stream_with_context
 
 from ..errors import BadRequest, NotFound
 from ..ids import is_id
 from ..services import objects, publishing
-from ..wire import (decode_ciphertext, has_any, id_field, metadata_value, name_value, optional_id_field, pick)
+from ..wire import decode_ciphertext, has_any, id_field, metadata_value, name_value, optional_id_field, pick
 from .common import json_body, runtime
 from .guard import DataPlaneBlueprint, data_plane_user
 
@@ -118,15 +120,15 @@ def publish(pub_type: str, related_id: str) -> Response:
     body = json_body()
     object_id = id_field(pick(body, "objectId", "object_id"), "objectId", "obj")
     related = _path_object_id(related_id)
-    return jsonify(publishing.publish(runtime(), data_plane_user()["id"], name_value(pub_type, "type"), related,
-                                      object_id))
+    return jsonify(
+        publishing.publish(runtime(), data_plane_user()["id"], name_value(pub_type, "type"), related, object_id)
+    )
 
 
 @bp.delete("/objects/publish/<pub_type>/<related_id>")
 def unpublish(pub_type: str, related_id: str) -> tuple[str, int]:
     """Remove a publication; the ciphertext stays."""
-    publishing.unpublish(runtime(), data_plane_user()["id"], name_value(pub_type, "type"),
-                         _path_object_id(related_id))
+    publishing.unpublish(runtime(), data_plane_user()["id"], name_value(pub_type, "type"), _path_object_id(related_id))
     return "", 204
 
 

@@ -2,6 +2,7 @@
 
 Written by hand from the wire contract; a test fails when a registered route is missing.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,15 +12,39 @@ from flask import Blueprint, Response, jsonify
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
 ERROR = {"$ref": "#/components/schemas/Error"}
-STORES = ["contacts", "calls", "agents", "tasks", "conversational-pathways", "campaigns", "sms-messages",
-          "performance-metrics"]
-EVENT_TYPES = ["key_created", "key_deleted", "object_created", "object_updated", "object_deleted", "publish",
-               "unpublish"]
+STORES = [
+    "contacts",
+    "calls",
+    "agents",
+    "tasks",
+    "conversational-pathways",
+    "campaigns",
+    "sms-messages",
+    "performance-metrics",
+]
+EVENT_TYPES = [
+    "key_created",
+    "key_deleted",
+    "object_created",
+    "object_updated",
+    "object_deleted",
+    "publish",
+    "unpublish",
+]
 BINARY = {"type": "string", "description": "hex, or base64 (standard or URL-safe, padding optional)"}
-_STATUS_TEXT = {400: "Malformed or invalid input", 401: "Missing, unknown, revoked or expired credential",
-                403: "Phone not verified, or forbidden", 404: "Not found (or not yours)", 409: "Conflict",
-                413: "Body or object too large", 415: "Body is not JSON", 429: "Rate limited (see Retry-After)",
-                502: "An upstream failed", 503: "Unavailable", 504: "An upstream timed out"}
+_STATUS_TEXT = {
+    400: "Malformed or invalid input",
+    401: "Missing, unknown, revoked or expired credential",
+    403: "Phone not verified, or forbidden",
+    404: "Not found (or not yours)",
+    409: "Conflict",
+    413: "Body or object too large",
+    415: "Body is not JSON",
+    429: "Rate limited (see Retry-After)",
+    502: "An upstream failed",
+    503: "Unavailable",
+    504: "An upstream timed out",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -30,9 +55,16 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _op(summary: str, ok: dict[str, Any], errors: tuple[int, ...] = (400, 401, 403, 404), *,
-        body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None, auth: bool = True,
-        ok_status: int = 200) -> dict[str, Any]:
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    errors: tuple[int, ...] = (400, 401, 403, 404),
+    *,
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    auth: bool = True,
+    ok_status: int = 200,
+) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": summary, "responses": {str(ok_status): ok}}
     for status in errors:
         operation["responses"][str(status)] = _json(ERROR, _STATUS_TEXT[status])
@@ -57,78 +89,185 @@ NO_CONTENT = {"description": "Done (no body)"}
 
 
 def _schemas() -> dict[str, Any]:
-    obj = {"type": "object", "properties": {
-        "id": {"type": "string"}, "user_id": {"type": "string"}, "key_id": {"type": "string"},
-        "content": {"type": "string", "description": "hex"}, "auth_tag": {"type": "string", "description": "hex"},
-        "related_object_id": {"type": ["string", "null"]}, "metadata": {"type": "object"},
-        "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"},
-        "keyId": {"type": "string"}, "authTag": {"type": "string"}, "relatedId": {"type": ["string", "null"]}}}
-    key = {"type": "object", "properties": {
-        "id": {"type": "string"}, "user_id": {"type": "string"}, "server": {"type": "string"},
-        "key": {"type": "string", "description": "wrapped key, hex"}, "iv": {"type": "string", "description": "hex"},
-        "metadata": {"type": "object"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
-        "deprecated": {"type": "boolean"}}}
+    obj = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "user_id": {"type": "string"},
+            "key_id": {"type": "string"},
+            "content": {"type": "string", "description": "hex"},
+            "auth_tag": {"type": "string", "description": "hex"},
+            "related_object_id": {"type": ["string", "null"]},
+            "metadata": {"type": "object"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "keyId": {"type": "string"},
+            "authTag": {"type": "string"},
+            "relatedId": {"type": ["string", "null"]},
+        },
+    }
+    key = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "user_id": {"type": "string"},
+            "server": {"type": "string"},
+            "key": {"type": "string", "description": "wrapped key, hex"},
+            "iv": {"type": "string", "description": "hex"},
+            "metadata": {"type": "object"},
+            "created_at": {"type": "string"},
+            "updated_at": {"type": "string"},
+            "deprecated": {"type": "boolean"},
+        },
+    }
     return {
-        "Error": {"type": "object", "required": ["error", "message"],
-                  "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+        "Error": {
+            "type": "object",
+            "required": ["error", "message"],
+            "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+        },
         "Object": obj,
         "Key": key,
-        "ObjectWrite": {"type": "object", "description": "Aliases: keyId=key_id, authTag=auth_tag, "
-                                                         "relatedId=relatedObjectId=related_object_id.",
-                        "properties": {"keyId": {"type": "string"}, "content": BINARY, "authTag": BINARY,
-                                       "relatedId": {"type": ["string", "null"]}, "metadata": {"type": "object"},
-                                       "encoding": {"enum": ["hex", "base64"]}}},
-        "KeyWrite": {"type": "object", "required": ["server"], "properties": {
-            "server": {"type": "string"}, "key": BINARY, "iv": BINARY, "metadata": {"type": "object"},
-            "encoding": {"enum": ["hex", "base64"]}}},
-        "Publication": {"type": "object", "properties": {"type": {"type": "string"}, "related_id": {"type": "string"},
-                                                         "object_id": {"type": "string"},
-                                                         "created_at": {"type": "string"}}},
-        "Server": {"type": "object", "properties": {"name": {"type": "string"},
-                                                    "mode": {"enum": ["generate", "upload_public"]},
-                                                    "publicKey": {"type": "string"},
-                                                    "deprecated": {"type": "boolean"},
-                                                    "created_at": {"type": "string"}}},
-        "ApiKey": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"},
-                                                    "key": {"type": "string", "description": "only when created"},
-                                                    "last_used_at": {"type": ["string", "null"]},
-                                                    "created_at": {"type": "string"}}},
-        "AuthToken": {"type": "object", "properties": {"status": {"enum": ["ok", "phone_not_verified"]},
-                                                       "token": {"type": "string"}}},
-        "Job": {"type": "object", "properties": {
-            "id": {"type": "string"}, "status": {"type": "string"}, "repository": {"enum": STORES},
-            "path": {"type": "string"}, "created": {"type": "integer"}, "skipped": {"type": "integer"},
-            "credits": {"type": "object"}, "error": {"type": ["string", "null"]},
-            "started_at": {"type": ["string", "null"]}, "finished_at": {"type": ["string", "null"]}}},
+        "ObjectWrite": {
+            "type": "object",
+            "description": "Aliases: keyId=key_id, authTag=auth_tag, relatedId=relatedObjectId=related_object_id.",
+            "properties": {
+                "keyId": {"type": "string"},
+                "content": BINARY,
+                "authTag": BINARY,
+                "relatedId": {"type": ["string", "null"]},
+                "metadata": {"type": "object"},
+                "encoding": {"enum": ["hex", "base64"]},
+            },
+        },
+        "KeyWrite": {
+            "type": "object",
+            "required": ["server"],
+            "properties": {
+                "server": {"type": "string"},
+                "key": BINARY,
+                "iv": BINARY,
+                "metadata": {"type": "object"},
+                "encoding": {"enum": ["hex", "base64"]},
+            },
+        },
+        "Publication": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string"},
+                "related_id": {"type": "string"},
+                "object_id": {"type": "string"},
+                "created_at": {"type": "string"},
+            },
+        },
+        "Server": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "mode": {"enum": ["generate", "upload_public"]},
+                "publicKey": {"type": "string"},
+                "deprecated": {"type": "boolean"},
+                "created_at": {"type": "string"},
+            },
+        },
+        "ApiKey": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "key": {"type": "string", "description": "only when created"},
+                "last_used_at": {"type": ["string", "null"]},
+                "created_at": {"type": "string"},
+            },
+        },
+        "AuthToken": {
+            "type": "object",
+            "properties": {"status": {"enum": ["ok", "phone_not_verified"]}, "token": {"type": "string"}},
+        },
+        "Job": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"type": "string"},
+                "repository": {"enum": STORES},
+                "path": {"type": "string"},
+                "created": {"type": "integer"},
+                "skipped": {"type": "integer"},
+                "credits": {"type": "object"},
+                "error": {"type": ["string", "null"]},
+                "started_at": {"type": ["string", "null"]},
+                "finished_at": {"type": ["string", "null"]},
+            },
+        },
     }
 
 
 def _auth_paths() -> dict[str, Any]:
     token = _json(_ref("AuthToken"))
     return {
-        "/api/auth/register": {"post": _op("Create an account", token, (400, 409, 415), ok_status=201, auth=False,
-                                           body={"type": "object", "required": ["email", "phone", "password",
-                                                                                "confirmPassword"],
-                                                 "properties": {k: {"type": "string"} for k in (
-                                                     "firstName", "lastName", "email", "phone", "password",
-                                                     "confirmPassword")}})},
-        "/api/auth/login": {"post": _op("Log in", token, (400, 401, 429), auth=False, body={
-            "type": "object", "properties": {"email": {"type": "string"}, "password": {"type": "string"},
-                                             "remember": {"type": "boolean"}}})},
+        "/api/auth/register": {
+            "post": _op(
+                "Create an account",
+                token,
+                (400, 409, 415),
+                ok_status=201,
+                auth=False,
+                body={
+                    "type": "object",
+                    "required": ["email", "phone", "password", "confirmPassword"],
+                    "properties": {
+                        k: {"type": "string"}
+                        for k in ("firstName", "lastName", "email", "phone", "password", "confirmPassword")
+                    },
+                },
+            )
+        },
+        "/api/auth/login": {
+            "post": _op(
+                "Log in",
+                token,
+                (400, 401, 429),
+                auth=False,
+                body={
+                    "type": "object",
+                    "properties": {
+                        "email": {"type": "string"},
+                        "password": {"type": "string"},
+                        "remember": {"type": "boolean"},
+                    },
+                },
+            )
+        },
         "/api/auth": {"get": _op("The caller's profile", _json({"type": "object"}), (401,))},
-        "/api/auth/logout": {"get": _op("Log out: revoke the session token, clear the cookie",
-                                        _json({"type": "object"}), (), auth=False)},
-        "/api/auth/phone/send": {"post": _op("Send a one-time code by SMS", _json({"type": "object"}),
-                                             (401, 409, 429, 502))},
-        "/api/auth/phone/verify": {"post": _op("Verify the phone with the code", _json({"type": "object"}),
-                                               (400, 401, 429), body={"type": "object", "properties": {
-                                                   "code": {"type": "string"}}})},
+        "/api/auth/logout": {
+            "get": _op("Log out: revoke the session token, clear the cookie", _json({"type": "object"}), (), auth=False)
+        },
+        "/api/auth/phone/send": {
+            "post": _op("Send a one-time code by SMS", _json({"type": "object"}), (401, 409, 429, 502))
+        },
+        "/api/auth/phone/verify": {
+            "post": _op(
+                "Verify the phone with the code",
+                _json({"type": "object"}),
+                (400, 401, 429),
+                body={"type": "object", "properties": {"code": {"type": "string"}}},
+            )
+        },
         "/api/api-keys": {
-            "put": _op("Create an API key (shown once)", _json(_ref("ApiKey")), (400, 401), ok_status=201,
-                       body={"type": "object", "properties": {"name": {"type": "string"}}}),
-            "get": _op("List API keys", _json({"type": "array", "items": _ref("ApiKey")}), (401,))},
-        "/api/api-keys/{key_id}": {"delete": _op("Revoke an API key", NO_CONTENT, (401, 404), ok_status=204,
-                                                 params=[_path_param("key_id", "ak_ id")])},
+            "put": _op(
+                "Create an API key (shown once)",
+                _json(_ref("ApiKey")),
+                (400, 401),
+                ok_status=201,
+                body={"type": "object", "properties": {"name": {"type": "string"}}},
+            ),
+            "get": _op("List API keys", _json({"type": "array", "items": _ref("ApiKey")}), (401,)),
+        },
+        "/api/api-keys/{key_id}": {
+            "delete": _op(
+                "Revoke an API key", NO_CONTENT, (401, 404), ok_status=204, params=[_path_param("key_id", "ak_ id")]
+            )
+        },
     }
 
 
@@ -137,87 +276,192 @@ def _plane_paths() -> dict[str, Any]:
     key_id = [_path_param("key_id", "key_ id")]
     pub = [_path_param("pub_type", "logical type, e.g. a store name"), _path_param("related_id", "obj_ id")]
     return {
-        "/api/server": {"get": _op("Platform server name and public keys (SPKI + JWK)", _json({"type": "object"}),
-                                   (401, 403))},
-        "/api/root": {"get": _op("The caller's root: stores, default keys, servers", _json({"type": "object"}),
-                                 (401, 403))},
+        "/api/server": {
+            "get": _op("Platform server name and public keys (SPKI + JWK)", _json({"type": "object"}), (401, 403))
+        },
+        "/api/root": {
+            "get": _op("The caller's root: stores, default keys, servers", _json({"type": "object"}), (401, 403))
+        },
         "/api/servers": {
             "get": _op("Registered servers", _json({"type": "array", "items": _ref("Server")}), (401, 403)),
-            "post": _op("Register a server (generate or upload_public)", _json({"type": "object"}),
-                        (400, 401, 403, 409), ok_status=201, body={"type": "object", "required": ["name", "mode"],
-                                                                   "properties": {"name": {"type": "string"},
-                                                                                  "mode": {"enum": ["generate",
-                                                                                                    "upload_public"]},
-                                                                                  "publicKey": {"type": "string"}}})},
-        "/api/servers/{name}": {"patch": _op("Deprecate a server", _json(_ref("Server")), (400, 401, 403, 404),
-                                             params=[_path_param("name", "server name")],
-                                             body={"type": "object", "properties": {"deprecated": {"type": "boolean"}}})},
+            "post": _op(
+                "Register a server (generate or upload_public)",
+                _json({"type": "object"}),
+                (400, 401, 403, 409),
+                ok_status=201,
+                body={
+                    "type": "object",
+                    "required": ["name", "mode"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "mode": {"enum": ["generate", "upload_public"]},
+                        "publicKey": {"type": "string"},
+                    },
+                },
+            ),
+        },
+        "/api/servers/{name}": {
+            "patch": _op(
+                "Deprecate a server",
+                _json(_ref("Server")),
+                (400, 401, 403, 404),
+                params=[_path_param("name", "server name")],
+                body={"type": "object", "properties": {"deprecated": {"type": "boolean"}}},
+            )
+        },
         "/api/keys": {
-            "put": _op("Create a key; answers its id", _json({"type": "string"}), (400, 401, 403, 409), ok_status=201,
-                       body=_ref("KeyWrite")),
-            "post": _op("Create a key; answers the record", _json(_ref("Key")), (400, 401, 403, 409), ok_status=201,
-                        body=_ref("KeyWrite"))},
+            "put": _op(
+                "Create a key; answers its id",
+                _json({"type": "string"}),
+                (400, 401, 403, 409),
+                ok_status=201,
+                body=_ref("KeyWrite"),
+            ),
+            "post": _op(
+                "Create a key; answers the record",
+                _json(_ref("Key")),
+                (400, 401, 403, 409),
+                ok_status=201,
+                body=_ref("KeyWrite"),
+            ),
+        },
         "/api/keys/{key_id}": {
             "get": _op("A key record", _json(_ref("Key")), params=key_id),
-            "patch": _op("Change metadata/deprecated or re-wrap (key+iv)", _json(_ref("Key")), params=key_id,
-                         body={"type": "object"}),
-            "delete": _op("Delete a key record", NO_CONTENT, (401, 403, 404, 409), ok_status=204, params=key_id)},
+            "patch": _op(
+                "Change metadata/deprecated or re-wrap (key+iv)",
+                _json(_ref("Key")),
+                params=key_id,
+                body={"type": "object"},
+            ),
+            "delete": _op("Delete a key record", NO_CONTENT, (401, 403, 404, 409), ok_status=204, params=key_id),
+        },
         "/api/objects": {
-            "put": _op("Create an object", _json(_ref("Object")), (400, 401, 403, 404, 413, 415), ok_status=201,
-                       body=_ref("ObjectWrite")),
-            "post": _op("Create an object (SDK)", _json(_ref("Object")), (400, 401, 403, 404, 413, 415),
-                        ok_status=201, body=_ref("ObjectWrite"))},
+            "put": _op(
+                "Create an object",
+                _json(_ref("Object")),
+                (400, 401, 403, 404, 413, 415),
+                ok_status=201,
+                body=_ref("ObjectWrite"),
+            ),
+            "post": _op(
+                "Create an object (SDK)",
+                _json(_ref("Object")),
+                (400, 401, 403, 404, 413, 415),
+                ok_status=201,
+                body=_ref("ObjectWrite"),
+            ),
+        },
         "/api/objects/{object_id}": {
             "get": _op("An object", _json(_ref("Object")), params=obj_id),
-            "patch": _op("Replace fields of an object", _json(_ref("Object")), (400, 401, 403, 404, 409, 413),
-                         params=obj_id, body=_ref("ObjectWrite")),
-            "delete": _op("Delete an object", NO_CONTENT, (400, 401, 403, 404, 409), ok_status=204,
-                          params=obj_id + [_query("cascade", {"type": "boolean"}, "remove children too")])},
-        "/api/objects/{object_id}/related": {"get": _op(
-            "Children, oldest first (all streamed, or paged with X-Next-Cursor)",
-            _json({"type": "array", "items": _ref("Object")}), params=obj_id + [
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
-                _query("after", {"type": "string"}, "X-Next-Cursor of the previous page")])},
-        "/api/objects/publish/{pub_type}": {"get": _op(
-            "The caller's publications of a type", _json({"type": "array", "items": _ref("Publication")}),
-            params=[_path_param("pub_type", "logical type")])},
+            "patch": _op(
+                "Replace fields of an object",
+                _json(_ref("Object")),
+                (400, 401, 403, 404, 409, 413),
+                params=obj_id,
+                body=_ref("ObjectWrite"),
+            ),
+            "delete": _op(
+                "Delete an object",
+                NO_CONTENT,
+                (400, 401, 403, 404, 409),
+                ok_status=204,
+                params=[*obj_id, _query("cascade", {"type": "boolean"}, "remove children too")],
+            ),
+        },
+        "/api/objects/{object_id}/related": {
+            "get": _op(
+                "Children, oldest first (all streamed, or paged with X-Next-Cursor)",
+                _json({"type": "array", "items": _ref("Object")}),
+                params=[
+                    *obj_id,
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
+                    _query("after", {"type": "string"}, "X-Next-Cursor of the previous page"),
+                ],
+            )
+        },
+        "/api/objects/publish/{pub_type}": {
+            "get": _op(
+                "The caller's publications of a type",
+                _json({"type": "array", "items": _ref("Publication")}),
+                params=[_path_param("pub_type", "logical type")],
+            )
+        },
         "/api/objects/publish/{pub_type}/{related_id}": {
-            "put": _op("Publish an object", _json(_ref("Publication")), params=pub,
-                       body={"type": "object", "required": ["objectId"], "properties": {"objectId": {"type": "string"}}}),
-            "delete": _op("Unpublish", NO_CONTENT, ok_status=204, params=pub)},
+            "put": _op(
+                "Publish an object",
+                _json(_ref("Publication")),
+                params=pub,
+                body={"type": "object", "required": ["objectId"], "properties": {"objectId": {"type": "string"}}},
+            ),
+            "delete": _op("Unpublish", NO_CONTENT, ok_status=204, params=pub),
+        },
     }
 
 
 def _event_paths() -> dict[str, Any]:
     params = [{"name": "event_type", "in": "path", "required": True, "schema": {"enum": EVENT_TYPES}}]
-    params += [_query(name, {"type": "string"}, "filter (glob-escaped; never widens)")
-               for name in ("keyId", "objectId", "relatedId", "type", "userId")]
+    params += [
+        _query(name, {"type": "string"}, "filter (glob-escaped; never widens)")
+        for name in ("keyId", "objectId", "relatedId", "type", "userId")
+    ]
     params += [_query("since", {"type": "integer"}, "resume after this event id (or send Last-Event-ID)")]
-    sse = {"description": "text/event-stream: `retry:`, then frames `id`/`event`/`data`, `: keep-alive` "
-                          "comments, and `event: resync` when the cursor is older than what is kept",
-           "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    sse = {
+        "description": "text/event-stream: `retry:`, then frames `id`/`event`/`data`, `: keep-alive` "
+        "comments, and `event: resync` when the cursor is older than what is kept",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
     return {
-        "/api/events/{event_type}": {"get": _op("Server-Sent Events of one type", sse, (400, 401, 403, 404, 429, 503),
-                                                params=params)},
-        "/api/ws/events/{event_type}": {"get": _op(
-            "WebSocket mirror: each event a JSON text message {id, event, data}",
-            {"description": "Switching protocols (WebSocket)"}, (401, 403), params=params, ok_status=101)},
+        "/api/events/{event_type}": {
+            "get": _op("Server-Sent Events of one type", sse, (400, 401, 403, 404, 429, 503), params=params)
+        },
+        "/api/ws/events/{event_type}": {
+            "get": _op(
+                "WebSocket mirror: each event a JSON text message {id, event, data}",
+                {"description": "Switching protocols (WebSocket)"},
+                (401, 403),
+                params=params,
+                ok_status=101,
+            )
+        },
     }
 
 
 def _connect_paths() -> dict[str, Any]:
-    body = {"type": "object", "required": ["repository", "path"], "properties": {
-        "repository": {"enum": STORES}, "path": {"type": "string", "description": "a path on SCRAPER_HOSTNAME"},
-        "params": {"type": "object", "description": "forwarded as JSON; `credits` (leads) for /get-leads"}}}
-    done = {"description": "The job has ended; X-Connect-Job names it",
-            "headers": {"X-Connect-Job": {"schema": {"type": "string"}}}}
+    body = {
+        "type": "object",
+        "required": ["repository", "path"],
+        "properties": {
+            "repository": {"enum": STORES},
+            "path": {"type": "string", "description": "a path on SCRAPER_HOSTNAME"},
+            "params": {"type": "object", "description": "forwarded as JSON; `credits` (leads) for /get-leads"},
+        },
+    }
+    done = {
+        "description": "The job has ended; X-Connect-Job names it",
+        "headers": {"X-Connect-Job": {"schema": {"type": "string"}}},
+    }
     return {
-        "/api/connect": {"post": _op("Ingest records from the scraper into a store", done,
-                                     (400, 401, 403, 415, 429, 503), body=body, ok_status=204)},
-        "/api/connect/jobs/{job_id}": {"get": _op("An ingestion job's summary", _json(_ref("Job")),
-                                                  params=[_path_param("job_id", "job_ id")])},
-        "/api/credits": {"get": _op("Prepaid balance", _json({"type": "object", "properties": {
-            "amount": {"type": "integer"}, "currency": {"type": "string"}}}), (401, 403, 503))},
+        "/api/connect": {
+            "post": _op(
+                "Ingest records from the scraper into a store",
+                done,
+                (400, 401, 403, 415, 429, 503),
+                body=body,
+                ok_status=204,
+            )
+        },
+        "/api/connect/jobs/{job_id}": {
+            "get": _op("An ingestion job's summary", _json(_ref("Job")), params=[_path_param("job_id", "job_ id")])
+        },
+        "/api/credits": {
+            "get": _op(
+                "Prepaid balance",
+                _json(
+                    {"type": "object", "properties": {"amount": {"type": "integer"}, "currency": {"type": "string"}}}
+                ),
+                (401, 403, 503),
+            )
+        },
         "/api/billing/state": {"get": _op("Plan, usage, card, balance", _json({"type": "object"}), (401, 403, 503))},
     }
 
@@ -225,8 +469,9 @@ def _connect_paths() -> dict[str, Any]:
 def _system_paths() -> dict[str, Any]:
     return {
         "/healthz": {"get": _op("The process is alive", _json({"type": "object"}), (), auth=False)},
-        "/readyz": {"get": _op("Database writable and broker reachable", _json({"type": "object"}), (503,),
-                               auth=False)},
+        "/readyz": {
+            "get": _op("Database writable and broker reachable", _json({"type": "object"}), (503,), auth=False)
+        },
         "/api/openapi.json": {"get": _op("This document", _json({"type": "object"}), (), auth=False)},
     }
 
@@ -235,13 +480,20 @@ def build_document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Telentir data plane", "version": "1.0.0",
-                 "description": "Client-side encrypted objects, keys, publishing, event streams and ingestion."},
+        "info": {
+            "title": "Telentir data plane",
+            "version": "1.0.0",
+            "description": "Client-side encrypted objects, keys, publishing, event streams and ingestion.",
+        },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"cookie": []}],
-        "components": {"schemas": _schemas(), "securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "Session JWT or API key"},
-            "cookie": {"type": "apiKey", "in": "cookie", "name": "token"}}},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Session JWT or API key"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "token"},
+            },
+        },
         "paths": {**_system_paths(), **_auth_paths(), **_plane_paths(), **_event_paths(), **_connect_paths()},
     }
 

@@ -1,4 +1,5 @@
 """Root and servers: /api/root, /api/servers (spec §2)."""
+
 from __future__ import annotations
 
 from flask import Response, jsonify
@@ -28,8 +29,9 @@ def register_server() -> tuple[Response, int]:
     """Register a server: `generate` a keypair (private key returned once) or `upload_public`."""
     body = json_body()
     name = name_value(body.get("name"), "name")
-    record = keyring.register_server(runtime(), data_plane_user()["id"], name, body.get("mode"),
-                                     body.get("publicKey", body.get("public_key")))
+    record = keyring.register_server(
+        runtime(), data_plane_user()["id"], name, body.get("mode"), body.get("publicKey", body.get("public_key"))
+    )
     return jsonify(record), 201
 
 

@@ -1,4 +1,5 @@
 """The bytes of an event stream: SSE frames and WebSocket messages (pinned by tests)."""
+
 from __future__ import annotations
 
 import json

@@ -13,6 +13,7 @@ frames its bytes as gunicorn would (chunked for HTTP/1.1). When the stream ends 
 thread returns and gunicorn finishes the response. A slow client's bytes wait in a bounded
 backlog; past it the stream ends and the client resumes with Last-Event-ID.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,8 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -34,7 +36,7 @@ from .common import event_loop_worker
 from .sse_format import sse_frame
 
 log = logging.getLogger(__name__)
-MAX_BACKLOG_BYTES = 4 * 2 ** 20
+MAX_BACKLOG_BYTES = 4 * 2**20
 SUBSCRIBE_SECONDS = 5.0
 RESUBSCRIBE_PAUSE_SECONDS = 0.5
 
@@ -42,8 +44,9 @@ RESUBSCRIBE_PAUSE_SECONDS = 0.5
 class HubStream:
     """One stream the hub serves: its request, cursor, socket and unsent bytes."""
 
-    def __init__(self, req: streams.FeedRequest, sock: socket.socket, chunked: bool, last: int,
-                 heartbeat: float) -> None:
+    def __init__(
+        self, req: streams.FeedRequest, sock: socket.socket, chunked: bool, last: int, heartbeat: float
+    ) -> None:
         self.req, self.sock, self.chunked, self.last = req, sock, chunked, last
         self.key = (req.event_type, req.user_id)
         self.pending: int | None = sys.maxsize  # read the table once attached: nothing is missed
@@ -72,8 +75,10 @@ class SSEHub:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
-        self._threads = [threading.Thread(target=self._broker_loop, name="telentir-sse-hub-broker", daemon=True),
-                         threading.Thread(target=self._writer_loop, name="telentir-sse-hub-writer", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._broker_loop, name="telentir-sse-hub-broker", daemon=True),
+            threading.Thread(target=self._writer_loop, name="telentir-sse-hub-writer", daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -232,8 +237,9 @@ class SSEHub:
             return
         self._streams.setdefault(stream.key, set()).add(stream)
 
-    def _deliver(self, stream: HubStream, rung: int | None, batches: dict[Any, tuple[bytes, int]],
-                 heartbeat: bool = False) -> None:
+    def _deliver(
+        self, stream: HubStream, rung: int | None, batches: dict[Any, tuple[bytes, int]], heartbeat: bool = False
+    ) -> None:
         """Send the stream what it has not had up to `rung` (None: read the table afresh)."""
         stream.pending = None
         # Streams of one user on one cursor and filter get the very same bytes: encode once a round.
@@ -258,8 +264,9 @@ class SSEHub:
                 return
             stream.backlog += data[sent:]
         if len(stream.backlog) > MAX_BACKLOG_BYTES:
-            log.info("event stream of %s ended: the client fell %d bytes behind", stream.req.user_id,
-                     len(stream.backlog))
+            log.info(
+                "event stream of %s ended: the client fell %d bytes behind", stream.req.user_id, len(stream.backlog)
+            )
             self._end(stream, cut=True)
         elif stream.backlog:
             self._watch(stream)

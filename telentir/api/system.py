@@ -1,4 +1,5 @@
 """Health, readiness and the platform's public keys."""
+
 from __future__ import annotations
 
 import logging

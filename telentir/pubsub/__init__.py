@@ -68,9 +68,7 @@ class PubSub(Protocol):
     def psubscribe(self, *patterns: ChannelT) -> None: ...
     def unsubscribe(self, *channels: ChannelT) -> None: ...
     def punsubscribe(self, *patterns: ChannelT) -> None: ...
-    def get_message(
-        self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0
-    ) -> Message | None: ...
+    def get_message(self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0) -> Message | None: ...
     def listen(self) -> Iterator[Message]: ...
     def close(self) -> None: ...
     def reset(self) -> None: ...
@@ -99,10 +97,7 @@ def require_bytes_or_str(value: object) -> str | bytes:
     if isinstance(value, (str, bytes)):
         return value
     # Same wording as redis-py's Encoder, so the two backends fail alike.
-    raise DataError(
-        f"Invalid input of type: '{type(value).__name__}'. "
-        "Convert to a bytes or string first."
-    )
+    raise DataError(f"Invalid input of type: '{type(value).__name__}'. Convert to a bytes or string first.")
 
 
 def create_broker(url: str) -> Broker:
@@ -119,10 +114,7 @@ def create_broker(url: str) -> Broker:
 
         return RedisBroker(url)
     # Only the scheme is echoed: the URL may carry a password.
-    raise ValueError(
-        f"unsupported broker URL scheme {scheme!r}: "
-        "expected memory://, redis://, rediss:// or unix://"
-    )
+    raise ValueError(f"unsupported broker URL scheme {scheme!r}: expected memory://, redis://, rediss:// or unix://")
 
 
 def _parse_memory_url(url: str) -> int:

@@ -257,8 +257,7 @@ class MemoryBroker:
     def _rebuild_matchers(self, kind: str) -> None:
         if kind in _PATTERN_KINDS:
             self._matchers = tuple(
-                (pattern, compile_glob(pattern.decode("latin-1")), boxes)
-                for pattern, boxes in self._patterns.items()
+                (pattern, compile_glob(pattern.decode("latin-1")), boxes) for pattern, boxes in self._patterns.items()
             )
 
     def _output(self, value: str | bytes) -> Name:
@@ -336,9 +335,7 @@ class MemoryPubSub:
         """Unsubscribe from patterns; from all of them when none is given."""
         self._unsubscribe("punsubscribe", patterns)
 
-    def get_message(
-        self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0
-    ) -> Message | None:
+    def get_message(self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0) -> Message | None:
         """Return the next message, or None if none arrives within ``timeout`` seconds."""
         if not self.subscribed:
             # As redis-py: wait for another thread to subscribe, then spend what is left.
@@ -360,9 +357,7 @@ class MemoryPubSub:
             if message is not None:
                 yield message
 
-    def handle_message(
-        self, response: _Raw, ignore_subscribe_messages: bool = False
-    ) -> Message | None:
+    def handle_message(self, response: _Raw, ignore_subscribe_messages: bool = False) -> Message | None:
         """Turn a raw reply into a message dict, updating local state as redis-py does."""
         kind, pattern, channel, data = response
         if kind in self.UNSUBSCRIBE_MESSAGE_TYPES:

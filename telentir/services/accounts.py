@@ -1,4 +1,5 @@
 """Users, passwords, logins and phone verification."""
+
 from __future__ import annotations
 
 import base64
@@ -17,7 +18,7 @@ from . import ratelimit
 
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
 _PHONE_RE = re.compile(r"\+?[0-9]{7,15}")
-_SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MAX_NAME = 100
@@ -27,12 +28,18 @@ CODE_ATTEMPTS = 5
 
 # --- passwords ------------------------------------------------------------------------
 
+
 def hash_password(password: str) -> str:
     """scrypt (memory-hard) with a random salt, as `scrypt$n$r$p$salt$hash`."""
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
-    parts = [str(_SCRYPT["n"]), str(_SCRYPT["r"]), str(_SCRYPT["p"]),
-             base64.b64encode(salt).decode(), base64.b64encode(digest).decode()]
+    parts = [
+        str(_SCRYPT["n"]),
+        str(_SCRYPT["r"]),
+        str(_SCRYPT["p"]),
+        base64.b64encode(salt).decode(),
+        base64.b64encode(digest).decode(),
+    ]
     return "scrypt$" + "$".join(parts)
 
 
@@ -42,12 +49,12 @@ def check_password(stored: str | None, password: str) -> bool:
         hash_password(password)  # so an unknown account takes as long as a wrong password
         return False
     _, n, r, p, salt, digest = stored.split("$")
-    candidate = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r),
-                               p=int(p), dklen=32)
+    candidate = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
     return hmac.compare_digest(candidate, base64.b64decode(digest))
 
 
 # --- users ----------------------------------------------------------------------------
+
 
 def normalize_email(email: Any) -> str:
     """A trimmed, valid email address, or BadRequest."""
@@ -78,20 +85,36 @@ def _check_password_rules(password: Any) -> str:
     return password
 
 
-def create_user(rt: Runtime, email: Any, phone: Any, *, first_name: Any = "", last_name: Any = "",
-                password: Any = None, verified: bool = False) -> dict[str, Any]:
+def create_user(
+    rt: Runtime,
+    email: Any,
+    phone: Any,
+    *,
+    first_name: Any = "",
+    last_name: Any = "",
+    password: Any = None,
+    verified: bool = False,
+) -> dict[str, Any]:
     """Create a user (password optional for CLI-made users); Conflict if the email is taken."""
     row = {
-        "id": new_id("usr"), "email": normalize_email(email), "phone": normalize_phone(phone),
-        "first_name": _name(first_name, "firstName"), "last_name": _name(last_name, "lastName"),
+        "id": new_id("usr"),
+        "email": normalize_email(email),
+        "phone": normalize_phone(phone),
+        "first_name": _name(first_name, "firstName"),
+        "last_name": _name(last_name, "lastName"),
         "password_hash": None if password is None else hash_password(_check_password_rules(password)),
-        "phone_verified": int(bool(verified)), "plan": rt.config.default_plan, "created_at": now_iso(),
+        "phone_verified": int(bool(verified)),
+        "plan": rt.config.default_plan,
+        "created_at": now_iso(),
     }
     try:
         with rt.db.atomic() as tx:
-            tx.execute("INSERT INTO users (id, email, phone, first_name, last_name, password_hash, phone_verified, "
-                       "plan, created_at) VALUES (:id, :email, :phone, :first_name, :last_name, :password_hash, "
-                       ":phone_verified, :plan, :created_at)", row)
+            tx.execute(
+                "INSERT INTO users (id, email, phone, first_name, last_name, password_hash, phone_verified, "
+                "plan, created_at) VALUES (:id, :email, :phone, :first_name, :last_name, :password_hash, "
+                ":phone_verified, :plan, :created_at)",
+                row,
+            )
     except sqlite3.IntegrityError as exc:
         raise Conflict("An account with this email already exists.", code="email_taken") from exc
     return get_user(rt, row["id"])
@@ -127,8 +150,13 @@ def set_phone_verified(rt: Runtime, user_id: str) -> None:
 
 def public_profile(user: dict[str, Any]) -> dict[str, Any]:
     """The `auth` object of `GET /api/auth`."""
-    return {"id": user["id"], "email": user["email"], "firstName": user["first_name"],
-            "lastName": user["last_name"], "phoneVerified": bool(user["phone_verified"])}
+    return {
+        "id": user["id"],
+        "email": user["email"],
+        "firstName": user["first_name"],
+        "lastName": user["last_name"],
+        "phoneVerified": bool(user["phone_verified"]),
+    }
 
 
 def register(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
@@ -136,29 +164,40 @@ def register(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     password = _check_password_rules(body.get("password"))
     if body.get("confirmPassword") != password:
         raise BadRequest("confirmPassword must equal password.")
-    return create_user(rt, body.get("email"), body.get("phone"), first_name=body.get("firstName"),
-                       last_name=body.get("lastName"), password=password)
+    return create_user(
+        rt,
+        body.get("email"),
+        body.get("phone"),
+        first_name=body.get("firstName"),
+        last_name=body.get("lastName"),
+        password=password,
+    )
 
 
 # --- login ----------------------------------------------------------------------------
 
+
 def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str, Any]:
     """Check email + password under rate limits; the same 401 whichever part was wrong."""
-    if not isinstance(email, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD \
-            or len(email) > MAX_EMAIL:
+    if (
+        not isinstance(email, str)
+        or not isinstance(password, str)
+        or len(password) > MAX_PASSWORD
+        or len(email) > MAX_EMAIL
+    ):
         raise BadRequest("email and password must be strings (an email of at most 320 characters).")
     buckets = [f"login:account:{email.strip().lower()}", f"login:addr:{client_addr}"]
     attempts = ratelimit.charge(rt, buckets)  # counted up front: parallel guesses cannot slip through
     row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
     if not check_password(row["password_hash"] if row else None, password):
-        raise Unauthorized("The email or password is incorrect.", code="invalid_credentials",
-                           extra={"status": "error"})
+        raise Unauthorized("The email or password is incorrect.", code="invalid_credentials", extra={"status": "error"})
     ratelimit.refund(rt, attempts)
     ratelimit.clear(rt, buckets[0])
     return dict(row)
 
 
 # --- phone codes ----------------------------------------------------------------------
+
 
 def _code_hash(rt: Runtime, user_id: str, code: str) -> str:
     # Keyed with the master key: a 6-digit code space is too small for a plain hash.
@@ -171,11 +210,12 @@ def send_phone_code(rt: Runtime, user: dict[str, Any]) -> None:
         raise Conflict("This phone number is already verified.", code="already_verified")
     # Every send counts against the bucket, so nobody can use us to flood a phone.
     ratelimit.charge(rt, [f"sms:{user['id']}"])
-    code = f"{secrets.randbelow(10 ** 6):06d}"
+    code = f"{secrets.randbelow(10**6):06d}"
     with rt.db.atomic() as tx:
-        tx.execute("INSERT OR REPLACE INTO phone_codes (user_id, code_hash, expires_at, attempts) "
-                   "VALUES (?, ?, ?, 0)",
-                   (user["id"], _code_hash(rt, user["id"], code), time.time() + rt.config.phone_code_ttl_seconds))
+        tx.execute(
+            "INSERT OR REPLACE INTO phone_codes (user_id, code_hash, expires_at, attempts) VALUES (?, ?, ?, 0)",
+            (user["id"], _code_hash(rt, user["id"], code), time.time() + rt.config.phone_code_ttl_seconds),
+        )
     rt.sms.send(user["phone"], f"Your Telentir verification code is {code}")
 
 
@@ -189,8 +229,12 @@ def verify_phone_code(rt: Runtime, user: dict[str, Any], code: Any, client_addr:
         # Use up one of the code's tries before comparing, so parallel guesses share the budget.
         tx.execute("UPDATE phone_codes SET attempts = attempts + 1 WHERE user_id = ?", (user["id"],))
         row = tx.execute("SELECT * FROM phone_codes WHERE user_id = ?", (user["id"],)).fetchone()
-    ok = (row is not None and row["expires_at"] > time.time() and row["attempts"] <= CODE_ATTEMPTS
-          and hmac.compare_digest(row["code_hash"], _code_hash(rt, user["id"], code.strip())))
+    ok = (
+        row is not None
+        and row["expires_at"] > time.time()
+        and row["attempts"] <= CODE_ATTEMPTS
+        and hmac.compare_digest(row["code_hash"], _code_hash(rt, user["id"], code.strip()))
+    )
     if not ok:
         raise BadRequest("The code is not valid; request a new one if it has expired.", code="invalid_code")
     set_phone_verified(rt, user["id"])

@@ -1,4 +1,5 @@
 """API keys and session JWTs, and turning a bearer credential into a user."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,15 +34,20 @@ def create_api_key(rt: Runtime, user_id: str, name: Any = None) -> dict[str, Any
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     record = {"id": new_id("ak"), "name": name.strip(), "created_at": now_iso()}
     with rt.db.atomic() as tx:
-        tx.execute("INSERT INTO api_keys (id, user_id, name, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                   (record["id"], user_id, record["name"], _hash_key(key), record["created_at"]))
+        tx.execute(
+            "INSERT INTO api_keys (id, user_id, name, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            (record["id"], user_id, record["name"], _hash_key(key), record["created_at"]),
+        )
     return {**record, "key": key, "last_used_at": None}
 
 
 def list_api_keys(rt: Runtime, user_id: str) -> list[dict[str, Any]]:
     """The user's live API keys, without the keys themselves."""
-    rows = rt.db.query("SELECT id, name, last_used_at, created_at FROM api_keys "
-                       "WHERE user_id = ? AND revoked_at IS NULL ORDER BY created_at, id", (user_id,))
+    rows = rt.db.query(
+        "SELECT id, name, last_used_at, created_at FROM api_keys "
+        "WHERE user_id = ? AND revoked_at IS NULL ORDER BY created_at, id",
+        (user_id,),
+    )
     return [dict(r) for r in rows]
 
 
@@ -52,7 +58,7 @@ def revoke_api_key(rt: Runtime, key_id: str, user_id: str | None = None) -> None
     sql = "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
     params: tuple[Any, ...] = (now_iso(), key_id)
     if user_id is not None:
-        sql, params = sql + " AND user_id = ?", params + (user_id,)
+        sql, params = sql + " AND user_id = ?", (*params, user_id)
     with rt.db.atomic() as tx:
         if tx.execute(sql, params).rowcount == 0:
             raise NotFound("No such API key.")
@@ -60,19 +66,24 @@ def revoke_api_key(rt: Runtime, key_id: str, user_id: str | None = None) -> None
 
 # --- session tokens -------------------------------------------------------------------
 
+
 def issue_token(rt: Runtime, user_id: str, remember: bool = False) -> str:
     """An RS256 JWT signed with the platform key, verifiable with `GET /api/server`'s JWK."""
     now = int(time.time())
     ttl = rt.config.jwt_remember_ttl_seconds if remember else rt.config.jwt_ttl_seconds
-    claims = {"sub": user_id, "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(16),
-              "iss": rt.platform.name}
+    claims = {"sub": user_id, "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(16), "iss": rt.platform.name}
     return jwt.encode(claims, rt.platform.private_key, algorithm="RS256", headers={"kid": rt.platform.name})
 
 
 def _decode_token(rt: Runtime, token: str) -> dict[str, Any]:
     try:
-        return jwt.decode(token, rt.platform.public_key, algorithms=["RS256"], issuer=rt.platform.name,
-                          options={"require": ["exp", "sub", "jti"]})
+        return jwt.decode(
+            token,
+            rt.platform.public_key,
+            algorithms=["RS256"],
+            issuer=rt.platform.name,
+            options={"require": ["exp", "sub", "jti"]},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("The session has expired; log in again.", code="token_expired") from exc
     except jwt.InvalidTokenError as exc:
@@ -87,8 +98,9 @@ def revoke_token(rt: Runtime, token: str) -> None:
         return
     with rt.db.atomic() as tx:
         tx.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (time.time(),))
-        tx.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
-                   (claims["jti"], claims["exp"]))
+        tx.execute(
+            "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (claims["jti"], claims["exp"])
+        )
 
 
 def authenticate(rt: Runtime, credential: str) -> dict[str, Any]:
@@ -104,8 +116,11 @@ def authenticate(rt: Runtime, credential: str) -> dict[str, Any]:
 
 def _user_of_token(rt: Runtime, token: str) -> dict[str, Any]:
     claims = _decode_token(rt, token)
-    row = rt.db.query_one("SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS token_revoked, u.* "
-                          "FROM (SELECT 1) LEFT JOIN users u ON u.id = ?", (claims["jti"], claims["sub"]))
+    row = rt.db.query_one(
+        "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS token_revoked, u.* "
+        "FROM (SELECT 1) LEFT JOIN users u ON u.id = ?",
+        (claims["jti"], claims["sub"]),
+    )
     if row["token_revoked"]:
         raise Unauthorized("The session has been logged out; log in again.")
     if row["id"] is None:
@@ -114,9 +129,12 @@ def _user_of_token(rt: Runtime, token: str) -> dict[str, Any]:
 
 
 def _user_of_api_key(rt: Runtime, key: str) -> dict[str, Any]:
-    row = rt.db.query_one("SELECT k.id AS api_key_id, k.last_used_at AS api_key_used_at, "
-                          "k.revoked_at AS api_key_revoked_at, u.* FROM api_keys k JOIN users u ON u.id = k.user_id "
-                          "WHERE k.key_hash = ?", (_hash_key(key),))
+    row = rt.db.query_one(
+        "SELECT k.id AS api_key_id, k.last_used_at AS api_key_used_at, "
+        "k.revoked_at AS api_key_revoked_at, u.* FROM api_keys k JOIN users u ON u.id = k.user_id "
+        "WHERE k.key_hash = ?",
+        (_hash_key(key),),
+    )
     if row is None or row["api_key_revoked_at"] is not None:
         raise Unauthorized("The credential is not valid.")
     _touch_api_key(rt, row["api_key_id"], row["api_key_used_at"])

@@ -6,11 +6,12 @@ buys the rest from the prepaid balance at the plan's overage price: that paid pa
 reserved before the scraper is called and settled when the job ends (used leads charged,
 the rest refunded). In Stripe mode the prepaid balance is the customer's Stripe credit.
 """
+
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import BadRequest, NotFound
@@ -24,7 +25,7 @@ CURRENCY = "usd"
 
 def month_of(moment: datetime | None = None) -> str:
     """The calendar month (UTC) an allowance counts against, as YYYY-MM."""
-    return (moment or datetime.now(timezone.utc)).strftime("%Y-%m")
+    return (moment or datetime.now(UTC)).strftime("%Y-%m")
 
 
 def plan_of(rt: Runtime, user: dict[str, Any]) -> dict[str, Any] | None:
@@ -35,20 +36,24 @@ def plan_of(rt: Runtime, user: dict[str, Any]) -> dict[str, Any] | None:
 
 def price_cents(plan: dict[str, Any] | None) -> int:
     """Overage price of one lead in minor units."""
-    return 0 if plan is None else int(round(plan["leadOverageUsdPerLead"] * 100))
+    return 0 if plan is None else round(plan["leadOverageUsdPerLead"] * 100)
 
 
 def allowance_used(rt: Runtime, user_id: str, month: str | None = None) -> int:
     """Leads taken from this month's allowance (reservations net of releases)."""
-    row = rt.db.query_one("SELECT COALESCE(SUM(leads), 0) FROM ledger WHERE user_id = ? AND month = ?",
-                          (user_id, month or month_of()))
+    row = rt.db.query_one(
+        "SELECT COALESCE(SUM(leads), 0) FROM ledger WHERE user_id = ? AND month = ?", (user_id, month or month_of())
+    )
     return int(row[0])
 
 
 def local_balance(rt: Runtime, user_id: str) -> int:
     """The prepaid balance kept in the local ledger."""
-    return int(rt.db.query_one("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE user_id = ? AND source = 'local'",
-                               (user_id,))[0])
+    return int(
+        rt.db.query_one(
+            "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE user_id = ? AND source = 'local'", (user_id,)
+        )[0]
+    )
 
 
 def gateway(rt: Runtime) -> StripeGateway | None:
@@ -105,14 +110,26 @@ def stripe_lock(rt: Runtime, user_id: str) -> threading.Lock:
         return locks.setdefault(user_id, threading.Lock())
 
 
-def ledger_row(tx: Transaction, user_id: str, job_id: str | None, kind: str, *, amount: int = 0, leads: int = 0,
-               charged: int = 0, month: str | None = None, source: str = "local", external_id: str | None = None,
-               note: str | None = None) -> None:
+def ledger_row(
+    tx: Transaction,
+    user_id: str,
+    job_id: str | None,
+    kind: str,
+    *,
+    amount: int = 0,
+    leads: int = 0,
+    charged: int = 0,
+    month: str | None = None,
+    source: str = "local",
+    external_id: str | None = None,
+    note: str | None = None,
+) -> None:
     """Append one ledger row (a job's step at most once: a repeat is ignored)."""
-    tx.execute("INSERT OR IGNORE INTO ledger (user_id, job_id, kind, amount, leads, charged, month, source, external_id, "
-               "note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-               (user_id, job_id, kind, amount, leads, charged, month or month_of(), source, external_id, note,
-                now_iso()))
+    tx.execute(
+        "INSERT OR IGNORE INTO ledger (user_id, job_id, kind, amount, leads, charged, month, source, external_id, "
+        "note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (user_id, job_id, kind, amount, leads, charged, month or month_of(), source, external_id, note, now_iso()),
+    )
 
 
 def grant_credits(rt: Runtime, user_id: str, amount: int, note: str = "granted by an operator") -> int:
@@ -133,12 +150,18 @@ def billing_state(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
     """`GET /api/billing/state`: plan, this month's usage, card, balance."""
     stripe_mode = uses_stripe(rt, user)
     has_card = gateway(rt).has_card(user["stripe_customer_id"]) if stripe_mode else False  # type: ignore[union-attr]
-    leads = int(rt.db.query_one("SELECT COALESCE(SUM(used), 0) FROM jobs WHERE user_id = ? AND substr(created_at, 1, 7) = ?",
-                                (user["id"], month_of()))[0])
-    return {"plan": plan_of(rt, user),
-            "usage": {"leads": leads, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0,
-                      "calls_outbound": 0},
-            "hasCard": has_card, "balance": {"currency": CURRENCY, "amount": balance(rt, user)}}
+    leads = int(
+        rt.db.query_one(
+            "SELECT COALESCE(SUM(used), 0) FROM jobs WHERE user_id = ? AND substr(created_at, 1, 7) = ?",
+            (user["id"], month_of()),
+        )[0]
+    )
+    return {
+        "plan": plan_of(rt, user),
+        "usage": {"leads": leads, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0, "calls_outbound": 0},
+        "hasCard": has_card,
+        "balance": {"currency": CURRENCY, "amount": balance(rt, user)},
+    }
 
 
 def set_plan(rt: Runtime, user_id: str, plan: str) -> None:
@@ -159,10 +182,12 @@ def set_stripe_customer(rt: Runtime, user_id: str, customer_id: str | None) -> N
 
 def ledger_summary(rt: Runtime, user_id: str) -> dict[str, int]:
     """Totals per ledger kind (for `credits show` and tests)."""
-    rows = rt.db.query("SELECT kind, SUM(amount) AS amount, SUM(leads) AS leads, SUM(charged) AS charged "
-                       "FROM ledger WHERE user_id = ? GROUP BY kind", (user_id,))
+    rows = rt.db.query(
+        "SELECT kind, SUM(amount) AS amount, SUM(leads) AS leads, SUM(charged) AS charged "
+        "FROM ledger WHERE user_id = ? GROUP BY kind",
+        (user_id,),
+    )
     summary = {f"{r['kind']}_amount": int(r["amount"]) for r in rows}
     summary.update({f"{r['kind']}_leads": int(r["leads"]) for r in rows if r["leads"]})
     summary["charged"] = sum(int(r["charged"]) for r in rows)
     return summary
-

@@ -3,6 +3,7 @@
 The event table is the truth (streams replay from it); a broker message is only a doorbell,
 so a broker failure is logged and counted, never allowed to fail or undo the write.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,13 +58,16 @@ def _channel_value(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def append(rt: Runtime, tx: Transaction, event_type: str, user_id: str, payload: dict[str, Any],
-           created_at: str) -> None:
+def append(
+    rt: Runtime, tx: Transaction, event_type: str, user_id: str, payload: dict[str, Any], created_at: str
+) -> None:
     """Write the event row in `tx` and publish it on the broker once `tx` commits."""
     data = json.dumps(payload, separators=(",", ":"))
     channel = channel_for(event_type, user_id, payload)
-    cursor = tx.execute("INSERT INTO events (user_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-                        (user_id, event_type, channel, data, created_at))
+    cursor = tx.execute(
+        "INSERT INTO events (user_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)",
+        (user_id, event_type, channel, data, created_at),
+    )
     # Only the id travels: the message is a doorbell, and streams read the event itself from
     # the table in id order (whatever order doorbells arrive in), so it stays small however
     # large the object.
@@ -97,8 +101,9 @@ class Doorbell:
             self._queue.put_nowait((channel, message))
         except queue.Full:
             self.stats.count(False)
-            log.warning("doorbell queue full; dropped the doorbell of %s (streams catch up at their heartbeat)",
-                        channel)
+            log.warning(
+                "doorbell queue full; dropped the doorbell of %s (streams catch up at their heartbeat)", channel
+            )
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -110,8 +115,9 @@ class Doorbell:
             self.stats.count(True)
         except Exception:
             self.stats.count(False)
-            log.warning("broker publish failed on %s; streams will catch up from the event table", item[0],
-                        exc_info=True)
+            log.warning(
+                "broker publish failed on %s; streams will catch up from the event table", item[0], exc_info=True
+            )
 
     def close(self) -> None:
         """Ring what is queued, then stop (waits a few seconds at most)."""

@@ -6,6 +6,7 @@ server, commit in batches (each batch also moves the job's `created` counter, so
 never claims a record that is not stored) → settle: charge what was used, refund the rest.
 At start-up, a job still marked running was cut short by a crash and is settled then.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -13,9 +14,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import requests
 import urllib3
@@ -35,6 +37,7 @@ MAX_CREDITS = 1_000_000
 
 # --- the pool --------------------------------------------------------------------------
 
+
 class JobRunner:
     """The app's ingestion pool, per-user concurrency counts and cancel flags."""
 
@@ -48,8 +51,10 @@ class JobRunner:
         """Count a job against the user's limit, or raise 429."""
         with self._lock:
             if self._running.get(user_id, 0) >= self.per_user:
-                raise RateLimited(retry_after=5, message="You already have the maximum number of ingestion jobs "
-                                                         "running; wait for one to finish.")
+                raise RateLimited(
+                    retry_after=5,
+                    message="You already have the maximum number of ingestion jobs running; wait for one to finish.",
+                )
             self._running[user_id] = self._running.get(user_id, 0) + 1
 
     def release(self, user_id: str) -> None:
@@ -75,6 +80,7 @@ class JobRunner:
 
 
 # --- validation and start ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ConnectRequest:
@@ -116,8 +122,15 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest) -> dict[st
     if not rt.config.scraper_hostname:
         raise ServiceUnavailable("No scraper service is configured (SCRAPER_HOSTNAME).", code="no_scraper")
     store_id = roots.store_object_ids(rt, user["id"])[req.repository]
-    job = {"id": new_id("job"), "user_id": user["id"], "repository": req.repository, "store_id": store_id,
-           "path": req.path, "params": req.params, "created_at": now_iso()}
+    job = {
+        "id": new_id("job"),
+        "user_id": user["id"],
+        "repository": req.repository,
+        "store_id": store_id,
+        "path": req.path,
+        "params": req.params,
+        "created_at": now_iso(),
+    }
     if req.path != LEADS_PATH:
         return _insert_job(rt, job, "none", None, status="running")
     requested = _requested_credits(req.params)
@@ -126,8 +139,9 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest) -> dict[st
     with rt.db.atomic() as tx:
         # Read the balance inside the write lock: two jobs can never spend the same credit.
         grant = credits.compute_grant(rt, user, requested, credits.local_balance(rt, user["id"]))
-        row = _insert_job(rt, job, "local", None, grant=grant, tx=tx,
-                          status="running" if grant.granted else "succeeded")
+        row = _insert_job(
+            rt, job, "local", None, grant=grant, tx=tx, status="running" if grant.granted else "succeeded"
+        )
         _reserve_rows(tx, job, grant, "local")
     return row
 
@@ -137,20 +151,32 @@ def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], re
     with credits.stripe_lock(rt, user["id"]):
         grant = credits.compute_grant(rt, user, requested, credits.gateway(rt).credit_balance(customer))
         with rt.db.atomic() as tx:
-            row = _insert_job(rt, job, "stripe", customer, grant=grant, tx=tx,
-                              status="reserving" if grant.reserved else ("running" if grant.granted else "succeeded"))
+            row = _insert_job(
+                rt,
+                job,
+                "stripe",
+                customer,
+                grant=grant,
+                tx=tx,
+                status="reserving" if grant.reserved else ("running" if grant.granted else "succeeded"),
+            )
             _reserve_rows(tx, job, grant, "stripe", allowance_only=True)
         if not grant.reserved:
             return row
         try:
-            txn = credits.gateway(rt).debit(customer, grant.reserved, f"Lead credits reserved for {job['id']}",
-                                            _idempotency_key(job["id"], "reserve"))
+            txn = credits.gateway(rt).debit(
+                customer,
+                grant.reserved,
+                f"Lead credits reserved for {job['id']}",
+                _idempotency_key(job["id"], "reserve"),
+            )
         except StripeUnavailable:
             _fail_unreserved(rt, row)
             raise
     with rt.db.atomic() as tx:
-        credits.ledger_row(tx, user["id"], job["id"], "reserve", amount=-grant.reserved, source="stripe",
-                           external_id=txn)
+        credits.ledger_row(
+            tx, user["id"], job["id"], "reserve", amount=-grant.reserved, source="stripe", external_id=txn
+        )
         tx.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (job["id"],))
     return {**row, "status": "running"}
 
@@ -163,22 +189,44 @@ def _fail_unreserved(rt: Runtime, job: dict[str, Any], status: str = "failed") -
     """Stripe did not answer the reservation: maybe it happened, maybe not. Resolve it later."""
     with rt.db.atomic() as tx:
         _release_allowance(tx, job, job["allowance_part"])
-        tx.execute("UPDATE jobs SET status = ?, settlement = 'reserve_unknown', error = ?, finished_at = ? "
-                   "WHERE id = ?", (status, "Stripe could not be reached to reserve credits.", now_iso(), job["id"]))
+        tx.execute(
+            "UPDATE jobs SET status = ?, settlement = 'reserve_unknown', error = ?, finished_at = ? WHERE id = ?",
+            (status, "Stripe could not be reached to reserve credits.", now_iso(), job["id"]),
+        )
 
 
-def _insert_job(rt: Runtime, job: dict[str, Any], billing: str, customer: str | None, *, status: str,
-                grant: credits.Grant | None = None, tx: Any = None) -> dict[str, Any]:
+def _insert_job(
+    rt: Runtime,
+    job: dict[str, Any],
+    billing: str,
+    customer: str | None,
+    *,
+    status: str,
+    grant: credits.Grant | None = None,
+    tx: Any = None,
+) -> dict[str, Any]:
     g = grant or credits.Grant(0, 0, 0, 0)
-    row = {**job, "params": json.dumps(job["params"]), "billing": billing, "customer_id": customer, "status": status,
-           "requested": g.requested, "granted": g.granted, "allowance_part": g.allowance_part, "price": g.price,
-           "reserved": g.reserved, "started_at": job["created_at"],
-           "finished_at": None if status in ("running", "reserving") else job["created_at"],
-           "settlement": "open" if status in ("running", "reserving") else "settled"}
-    sql = ("INSERT INTO jobs (id, user_id, status, repository, store_id, path, params, billing, customer_id, requested, "
-           "granted, allowance_part, price, reserved, settlement, created_at, started_at, finished_at) VALUES (:id, "
-           ":user_id, :status, :repository, :store_id, :path, :params, :billing, :customer_id, :requested, :granted, "
-           ":allowance_part, :price, :reserved, :settlement, :created_at, :started_at, :finished_at)")
+    row = {
+        **job,
+        "params": json.dumps(job["params"]),
+        "billing": billing,
+        "customer_id": customer,
+        "status": status,
+        "requested": g.requested,
+        "granted": g.granted,
+        "allowance_part": g.allowance_part,
+        "price": g.price,
+        "reserved": g.reserved,
+        "started_at": job["created_at"],
+        "finished_at": None if status in ("running", "reserving") else job["created_at"],
+        "settlement": "open" if status in ("running", "reserving") else "settled",
+    }
+    sql = (
+        "INSERT INTO jobs (id, user_id, status, repository, store_id, path, params, billing, customer_id, requested, "
+        "granted, allowance_part, price, reserved, settlement, created_at, started_at, finished_at) VALUES (:id, "
+        ":user_id, :status, :repository, :store_id, :path, :params, :billing, :customer_id, :requested, :granted, "
+        ":allowance_part, :price, :reserved, :settlement, :created_at, :started_at, :finished_at)"
+    )
     if tx is not None:
         tx.execute(sql, row)
     else:
@@ -187,7 +235,9 @@ def _insert_job(rt: Runtime, job: dict[str, Any], billing: str, customer: str | 
     return row
 
 
-def _reserve_rows(tx: Any, job: dict[str, Any], grant: credits.Grant, source: str, allowance_only: bool = False) -> None:
+def _reserve_rows(
+    tx: Any, job: dict[str, Any], grant: credits.Grant, source: str, allowance_only: bool = False
+) -> None:
     month = job["created_at"][:7]
     if grant.allowance_part:
         credits.ledger_row(tx, job["user_id"], job["id"], "allowance", leads=grant.allowance_part, month=month)
@@ -197,11 +247,13 @@ def _reserve_rows(tx: Any, job: dict[str, Any], grant: credits.Grant, source: st
 
 def _release_allowance(tx: Any, job: dict[str, Any], leads: int) -> None:
     if leads > 0:
-        credits.ledger_row(tx, job["user_id"], job["id"], "allowance_release", leads=-leads,
-                           month=job["created_at"][:7])
+        credits.ledger_row(
+            tx, job["user_id"], job["id"], "allowance_release", leads=-leads, month=job["created_at"][:7]
+        )
 
 
 # --- running ------------------------------------------------------------------------------
+
 
 @dataclass
 class Outcome:
@@ -236,11 +288,15 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
     deadline = time.monotonic() + rt.config.connect_max_seconds
     session = requests.Session()
     try:
-        for frame in stream_frames(scraper_url(rt.config.scraper_hostname or "", job["path"]), params,
-                                   connect_timeout=rt.config.connect_connect_timeout,
-                                   read_timeout=rt.config.connect_read_timeout,
-                                   max_frame_bytes=rt.config.connect_max_frame_bytes, deadline=deadline,
-                                   session=session):
+        for frame in stream_frames(
+            scraper_url(rt.config.scraper_hostname or "", job["path"]),
+            params,
+            connect_timeout=rt.config.connect_connect_timeout,
+            read_timeout=rt.config.connect_read_timeout,
+            max_frame_bytes=rt.config.connect_max_frame_bytes,
+            deadline=deadline,
+            session=session,
+        ):
             if _take_frame(frame, writer, outcome) or writer.count >= _limit(rt, job) or outcome.cancel.is_set():
                 break
     except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):  # JobTimeout is a TimeoutError
@@ -257,7 +313,7 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
         outcome.status, outcome.error = "cancelled", "The client disconnected."
 
 
-def _take_frame(frame: Any, writer: "RecordWriter", outcome: Outcome) -> bool:
+def _take_frame(frame: Any, writer: RecordWriter, outcome: Outcome) -> bool:
     """Handle one frame; True when it ends the stream (an `error` event)."""
     if frame.event == "error":
         outcome.status, outcome.error = "failed", f"The scraper reported an error: {frame.data[:500]}"
@@ -291,8 +347,9 @@ class RecordWriter:
 
     def __init__(self, rt: Runtime, job: dict[str, Any]) -> None:
         self.rt, self.job = rt, job
-        row = rt.db.query_one("SELECT public_key FROM servers WHERE user_id = ? AND name = ?",
-                              (job["user_id"], keyring.DEFAULT_SERVER))
+        row = rt.db.query_one(
+            "SELECT public_key FROM servers WHERE user_id = ? AND name = ?", (job["user_id"], keyring.DEFAULT_SERVER)
+        )
         self.public_key = crypto.load_public_key(row["public_key"])
         self.pending: list[tuple[bytes, bytes, bytes, bytes]] = []
         self.count = 0
@@ -301,7 +358,7 @@ class RecordWriter:
         self._closed = threading.Event()
         self._flusher = threading.Thread(target=self._flush_on_time, name=f"flush-{job['id']}", daemon=True)
 
-    def start(self) -> "RecordWriter":
+    def start(self) -> RecordWriter:
         """Start the timed flusher."""
         self._flusher.start()
         return self
@@ -350,11 +407,10 @@ class RecordWriter:
         user_id, store_id = self.job["user_id"], self.job["store_id"]
         with self.rt.db.atomic() as tx:
             tx.after_rollback(lambda: self.rt.blobs.delete_many(b for b in blob_ids if b))
-            for (wrapped, iv, ciphertext, tag), blob_id in zip(batch, blob_ids):
+            for (wrapped, iv, ciphertext, tag), blob_id in zip(batch, blob_ids, strict=True):
                 key_id = keyring.insert_key(self.rt, tx, user_id, keyring.DEFAULT_SERVER, wrapped, iv)
                 objects.insert_object(self.rt, tx, user_id, key_id, blob_id, ciphertext, tag, store_id, "{}")
             tx.execute("UPDATE jobs SET created = created + ? WHERE id = ?", (len(batch), self.job["id"]))
-
 
     def _write_large(self, contents: list[bytes]) -> list[str | None]:
         """Blob ids for the ciphertexts too large for the row (None for the rest), files made durable."""
@@ -365,6 +421,7 @@ class RecordWriter:
 
 
 # --- settlement -------------------------------------------------------------------------------
+
 
 def settle(rt: Runtime, job_id: str, status: str, error: str | None, skipped: int = 0) -> None:
     """Close a job: charge the leads written, refund the rest, release unused allowance."""
@@ -380,12 +437,31 @@ def settle(rt: Runtime, job_id: str, status: str, error: str | None, skipped: in
             credits.ledger_row(tx, job["user_id"], job_id, "charge", charged=charged, source=source)
         _release_allowance(tx, job, job["allowance_part"] - used_allowance)
         if refund > 0 and refunded:
-            credits.ledger_row(tx, job["user_id"], job_id, "refund", amount=refund, source=source,
-                               external_id=refunded if isinstance(refunded, str) else None)
-        tx.execute("UPDATE jobs SET status = ?, error = ?, skipped = skipped + ?, used = ?, allowance_used = ?, "
-                   "charged = ?, refunded = ?, settlement = ?, finished_at = ? WHERE id = ?",
-                   (status, error, skipped, used, used_allowance, charged, refund if refunded else 0,
-                    "settled" if refunded or refund <= 0 else "refund_pending", now_iso(), job_id))
+            credits.ledger_row(
+                tx,
+                job["user_id"],
+                job_id,
+                "refund",
+                amount=refund,
+                source=source,
+                external_id=refunded if isinstance(refunded, str) else None,
+            )
+        tx.execute(
+            "UPDATE jobs SET status = ?, error = ?, skipped = skipped + ?, used = ?, allowance_used = ?, "
+            "charged = ?, refunded = ?, settlement = ?, finished_at = ? WHERE id = ?",
+            (
+                status,
+                error,
+                skipped,
+                used,
+                used_allowance,
+                charged,
+                refund if refunded else 0,
+                "settled" if refunded or refund <= 0 else "refund_pending",
+                now_iso(),
+                job_id,
+            ),
+        )
 
 
 def _refund_stripe(rt: Runtime, job: dict[str, Any], refund: int) -> str | bool:
@@ -393,8 +469,9 @@ def _refund_stripe(rt: Runtime, job: dict[str, Any], refund: int) -> str | bool:
     if refund <= 0:
         return True
     try:
-        return credits.gateway(rt).credit(job["customer_id"], refund, f"Unused lead credits of {job['id']}",
-                                          _idempotency_key(job["id"], "refund"))
+        return credits.gateway(rt).credit(
+            job["customer_id"], refund, f"Unused lead credits of {job['id']}", _idempotency_key(job["id"], "refund")
+        )
     except (StripeUnavailable, AttributeError):
         log.warning("refund of job %s is pending: Stripe unavailable", job["id"])
         return False
@@ -421,15 +498,18 @@ def _finish_pending(rt: Runtime, job: dict[str, Any]) -> None:
     if job["settlement"] == "reserve_unknown":
         # Re-issuing with the same key returns the original debit if it happened, or makes it now;
         # either way the full amount is then credited back: the net effect is exactly zero.
-        reserve_txn = gateway.debit(job["customer_id"], job["reserved"], f"Lead credits reserved for {key}",
-                                    _idempotency_key(key, "reserve"))
+        reserve_txn = gateway.debit(
+            job["customer_id"], job["reserved"], f"Lead credits reserved for {key}", _idempotency_key(key, "reserve")
+        )
         refund = job["reserved"]
-    refund_txn = gateway.credit(job["customer_id"], refund, f"Unused lead credits of {key}",
-                                _idempotency_key(key, "refund"))
+    refund_txn = gateway.credit(
+        job["customer_id"], refund, f"Unused lead credits of {key}", _idempotency_key(key, "refund")
+    )
     with rt.db.atomic() as tx:
         if reserve_txn is not None:
-            credits.ledger_row(tx, job["user_id"], key, "reserve", amount=-job["reserved"], source="stripe",
-                               external_id=reserve_txn)
+            credits.ledger_row(
+                tx, job["user_id"], key, "reserve", amount=-job["reserved"], source="stripe", external_id=reserve_txn
+            )
         credits.ledger_row(tx, job["user_id"], key, "refund", amount=refund, source="stripe", external_id=refund_txn)
         tx.execute("UPDATE jobs SET refunded = ?, settlement = 'settled' WHERE id = ?", (refund, key))
 
@@ -447,6 +527,7 @@ def recover(rt: Runtime) -> dict[str, int]:
 
 
 # --- the request ------------------------------------------------------------------------------
+
 
 def connect(rt: Runtime, user: dict[str, Any], req: ConnectRequest, client_gone: Callable[[], bool]) -> str:
     """POST /api/connect: run a job to its end (or the client's departure); returns the job id."""
@@ -476,13 +557,31 @@ def _wait(future: Future[None], cancel: threading.Event, client_gone: Callable[[
 
 def job_summary(rt: Runtime, user_id: str, job_id: str) -> dict[str, Any]:
     """`GET /api/connect/jobs/{id}`: the caller's job only."""
-    row = rt.db.query_one("SELECT * FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)) \
-        if is_id(job_id, "job") else None
+    row = (
+        rt.db.query_one("SELECT * FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id))
+        if is_id(job_id, "job")
+        else None
+    )
     if row is None:
         raise NotFound("No such job.")
-    return {"id": row["id"], "status": row["status"], "repository": row["repository"], "path": row["path"],
-            "created": row["created"], "skipped": row["skipped"],
-            "credits": {"requested": row["requested"], "granted": row["granted"],
-                        "allowance_used": row["allowance_used"], "reserved": row["reserved"], "used": row["used"],
-                        "charged": row["charged"], "refunded": row["refunded"], "settlement": row["settlement"]},
-            "error": row["error"], "started_at": row["started_at"], "finished_at": row["finished_at"]}
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "repository": row["repository"],
+        "path": row["path"],
+        "created": row["created"],
+        "skipped": row["skipped"],
+        "credits": {
+            "requested": row["requested"],
+            "granted": row["granted"],
+            "allowance_used": row["allowance_used"],
+            "reserved": row["reserved"],
+            "used": row["used"],
+            "charged": row["charged"],
+            "refunded": row["refunded"],
+            "settlement": row["settlement"],
+        },
+        "error": row["error"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+    }

@@ -1,4 +1,5 @@
 """Servers (whose public keys wrap store keys) and the store keys themselves (spec §2, §3)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -10,15 +11,17 @@ from .. import crypto
 from ..errors import BadRequest, Conflict, NotFound
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
-from ..storage.db import Transaction
+from ..storage.db import Transaction, set_clause
 from ..wire import key_record
 from . import events
 
 DEFAULT_SERVER = "default"
 MODES = ("generate", "upload_public")
+PATCHABLE_COLUMNS = frozenset({"metadata", "deprecated", "wrapped", "iv"})
 
 
 # --- servers --------------------------------------------------------------------------
+
 
 def server_context(user_id: str, name: str) -> str:
     """What a custodial private key is sealed to (so sealed keys cannot be swapped)."""
@@ -27,10 +30,21 @@ def server_context(user_id: str, name: str) -> str:
 
 def list_servers(rt: Runtime, user_id: str) -> list[dict[str, Any]]:
     """The servers the user registered with POST /servers."""
-    rows = rt.db.query("SELECT name, mode, public_key, deprecated, created_at FROM servers "
-                       "WHERE user_id = ? AND mode != 'custodial' ORDER BY created_at, name", (user_id,))
-    return [{"name": r["name"], "mode": r["mode"], "publicKey": r["public_key"], "deprecated": bool(r["deprecated"]),
-             "created_at": r["created_at"]} for r in rows]
+    rows = rt.db.query(
+        "SELECT name, mode, public_key, deprecated, created_at FROM servers "
+        "WHERE user_id = ? AND mode != 'custodial' ORDER BY created_at, name",
+        (user_id,),
+    )
+    return [
+        {
+            "name": r["name"],
+            "mode": r["mode"],
+            "publicKey": r["public_key"],
+            "deprecated": bool(r["deprecated"]),
+            "created_at": r["created_at"],
+        }
+        for r in rows
+    ]
 
 
 def register_server(rt: Runtime, user_id: str, name: str, mode: Any, public_key: Any) -> dict[str, Any]:
@@ -42,8 +56,10 @@ def register_server(rt: Runtime, user_id: str, name: str, mode: Any, public_key:
     private_b64, public_b64 = _server_keys(mode, public_key)
     try:
         with rt.db.atomic() as tx:
-            tx.execute("INSERT INTO servers (user_id, name, mode, public_key, created_at) VALUES (?, ?, ?, ?, ?)",
-                       (user_id, name, mode, public_b64, now_iso()))
+            tx.execute(
+                "INSERT INTO servers (user_id, name, mode, public_key, created_at) VALUES (?, ?, ?, ?, ?)",
+                (user_id, name, mode, public_b64, now_iso()),
+            )
     except sqlite3.IntegrityError as exc:
         raise Conflict(f"You already have a server named {name!r}.", code="server_exists") from exc
     return {"name": name, "publicKey": public_b64, "privateKey": private_b64}
@@ -65,8 +81,10 @@ def _server_keys(mode: str, public_key: Any) -> tuple[str | None, str]:
 def set_server_deprecated(rt: Runtime, user_id: str, name: str, deprecated: bool) -> dict[str, Any]:
     """Mark a registered server deprecated (old keys stay readable; no new keys bind to it)."""
     with rt.db.atomic() as tx:
-        changed = tx.execute("UPDATE servers SET deprecated = ? WHERE user_id = ? AND name = ? AND mode != 'custodial'",
-                             (int(deprecated), user_id, name)).rowcount
+        changed = tx.execute(
+            "UPDATE servers SET deprecated = ? WHERE user_id = ? AND name = ? AND mode != 'custodial'",
+            (int(deprecated), user_id, name),
+        ).rowcount
     if not changed:
         raise NotFound("No such server.")
     return next(s for s in list_servers(rt, user_id) if s["name"] == name)
@@ -80,12 +98,12 @@ def resolve_server(rt: Runtime, user_id: str, name: Any) -> rsa.RSAPublicKey:
     """The public key a new key binds to: the user's live server, else a platform server."""
     if not isinstance(name, str) or not name:
         raise BadRequest("server must name one of your servers or a platform server.")
-    row = rt.db.query_one("SELECT public_key, deprecated FROM servers WHERE user_id = ? AND name = ?",
-                          (user_id, name.lower()))
+    row = rt.db.query_one(
+        "SELECT public_key, deprecated FROM servers WHERE user_id = ? AND name = ?", (user_id, name.lower())
+    )
     if row is not None:
         if row["deprecated"]:
-            raise Conflict(f"Server {name!r} is deprecated; bind new keys to another server.",
-                           code="server_deprecated")
+            raise Conflict(f"Server {name!r} is deprecated; bind new keys to another server.", code="server_deprecated")
         return crypto.load_public_key(row["public_key"])
     platform = rt.db.query_one("SELECT public_key FROM platform_servers WHERE name = ?", (name.lower(),))
     if platform is None:
@@ -95,14 +113,18 @@ def resolve_server(rt: Runtime, user_id: str, name: Any) -> rsa.RSAPublicKey:
 
 def custodial_private_key(rt: Runtime, user_id: str) -> rsa.RSAPrivateKey:
     """The user's `default` private key, unsealed (for writing records on their behalf)."""
-    row = rt.db.query_one("SELECT private_key_sealed FROM servers WHERE user_id = ? AND name = ?",
-                          (user_id, DEFAULT_SERVER))
+    row = rt.db.query_one(
+        "SELECT private_key_sealed FROM servers WHERE user_id = ? AND name = ?", (user_id, DEFAULT_SERVER)
+    )
     if row is None:
         raise NotFound("The user has no root yet.")
-    return crypto.load_private_key(rt.unseal(row["private_key_sealed"], server_context(user_id, DEFAULT_SERVER)).decode())
+    return crypto.load_private_key(
+        rt.unseal(row["private_key_sealed"], server_context(user_id, DEFAULT_SERVER)).decode()
+    )
 
 
 # --- keys -----------------------------------------------------------------------------
+
 
 def wrapped_material(public_key: rsa.RSAPublicKey, key: bytes | None, iv: bytes | None) -> tuple[bytes, bytes]:
     """(wrapped key, iv): minted, wrapped from a raw AES key, or an already-wrapped key as given."""
@@ -114,22 +136,29 @@ def wrapped_material(public_key: rsa.RSAPublicKey, key: bytes | None, iv: bytes 
         return crypto.wrap_key(public_key, key), iv
     if len(key) == modulus_bytes:
         return key, iv
-    raise BadRequest(f"key must be a raw AES key (16, 24 or 32 bytes) or a key wrapped for this server "
-                     f"({modulus_bytes} bytes), not {len(key)} bytes.")
+    raise BadRequest(
+        f"key must be a raw AES key (16, 24 or 32 bytes) or a key wrapped for this server "
+        f"({modulus_bytes} bytes), not {len(key)} bytes."
+    )
 
 
-def insert_key(rt: Runtime, tx: Transaction, user_id: str, server: str, wrapped: bytes, iv: bytes,
-               metadata: str = "{}") -> str:
+def insert_key(
+    rt: Runtime, tx: Transaction, user_id: str, server: str, wrapped: bytes, iv: bytes, metadata: str = "{}"
+) -> str:
     """Insert a key row and its key_created event inside `tx`; returns the id."""
     key_id, now = new_id("key"), now_iso()
-    tx.execute("INSERT INTO keys (id, user_id, server, wrapped, iv, metadata, created_at, updated_at) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (key_id, user_id, server, wrapped, iv, metadata, now, now))
+    tx.execute(
+        "INSERT INTO keys (id, user_id, server, wrapped, iv, metadata, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (key_id, user_id, server, wrapped, iv, metadata, now, now),
+    )
     events.append(rt, tx, "key_created", user_id, {"key_id": key_id, "user_id": user_id, "created_at": now}, now)
     return key_id
 
 
-def create_key(rt: Runtime, user_id: str, server: Any, key: bytes | None, iv: bytes | None,
-               metadata: str) -> dict[str, Any]:
+def create_key(
+    rt: Runtime, user_id: str, server: Any, key: bytes | None, iv: bytes | None, metadata: str
+) -> dict[str, Any]:
     """PUT/POST /keys: bind a minted, raw or pre-wrapped AES key to one server."""
     public_key = resolve_server(rt, user_id, server)
     wrapped, iv_bytes = wrapped_material(public_key, key, iv)
@@ -139,8 +168,11 @@ def create_key(rt: Runtime, user_id: str, server: Any, key: bytes | None, iv: by
 
 
 def _key_row(rt: Runtime, user_id: str, key_id: str) -> Any:
-    row = rt.db.query_one("SELECT * FROM keys WHERE id = ? AND user_id = ?", (key_id, user_id)) \
-        if is_id(key_id, "key") else None
+    row = (
+        rt.db.query_one("SELECT * FROM keys WHERE id = ? AND user_id = ?", (key_id, user_id))
+        if is_id(key_id, "key")
+        else None
+    )
     if row is None:
         raise NotFound("No such key.")
     return row
@@ -158,10 +190,13 @@ def update_key(rt: Runtime, user_id: str, key_id: str, changes: dict[str, Any]) 
         public_key = resolve_server(rt, user_id, row["server"])
         changes["wrapped"], changes["iv"] = wrapped_material(public_key, changes.pop("key"), changes["iv"])
     if changes:
-        assignments = ", ".join(f"{column} = :{column}" for column in changes)  # columns from a fixed set
+        assignments = set_clause(changes, PATCHABLE_COLUMNS)
         with rt.db.atomic() as tx:
-            tx.execute(f"UPDATE keys SET {assignments}, updated_at = :now WHERE id = :id AND user_id = :user_id",
-                       {**changes, "now": now_iso(), "id": key_id, "user_id": user_id})
+            tx.execute(
+                # Columns checked by set_clause; values are bound parameters.
+                f"UPDATE keys SET {assignments}, updated_at = :now WHERE id = :id AND user_id = :user_id",  # noqa: S608
+                {**changes, "now": now_iso(), "id": key_id, "user_id": user_id},
+            )
     return get_key(rt, user_id, key_id)
 
 
@@ -173,4 +208,6 @@ def delete_key(rt: Runtime, user_id: str, key_id: str) -> None:
     now = now_iso()
     with rt.db.atomic() as tx:
         if tx.execute("DELETE FROM keys WHERE id = ? AND user_id = ?", (key_id, user_id)).rowcount:
-            events.append(rt, tx, "key_deleted", user_id, {"key_id": key_id, "user_id": user_id, "deleted_at": now}, now)
+            events.append(
+                rt, tx, "key_deleted", user_id, {"key_id": key_id, "user_id": user_id, "deleted_at": now}, now
+            )

@@ -6,21 +6,26 @@ first, then one `BEGIN IMMEDIATE` transaction checks ownership, writes the row a
 a replaced or deleted file is removed only after the commit. A crash leaves at most
 unreferenced files.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..errors import BadRequest, Conflict, NotFound
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
-from ..storage.db import Transaction
+from ..storage.db import Transaction, set_clause
 from ..wire import object_record
 from . import events
 
 LIST_CHUNK = 256
 READ_ATTEMPTS = 100
 MAX_DEPTH = 10_000
+PATCHABLE_COLUMNS = frozenset(
+    {"key_id", "metadata", "related_id", "blob", "inline_content", "size", "auth_tag", "updated_at"}
+)
 
 
 def store_content(rt: Runtime, content: bytes) -> str | None:
@@ -28,22 +33,53 @@ def store_content(rt: Runtime, content: bytes) -> str | None:
     return None if len(content) <= rt.config.inline_max_bytes else rt.blobs.write(content)
 
 
-def insert_object(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_id: str | None, content: bytes,
-                  tag: bytes, related_id: str | None, metadata: str) -> str:
+def insert_object(
+    rt: Runtime,
+    tx: Transaction,
+    user_id: str,
+    key_id: str,
+    blob_id: str | None,
+    content: bytes,
+    tag: bytes,
+    related_id: str | None,
+    metadata: str,
+) -> str:
     """Insert an object row (content in the row, or in the already-written blob) and its event, inside `tx`."""
     return _insert_row(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata)["id"]
 
 
-def _insert_row(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_id: str | None, content: bytes,
-                tag: bytes, related_id: str | None, metadata: str) -> dict[str, Any]:
+def _insert_row(
+    rt: Runtime,
+    tx: Transaction,
+    user_id: str,
+    key_id: str,
+    blob_id: str | None,
+    content: bytes,
+    tag: bytes,
+    related_id: str | None,
+    metadata: str,
+) -> dict[str, Any]:
     """insert_object, returning the row as written."""
     object_id, now = new_id("obj"), now_iso()
-    row = {"id": object_id, "user_id": user_id, "key_id": key_id, "blob": blob_id,
-           "inline_content": content if blob_id is None else None, "size": len(content), "auth_tag": tag,
-           "related_id": related_id, "metadata": metadata, "created_at": now, "updated_at": now}
-    tx.execute("INSERT INTO objects (id, user_id, key_id, blob, inline_content, size, auth_tag, related_id, metadata, "
-               "created_at, updated_at) VALUES (:id, :user_id, :key_id, :blob, :inline_content, :size, :auth_tag, "
-               ":related_id, :metadata, :created_at, :updated_at)", row)
+    row = {
+        "id": object_id,
+        "user_id": user_id,
+        "key_id": key_id,
+        "blob": blob_id,
+        "inline_content": content if blob_id is None else None,
+        "size": len(content),
+        "auth_tag": tag,
+        "related_id": related_id,
+        "metadata": metadata,
+        "created_at": now,
+        "updated_at": now,
+    }
+    tx.execute(
+        "INSERT INTO objects (id, user_id, key_id, blob, inline_content, size, auth_tag, related_id, metadata, "
+        "created_at, updated_at) VALUES (:id, :user_id, :key_id, :blob, :inline_content, :size, :auth_tag, "
+        ":related_id, :metadata, :created_at, :updated_at)",
+        row,
+    )
     # A file-backed (large) ciphertext is not copied into the event row: streams read it from
     # the object when they send the event (see event_content).
     events.append(rt, tx, "object_created", user_id, _created_payload(row, None if blob_id else content), now)
@@ -51,10 +87,17 @@ def _insert_row(rt: Runtime, tx: Transaction, user_id: str, key_id: str, blob_id
 
 
 def _created_payload(row: dict[str, Any], content: bytes | None) -> dict[str, Any]:
-    return {"id": row["id"], "user_id": row["user_id"], "metadata": json.loads(row["metadata"]),
-            "key_id": row["key_id"], "related_object_id": row["related_id"],
-            "content": None if content is None else content.hex(),
-            "auth_tag": bytes(row["auth_tag"]).hex(), "created_at": row["created_at"], "updated_at": row["updated_at"]}
+    return {
+        "id": row["id"],
+        "user_id": row["user_id"],
+        "metadata": json.loads(row["metadata"]),
+        "key_id": row["key_id"],
+        "related_object_id": row["related_id"],
+        "content": None if content is None else content.hex(),
+        "auth_tag": bytes(row["auth_tag"]).hex(),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
 
 
 def event_content(rt: Runtime, object_id: str) -> str | None:
@@ -72,15 +115,17 @@ def _check_references(tx: Transaction, user_id: str, key_id: str | None, related
     key_ok, parent_ok = tx.execute(
         "SELECT ? IS NULL OR EXISTS (SELECT 1 FROM keys WHERE id = ? AND user_id = ?), "
         "? IS NULL OR EXISTS (SELECT 1 FROM objects WHERE id = ? AND user_id = ?)",
-        (key_id, key_id, user_id, related_id, related_id, user_id)).fetchone()
+        (key_id, key_id, user_id, related_id, related_id, user_id),
+    ).fetchone()
     if not key_ok:
         raise NotFound("keyId: no such key.", code="key_not_found")
     if not parent_ok:
         raise NotFound("relatedId: no such object.", code="related_not_found")
 
 
-def create_object(rt: Runtime, user_id: str, key_id: str, content: bytes, tag: bytes, related_id: str | None,
-                  metadata: str) -> dict[str, Any]:
+def create_object(
+    rt: Runtime, user_id: str, key_id: str, content: bytes, tag: bytes, related_id: str | None, metadata: str
+) -> dict[str, Any]:
     """PUT/POST /objects: store ciphertext under the caller's key, optionally under a parent."""
     # A file is written before the write lock is taken, so concurrent writers overlap their fsyncs.
     blob_id = store_content(rt, content)
@@ -95,8 +140,11 @@ def create_object(rt: Runtime, user_id: str, key_id: str, content: bytes, tag: b
 
 
 def _row(rt: Runtime, user_id: str, object_id: str) -> Any:
-    row = rt.db.query_one("SELECT * FROM objects WHERE id = ? AND user_id = ?", (object_id, user_id)) \
-        if is_id(object_id, "obj") else None
+    row = (
+        rt.db.query_one("SELECT * FROM objects WHERE id = ? AND user_id = ?", (object_id, user_id))
+        if is_id(object_id, "obj")
+        else None
+    )
     if row is None:
         raise NotFound("No such object.")
     return row
@@ -162,23 +210,33 @@ def _locked_row(tx: Transaction, user_id: str, object_id: str) -> Any:
 
 
 def _apply_update(rt: Runtime, tx: Transaction, user_id: str, object_id: str, changes: dict[str, Any]) -> None:
-    if changes.get("related_id") is not None and tx.execute("SELECT 1 FROM stores WHERE object_id = ?",
-                                                            (object_id,)).fetchone():
+    if (
+        changes.get("related_id") is not None
+        and tx.execute("SELECT 1 FROM stores WHERE object_id = ?", (object_id,)).fetchone()
+    ):
         raise Conflict("A store object cannot be placed under another object.", code="store_object")
     _check_references(tx, user_id, changes.get("key_id"), changes.get("related_id"))
     if changes.get("related_id") is not None:
         _check_no_cycle(tx, object_id, changes["related_id"])
     now = now_iso()
-    assignments = ", ".join(f"{column} = :{column}" for column in changes)  # columns from a fixed set
-    tx.execute(f"UPDATE objects SET {assignments}{', ' if changes else ''}updated_at = :now WHERE id = :id",
-               {**changes, "now": now, "id": object_id})
+    values = {**changes, "updated_at": now}
+    tx.execute(
+        f"UPDATE objects SET {set_clause(values, PATCHABLE_COLUMNS)} WHERE id = :id",  # noqa: S608 - checked columns
+        {**values, "id": object_id},
+    )
     key_id = tx.execute("SELECT key_id FROM objects WHERE id = ?", (object_id,)).fetchone()[0]
     _updated_event(rt, tx, user_id, object_id, key_id, now)
 
 
 def _updated_event(rt: Runtime, tx: Transaction, user_id: str, object_id: str, key_id: str, now: str) -> None:
-    events.append(rt, tx, "object_updated", user_id,
-                  {"object_id": object_id, "key_id": key_id, "user_id": user_id, "updated_at": now}, now)
+    events.append(
+        rt,
+        tx,
+        "object_updated",
+        user_id,
+        {"object_id": object_id, "key_id": key_id, "user_id": user_id, "updated_at": now},
+        now,
+    )
 
 
 def _check_no_cycle(tx: Transaction, object_id: str, new_parent: str) -> None:
@@ -186,7 +244,8 @@ def _check_no_cycle(tx: Transaction, object_id: str, new_parent: str) -> None:
         "WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION ALL "
         "SELECT o.related_id, up.depth + 1 FROM objects o JOIN up ON o.id = up.id "
         "WHERE o.related_id IS NOT NULL AND up.depth < ?) SELECT 1 FROM up WHERE id = ? LIMIT 1",
-        (new_parent, MAX_DEPTH, object_id)).fetchone()
+        (new_parent, MAX_DEPTH, object_id),
+    ).fetchone()
     if ancestors:
         raise Conflict("relatedId would make the object its own ancestor.", code="relation_cycle")
 
@@ -204,8 +263,11 @@ def delete_object(rt: Runtime, user_id: str, object_id: str, cascade: bool) -> N
 
 
 def _subtree(tx: Transaction, object_id: str) -> list[str]:
-    rows = tx.execute("WITH RECURSIVE down(id) AS (SELECT ? UNION SELECT o.id FROM objects o JOIN down "
-                      "ON o.related_id = down.id) SELECT id FROM down", (object_id,)).fetchall()
+    rows = tx.execute(
+        "WITH RECURSIVE down(id) AS (SELECT ? UNION SELECT o.id FROM objects o JOIN down "
+        "ON o.related_id = down.id) SELECT id FROM down",
+        (object_id,),
+    ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -216,18 +278,20 @@ def _remove_objects(rt: Runtime, tx: Transaction, user_id: str, ids: list[str]) 
         if row["blob"] is not None:
             blobs.append(row["blob"])
         if row["related_id"] is not None:
-            tx.execute("INSERT OR REPLACE INTO object_tombstones (id, related_id, n, deleted_at) VALUES (?, ?, ?, ?)",
-                       (object_id, row["related_id"], row["n"], now))
+            tx.execute(
+                "INSERT OR REPLACE INTO object_tombstones (id, related_id, n, deleted_at) VALUES (?, ?, ?, ?)",
+                (object_id, row["related_id"], row["n"], now),
+            )
         _drop_publications(rt, tx, user_id, object_id, now)
         _detach_children(rt, tx, user_id, object_id, now, doomed)
         tx.execute("DELETE FROM objects WHERE id = ?", (object_id,))
-        events.append(rt, tx, "object_deleted", user_id,
-                      {"object_id": object_id, "user_id": user_id, "deleted_at": now}, now)
+        events.append(
+            rt, tx, "object_deleted", user_id, {"object_id": object_id, "user_id": user_id, "deleted_at": now}, now
+        )
     return blobs
 
 
-def _detach_children(rt: Runtime, tx: Transaction, user_id: str, parent_id: str, now: str,
-                     doomed: set[str]) -> None:
+def _detach_children(rt: Runtime, tx: Transaction, user_id: str, parent_id: str, now: str, doomed: set[str]) -> None:
     children = tx.execute("SELECT id, key_id FROM objects WHERE related_id = ?", (parent_id,)).fetchall()
     tx.execute("UPDATE objects SET related_id = NULL, updated_at = ? WHERE related_id = ?", (now, parent_id))
     for child in children:
@@ -236,24 +300,37 @@ def _detach_children(rt: Runtime, tx: Transaction, user_id: str, parent_id: str,
 
 
 def _drop_publications(rt: Runtime, tx: Transaction, user_id: str, object_id: str, now: str) -> None:
-    rows = tx.execute("SELECT type, related_id FROM publications WHERE user_id = ? AND (object_id = ? OR "
-                      "related_id = ?)", (user_id, object_id, object_id)).fetchall()
+    rows = tx.execute(
+        "SELECT type, related_id FROM publications WHERE user_id = ? AND (object_id = ? OR related_id = ?)",
+        (user_id, object_id, object_id),
+    ).fetchall()
     for row in rows:
-        tx.execute("DELETE FROM publications WHERE user_id = ? AND type = ? AND related_id = ?",
-                   (user_id, row["type"], row["related_id"]))
-        events.append(rt, tx, "unpublish", user_id, {"user_id": user_id, "type": row["type"],
-                                                     "related_id": row["related_id"], "timestamp": now}, now)
+        tx.execute(
+            "DELETE FROM publications WHERE user_id = ? AND type = ? AND related_id = ?",
+            (user_id, row["type"], row["related_id"]),
+        )
+        events.append(
+            rt,
+            tx,
+            "unpublish",
+            user_id,
+            {"user_id": user_id, "type": row["type"], "related_id": row["related_id"], "timestamp": now},
+            now,
+        )
 
 
 # --- relations ------------------------------------------------------------------------
 
-def related_page(rt: Runtime, user_id: str, parent_id: str, limit: int,
-                 after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+
+def related_page(
+    rt: Runtime, user_id: str, parent_id: str, limit: int, after: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
     """One page of children, oldest first, and the cursor of the next page (None on the last)."""
     _row(rt, user_id, parent_id)
     start = _cursor_position(rt, parent_id, after)
-    rows = rt.db.query("SELECT * FROM objects WHERE related_id = ? AND n > ? ORDER BY n LIMIT ?",
-                       (parent_id, start, limit + 1))
+    rows = rt.db.query(
+        "SELECT * FROM objects WHERE related_id = ? AND n > ? ORDER BY n LIMIT ?", (parent_id, start, limit + 1)
+    )
     page = list(_child_records(rt, parent_id, rows[:limit]))
     return page, (rows[limit - 1]["id"] if len(rows) > limit else None)
 
@@ -270,12 +347,19 @@ def _cursor_position(rt: Runtime, parent_id: str, after: str | None) -> int:
         return 0
     # A cursor naming an object deleted since (read a page, delete it, ask for the next) is
     # resolved through its tombstone.
-    row = rt.db.query_one("SELECT n FROM objects WHERE id = ? AND related_id = ? UNION ALL "
-                          "SELECT n FROM object_tombstones WHERE id = ? AND related_id = ? LIMIT 1",
-                          (after, parent_id, after, parent_id)) if is_id(after, "obj") else None
+    row = (
+        rt.db.query_one(
+            "SELECT n FROM objects WHERE id = ? AND related_id = ? UNION ALL "
+            "SELECT n FROM object_tombstones WHERE id = ? AND related_id = ? LIMIT 1",
+            (after, parent_id, after, parent_id),
+        )
+        if is_id(after, "obj")
+        else None
+    )
     if row is None:
-        raise BadRequest("after must be the id of an object in this list (the X-Next-Cursor value).",
-                         code="invalid_cursor")
+        raise BadRequest(
+            "after must be the id of an object in this list (the X-Next-Cursor value).", code="invalid_cursor"
+        )
     return row["n"]
 
 
@@ -289,8 +373,9 @@ def _iter_children(rt: Runtime, parent_id: str) -> Iterator[dict[str, Any]]:
     position = 0
     while True:
         # Short queries per chunk: no read transaction stays open while the client reads slowly.
-        rows = rt.db.query("SELECT * FROM objects WHERE related_id = ? AND n > ? ORDER BY n LIMIT ?",
-                           (parent_id, position, LIST_CHUNK))
+        rows = rt.db.query(
+            "SELECT * FROM objects WHERE related_id = ? AND n > ? ORDER BY n LIMIT ?", (parent_id, position, LIST_CHUNK)
+        )
         yield from _child_records(rt, parent_id, rows)
         if len(rows) < LIST_CHUNK:
             return

@@ -1,4 +1,5 @@
 """The platform's own servers: the current keypair and the public `GET /api/server` view."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,17 +23,21 @@ def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformK
         sealed = crypto.seal(master_key, crypto.private_key_to_b64(key).encode(), _context(name))
         with db.atomic() as tx:
             # INSERT OR IGNORE: another worker starting at the same moment may have won.
-            tx.execute("INSERT OR IGNORE INTO platform_servers (name, public_key, private_key_sealed, created_at) "
-                       "VALUES (?, ?, ?, ?)",
-                       (name, crypto.public_key_to_b64(key.public_key()), sealed, now_iso()))
+            tx.execute(
+                "INSERT OR IGNORE INTO platform_servers (name, public_key, private_key_sealed, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (name, crypto.public_key_to_b64(key.public_key()), sealed, now_iso()),
+            )
         row = db.query_one("SELECT * FROM platform_servers WHERE name = ?", (name,))
     if row["private_key_sealed"] is None:
         raise RuntimeError(f"platform server {name!r} is registered without a private key on this host")
     try:
         private_b64 = crypto.unseal(master_key, row["private_key_sealed"], _context(name))
     except crypto.CryptoError as exc:
-        raise ConfigError("the master key does not open this data folder's platform key: start with the "
-                          "TELENTIR_MASTER_KEY (or master key file) the data was created with") from exc
+        raise ConfigError(
+            "the master key does not open this data folder's platform key: start with the "
+            "TELENTIR_MASTER_KEY (or master key file) the data was created with"
+        ) from exc
     private = crypto.load_private_key(private_b64.decode())
     return PlatformKey(name=name, private_key=private, public_b64=row["public_key"])
 
@@ -50,8 +55,10 @@ def _build_server_document(rt: Runtime) -> dict[str, Any]:
     keys = {}
     for row in rt.db.query("SELECT name, public_key FROM platform_servers ORDER BY name"):
         public = crypto.load_public_key(row["public_key"])
-        keys[row["name"]] = {"application/pkix-spki": row["public_key"],
-                             "application/jwk+json": crypto.public_jwk(public)}
+        keys[row["name"]] = {
+            "application/pkix-spki": row["public_key"],
+            "application/jwk+json": crypto.public_jwk(public),
+        }
     return {"current": rt.platform.name, "keys": keys}
 
 

@@ -4,6 +4,7 @@ An attempt is counted *before* its outcome is known, in the same transaction as 
 (`charge`), and forgiven afterwards if it succeeded (`refund`). Checking first and counting
 only after a slow password hash would let many parallel requests all pass the check.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,10 @@ def charge(rt: Runtime, buckets: list[str]) -> list[int]:
     with rt.db.atomic() as tx:
         tx.execute("DELETE FROM auth_failures WHERE at < ?", (now - rt.config.auth_window_seconds,))
         _check(rt, tx, buckets, now)
-        return [tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", (bucket, now)).lastrowid
-                for bucket in buckets]
+        return [
+            tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", (bucket, now)).lastrowid
+            for bucket in buckets
+        ]
 
 
 def refund(rt: Runtime, attempt_ids: list[int]) -> None:
@@ -33,8 +36,10 @@ def refund(rt: Runtime, attempt_ids: list[int]) -> None:
 def _check(rt: Runtime, tx: Transaction, buckets: list[str], now: float) -> None:
     window, limit = rt.config.auth_window_seconds, rt.config.auth_max_attempts
     for bucket in buckets:
-        row = tx.execute("SELECT COUNT(*) AS n, MIN(at) AS first FROM auth_failures "
-                         "WHERE bucket = ? AND at > ?", (bucket, now - window)).fetchone()
+        row = tx.execute(
+            "SELECT COUNT(*) AS n, MIN(at) AS first FROM auth_failures WHERE bucket = ? AND at > ?",
+            (bucket, now - window),
+        ).fetchone()
         if row["n"] >= limit:
             raise RateLimited(retry_after=int(row["first"] + window - now) + 1)
 

@@ -6,6 +6,7 @@ doorbell. Broker messages are only doorbells: what to send is always read from t
 table after the last id sent, in id order. Nothing is lost, nothing is sent twice, and ids
 only grow, even when several processes publish their commits out of order.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -15,15 +16,17 @@ import sys
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Generator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis.exceptions import RedisError
 
 from ..errors import BadRequest, Forbidden, NotFound, RateLimited, ServiceUnavailable
 from ..ids import iso
 from ..pubsub import compile_glob, escape_glob
 from ..runtime import Runtime
-from redis.exceptions import RedisError
 from . import objects
 from .events import EVENT_TYPES, FILTERS
 
@@ -71,8 +74,9 @@ class StreamSlots:
         """Take a slot, or raise 503 (process full) / 429 (user's cap)."""
         with self._lock:
             if sum(self._per_user.values()) >= self.max_total:
-                raise ServiceUnavailable("Too many open event streams on this server; retry shortly.",
-                                         code="too_many_streams")
+                raise ServiceUnavailable(
+                    "Too many open event streams on this server; retry shortly.", code="too_many_streams"
+                )
             if self._per_user[user_id] >= self.max_per_user:
                 raise RateLimited(retry_after=5, message="You have too many open event streams; close one first.")
             self._per_user[user_id] += 1
@@ -97,8 +101,9 @@ class FeedRequest:
     @property
     def pattern(self) -> str:
         """The broker pattern: `*` for absent filters, escaped values otherwise."""
-        parts = [escape_glob(self.filters[name]) if name in self.filters else "*"
-                 for name, _ in FILTERS[self.event_type]]
+        parts = [
+            escape_glob(self.filters[name]) if name in self.filters else "*" for name, _ in FILTERS[self.event_type]
+        ]
         return ":".join([self.event_type, escape_glob(self.user_id), *parts])
 
 
@@ -131,8 +136,9 @@ def _cursor(last_event_id: str | None, since: str | None) -> int | None:
 Handoff = Callable[[FeedRequest, int, Callable[[], None]], bool]
 
 
-def feed(rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool],
-         handoff: Handoff | None = None) -> Generator[Item, None, None]:
+def feed(
+    rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool], handoff: Handoff | None = None
+) -> Generator[Item, None, None]:
     """Subscribe, replay what the cursor missed, then follow live; ends when the client goes.
 
     The first item, `open`, comes once the subscription is confirmed: callers take it
@@ -231,8 +237,10 @@ Row = tuple[int, str, dict[str, Any], str]  # id, channel, payload, payload as J
 
 
 def _read_rows(rt: Runtime, req: FeedRequest, last: int) -> list[Row]:
-    rows = rt.db.query("SELECT id, channel, payload FROM events WHERE user_id = ? AND type = ? AND id > ? "
-                       "ORDER BY id LIMIT ?", (req.user_id, req.event_type, last, REPLAY_CHUNK))
+    rows = rt.db.query(
+        "SELECT id, channel, payload FROM events WHERE user_id = ? AND type = ? AND id > ? ORDER BY id LIMIT ?",
+        (req.user_id, req.event_type, last, REPLAY_CHUNK),
+    )
     return [(r["id"], r["channel"], *_payload(rt, req.event_type, r["payload"])) for r in rows]
 
 
@@ -253,8 +261,9 @@ class RecentReads:
         self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
 
-    def rows_after(self, user_id: str, event_type: str, last: int, rung: int | None,
-                   read: Callable[[int], list[Row]]) -> list[Row]:
+    def rows_after(
+        self, user_id: str, event_type: str, last: int, rung: int | None, read: Callable[[int], list[Row]]
+    ) -> list[Row]:
         """The rows after `last` (up to REPLAY_CHUNK read at once), shared when a window reaches `rung`."""
         if rung is None:
             return read(last)
@@ -279,7 +288,7 @@ class RecentReads:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
 
-    def _store(self, key: tuple[str, str], window: "_Window") -> None:
+    def _store(self, key: tuple[str, str], window: _Window) -> None:
         with self._lock:
             self._windows[key] = window
             self._windows.move_to_end(key)
@@ -296,7 +305,7 @@ class _Window:
         self.ids = [row[0] for row in rows]
         self.newest = self.ids[-1] if rows else start
 
-    def extended(self, more: list[Row], keep: int) -> "_Window":
+    def extended(self, more: list[Row], keep: int) -> _Window:
         """This window plus the rows read after its newest, trimmed to the newest `keep` rows."""
         rows = self.rows + more
         if len(rows) <= keep:
@@ -306,7 +315,7 @@ class _Window:
 
     def after(self, last: int) -> list[Row]:
         """The rows after id `last`."""
-        return self.rows[bisect.bisect_right(self.ids, last):]
+        return self.rows[bisect.bisect_right(self.ids, last) :]
 
 
 def _covering(window: _Window | None, last: int, rung: int) -> list[Row] | None:
@@ -325,8 +334,7 @@ def _payload(rt: Runtime, event_type: str, stored: str) -> tuple[dict[str, Any],
     return payload, stored
 
 
-def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int,
-            is_closed: Callable[[], bool]) -> Iterator[Item]:
+def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int, is_closed: Callable[[], bool]) -> Iterator[Item]:
     """Live events: each broker message is a doorbell, and what happened is read from the table.
 
     Two processes may publish their commits out of id order; reading the table after `last`
@@ -357,8 +365,9 @@ def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int,
         else:
             due = next_beat if pending is None else min(next_beat, sent_at + batch)
             try:
-                pending = _ring(pubsub, last, pending, max(0.0, min(CLOSED_CHECK_SECONDS, due - now)),
-                                held=pending is not None)
+                pending = _ring(
+                    pubsub, last, pending, max(0.0, min(CLOSED_CHECK_SECONDS, due - now)), held=pending is not None
+                )
             except (ConnectionError, OSError, RedisError) as exc:
                 # End cleanly: the client reconnects with Last-Event-ID and catches up from the table.
                 log.warning("event stream ended: broker connection lost (%s)", exc)
@@ -402,12 +411,14 @@ def _close_quietly(pubsub: Any) -> None:
 
 # --- retention ------------------------------------------------------------------------
 
+
 def prune_events(rt: Runtime) -> int:
     """Drop events past the age or count limits; returns how many went."""
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=rt.config.event_retention_seconds)
+    cutoff = datetime.now(UTC) - timedelta(seconds=rt.config.event_retention_seconds)
     cutoff_iso = iso(cutoff)  # to the millisecond, in the very format of created_at
-    by_count = rt.db.query_one("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?",
-                               (rt.config.event_retention_count,))
+    by_count = rt.db.query_one(
+        "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?", (rt.config.event_retention_count,)
+    )
     by_age = rt.db.query_one("SELECT MAX(id) FROM events WHERE created_at < ?", (cutoff_iso,))[0]
     with rt.db.atomic() as tx:
         tx.execute("DELETE FROM object_tombstones WHERE deleted_at < ?", (cutoff_iso,))
@@ -421,8 +432,10 @@ def prune_events(rt: Runtime) -> int:
     while True:
         # Small batches, each its own transaction, so writers never wait long for the lock.
         with rt.db.atomic() as tx:
-            batch = tx.execute("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? ORDER BY id "
-                               "LIMIT ?)", (through, PRUNE_BATCH)).rowcount
+            batch = tx.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? ORDER BY id LIMIT ?)",
+                (through, PRUNE_BATCH),
+            ).rowcount
         removed += batch
         if batch < PRUNE_BATCH:
             return removed

@@ -6,6 +6,7 @@ positive amount (it uses up credit), a refund one with a negative amount (it giv
 Every call that moves money carries an idempotency key derived from the job and step, so
 a retried call can never move money twice.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,11 @@ class StripeGateway:
         base = {"api": config.stripe_api_base} if config.stripe_api_base else None
         self._http = stripe.RequestsClient(timeout=config.stripe_timeout_seconds)
         self.client = stripe.StripeClient(
-            config.stripe_secret_key or "", base_addresses=base,  # type: ignore[arg-type]
+            config.stripe_secret_key or "",
+            base_addresses=base,  # type: ignore[arg-type]
             max_network_retries=0,  # our own retry loop owns retries, with the same idempotency key
-            http_client=self._http)
+            http_client=self._http,
+        )
 
     def close(self) -> None:
         """Close the calling thread's pooled connections to Stripe (the client keeps one session per thread)."""
@@ -63,8 +66,12 @@ class StripeGateway:
 
     def _transaction(self, customer_id: str, amount: int, description: str, idempotency_key: str) -> str:
         params = {"amount": amount, "currency": CURRENCY, "description": description}
-        txn = self._call(self.client.v1.customers.balance_transactions.create, customer_id, params,
-                         {"idempotency_key": idempotency_key})
+        txn = self._call(
+            self.client.v1.customers.balance_transactions.create,
+            customer_id,
+            params,
+            {"idempotency_key": idempotency_key},
+        )
         return str(txn.id)
 
     @staticmethod

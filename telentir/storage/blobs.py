@@ -4,13 +4,14 @@ A blob is written and made durable (temp file, fsync, rename, fsync folder) *bef
 the row that names it commits, and removed only *after* the commit that forgets it.
 A crash therefore leaves at most files no row names, which `sweep` removes.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import secrets
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 _BLOB_ID = re.compile(r"[A-Za-z0-9_-]{20,64}")
 _TMP_NAME = re.compile(r"[A-Za-z0-9_-]{20,64}\.[0-9a-f]{8}\.tmp")

@@ -5,14 +5,16 @@ One connection per thread, never shared: WAL so readers never wait for the write
 `BEGIN IMMEDIATE` transactions (taking the write lock up front avoids the deadlock of two
 readers both upgrading to writers).
 """
+
 from __future__ import annotations
 
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
 SCHEMA_VERSION = 1
@@ -58,8 +60,7 @@ class Database:
 
     def connect(self) -> sqlite3.Connection:
         """A new connection with the house pragmas; the caller owns and closes it."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -172,6 +173,14 @@ class Database:
             connections, self._connections, self._idle = self._connections, [], []
         for conn in connections:
             conn.close()
+
+
+def set_clause(changes: dict[str, Any], allowed: frozenset[str]) -> str:
+    """`col = :col, …` for an UPDATE; refuses any column outside `allowed` (names never come from clients)."""
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
+    return ", ".join(f"{column} = :{column}" for column in changes)
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:

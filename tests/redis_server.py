@@ -1,0 +1,82 @@
+"""A redis-server process of a test's own, on a free port, so the test may stop or kill it."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from .support import free_port
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, so a test may kill it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+
+    @property
+    def url(self) -> str:
+        """redis://127.0.0.1:<port>"""
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> RedisServer:
+        """Start (daemonized) and wait until it answers."""
+        subprocess.run(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+                "--dir",
+                str(self.workdir),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not self.answers():
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Shut it down and wait until the port is dead."""
+        subprocess.run(
+            ["redis-cli", "-p", str(self.port), "shutdown", "nosave"], check=False, capture_output=True, timeout=10
+        )
+        deadline = time.monotonic() + 10
+        while self.answers():
+            assert time.monotonic() < deadline, "redis-server did not stop"
+            time.sleep(0.05)
+
+    def answers(self) -> bool:
+        """PING gets PONG."""
+        done = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], check=False, capture_output=True, timeout=10)
+        return done.stdout.strip() == b"PONG"
+
+    def pid(self) -> int:
+        """The redis-server process id."""
+        client = redis.Redis(port=self.port)
+        try:
+            return int(client.info("server")["process_id"])
+        finally:
+            client.close()
+
+    def numpat(self) -> int:
+        """PUBSUB NUMPAT: pattern subscriptions held on this server."""
+        client = redis.Redis(port=self.port)
+        try:
+            return int(client.pubsub_numpat())
+        finally:
+            client.close()
