@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from telentir.config import load_config
-from telentir.runtime import Runtime, build_runtime
+from telentir.runtime import Runtime
 from telentir.services import accounts, credentials, keyring, objects, roots
+from telentir.wiring import build_runtime
 
 from .server import MASTER_KEY
 

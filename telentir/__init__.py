@@ -23,7 +23,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     from .api import register_blueprints
     from .api.errors import register_error_handlers
-    from .runtime import build_runtime, start_background
+    from .wiring import build_runtime, start_background
 
     if not isinstance(config, Config):
         config = load_config(config)

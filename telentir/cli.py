@@ -12,8 +12,9 @@ import click
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .errors import ApiError
-from .runtime import Runtime, build_runtime
+from .runtime import Runtime
 from .services import accounts, credentials, credits
+from .wiring import build_runtime
 
 DEMO_EMAIL = "demo@localhost.localdomain"
 DEMO_PHONE = "+15555550100"
@@ -100,9 +101,9 @@ def ensure_demo_user(rt: Runtime) -> str:
                 return key
         except ApiError:
             pass  # revoked or from another database: mint a new one
-    key = credentials.create_api_key(rt, user["id"], "demo")["key"]
-    _write_private(key_file, key + "\n")
-    return key
+    new_key = str(credentials.create_api_key(rt, user["id"], "demo")["key"])
+    _write_private(key_file, new_key + "\n")
+    return new_key
 
 
 def _write_private(path: Path, text: str) -> None:

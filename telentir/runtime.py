@@ -1,26 +1,34 @@
-"""The objects a running server shares: settings, storage, keys, broker, senders.
+"""The objects a running server shares: settings, storage, keys, broker, streams, jobs.
 
-Built once per app by `create_app` and kept on `app.extensions["telentir"]`; services
-take it as their first argument so they can run from a route, a job, the CLI or a test.
+`Runtime` is a plain record of typed components, built once per app by
+`telentir.wiring.build_runtime` and kept on `app.extensions["telentir"]`. Services take it
+as their first argument, so they run the same from a route, a job, the CLI or a test. This
+module wires nothing and starts nothing: it sits below every service.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import crypto
 from .config import Config
-from .pubsub import create_broker
-from .sms import SmsSender, make_sender
+from .pubsub import Broker
+from .pubsub.doorbell import Doorbell, PublishStats
+from .services.job_runner import JobRunner
+from .services.stripe_gateway import StripeGateway
+from .sms import SmsSender
 from .storage.blobs import BlobStore
 from .storage.db import Database
+from .streaming.reads import RecentReads
+from .streaming.slots import StreamSlots
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # the hub reads streams through services, which take a Runtime
+    from .streaming.hub import SSEHub
 
 
 @dataclass
@@ -47,9 +55,24 @@ class Runtime:
     master_key: bytes
     platform: PlatformKey
     sms: SmsSender
-    broker: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
-    closers: list[Any] = field(default_factory=list)
+    broker: Broker
+    publish_stats: PublishStats
+    doorbell: Doorbell
+    stream_slots: StreamSlots
+    recent_reads: RecentReads
+    job_runner: JobRunner
+    stripe: StripeGateway | None = None
+    # One user's Stripe reservations run one at a time in this process (read balance, then debit).
+    stripe_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    stripe_locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    # Started on the first live SSE stream (`streaming.hub.hub_for`), under `hub_lock`.
+    sse_hub: SSEHub | None = None
+    hub_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Per-process caches: users whose root exists, and the `GET /api/server` document.
+    roots_ready: set[str] = field(default_factory=set)
+    server_document: dict[str, Any] | None = None
+    # Called in reverse order by close(): last started, first stopped (jobs before the doorbell).
+    closers: list[Callable[[], None]] = field(default_factory=list)
 
     def seal(self, secret: bytes, context: str) -> bytes:
         """Encrypt a secret at rest under the master key, bound to `context`."""
@@ -61,102 +84,7 @@ class Runtime:
 
     def close(self) -> None:
         """Release what this runtime owns: background threads, broker, connections."""
-        for closer in reversed(self.closers):  # last started, first stopped (jobs before the doorbell)
+        for closer in reversed(self.closers):
             closer()
-        if self.broker is not None:
-            self.broker.close()
+        self.broker.close()
         self.db.close()
-
-
-def master_key_for(config: Config) -> bytes:
-    """The master key from TELENTIR_MASTER_KEY, else from (or into) the key file."""
-    if config.master_key:
-        return crypto.parse_master_key(config.master_key)
-    return crypto.load_or_create_master_key(config.master_key_path)
-
-
-def open_storage(config: Config) -> tuple[Database, BlobStore]:
-    """Open the database (schema applied) and the blob store."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(config.database_path, synchronous=config.synchronous, cache_mib=config.sqlite_cache_mib)
-    db.apply_schema()
-    return db, BlobStore(config.blob_path)
-
-
-def build_runtime(config: Config) -> Runtime:
-    """Open storage, load the master key and the platform keypair (creating them once)."""
-    from .services.events import Doorbell, PublishStats
-    from .services.ingest import JobRunner
-    from .services.platform import ensure_platform_key  # services import runtime's types
-    from .services.streams import RecentReads, StreamSlots
-    from .services.stripe_gateway import make_gateway
-
-    db, blobs = open_storage(config)
-    try:
-        master_key = master_key_for(config)
-        platform = ensure_platform_key(db, master_key, config.server_name)
-    except BaseException:
-        db.close()
-        raise
-    rt = Runtime(
-        config=config,
-        db=db,
-        blobs=blobs,
-        master_key=master_key,
-        platform=platform,
-        sms=make_sender(config),
-        broker=create_broker(config.broker_url),
-    )
-    rt.extras["publish_stats"] = PublishStats()
-    doorbell = rt.extras["doorbell"] = Doorbell(rt.broker, rt.extras["publish_stats"])
-    rt.closers.append(doorbell.close)
-    rt.extras["stream_slots"] = StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user)
-    rt.extras["recent_reads"] = RecentReads()
-    gateway = rt.extras["stripe"] = make_gateway(config)
-    if gateway is not None:
-        rt.closers.append(gateway.close)
-    rt.extras["stripe_locks"], rt.extras["stripe_locks_guard"] = {}, threading.Lock()
-    runner = rt.extras["job_runner"] = JobRunner(config.connect_workers, config.connect_per_user)
-    rt.closers.append(runner.close)
-    return rt
-
-
-def start_background(rt: Runtime) -> None:
-    """Start the serving process's background work; each is stopped by close()."""
-    from .services import ingest, streams
-
-    workers = [
-        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: streams.prune_events(rt))
-    ]
-    if rt.extras["stripe"] is not None:
-        workers.append(
-            Periodic("telentir-refund-retry", rt.config.refund_retry_seconds, lambda: ingest.retry_pending(rt))
-        )
-    for worker in workers:
-        worker.start()
-        rt.closers.append(worker.stop)
-
-
-class Periodic:
-    """A daemon thread running `task` every `interval` seconds until stopped; failures are logged."""
-
-    def __init__(self, name: str, interval: float, task: Any) -> None:
-        self.interval, self.task = interval, task
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.task()
-            except Exception:
-                log.exception("%s failed; will retry", self._thread.name)
-
-    def stop(self) -> None:
-        """Stop and wait for the thread."""
-        self._stop.set()
-        self._thread.join(timeout=5)

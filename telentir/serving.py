@@ -10,7 +10,8 @@ from gunicorn.app.base import Application
 
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
-from .runtime import Runtime, build_runtime
+from .runtime import Runtime
+from .wiring import build_runtime
 
 log = logging.getLogger(__name__)
 GUNICORN_CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"

@@ -42,7 +42,7 @@ def explicit_encoding(body: dict[str, Any]) -> str | None:
         return None
     if encoding not in ("hex", "base64"):
         raise BadRequest('encoding must be "hex" or "base64".')
-    return encoding
+    return str(encoding)
 
 
 def _looks_hex(text: str, sizes: range) -> bool:
@@ -123,7 +123,7 @@ def id_field(value: Any, field: str, prefix: str) -> str:
     """An id sent in a body: 400 unless it has the right shape."""
     if not is_id(value, prefix):
         raise BadRequest(f"{field} must be a {prefix}_ id.")
-    return value
+    return str(value)
 
 
 def optional_id_field(value: Any, field: str, prefix: str) -> str | None:

@@ -13,8 +13,9 @@ from flask.testing import FlaskClient
 
 from telentir import close_app, create_app
 from telentir.config import load_config
-from telentir.runtime import Runtime, build_runtime
+from telentir.runtime import Runtime
 from telentir.services import accounts, credentials
+from telentir.wiring import build_runtime
 
 from .redis_server import RedisServer
 from .support import FIXED_MASTER_KEY, Api, ServerProcess

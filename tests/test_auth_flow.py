@@ -603,8 +603,8 @@ def test_code_expiry_follows_the_setting(rt):
 def test_code_is_burnt_after_too_many_wrong_attempts(tmp_path):
     from telentir.config import load_config
     from telentir.errors import BadRequest
-    from telentir.runtime import build_runtime
     from telentir.services import accounts
+    from telentir.wiring import build_runtime
 
     rt = build_runtime(
         load_config({"data_dir": tmp_path / "d", "master_key": FIXED_MASTER_KEY, "auth_max_attempts": 100}, environ={})

@@ -14,8 +14,9 @@ from telentir import cli, serving
 from telentir.config import load_config
 from telentir.errors import Unauthorized
 from telentir.ids import is_id
-from telentir.runtime import Runtime, build_runtime
+from telentir.runtime import Runtime
 from telentir.services import accounts, credentials
+from telentir.wiring import build_runtime
 
 from .support import FIXED_MASTER_KEY
 

@@ -11,8 +11,9 @@ from click.testing import CliRunner, Result
 
 from telentir.cli import main
 from telentir.config import load_config
-from telentir.runtime import Runtime, build_runtime
+from telentir.runtime import Runtime
 from telentir.services import credits
+from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .fake_stripe import FakeStripe

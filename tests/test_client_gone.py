@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from telentir.api.common import client_gone_check
+from telentir.streaming.sockets import client_gone_check
 
 
 @pytest.fixture

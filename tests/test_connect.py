@@ -26,9 +26,10 @@ import pytest
 import requests
 
 from telentir.config import load_config
-from telentir.runtime import Runtime, build_runtime
+from telentir.runtime import Runtime
 from telentir.scraper import stream_frames
 from telentir.services import credits
+from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .dataplane_support import TIMESTAMP, decrypt, load_private, unwrap

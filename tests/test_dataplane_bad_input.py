@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from telentir.config import load_config
-from telentir.runtime import Runtime, build_runtime
+from telentir.runtime import Runtime
+from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .dataplane_support import LocalKey, Vault, b64, counts, encrypt, raw_request

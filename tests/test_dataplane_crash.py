@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from telentir.config import load_config
-from telentir.runtime import build_runtime
 from telentir.serving import prepare
+from telentir.wiring import build_runtime
 
 from .support import FIXED_MASTER_KEY, ROOT
 
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent("""
     import json, os, random, sys
 
     from telentir.config import load_config
-    from telentir.runtime import build_runtime
+    from telentir.wiring import build_runtime
     from telentir.services import accounts, objects, roots
 
     rt = build_runtime(load_config({"data_dir": sys.argv[1], "master_key": sys.argv[2],

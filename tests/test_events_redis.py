@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from flask.testing import FlaskClient
 
+from telentir.pubsub import BrokerUnavailable
+from telentir.pubsub.redis_backend import RedisBroker
 from telentir.runtime import Runtime
 
 from .redis_server import RedisServer
@@ -315,11 +316,11 @@ def test_a_failing_publish_never_fails_the_write(
 ) -> None:
     auth = {"Authorization": f"Bearer {user['api_key']}"}
     key_id = client.put("/api/keys", json={"server": "default"}, headers=auth).get_json()
-    stats = rt.extras["publish_stats"]
+    stats = rt.publish_stats
     published, failed = stats.published, stats.failed
 
     def broken(channel: str, message: str) -> int:
-        raise ConnectionError("the broker is gone")
+        raise BrokerUnavailable("the broker is gone")
 
     monkeypatch.setattr(rt.broker, "publish", broken)
     resp = client.put("/api/objects", json={"keyId": key_id, "content": "00", "authTag": "ab" * 16}, headers=auth)
@@ -337,8 +338,8 @@ def test_a_failing_publish_never_fails_the_write(
 
 def test_the_in_process_broker_is_rung_before_the_write_answers(tmp_path) -> None:
     """The memory broker cannot hang, so its doorbell skips the publisher thread; Redis's does not."""
+    from telentir.pubsub.doorbell import Doorbell, PublishStats
     from telentir.pubsub.memory import MemoryBroker
-    from telentir.services.events import Doorbell, PublishStats
 
     broker = MemoryBroker()
     subscriber = broker.pubsub()
@@ -356,7 +357,7 @@ def test_the_in_process_broker_is_rung_before_the_write_answers(tmp_path) -> Non
     finally:
         bell.close()
         subscriber.close()
-    remote = Doorbell(redis.Redis.from_url("redis://127.0.0.1:6379/0"), PublishStats())
+    remote = Doorbell(RedisBroker("redis://127.0.0.1:6379/0"), PublishStats())
     try:
         assert not remote.inline
     finally:
@@ -367,7 +368,8 @@ def test_the_in_process_broker_is_rung_before_the_write_answers(tmp_path) -> Non
 def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With every publish failing, a live stream still gets the event within one heartbeat."""
     from telentir import close_app, create_app
-    from telentir.services import keyring, roots, streams
+    from telentir.services import keyring, roots
+    from telentir.streaming import feed as streams
 
     from .conftest import make_user
     from .support import FIXED_MASTER_KEY
@@ -388,7 +390,7 @@ def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatc
         assert next(feed).kind == "open"
 
         def broken(channel: str, message: str) -> int:
-            raise ConnectionError("the broker is gone")
+            raise BrokerUnavailable("the broker is gone")
 
         monkeypatch.setattr(rt.broker, "publish", broken)
         key = keyring.create_key(rt, user["id"], "default", None, None, "{}")
@@ -409,7 +411,8 @@ def _next_sent(feed):
 def test_streams_of_one_user_share_one_table_read_per_doorbell(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write seen by many streams of one user is read from the table once, and every stream gets it."""
     from telentir import close_app, create_app
-    from telentir.services import keyring, roots, streams
+    from telentir.services import keyring, roots
+    from telentir.streaming import feed as streams
 
     from .conftest import make_user
     from .support import FIXED_MASTER_KEY

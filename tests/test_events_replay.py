@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from telentir.runtime import Runtime
-from telentir.services.streams import prune_events
+from telentir.services.events import prune as prune_events
 
 from .sse_client import Frame, Refused, SSEStream, must_open, open_stream
 from .support import ServerProcess

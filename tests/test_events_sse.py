@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from telentir.api.events import retry_frame, sse_frame
 from telentir.config import load_config
-from telentir.runtime import Runtime, build_runtime
-from telentir.services.streams import Item
+from telentir.runtime import Runtime
+from telentir.streaming.feed import Item
+from telentir.streaming.frames import retry_frame, sse_frame
+from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .dataplane_support import PAYLOAD_FIELDS

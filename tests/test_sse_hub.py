@@ -171,7 +171,7 @@ def _read_until(sock: socket.socket, marker: bytes, timeout: float = 10.0) -> by
 
 
 def test_a_message_that_is_not_a_doorbell_is_ignored(rt: Runtime, caplog: pytest.LogCaptureFixture) -> None:
-    from telentir.api.sse_hub import SSEHub
+    from telentir.streaming.hub import SSEHub
 
     hub = SSEHub(rt)
     try:
@@ -189,7 +189,7 @@ def test_a_message_that_is_not_a_doorbell_is_ignored(rt: Runtime, caplog: pytest
 
 
 def test_a_stopped_hub_is_replaced_on_next_use(rt: Runtime) -> None:
-    from telentir.api.sse_hub import hub_for
+    from telentir.streaming.hub import hub_for
 
     first = hub_for(rt)
     assert hub_for(rt) is first

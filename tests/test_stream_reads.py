@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telentir.services.streams import REPLAY_CHUNK, RecentReads
+from telentir.streaming.reads import REPLAY_CHUNK, RecentReads
 
 
 class Table:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import select
-import socket
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -91,42 +88,3 @@ def verified_user() -> dict[str, Any]:
     if not user["phone_verified"]:
         raise PhoneNotVerified()
     return user
-
-
-def require_verified_user() -> None:
-    """`before_request` hook for data-plane blueprints."""
-    verified_user()
-
-
-def client_gone_check(environ: dict[str, Any]) -> Callable[[], bool]:
-    """A check that the client closed its connection (gunicorn hands us the socket)."""
-    client = environ.get("gunicorn.socket")
-    if client is None:
-        return lambda: False
-    return lambda: _peer_closed(client)
-
-
-def _peer_closed(client: socket.socket) -> bool:
-    # poll(), not select(): select() fails for descriptors past 1024, which a server holding
-    # a thousand streams has. Readable with nothing to peek means the peer closed. Under the
-    # gevent worker poll() is gone and select() is gevent's, which has no such limit.
-    try:
-        if event_loop_worker():
-            if not select.select([client], [], [], 0)[0]:
-                return False
-        else:
-            poller = select.poll()
-            poller.register(client.fileno(), select.POLLIN)
-            if not poller.poll(0):
-                return False
-        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except (OSError, ValueError):
-        return True
-
-
-def event_loop_worker() -> bool:
-    """Whether gevent has patched this process (gunicorn's gevent worker)."""
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and bool(monkey.is_module_patched("socket"))

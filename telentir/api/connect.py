@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from ..services import credits, ingest
-from .common import client_gone_check, json_body, runtime
+from ..streaming.sockets import client_gone_check
+from .common import json_body, runtime
 from .guard import data_plane_user, guard
 
 bp = Blueprint("connect", __name__, url_prefix="/api")

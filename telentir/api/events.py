@@ -9,11 +9,12 @@ from flask import Blueprint, Response, g, request, stream_with_context
 from flask_sock import Sock
 
 from ..errors import BadRequest
-from ..services import streams
-from .common import client_gone_check, runtime
+from ..streaming import feed as streams
+from ..streaming.frames import retry_frame, socket_message, sse_frame
+from ..streaming.hub import handoff_for
+from ..streaming.sockets import client_gone_check
+from .common import runtime
 from .guard import data_plane_user, guard
-from .sse_format import retry_frame, socket_message, sse_frame
-from .sse_hub import handoff_for
 
 bp = Blueprint("events", __name__, url_prefix="/api")
 bp.before_request(guard)

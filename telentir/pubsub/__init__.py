@@ -13,25 +13,41 @@ and the in-memory broker can be held to redis-py's own tests
 - ``memory://[?max_queue=N]``: :class:`~telentir.pubsub.memory.MemoryBroker`, for a
   single process (tests, development, one gunicorn worker).
 - ``redis://``, ``rediss://``, ``unix://``: :class:`~telentir.pubsub.redis_backend.RedisBroker`,
-  a thin wrapper whose ``pubsub()`` returns redis-py's own ``PubSub``.
+  whose subscriptions are redis-py's own ``PubSub`` behind a thin error-translating wrapper.
+
+Nothing outside this package imports ``redis`` or names a backend class: callers catch
+:class:`BrokerError` and ask a broker what it can do through its capability flag
+(``in_process``). A memory-only deployment never imports ``redis`` at all.
 
 Errors::
 
-    ValueError
-     └── DataError               payload or channel is not str/bytes
-    ConnectionError
-     └── SubscriberDisconnected  a memory subscriber fell max_queue messages behind
+    BrokerError
+     ├── BrokerUnavailable (also a ConnectionError)  the broker cannot be reached, or the
+     │    │                                          connection was lost mid-subscription
+     │    └── SubscriberDisconnected                 a memory subscriber fell max_queue
+     │                                               messages behind
+     └── DataError (also a ValueError)               payload or channel is not str/bytes
 """
 
-from collections.abc import Iterator
-from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
+from telentir.pubsub.base import (
+    Broker,
+    BrokerError,
+    BrokerUnavailable,
+    ChannelT,
+    DataError,
+    Message,
+    PubSub,
+    SubscriberDisconnected,
+    require_bytes_or_str,
+)
 from telentir.pubsub.glob import compile_glob, escape_glob
 
 __all__ = [
     "Broker",
+    "BrokerError",
+    "BrokerUnavailable",
     "ChannelT",
     "DataError",
     "Message",
@@ -40,71 +56,16 @@ __all__ = [
     "compile_glob",
     "create_broker",
     "escape_glob",
+    "require_bytes_or_str",
 ]
 
-Message = dict[str, Any]
-ChannelT = str | bytes
-
 _REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
-
-
-class DataError(ValueError):
-    """A channel or payload that is neither ``str`` nor ``bytes``."""
-
-
-class SubscriberDisconnected(ConnectionError):
-    """The broker dropped this subscriber, as Redis does past its output-buffer limit."""
-
-
-class PubSub(Protocol):
-    """The part of redis-py's ``PubSub`` that both backends provide."""
-
-    channels: dict[Any, Any]
-    patterns: dict[Any, Any]
-
-    @property
-    def subscribed(self) -> bool: ...
-    def subscribe(self, *channels: ChannelT) -> None: ...
-    def psubscribe(self, *patterns: ChannelT) -> None: ...
-    def unsubscribe(self, *channels: ChannelT) -> None: ...
-    def punsubscribe(self, *patterns: ChannelT) -> None: ...
-    def get_message(self, ignore_subscribe_messages: bool = False, timeout: float | None = 0.0) -> Message | None: ...
-    def listen(self) -> Iterator[Message]: ...
-    def close(self) -> None: ...
-    def reset(self) -> None: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None: ...
-
-
-@runtime_checkable
-class Broker(Protocol):
-    """What the application needs from a broker, whichever backend is behind it."""
-
-    def publish(self, channel: ChannelT, message: ChannelT) -> int: ...
-    def pubsub(self, ignore_subscribe_messages: bool = False) -> PubSub: ...
-    def ping(self) -> bool: ...
-    def subscriber_count(self) -> int: ...
-    def close(self) -> None: ...
-
-
-def require_bytes_or_str(value: object) -> str | bytes:
-    """Return ``value`` if it is ``str`` or ``bytes``, else raise :class:`DataError`."""
-    if isinstance(value, (str, bytes)):
-        return value
-    # Same wording as redis-py's Encoder, so the two backends fail alike.
-    raise DataError(f"Invalid input of type: '{type(value).__name__}'. Convert to a bytes or string first.")
 
 
 def create_broker(url: str) -> Broker:
     """Build the broker for ``url``: ``memory://``, ``redis://``, ``rediss://`` or ``unix://``."""
     scheme = urlsplit(url).scheme
-    # Imported here so that a memory-only deployment never imports redis, and so that
-    # the backends can import the errors above without a circular import.
+    # Imported here so that a memory-only deployment never imports redis.
     if scheme == "memory":
         from telentir.pubsub.memory import MemoryBroker
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Self
 
-from telentir.pubsub import (
+from telentir.pubsub.base import (
     ChannelT,
     Message,
     SubscriberDisconnected,
@@ -153,6 +153,8 @@ class _Mailbox:
 
 class MemoryBroker:
     """Thread-safe in-process pub/sub broker with redis-py's interface."""
+
+    in_process = True  # publishes reach this process only, and never block
 
     def __init__(self, max_queue: int = 1000, decode_responses: bool = True) -> None:
         if max_queue < 1:

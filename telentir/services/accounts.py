@@ -117,7 +117,7 @@ def create_user(
             )
     except sqlite3.IntegrityError as exc:
         raise Conflict("An account with this email already exists.", code="email_taken") from exc
-    return get_user(rt, row["id"])
+    return get_user(rt, str(row["id"]))
 
 
 def get_user(rt: Runtime, user_id: str) -> dict[str, Any]:
@@ -189,7 +189,8 @@ def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str,
     buckets = [f"login:account:{email.strip().lower()}", f"login:addr:{client_addr}"]
     attempts = ratelimit.charge(rt, buckets)  # counted up front: parallel guesses cannot slip through
     row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
-    if not check_password(row["password_hash"] if row else None, password):
+    # Checked even without an account (against nothing), so a wrong email costs as long as a wrong password.
+    if not check_password(row["password_hash"] if row is not None else None, password) or row is None:
         raise Unauthorized("The email or password is incorrect.", code="invalid_credentials", extra={"status": "error"})
     ratelimit.refund(rt, attempts)
     ratelimit.clear(rt, buckets[0])

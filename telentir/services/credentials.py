@@ -116,7 +116,7 @@ def authenticate(rt: Runtime, credential: str) -> dict[str, Any]:
 
 def _user_of_token(rt: Runtime, token: str) -> dict[str, Any]:
     claims = _decode_token(rt, token)
-    row = rt.db.query_one(
+    row = rt.db.query_row(
         "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS token_revoked, u.* "
         "FROM (SELECT 1) LEFT JOIN users u ON u.id = ?",
         (claims["jti"], claims["sub"]),

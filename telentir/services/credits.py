@@ -16,11 +16,10 @@ from typing import Any
 
 from ..errors import BadRequest, NotFound
 from ..ids import now_iso
+from ..money import CURRENCY
 from ..runtime import Runtime
 from ..storage.db import Transaction
-from .stripe_gateway import StripeGateway
-
-CURRENCY = "usd"
+from .stripe_gateway import StripeGateway, StripeUnavailable
 
 
 def month_of(moment: datetime | None = None) -> str:
@@ -41,24 +40,32 @@ def price_cents(plan: dict[str, Any] | None) -> int:
 
 def allowance_used(rt: Runtime, user_id: str, month: str | None = None) -> int:
     """Leads taken from this month's allowance (reservations net of releases)."""
-    row = rt.db.query_one(
-        "SELECT COALESCE(SUM(leads), 0) FROM ledger WHERE user_id = ? AND month = ?", (user_id, month or month_of())
+    return int(
+        rt.db.query_value(
+            "SELECT COALESCE(SUM(leads), 0) FROM ledger WHERE user_id = ? AND month = ?", (user_id, month or month_of())
+        )
     )
-    return int(row[0])
 
 
 def local_balance(rt: Runtime, user_id: str) -> int:
     """The prepaid balance kept in the local ledger."""
     return int(
-        rt.db.query_one(
+        rt.db.query_value(
             "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE user_id = ? AND source = 'local'", (user_id,)
-        )[0]
+        )
     )
 
 
 def gateway(rt: Runtime) -> StripeGateway | None:
     """The Stripe gateway, when Stripe mode is configured."""
-    return rt.extras.get("stripe")
+    return rt.stripe
+
+
+def require_gateway(rt: Runtime) -> StripeGateway:
+    """The Stripe gateway; StripeUnavailable when Stripe is not configured."""
+    if rt.stripe is None:
+        raise StripeUnavailable("Stripe is not configured on this server.")
+    return rt.stripe
 
 
 def uses_stripe(rt: Runtime, user: dict[str, Any]) -> bool:
@@ -69,7 +76,7 @@ def uses_stripe(rt: Runtime, user: dict[str, Any]) -> bool:
 def balance(rt: Runtime, user: dict[str, Any]) -> int:
     """The prepaid balance: the Stripe credit in Stripe mode, else the local ledger's."""
     if uses_stripe(rt, user):
-        return gateway(rt).credit_balance(user["stripe_customer_id"])  # type: ignore[union-attr]
+        return require_gateway(rt).credit_balance(user["stripe_customer_id"])
     return local_balance(rt, user["id"])
 
 
@@ -105,8 +112,8 @@ def compute_grant(rt: Runtime, user: dict[str, Any], requested: int, prepaid: in
 
 def stripe_lock(rt: Runtime, user_id: str) -> threading.Lock:
     """Serializes one user's Stripe reservations in this process (read balance, then debit)."""
-    locks: dict[str, threading.Lock] = rt.extras["stripe_locks"]
-    with rt.extras["stripe_locks_guard"]:
+    locks = rt.stripe_locks
+    with rt.stripe_locks_guard:
         return locks.setdefault(user_id, threading.Lock())
 
 
@@ -149,12 +156,12 @@ def credits_document(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
 def billing_state(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
     """`GET /api/billing/state`: plan, this month's usage, card, balance."""
     stripe_mode = uses_stripe(rt, user)
-    has_card = gateway(rt).has_card(user["stripe_customer_id"]) if stripe_mode else False  # type: ignore[union-attr]
+    has_card = require_gateway(rt).has_card(user["stripe_customer_id"]) if stripe_mode else False
     leads = int(
-        rt.db.query_one(
+        rt.db.query_value(
             "SELECT COALESCE(SUM(used), 0) FROM jobs WHERE user_id = ? AND substr(created_at, 1, 7) = ?",
             (user["id"], month_of()),
-        )[0]
+        )
     )
     return {
         "plan": plan_of(rt, user),
@@ -178,16 +185,3 @@ def set_stripe_customer(rt: Runtime, user_id: str, customer_id: str | None) -> N
         raise BadRequest("A Stripe customer id starts with cus_.")
     with rt.db.atomic() as tx:
         tx.execute("UPDATE users SET stripe_customer_id = ? WHERE id = ?", (customer_id, user_id))
-
-
-def ledger_summary(rt: Runtime, user_id: str) -> dict[str, int]:
-    """Totals per ledger kind (for `credits show` and tests)."""
-    rows = rt.db.query(
-        "SELECT kind, SUM(amount) AS amount, SUM(leads) AS leads, SUM(charged) AS charged "
-        "FROM ledger WHERE user_id = ? GROUP BY kind",
-        (user_id,),
-    )
-    summary = {f"{r['kind']}_amount": int(r["amount"]) for r in rows}
-    summary.update({f"{r['kind']}_leads": int(r["leads"]) for r in rows if r["leads"]})
-    summary["charged"] = sum(int(r["charged"]) for r in rows)
-    return summary

@@ -1,24 +1,25 @@
-"""The outbox: every change appends its event in its own transaction; the broker is rung after commit.
+"""The event log: every change appends its event in its own transaction; old events are pruned.
 
-The event table is the truth (streams replay from it); a broker message is only a doorbell,
-so a broker failure is logged and counted, never allowed to fail or undo the write.
+The event table is the truth (streams replay from it). Once the transaction commits, the
+broker is rung (`Runtime.doorbell`); a broker message is only a doorbell, so a broker
+failure never fails or undoes the write. Pruning keeps the table within its retention
+limits and records how far it went, so a stream resuming from a pruned cursor is told to
+resync (docs/protocol.md §6).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import queue
-import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..pubsub.memory import MemoryBroker
+from ..ids import iso
 from ..runtime import Runtime
 from ..storage.db import Transaction
 
-log = logging.getLogger(__name__)
+PRUNE_BATCH = 5000
 
-# Filter fields per event type, in channel order (spec §6): payload key for each filter.
+# Filter fields per event type, in channel order (docs/protocol.md §6): payload key for each filter.
 FILTERS: dict[str, tuple[tuple[str, str], ...]] = {
     "key_created": (("keyId", "key_id"),),
     "key_deleted": (("keyId", "key_id"),),
@@ -29,23 +30,6 @@ FILTERS: dict[str, tuple[tuple[str, str], ...]] = {
     "unpublish": (("type", "type"), ("relatedId", "related_id")),
 }
 EVENT_TYPES = tuple(FILTERS)
-
-
-class PublishStats:
-    """Counts of broker publishes, for /readyz-style visibility and tests."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.published = 0
-        self.failed = 0
-
-    def count(self, ok: bool) -> None:
-        """Record one publish attempt."""
-        with self._lock:
-            if ok:
-                self.published += 1
-            else:
-                self.failed += 1
 
 
 def channel_for(event_type: str, user_id: str, payload: dict[str, Any]) -> str:
@@ -61,70 +45,60 @@ def _channel_value(value: Any) -> str:
 def append(
     rt: Runtime, tx: Transaction, event_type: str, user_id: str, payload: dict[str, Any], created_at: str
 ) -> None:
-    """Write the event row in `tx` and publish it on the broker once `tx` commits."""
+    """Write the event row in `tx` and ring the broker once `tx` commits."""
     data = json.dumps(payload, separators=(",", ":"))
     channel = channel_for(event_type, user_id, payload)
-    cursor = tx.execute(
+    event_id = tx.insert(
         "INSERT INTO events (user_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)",
         (user_id, event_type, channel, data, created_at),
     )
     # Only the id travels: the message is a doorbell, and streams read the event itself from
     # the table in id order (whatever order doorbells arrive in), so it stays small however
     # large the object.
-    message = json.dumps({"id": cursor.lastrowid, "event": event_type}, separators=(",", ":"))
-    tx.after_commit(lambda: rt.extras["doorbell"].ring(channel, message))
+    message = json.dumps({"id": event_id, "event": event_type}, separators=(",", ":"))
+    tx.after_commit(lambda: rt.doorbell.ring(channel, message))
 
 
-class Doorbell:
-    """Rings the broker from one background thread, so a slow or hung broker never delays a write.
+def prune(rt: Runtime) -> int:
+    """Drop events past the age or count limits (and expired tombstones); returns how many events went."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=rt.config.event_retention_seconds)
+    cutoff_iso = iso(cutoff)  # to the millisecond, in the very format of created_at
+    by_count = rt.db.query_one(
+        "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?", (rt.config.event_retention_count,)
+    )
+    by_age = rt.db.query_value("SELECT MAX(id) FROM events WHERE created_at < ?", (cutoff_iso,))
+    with rt.db.atomic() as tx:
+        tx.execute("DELETE FROM object_tombstones WHERE deleted_at < ?", (cutoff_iso,))
+    through = max(by_count[0] if by_count else 0, by_age or 0)
+    if through == 0:
+        return 0
+    with rt.db.atomic() as tx:
+        # Recorded first: a stream resuming from a cursor about to go is told to resync.
+        tx.execute("UPDATE event_retention SET pruned_through = MAX(pruned_through, ?) WHERE id = 1", (through,))
+    removed = 0
+    while True:
+        # Small batches, each its own transaction, so writers never wait long for the lock.
+        with rt.db.atomic() as tx:
+            batch = tx.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? ORDER BY id LIMIT ?)",
+                (through, PRUNE_BATCH),
+            ).rowcount
+        removed += batch
+        if batch < PRUNE_BATCH:
+            return removed
 
-    A doorbell that cannot be rung (queue full, broker down) is dropped and counted: streams
-    still send the event at their next heartbeat, when they read the table anyway.
-    """
 
-    def __init__(self, broker: Any, stats: PublishStats, max_pending: int = 10_000) -> None:
-        self.broker, self.stats = broker, stats
-        # The in-process broker cannot hang: ringing it inline spares every write a hand-off to
-        # the publisher thread (two context switches and a GIL hand-off, measured on create).
-        self.inline = isinstance(broker, MemoryBroker)
-        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(max_pending)
-        self._thread = threading.Thread(target=self._run, name="telentir-doorbell", daemon=True)
-        if not self.inline:
-            self._thread.start()
+def newest_id(rt: Runtime) -> int:
+    """The id of the newest event (0 when there is none)."""
+    return int(rt.db.query_value("SELECT COALESCE(MAX(id), 0) FROM events"))
 
-    def ring(self, channel: str, message: str) -> None:
-        """Publish at once (in-process broker) or queue a publish; never blocks, never raises."""
-        if self.inline:
-            self._publish((channel, message))
-            return
-        try:
-            self._queue.put_nowait((channel, message))
-        except queue.Full:
-            self.stats.count(False)
-            log.warning(
-                "doorbell queue full; dropped the doorbell of %s (streams catch up at their heartbeat)", channel
-            )
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            self._publish(item)
+def pruned_through(rt: Runtime) -> int:
+    """Every event with an id up to this one may have been pruned."""
+    return int(rt.db.query_value("SELECT pruned_through FROM event_retention WHERE id = 1"))
 
-    def _publish(self, item: tuple[str, str]) -> None:
-        try:
-            self.broker.publish(*item)
-            self.stats.count(True)
-        except Exception:
-            self.stats.count(False)
-            log.warning(
-                "broker publish failed on %s; streams will catch up from the event table", item[0], exc_info=True
-            )
 
-    def close(self) -> None:
-        """Ring what is queued, then stop (waits a few seconds at most)."""
-        if self.inline:
-            return
-        try:
-            self._queue.put(None, timeout=5)
-        except queue.Full:
-            return
-        self._thread.join(timeout=5)
+def oldest_id(rt: Runtime) -> int | None:
+    """The id of the oldest event kept, or None when there is none."""
+    value = rt.db.query_value("SELECT MIN(id) FROM events")
+    return None if value is None else int(value)

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ import requests
 import urllib3
 
 from .. import crypto
-from ..errors import BadRequest, NotFound, RateLimited, ServiceUnavailable
+from ..errors import BadRequest, NotFound, ServiceUnavailable
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
 from ..scraper import FrameTooLarge, check_path, scraper_url, stream_frames
@@ -33,50 +33,6 @@ from .stripe_gateway import StripeUnavailable
 log = logging.getLogger(__name__)
 LEADS_PATH = "/get-leads"
 MAX_CREDITS = 1_000_000
-
-
-# --- the pool --------------------------------------------------------------------------
-
-
-class JobRunner:
-    """The app's ingestion pool, per-user concurrency counts and cancel flags."""
-
-    def __init__(self, workers: int, per_user: int) -> None:
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="telentir-connect") if workers else None
-        self.per_user = per_user
-        self._lock = threading.Lock()
-        self._running: dict[str, int] = {}
-
-    def claim(self, user_id: str) -> None:
-        """Count a job against the user's limit, or raise 429."""
-        with self._lock:
-            if self._running.get(user_id, 0) >= self.per_user:
-                raise RateLimited(
-                    retry_after=5,
-                    message="You already have the maximum number of ingestion jobs running; wait for one to finish.",
-                )
-            self._running[user_id] = self._running.get(user_id, 0) + 1
-
-    def release(self, user_id: str) -> None:
-        """Give the user's slot back."""
-        with self._lock:
-            self._running[user_id] -= 1
-            if not self._running[user_id]:
-                del self._running[user_id]
-
-    def submit(self, fn: Callable[[], None]) -> Future[None]:
-        """Run `fn` on the pool (inline when the pool size is 0)."""
-        if self.executor is None:
-            future: Future[None] = Future()
-            fn()
-            future.set_result(None)
-            return future
-        return self.executor.submit(fn)
-
-    def close(self) -> None:
-        """Wait for running jobs and stop the pool."""
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 # --- validation and start ---------------------------------------------------------------
@@ -149,7 +105,7 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest) -> dict[st
 def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], requested: int) -> dict[str, Any]:
     customer = user["stripe_customer_id"]
     with credits.stripe_lock(rt, user["id"]):
-        grant = credits.compute_grant(rt, user, requested, credits.gateway(rt).credit_balance(customer))
+        grant = credits.compute_grant(rt, user, requested, credits.require_gateway(rt).credit_balance(customer))
         with rt.db.atomic() as tx:
             row = _insert_job(
                 rt,
@@ -164,7 +120,7 @@ def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], re
         if not grant.reserved:
             return row
         try:
-            txn = credits.gateway(rt).debit(
+            txn = credits.require_gateway(rt).debit(
                 customer,
                 grant.reserved,
                 f"Lead credits reserved for {job['id']}",
@@ -347,7 +303,7 @@ class RecordWriter:
 
     def __init__(self, rt: Runtime, job: dict[str, Any]) -> None:
         self.rt, self.job = rt, job
-        row = rt.db.query_one(
+        row = rt.db.query_row(
             "SELECT public_key FROM servers WHERE user_id = ? AND name = ?", (job["user_id"], keyring.DEFAULT_SERVER)
         )
         self.public_key = crypto.load_public_key(row["public_key"])
@@ -425,7 +381,7 @@ class RecordWriter:
 
 def settle(rt: Runtime, job_id: str, status: str, error: str | None, skipped: int = 0) -> None:
     """Close a job: charge the leads written, refund the rest, release unused allowance."""
-    job = dict(rt.db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+    job = dict(rt.db.query_row("SELECT * FROM jobs WHERE id = ?", (job_id,)))
     used = job["created"] if job["path"] == LEADS_PATH else 0
     used_allowance = min(used, job["allowance_part"])
     charged = min(used - used_allowance, job["granted"] - job["allowance_part"]) * job["price"]
@@ -469,11 +425,11 @@ def _refund_stripe(rt: Runtime, job: dict[str, Any], refund: int) -> str | bool:
     if refund <= 0:
         return True
     try:
-        return credits.gateway(rt).credit(
+        return credits.require_gateway(rt).credit(
             job["customer_id"], refund, f"Unused lead credits of {job['id']}", _idempotency_key(job["id"], "refund")
         )
-    except (StripeUnavailable, AttributeError):
-        log.warning("refund of job %s is pending: Stripe unavailable", job["id"])
+    except StripeUnavailable:
+        log.warning("refund of job %s is pending: Stripe unavailable or not configured", job["id"])
         return False
 
 
@@ -519,7 +475,7 @@ def recover(rt: Runtime) -> dict[str, int]:
     interrupted = 0
     for job in rt.db.query("SELECT id, status FROM jobs WHERE status IN ('running', 'reserving')"):
         if job["status"] == "reserving":
-            _fail_unreserved(rt, dict(rt.db.query_one("SELECT * FROM jobs WHERE id = ?", (job["id"],))), "interrupted")
+            _fail_unreserved(rt, dict(rt.db.query_row("SELECT * FROM jobs WHERE id = ?", (job["id"],))), "interrupted")
         else:
             settle(rt, job["id"], "interrupted", "The server stopped while the job was running.")
         interrupted += 1
@@ -531,16 +487,16 @@ def recover(rt: Runtime) -> dict[str, int]:
 
 def connect(rt: Runtime, user: dict[str, Any], req: ConnectRequest, client_gone: Callable[[], bool]) -> str:
     """POST /api/connect: run a job to its end (or the client's departure); returns the job id."""
-    runner: JobRunner = rt.extras["job_runner"]
+    runner = rt.job_runner
     runner.claim(user["id"])
     try:
         job = start_job(rt, user, req)
         if job["status"] != "running":
-            return job["id"]
+            return str(job["id"])
         cancel = threading.Event()
         future = runner.submit(lambda: run_job(rt, job, cancel))
         _wait(future, cancel, client_gone)
-        return job["id"]
+        return str(job["id"])
     finally:
         runner.release(user["id"])
 

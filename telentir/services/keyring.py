@@ -111,21 +111,6 @@ def resolve_server(rt: Runtime, user_id: str, name: Any) -> rsa.RSAPublicKey:
     return crypto.load_public_key(platform["public_key"])
 
 
-def custodial_private_key(rt: Runtime, user_id: str) -> rsa.RSAPrivateKey:
-    """The user's `default` private key, unsealed (for writing records on their behalf)."""
-    row = rt.db.query_one(
-        "SELECT private_key_sealed FROM servers WHERE user_id = ? AND name = ?", (user_id, DEFAULT_SERVER)
-    )
-    if row is None:
-        raise NotFound("The user has no root yet.")
-    return crypto.load_private_key(
-        rt.unseal(row["private_key_sealed"], server_context(user_id, DEFAULT_SERVER)).decode()
-    )
-
-
-# --- keys -----------------------------------------------------------------------------
-
-
 def wrapped_material(public_key: rsa.RSAPublicKey, key: bytes | None, iv: bytes | None) -> tuple[bytes, bytes]:
     """(wrapped key, iv): minted, wrapped from a raw AES key, or an already-wrapped key as given."""
     if key is None:

@@ -45,7 +45,7 @@ def insert_object(
     metadata: str,
 ) -> str:
     """Insert an object row (content in the row, or in the already-written blob) and its event, inside `tx`."""
-    return _insert_row(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata)["id"]
+    return str(_insert_row(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata)["id"])
 
 
 def _insert_row(
@@ -360,7 +360,7 @@ def _cursor_position(rt: Runtime, parent_id: str, after: str | None) -> int:
         raise BadRequest(
             "after must be the id of an object in this list (the X-Next-Cursor value).", code="invalid_cursor"
         )
-    return row["n"]
+    return int(row["n"])
 
 
 def iter_related(rt: Runtime, user_id: str, parent_id: str) -> Iterator[dict[str, Any]]:

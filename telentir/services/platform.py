@@ -28,7 +28,7 @@ def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformK
                 "VALUES (?, ?, ?, ?)",
                 (name, crypto.public_key_to_b64(key.public_key()), sealed, now_iso()),
             )
-        row = db.query_one("SELECT * FROM platform_servers WHERE name = ?", (name,))
+        row = db.query_row("SELECT * FROM platform_servers WHERE name = ?", (name,))
     if row["private_key_sealed"] is None:
         raise RuntimeError(f"platform server {name!r} is registered without a private key on this host")
     try:
@@ -44,11 +44,10 @@ def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformK
 
 def server_document(rt: Runtime) -> dict[str, Any]:
     """`GET /api/server`: the current platform server and every platform public key."""
-    cached = rt.extras.get("server_document")
-    if cached is None:
+    if rt.server_document is None:
         # Platform servers change only across restarts, so this is built once per process.
-        cached = rt.extras["server_document"] = _build_server_document(rt)
-    return cached
+        rt.server_document = _build_server_document(rt)
+    return rt.server_document
 
 
 def _build_server_document(rt: Runtime) -> dict[str, Any]:
@@ -60,9 +59,3 @@ def _build_server_document(rt: Runtime) -> dict[str, Any]:
             "application/jwk+json": crypto.public_jwk(public),
         }
     return {"current": rt.platform.name, "keys": keys}
-
-
-def platform_public_key(rt: Runtime, name: str) -> crypto.rsa.RSAPublicKey | None:
-    """The public key of a platform server, or None if there is no such server."""
-    row = rt.db.query_one("SELECT public_key FROM platform_servers WHERE name = ?", (name,))
-    return None if row is None else crypto.load_public_key(row["public_key"])

@@ -20,10 +20,7 @@ def charge(rt: Runtime, buckets: list[str]) -> list[int]:
     with rt.db.atomic() as tx:
         tx.execute("DELETE FROM auth_failures WHERE at < ?", (now - rt.config.auth_window_seconds,))
         _check(rt, tx, buckets, now)
-        return [
-            tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", (bucket, now)).lastrowid
-            for bucket in buckets
-        ]
+        return [tx.insert("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", (bucket, now)) for bucket in buckets]
 
 
 def refund(rt: Runtime, attempt_ids: list[int]) -> None:

@@ -23,7 +23,7 @@ STORES = (
 
 def has_root(rt: Runtime, user_id: str) -> bool:
     """Whether the user's root exists (it is created whole, in one transaction)."""
-    ready: set[str] = rt.extras.setdefault("roots_ready", set())
+    ready = rt.roots_ready
     if user_id in ready:
         return True
     if rt.db.query_one("SELECT 1 FROM stores WHERE user_id = ? LIMIT 1", (user_id,)) is None:

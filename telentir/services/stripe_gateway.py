@@ -16,9 +16,9 @@ import stripe
 
 from ..config import Config
 from ..errors import ServiceUnavailable
+from ..money import CURRENCY
 
 log = logging.getLogger(__name__)
-CURRENCY = "usd"
 
 
 class StripeUnavailable(ServiceUnavailable):

@@ -35,6 +35,12 @@ class Transaction:
         """Run one statement inside the transaction."""
         return self.conn.execute(sql, params)
 
+    def insert(self, sql: str, params: Any = ()) -> int:
+        """Run one INSERT into a table with an integer key and return the new row's id."""
+        row_id = self.conn.execute(sql, params).lastrowid
+        assert row_id is not None, "an INSERT always sets lastrowid"
+        return row_id
+
     def after_commit(self, hook: Callable[[], None]) -> None:
         """Run `hook` after COMMIT succeeds (delete replaced files, publish events)."""
         self._on_commit.append(hook)
@@ -119,7 +125,19 @@ class Database:
 
     def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         """Run a read and return the first row or None."""
-        return self.conn.execute(sql, params).fetchone()
+        row: sqlite3.Row | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    def query_row(self, sql: str, params: Any = ()) -> sqlite3.Row:
+        """Run a read of a row that must exist (LookupError otherwise: damage, not a client error)."""
+        row = self.query_one(sql, params)
+        if row is None:
+            raise LookupError(f"no row where one must exist: {sql}")
+        return row
+
+    def query_value(self, sql: str, params: Any = ()) -> Any:
+        """Run a read that yields one row (an aggregate, say) and return its first column."""
+        return self.query_row(sql, params)[0]
 
     @contextmanager
     def atomic(self) -> Iterator[Transaction]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from ..services import streams
+from .feed import Item
 
 
-def sse_frame(item: streams.Item) -> str:
+def sse_frame(item: Item) -> str:
     """One Server-Sent Events frame (pinned byte for byte by a test)."""
     if item.kind == "heartbeat":
         return ": keep-alive\n\n"
@@ -17,7 +17,7 @@ def sse_frame(item: streams.Item) -> str:
     return f"id: {item.event_id}\nevent: {item.event}\ndata: {data}\n\n"
 
 
-def socket_message(item: streams.Item) -> str:
+def socket_message(item: Item) -> str:
     """One WebSocket text message {id, event, data} (data is the shared, already encoded JSON)."""
     event_id = "null" if item.kind == "resync" else str(item.event_id)
     return f'{{"id":{event_id},"event":{json.dumps(item.event)},"data":{item.data_json}}}'

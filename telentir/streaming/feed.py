@@ -9,32 +9,24 @@ only grow, even when several processes publish their commits out of order.
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import sys
-import threading
 import time
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from ..errors import BadRequest, Forbidden, NotFound, RateLimited, ServiceUnavailable
-from ..ids import iso
-from ..pubsub import compile_glob, escape_glob
+from ..errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
+from ..pubsub import BrokerError, PubSub, compile_glob, escape_glob
 from ..runtime import Runtime
-from . import objects
-from .events import EVENT_TYPES, FILTERS
+from ..services import events, objects
+from ..services.events import EVENT_TYPES, FILTERS
+from .reads import REPLAY_CHUNK, Row
 
 log = logging.getLogger(__name__)
-REPLAY_CHUNK = 500
 CLOSED_CHECK_SECONDS = 1.0
 MAX_FILTER_LENGTH = 200
-PRUNE_BATCH = 5000
 
 
 @dataclass(frozen=True)
@@ -54,39 +46,6 @@ class Item:
 
 
 IDLE = Item("idle")
-
-
-class StreamSlots:
-    """Counts open streams per process and per user, refusing past the caps."""
-
-    def __init__(self, max_total: int, max_per_user: int) -> None:
-        self.max_total, self.max_per_user = max_total, max_per_user
-        self._lock = threading.Lock()
-        self._per_user: Counter[str] = Counter()
-
-    @property
-    def open(self) -> int:
-        """Streams open now in this process."""
-        with self._lock:
-            return sum(self._per_user.values())
-
-    def acquire(self, user_id: str) -> None:
-        """Take a slot, or raise 503 (process full) / 429 (user's cap)."""
-        with self._lock:
-            if sum(self._per_user.values()) >= self.max_total:
-                raise ServiceUnavailable(
-                    "Too many open event streams on this server; retry shortly.", code="too_many_streams"
-                )
-            if self._per_user[user_id] >= self.max_per_user:
-                raise RateLimited(retry_after=5, message="You have too many open event streams; close one first.")
-            self._per_user[user_id] += 1
-
-    def release(self, user_id: str) -> None:
-        """Give a slot back."""
-        with self._lock:
-            self._per_user[user_id] -= 1
-            if self._per_user[user_id] <= 0:
-                del self._per_user[user_id]
 
 
 @dataclass(frozen=True)
@@ -145,21 +104,22 @@ def feed(
     before answering, so a full server or a dead broker is still a JSON error. With a
     `handoff` (the SSE hub), the live part is served elsewhere while this generator waits.
     """
-    slots: StreamSlots = rt.extras["stream_slots"]
+    slots = rt.stream_slots
     slots.acquire(req.user_id)
-    pubsub = None
+    pubsub: PubSub | None = None
     try:
         pubsub = rt.broker.pubsub()
         _subscribe(pubsub, req.pattern)
         # Read once subscribed and before answering: whatever commits later rings our doorbell.
-        start = _newest_id(rt) if req.since is None else req.since
+        start = events.newest_id(rt) if req.since is None else req.since
         yield Item("open")
         last = yield from _replay(rt, req, start)
         yield IDLE
 
         def release() -> None:
             nonlocal pubsub
-            _close_quietly(pubsub)
+            if pubsub is not None:
+                close_quietly(pubsub)
             pubsub = None
 
         if handoff is not None and handoff(req, last, release):
@@ -168,11 +128,11 @@ def feed(
     finally:
         # Free the subscription and the slot at once, whatever ended the stream.
         if pubsub is not None:
-            _close_quietly(pubsub)
+            close_quietly(pubsub)
         slots.release(req.user_id)
 
 
-def _subscribe(pubsub: Any, pattern: str) -> None:
+def _subscribe(pubsub: PubSub, pattern: str) -> None:
     try:
         pubsub.psubscribe(pattern)
         deadline = time.monotonic() + 5
@@ -180,23 +140,19 @@ def _subscribe(pubsub: Any, pattern: str) -> None:
             message = pubsub.get_message(timeout=0.5)
             if message is not None and message["type"] == "psubscribe":
                 return
-    except (ConnectionError, OSError, RedisError) as exc:
+    except BrokerError as exc:
         log.warning("event broker unavailable: %s", exc)
     raise ServiceUnavailable("The event broker is not answering; retry shortly.", code="broker_unavailable")
-
-
-def _newest_id(rt: Runtime) -> int:
-    return int(rt.db.query_one("SELECT COALESCE(MAX(id), 0) FROM events")[0])
 
 
 def _replay(rt: Runtime, req: FeedRequest, start: int) -> Generator[Item, None, int]:
     """Replay stored events after the cursor (resync first if the cursor was pruned); returns the last id."""
     if req.since is None:
         return start  # a fresh stream replays nothing: everything from now on arrives live
-    pruned_through = rt.db.query_one("SELECT pruned_through FROM event_retention WHERE id = 1")[0]
-    if start < pruned_through:
-        oldest = rt.db.query_one("SELECT MIN(id) FROM events")[0]
-        yield Item("resync", event="resync", data={"since": oldest if oldest is not None else pruned_through + 1})
+    pruned = events.pruned_through(rt)
+    if start < pruned:
+        oldest = events.oldest_id(rt)
+        yield Item("resync", event="resync", data={"since": oldest if oldest is not None else pruned + 1})
     return (yield from _stored_after(rt, req, start))
 
 
@@ -207,9 +163,10 @@ def _stored_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None = N
     already reaches it can be shared (see RecentReads).
     """
     matcher = compile_glob(req.pattern)
-    reads: RecentReads = rt.extras["recent_reads"]
     while True:
-        rows = reads.rows_after(req.user_id, req.event_type, last, rung, lambda after: _read_rows(rt, req, after))
+        rows = rt.recent_reads.rows_after(
+            req.user_id, req.event_type, last, rung, lambda after: _read_rows(rt, req, after)
+        )
         for event_id, channel, payload, text in rows:
             last = event_id
             if matcher.fullmatch(channel):
@@ -233,96 +190,12 @@ def events_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None) -> 
             items.append(item)
 
 
-Row = tuple[int, str, dict[str, Any], str]  # id, channel, payload, payload as JSON text
-
-
 def _read_rows(rt: Runtime, req: FeedRequest, last: int) -> list[Row]:
     rows = rt.db.query(
         "SELECT id, channel, payload FROM events WHERE user_id = ? AND type = ? AND id > ? ORDER BY id LIMIT ?",
         (req.user_id, req.event_type, last, REPLAY_CHUNK),
     )
     return [(r["id"], r["channel"], *_payload(rt, req.event_type, r["payload"])) for r in rows]
-
-
-class RecentReads:
-    """Table reads shared by the streams of one process.
-
-    When a write rings a thousand streams of one user, they all need the same new rows. Each
-    (user, type) keeps a window: every row after a cursor `start`, complete up to its newest
-    id. Sharing is safe because SQLite commits one writer at a time and ids grow with each
-    commit: a read that saw event N saw every event before N. A stream whose cursor lies in
-    the window and whose doorbell it reaches takes its rows from there; otherwise one stream
-    reads the rows after the window's newest (or after its own cursor) and extends it for all.
-    """
-
-    def __init__(self, size: int = 512, keep: int = 2 * REPLAY_CHUNK) -> None:
-        self._size, self._keep = size, keep
-        self._lock = threading.Lock()  # guards the two maps' membership
-        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()
-        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
-
-    def rows_after(
-        self, user_id: str, event_type: str, last: int, rung: int | None, read: Callable[[int], list[Row]]
-    ) -> list[Row]:
-        """The rows after `last` (up to REPLAY_CHUNK read at once), shared when a window reaches `rung`."""
-        if rung is None:
-            return read(last)
-        key = (user_id, event_type)
-        # A hit takes no lock: a thousand streams woken together queueing on one lock cost
-        # more than the rows they share.
-        if (rows := _covering(self._windows.get(key), last, rung)) is not None:
-            return rows
-        with self._key_lock(key):  # streams that miss together wait for one read
-            window = self._windows.get(key)
-            if (rows := _covering(window, last, rung)) is not None:
-                return rows
-            if window is not None and window.start <= last <= window.newest:
-                window = window.extended(read(window.newest), self._keep)
-            else:
-                window = _Window(last, read(last))
-            self._store(key, window)
-        # A stream so far behind that the trimmed window starts past its cursor reads its own rows.
-        return window.after(last) if window.start <= last else read(last)
-
-    def _key_lock(self, key: tuple[str, str]) -> threading.Lock:
-        with self._lock:
-            return self._key_locks.setdefault(key, threading.Lock())
-
-    def _store(self, key: tuple[str, str], window: _Window) -> None:
-        with self._lock:
-            self._windows[key] = window
-            self._windows.move_to_end(key)
-            if len(self._windows) > self._size:
-                old, _ = self._windows.popitem(last=False)
-                self._key_locks.pop(old, None)
-
-
-class _Window:
-    """Every row of one (user, type) after `start`, complete up to `newest`; never changed once made."""
-
-    def __init__(self, start: int, rows: list[Row]) -> None:
-        self.start, self.rows = start, rows
-        self.ids = [row[0] for row in rows]
-        self.newest = self.ids[-1] if rows else start
-
-    def extended(self, more: list[Row], keep: int) -> _Window:
-        """This window plus the rows read after its newest, trimmed to the newest `keep` rows."""
-        rows = self.rows + more
-        if len(rows) <= keep:
-            return _Window(self.start, rows)
-        # Dropping the oldest rows moves the start to the newest dropped id: what follows it is complete.
-        return _Window(rows[-keep - 1][0], rows[-keep:])
-
-    def after(self, last: int) -> list[Row]:
-        """The rows after id `last`."""
-        return self.rows[bisect.bisect_right(self.ids, last) :]
-
-
-def _covering(window: _Window | None, last: int, rung: int) -> list[Row] | None:
-    """The window's rows after `last` if it holds every row from `last` through `rung`, else None."""
-    if window is None or not window.start <= last <= window.newest or window.newest < rung:
-        return None
-    return window.after(last)
 
 
 def _payload(rt: Runtime, event_type: str, stored: str) -> tuple[dict[str, Any], str]:
@@ -334,7 +207,7 @@ def _payload(rt: Runtime, event_type: str, stored: str) -> tuple[dict[str, Any],
     return payload, stored
 
 
-def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int, is_closed: Callable[[], bool]) -> Iterator[Item]:
+def _follow(rt: Runtime, req: FeedRequest, pubsub: PubSub, last: int, is_closed: Callable[[], bool]) -> Iterator[Item]:
     """Live events: each broker message is a doorbell, and what happened is read from the table.
 
     Two processes may publish their commits out of id order; reading the table after `last`
@@ -365,16 +238,16 @@ def _follow(rt: Runtime, req: FeedRequest, pubsub: Any, last: int, is_closed: Ca
         else:
             due = next_beat if pending is None else min(next_beat, sent_at + batch)
             try:
-                pending = _ring(
+                pending = _await_doorbells(
                     pubsub, last, pending, max(0.0, min(CLOSED_CHECK_SECONDS, due - now)), held=pending is not None
                 )
-            except (ConnectionError, OSError, RedisError) as exc:
+            except BrokerError as exc:
                 # End cleanly: the client reconnects with Last-Event-ID and catches up from the table.
                 log.warning("event stream ended: broker connection lost (%s)", exc)
                 return
 
 
-def _ring(pubsub: Any, last: int, pending: int | None, wait: float, held: bool) -> int | None:
+def _await_doorbells(pubsub: PubSub, last: int, pending: int | None, wait: float, held: bool) -> int | None:
     """Wait up to `wait` s for doorbells; returns the highest id rung so far (None if none).
 
     While a batch is held the stream sleeps instead of waking for each doorbell, then takes
@@ -384,13 +257,13 @@ def _ring(pubsub: Any, last: int, pending: int | None, wait: float, held: bool) 
         time.sleep(wait)
         wait = 0.0
     while (message := pubsub.get_message(timeout=wait)) is not None:
-        if (rung := _rung(message, last)) is not None:
-            pending = max(pending or 0, rung)
+        if (announced := _announced_id(message, last)) is not None:
+            pending = max(pending or 0, announced)
         wait = 0.0
     return pending
 
 
-def _rung(message: dict[str, Any], last: int) -> int | None:
+def _announced_id(message: dict[str, Any], last: int) -> int | None:
     """The event id a broker message announces, if it may be one not sent yet."""
     if message["type"] == "psubscribe":
         # redis-py re-subscribed after a reconnect: doorbells may have been missed, so read
@@ -402,40 +275,9 @@ def _rung(message: dict[str, Any], last: int) -> int | None:
     return event_id if event_id > last else None
 
 
-def _close_quietly(pubsub: Any) -> None:
+def close_quietly(pubsub: PubSub) -> None:
+    """Close a subscription whose broker may already be gone (nothing left to do about a failure)."""
     try:
         pubsub.close()
     except Exception:
         log.debug("closing a subscription failed", exc_info=True)
-
-
-# --- retention ------------------------------------------------------------------------
-
-
-def prune_events(rt: Runtime) -> int:
-    """Drop events past the age or count limits; returns how many went."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=rt.config.event_retention_seconds)
-    cutoff_iso = iso(cutoff)  # to the millisecond, in the very format of created_at
-    by_count = rt.db.query_one(
-        "SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?", (rt.config.event_retention_count,)
-    )
-    by_age = rt.db.query_one("SELECT MAX(id) FROM events WHERE created_at < ?", (cutoff_iso,))[0]
-    with rt.db.atomic() as tx:
-        tx.execute("DELETE FROM object_tombstones WHERE deleted_at < ?", (cutoff_iso,))
-    through = max(by_count[0] if by_count else 0, by_age or 0)
-    if through == 0:
-        return 0
-    with rt.db.atomic() as tx:
-        # Recorded first: a stream resuming from a cursor about to go is told to resync.
-        tx.execute("UPDATE event_retention SET pruned_through = MAX(pruned_through, ?) WHERE id = 1", (through,))
-    removed = 0
-    while True:
-        # Small batches, each its own transaction, so writers never wait long for the lock.
-        with rt.db.atomic() as tx:
-            batch = tx.execute(
-                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? ORDER BY id LIMIT ?)",
-                (through, PRUNE_BATCH),
-            ).rowcount
-        removed += batch
-        if batch < PRUNE_BATCH:
-            return removed

@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
+from ..pubsub import BrokerError, BrokerUnavailable, PubSub
 from ..runtime import Runtime
-from ..services import streams
-from .common import event_loop_worker
-from .sse_format import sse_frame
+from . import feed as streams
+from .feed import close_quietly
+from .frames import sse_frame
+from .sockets import event_loop_worker, peek_hangup
 
 log = logging.getLogger(__name__)
 MAX_BACKLOG_BYTES = 4 * 2**20
@@ -121,17 +121,17 @@ class SSEHub:
 
     def _broker_loop(self) -> None:
         while not self._closed.is_set():
-            pubsub = None
+            pubsub: PubSub | None = None
             try:
                 pubsub = self.rt.broker.pubsub()
                 self._follow_broker(pubsub)
-            except (ConnectionError, OSError, RedisError) as exc:
+            except BrokerError as exc:
                 if not self._closed.is_set():
                     log.warning("stream hub lost the event broker (%s); its streams end and clients resume", exc)
             finally:
                 self.ready.clear()
                 if pubsub is not None:
-                    _close_quietly(pubsub)
+                    close_quietly(pubsub)
             if not self._closed.is_set():
                 # Streams attached meanwhile would miss doorbells: end them all, as a stream
                 # served by its own thread ends when its subscription breaks.
@@ -140,14 +140,14 @@ class SSEHub:
                 self._wake()
                 self._closed.wait(RESUBSCRIBE_PAUSE_SECONDS)
 
-    def _follow_broker(self, pubsub: Any) -> None:
+    def _follow_broker(self, pubsub: PubSub) -> None:
         pubsub.psubscribe("*")
         deadline = time.monotonic() + SUBSCRIBE_SECONDS
         while not self._closed.is_set():
             message = pubsub.get_message(timeout=0.5)
             if message is None:
                 if not self.ready.is_set() and time.monotonic() > deadline:
-                    raise ConnectionError("no subscription confirmation")
+                    raise BrokerUnavailable("no subscription confirmation")
                 continue
             if message["type"] == "psubscribe":
                 # Confirmed (again, after redis-py reconnected): doorbells may have been missed.
@@ -214,7 +214,7 @@ class SSEHub:
         for key, event_id in rung.items():
             for stream in self._streams.get(key, ()):
                 stream.pending = max(stream.pending or 0, event_id)
-        now, batches = time.monotonic(), {}
+        now, batches = time.monotonic(), dict[Any, tuple[bytes, int]]()
         for group in list(self._streams.values()):
             for stream in list(group):
                 if rung_all:
@@ -272,9 +272,13 @@ class SSEHub:
             self._watch(stream)
 
     def _on_socket(self, stream: HubStream, mask: int) -> None:
-        if mask & selectors.EVENT_READ and _peer_closed(stream):
-            self._end(stream)
-            return
+        if mask & selectors.EVENT_READ:
+            hung_up = peek_hangup(stream.sock)
+            if hung_up:
+                self._end(stream)
+                return
+            if hung_up is None:
+                stream.watch_reads = False  # an SSE client has nothing to say; a send failure will tell
         if mask & selectors.EVENT_WRITE and stream.backlog:
             if (sent := self._write(stream, stream.backlog)) is None:
                 return
@@ -326,20 +330,6 @@ class SSEHub:
         stream.done.set()
 
 
-def _peer_closed(stream: HubStream) -> bool:
-    """Readable: closed (recv returns nothing) or a client that sent data (stop watching reads)."""
-    try:
-        data = stream.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    if data:
-        stream.watch_reads = False  # an SSE client has nothing to say; a send failure will tell
-        return False
-    return True
-
-
 def _drain(fd: int) -> None:
     try:
         while os.read(fd, 4096):
@@ -348,24 +338,14 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _close_quietly(pubsub: Any) -> None:
-    try:
-        pubsub.close()
-    except Exception:
-        log.debug("closing the hub's subscription failed", exc_info=True)
-
-
-_HUB_LOCK = threading.Lock()
-
-
 def hub_for(rt: Runtime) -> SSEHub:
-    """The process's hub, started on first use."""
-    with _HUB_LOCK:
-        hub = rt.extras.get("sse_hub")
+    """The process's hub, started on first use (and again if it stopped)."""
+    with rt.hub_lock:
+        hub = rt.sse_hub
         if hub is None or not hub.alive:
             if hub is not None:
                 hub.close()
-            hub = rt.extras["sse_hub"] = SSEHub(rt)
+            hub = rt.sse_hub = SSEHub(rt)
             rt.closers.append(hub.close)
         return hub
 

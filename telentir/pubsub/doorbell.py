@@ -1,0 +1,85 @@
+"""Ringing the broker after a commit: the doorbell that tells streams to read the event table.
+
+The event table is the truth; a broker message is only a doorbell, so a broker failure is
+logged and counted, never allowed to fail or undo the write that rang it.
+"""
+
+import logging
+import queue
+import threading
+
+from telentir.pubsub.base import Broker
+
+log = logging.getLogger(__name__)
+
+
+class PublishStats:
+    """Counts of doorbells published and failed (tests and, later, metrics read them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.published = 0
+        self.failed = 0
+
+    def count(self, ok: bool) -> None:
+        """Record one publish attempt."""
+        with self._lock:
+            if ok:
+                self.published += 1
+            else:
+                self.failed += 1
+
+
+class Doorbell:
+    """Rings the broker from one background thread, so a slow or hung broker never delays a write.
+
+    A doorbell that cannot be rung (queue full, broker down) is dropped and counted: streams
+    still send the event at their next heartbeat, when they read the table anyway.
+    """
+
+    def __init__(self, broker: Broker, stats: PublishStats, max_pending: int = 10_000) -> None:
+        self.broker, self.stats = broker, stats
+        # An in-process broker cannot hang: ringing it inline spares every write a hand-off to
+        # the publisher thread (two context switches and a GIL hand-off, measured on create).
+        self.inline = broker.in_process
+        self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(max_pending)
+        self._thread = threading.Thread(target=self._run, name="telentir-doorbell", daemon=True)
+        if not self.inline:
+            self._thread.start()
+
+    def ring(self, channel: str, message: str) -> None:
+        """Publish at once (in-process broker) or queue a publish; never blocks, never raises."""
+        if self.inline:
+            self._publish((channel, message))
+            return
+        try:
+            self._queue.put_nowait((channel, message))
+        except queue.Full:
+            self.stats.count(False)
+            log.warning(
+                "doorbell queue full; dropped the doorbell of %s (streams catch up at their heartbeat)", channel
+            )
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self._publish(item)
+
+    def _publish(self, item: tuple[str, str]) -> None:
+        try:
+            self.broker.publish(*item)
+            self.stats.count(True)
+        except Exception:
+            self.stats.count(False)
+            log.warning(
+                "broker publish failed on %s; streams will catch up from the event table", item[0], exc_info=True
+            )
+
+    def close(self) -> None:
+        """Ring what is queued, then stop (waits a few seconds at most)."""
+        if self.inline:
+            return
+        try:
+            self._queue.put(None, timeout=5)
+        except queue.Full:
+            return
+        self._thread.join(timeout=5)

@@ -1,0 +1,115 @@
+"""Wiring: build a Runtime from settings, and start the serving process's background work.
+
+The top of the dependency graph: this module imports services and components and puts
+them together; nothing below it imports it (`telentir.runtime` holds only the types).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from . import crypto
+from .config import Config
+from .pubsub import create_broker
+from .pubsub.doorbell import Doorbell, PublishStats
+from .runtime import Runtime
+from .services import events, ingest
+from .services.job_runner import JobRunner
+from .services.platform import ensure_platform_key
+from .services.stripe_gateway import make_gateway
+from .sms import make_sender
+from .storage.blobs import BlobStore
+from .storage.db import Database
+from .streaming.reads import RecentReads
+from .streaming.slots import StreamSlots
+
+log = logging.getLogger(__name__)
+
+
+def master_key_for(config: Config) -> bytes:
+    """The master key from TELENTIR_MASTER_KEY, else from (or into) the key file."""
+    if config.master_key:
+        return crypto.parse_master_key(config.master_key)
+    return crypto.load_or_create_master_key(config.master_key_path)
+
+
+def open_storage(config: Config) -> tuple[Database, BlobStore]:
+    """Open the database (schema applied) and the blob store."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(config.database_path, synchronous=config.synchronous, cache_mib=config.sqlite_cache_mib)
+    db.apply_schema()
+    return db, BlobStore(config.blob_path)
+
+
+def build_runtime(config: Config) -> Runtime:
+    """Open storage, load the master key and the platform keypair (creating them once), build the components."""
+    db, blobs = open_storage(config)
+    try:
+        master_key = master_key_for(config)
+        platform = ensure_platform_key(db, master_key, config.server_name)
+    except BaseException:
+        db.close()
+        raise
+    broker = create_broker(config.broker_url)
+    stats = PublishStats()
+    rt = Runtime(
+        config=config,
+        db=db,
+        blobs=blobs,
+        master_key=master_key,
+        platform=platform,
+        sms=make_sender(config),
+        broker=broker,
+        publish_stats=stats,
+        doorbell=Doorbell(broker, stats),
+        stream_slots=StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user),
+        recent_reads=RecentReads(),
+        job_runner=JobRunner(config.connect_workers, config.connect_per_user),
+        stripe=make_gateway(config),
+    )
+    rt.closers.append(rt.doorbell.close)
+    if rt.stripe is not None:
+        rt.closers.append(rt.stripe.close)
+    rt.closers.append(rt.job_runner.close)
+    return rt
+
+
+def start_background(rt: Runtime) -> None:
+    """Start the serving process's background work; each is stopped by `rt.close()`."""
+    workers = [
+        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: events.prune(rt)),
+    ]
+    if rt.stripe is not None:
+        workers.append(
+            Periodic("telentir-refund-retry", rt.config.refund_retry_seconds, lambda: ingest.retry_pending(rt))
+        )
+    for worker in workers:
+        worker.start()
+        rt.closers.append(worker.stop)
+
+
+class Periodic:
+    """A daemon thread running `task` every `interval` seconds until stopped; failures are logged."""
+
+    def __init__(self, name: str, interval: float, task: Callable[[], object]) -> None:
+        self.interval, self.task = interval, task
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.task()
+            except Exception:
+                log.exception("%s failed; will retry", self._thread.name)
+
+    def stop(self) -> None:
+        """Stop and wait for the thread."""
+        self._stop.set()
+        self._thread.join(timeout=5)
