@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 SCRAPER_PORT ?= 8001
 
-.PHONY: run test clean
+.PHONY: run test lint clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,15 @@ run: $(BIN)/.installed
 	SCRAPER_HOSTNAME=$${SCRAPER_HOSTNAME:-http://127.0.0.1:$(SCRAPER_PORT)} \
 	$(BIN)/python -m telentir serve --port $(PORT) --demo
 
-## test: the whole suite
-test: $(BIN)/.installed
+## lint: ruff (lint and format check) and mypy; any finding fails
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## test: the static checks, then the whole suite
+test: lint
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache build *.egg-info

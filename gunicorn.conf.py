@@ -1,39 +1,21 @@
-"""gunicorn settings for the Telentir server (used by `python -m telentir serve` and plain gunicorn).
+"""gunicorn settings for running gunicorn yourself: `gunicorn -c gunicorn.conf.py app:app`.
 
-One process with many threads by default: the in-memory broker cannot cross processes.
-With TELENTIR_BROKER_URL=redis://… raise `workers` freely (`serve --workers N` or `-w N`).
+They are the package's own (telentir/gunicorn_settings.py), which `telentir serve` uses too.
 """
 
-bind = "127.0.0.1:8000"
+from telentir.gunicorn_settings import (  # noqa: F401 - gunicorn reads these names from this module
+    bind,
+    control_socket_disable,
+    graceful_timeout,
+    keepalive,
+    limit_request_line,
+    on_starting,
+    threads,
+    timeout,
+    worker_class,
+    worker_connections,
+    worker_exit,
+    workers,
+)
+
 wsgi_app = "app:app"
-worker_class = "gthread"
-workers = 1
-# Each open event stream holds a thread: enough threads for the stream cap plus requests.
-threads = 256
-# gthread serves keep-alive connections only while worker_connections exceeds threads;
-# keep it well above any --threads a deployment picks for many event streams.
-worker_connections = 10000
-timeout = 60
-graceful_timeout = 10
-keepalive = 5
-# Long (hostile) ids must reach the app and get its JSON 404, not gunicorn's HTML 414;
-# 0 lets gunicorn 27 apply its own 1 MiB ceiling.
-limit_request_line = 0
-# The runtime control socket (gunicornc) is not used; one shared path would clash between servers.
-control_socket_disable = True
-
-
-def on_starting(server):
-    """Refuse a bad configuration and repair storage once, before workers fork."""
-    from telentir.serving import on_starting as prepare
-
-    prepare(server.cfg.workers)
-
-
-def worker_exit(server, worker):
-    """Close the worker's app cleanly (database connections, broker, job pool)."""
-    from telentir import close_app
-
-    app = getattr(worker, "wsgi", None)
-    if app is not None and hasattr(app, "extensions"):
-        close_app(app)

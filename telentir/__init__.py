@@ -14,7 +14,8 @@ from flask import Flask
 
 from .config import Config, load_config
 
-__all__ = ["close_app", "create_app"]
+__all__ = ["__version__", "close_app", "create_app"]
+__version__ = "0.2.0"
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from . import __version__
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .errors import ApiError
@@ -35,8 +36,12 @@ def _runtime() -> Iterator[Runtime]:
 
 
 @click.group()
+@click.version_option(__version__, "--version", prog_name="telentir", message="%(prog)s %(version)s")
 def main() -> None:
-    """Telentir server: an open, self-hostable encrypted data plane."""
+    """Telentir server: an open, self-hostable encrypted data plane.
+
+    Every command acts on the data folder of TELENTIR_DATA_DIR (default ./data).
+    """
 
 
 @main.command()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import Application
@@ -14,7 +13,6 @@ from .runtime import Runtime
 from .wiring import build_runtime
 
 log = logging.getLogger(__name__)
-GUNICORN_CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
 
 
 def prepare(config: Config) -> dict[str, int]:
@@ -48,7 +46,7 @@ def check_workers(config: Config, workers: int) -> None:
 
 
 class GunicornServer(Application):
-    """gunicorn with gunicorn.conf.py, then our command-line overrides, serving create_app()."""
+    """gunicorn with the package's settings, then our command-line overrides, serving create_app()."""
 
     def __init__(self, overrides: dict[str, Any]) -> None:
         self.overrides = overrides
@@ -58,9 +56,8 @@ class GunicornServer(Application):
         """Unused: settings come from the file and the overrides."""
 
     def load_config(self) -> None:
-        """Read gunicorn.conf.py, then apply the CLI's values."""
-        if GUNICORN_CONF.exists():
-            self.load_config_from_file(str(GUNICORN_CONF))
+        """Read the package's gunicorn settings, then apply the CLI's values."""
+        self.load_config_from_module_name_or_filename("python:telentir.gunicorn_settings")
         for key, value in self.overrides.items():
             if value is not None:
                 self.cfg.set(key, value)

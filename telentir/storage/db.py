@@ -13,10 +13,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema.sql"
+# The top-level schema.sql, shipped inside the package (telentir/schema.sql links to it).
+SCHEMA = resources.files("telentir").joinpath("schema.sql")
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 
@@ -175,7 +177,7 @@ class Database:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
                     raise RuntimeError(f"database schema {version} is newer than this server ({SCHEMA_VERSION})")
-                _execute_script(conn, SCHEMA_PATH.read_text())
+                _execute_script(conn, SCHEMA.read_text())
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:

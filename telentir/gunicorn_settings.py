@@ -1,0 +1,46 @@
+"""gunicorn's settings and hooks for the Telentir server.
+
+`telentir serve` loads this module (so an installed package needs no file of the checkout);
+the top-level `gunicorn.conf.py` re-exports it for people who run gunicorn themselves
+(`gunicorn -c gunicorn.conf.py app:app`). Command-line options of `serve` override it.
+
+One process with many threads by default: the in-memory broker cannot cross processes.
+With TELENTIR_BROKER_URL=redis://… raise `workers` freely (`serve --workers N` or `-w N`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+bind = "127.0.0.1:8000"
+worker_class = "gthread"
+workers = 1
+# Each open event stream holds a thread: enough threads for the stream cap plus requests.
+threads = 256
+# gthread serves keep-alive connections only while worker_connections exceeds threads;
+# keep it well above any --threads a deployment picks for many event streams.
+worker_connections = 10000
+timeout = 60
+graceful_timeout = 10
+keepalive = 5
+# Long (hostile) ids must reach the app and get its JSON 404, not gunicorn's HTML 414;
+# 0 lets gunicorn 27 apply its own 1 MiB ceiling.
+limit_request_line = 0
+# The runtime control socket (gunicornc) is not used; one shared path would clash between servers.
+control_socket_disable = True
+
+
+def on_starting(server: Any) -> None:
+    """Refuse a bad configuration and repair storage once, before workers fork."""
+    from telentir.serving import on_starting as prepare
+
+    prepare(server.cfg.workers)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Close the worker's app cleanly (database connections, broker, job pool)."""
+    from telentir import close_app
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        close_app(app)

@@ -1,0 +1,136 @@
+"""The package installs: `pip install <checkout>` into a fresh venv gives a `telentir` command that works anywhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+import telentir
+
+from .support import ROOT, free_port
+
+# What a source distribution of the project holds; the rest of the checkout must not be needed.
+SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE", "schema.sql", "telentir")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv (outside the checkout) with the project pip-installed from a copy of its sources; its bin/."""
+    work = tmp_path_factory.mktemp("packaging")
+    source = work / "source"
+    source.mkdir()
+    for name in SOURCE_FILES:
+        origin = ROOT / name
+        if origin.is_dir():
+            shutil.copytree(origin, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(origin, source / name)
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    done = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return venv / "bin"
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    """Only TELENTIR_DATA_DIR set: no PYTHONPATH, no checkout on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TELENTIR_", "STRIPE_", "SCRAPER_", "PYTHON"))}
+    env["TELENTIR_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def _run(bin_dir: Path, cwd: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bin_dir / "telentir"), *args],
+        cwd=cwd,
+        env=_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_command_prints_its_version(installed: Path, tmp_path: Path) -> None:
+    done = _run(installed, tmp_path, tmp_path / "data", "--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"telentir {telentir.__version__}"
+
+
+def test_the_installed_package_does_not_import_from_the_checkout(installed: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(installed / "python"), "-c", "import telentir; print(telentir.__file__)"],
+        cwd=tmp_path,
+        env=_env(tmp_path / "data"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not Path(done.stdout.strip()).resolve().is_relative_to(ROOT)
+
+
+@pytest.fixture
+def served(installed: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """init, a user and an API key made with the installed command, then `telentir serve` from another folder."""
+    elsewhere, data_dir = tmp_path / "elsewhere", tmp_path / "state" / "data"
+    elsewhere.mkdir()
+    for args in (
+        ("init",),
+        ("users", "create", "ada@example.com", "--phone", "+15555550123", "--verified"),
+    ):
+        done = _run(installed, elsewhere, data_dir, *args)
+        assert done.returncode == 0, done.stderr
+    done = _run(installed, elsewhere, data_dir, "api-keys", "create", "ada@example.com")
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip().splitlines()[-1]
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(installed / "telentir"), "serve", "--port", str(port)],
+        cwd=elsewhere,
+        env=_env(data_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _healthy(url, proc):
+            assert time.monotonic() < deadline, "the installed server did not start"
+            time.sleep(0.1)
+        yield url, key
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _healthy(url: str, proc: subprocess.Popen[bytes]) -> bool:
+    assert proc.poll() is None, f"telentir serve exited with {proc.returncode}"
+    try:
+        return requests.get(url + "/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_init_users_and_serve_work_from_another_folder(served: tuple[str, str]) -> None:
+    url, key = served
+    resp = requests.get(url + "/api/root", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert len(resp.json()["stores"]) == 8
