@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS keys (
 CREATE INDEX IF NOT EXISTS keys_user ON keys(user_id);
 
 -- n orders objects by creation ("oldest first") and makes paging cursors cheap.
--- key_id is deliberately not a foreign key: deleting a key leaves its objects (spec §3).
+-- key_id is deliberately not a foreign key: deleting a key leaves its objects (docs/protocol.md §3).
 -- The ciphertext is either a file (`blob`) or, when small, kept in the row (`inline_content`).
 CREATE TABLE IF NOT EXISTS objects (
     n           INTEGER PRIMARY KEY,

@@ -1,4 +1,4 @@
-"""Accounts and credentials against a real gunicorn server over real sockets (spec §8)."""
+"""Accounts and credentials against a real gunicorn server over real sockets (docs/protocol.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""POST /api/connect against a real server and a real scraper service (spec §7), local prepaid balances.
+"""POST /api/connect against a real server and a real scraper service (docs/protocol.md §7), local prepaid balances.
 
 Every money test checks three views that must agree: the job summary, the ledger rows (read
 through a Runtime over the server's data folder) and `GET /api/credits`. The rule: the

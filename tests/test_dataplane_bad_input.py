@@ -1,4 +1,4 @@
-"""Bad input never gets a 5xx or an HTML page and never writes anything (spec §1).
+"""Bad input never gets a 5xx or an HTML page and never writes anything (docs/protocol.md §1).
 
 Parametrized tables: every case is answered 4xx with `{"error", "message"}` and the user's
 object, key, event and publication counts are unchanged afterwards.

@@ -1,7 +1,7 @@
 """End-to-end flows against the real gunicorn server, with the client's cryptography done here.
 
 1. the documented client (PUT, camelCase, base64), 2. the SDK (POST keys, hex, snake_case,
-full records), 3. bring-your-own-key servers. Spec: wire-protocol.md §2-§5.
+full records), 3. bring-your-own-key servers. Protocol: docs/protocol.md §2-§5.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Isolation: another user's ids are indistinguishable from ids that do not exist (spec §1 "404 not found
+"""Isolation: another user's ids are indistinguishable from ids that do not exist (docs/protocol.md §1 "404 not found
 or not yours"), and can never be used in a write. Against the real gunicorn server."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Server-Sent Events over real sockets against a real server (spec §6).
+"""Server-Sent Events over real sockets against a real server (docs/protocol.md §6).
 
 One module-scoped server with a 1 s heartbeat keeps the module fast; caps get their own
 small server. Absence is proven without sleeping blind: either a later matching write

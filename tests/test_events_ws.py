@@ -1,4 +1,4 @@
-"""The WebSocket mirror of the event streams: /api/ws/events/{type} (spec §6)."""
+"""The WebSocket mirror of the event streams: /api/ws/events/{type} (docs/protocol.md §6)."""
 
 from __future__ import annotations
 

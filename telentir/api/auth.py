@@ -1,4 +1,4 @@
-"""Accounts and credentials: /api/auth/*, /api/api-keys (spec §8)."""
+"""Accounts and credentials: /api/auth/*, /api/api-keys (docs/protocol.md §8)."""
 
 from __future__ import annotations
 

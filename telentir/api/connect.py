@@ -1,4 +1,4 @@
-"""Connector ingestion and credits: /api/connect, /api/credits, /api/billing/state (spec §7)."""
+"""Connector ingestion and credits: /api/connect, /api/credits, /api/billing/state (docs/protocol.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Store keys: /api/keys (spec §3)."""
+"""Store keys: /api/keys (docs/protocol.md §3)."""
 
 from __future__ import annotations
 

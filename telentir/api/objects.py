@@ -1,4 +1,4 @@
-"""Objects, relations and publishing: /api/objects (spec §4, §5)."""
+"""Objects, relations and publishing: /api/objects (docs/protocol.md §4, §5)."""
 
 from __future__ import annotations
 

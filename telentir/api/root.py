@@ -1,4 +1,4 @@
-"""Root and servers: /api/root, /api/servers (spec §2)."""
+"""Root and servers: /api/root, /api/servers (docs/protocol.md §2)."""
 
 from __future__ import annotations
 

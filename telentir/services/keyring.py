@@ -1,4 +1,4 @@
-"""Servers (whose public keys wrap store keys) and the store keys themselves (spec §2, §3)."""
+"""Servers (whose public keys wrap store keys) and the store keys themselves (docs/protocol.md §2, §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Encrypted objects: create, read, patch, delete, relations (spec §4).
+"""Encrypted objects: create, read, patch, delete, relations (docs/protocol.md §4).
 
 Small ciphertexts (up to TELENTIR_INLINE_MAX_BYTES) live in the row itself, so they commit
 with it. Larger ones are files, in the architecture's write order: the file is made durable

@@ -1,4 +1,4 @@
-"""Publications: an object published under a logical type for a related object (spec §5)."""
+"""Publications: an object published under a logical type for a related object (docs/protocol.md §5)."""
 
 from __future__ import annotations
 
