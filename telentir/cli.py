@@ -9,12 +9,14 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, wiring
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .errors import ApiError
 from .runtime import Runtime
 from .services import accounts, credentials, credits
+from .storage import schema
+from .storage.schema import SchemaError
 from .wiring import build_runtime
 
 DEMO_EMAIL = "demo@localhost.localdomain"
@@ -25,7 +27,7 @@ DEMO_PHONE = "+15555550100"
 def _runtime() -> Iterator[Runtime]:
     try:
         rt = build_runtime(load_config())
-    except (ConfigError, CryptoError) as exc:  # CryptoError: an unreadable master key file
+    except (ConfigError, CryptoError, SchemaError) as exc:  # CryptoError: an unreadable master key file
         raise click.ClickException(str(exc)) from exc
     try:
         yield rt
@@ -80,7 +82,7 @@ def _prepare(config: Config) -> dict[str, int]:
 
     try:
         return prepare(config)
-    except (ConfigError, CryptoError) as exc:  # a master key that does not fit the data folder
+    except (ConfigError, CryptoError, SchemaError) as exc:  # e.g. a master key that does not fit the data folder
         raise click.ClickException(str(exc)) from exc
 
 
@@ -133,6 +135,44 @@ def init() -> None:
         f"Initialized {config.data_dir} (database {config.database_path}); "
         f"removed {report['swept_blobs']} stray blob file(s)."
     )
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="List the migrations that would run, and change nothing.")
+def migrate(dry_run: bool) -> None:
+    """Upgrade the data folder's database to this server's schema (stop the server and back up first).
+
+    Example: TELENTIR_DATA_DIR=/var/lib/telentir telentir migrate --dry-run
+    """
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not config.database_path.exists():
+        raise click.ClickException(f"no database at {config.database_path}: `telentir init` creates one")
+    db = wiring.open_database(config)
+    try:
+        version = db.schema_version()
+        steps = schema.pending(version)
+        if dry_run or not steps:
+            _list_migrations(version, steps)
+            return
+        for step in db.open_schema(migrate=True):
+            click.echo(f"applied {step.version:04d} {step.name}: {step.description}")
+    except SchemaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.close()
+    click.echo(f"The database is at schema version {schema.latest_version()}.")
+
+
+def _list_migrations(version: int, steps: list[schema.Migration]) -> None:
+    if not steps:
+        click.echo(f"The database is at schema version {version}, this server's: nothing to do.")
+        return
+    click.echo(f"The database is at schema version {version}; `telentir migrate` would apply:")
+    for step in steps:
+        click.echo(f"  {step.version:04d} {step.name}: {step.description}")
 
 
 @main.group()

@@ -10,7 +10,8 @@ from gunicorn.app.base import Application
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .runtime import Runtime
-from .wiring import build_runtime
+from .storage.schema import SchemaError
+from .wiring import build_runtime, migrate
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,13 @@ def prepare(config: Config) -> dict[str, int]:
     """Create what must exist and repair what a crash left (run before workers serve)."""
     from .services import ingest
 
+    applied = migrate(config)
+    for step in applied:
+        log.warning("migrated the database to schema version %d: %s", step.version, step.description)
     rt = build_runtime(config)
     try:
         # Jobs first: settling them touches no files, and the sweep then sees the final rows.
-        return {**ingest.recover(rt), "swept_blobs": sweep_blobs(rt)}
+        return {"migrations": len(applied), **ingest.recover(rt), "swept_blobs": sweep_blobs(rt)}
     finally:
         rt.close()
 
@@ -82,7 +86,7 @@ def on_starting(workers: int) -> None:
         config = load_config()
         check_workers(config, workers)
         report = prepare(config)
-    except (ConfigError, CryptoError) as exc:  # CryptoError: an unreadable master key file
+    except (ConfigError, CryptoError, SchemaError) as exc:  # CryptoError: an unreadable master key file
         log.error("cannot start: %s", exc)
         raise SystemExit(f"telentir: {exc}") from None
     log.info("storage ready: %s", report)

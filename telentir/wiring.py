@@ -22,6 +22,7 @@ from .services.stripe_gateway import make_gateway
 from .sms import make_sender
 from .storage.blobs import BlobStore
 from .storage.db import Database
+from .storage.schema import Migration
 from .streaming.reads import RecentReads
 from .streaming.slots import StreamSlots
 
@@ -35,11 +36,29 @@ def master_key_for(config: Config) -> bytes:
     return crypto.load_or_create_master_key(config.master_key_path)
 
 
-def open_storage(config: Config) -> tuple[Database, BlobStore]:
-    """Open the database (schema applied) and the blob store."""
+def open_database(config: Config) -> Database:
+    """The configured database, not yet opened for use."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(config.database_path, synchronous=config.synchronous, cache_mib=config.sqlite_cache_mib)
-    db.apply_schema()
+    return Database(config.database_path, synchronous=config.synchronous, cache_mib=config.sqlite_cache_mib)
+
+
+def migrate(config: Config) -> list[Migration]:
+    """Create the database, or bring an older one to the newest schema; returns the migrations applied."""
+    db = open_database(config)
+    try:
+        return db.open_schema(migrate=True)
+    finally:
+        db.close()
+
+
+def open_storage(config: Config) -> tuple[Database, BlobStore]:
+    """Open the database (created if new; an older one is refused until migrated) and the blob store."""
+    db = open_database(config)
+    try:
+        db.open_schema()
+    except BaseException:
+        db.close()
+        raise
     return db, BlobStore(config.blob_path)
 
 

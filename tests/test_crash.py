@@ -37,7 +37,7 @@ WRITER = textwrap.dedent("""
         return seed * (1 + seed[0] * 40)  # 32 bytes to ~260 kB, so kills land mid-write too
 
     db = Database(sys.argv[1])
-    db.apply_schema()
+    db.open_schema()
     blobs = BlobStore(sys.argv[2])
     user_id = new_id("usr")
     with db.atomic() as tx:
@@ -158,7 +158,7 @@ def test_prepare_twice_after_a_crash_finds_nothing_more(tmp_path, config):
 @pytest.fixture
 def db(tmp_path: Path) -> Database:
     database = Database(tmp_path / "t.db")
-    database.apply_schema()
+    database.open_schema()
     yield database
     database.close()
 

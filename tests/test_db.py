@@ -13,7 +13,7 @@ from telentir.storage.db import Database
 @pytest.fixture
 def db(tmp_path) -> Database:
     database = Database(tmp_path / "t.db")
-    database.apply_schema()
+    database.open_schema()
     yield database
     database.close()
 

@@ -13,13 +13,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-# The top-level schema.sql, shipped inside the package (telentir/schema.sql links to it).
-SCHEMA = resources.files("telentir").joinpath("schema.sql")
-SCHEMA_VERSION = 1
+from . import schema
+
 BUSY_TIMEOUT_MS = 30_000
 
 log = logging.getLogger(__name__)
@@ -165,24 +163,31 @@ class Database:
                 raise
         _run_hooks(tx._on_commit)
 
-    def apply_schema(self) -> None:
-        """Create or upgrade the schema; safe to run at every start and concurrently."""
+    def open_schema(self, migrate: bool = False) -> list[schema.Migration]:
+        """Create a new database at the newest schema; upgrade an older one if `migrate`, else refuse it.
+
+        Safe to run concurrently: creation and each migration take the write lock. Returns the
+        migrations applied (none for a new or current database).
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self.connect()
         try:
             # WAL is a property of the file: set once, kept by every later connection.
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise RuntimeError(f"database schema {version} is newer than this server ({SCHEMA_VERSION})")
-                _execute_script(conn, SCHEMA.read_text())
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            with _immediate(conn):
+                if schema.version_of(conn) == 0:
+                    _create(conn)
+            applied = _migrate(conn) if migrate else []
+            schema.check_version(schema.version_of(conn))
+            return applied
+        finally:
+            conn.close()
+
+    def schema_version(self) -> int:
+        """The database's schema version (0 when the file is new)."""
+        conn = self.connect()
+        try:
+            return schema.version_of(conn)
         finally:
             conn.close()
 
@@ -201,6 +206,40 @@ def set_clause(changes: dict[str, Any], allowed: frozenset[str]) -> str:
     if unknown:
         raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
     return ", ".join(f"{column} = :{column}" for column in changes)
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction on a connection of its own (schema work, outside `atomic`)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    """Fill a new, empty file with the whole current schema; refuse a file that holds something else."""
+    if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+        raise schema.SchemaError("the database file holds tables but no schema version: it is not Telentir's")
+    _execute_script(conn, schema.schema_sql())
+    conn.execute(f"PRAGMA user_version = {schema.latest_version()}")  # an int: safe to format
+
+
+def _migrate(conn: sqlite3.Connection) -> list[schema.Migration]:
+    """Apply the pending migrations, each in its own transaction with the version it sets."""
+    applied = []
+    for step in schema.pending(schema.version_of(conn)):
+        with _immediate(conn):
+            if schema.version_of(conn) >= step.version:
+                continue  # another process applied it meanwhile
+            _execute_script(conn, step.sql)
+            conn.execute(f"PRAGMA user_version = {step.version}")  # an int: safe to format
+        applied.append(step)
+    return applied
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
