@@ -26,9 +26,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## test: the static checks, then the whole suite
+## test: the static checks, then the whole suite (embedded), then its storage-bound modules on PostgreSQL + S3 + Redis
 test: lint
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --backend postgres-s3-redis
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache build *.egg-info

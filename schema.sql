@@ -149,7 +149,7 @@ CREATE TABLE IF NOT EXISTS event_retention (
     id              INTEGER PRIMARY KEY CHECK (id = 1),
     pruned_through  INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO event_retention (id, pruned_through) VALUES (1, 0);
+INSERT INTO event_retention (id, pruned_through) VALUES (1, 0) ON CONFLICT DO NOTHING;
 
 -- Ingestion jobs (POST /api/connect). Leads: requested, granted, allowance_part (reserved from
 -- the monthly allowance), allowance_used, used. Minor units: price (per paid lead), reserved,

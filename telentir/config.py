@@ -99,6 +99,23 @@ def _broker_url(text: str) -> str:
     return text
 
 
+def _database_url(text: str) -> str:
+    if not text.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ValueError("must start with sqlite:/// (a file path follows) or postgresql://")
+    if text.startswith("sqlite:///") and len(text) == len("sqlite:///"):
+        raise ValueError("sqlite:/// needs a file path")
+    return text
+
+
+def _blob_url(text: str) -> str:
+    if text.startswith("file://") and len(text) > len("file://"):
+        return text
+    match = re.fullmatch(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/[A-Za-z0-9!_.*'()/-]*)?", text)
+    if match is None:
+        raise ValueError("must be file:///path or s3://bucket/prefix (a valid bucket name)")
+    return text
+
+
 def _plans(text: str) -> dict[str, dict[str, Any]]:
     plans = json.loads(text)
     if not isinstance(plans, dict) or not plans:
@@ -187,15 +204,35 @@ class Config:
     connect_batch_seconds: float = 0.5
     stripe_timeout_seconds: float = 10.0
     refund_retry_seconds: float = 60.0
+    database_url: str | None = field(default=None, repr=False)  # may carry a password
+    database_pool_size: int = 20
+    blob_url: str | None = None
+    s3_endpoint_url: str | None = None
+    blob_sweep_grace_seconds: float = 3600.0
+    blob_sweep_interval_seconds: float = 3600.0
+
+    @property
+    def uses_postgres(self) -> bool:
+        """Metadata lives in PostgreSQL (shared by every node) rather than in a SQLite file."""
+        return bool(self.database_url) and not str(self.database_url).startswith("sqlite:///")
+
+    @property
+    def uses_s3(self) -> bool:
+        """Ciphertext lives in an S3-compatible bucket rather than in local files."""
+        return bool(self.blob_url) and str(self.blob_url).startswith("s3://")
 
     @property
     def database_path(self) -> Path:
-        """Where the SQLite database lives."""
+        """Where the SQLite database lives (TELENTIR_DATABASE_URL=sqlite:///…, else TELENTIR_DATABASE)."""
+        if self.database_url and self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url[len("sqlite:///") :])
         return self.database or self.data_dir / "telentir.db"
 
     @property
     def blob_path(self) -> Path:
-        """The root folder of ciphertext files."""
+        """The root folder of ciphertext files (TELENTIR_BLOB_URL=file://…, else TELENTIR_BLOB_DIR)."""
+        if self.blob_url and self.blob_url.startswith("file://"):
+            return Path(self.blob_url[len("file://") :])
         return self.blob_dir or self.data_dir / "blobs"
 
     @property
@@ -416,6 +453,45 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
         "How often pending Stripe refunds are retried in the background.",
     ),
+    Setting(
+        "TELENTIR_DATABASE_URL",
+        "database_url",
+        _database_url,
+        "Metadata database: `sqlite:///path/to/file` or `postgresql://user:pass@host:5432/db` (several nodes). "
+        "Unset: the SQLite file of TELENTIR_DATABASE.",
+        secret=True,
+    ),
+    Setting(
+        "TELENTIR_DATABASE_POOL_SIZE",
+        "database_pool_size",
+        _positive_int,
+        "PostgreSQL connections each process keeps at most (a statement borrows one; a transaction holds one).",
+    ),
+    Setting(
+        "TELENTIR_BLOB_URL",
+        "blob_url",
+        _blob_url,
+        "Ciphertext store: `file:///path` or `s3://bucket/prefix` (several nodes; credentials from the standard "
+        "AWS variables). Unset: the folder of TELENTIR_BLOB_DIR.",
+    ),
+    Setting(
+        "TELENTIR_S3_ENDPOINT_URL",
+        "s3_endpoint_url",
+        str,
+        "Endpoint of a non-AWS S3-compatible store (MinIO, R2, Ceph), e.g. `http://127.0.0.1:9000`.",
+    ),
+    Setting(
+        "TELENTIR_BLOB_SWEEP_GRACE_SECONDS",
+        "blob_sweep_grace_seconds",
+        _positive_float,
+        "A bucket's unreferenced blobs are swept once older than this (younger ones may await their commit).",
+    ),
+    Setting(
+        "TELENTIR_BLOB_SWEEP_INTERVAL_SECONDS",
+        "blob_sweep_interval_seconds",
+        _positive_float,
+        "How often one node sweeps the bucket for unreferenced blobs.",
+    ),
 )
 
 
@@ -468,4 +544,15 @@ def _validate(config: Config) -> Config:
         )
     if config.scraper_hostname and not config.scraper_hostname.startswith(("http://", "https://")):
         raise ConfigError("SCRAPER_HOSTNAME must start with http:// or https://")
+    for attr, parse, env in (
+        ("database_url", _database_url, "TELENTIR_DATABASE_URL"),
+        ("blob_url", _blob_url, "TELENTIR_BLOB_URL"),
+    ):
+        value = getattr(config, attr)
+        if value is not None:
+            try:
+                parse(value)
+            except ValueError as exc:
+                shown = "(hidden)" if attr == "database_url" else repr(value)
+                raise ConfigError(f"{env}={shown} is not valid: {exc}") from exc
     return config

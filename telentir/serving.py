@@ -9,7 +9,6 @@ from gunicorn.app.base import Application
 
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
-from .runtime import Runtime
 from .storage.schema import SchemaError
 from .wiring import build_runtime, migrate
 
@@ -18,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def prepare(config: Config) -> dict[str, int]:
     """Create what must exist and repair what a crash left (run before workers serve)."""
-    from .services import ingest
+    from .services import ingest, maintenance
 
     applied = migrate(config)
     for step in applied:
@@ -26,18 +25,9 @@ def prepare(config: Config) -> dict[str, int]:
     rt = build_runtime(config)
     try:
         # Jobs first: settling them touches no files, and the sweep then sees the final rows.
-        return {"migrations": len(applied), **ingest.recover(rt), "swept_blobs": sweep_blobs(rt)}
+        return {"migrations": len(applied), **ingest.recover(rt), "swept_blobs": maintenance.sweep_blobs(rt)}
     finally:
         rt.close()
-
-
-def sweep_blobs(rt: Runtime) -> int:
-    """Remove ciphertext files that no object row names (left by a crash mid-write)."""
-    referenced = {row["blob"] for row in rt.db.query("SELECT blob FROM objects WHERE blob IS NOT NULL")}
-    removed = rt.blobs.sweep(referenced.__contains__)
-    if removed:
-        log.warning("start-up sweep removed %d unreferenced blob file(s)", removed)
-    return removed
 
 
 def check_workers(config: Config, workers: int) -> None:

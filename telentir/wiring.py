@@ -11,17 +11,17 @@ import threading
 from collections.abc import Callable
 
 from . import crypto
-from .config import Config
+from .config import Config, ConfigError
 from .pubsub import create_broker
 from .pubsub.doorbell import Doorbell, PublishStats
 from .runtime import Runtime
-from .services import events, ingest
+from .services import ingest, maintenance
 from .services.job_runner import JobRunner
 from .services.platform import ensure_platform_key
 from .services.stripe_gateway import make_gateway
 from .sms import make_sender
-from .storage.blobs import BlobStore
-from .storage.db import Database
+from .storage.blobs import BlobStore, FileBlobStore
+from .storage.db import Database, SqliteDatabase
 from .storage.schema import Migration
 from .streaming.reads import RecentReads
 from .streaming.slots import StreamSlots
@@ -30,16 +30,40 @@ log = logging.getLogger(__name__)
 
 
 def master_key_for(config: Config) -> bytes:
-    """The master key from TELENTIR_MASTER_KEY, else from (or into) the key file."""
+    """The master key from TELENTIR_MASTER_KEY, else from (or into) the key file.
+
+    A shared database is shared by nodes that must all hold the same key: there the key
+    file is only read (mounted on each node), never created by one node on its own.
+    """
     if config.master_key:
         return crypto.parse_master_key(config.master_key)
+    if config.uses_postgres and not config.master_key_path.exists():
+        raise ConfigError(
+            f"no master key: with TELENTIR_DATABASE_URL=postgresql://… every node needs the same one, from "
+            f"TELENTIR_MASTER_KEY or a mounted TELENTIR_MASTER_KEY_FILE ({config.master_key_path} does not exist)"
+        )
     return crypto.load_or_create_master_key(config.master_key_path)
 
 
 def open_database(config: Config) -> Database:
-    """The configured database, not yet opened for use."""
+    """The configured database, not yet opened for use (PostgreSQL's driver is imported only if configured)."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    return Database(config.database_path, synchronous=config.synchronous, cache_mib=config.sqlite_cache_mib)
+    if config.uses_postgres:
+        from .storage.postgres import PostgresDatabase
+
+        assert config.database_url is not None
+        return PostgresDatabase(config.database_url, pool_size=config.database_pool_size)
+    return SqliteDatabase(config.database_path, synchronous=config.synchronous, cache_mib=config.sqlite_cache_mib)
+
+
+def open_blobs(config: Config) -> BlobStore:
+    """The configured ciphertext store (boto3 is imported only for an S3 bucket)."""
+    if config.uses_s3:
+        from .storage.s3 import S3BlobStore
+
+        assert config.blob_url is not None
+        return S3BlobStore.from_url(config.blob_url, endpoint_url=config.s3_endpoint_url)
+    return FileBlobStore(config.blob_path)
 
 
 def migrate(config: Config) -> list[Migration]:
@@ -59,7 +83,11 @@ def open_storage(config: Config) -> tuple[Database, BlobStore]:
     except BaseException:
         db.close()
         raise
-    return db, BlobStore(config.blob_path)
+    try:
+        return db, open_blobs(config)
+    except BaseException:
+        db.close()
+        raise
 
 
 def build_runtime(config: Config) -> Runtime:
@@ -98,8 +126,15 @@ def build_runtime(config: Config) -> Runtime:
 def start_background(rt: Runtime) -> None:
     """Start the serving process's background work; each is stopped by `rt.close()`."""
     workers = [
-        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: events.prune(rt)),
+        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: maintenance.prune_events(rt)),
     ]
+    if rt.config.uses_postgres or rt.config.uses_s3:
+        # Shared storage is swept while serving (past a grace period), not only at start-up.
+        workers.append(
+            Periodic(
+                "telentir-blob-sweeper", rt.config.blob_sweep_interval_seconds, lambda: maintenance.sweep_blobs(rt)
+            )
+        )
     if rt.stripe is not None:
         workers.append(
             Periodic("telentir-refund-retry", rt.config.refund_retry_seconds, lambda: ingest.retry_pending(rt))

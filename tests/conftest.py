@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,21 +13,64 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from telentir import close_app, create_app
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.services import accounts, credentials
 from telentir.wiring import build_runtime
 
+from . import backends
 from .redis_server import RedisServer
-from .support import FIXED_MASTER_KEY, Api, ServerProcess
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, runtime_config
 
 _counter = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--backend: the storage the integration suite runs on."""
+    parser.addoption(
+        "--backend",
+        choices=backends.BACKENDS,
+        default=backends.EMBEDDED,
+        help="embedded (SQLite, files, in-process broker) or postgres-s3-redis (the storage-bound modules only).",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the scale-out backend, run only the modules that exercise storage (backends.SCALE_OUT_MODULES)."""
+    if config.getoption("--backend") == backends.EMBEDDED:
+        return
+    keep = [
+        item
+        for item in items
+        if item.module is not None and item.module.__name__.split(".")[-1] in backends.SCALE_OUT_MODULES
+    ]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
+
+
+@pytest.fixture(scope="session", autouse=True)
+def storage_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start the scale-out services for the session and point every server and runtime at them."""
+    name = request.config.getoption("--backend")
+    if name == backends.EMBEDDED:
+        yield name
+        return
+    session = backends.ScaleOutSession(tmp_path_factory.mktemp("scale-out"))
+    settings = session.start()
+    patch = pytest.MonkeyPatch()
+    patch.setenv(backends.ENV_VAR, json.dumps(settings))
+    for key, value in backends.AWS_ENV.items():  # for the runtimes the tests build in-process
+        patch.setenv(key, value)
+    try:
+        yield name
+    finally:
+        patch.undo()
+        session.stop()
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
     """An app over a fresh data folder."""
-    application = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING"})
+    application = create_app(runtime_config(tmp_path / "data", log_level="WARNING"))
     application.config["TESTING"] = False  # exercise the real error handlers
     yield application
     close_app(application)
@@ -78,7 +122,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 @pytest.fixture(scope="session")
 def live_rt(live_server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the live server's data folder, for making users from the test side."""
-    runtime = build_runtime(load_config({"data_dir": live_server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
+    runtime = build_runtime(runtime_config(live_server.data_dir))
     yield runtime
     runtime.close()
 
@@ -102,7 +146,7 @@ def new_live_user(live_server: ServerProcess, live_rt: Runtime) -> Iterator[Call
 @pytest.fixture(scope="module")
 def server_rt(server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the data folder of the module's own `server` fixture."""
-    runtime = build_runtime(load_config({"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
+    runtime = build_runtime(runtime_config(server.data_dir))
     yield runtime
     runtime.close()
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import requests
 
+from telentir.config import Config, load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXED_MASTER_KEY = "11" * 32
 
@@ -26,11 +28,22 @@ def free_port() -> int:
 
 
 def server_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a server (or CLI) process over `data_dir`."""
+    """The environment for a server (or CLI) process over `data_dir`, on the session's storage backend."""
+    from .backends import env_for  # backends uses free_port from here
+
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELENTIR_", "STRIPE_", "SCRAPER_"))}
     env.update({"TELENTIR_DATA_DIR": str(data_dir), "TELENTIR_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
+    env.update(env_for(data_dir))
     env.update(extra or {})
     return env
+
+
+def runtime_config(data_dir: Path, **overrides: Any) -> Config:
+    """Settings for a runtime or app over `data_dir` (fixed master key), on the session's storage backend."""
+    from .backends import overrides_for
+
+    values = {"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, **overrides_for(data_dir), **overrides}
+    return load_config(values, environ={})
 
 
 class ServerProcess:

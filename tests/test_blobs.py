@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from telentir.storage import blobs as blobs_module
-from telentir.storage.blobs import BlobStore
+from telentir.storage.blobs import FileBlobStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+def store(tmp_path: Path) -> FileBlobStore:
+    return FileBlobStore(tmp_path / "blobs")
 
 
 def _all_files(root: Path) -> list[Path]:
@@ -39,7 +39,7 @@ def test_each_write_gets_a_fresh_id(store):
 
 def test_ids_are_url_safe_and_not_derived_from_content(store):
     blob_id = store.write(b"x")
-    assert blobs_module._BLOB_ID.fullmatch(blob_id)
+    assert blobs_module.BLOB_ID.fullmatch(blob_id)
     assert store.write(b"x") != blob_id
 
 
@@ -180,7 +180,7 @@ def test_sweep_removes_unreferenced_blobs_and_temp_files_only(store):
 
 
 def test_sweep_of_a_missing_root_is_a_no_op(tmp_path):
-    assert BlobStore(tmp_path / "never-created").sweep(lambda _: False) == 0
+    assert FileBlobStore(tmp_path / "never-created").sweep(lambda _: False) == 0
 
 
 def test_sweep_with_everything_referenced_removes_nothing(store):
@@ -232,7 +232,7 @@ def test_new_folders_are_made_durable_too(store, fsyncs):
 
 
 def test_non_durable_store_never_fsyncs(tmp_path, fsyncs):
-    store = BlobStore(tmp_path / "fast", durable=False)
+    store = FileBlobStore(tmp_path / "fast", durable=False)
     blob_id = store.write(b"quick")
     assert store.read(blob_id) == b"quick"
     assert fsyncs == []

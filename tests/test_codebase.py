@@ -134,6 +134,25 @@ def test_redis_is_imported_only_inside_pubsub(module: str) -> None:
     assert not uses_redis or module.startswith("telentir.pubsub"), f"{module} imports redis"
 
 
+# The scale-out drivers and the only modules that may import them (each imported only when configured).
+SCALE_OUT_DRIVERS = {
+    "psycopg": {"telentir.storage.postgres", "telentir.storage.copy"},
+    "psycopg_pool": {"telentir.storage.postgres"},
+    "boto3": {"telentir.storage.s3"},
+    "botocore": {"telentir.storage.s3"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_scale_out_drivers_are_imported_only_by_their_storage_module(module: str) -> None:
+    tree = ast.parse(MODULES[module].read_text())
+    names = {alias.name for node in _imports(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module or "" for node in _imports(tree) if isinstance(node, ast.ImportFrom) and not node.level}
+    for driver, allowed in SCALE_OUT_DRIVERS.items():
+        uses = any(name == driver or name.startswith(driver + ".") for name in names)
+        assert not uses or module in allowed, f"{module} imports {driver}"
+
+
 def test_no_module_outside_pubsub_names_a_broker_class() -> None:
     offenders = [
         module
@@ -144,8 +163,8 @@ def test_no_module_outside_pubsub_names_a_broker_class() -> None:
     assert offenders == []
 
 
-def test_a_memory_only_server_never_imports_redis(tmp_path: Path) -> None:
-    """The embedded default does not load the Redis client at all (a request, a stream and a write included)."""
+def test_a_memory_only_server_never_imports_redis_or_the_scale_out_drivers(tmp_path: Path) -> None:
+    """The embedded default loads neither the Redis client nor psycopg nor boto3 (its start-up stays as it was)."""
     script = f"""
 import sys
 from telentir import create_app, close_app
@@ -153,7 +172,8 @@ app = create_app({{"data_dir": {str(tmp_path / "data")!r}, "master_key": "11" * 
 client = app.test_client()
 assert client.get("/healthz").status_code == 200
 close_app(app)
-print(sorted(m for m in sys.modules if m == "redis" or m.startswith("redis.")))
+drivers = ("redis", "psycopg", "psycopg_pool", "boto3", "botocore")
+print(sorted(m for m in sys.modules if m.split(".")[0] in drivers))
 """
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False

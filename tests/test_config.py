@@ -172,6 +172,13 @@ BAD_VALUES = [
     ("TELENTIR_AUTH_MAX_ATTEMPTS", "0"),
     ("TELENTIR_AUTH_WINDOW_SECONDS", "forever"),
     ("TELENTIR_LOG_LEVEL", "LOUD"),
+    ("TELENTIR_DATABASE_URL", "mysql://db/telentir"),
+    ("TELENTIR_DATABASE_URL", "sqlite:///"),
+    ("TELENTIR_DATABASE_URL", "/var/lib/telentir.db"),
+    ("TELENTIR_BLOB_URL", "s3://"),
+    ("TELENTIR_BLOB_URL", "s3://Bad_Bucket/prefix"),
+    ("TELENTIR_BLOB_URL", "gs://bucket"),
+    ("TELENTIR_BLOB_URL", "/var/lib/blobs"),
 ]
 
 

@@ -20,8 +20,8 @@ import pytest
 
 from telentir.config import Config, load_config
 from telentir.serving import prepare
-from telentir.storage.blobs import BlobStore
-from telentir.storage.db import Database
+from telentir.storage.blobs import FileBlobStore
+from telentir.storage.db import SqliteDatabase
 
 from .support import FIXED_MASTER_KEY, ROOT
 
@@ -29,16 +29,16 @@ WRITER = textwrap.dedent("""
     import hashlib, sys
     sys.path.insert(0, sys.argv[3])
     from telentir.ids import new_id, now_iso
-    from telentir.storage.blobs import BlobStore
-    from telentir.storage.db import Database
+    from telentir.storage.blobs import FileBlobStore
+    from telentir.storage.db import SqliteDatabase
 
     def payload(object_id):
         seed = hashlib.sha256(object_id.encode()).digest()
         return seed * (1 + seed[0] * 40)  # 32 bytes to ~260 kB, so kills land mid-write too
 
-    db = Database(sys.argv[1])
+    db = SqliteDatabase(sys.argv[1])
     db.open_schema()
-    blobs = BlobStore(sys.argv[2])
+    blobs = FileBlobStore(sys.argv[2])
     user_id = new_id("usr")
     with db.atomic() as tx:
         tx.execute("INSERT INTO users (id, email, phone, plan, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -117,14 +117,14 @@ def test_sigkill_mid_write_leaves_consistent_storage(tmp_path, config, delay):
     assert len(committed) >= 3, "the writer committed too little to prove anything"
 
     # litter a crash can leave: a blob whose row never committed, and a half-written temp file
-    store = BlobStore(config.blob_path)
+    store = FileBlobStore(config.blob_path)
     orphan = store.write(b"never committed")
     temp = store.path_for(orphan).with_name(f"{'T' * 24}.0badc0de.tmp")
     temp.write_bytes(b"half")
 
     report = prepare(config)
 
-    db = Database(config.database_path)
+    db = SqliteDatabase(config.database_path)
     try:
         rows = {r["id"]: (r["blob"], r["size"]) for r in db.query("SELECT id, blob, size FROM objects")}
         integrity = db.query_one("PRAGMA integrity_check")[0]
@@ -156,8 +156,8 @@ def test_prepare_twice_after_a_crash_finds_nothing_more(tmp_path, config):
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(tmp_path / "t.db")
+def db(tmp_path: Path) -> SqliteDatabase:
+    database = SqliteDatabase(tmp_path / "t.db")
     database.open_schema()
     yield database
     database.close()
@@ -173,7 +173,7 @@ def _insert_orphan_api_key(tx: object) -> None:
 
 
 def test_a_failed_commit_rolls_back_and_leaves_the_connection_usable(db, tmp_path):
-    store = BlobStore(tmp_path / "blobs")
+    store = FileBlobStore(tmp_path / "blobs")
     hooks: list[str] = []
     with pytest.raises(Exception, match="FOREIGN KEY"):
         with db.atomic() as tx:

@@ -7,12 +7,12 @@ import threading
 
 import pytest
 
-from telentir.storage.db import Database
+from telentir.storage.db import SqliteDatabase
 
 
 @pytest.fixture
-def db(tmp_path) -> Database:
-    database = Database(tmp_path / "t.db")
+def db(tmp_path) -> SqliteDatabase:
+    database = SqliteDatabase(tmp_path / "t.db")
     database.open_schema()
     yield database
     database.close()
@@ -26,20 +26,20 @@ def in_thread(fn):
     return result[0]
 
 
-def test_a_parked_connection_serves_the_next_thread(db: Database) -> None:
+def test_a_parked_connection_serves_the_next_thread(db: SqliteDatabase) -> None:
     first = db.conn
     db.park_connection()
     assert in_thread(lambda: db.conn) is first
     assert db.conn is not first  # taken by that thread (which never parked it): this one opens its own
 
 
-def test_a_parked_connection_never_carries_an_open_transaction(db: Database) -> None:
+def test_a_parked_connection_never_carries_an_open_transaction(db: SqliteDatabase) -> None:
     db.conn.execute("BEGIN")
     db.park_connection()
     assert in_thread(lambda: db.conn.in_transaction) is False
 
 
-def test_close_also_closes_parked_connections(db: Database) -> None:
+def test_close_also_closes_parked_connections(db: SqliteDatabase) -> None:
     conn = db.conn
     db.park_connection()
     db.close()

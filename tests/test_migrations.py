@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from telentir.cli import main
 from telentir.storage import schema
-from telentir.storage.db import Database
+from telentir.storage.db import SqliteDatabase
 
 from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, server_env
 
@@ -64,13 +64,13 @@ def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_fixture_is_schema_version_1(v1_folder: Path) -> None:
-    assert Database(v1_folder / "telentir.db").schema_version() == 1 == EXPECTED["schema_version"]
+    assert SqliteDatabase(v1_folder / "telentir.db").schema_version() == 1 == EXPECTED["schema_version"]
 
 
 def test_a_migrated_database_has_the_schema_of_a_new_one(v1_folder: Path, tmp_path: Path) -> None:
-    migrated = Database(v1_folder / "telentir.db")
+    migrated = SqliteDatabase(v1_folder / "telentir.db")
     migrated.open_schema(migrate=True)
-    fresh = Database(tmp_path / "fresh.db")
+    fresh = SqliteDatabase(tmp_path / "fresh.db")
     fresh.open_schema()
     assert migrated.schema_version() == fresh.schema_version() == schema.latest_version()
     assert _shape(v1_folder / "telentir.db") == _shape(tmp_path / "fresh.db")
@@ -96,7 +96,7 @@ def test_migrate_applies_every_step_and_says_so(v1_folder: Path) -> None:
     for step in schema.pending(1):
         assert f"applied {step.version:04d} {step.name}" in done.stdout
     assert f"schema version {schema.latest_version()}" in done.stdout
-    assert Database(v1_folder / "telentir.db").schema_version() == schema.latest_version()
+    assert SqliteDatabase(v1_folder / "telentir.db").schema_version() == schema.latest_version()
     again = _cli(v1_folder, "migrate")
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
@@ -120,7 +120,7 @@ def _fake_steps(*sqls: str) -> tuple[schema.Migration, ...]:
 def current_db(tmp_path: Path) -> Iterator[Path]:
     """A new database at this server's schema, with one user row."""
     data = tmp_path / "data"
-    db = Database(data / "telentir.db")
+    db = SqliteDatabase(data / "telentir.db")
     db.open_schema()
     with db.atomic() as tx:
         tx.execute(
@@ -140,7 +140,7 @@ def test_each_step_commits_with_its_version_and_a_failing_step_leaves_the_previo
         "-- half a step\nUPDATE users SET nickname = 'kept?';\nINSERT INTO no_such_table VALUES (1);\n",
     )
     monkeypatch.setattr(schema, "migrations", lambda: steps)
-    db = Database(current_db / "telentir.db")
+    db = SqliteDatabase(current_db / "telentir.db")
     with pytest.raises(sqlite3.OperationalError):
         db.open_schema(migrate=True)
     assert db.schema_version() == base + 1
@@ -169,7 +169,7 @@ def test_a_database_newer_than_the_server_is_refused(current_db: Path) -> None:
     conn.execute(f"PRAGMA user_version = {schema.latest_version() + 1}")
     conn.close()
     with pytest.raises(schema.SchemaError, match="newer than this server"):
-        Database(current_db / "telentir.db").open_schema(migrate=True)
+        SqliteDatabase(current_db / "telentir.db").open_schema(migrate=True)
 
 
 # --- the fixture, upgraded and served ---------------------------------------------------------

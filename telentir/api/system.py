@@ -35,7 +35,7 @@ def _database_writable() -> bool:
     try:
         with runtime().db.atomic() as tx:
             # A write that changes nothing still needs the write lock and a writable file.
-            tx.execute("UPDATE platform_servers SET name = name WHERE 0")
+            tx.execute("UPDATE platform_servers SET name = name WHERE 1 = 0")
         return True
     except Exception:
         log.exception("readiness: database check failed")

@@ -7,13 +7,13 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from typing import Any
 
 from ..errors import BadRequest, Conflict, NotFound, Unauthorized
 from ..ids import new_id, now_iso
 from ..runtime import Runtime
+from ..storage.db import IntegrityError
 from . import ratelimit
 
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
@@ -115,7 +115,7 @@ def create_user(
                 ":phone_verified, :plan, :created_at)",
                 row,
             )
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:
         raise Conflict("An account with this email already exists.", code="email_taken") from exc
     return get_user(rt, str(row["id"]))
 
@@ -214,7 +214,9 @@ def send_phone_code(rt: Runtime, user: dict[str, Any]) -> None:
     code = f"{secrets.randbelow(10**6):06d}"
     with rt.db.atomic() as tx:
         tx.execute(
-            "INSERT OR REPLACE INTO phone_codes (user_id, code_hash, expires_at, attempts) VALUES (?, ?, ?, 0)",
+            "INSERT INTO phone_codes (user_id, code_hash, expires_at, attempts) VALUES (?, ?, ?, 0) "
+            "ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, expires_at = excluded.expires_at, "
+            "attempts = 0",
             (user["id"], _code_hash(rt, user["id"], code), time.time() + rt.config.phone_code_ttl_seconds),
         )
     rt.sms.send(user["phone"], f"Your Telentir verification code is {code}")

@@ -99,7 +99,8 @@ def revoke_token(rt: Runtime, token: str) -> None:
     with rt.db.atomic() as tx:
         tx.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (time.time(),))
         tx.execute(
-            "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (claims["jti"], claims["exp"])
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (claims["jti"], claims["exp"]),
         )
 
 
@@ -118,7 +119,7 @@ def _user_of_token(rt: Runtime, token: str) -> dict[str, Any]:
     claims = _decode_token(rt, token)
     row = rt.db.query_row(
         "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS token_revoked, u.* "
-        "FROM (SELECT 1) LEFT JOIN users u ON u.id = ?",
+        "FROM (SELECT 1) AS one LEFT JOIN users u ON u.id = ?",
         (claims["jti"], claims["sub"]),
     )
     if row["token_revoked"]:

@@ -133,8 +133,8 @@ def ledger_row(
 ) -> None:
     """Append one ledger row (a job's step at most once: a repeat is ignored)."""
     tx.execute(
-        "INSERT OR IGNORE INTO ledger (user_id, job_id, kind, amount, leads, charged, month, source, external_id, "
-        "note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ledger (user_id, job_id, kind, amount, leads, charged, month, source, external_id, "
+        "note, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (user_id, job_id, kind, amount, leads, charged, month or month_of(), source, external_id, note, now_iso()),
     )
 

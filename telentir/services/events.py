@@ -74,12 +74,16 @@ def prune(rt: Runtime) -> int:
         return 0
     with rt.db.atomic() as tx:
         # Recorded first: a stream resuming from a cursor about to go is told to resync.
-        tx.execute("UPDATE event_retention SET pruned_through = MAX(pruned_through, ?) WHERE id = 1", (through,))
+        tx.execute(
+            "UPDATE event_retention SET pruned_through = CASE WHEN pruned_through > ? THEN pruned_through ELSE ? END "
+            "WHERE id = 1",
+            (through, through),
+        )
     removed = 0
     while True:
         # Small batches, each its own transaction, so writers never wait long for the lock.
         with rt.db.atomic() as tx:
-            batch = tx.execute(
+            batch: int = tx.execute(
                 "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= ? ORDER BY id LIMIT ?)",
                 (through, PRUNE_BATCH),
             ).rowcount

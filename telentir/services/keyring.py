@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -11,7 +10,7 @@ from .. import crypto
 from ..errors import BadRequest, Conflict, NotFound
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
-from ..storage.db import Transaction, set_clause
+from ..storage.db import IntegrityError, Transaction, set_clause
 from ..wire import key_record
 from . import events
 
@@ -60,7 +59,7 @@ def register_server(rt: Runtime, user_id: str, name: str, mode: Any, public_key:
                 "INSERT INTO servers (user_id, name, mode, public_key, created_at) VALUES (?, ?, ?, ?, ?)",
                 (user_id, name, mode, public_b64, now_iso()),
             )
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:
         raise Conflict(f"You already have a server named {name!r}.", code="server_exists") from exc
     return {"name": name, "publicKey": public_b64, "privateKey": private_b64}
 

@@ -113,8 +113,9 @@ def _check_references(tx: Transaction, user_id: str, key_id: str | None, related
     One statement for both: under load every statement costs the thread a hand-off of the GIL.
     """
     key_ok, parent_ok = tx.execute(
-        "SELECT ? IS NULL OR EXISTS (SELECT 1 FROM keys WHERE id = ? AND user_id = ?), "
-        "? IS NULL OR EXISTS (SELECT 1 FROM objects WHERE id = ? AND user_id = ?)",
+        # CAST: PostgreSQL must know a parameter's type, and `? IS NULL` alone does not say it.
+        "SELECT CAST(? AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM keys WHERE id = ? AND user_id = ?), "
+        "CAST(? AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM objects WHERE id = ? AND user_id = ?)",
         (key_id, key_id, user_id, related_id, related_id, user_id),
     ).fetchone()
     if not key_ok:
@@ -241,7 +242,9 @@ def _updated_event(rt: Runtime, tx: Transaction, user_id: str, object_id: str, k
 
 def _check_no_cycle(tx: Transaction, object_id: str, new_parent: str) -> None:
     ancestors = tx.execute(
-        "WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION ALL "
+        # The start is read from its row (it exists: checked above), so both terms share the
+        # column's type and collation, as PostgreSQL requires.
+        "WITH RECURSIVE up(id, depth) AS (SELECT id, 0 FROM objects WHERE id = ? UNION ALL "
         "SELECT o.related_id, up.depth + 1 FROM objects o JOIN up ON o.id = up.id "
         "WHERE o.related_id IS NOT NULL AND up.depth < ?) SELECT 1 FROM up WHERE id = ? LIMIT 1",
         (new_parent, MAX_DEPTH, object_id),
@@ -264,7 +267,7 @@ def delete_object(rt: Runtime, user_id: str, object_id: str, cascade: bool) -> N
 
 def _subtree(tx: Transaction, object_id: str) -> list[str]:
     rows = tx.execute(
-        "WITH RECURSIVE down(id) AS (SELECT ? UNION SELECT o.id FROM objects o JOIN down "
+        "WITH RECURSIVE down(id) AS (SELECT id FROM objects WHERE id = ? UNION SELECT o.id FROM objects o JOIN down "
         "ON o.related_id = down.id) SELECT id FROM down",
         (object_id,),
     ).fetchall()
@@ -279,7 +282,8 @@ def _remove_objects(rt: Runtime, tx: Transaction, user_id: str, ids: list[str]) 
             blobs.append(row["blob"])
         if row["related_id"] is not None:
             tx.execute(
-                "INSERT OR REPLACE INTO object_tombstones (id, related_id, n, deleted_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO object_tombstones (id, related_id, n, deleted_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) "
+                "DO UPDATE SET related_id = excluded.related_id, n = excluded.n, deleted_at = excluded.deleted_at",
                 (object_id, row["related_id"], row["n"], now),
             )
         _drop_publications(rt, tx, user_id, object_id, now)

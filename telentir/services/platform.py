@@ -22,10 +22,10 @@ def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformK
         key = crypto.generate_rsa_key()
         sealed = crypto.seal(master_key, crypto.private_key_to_b64(key).encode(), _context(name))
         with db.atomic() as tx:
-            # INSERT OR IGNORE: another worker starting at the same moment may have won.
+            # DO NOTHING: another worker (or node) starting at the same moment may have won.
             tx.execute(
-                "INSERT OR IGNORE INTO platform_servers (name, public_key, private_key_sealed, created_at) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO platform_servers (name, public_key, private_key_sealed, created_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (name, crypto.public_key_to_b64(key.public_key()), sealed, now_iso()),
             )
         row = db.query_row("SELECT * FROM platform_servers WHERE name = ?", (name,))

@@ -32,8 +32,9 @@ def publish(rt: Runtime, user_id: str, pub_type: str, related_id: str, object_id
         _check_owned(tx, user_id, related_id, "relatedId")
         _check_owned(tx, user_id, object_id, "objectId")
         tx.execute(
-            "INSERT OR REPLACE INTO publications (user_id, type, related_id, object_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO publications (user_id, type, related_id, object_id, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (user_id, type, related_id) DO UPDATE SET object_id = excluded.object_id, "
+            "created_at = excluded.created_at",
             (user_id, pub_type, related_id, object_id, now),
         )
         events.append(

@@ -13,21 +13,27 @@ from ..errors import RateLimited
 from ..runtime import Runtime
 from ..storage.db import Transaction
 
+Attempt = tuple[str, float]  # (bucket, at): the table has no key of its own (and no rowid on PostgreSQL)
 
-def charge(rt: Runtime, buckets: list[str]) -> list[int]:
-    """Raise RateLimited if any bucket is used up, else count one attempt in each; returns their ids."""
+
+def charge(rt: Runtime, buckets: list[str]) -> list[Attempt]:
+    """Raise RateLimited if any bucket is used up, else count one attempt in each; returns them."""
     now = time.time()
     with rt.db.atomic() as tx:
         tx.execute("DELETE FROM auth_failures WHERE at < ?", (now - rt.config.auth_window_seconds,))
         _check(rt, tx, buckets, now)
-        return [tx.insert("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", (bucket, now)) for bucket in buckets]
+        for bucket in buckets:
+            tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", (bucket, now))
+    return [(bucket, now) for bucket in buckets]
 
 
-def refund(rt: Runtime, attempt_ids: list[int]) -> None:
+def refund(rt: Runtime, attempts: list[Attempt]) -> None:
     """Forget attempts that turned out to be successes."""
     with rt.db.atomic() as tx:
-        for attempt_id in attempt_ids:
-            tx.execute("DELETE FROM auth_failures WHERE rowid = ?", (attempt_id,))
+        for bucket, at in attempts:
+            # Another failure on the same bucket in the same microsecond goes too: at worst one
+            # failure less is counted, never one more.
+            tx.execute("DELETE FROM auth_failures WHERE bucket = ? AND at = ?", (bucket, at))
 
 
 def _check(rt: Runtime, tx: Transaction, buckets: list[str], now: float) -> None:

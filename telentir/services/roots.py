@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .. import crypto
+from ..ids import now_iso
 from ..runtime import Runtime
 from . import keyring, objects
 
@@ -51,8 +52,8 @@ def ensure_root(rt: Runtime, user_id: str) -> None:
         tx.after_rollback(lambda: rt.blobs.delete_many(b[0] for b in blobs if b[0]))
         tx.execute(
             "INSERT INTO servers (user_id, name, mode, public_key, private_key_sealed, created_at) "
-            "VALUES (?, ?, 'custodial', ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-            (user_id, keyring.DEFAULT_SERVER, crypto.public_key_to_b64(public_key), sealed),
+            "VALUES (?, ?, 'custodial', ?, ?, ?)",
+            (user_id, keyring.DEFAULT_SERVER, crypto.public_key_to_b64(public_key), sealed, now_iso()),
         )
         for (store, aes, iv), (blob_id, ciphertext, tag) in zip(material, blobs, strict=True):
             key_id = keyring.insert_key(rt, tx, user_id, keyring.DEFAULT_SERVER, crypto.wrap_key(public_key, aes), iv)

@@ -1,8 +1,13 @@
-"""Ciphertext files: sharded folders, atomic durable writes, and the start-up sweep.
+"""Ciphertext storage: one interface (`BlobStore`), local files by default, S3 to scale out.
 
-A blob is written and made durable (temp file, fsync, rename, fsync folder) *before*
-the row that names it commits, and removed only *after* the commit that forgets it.
-A crash therefore leaves at most files no row names, which `sweep` removes.
+A blob is written and made durable *before* the row that names it commits, and removed
+only *after* the commit that forgets it. A crash therefore leaves at most blobs no row
+names, which `sweep` removes: at start-up for files (no request is writing then), and
+only past a grace period for a bucket shared by several nodes (a blob written a moment
+ago may belong to a row about to commit). `telentir.storage.s3` holds the S3 store.
+
+The file store: sharded folders, atomic durable writes (temp file, fsync, rename, fsync
+folder).
 """
 
 from __future__ import annotations
@@ -10,27 +15,70 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
-_BLOB_ID = re.compile(r"[A-Za-z0-9_-]{20,64}")
+BLOB_ID = re.compile(r"[A-Za-z0-9_-]{20,64}")
 _TMP_NAME = re.compile(r"[A-Za-z0-9_-]{20,64}\.[0-9a-f]{8}\.tmp")
 
 
-class BlobStore:
+def new_blob_id() -> str:
+    """A fresh random blob id (never derived from client input)."""
+    return secrets.token_urlsafe(18)
+
+
+class BlobStore(Protocol):
+    """Where ciphertexts too large for their row live, named by server-made ids."""
+
+    def write(self, data: bytes) -> str:
+        """Durably store `data` under a new id and return the id."""
+        ...
+
+    def write_many(self, items: list[bytes]) -> list[str]:
+        """Durably store several blobs, in order; all or none (a failure removes those written)."""
+        ...
+
+    def read(self, blob_id: str) -> bytes:
+        """The bytes of a blob; FileNotFoundError if there is none."""
+        ...
+
+    def delete(self, blob_id: str) -> None:
+        """Remove a blob if present (called after the forgetting commit)."""
+        ...
+
+    def delete_many(self, blob_ids: Iterable[str]) -> None:
+        """Remove several blobs."""
+        ...
+
+    def sweep(self, is_referenced: Callable[[str], bool], grace_seconds: float = 0.0) -> int:
+        """Remove blobs older than `grace_seconds` that no row references; returns how many went."""
+        ...
+
+    def describe(self) -> str:
+        """Where the blobs live, for messages."""
+        ...
+
+
+class FileBlobStore:
     """Files under `root`, named by server-made ids, sharded by their first two characters."""
 
     def __init__(self, root: Path, durable: bool = True) -> None:
         self.root = Path(root)
         self.durable = durable
 
+    def describe(self) -> str:
+        """The folder."""
+        return str(self.root)
+
     def new_id(self) -> str:
         """A fresh random blob id (never derived from client input)."""
-        return secrets.token_urlsafe(18)
+        return new_blob_id()
 
     def path_for(self, blob_id: str) -> Path:
         """The file of a blob id; ValueError before any path is built from a bad id."""
-        if not isinstance(blob_id, str) or not _BLOB_ID.fullmatch(blob_id):
+        if not isinstance(blob_id, str) or not BLOB_ID.fullmatch(blob_id):
             raise ValueError("invalid blob id")
         # One level of 4,096 folders: a million blobs is ~250 files a folder, and after the
         # first few thousand writes no write has to create (and fsync) a new folder.
@@ -117,20 +165,27 @@ class BlobStore:
             for name in files:
                 yield Path(dirpath) / name
 
-    def sweep(self, is_referenced: Callable[[str], bool]) -> int:
+    def sweep(self, is_referenced: Callable[[str], bool], grace_seconds: float = 0.0) -> int:
         """Remove temp files and blobs no row references; returns how many went.
 
-        Run only while no request is writing (at start-up, before workers serve):
-        a blob written but not yet committed looks unreferenced. Files that are not
+        With no grace, run only while no request is writing (at start-up, before workers
+        serve): a blob written but not yet committed looks unreferenced. Files that are not
         ours by name are left alone, in case the folder was pointed somewhere shared.
         """
-        removed = 0
+        removed, cutoff = 0, time.time() - grace_seconds
         for path in self.iter_files():
-            orphan = _BLOB_ID.fullmatch(path.name) and not is_referenced(path.name)
-            if orphan or _TMP_NAME.fullmatch(path.name):
+            orphan = BLOB_ID.fullmatch(path.name) and not is_referenced(path.name)
+            if (orphan or _TMP_NAME.fullmatch(path.name)) and (not grace_seconds or _mtime(path) < cutoff):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")  # gone already: nothing to sweep
 
 
 def fsync_dir(directory: Path) -> None:

@@ -1,9 +1,21 @@
-"""SQLite connections, transactions and the schema.
+"""Metadata storage: one interface, two databases (SQLite by default, PostgreSQL to scale out).
 
-One connection per thread, never shared: WAL so readers never wait for the writer,
-`busy_timeout` so writers queue instead of failing, foreign keys on, and writes in short
-`BEGIN IMMEDIATE` transactions (taking the write lock up front avoids the deadlock of two
-readers both upgrading to writers).
+Services write plain SQL through `Database` (`query`, `query_one`, `query_row`,
+`query_value`) and `atomic()` transactions (`tx.execute`, `tx.insert`, hooks after commit
+or rollback). SQL is written once, in the subset both engines accept: `?` or `:name`
+placeholders, `ON CONFLICT … DO NOTHING / DO UPDATE` rather than `INSERT OR …`, no
+`PRAGMA`, no SQLite-only functions. `telentir.storage.postgres` translates placeholders.
+
+Every write transaction runs alone, on both engines: SQLite's `BEGIN IMMEDIATE` (one
+writer per file) and, on PostgreSQL, one advisory lock taken at `BEGIN` by every write
+transaction of every node. Services rely on it (check, then insert; read a balance, then
+reserve), and so do event ids: they are assigned and committed in one order, so a stream
+that has read id N never later finds a smaller id appear.
+
+SQLite here: one connection per thread, never shared: WAL so readers never wait for the
+writer, `busy_timeout` so writers queue instead of failing, foreign keys on, and writes in
+short `BEGIN IMMEDIATE` transactions (taking the write lock up front avoids the deadlock of
+two readers both upgrading to writers).
 """
 
 from __future__ import annotations
@@ -11,10 +23,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import schema
 
@@ -23,35 +36,170 @@ BUSY_TIMEOUT_MS = 30_000
 log = logging.getLogger(__name__)
 
 
-class Transaction:
+class IntegrityError(Exception):
+    """A constraint (unique, foreign key, check) refused a statement, whichever database said so."""
+
+
+class Row(Protocol):
+    """A result row: indexed by position or column name, `dict(row)` gives column → value."""
+
+    def __getitem__(self, key: int | str) -> Any: ...
+
+    def keys(self) -> Sequence[str]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+
+class Cursor(Protocol):
+    """What `tx.execute` returns: the rows of a query, or how many rows a change touched."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Sequence[Any]: ...
+
+
+class Transaction(ABC):
     """An open write transaction with hooks that run once it has committed or rolled back."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self) -> None:
         self._on_commit: list[Callable[[], None]] = []
         self._on_rollback: list[Callable[[], None]] = []
 
-    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    @abstractmethod
+    def execute(self, sql: str, params: Any = ()) -> Cursor:
         """Run one statement inside the transaction."""
-        return self.conn.execute(sql, params)
 
+    @abstractmethod
     def insert(self, sql: str, params: Any = ()) -> int:
-        """Run one INSERT into a table with an integer key and return the new row's id."""
-        row_id = self.conn.execute(sql, params).lastrowid
-        assert row_id is not None, "an INSERT always sets lastrowid"
-        return row_id
+        """Run one INSERT into a table with an integer `id` key and return the new row's id."""
+
+    @abstractmethod
+    def execute_many(self, sql: str, rows: Sequence[Any]) -> None:
+        """Run one statement once per parameter row (bulk copies)."""
+
+    @abstractmethod
+    def lock_user(self, user_id: str) -> None:
+        """Hold the user's row until commit, so one user's money moves one transaction at a time."""
 
     def after_commit(self, hook: Callable[[], None]) -> None:
-        """Run `hook` after COMMIT succeeds (delete replaced files, publish events)."""
+        """Run `hook` after COMMIT succeeds (delete replaced blobs, publish events)."""
         self._on_commit.append(hook)
 
     def after_rollback(self, hook: Callable[[], None]) -> None:
-        """Run `hook` after ROLLBACK (remove files written for rows that never landed)."""
+        """Run `hook` after ROLLBACK (remove blobs written for rows that never landed)."""
         self._on_rollback.append(hook)
 
+    def committed(self) -> None:
+        """Run the after-commit hooks (called by the database once COMMIT succeeded)."""
+        _run_hooks(self._on_commit)
 
-class Database:
+    def rolled_back(self) -> None:
+        """Run the after-rollback hooks (called by the database after ROLLBACK)."""
+        _run_hooks(self._on_rollback)
+
+
+class Database(ABC):
+    """The metadata database: reads, write transactions, the schema."""
+
+    dialect: str  # "sqlite" | "postgresql"
+
+    @abstractmethod
+    def query(self, sql: str, params: Any = ()) -> list[Any]:
+        """Run a read and return all rows."""
+
+    @abstractmethod
+    def query_one(self, sql: str, params: Any = ()) -> Any:
+        """Run a read and return the first row or None."""
+
+    def query_row(self, sql: str, params: Any = ()) -> Any:
+        """Run a read of a row that must exist (LookupError otherwise: damage, not a client error)."""
+        row = self.query_one(sql, params)
+        if row is None:
+            raise LookupError(f"no row where one must exist: {sql}")
+        return row
+
+    def query_value(self, sql: str, params: Any = ()) -> Any:
+        """Run a read that yields one row (an aggregate, say) and return its first column."""
+        return self.query_row(sql, params)[0]
+
+    @abstractmethod
+    def atomic(self) -> Any:
+        """A write transaction (a context manager yielding a Transaction): COMMIT, or ROLLBACK on any exception."""
+
+    @abstractmethod
+    def open_schema(self, migrate: bool = False) -> list[schema.Migration]:
+        """Create a new database at the newest schema; upgrade an older one if `migrate`, else refuse it."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The database's schema version (0 when it is new)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection this object opened (at app shutdown)."""
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Yield True if this process may run the named periodic task now (one node at a time).
+
+        SQLite has one box: every process may (their transactions are serialised anyway).
+        """
+        yield True
+
+    @abstractmethod
+    def park_connection(self) -> None:
+        """Hand this thread's connection on to the next request (called as each request ends)."""
+
+    @abstractmethod
+    def release_thread_connection(self) -> None:
+        """Close this thread's connection (for short-lived threads, which would otherwise leak it)."""
+
+    def describe(self) -> str:
+        """Where the data lives, for messages (never a password)."""
+        return self.dialect
+
+
+class SqliteTransaction(Transaction):
+    """A write transaction on one SQLite connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """Run one statement inside the transaction."""
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+
+    def insert(self, sql: str, params: Any = ()) -> int:
+        """Run one INSERT and return the new row's id."""
+        row_id = self.execute(sql, params).lastrowid
+        assert row_id is not None, "an INSERT always sets lastrowid"
+        return row_id
+
+    def execute_many(self, sql: str, rows: Sequence[Any]) -> None:
+        """Run one statement once per parameter row."""
+        try:
+            self.conn.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+
+    def lock_user(self, user_id: str) -> None:
+        """Nothing to do: SQLite's single writer already serialises every write transaction."""
+        return None
+
+
+class SqliteDatabase(Database):
     """The SQLite file: per-thread connections, transactions, schema."""
+
+    dialect = "sqlite"
 
     def __init__(self, path: Path, synchronous: str = "NORMAL", cache_mib: int = 2) -> None:
         self.path = Path(path)
@@ -63,6 +211,10 @@ class Database:
         self._write_lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []  # parked by finished requests, for the next one
         self._closed = False
+
+    def describe(self) -> str:
+        """The file's path."""
+        return f"sqlite:///{self.path}"
 
     def connect(self) -> sqlite3.Connection:
         """A new connection with the house pragmas; the caller owns and closes it."""
@@ -128,24 +280,13 @@ class Database:
         row: sqlite3.Row | None = self.conn.execute(sql, params).fetchone()
         return row
 
-    def query_row(self, sql: str, params: Any = ()) -> sqlite3.Row:
-        """Run a read of a row that must exist (LookupError otherwise: damage, not a client error)."""
-        row = self.query_one(sql, params)
-        if row is None:
-            raise LookupError(f"no row where one must exist: {sql}")
-        return row
-
-    def query_value(self, sql: str, params: Any = ()) -> Any:
-        """Run a read that yields one row (an aggregate, say) and return its first column."""
-        return self.query_row(sql, params)[0]
-
     @contextmanager
-    def atomic(self) -> Iterator[Transaction]:
+    def atomic(self) -> Iterator[SqliteTransaction]:
         """A write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception."""
         conn = self.conn
         if conn.in_transaction:
             raise RuntimeError("nested write transaction")
-        tx = Transaction(conn)
+        tx = SqliteTransaction(conn)
         # This process's writers queue on a lock rather than in SQLite's busy handler, which
         # sleeps and retries: with 32 concurrent writers that polling pushed p99 past a second.
         # Other processes still meet at BEGIN IMMEDIATE (and its busy timeout).
@@ -161,7 +302,7 @@ class Database:
             except BaseException:
                 _roll_back(conn, tx)
                 raise
-        _run_hooks(tx._on_commit)
+        tx.committed()
 
     def open_schema(self, migrate: bool = False) -> list[schema.Migration]:
         """Create a new database at the newest schema; upgrade an older one if `migrate`, else refuse it.
@@ -175,10 +316,10 @@ class Database:
             # WAL is a property of the file: set once, kept by every later connection.
             conn.execute("PRAGMA journal_mode = WAL")
             with _immediate(conn):
-                if schema.version_of(conn) == 0:
+                if _version_of(conn) == 0:
                     _create(conn)
             applied = _migrate(conn) if migrate else []
-            schema.check_version(schema.version_of(conn))
+            schema.check_version(_version_of(conn))
             return applied
         finally:
             conn.close()
@@ -187,7 +328,7 @@ class Database:
         """The database's schema version (0 when the file is new)."""
         conn = self.connect()
         try:
-            return schema.version_of(conn)
+            return _version_of(conn)
         finally:
             conn.close()
 
@@ -206,6 +347,22 @@ def set_clause(changes: dict[str, Any], allowed: frozenset[str]) -> str:
     if unknown:
         raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
     return ", ".join(f"{column} = :{column}" for column in changes)
+
+
+def split_script(script: str) -> list[str]:
+    """The statements of an SQL script, each whole (`;` inside strings and comments is no end)."""
+    statements, statement = [], ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            statements.append(statement)
+            statement = ""
+    return statements
+
+
+def _version_of(conn: sqlite3.Connection) -> int:
+    """The file's `PRAGMA user_version` (0: a new, empty database)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 @contextmanager
@@ -232,9 +389,9 @@ def _create(conn: sqlite3.Connection) -> None:
 def _migrate(conn: sqlite3.Connection) -> list[schema.Migration]:
     """Apply the pending migrations, each in its own transaction with the version it sets."""
     applied = []
-    for step in schema.pending(schema.version_of(conn)):
+    for step in schema.pending(_version_of(conn)):
         with _immediate(conn):
-            if schema.version_of(conn) >= step.version:
+            if _version_of(conn) >= step.version:
                 continue  # another process applied it meanwhile
             _execute_script(conn, step.sql)
             conn.execute(f"PRAGMA user_version = {step.version}")  # an int: safe to format
@@ -244,12 +401,8 @@ def _migrate(conn: sqlite3.Connection) -> list[schema.Migration]:
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT our transaction first; run statement by statement instead.
-    statement = ""
-    for line in script.splitlines(keepends=True):
-        statement += line
-        if sqlite3.complete_statement(statement):
-            conn.execute(statement)
-            statement = ""
+    for statement in split_script(script):
+        conn.execute(statement)
 
 
 def _roll_back(conn: sqlite3.Connection, tx: Transaction) -> None:
@@ -258,7 +411,7 @@ def _roll_back(conn: sqlite3.Connection, tx: Transaction) -> None:
     # a second ROLLBACK would raise and hide the real error.
     if conn.in_transaction:
         conn.execute("ROLLBACK")
-    _run_hooks(tx._on_rollback)
+    tx.rolled_back()
 
 
 def _run_hooks(hooks: list[Callable[[], None]]) -> None:

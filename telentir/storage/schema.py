@@ -9,14 +9,18 @@ the very same schema.
 
 A database is upgraded only on purpose: at `serve` start-up and by `telentir migrate`,
 both under the data folder's lock; each migration runs in its own transaction together
-with the `PRAGMA user_version` it sets, so a crash leaves the database at one version or
-the next, never between. Every other command refuses an older database and says to migrate.
+with the version it sets (`PRAGMA user_version` on SQLite, the `schema_version` table on
+PostgreSQL), so a crash leaves the database at one version or the next, never between.
+Every other command refuses an older database and says to migrate.
+
+One schema for both databases: `schema.sql` and the migrations are written for SQLite and
+translated to PostgreSQL by `telentir.storage.dialect.postgres_ddl`. A step that cannot be
+shared ships a second file, `NNNN_what_it_does.postgres.sql`, used on PostgreSQL instead.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -35,12 +39,13 @@ class SchemaOutdated(SchemaError):
 
 @dataclass(frozen=True)
 class Migration:
-    """One upgrade step: the version it produces, its name, what it does, its SQL."""
+    """One upgrade step: the version it produces, its name, what it does, its SQL (and PostgreSQL's own, if any)."""
 
     version: int
     name: str
     description: str
     sql: str
+    postgres_sql: str | None = None
 
 
 @cache
@@ -55,7 +60,9 @@ def migrations() -> tuple[Migration, ...]:
         sql = entry.read_text()
         first = sql.splitlines()[0] if sql else ""
         description = first[3:].strip() if first.startswith("-- ") else match.group(2).replace("_", " ")
-        found.append(Migration(int(match.group(1)), match.group(2), description, sql))
+        own = folder.joinpath(f"{match.group(1)}_{match.group(2)}.postgres.sql")
+        postgres_sql = own.read_text() if own.is_file() else None
+        found.append(Migration(int(match.group(1)), match.group(2), description, sql, postgres_sql))
     found.sort(key=lambda m: m.version)
     expected = list(range(INITIAL_VERSION + 1, INITIAL_VERSION + 1 + len(found)))
     if [m.version for m in found] != expected:
@@ -72,11 +79,6 @@ def latest_version() -> int:
 def schema_sql() -> str:
     """The whole current schema (the top-level schema.sql, shipped in the package)."""
     return resources.files("telentir").joinpath("schema.sql").read_text()
-
-
-def version_of(conn: sqlite3.Connection) -> int:
-    """The database's `PRAGMA user_version` (0: a new, empty database)."""
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def pending(version: int) -> list[Migration]:

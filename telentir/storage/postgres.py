@@ -1,0 +1,271 @@
+"""PostgreSQL metadata for several nodes: psycopg 3 with a connection pool.
+
+Imported only when TELENTIR_DATABASE_URL names PostgreSQL. The services' SQL is the one
+they write for SQLite (see `telentir.storage.db`): placeholders are translated once per
+statement text and cached; rows index by position and by name like `sqlite3.Row`.
+
+Write transactions run one at a time across every node: each takes one advisory lock
+(`pg_advisory_xact_lock(WRITE_LOCK)`) right after BEGIN and holds it until COMMIT. That is
+SQLite's `BEGIN IMMEDIATE` carried over, and what keeps every service guarantee intact:
+check-then-insert, balance-then-reserve, and event ids that are assigned and committed in
+the same order (a sequence hands out ids at INSERT, not at COMMIT: without the lock a
+stream could read id 11 while 10 is still uncommitted, and skip 10 for ever). Reads need
+no lock and borrow a pooled connection per statement, so an open event stream holds none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import RowMaker
+from psycopg_pool import ConnectionPool
+
+from . import schema
+from .db import Cursor, Database, IntegrityError, Transaction, split_script
+from .dialect import postgres_ddl, to_pyformat
+
+# The advisory lock of write transactions (any 64-bit number nobody else uses: "telentir" in ASCII).
+WRITE_LOCK = 0x74656C656E746972
+POOL_TIMEOUT_SECONDS = 30.0
+
+
+class PgRow(tuple[Any, ...]):
+    """A row like `sqlite3.Row`: `row[0]`, `row["name"]`, `dict(row)`, unpacking."""
+
+    _index: dict[str, int]
+
+    def __new__(cls, values: Sequence[Any], index: dict[str, int]) -> PgRow:
+        """A row of `values` whose column names map to positions through `index`."""
+        row = super().__new__(cls, values)
+        row._index = index
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        """By column name or by position."""
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        """The column names, in order."""
+        return list(self._index)
+
+
+def _row_factory(cursor: Any) -> RowMaker[PgRow]:
+    index = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return lambda values: PgRow(values, index)
+
+
+class PostgresTransaction(Transaction):
+    """A write transaction on one pooled connection, holding the write lock."""
+
+    def __init__(self, conn: psycopg.Connection[Any], db: PostgresDatabase) -> None:
+        super().__init__()
+        self.conn, self._db = conn, db
+
+    def execute(self, sql: str, params: Any = ()) -> Cursor:
+        """Run one statement inside the transaction."""
+        try:
+            return self.conn.execute(self._db.translate(sql), params)
+        except psycopg.errors.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+
+    def insert(self, sql: str, params: Any = ()) -> int:
+        """Run one INSERT and return the new row's `id` (RETURNING id)."""
+        row = self.execute(sql + " RETURNING id", params).fetchone()
+        assert row is not None, "INSERT … RETURNING always returns the row"
+        return int(row[0])
+
+    def execute_many(self, sql: str, rows: Sequence[Any]) -> None:
+        """Run one statement once per parameter row (pipelined by psycopg)."""
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.executemany(self._db.translate(sql), rows)
+        except psycopg.errors.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+
+    def lock_user(self, user_id: str) -> None:
+        """Hold the user's row (FOR UPDATE) until commit: one user's money moves one transaction at a time."""
+        self.execute("SELECT 1 FROM users WHERE id = ? FOR UPDATE", (user_id,))
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL database shared by every node."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, pool_size: int = 20) -> None:
+        self.url = url
+        self._sql_cache: dict[str, str] = {}
+        self._local = threading.local()  # the connection of this thread's open transaction, if any
+        # This process's writers queue here, not each on a pooled connection waiting for the lock.
+        self._write_lock = threading.Lock()
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(2, pool_size),
+            kwargs={"autocommit": True, "row_factory": _row_factory},
+            timeout=POOL_TIMEOUT_SECONDS,
+            name="telentir",
+            open=False,
+        )
+        self._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
+
+    def describe(self) -> str:
+        """The server and database, without credentials."""
+        info = psycopg.conninfo.conninfo_to_dict(self.url)
+        return f"postgresql://{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+    def translate(self, sql: str) -> str:
+        """The statement with psycopg's placeholders (cached: services reuse a few hundred texts)."""
+        translated = self._sql_cache.get(sql)
+        if translated is None:
+            translated = self._sql_cache[sql] = to_pyformat(sql)
+        return translated
+
+    @contextmanager
+    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
+        # Inside this thread's transaction, reads see its own writes, as they do on SQLite.
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with self._pool.connection() as pooled:
+            yield pooled
+
+    def query(self, sql: str, params: Any = ()) -> list[Any]:
+        """Run a read and return all rows."""
+        with self._reading() as conn:
+            return conn.execute(self.translate(sql), params).fetchall()
+
+    def query_one(self, sql: str, params: Any = ()) -> Any:
+        """Run a read and return the first row or None."""
+        with self._reading() as conn:
+            return conn.execute(self.translate(sql), params).fetchone()
+
+    @contextmanager
+    def atomic(self) -> Iterator[PostgresTransaction]:
+        """A write transaction holding the cluster-wide write lock: COMMIT, or ROLLBACK on any exception."""
+        if getattr(self._local, "conn", None) is not None:
+            raise RuntimeError("nested write transaction")
+        with self._write_lock, self._pool.connection() as conn:
+            tx = PostgresTransaction(conn, self)
+            self._local.conn = conn
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    yield tx
+            except BaseException:
+                tx.rolled_back()
+                raise
+            finally:
+                self._local.conn = None
+        tx.committed()
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Yield True on the one node that holds the named lock now (the others get False and skip)."""
+        key = int.from_bytes(hashlib.sha256(f"telentir:{name}".encode()).digest()[:8], "big", signed=True)
+        with self._pool.connection() as conn:
+            got = bool(_value(conn, "SELECT pg_try_advisory_lock(%s)", (key,)))
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    def open_schema(self, migrate: bool = False) -> list[schema.Migration]:
+        """Create the schema in an empty database, or upgrade (if `migrate`) or refuse an older one.
+
+        Every step holds the write lock: nodes starting together create or migrate once, and
+        no node writes meanwhile.
+        """
+        with self._pool.connection() as conn:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                if _version_of(conn) == 0:
+                    _create(conn)
+            applied = _migrate(conn) if migrate else []
+            schema.check_version(_version_of(conn))
+            return applied
+
+    def schema_version(self) -> int:
+        """The `schema_version` table's number (0 for an empty database)."""
+        with self._pool.connection() as conn:
+            return _version_of(conn)
+
+    def identity_columns(self) -> dict[str, str]:
+        """Table → its identity (self-counting) column."""
+        rows = self.query(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND is_identity = 'YES'"
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def continue_ids_after(self, table: str, column: str, last: int) -> None:
+        """Make the next id the identity of `table.column` hands out `last + 1` (after a bulk copy)."""
+        with self.atomic() as tx:
+            tx.execute("SELECT setval(pg_get_serial_sequence(?, ?), ?, ?)", (table, column, max(last, 1), last > 0))
+
+    def park_connection(self) -> None:
+        """Nothing to hand on: reads borrow a pooled connection per statement."""
+        return None
+
+    def release_thread_connection(self) -> None:
+        """Nothing to close: no connection belongs to a thread outside its transaction."""
+        return None
+
+    def close(self) -> None:
+        """Close the pool and its connections."""
+        self._pool.close()
+
+
+def _value(conn: psycopg.Connection[Any], sql: str, params: Any = ()) -> Any:
+    """The first column of the one row a statement returns."""
+    row = conn.execute(sql.encode(), params).fetchone()
+    assert row is not None, "the statement returns one row"
+    return row[0]
+
+
+def _version_of(conn: psycopg.Connection[Any]) -> int:
+    if _value(conn, "SELECT to_regclass('schema_version')") is None:
+        return 0
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _create(conn: psycopg.Connection[Any]) -> None:
+    """The whole current schema in an empty database; refuse one that holds other tables."""
+    tables = _value(conn, "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()")
+    if tables:
+        raise schema.SchemaError("the database holds tables but no schema version: it is not Telentir's")
+    # citext: the case-insensitive email column (a trusted extension: the database owner may add it).
+    conn.execute("CREATE EXTENSION IF NOT EXISTS citext")
+    _execute_script(conn, postgres_ddl(schema.schema_sql()))
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (schema.latest_version(),))
+
+
+def _migrate(conn: psycopg.Connection[Any]) -> list[schema.Migration]:
+    """Apply the pending migrations, each in one transaction with the version it sets."""
+    applied = []
+    for step in schema.pending(_version_of(conn)):
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            if _version_of(conn) >= step.version:
+                continue  # another node applied it meanwhile
+            _execute_script(conn, step.postgres_sql or postgres_ddl(step.sql))
+            conn.execute("UPDATE schema_version SET version = %s", (step.version,))
+        applied.append(step)
+    return applied
+
+
+def _execute_script(conn: psycopg.Connection[Any], script: str) -> None:
+    for statement in split_script(script):
+        if statement.strip():
+            conn.execute(statement.encode())  # bytes: no placeholder parsing of DDL

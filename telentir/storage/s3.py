@@ -1,0 +1,124 @@
+"""Ciphertext in an S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, Ceph), shared by every node.
+
+Imported only when TELENTIR_BLOB_URL names a bucket. Credentials come the standard AWS way
+(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an instance role); a non-AWS store
+is reached through TELENTIR_S3_ENDPOINT_URL. The order of the file store holds: the object
+is PUT (and acknowledged, which S3 does only once it is durable) before the row that
+names it commits, and deleted only after the commit that forgets it. Objects are named
+`<prefix><blob id>`; nothing else under the prefix is touched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from .blobs import BLOB_ID, new_blob_id
+
+DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
+# One client serves every thread of the process; its connection pool is sized for them.
+MAX_POOL_CONNECTIONS = 64
+
+
+class S3BlobStore:
+    """Blobs as objects under a prefix of one bucket."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self.client, self.bucket = client, bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    @classmethod
+    def from_url(cls, url: str, endpoint_url: str | None = None) -> S3BlobStore:
+        """The store of `s3://bucket/prefix`, with a client from the standard AWS settings."""
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        config = BotoConfig(max_pool_connections=MAX_POOL_CONNECTIONS, retries={"mode": "standard", "max_attempts": 5})
+        return cls(boto3.client("s3", endpoint_url=endpoint_url, config=config), bucket, prefix)
+
+    def describe(self) -> str:
+        """The bucket and prefix."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key_for(self, blob_id: str) -> str:
+        """The object key of a blob id; ValueError before any key is built from a bad id."""
+        if not isinstance(blob_id, str) or not BLOB_ID.fullmatch(blob_id):
+            raise ValueError("invalid blob id")
+        return self.prefix + blob_id
+
+    def write(self, data: bytes) -> str:
+        """Store `data` under a new id (acknowledged = durable) and return the id."""
+        blob_id = new_blob_id()
+        self.client.put_object(Bucket=self.bucket, Key=self.key_for(blob_id), Body=data)
+        return blob_id
+
+    def write_many(self, items: list[bytes]) -> list[str]:
+        """Store several blobs; on a failure the ones already stored are removed again."""
+        written: list[str] = []
+        try:
+            for data in items:
+                written.append(self.write(data))
+        except BaseException:
+            self.delete_many(written)
+            raise
+        return written
+
+    def read(self, blob_id: str) -> bytes:
+        """The bytes of a blob; FileNotFoundError if the bucket has no such object."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key_for(blob_id))
+        except ClientError as exc:
+            if _error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(blob_id) from exc
+            raise
+        body = response["Body"]
+        try:
+            return bytes(body.read())
+        finally:
+            body.close()
+
+    def delete(self, blob_id: str) -> None:
+        """Remove a blob (S3 answers a delete of a missing key with success)."""
+        self.client.delete_object(Bucket=self.bucket, Key=self.key_for(blob_id))
+
+    def delete_many(self, blob_ids: Iterable[str]) -> None:
+        """Remove several blobs, a thousand per request."""
+        keys = [self.key_for(blob_id) for blob_id in blob_ids]
+        for start in range(0, len(keys), DELETE_BATCH):
+            chunk = [{"Key": key} for key in keys[start : start + DELETE_BATCH]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+    def sweep(self, is_referenced: Callable[[str], bool], grace_seconds: float = 0.0) -> int:
+        """Remove blobs older than `grace_seconds` that no row references; returns how many went.
+
+        Safe while nodes serve, given a grace longer than any write takes to commit: a blob
+        written a moment ago by a transaction still open is younger than that.
+        """
+        cutoff = time.time() - grace_seconds
+        doomed = []
+        for entry in self._listing():
+            blob_id = entry["Key"][len(self.prefix) :]
+            old = entry["LastModified"].timestamp() < cutoff
+            if BLOB_ID.fullmatch(blob_id) and old and not is_referenced(blob_id):
+                doomed.append(blob_id)
+        self.delete_many(doomed)
+        return len(doomed)
+
+    def _listing(self) -> Iterable[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            yield from page.get("Contents", ())
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (tests and first deployments; production buckets are made ahead)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
