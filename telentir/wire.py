@@ -131,6 +131,11 @@ def optional_id_field(value: Any, field: str, prefix: str) -> str | None:
     return None if value is None else id_field(value, field, prefix)
 
 
+def is_name(value: str) -> bool:
+    """Whether `value` is a name `name_value` accepts, as given (a lookup of anything else finds nothing)."""
+    return bool(_NAME_RE.fullmatch(value))
+
+
 def name_value(value: Any, field: str) -> str:
     """A lowercase name (servers, publication types): 1-64 of a-z 0-9 _ -."""
     if not isinstance(value, str):

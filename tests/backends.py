@@ -54,8 +54,6 @@ SCALE_OUT_MODULES = (
     "test_connect",
     "test_cli_credits",
     "test_error_shape",
-    "test_two_nodes",
-    "test_copy_data",
 )
 
 

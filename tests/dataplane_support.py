@@ -219,7 +219,16 @@ def events_after(rt: Runtime, user_id: str, after: int = 0) -> list[dict[str, An
 def orphan_files(rt: Runtime) -> set[str]:
     """Files in the blob folder that no object row names (none may exist while no request is in flight)."""
     referenced = {r["blob"] for r in rt.db.query("SELECT blob FROM objects WHERE blob IS NOT NULL")}
-    return {p.name for p in rt.blobs.iter_files()} - referenced
+    return set(rt.blobs.list_names()) - referenced
+
+
+def blob_exists(rt: Runtime, blob_id: str) -> bool:
+    """Whether the blob store (a folder or a bucket) still holds this blob."""
+    try:
+        rt.blobs.read(blob_id)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def last_event_id(rt: Runtime, user_id: str) -> int:

@@ -16,7 +16,7 @@ import requests
 
 from telentir.runtime import Runtime
 
-from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, runtime_config
 
 PASSWORD = "correct horse battery"
 _CODE_RE = r"SMS to {phone}: Your Telentir verification code is (\d{{6}})"
@@ -545,9 +545,7 @@ class _CapturingSender:
 def small_limit_app(tmp_path: Path) -> Iterator[Any]:
     from telentir import close_app, create_app
 
-    app = create_app(
-        {"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING", "auth_max_attempts": 2}
-    )
+    app = create_app(runtime_config(tmp_path / "data", log_level="WARNING", auth_max_attempts=2))
     yield app
     close_app(app)
 
@@ -601,14 +599,11 @@ def test_code_expiry_follows_the_setting(rt):
 
 
 def test_code_is_burnt_after_too_many_wrong_attempts(tmp_path):
-    from telentir.config import load_config
     from telentir.errors import BadRequest
     from telentir.services import accounts
     from telentir.wiring import build_runtime
 
-    rt = build_runtime(
-        load_config({"data_dir": tmp_path / "d", "master_key": FIXED_MASTER_KEY, "auth_max_attempts": 100}, environ={})
-    )
+    rt = build_runtime(runtime_config(tmp_path / "d", auth_max_attempts=100))
     try:
         sender = rt.sms = _CapturingSender()
         user = accounts.create_user(rt, unique_email(), unique_phone())
@@ -631,7 +626,10 @@ def test_passwords_and_api_keys_are_stored_only_as_hashes(rt):
 
     user = accounts.create_user(rt, unique_email(), unique_phone(), password=PASSWORD)
     key = credentials.create_api_key(rt, user["id"], "k")["key"]
-    dump = "\n".join(rt.db.conn.iterdump())
+    # Every row of every table that holds credentials, on either database.
+    dump = "\n".join(
+        repr(tuple(row)) for table in ("users", "api_keys") for row in rt.db.query(f"SELECT * FROM {table}")
+    )
     assert PASSWORD not in dump and key not in dump
     assert rt.db.query_one("SELECT password_hash FROM users WHERE id = ?", (user["id"],))[0].startswith("scrypt$")
 

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 import requests
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.scraper import stream_frames
 from telentir.services import credits
@@ -34,7 +33,7 @@ from telentir.wiring import build_runtime
 from .conftest import make_user
 from .dataplane_support import TIMESTAMP, decrypt, load_private, unwrap
 from .scraper_fixture import TestScraper, wait_until
-from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, free_port
+from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, free_port, runtime_config
 
 PRICE = 25  # cents per lead beyond the allowance, in every plan below
 TINY_ALLOWANCE = 3
@@ -67,12 +66,7 @@ def server_env(scraper_url: str, **extra: str) -> dict[str, str]:
 
 def runtime_over(data_dir: Path, **overrides: Any) -> Runtime:
     """A Runtime over a server's data folder (reads its rows; never recovers anything)."""
-    return build_runtime(
-        load_config(
-            {"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, "plans": PLANS, "log_level": "WARNING", **overrides},
-            environ={},
-        )
-    )
+    return build_runtime(runtime_config(data_dir, plans=PLANS, log_level="WARNING", **overrides))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from .dataplane_support import (
     Vault,
     b64,
     b64url,
+    blob_exists,
     counts,
     decrypt,
     encrypt,
@@ -214,7 +215,7 @@ def test_relations_cannot_loop_and_stores_stay_at_the_top(vault):
 
 def _blob_exists(rt, object_id: str) -> bool:
     row = rt.db.query_one("SELECT blob FROM objects WHERE id = ?", (object_id,))
-    return row is not None and rt.blobs.path_for(row["blob"]).exists()
+    return row is not None and blob_exists(rt, row["blob"])
 
 
 def test_delete_detaches_children_and_leaves_the_parents_list(vault, live_rt):
@@ -230,7 +231,7 @@ def test_delete_detaches_children_and_leaves_the_parents_list(vault, live_rt):
     assert_error(vault.api.get(f"/objects/{parent}/related"), 404)
     assert_error(vault.api.delete(f"/objects/{parent}"), 404)
     assert parent not in vault.related_ids(store)
-    assert not live_rt.blobs.path_for(blob).exists()
+    assert not blob_exists(live_rt, blob)
     for kid in kids:
         record = vault.api.get(f"/objects/{kid}").json()
         assert record["relatedId"] is None and record["related_object_id"] is None
@@ -253,7 +254,7 @@ def test_cascade_delete_removes_the_whole_subtree(vault, live_rt):
     assert vault.api.delete(f"/objects/{root}", params={"cascade": "true"}).status_code == 204
     for object_id in subtree:
         assert_error(vault.api.get(f"/objects/{object_id}"), 404)
-    assert not any(live_rt.blobs.path_for(b).exists() for b in blobs)
+    assert not any(blob_exists(live_rt, b) for b in blobs)
     assert vault.related_ids(store) == [keep] and vault.read(key, keep) == b"sibling"
     assert counts(live_rt, vault.user["id"])["objects"] == before["objects"] - len(subtree)
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.streaming.feed import Item
 from telentir.streaming.frames import retry_frame, sse_frame
@@ -26,7 +25,7 @@ from telentir.wiring import build_runtime
 from .conftest import make_user
 from .dataplane_support import PAYLOAD_FIELDS
 from .sse_client import Frame, Refused, SSEParser, SSEStream, Writes, must_open, open_stream
-from .support import FIXED_MASTER_KEY, ServerProcess
+from .support import FIXED_MASTER_KEY, ServerProcess, runtime_config
 
 HEARTBEAT = 1.0
 RETRY_MS = 1500
@@ -55,7 +54,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str
 
 def runtime_for(data_dir: Path, **overrides: Any) -> Runtime:
     """A runtime over a server's data folder (to make users, prune, look at rows)."""
-    return build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, **overrides}, environ={}))
+    return build_runtime(runtime_config(data_dir, **overrides))
 
 
 def account(rt: Runtime, server: ServerProcess) -> Account:

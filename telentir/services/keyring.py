@@ -11,7 +11,7 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import IntegrityError, Transaction, set_clause
-from ..wire import key_record
+from ..wire import is_name, key_record
 from . import events
 
 DEFAULT_SERVER = "default"
@@ -79,6 +79,8 @@ def _server_keys(mode: str, public_key: Any) -> tuple[str | None, str]:
 
 def set_server_deprecated(rt: Runtime, user_id: str, name: str, deprecated: bool) -> dict[str, Any]:
     """Mark a registered server deprecated (old keys stay readable; no new keys bind to it)."""
+    if not is_name(name):  # never registered; and PostgreSQL cannot even compare text holding NUL
+        raise NotFound("No such server.")
     with rt.db.atomic() as tx:
         changed = tx.execute(
             "UPDATE servers SET deprecated = ? WHERE user_id = ? AND name = ? AND mode != 'custodial'",

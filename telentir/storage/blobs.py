@@ -56,6 +56,10 @@ class BlobStore(Protocol):
         """Remove blobs older than `grace_seconds` that no row references; returns how many went."""
         ...
 
+    def list_names(self) -> Iterator[str]:
+        """The name of everything stored (blob ids, and temp files where the store has them)."""
+        ...
+
     def describe(self) -> str:
         """Where the blobs live, for messages."""
         ...
@@ -156,6 +160,10 @@ class FileBlobStore:
         """Remove several blobs."""
         for blob_id in blob_ids:
             self.delete(blob_id)
+
+    def list_names(self) -> Iterator[str]:
+        """Every file's name, temp files included."""
+        return (path.name for path in self.iter_files())
 
     def iter_files(self) -> Iterator[Path]:
         """Every file under the root, temp files included."""

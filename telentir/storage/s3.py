@@ -11,7 +11,7 @@ names it commits, and deleted only after the commit that forgets it. Objects are
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import boto3
@@ -106,6 +106,10 @@ class S3BlobStore:
                 doomed.append(blob_id)
         self.delete_many(doomed)
         return len(doomed)
+
+    def list_names(self) -> Iterator[str]:
+        """Every object's name under the prefix."""
+        return (entry["Key"][len(self.prefix) :] for entry in self._listing())
 
     def _listing(self) -> Iterable[dict[str, Any]]:
         paginator = self.client.get_paginator("list_objects_v2")
