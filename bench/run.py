@@ -243,6 +243,13 @@ def scenario_scaling(bench: Bench) -> None:
         scenario_http(bench, workers, {"TELENTIR_BROKER_URL": "redis://127.0.0.1:6379/0"}, suffix=f"_redis_w{workers}")
 
 
+def scenario_scale_out(bench: Bench) -> None:
+    """One node against two (two workers each) on PostgreSQL + S3 + Redis: create and read."""
+    from . import scale_out
+
+    scale_out.run(bench, _create_load, _auth, OBJECT_BYTES)
+
+
 def scenario_durability(bench: Bench) -> None:
     """Create under TELENTIR_SYNCHRONOUS=FULL (survives power loss) beside the default NORMAL run."""
     data = bench.data_dir("durability")
@@ -281,6 +288,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "durability": scenario_durability,
     "peer": scenario_peer,
     "scaling": scenario_scaling,
+    "scale_out": scenario_scale_out,
 }
 
 
@@ -317,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     bench = Bench(QUICK if args.quick else FULL, Path(tempfile.mkdtemp(prefix="telentir-bench-")), args.worker_class)
-    chosen = args.only or [s for s in SCENARIOS if not (args.quick and s == "peer")]
+    chosen = args.only or [s for s in SCENARIOS if not (args.quick and s in ("peer", "scale_out"))]
     failed = []
     try:
         for name in ["http"] + [s for s in chosen if s != "http"] if "http" in chosen else chosen:

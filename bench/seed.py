@@ -6,6 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from telentir.config import load_config
 from telentir.runtime import Runtime
@@ -25,9 +26,9 @@ class BenchUser:
     store_id: str
 
 
-def open_runtime(data_dir: Path) -> Runtime:
-    """A runtime over the benchmark's data folder."""
-    return build_runtime(load_config({"data_dir": data_dir, "master_key": MASTER_KEY}, environ={}))
+def open_runtime(data_dir: Path, **overrides: Any) -> Runtime:
+    """A runtime over the benchmark's data folder (or the engines `overrides` name)."""
+    return build_runtime(load_config({"data_dir": data_dir, "master_key": MASTER_KEY, **overrides}, environ={}))
 
 
 def make_user(rt: Runtime, label: str) -> BenchUser:
@@ -45,7 +46,9 @@ def make_user(rt: Runtime, label: str) -> BenchUser:
 
 def seed_objects(rt: Runtime, user: BenchUser, count: int, size: int = 1024, batch: int = 2000) -> list[str]:
     """Insert `count` objects under the user's contacts store, in big transactions."""
-    rt.blobs.durable = False  # seeding only: the benchmark measures durable writes through the API
+    durable = getattr(rt.blobs, "durable", None)
+    if durable is not None:
+        rt.blobs.durable = False  # type: ignore[attr-defined]  # seeding only: the API's writes are measured
     ids: list[str] = []
     for start in range(0, count, batch):
         n = min(batch, count - start)
@@ -60,5 +63,6 @@ def seed_objects(rt: Runtime, user: BenchUser, count: int, size: int = 1024, bat
                         rt, tx, user.user_id, user.key_id, blob_id, content, os.urandom(16), user.store_id, "{}"
                     )
                 )
-    rt.blobs.durable = True
+    if durable is not None:
+        rt.blobs.durable = durable  # type: ignore[attr-defined]
     return ids

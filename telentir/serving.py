@@ -24,8 +24,11 @@ def prepare(config: Config) -> dict[str, int]:
         log.warning("migrated the database to schema version %d: %s", step.version, step.description)
     rt = build_runtime(config)
     try:
-        # Jobs first: settling them touches no files, and the sweep then sees the final rows.
-        return {"migrations": len(applied), **ingest.recover(rt), "swept_blobs": maintenance.sweep_blobs(rt)}
+        # Jobs first: settling them touches no files, and the sweep then sees the final rows. On a
+        # shared database the running jobs may be other live nodes' own: a start-up must not settle
+        # them. Only a job lease (owner + heartbeat) tells a dead owner's job apart.
+        jobs = {"interrupted_jobs": 0, "stripe_steps_finished": 0} if config.uses_postgres else ingest.recover(rt)
+        return {"migrations": len(applied), **jobs, "swept_blobs": maintenance.sweep_blobs(rt)}
     finally:
         rt.close()
 

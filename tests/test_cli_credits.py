@@ -14,6 +14,7 @@ from telentir.runtime import Runtime
 from telentir.services import credits
 from telentir.wiring import build_runtime
 
+from .backends import env_for
 from .conftest import make_user
 from .fake_stripe import FakeStripe
 from .support import FIXED_MASTER_KEY, runtime_config
@@ -49,6 +50,7 @@ def cli(data_dir: Path) -> Any:
         "STRIPE_SECRET_KEY": None,
         "STRIPE_API_BASE": None,
         "SCRAPER_HOSTNAME": None,
+        **env_for(data_dir),  # the session's storage backend
     }
 
     def run(*args: str, **extra_env: str) -> Result:

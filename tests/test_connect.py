@@ -219,11 +219,9 @@ def read_records(api: Api, store: str = "contacts") -> list[dict[str, Any]]:
 
 def object_created_count(rt: Runtime, user_id: str, store_id: str) -> int:
     """object_created events for items of a store (the outbox rows)."""
-    return rt.db.query_one(
-        "SELECT count(*) FROM events WHERE user_id = ? AND type = 'object_created' "
-        "AND json_extract(payload, '$.related_object_id') = ?",
-        (user_id, store_id),
-    )[0]
+    # The channel carries the filter values (`object_created:<user>:<id>:<related id>`), on either database.
+    rows = rt.db.query("SELECT channel FROM events WHERE user_id = ? AND type = 'object_created'", (user_id,))
+    return sum(1 for row in rows if row["channel"].endswith(f":{store_id}"))
 
 
 @dataclass(frozen=True)
