@@ -24,6 +24,8 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
+from .support import wait_until
+
 
 class StreamEnded(Exception):
     """The server closed the stream."""
@@ -353,6 +355,19 @@ def open_stream(
         raise
     conn.sock.settimeout(None)  # the reader blocks until data or close(); close() wakes it
     return SSEStream(conn, status, response_headers)
+
+
+def open_when_free(base_url: str, event_type: str, credential: str, timeout: float) -> SSEStream:
+    """Open a stream, trying again while the server has no slot for it (429, 503); fail after `timeout` seconds."""
+
+    def opened() -> SSEStream | None:
+        result = open_stream(base_url, event_type, credential)
+        if isinstance(result, SSEStream):
+            return result
+        assert result.status in (429, 503), (result.status, result.body[:300])
+        return None
+
+    return wait_until(opened, timeout=timeout, message="a free stream slot")
 
 
 def worker_pid(conn: HttpConnection) -> int:

@@ -1,4 +1,4 @@
-"""Test helpers: a real server process on a free port, and a small HTTP client for it."""
+"""Test helpers: waiting for a condition, a real server process on a free port, and a small HTTP client for it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,50 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXED_MASTER_KEY = "11" * 32
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str | Callable[[], str] = ""
+) -> T:
+    """Poll `condition` until it returns something truthy and return that; fail the test after `timeout` seconds.
+
+    The condition is asked once more after the deadline has passed, so a slow poll never fails a
+    wait that had in fact succeeded. `message` (text, or a function giving it, for a log read at
+    the moment of failure) says what was awaited. An exception the condition raises ends the wait.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            awaited = (message() if callable(message) else message) or getattr(condition, "__qualname__", condition)
+            raise AssertionError(f"gave up after {timeout} s waiting for {awaited}")
+        time.sleep(interval)
+
+
+def wait_for_output(
+    proc: subprocess.Popen[bytes], out_path: Path, marker: bytes, timeout: float, interval: float = 0.05
+) -> None:
+    """Wait until a child process's output file holds `marker`; fail at once, with its output, if it has ended."""
+
+    def printed() -> bool:
+        if marker in out_path.read_bytes():
+            return True
+        assert proc.poll() is None, f"the child exited with {proc.returncode}:\n{out_path.read_text(errors='replace')}"
+        return False
+
+    wait_until(printed, timeout=timeout, interval=interval, message=f"the child to print {marker!r}")
 
 
 def free_port() -> int:
@@ -31,6 +67,14 @@ def server_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[s
     env.update({"TELENTIR_DATA_DIR": str(data_dir), "TELENTIR_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
     env.update(extra or {})
     return env
+
+
+class ServerExited(RuntimeError):
+    """The server process ended while starting up."""
+
+    def __init__(self, returncode: int, log: str) -> None:
+        super().__init__(f"server exited with {returncode}:\n{log}")
+        self.returncode, self.log = returncode, log
 
 
 class ServerProcess:
@@ -70,22 +114,19 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self._wait_healthy(timeout)
+        wait_until(self._healthy, timeout=timeout, message=lambda: f"/healthz to answer 200; the log:\n{self.log()}")
         return self
 
-    def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+    def _healthy(self) -> bool:
+        """/healthz answers 200; ServerExited if the process has ended."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise ServerExited(self.proc.returncode, self.log())
+        try:
+            with requests.get(self.url + "/healthz", timeout=1) as resp:
+                return resp.status_code == 200
+        except requests.RequestException:
+            return False
 
     def log(self) -> str:
         """What the server printed so far."""

@@ -33,8 +33,8 @@ from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .dataplane_support import TIMESTAMP, decrypt, load_private, unwrap
-from .scraper_fixture import TestScraper, wait_until
-from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, free_port
+from .scraper_fixture import TestScraper
+from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, free_port, wait_until
 
 PRICE = 25  # cents per lead beyond the allowance, in every plan below
 TINY_ALLOWANCE = 3

@@ -21,8 +21,8 @@ from telentir.services import credits
 
 from .conftest import make_user
 from .fake_stripe import FakeStripe
-from .scraper_fixture import TestScraper, wait_until
-from .support import Api, ServerProcess
+from .scraper_fixture import TestScraper
+from .support import Api, ServerProcess, wait_until
 from .test_connect import (
     TINY_ALLOWANCE,
     assert_summary,

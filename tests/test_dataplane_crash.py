@@ -24,7 +24,7 @@ from telentir.config import load_config
 from telentir.serving import prepare
 from telentir.wiring import build_runtime
 
-from .support import FIXED_MASTER_KEY, ROOT
+from .support import FIXED_MASTER_KEY, ROOT, wait_for_output
 
 CHILD = textwrap.dedent("""
     import json, os, random, sys
@@ -86,12 +86,8 @@ def _run_and_kill(tmp_path: Path, delay: float, seed: int, inline_max: int) -> l
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 30
-            while b'"ready"' not in out_path.read_bytes():
-                assert proc.poll() is None, out_path.read_text()
-                assert time.monotonic() < deadline, "the writer never became ready"
-                time.sleep(0.01)
-            time.sleep(delay)
+            wait_for_output(proc, out_path, b'"ready"', timeout=30, interval=0.01)
+            time.sleep(delay)  # the point: the kill lands at a different moment of the loop for each delay
             assert proc.poll() is None, out_path.read_text()[-2000:]
         finally:
             proc.send_signal(signal.SIGKILL)

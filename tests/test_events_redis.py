@@ -28,9 +28,9 @@ from telentir.pubsub import BrokerUnavailable
 from telentir.pubsub.redis_backend import RedisBroker
 from telentir.runtime import Runtime
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, wait_for_numpat
 from .sse_client import HttpConnection, Refused, SSEStream, StreamEnded, must_open, open_stream, worker_pid
-from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port, server_env
+from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port, server_env, wait_until
 from .test_events_replay import stored_ids
 from .test_events_sse import HEARTBEAT, Account, account, assert_refused, runtime_for, start_server
 
@@ -288,24 +288,14 @@ def test_disconnect_releases_the_redis_subscription_within_a_heartbeat(
     # Other servers of this module share the Redis (each with its hub's one subscription): count from theirs.
     base = redis_up.numpat()
     streams += [must_open(server.url, kind, alice.key) for kind in ("key_created", "object_created", "publish")]
-    assert _settled_numpat(redis_up, base + 3) == base + 3
+    wait_for_numpat(redis_up, base + 3, timeout=HEARTBEAT + 1)
     leaving = streams.pop(1)
     leaving.close()
-    started = time.monotonic()
-    while redis_up.numpat() != base + 2:
-        assert time.monotonic() - started < HEARTBEAT + 0.5, "the subscription outlived its client"
-        time.sleep(0.05)
+    wait_for_numpat(redis_up, base + 2, timeout=HEARTBEAT + 0.5)  # the subscription does not outlive its client
     for stream in streams:
         stream.close()
     streams.clear()
-    assert _settled_numpat(redis_up, base) == base
-
-
-def _settled_numpat(server: RedisServer, expected: int, timeout: float = HEARTBEAT + 1) -> int:
-    deadline = time.monotonic() + timeout
-    while (count := server.numpat()) != expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return count
+    wait_for_numpat(redis_up, base, timeout=HEARTBEAT + 1)
 
 
 # --- the broker is only a doorbell ----------------------------------------------------------
@@ -329,9 +319,8 @@ def test_a_failing_publish_never_fails_the_write(
     row = rt.db.query_one("SELECT channel, payload FROM events WHERE type = 'object_created' ORDER BY id DESC")
     assert json.loads(row["payload"])["id"] == object_id
     assert row["channel"] == f"object_created:{user['id']}:{object_id}:"
-    deadline = time.monotonic() + 5  # a Redis doorbell rings from its own thread, after the answer
-    while stats.failed == failed and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # A Redis doorbell rings from its own thread, after the answer.
+    wait_until(lambda: stats.failed != failed, timeout=5, interval=0.01, message="the failed publish to be counted")
     assert (stats.published, stats.failed) == (published, failed + 1)
     assert client.get(f"/api/objects/{object_id}", headers=auth).status_code == 200
 

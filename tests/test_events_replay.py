@@ -229,7 +229,7 @@ def test_age_retention_prunes_old_events_and_resyncs(
     key_id = dave.writes.key()
     dave.writes.object(key_id)
     cursor = newest_id(rt)
-    time.sleep(1.2)
+    time.sleep(1.2)  # the point: what was written so far ages past the 1 s retention (only time does that)
     fresh = dave.writes.object(key_id)["id"]
     prune_events(rt)
     # Everything written before the pause is gone, to the millisecond; the fresh event stays.

@@ -25,7 +25,7 @@ from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .dataplane_support import PAYLOAD_FIELDS
-from .sse_client import Frame, Refused, SSEParser, SSEStream, Writes, must_open, open_stream
+from .sse_client import Frame, Refused, SSEParser, SSEStream, Writes, must_open, open_stream, open_when_free
 from .support import FIXED_MASTER_KEY, ServerProcess
 
 HEARTBEAT = 1.0
@@ -419,18 +419,6 @@ def capped_rt(capped_server: ServerProcess) -> Iterator[Runtime]:
     rt.close()
 
 
-def open_when_free(server: ServerProcess, credential: str, timeout: float) -> tuple[SSEStream, float]:
-    """Retry opening a stream until the server has a slot; the stream and how long it took."""
-    started = time.monotonic()
-    while True:
-        result = open_stream(server.url, "object_created", credential)
-        if isinstance(result, SSEStream):
-            return result, time.monotonic() - started
-        assert result.status in (429, 503), result.body
-        assert time.monotonic() - started < timeout, f"no slot freed within {timeout} s"
-        time.sleep(0.05)
-
-
 def test_stream_caps_per_user_429_and_per_process_503_and_release(
     capped_server: ServerProcess, capped_rt: Runtime, streams: list[SSEStream]
 ) -> None:
@@ -446,9 +434,10 @@ def test_stream_caps_per_user_429_and_per_process_503_and_release(
     assert_refused(refused, 503, "too_many_streams")
     # A client that hangs up frees its thread, subscription and slot within one heartbeat.
     streams.pop(0).close()
-    replacement, waited = open_when_free(capped_server, alice.key, timeout=HEARTBEAT + 0.5)
+    started = time.monotonic()
+    replacement = open_when_free(capped_server.url, "object_created", alice.key, timeout=HEARTBEAT + 0.5)
     streams.append(replacement)
-    assert waited <= HEARTBEAT + 0.5
+    assert time.monotonic() - started <= HEARTBEAT + 0.5
     key_id = alice.writes.key()
     record = alice.writes.object(key_id)
     assert replacement.next_event().json()["id"] == record["id"]  # and it is a working stream

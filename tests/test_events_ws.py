@@ -16,7 +16,7 @@ import simple_websocket
 
 from telentir.runtime import Runtime
 
-from .sse_client import Refused, SSEStream, open_stream
+from .sse_client import Refused, open_stream, open_when_free
 from .support import ServerProcess, assert_error
 from .test_events_sse import HEARTBEAT, Account, account, start_server
 
@@ -226,15 +226,7 @@ def test_ws_disconnect_frees_the_slot_within_a_heartbeat(
     refused = open_stream(server.url, "object_created", alice.key)
     assert isinstance(refused, Refused) and refused.status == 429
     close_ws(leaving)
-    started = time.monotonic()
-    stream: SSEStream | None = None
-    while stream is None:
-        result = open_stream(server.url, "object_created", alice.key)
-        if isinstance(result, SSEStream):
-            stream = result
-        else:
-            assert time.monotonic() - started < HEARTBEAT + 0.5, "the WebSocket's slot was not freed"
-            time.sleep(0.05)
+    stream = open_when_free(server.url, "object_created", alice.key, timeout=HEARTBEAT + 0.5)
     try:
         record = alice.writes.object(alice.writes.key())
         assert stream.next_event().json()["id"] == record["id"]

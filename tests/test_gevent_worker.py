@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import requests
 from telentir.runtime import Runtime
 
 from .scraper_fixture import TestScraper
-from .sse_client import HttpConnection, must_open, open_stream, worker_pid
+from .sse_client import HttpConnection, must_open, open_when_free, worker_pid
 from .support import FIXED_MASTER_KEY, ServerProcess
 from .test_events_sse import HEARTBEAT, RETRY_MS, account, runtime_for
 from .test_events_ws import WsClient, close_ws, receive_json
@@ -90,11 +89,7 @@ def test_sse_delivers_beats_and_frees_the_slot(server: ServerProcess, rt: Runtim
     assert stream.next_event().json()["key_id"] == key
     assert stream.next_frame(timeout=HEARTBEAT * 3).is_heartbeat
     stream.close()
-    deadline = time.monotonic() + HEARTBEAT + 1.5
-    while not hasattr(again := open_stream(server.url, "key_created", alice.key), "next_event"):
-        assert time.monotonic() < deadline, "the slot outlived its client (cap is 1 per user)"
-        time.sleep(0.05)
-    again.close()
+    open_when_free(server.url, "key_created", alice.key, timeout=HEARTBEAT + 1.5).close()  # the cap is 1 per user
 
 
 def test_websocket_mirror(server: ServerProcess, rt: Runtime) -> None:

@@ -25,6 +25,8 @@ from telentir.pubsub import Broker, DataError, Message, PubSub, escape_glob
 from telentir.pubsub.memory import MemoryBroker
 from telentir.pubsub.redis_backend import RedisBroker
 
+from .support import wait_until
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 UNICODE = "uni" + chr(4456) + "code"
 
@@ -106,16 +108,6 @@ def keys_for(prefix: str, kind: str) -> list[str]:
     if kind == "channel":
         return [prefix + "foo", prefix + "bar", prefix + UNICODE]
     return [prefix + "f*", prefix + "b*", prefix + "uni" + chr(4456) + "*"]
-
-
-def eventually(check: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Whether ``check`` becomes true within ``timeout`` (a Redis server closes async)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 # --- subscribe / unsubscribe bookkeeping (redis-py TestPubSubSubscribeUnsubscribe) ---
@@ -419,7 +411,7 @@ def test_get_message_waits_for_a_subscription_from_another_thread(make_pubsub: M
     pubsub = make_pubsub()
 
     def subscribe_later() -> None:
-        time.sleep(0.2)
+        time.sleep(0.2)  # the point: the reader is already waiting, with no subscription yet, when it comes
         pubsub.subscribe(prefix + "foo")
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -430,7 +422,7 @@ def test_get_message_waits_for_a_subscription_from_another_thread(make_pubsub: M
 
 
 def _publish_later(broker: Broker, channel: str, data: str, delay: float) -> int:
-    time.sleep(delay)
+    time.sleep(delay)  # the point: the reader has been blocked for `delay` seconds when the message comes
     return broker.publish(channel, data)
 
 
@@ -571,7 +563,7 @@ def test_context_manager_closes(broker: Broker, prefix: str) -> None:
     assert pubsub.subscribed is False
     assert broker.subscriber_count() == 0
     # Redis notices the closed socket asynchronously.
-    assert eventually(lambda: broker.publish(prefix + "foo", "x") == 0)
+    wait_until(lambda: broker.publish(prefix + "foo", "x") == 0, timeout=2.0, interval=0.01)
 
 
 def test_subscriber_count_counts_subscribed_pubsubs(broker: Broker, make_pubsub: MakePubSub, prefix: str) -> None:
