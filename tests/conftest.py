@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from telentir import close_app, create_app
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.services import accounts, credentials
-from telentir.wiring import build_runtime
 
 from .redis_server import RedisServer
-from .support import FIXED_MASTER_KEY, Api, ServerProcess
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, runtime_over
 
 _counter = itertools.count()
 
@@ -78,9 +77,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 @pytest.fixture(scope="session")
 def live_rt(live_server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the live server's data folder, for making users from the test side."""
-    runtime = build_runtime(load_config({"data_dir": live_server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    yield runtime
-    runtime.close()
+    with closing(runtime_over(live_server.data_dir)) as runtime:
+        yield runtime
 
 
 @pytest.fixture
@@ -102,9 +100,8 @@ def new_live_user(live_server: ServerProcess, live_rt: Runtime) -> Iterator[Call
 @pytest.fixture(scope="module")
 def server_rt(server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the data folder of the module's own `server` fixture."""
-    runtime = build_runtime(load_config({"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    yield runtime
-    runtime.close()
+    with closing(runtime_over(server.data_dir)) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -14,6 +14,10 @@ from typing import Any, TypeVar
 
 import requests
 
+from telentir.config import Config, load_config
+from telentir.runtime import Runtime
+from telentir.wiring import build_runtime
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXED_MASTER_KEY = "11" * 32
 
@@ -38,6 +42,19 @@ def wait_until(
             awaited = (message() if callable(message) else message) or getattr(condition, "__qualname__", condition)
             raise AssertionError(f"gave up after {timeout} s waiting for {awaited}")
         time.sleep(interval)
+
+
+def config_over(data_dir: Path | str, **overrides: Any) -> Config:
+    """Settings over `data_dir` with the fixed master key, plus `overrides`; nothing read from the environment."""
+    return load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, **overrides}, environ={})
+
+
+def runtime_over(data_dir: Path | str, **overrides: Any) -> Runtime:
+    """A Runtime over `data_dir` (a server's or the CLI's), to make users and read rows; the caller closes it.
+
+    `with contextlib.closing(runtime_over(...)) as rt:` for one that closes itself.
+    """
+    return build_runtime(config_over(data_dir, **overrides))
 
 
 def wait_for_output(

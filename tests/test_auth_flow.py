@@ -16,7 +16,7 @@ import requests
 
 from telentir.runtime import Runtime
 
-from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, wait_until
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, runtime_over, wait_until
 
 PASSWORD = "correct horse battery"
 _CODE_RE = r"SMS to {phone}: Your Telentir verification code is (\d{{6}})"
@@ -605,14 +605,10 @@ def test_code_expiry_follows_the_setting(rt):
 
 
 def test_code_is_burnt_after_too_many_wrong_attempts(tmp_path):
-    from telentir.config import load_config
     from telentir.errors import BadRequest
     from telentir.services import accounts
-    from telentir.wiring import build_runtime
 
-    rt = build_runtime(
-        load_config({"data_dir": tmp_path / "d", "master_key": FIXED_MASTER_KEY, "auth_max_attempts": 100}, environ={})
-    )
+    rt = runtime_over(tmp_path / "d", auth_max_attempts=100)
     try:
         sender = rt.sms = _CapturingSender()
         user = accounts.create_user(rt, unique_email(), unique_phone())

@@ -19,22 +19,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.scraper import stream_frames
 from telentir.services import credits
-from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .dataplane_support import TIMESTAMP, decrypt, load_private, unwrap
 from .scraper_fixture import TestScraper
-from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, free_port, wait_until
+from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, free_port, runtime_over, wait_until
 
 PRICE = 25  # cents per lead beyond the allowance, in every plan below
 TINY_ALLOWANCE = 3
@@ -63,16 +60,6 @@ def server_env(scraper_url: str, **extra: str) -> dict[str, str]:
         "TELENTIR_REFUND_RETRY_SECONDS": "3600",
         **extra,
     }
-
-
-def runtime_over(data_dir: Path, **overrides: Any) -> Runtime:
-    """A Runtime over a server's data folder (reads its rows; never recovers anything)."""
-    return build_runtime(
-        load_config(
-            {"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, "plans": PLANS, "log_level": "WARNING", **overrides},
-            environ={},
-        )
-    )
 
 
 @dataclass
@@ -313,9 +300,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> It
 @pytest.fixture(scope="module")
 def rt(server: ServerProcess) -> Iterator[Runtime]:
     """A Runtime over the server's data folder."""
-    runtime = runtime_over(server.data_dir)
-    yield runtime
-    runtime.close()
+    with closing(runtime_over(server.data_dir, plans=PLANS)) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -22,8 +22,9 @@ from telentir.services import credits
 from .conftest import make_user
 from .fake_stripe import FakeStripe
 from .scraper_fixture import TestScraper
-from .support import Api, ServerProcess, wait_until
+from .support import Api, ServerProcess, runtime_over, wait_until
 from .test_connect import (
+    PLANS,
     TINY_ALLOWANCE,
     assert_summary,
     credits_amount,
@@ -31,7 +32,6 @@ from .test_connect import (
     ledger_rows,
     money_for,
     read_records,
-    runtime_over,
     server_env,
 )
 
@@ -60,7 +60,7 @@ class Deployment:
         self.server = ServerProcess(data_dir, env)
         self.stripe = stripe
         overrides = {"stripe_secret_key": "sk_test_x", "stripe_api_base": stripe.url} if stripe else {}
-        self.rt: Runtime = runtime_over(data_dir, **overrides)
+        self.rt: Runtime = runtime_over(data_dir, plans=PLANS, **overrides)
 
     def new_user(self) -> dict[str, Any]:
         """A funded user on plan `tiny` (local balance, or a linked Stripe customer)."""

@@ -21,7 +21,7 @@ from telentir.services.stripe_gateway import StripeUnavailable
 from .conftest import make_user
 from .fake_stripe import FakeStripe
 from .scraper_fixture import TestScraper
-from .support import Api, ServerProcess, assert_error
+from .support import Api, ServerProcess, assert_error, runtime_over
 from .test_connect import (
     FUNDED,
     PLANS,
@@ -37,7 +37,6 @@ from .test_connect import (
     read_records,
     run_connect,
     run_scenario,
-    runtime_over,
     server_env,
 )
 
@@ -84,7 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper, fake:
 @pytest.fixture(scope="module")
 def rt(server: ServerProcess, fake: FakeStripe) -> Iterator[Runtime]:
     """A Runtime over the server's data folder, configured for the same Stripe (to run retries)."""
-    runtime = runtime_over(server.data_dir, stripe_secret_key="sk_test_x", stripe_api_base=fake.url)
+    runtime = runtime_over(server.data_dir, plans=PLANS, stripe_secret_key="sk_test_x", stripe_api_base=fake.url)
     yield runtime
     credits.gateway(runtime).close()  # type: ignore[union-attr]
     runtime.close()

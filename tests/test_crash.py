@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from telentir.config import Config, load_config
+from telentir.config import Config
 from telentir.serving import prepare
 from telentir.storage.blobs import BlobStore
 from telentir.storage.db import Database
 
-from .support import FIXED_MASTER_KEY, ROOT, wait_for_output
+from .support import ROOT, config_over, wait_for_output
 
 WRITER = textwrap.dedent("""
     import hashlib, sys
@@ -64,9 +64,7 @@ def expected_payload(object_id: str) -> bytes:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return load_config(
-        {"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING"}, environ={}
-    )
+    return config_over(tmp_path / "data", log_level="WARNING")
 
 
 def run_writer_and_kill(tmp_path: Path, config: Config, delay: float) -> list[str]:

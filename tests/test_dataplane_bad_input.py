@@ -14,13 +14,11 @@ from typing import Any
 
 import pytest
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
-from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .dataplane_support import LocalKey, Vault, b64, counts, encrypt, raw_request
-from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, runtime_over
 
 Body = Callable[["Ctx"], Any]  # a dict/list/str (sent as JSON) or bytes (sent raw as application/json)
 DROP = object()  # marks a field to leave out of a body
@@ -491,7 +489,7 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ser
     server = ServerProcess(
         data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_MAX_BODY_BYTES": "4096"}
     ).start()
-    rt = build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
+    rt = runtime_over(data_dir)
     yield server, rt
     rt.close()
     server.stop()

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,9 @@ from telentir.runtime import Runtime
 
 from .redis_server import RedisServer, wait_for_numpat
 from .sse_client import HttpConnection, Refused, SSEStream, StreamEnded, must_open, open_stream, worker_pid
-from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port, server_env, wait_until
+from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port, runtime_over, server_env, wait_until
 from .test_events_replay import stored_ids
-from .test_events_sse import HEARTBEAT, Account, account, assert_refused, runtime_for, start_server
+from .test_events_sse import HEARTBEAT, Account, account, assert_refused, start_server
 
 SHARED_REDIS = "redis://127.0.0.1:6379"
 
@@ -118,9 +119,8 @@ def put_object(conn: HttpConnection, who: Account, key_id: str) -> dict[str, Any
 @pytest.fixture(scope="module")
 def two_workers_rt(two_workers: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the two-worker server's data folder."""
-    rt = runtime_for(two_workers.data_dir)
-    yield rt
-    rt.close()
+    with closing(runtime_over(two_workers.data_dir)) as rt:
+        yield rt
 
 
 @pytest.fixture
@@ -280,11 +280,8 @@ def test_disconnect_releases_the_redis_subscription_within_a_heartbeat(
     threaded_server: ServerProcess, redis_up: RedisServer, streams: list[SSEStream]
 ) -> None:
     server = threaded_server
-    rt = runtime_for(server.data_dir)
-    try:
+    with closing(runtime_over(server.data_dir)) as rt:
         alice = account(rt, server)
-    finally:
-        rt.close()
     # Other servers of this module share the Redis (each with its hub's one subscription): count from theirs.
     base = redis_up.numpat()
     streams += [must_open(server.url, kind, alice.key) for kind in ("key_created", "object_created", "publish")]

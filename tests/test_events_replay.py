@@ -14,8 +14,8 @@ from telentir.runtime import Runtime
 from telentir.services.events import prune as prune_events
 
 from .sse_client import Frame, Refused, SSEStream, must_open, open_stream
-from .support import ServerProcess
-from .test_events_sse import RETRY_MS, Account, account, assert_refused, runtime_for, start_server
+from .support import ServerProcess, runtime_over
+from .test_events_sse import RETRY_MS, Account, account, assert_refused, start_server
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def pruning_rt(prune_server: ServerProcess) -> Callable[..., Runtime]:
     made: list[Runtime] = []
 
     def factory(**retention: Any) -> Runtime:
-        rt = runtime_for(prune_server.data_dir, **retention)
+        rt = runtime_over(prune_server.data_dir, **retention)
         made.append(rt)
         return rt
 

@@ -11,22 +11,20 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.streaming.feed import Item
 from telentir.streaming.frames import retry_frame, sse_frame
-from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .dataplane_support import PAYLOAD_FIELDS
 from .sse_client import Frame, Refused, SSEParser, SSEStream, Writes, must_open, open_stream, open_when_free
-from .support import FIXED_MASTER_KEY, ServerProcess
+from .support import FIXED_MASTER_KEY, ServerProcess, runtime_over
 
 HEARTBEAT = 1.0
 RETRY_MS = 1500
@@ -51,11 +49,6 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str
         **env,
     }
     return ServerProcess(data_dir, settings).start()
-
-
-def runtime_for(data_dir: Path, **overrides: Any) -> Runtime:
-    """A runtime over a server's data folder (to make users, prune, look at rows)."""
-    return build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, **overrides}, environ={}))
 
 
 def account(rt: Runtime, server: ServerProcess) -> Account:
@@ -414,9 +407,8 @@ def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 @pytest.fixture(scope="module")
 def capped_rt(capped_server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the capped server's data folder."""
-    rt = runtime_for(capped_server.data_dir)
-    yield rt
-    rt.close()
+    with closing(runtime_over(capped_server.data_dir)) as rt:
+        yield rt
 
 
 def test_stream_caps_per_user_429_and_per_process_503_and_release(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from telentir.runtime import Runtime
 
 from .scraper_fixture import TestScraper
 from .sse_client import HttpConnection, must_open, open_when_free, worker_pid
-from .support import FIXED_MASTER_KEY, ServerProcess
-from .test_events_sse import HEARTBEAT, RETRY_MS, account, runtime_for
+from .support import FIXED_MASTER_KEY, ServerProcess, runtime_over
+from .test_events_sse import HEARTBEAT, RETRY_MS, account
 from .test_events_ws import WsClient, close_ws, receive_json
 
 
@@ -41,9 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, scraper_url: str) -> Iterat
 
 @pytest.fixture(scope="module")
 def rt(server: ServerProcess) -> Iterator[Runtime]:
-    runtime = runtime_for(server.data_dir)
-    yield runtime
-    runtime.close()
+    with closing(runtime_over(server.data_dir)) as runtime:
+        yield runtime
 
 
 def test_it_is_the_gevent_worker_that_answers(server: ServerProcess) -> None:

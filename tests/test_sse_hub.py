@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,8 +16,8 @@ from telentir.runtime import Runtime
 
 from .redis_server import RedisServer, wait_for_numpat
 from .sse_client import HttpConnection, SSEStream, must_open, open_when_free
-from .support import ServerProcess, wait_until
-from .test_events_sse import HEARTBEAT, Account, account, runtime_for, start_server
+from .support import ServerProcess, runtime_over, wait_until
+from .test_events_sse import HEARTBEAT, Account, account, start_server
 
 BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event carries 32 KiB of hex
 
@@ -31,9 +32,8 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer)
 
 @pytest.fixture(scope="module")
 def hub_rt(hub_server: ServerProcess) -> Iterator[Runtime]:
-    rt = runtime_for(hub_server.data_dir)
-    yield rt
-    rt.close()
+    with closing(runtime_over(hub_server.data_dir)) as rt:
+        yield rt
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_a_leaving_client_frees_its_slot_at_once(
         TELENTIR_SSE_MAX_STREAMS_PER_USER="1",
         TELENTIR_SSE_HEARTBEAT_SECONDS="30",
     )
-    rt = runtime_for(server.data_dir)
+    rt = runtime_over(server.data_dir)
     try:
         alice = account(rt, server)
         must_open(server.url, "key_created", alice.key).close()
