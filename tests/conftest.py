@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from telentir.runtime import Runtime
 from telentir.services import accounts, credentials
 
 from .redis_server import RedisServer
-from .support import FIXED_MASTER_KEY, Api, ServerProcess, runtime_over
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, running_server, runtime_over
 
 _counter = itertools.count()
 
@@ -68,10 +68,22 @@ def user(rt: Runtime) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One real gunicorn server for the session (tests make their own users)."""
-    data_dir = tmp_path_factory.mktemp("live") / "data"
-    server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY}).start()
-    yield server
-    server.stop()
+    with running_server(tmp_path_factory, "live") as server:
+        yield server
+
+
+@pytest.fixture
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: a started server of the test's own, stopped at the end of the test.
+
+    Called as `server_factory(name, workers=None, threads=None, worker_class=None, **env)`.
+    """
+    with ExitStack() as servers:
+
+        def start(name: str, **options: Any) -> ServerProcess:
+            return servers.enter_context(running_server(tmp_path_factory, name, **options))
+
+        yield start
 
 
 @pytest.fixture(scope="session")

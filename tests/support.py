@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import requests
 
 from telentir.config import Config, load_config
@@ -169,6 +171,28 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=15)
+
+
+@contextmanager
+def running_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    workers: int | None = None,
+    threads: int | None = None,
+    worker_class: str | None = None,
+    **env: str,
+) -> Iterator[ServerProcess]:
+    """A started server over a fresh data folder `<name>N/data`, with the fixed master key plus `env`; stopped on exit.
+
+    The one way tests start servers: the `server_factory` fixture for a test's own, directly for
+    a module's or the session's shared one.
+    """
+    data_dir = tmp_path_factory.mktemp(name) / "data"
+    server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, **env}, workers, threads, worker_class)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 class Api:

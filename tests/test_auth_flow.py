@@ -16,7 +16,7 @@ import requests
 
 from telentir.runtime import Runtime
 
-from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, runtime_over, wait_until
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, running_server, runtime_over, wait_until
 
 PASSWORD = "correct horse battery"
 _CODE_RE = r"SMS to {phone}: Your Telentir verification code is (\d{{6}})"
@@ -423,17 +423,9 @@ MAX_ATTEMPTS = 3
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server allowing 3 failures per window, trusting one proxy hop (so tests can vary the address)."""
-    data_dir: Path = tmp_path_factory.mktemp("ratelimit") / "data"
-    server = ServerProcess(
-        data_dir,
-        {
-            "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-            "TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-            "TELENTIR_PROXY_HOPS": "1",
-        },
-    ).start()
-    yield server
-    server.stop()
+    settings = {"TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS), "TELENTIR_PROXY_HOPS": "1"}
+    with running_server(tmp_path_factory, "ratelimit", **settings) as server:
+        yield server
 
 
 def _addr() -> str:

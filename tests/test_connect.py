@@ -31,7 +31,7 @@ from telentir.services import credits
 from .conftest import make_user
 from .dataplane_support import TIMESTAMP, decrypt, load_private, unwrap
 from .scraper_fixture import TestScraper
-from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, free_port, runtime_over, wait_until
+from .support import ROOT, Api, ServerProcess, assert_error, free_port, running_server, runtime_over, wait_until
 
 PRICE = 25  # cents per lead beyond the allowance, in every plan below
 TINY_ALLOWANCE = 3
@@ -50,7 +50,6 @@ JOB_ID = re.compile(r"job_[A-Za-z0-9]{22}")
 def server_env(scraper_url: str, **extra: str) -> dict[str, str]:
     """Settings of a test server: the test scraper, a 1 s read timeout, one job per user."""
     return {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
         "SCRAPER_HOSTNAME": scraper_url,
         "TELENTIR_PLANS": json.dumps(PLANS),
         "TELENTIR_CONNECT_READ_TIMEOUT": "1",
@@ -291,10 +290,9 @@ def scraper() -> Iterator[TestScraper]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> Iterator[ServerProcess]:
     """A real server pointed at the test scraper."""
-    process = ServerProcess(tmp_path_factory.mktemp("connect") / "data", server_env(scraper.url)).start()
-    yield process
-    scraper.stopping.set()  # no stalled stream may hold the server's graceful stop
-    process.stop()
+    with running_server(tmp_path_factory, "connect", **server_env(scraper.url)) as process:
+        yield process
+        scraper.stopping.set()  # no stalled stream may hold the server's graceful stop
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from telentir.services.stripe_gateway import StripeUnavailable
 from .conftest import make_user
 from .fake_stripe import FakeStripe
 from .scraper_fixture import TestScraper
-from .support import Api, ServerProcess, assert_error, runtime_over
+from .support import Api, ServerProcess, assert_error, running_server, runtime_over
 from .test_connect import (
     FUNDED,
     PLANS,
@@ -74,10 +74,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper, fake:
     env = server_env(
         scraper.url, STRIPE_SECRET_KEY="sk_test_x", STRIPE_API_BASE=fake.url, TELENTIR_STRIPE_TIMEOUT_SECONDS="5"
     )
-    process = ServerProcess(tmp_path_factory.mktemp("stripe") / "data", env).start()
-    yield process
-    scraper.stopping.set()
-    process.stop()
+    with running_server(tmp_path_factory, "stripe", **env) as process:
+        yield process
+        scraper.stopping.set()  # no stalled stream may hold the server's graceful stop
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,11 +26,12 @@ from telentir.pubsub import BrokerUnavailable
 from telentir.pubsub.redis_backend import RedisBroker
 from telentir.runtime import Runtime
 
+from .events_support import HEARTBEAT, STREAM_SETTINGS
 from .redis_server import RedisServer, wait_for_numpat
 from .sse_client import HttpConnection, Refused, SSEStream, StreamEnded, must_open, open_stream, worker_pid
-from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port, runtime_over, server_env, wait_until
+from .support import ServerExited, ServerProcess, running_server, runtime_over, wait_until
 from .test_events_replay import stored_ids
-from .test_events_sse import HEARTBEAT, Account, account, assert_refused, start_server
+from .test_events_sse import Account, account, assert_refused
 
 SHARED_REDIS = "redis://127.0.0.1:6379"
 
@@ -49,43 +47,27 @@ def redis_up(own_redis: RedisServer) -> RedisServer:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
     """One worker on the dedicated Redis, 1 s heartbeat."""
-    srv = start_server(tmp_path_factory, "redis-one", TELENTIR_BROKER_URL=own_redis.url)
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "redis-one", **STREAM_SETTINGS, TELENTIR_BROKER_URL=own_redis.url) as srv:
+        yield srv
 
 
 # --- more than one worker ------------------------------------------------------------------
 
 
-def test_memory_broker_refuses_two_workers(tmp_path: Path) -> None:
-    env = server_env(tmp_path / "data", {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_BROKER_URL": "memory://"})
-    done = subprocess.run(
-        [sys.executable, "-m", "telentir", "serve", "--workers", "2", "--port", str(free_port())],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode != 0, done.stdout
-    assert "2 workers need a shared broker" in done.stderr and "TELENTIR_BROKER_URL=redis://" in done.stderr, (
-        done.stderr
-    )
+def test_memory_broker_refuses_two_workers(server_factory: Callable[..., ServerProcess]) -> None:
+    with pytest.raises(ServerExited) as exited:
+        server_factory("memory-two-workers", workers=2, TELENTIR_BROKER_URL="memory://")
+    assert exited.value.returncode != 0, exited.value.log
+    assert "2 workers need a shared broker" in exited.value.log, exited.value.log
+    assert "TELENTIR_BROKER_URL=redis://" in exited.value.log, exited.value.log
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Two gunicorn workers sharing the Redis on 6379."""
-    data_dir = tmp_path_factory.mktemp("two-workers") / "data"
-    env = {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-        "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-        "TELENTIR_BROKER_URL": SHARED_REDIS,
-    }
-    srv = ServerProcess(data_dir, env, workers=2).start()
-    yield srv
-    srv.stop()
+    settings = {"TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT), "TELENTIR_BROKER_URL": SHARED_REDIS}
+    with running_server(tmp_path_factory, "two-workers", workers=2, **settings) as srv:
+        yield srv
 
 
 def connections_by_worker(server: ServerProcess, each: int, attempts: int = 5) -> dict[int, list[HttpConnection]]:
@@ -271,9 +253,9 @@ def _ends_cleanly_or_keeps_serving(stream: SSEStream) -> None:
 @pytest.fixture(scope="module")
 def threaded_server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
     """Like `server`, with TELENTIR_SSE_HUB=false: each stream keeps its own subscription and thread."""
-    srv = start_server(tmp_path_factory, "redis-threaded", TELENTIR_BROKER_URL=own_redis.url, TELENTIR_SSE_HUB="false")
-    yield srv
-    srv.stop()
+    settings = {**STREAM_SETTINGS, "TELENTIR_BROKER_URL": own_redis.url, "TELENTIR_SSE_HUB": "false"}
+    with running_server(tmp_path_factory, "redis-threaded", **settings) as srv:
+        yield srv
 
 
 def test_disconnect_releases_the_redis_subscription_within_a_heartbeat(

@@ -13,17 +13,17 @@ import pytest
 from telentir.runtime import Runtime
 from telentir.services.events import prune as prune_events
 
+from .events_support import RETRY_MS, STREAM_SETTINGS
 from .sse_client import Frame, Refused, SSEStream, must_open, open_stream
-from .support import ServerProcess, runtime_over
-from .test_events_sse import RETRY_MS, Account, account, assert_refused, start_server
+from .support import ServerProcess, running_server, runtime_over
+from .test_events_sse import Account, account, assert_refused
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The module's server: memory broker, 1 s heartbeat."""
-    srv = start_server(tmp_path_factory, "replay")
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "replay", **STREAM_SETTINGS) as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -158,9 +158,8 @@ def test_a_malformed_cursor_is_400_json(server: ServerProcess, alice: Account, v
 @pytest.fixture(scope="module")
 def prune_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server of its own: pruning is global, it must not disturb other tests."""
-    srv = start_server(tmp_path_factory, "prune")
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "prune", **STREAM_SETTINGS) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -23,11 +23,9 @@ from telentir.streaming.frames import retry_frame, sse_frame
 
 from .conftest import make_user
 from .dataplane_support import PAYLOAD_FIELDS
+from .events_support import HEARTBEAT, RETRY_MS, STREAM_SETTINGS
 from .sse_client import Frame, Refused, SSEParser, SSEStream, Writes, must_open, open_stream, open_when_free
-from .support import FIXED_MASTER_KEY, ServerProcess, runtime_over
-
-HEARTBEAT = 1.0
-RETRY_MS = 1500
+from .support import ServerProcess, running_server, runtime_over
 
 
 @dataclass
@@ -39,18 +37,6 @@ class Account:
     writes: Writes
 
 
-def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> ServerProcess:
-    """A server with a 1 s heartbeat (plus `env`) on its own data folder."""
-    data_dir = tmp_path_factory.mktemp(name) / "data"
-    settings = {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-        "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-        "TELENTIR_SSE_RETRY_MS": str(RETRY_MS),
-        **env,
-    }
-    return ServerProcess(data_dir, settings).start()
-
-
 def account(rt: Runtime, server: ServerProcess) -> Account:
     """A new verified user with an API key on `server`."""
     user = make_user(rt)
@@ -60,9 +46,8 @@ def account(rt: Runtime, server: ServerProcess) -> Account:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The module's server: memory broker, 1 s heartbeat, retry 1500 ms."""
-    srv = start_server(tmp_path_factory, "sse")
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "sse", **STREAM_SETTINGS) as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -399,9 +384,9 @@ def test_every_event_type_carries_the_spec_payload(scenario: Scenario, kind: str
 @pytest.fixture(scope="module")
 def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server allowing 3 streams in all and 2 per user."""
-    srv = start_server(tmp_path_factory, "capped", TELENTIR_SSE_MAX_STREAMS="3", TELENTIR_SSE_MAX_STREAMS_PER_USER="2")
-    yield srv
-    srv.stop()
+    settings = {**STREAM_SETTINGS, "TELENTIR_SSE_MAX_STREAMS": "3", "TELENTIR_SSE_MAX_STREAMS_PER_USER": "2"}
+    with running_server(tmp_path_factory, "capped", **settings) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,10 @@ import simple_websocket
 
 from telentir.runtime import Runtime
 
+from .events_support import HEARTBEAT, STREAM_SETTINGS
 from .sse_client import Refused, open_stream, open_when_free
-from .support import ServerProcess, assert_error
-from .test_events_sse import HEARTBEAT, Account, account, start_server
+from .support import ServerProcess, assert_error, running_server
+from .test_events_sse import Account, account
 
 
 class WsClient(simple_websocket.Client):  # type: ignore[misc]
@@ -37,9 +38,8 @@ class WsClient(simple_websocket.Client):  # type: ignore[misc]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The module's server: memory broker, 1 s heartbeat; 2 streams per user."""
-    srv = start_server(tmp_path_factory, "ws", TELENTIR_SSE_MAX_STREAMS_PER_USER="2")
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "ws", **STREAM_SETTINGS, TELENTIR_SSE_MAX_STREAMS_PER_USER="2") as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ import requests
 
 from telentir.runtime import Runtime
 
+from .events_support import HEARTBEAT, STREAM_SETTINGS
 from .scraper_fixture import TestScraper
 from .sse_client import HttpConnection, must_open, open_when_free, worker_pid
-from .support import FIXED_MASTER_KEY, ServerProcess, runtime_over
-from .test_events_sse import HEARTBEAT, RETRY_MS, account
+from .support import ServerProcess, running_server, runtime_over
+from .test_events_sse import account
 from .test_events_ws import WsClient, close_ws, receive_json
 
 
@@ -27,17 +28,9 @@ def scraper_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper_url: str) -> Iterator[ServerProcess]:
-    data_dir = tmp_path_factory.mktemp("gevent") / "data"
-    env = {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-        "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-        "TELENTIR_SSE_RETRY_MS": str(RETRY_MS),
-        "TELENTIR_SSE_MAX_STREAMS_PER_USER": "1",
-        "SCRAPER_HOSTNAME": scraper_url,
-    }
-    srv = ServerProcess(data_dir, env, worker_class="gevent").start()
-    yield srv
-    srv.stop()
+    settings = {**STREAM_SETTINGS, "TELENTIR_SSE_MAX_STREAMS_PER_USER": "1", "SCRAPER_HOSTNAME": scraper_url}
+    with running_server(tmp_path_factory, "gevent", worker_class="gevent", **settings) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from urllib.parse import urlsplit
 
@@ -14,10 +14,11 @@ import requests
 
 from telentir.runtime import Runtime
 
+from .events_support import HEARTBEAT, RETRY_MS, STREAM_SETTINGS
 from .redis_server import RedisServer, wait_for_numpat
 from .sse_client import HttpConnection, SSEStream, must_open, open_when_free
-from .support import ServerProcess, runtime_over, wait_until
-from .test_events_sse import HEARTBEAT, Account, account, start_server
+from .support import ServerProcess, running_server, runtime_over, wait_until
+from .test_events_sse import Account, account
 
 BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event carries 32 KiB of hex
 
@@ -25,9 +26,8 @@ BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event 
 @pytest.fixture(scope="module")
 def hub_server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
     """One worker on a Redis of its own, hub on (the default)."""
-    srv = start_server(tmp_path_factory, "hub", TELENTIR_BROKER_URL=own_redis.url)
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "hub", **STREAM_SETTINGS, TELENTIR_BROKER_URL=own_redis.url) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -62,27 +62,25 @@ def test_one_subscription_serves_every_stream_of_the_process(
 
 
 def test_a_leaving_client_frees_its_slot_at_once(
-    tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer
+    server_factory: Callable[..., ServerProcess], own_redis: RedisServer
 ) -> None:
     """The hub watches each socket: a client that hangs up gives its slot back well within a heartbeat."""
-    server = start_server(
-        tmp_path_factory,
+    server = server_factory(
         "hub-capped",
+        TELENTIR_SSE_RETRY_MS=str(RETRY_MS),
         TELENTIR_BROKER_URL=own_redis.url,
         TELENTIR_SSE_MAX_STREAMS_PER_USER="1",
         TELENTIR_SSE_HEARTBEAT_SECONDS="30",
     )
-    rt = runtime_over(server.data_dir)
-    try:
+    with closing(runtime_over(server.data_dir)) as rt:
         alice = account(rt, server)
-        must_open(server.url, "key_created", alice.key).close()
-        again = open_when_free(server.url, "key_created", alice.key, timeout=2.0)
+    must_open(server.url, "key_created", alice.key).close()
+    again = open_when_free(server.url, "key_created", alice.key, timeout=2.0)
+    try:
         key = alice.writes.key()
         assert again.next_event().json()["key_id"] == key
-        again.close()
     finally:
-        rt.close()
-        server.stop()
+        again.close()
 
 
 def test_an_http_1_0_client_gets_a_plain_body(hub_server: ServerProcess, hub_rt: Runtime) -> None:
