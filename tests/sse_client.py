@@ -377,6 +377,15 @@ def worker_pid(conn: HttpConnection) -> int:
     return int(json.loads(body)["pid"])
 
 
+def assert_refused(refused: Refused, status: int, code: str) -> dict[str, Any]:
+    """The stream request was answered with the JSON error shape."""
+    assert refused.status == status, (refused.status, refused.body[:300])
+    assert refused.headers["content-type"].startswith("application/json"), refused.headers
+    body = refused.json()
+    assert body["error"] == code and isinstance(body["message"], str) and body["message"], body
+    return dict(body)
+
+
 def must_open(base_url: str, event_type: str, credential: str | None, **kwargs: Any) -> SSEStream:
     """open_stream that must succeed."""
     result = open_stream(base_url, event_type, credential, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -18,12 +19,14 @@ import requests
 
 from telentir.config import Config, load_config
 from telentir.runtime import Runtime
+from telentir.services import accounts, credentials
 from telentir.wiring import build_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXED_MASTER_KEY = "11" * 32
 
 T = TypeVar("T")
+_user_numbers = itertools.count()
 
 
 def wait_until(
@@ -57,6 +60,22 @@ def runtime_over(data_dir: Path | str, **overrides: Any) -> Runtime:
     `with contextlib.closing(runtime_over(...)) as rt:` for one that closes itself.
     """
     return build_runtime(config_over(data_dir, **overrides))
+
+
+def make_user(rt: Runtime, verified: bool = True, password: str | None = None) -> dict[str, Any]:
+    """A new user with a unique email; the dict gains `api_key`."""
+    n = next(_user_numbers)
+    user = accounts.create_user(
+        rt,
+        f"user{n}-{id(rt)}@example.com",
+        "+15555550100",
+        first_name="Test",
+        last_name=f"User{n}",
+        password=password,
+        verified=verified,
+    )
+    user["api_key"] = credentials.create_api_key(rt, user["id"], "test")["key"]
+    return user
 
 
 def wait_for_output(

@@ -14,7 +14,6 @@ from telentir.cli import main
 from telentir.runtime import Runtime
 from telentir.services import credits
 
-from .conftest import make_user
 from .fake_stripe import FakeStripe
 from .support import FIXED_MASTER_KEY, runtime_over
 
@@ -29,11 +28,6 @@ def rt(data_dir: Path) -> Iterator[Runtime]:
     """A Runtime over the folder the CLI works on (default plan catalog)."""
     with closing(runtime_over(data_dir)) as runtime:
         yield runtime
-
-
-@pytest.fixture
-def user(rt: Runtime) -> dict[str, Any]:
-    return make_user(rt)
 
 
 @pytest.fixture

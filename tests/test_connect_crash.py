@@ -19,38 +19,23 @@ import requests
 from telentir.runtime import Runtime
 from telentir.services import credits
 
-from .conftest import make_user
-from .fake_stripe import FakeStripe
-from .scraper_fixture import TestScraper
-from .support import Api, ServerProcess, runtime_over, wait_until
-from .test_connect import (
+from .connect_support import (
     PLANS,
     TINY_ALLOWANCE,
     assert_summary,
+    connect_env,
     credits_amount,
     expected_ledger,
     ledger_rows,
     money_for,
     read_records,
-    server_env,
 )
+from .fake_stripe import FakeStripe
+from .scraper_fixture import TestScraper
+from .support import Api, ServerProcess, make_user, runtime_over, wait_until
 
 TXNS = r"/v1/customers/[^/]+/balance_transactions"
 FUNDS, REQUESTED = 10_000, 200
-
-
-@pytest.fixture(scope="module")
-def scraper() -> Iterator[TestScraper]:
-    """The test scraper service."""
-    with TestScraper() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeStripe]:
-    """The fake Stripe API."""
-    with FakeStripe() as service:
-        yield service
 
 
 class Deployment:
@@ -86,7 +71,7 @@ def deploy(server_factory: Callable[..., ServerProcess], scraper: TestScraper, f
     made: list[Deployment] = []
 
     def factory(stripe: bool) -> Deployment:
-        env = server_env(scraper.url)
+        env = connect_env(scraper.url)
         if stripe:
             env.update(STRIPE_SECRET_KEY="sk_test_x", STRIPE_API_BASE=fake.url)
         made.append(Deployment(server_factory("deploy", **env), fake if stripe else None))

@@ -142,14 +142,6 @@ def test_prepare_twice_after_a_crash_finds_nothing_more(tmp_path, config):
 # --- failed transactions --------------------------------------------------------------
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(tmp_path / "t.db")
-    database.apply_schema()
-    yield database
-    database.close()
-
-
 def _insert_orphan_api_key(tx: object) -> None:
     # Deferred foreign keys are checked at COMMIT, so this makes the COMMIT itself fail.
     tx.execute("PRAGMA defer_foreign_keys = ON")  # type: ignore[attr-defined]

@@ -17,9 +17,8 @@ import pytest
 
 from telentir.runtime import Runtime
 
-from .conftest import make_user
 from .dataplane_support import LocalKey, Vault, b64, counts, encrypt, raw_request
-from .support import Api, ServerProcess, assert_error, running_server, runtime_over
+from .support import Api, ServerProcess, assert_error, make_user, running_server, runtime_over
 
 Body = Callable[["Ctx"], Any]  # a dict/list/str (sent as JSON) or bytes (sent raw as application/json)
 DROP = object()  # marks a field to leave out of a body

@@ -32,12 +32,6 @@ from .dataplane_support import (
 from .support import Api, assert_error
 
 
-@pytest.fixture
-def vault(new_live_user) -> Vault:
-    user, api = new_live_user()
-    return Vault(api, user)
-
-
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 

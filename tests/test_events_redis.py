@@ -26,12 +26,19 @@ from telentir.pubsub import BrokerUnavailable
 from telentir.pubsub.redis_backend import RedisBroker
 from telentir.runtime import Runtime
 
-from .events_support import HEARTBEAT, STREAM_SETTINGS
+from .events_support import HEARTBEAT, STREAM_SETTINGS, Account, account, stored_ids
 from .redis_server import RedisServer, wait_for_numpat
-from .sse_client import HttpConnection, Refused, SSEStream, StreamEnded, must_open, open_stream, worker_pid
-from .support import ServerExited, ServerProcess, running_server, runtime_over, wait_until
-from .test_events_replay import stored_ids
-from .test_events_sse import Account, account, assert_refused
+from .sse_client import (
+    HttpConnection,
+    Refused,
+    SSEStream,
+    StreamEnded,
+    assert_refused,
+    must_open,
+    open_stream,
+    worker_pid,
+)
+from .support import FIXED_MASTER_KEY, ServerExited, ServerProcess, make_user, running_server, runtime_over, wait_until
 
 SHARED_REDIS = "redis://127.0.0.1:6379"
 
@@ -339,9 +346,6 @@ def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatc
     from telentir.services import keyring, roots
     from telentir.streaming import feed as streams
 
-    from .conftest import make_user
-    from .support import FIXED_MASTER_KEY
-
     app = create_app(
         {
             "data_dir": tmp_path / "data",
@@ -381,9 +385,6 @@ def test_streams_of_one_user_share_one_table_read_per_doorbell(tmp_path, monkeyp
     from telentir import close_app, create_app
     from telentir.services import keyring, roots
     from telentir.streaming import feed as streams
-
-    from .conftest import make_user
-    from .support import FIXED_MASTER_KEY
 
     app = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "ERROR"})
     rt = app.extensions["telentir"]

@@ -13,10 +13,9 @@ import pytest
 from telentir.runtime import Runtime
 from telentir.services.events import prune as prune_events
 
-from .events_support import RETRY_MS, STREAM_SETTINGS
-from .sse_client import Frame, Refused, SSEStream, must_open, open_stream
+from .events_support import RETRY_MS, STREAM_SETTINGS, Account, account, stored_ids
+from .sse_client import Frame, Refused, SSEStream, assert_refused, must_open, open_stream
 from .support import ServerProcess, running_server, runtime_over
-from .test_events_sse import Account, account, assert_refused
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +29,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def alice(server: ServerProcess, server_rt: Runtime) -> Account:
     """A fresh user on the module server."""
     return account(server_rt, server)
-
-
-def stored_ids(rt: Runtime, user_id: str, event_type: str, after: int = 0) -> list[int]:
-    """The user's event ids of a type in the table, in order."""
-    rows = rt.db.query(
-        "SELECT id FROM events WHERE user_id = ? AND type = ? AND id > ? ORDER BY id", (user_id, event_type, after)
-    )
-    return [row["id"] for row in rows]
 
 
 def newest_id(rt: Runtime) -> int:

@@ -21,26 +21,10 @@ from telentir.runtime import Runtime
 from telentir.streaming.feed import Item
 from telentir.streaming.frames import retry_frame, sse_frame
 
-from .conftest import make_user
 from .dataplane_support import PAYLOAD_FIELDS
-from .events_support import HEARTBEAT, RETRY_MS, STREAM_SETTINGS
-from .sse_client import Frame, Refused, SSEParser, SSEStream, Writes, must_open, open_stream, open_when_free
+from .events_support import HEARTBEAT, RETRY_MS, STREAM_SETTINGS, Account, account
+from .sse_client import Frame, Refused, SSEParser, SSEStream, assert_refused, must_open, open_stream, open_when_free
 from .support import ServerProcess, running_server, runtime_over
-
-
-@dataclass
-class Account:
-    """A user on a live server: id, credential and a writer."""
-
-    id: str
-    key: str
-    writes: Writes
-
-
-def account(rt: Runtime, server: ServerProcess) -> Account:
-    """A new verified user with an API key on `server`."""
-    user = make_user(rt)
-    return Account(user["id"], user["api_key"], Writes(server.url, user["api_key"]))
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +32,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The module's server: memory broker, 1 s heartbeat, retry 1500 ms."""
     with running_server(tmp_path_factory, "sse", **STREAM_SETTINGS) as srv:
         yield srv
-
-
-@pytest.fixture
-def new_account(server: ServerProcess, server_rt: Runtime) -> Callable[[], Account]:
-    """Factory: a fresh user on the module server."""
-    return lambda: account(server_rt, server)
 
 
 def ids_of(frames: list[Frame]) -> list[int]:
@@ -159,15 +137,6 @@ def test_user_id_filter_is_allowed_only_for_yourself(
     streams.append(own)
     key_id = alice.writes.key()
     assert own.next_event().json()["key_id"] == key_id
-
-
-def assert_refused(refused: Refused, status: int, code: str) -> dict[str, Any]:
-    """The stream request was answered with the JSON error shape."""
-    assert refused.status == status, (refused.status, refused.body[:300])
-    assert refused.headers["content-type"].startswith("application/json"), refused.headers
-    body = refused.json()
-    assert body["error"] == code and isinstance(body["message"], str) and body["message"], body
-    return dict(body)
 
 
 # --- live delivery -------------------------------------------------------------------------

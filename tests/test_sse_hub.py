@@ -14,11 +14,10 @@ import requests
 
 from telentir.runtime import Runtime
 
-from .events_support import HEARTBEAT, RETRY_MS, STREAM_SETTINGS
+from .events_support import HEARTBEAT, RETRY_MS, STREAM_SETTINGS, Account, account
 from .redis_server import RedisServer, wait_for_numpat
 from .sse_client import HttpConnection, SSEStream, must_open, open_when_free
 from .support import ServerProcess, running_server, runtime_over, wait_until
-from .test_events_sse import Account, account
 
 BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event carries 32 KiB of hex
 
@@ -34,14 +33,6 @@ def hub_server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer)
 def hub_rt(hub_server: ServerProcess) -> Iterator[Runtime]:
     with closing(runtime_over(hub_server.data_dir)) as rt:
         yield rt
-
-
-@pytest.fixture
-def streams() -> Iterator[list[SSEStream]]:
-    opened: list[SSEStream] = []
-    yield opened
-    for stream in opened:
-        stream.close()
 
 
 def test_one_subscription_serves_every_stream_of_the_process(
