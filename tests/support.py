@@ -1,4 +1,4 @@
-"""Test helpers: waiting for a condition, a real server process on a free port, and a small HTTP client for it."""
+"""Test helpers: waiting for a condition, runtimes and users over a data folder, real servers, an HTTP client."""
 
 from __future__ import annotations
 

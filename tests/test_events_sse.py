@@ -34,11 +34,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield srv
 
 
-def ids_of(frames: list[Frame]) -> list[int]:
-    """Event ids of data frames, as ints."""
-    return [int(frame.id) for frame in frames if frame.id is not None]
-
-
 # --- the frame formatter, pinned byte for byte ------------------------------------------
 
 

@@ -20,6 +20,7 @@ from .ws_client import WsClient, close_ws, receive_json
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> Iterator[ServerProcess]:
+    """The module's server on the gevent worker: 1 s heartbeat, one stream per user, the test scraper."""
     settings = {**STREAM_SETTINGS, "TELENTIR_SSE_MAX_STREAMS_PER_USER": "1", "SCRAPER_HOSTNAME": scraper.url}
     with running_server(tmp_path_factory, "gevent", worker_class="gevent", **settings) as srv:
         yield srv
