@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,10 @@ from click.testing import CliRunner, Result
 from telentir.cli import main
 from telentir.runtime import Runtime
 from telentir.services import credits
-from telentir.wiring import build_runtime
 
 from .backends import env_for
-from .conftest import make_user
 from .fake_stripe import FakeStripe
-from .support import FIXED_MASTER_KEY, runtime_config
+from .support import FIXED_MASTER_KEY, runtime_over
 
 
 @pytest.fixture
@@ -28,14 +27,8 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def rt(data_dir: Path) -> Iterator[Runtime]:
     """A Runtime over the folder the CLI works on (default plan catalog)."""
-    runtime = build_runtime(runtime_config(data_dir))
-    yield runtime
-    runtime.close()
-
-
-@pytest.fixture
-def user(rt: Runtime) -> dict[str, Any]:
-    return make_user(rt)
+    with closing(runtime_over(data_dir)) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -13,12 +13,10 @@ import boto3
 import pytest
 
 from telentir.runtime import Runtime
-from telentir.wiring import build_runtime
 
 from .backends import AWS_ENV, MotoServer, throwaway_database
-from .conftest import make_user
 from .dataplane_support import Vault
-from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, runtime_config, server_env
+from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, make_user, runtime_over, server_env
 
 BUCKET = "telentir-copy"
 
@@ -61,7 +59,7 @@ def _fill(data_dir: Path) -> dict[str, Any]:
     """Serve the folder with the default server, write through the API (inline and file ciphertexts), stop."""
     server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_INLINE_MAX_BYTES": "64"})
     server.start()
-    rt: Runtime = build_runtime(runtime_config(data_dir))
+    rt: Runtime = runtime_over(data_dir)
     try:
         user = make_user(rt)
         api = Api(server.url, user["api_key"])

@@ -15,7 +15,7 @@ from telentir import close_app, create_app
 from telentir import errors as errors_module
 from telentir.errors import ApiError, RateLimited, error_body
 
-from .support import Api, assert_error, runtime_config
+from .support import Api, assert_error, config_over
 
 REGISTER = "/api/auth/register"
 VALID_SIGNUP = {
@@ -45,7 +45,7 @@ def assert_error_shape(resp: Any, status: int, code: str | None = None) -> dict[
 @pytest.fixture
 def small_app(tmp_path: Path) -> Iterator[Flask]:
     """An app that accepts bodies of at most 1 kB, with a route that fails unexpectedly."""
-    app = create_app(runtime_config(tmp_path / "small", log_level="WARNING", max_body_bytes=1024))
+    app = create_app(config_over(tmp_path / "small", log_level="WARNING", max_body_bytes=1024))
 
     @app.get("/test/boom")
     def boom() -> str:

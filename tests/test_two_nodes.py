@@ -18,11 +18,10 @@ from telentir.services import credits
 from telentir.wiring import build_runtime
 
 from .backends import AWS_ENV, REDIS_URL, MotoServer, throwaway_database
-from .conftest import make_user
 from .dataplane_support import Vault, decrypt
 from .proxy import RoundRobinProxy
 from .scraper_fixture import TestScraper
-from .support import FIXED_MASTER_KEY, Api, ServerProcess
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, make_user
 
 BUCKET = "telentir-cluster"
 PLANS = '{"starter": {"name": "Starter", "includedLeads": 100, "leadOverageUsdPerLead": 0.25}}'
