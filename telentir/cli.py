@@ -133,9 +133,9 @@ def init() -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     report = _prepare(config)
+    database = "PostgreSQL (TELENTIR_DATABASE_URL)" if config.uses_postgres else config.database_path
     click.echo(
-        f"Initialized {config.data_dir} (database {config.database_path}); "
-        f"removed {report['swept_blobs']} stray blob file(s)."
+        f"Initialized {config.data_dir} (database {database}); removed {report['swept_blobs']} stray blob file(s)."
     )
 
 
@@ -150,7 +150,7 @@ def migrate(dry_run: bool) -> None:
         config = load_config()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    if not config.database_path.exists():
+    if not config.uses_postgres and not config.database_path.exists():
         raise click.ClickException(f"no database at {config.database_path}: `telentir init` creates one")
     db = wiring.open_database(config)
     try:
