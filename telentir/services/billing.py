@@ -187,15 +187,21 @@ def topup_line(config: Config) -> dict[str, Any]:
     """The one line item of a top-up: the configured price, else dollars between the configured bounds."""
     if config.topup_price_id:
         return {"price": config.topup_price_id, "quantity": 1}
-    return {
+    line: dict[str, Any] = {
         "price_data": {
             "currency": CURRENCY,
             "unit_amount": TOPUP_UNIT_CENTS,
             "product_data": {"name": "Lead credits (USD)"},
         },
         "quantity": config.topup_min_usd,
-        "adjustable_quantity": {"enabled": True, "minimum": config.topup_min_usd, "maximum": config.topup_max_usd},
     }
+    if config.topup_min_usd < config.topup_max_usd:  # Stripe wants minimum < maximum
+        line["adjustable_quantity"] = {
+            "enabled": True,
+            "minimum": config.topup_min_usd,
+            "maximum": config.topup_max_usd,
+        }
+    return line
 
 
 def create_portal_session(rt: Runtime, user: dict[str, Any], return_to: str | None) -> str:

@@ -9,8 +9,9 @@ delivers it again and the next delivery retries it.
 Events may come twice or out of order; the outcome is the same:
 - a Checkout top-up is credited once per Checkout Session (`stripe_topups`), with the Stripe
   balance transaction's idempotency key derived from the session the event names;
-- each subscription keeps the newest state seen (by the event's `created`; at the same second
-  the state further along its life wins), and the user's plan is recomputed from all of them:
+- each subscription keeps the newest state seen, by the event's `created`; two events of the
+  same second that disagree are settled by reading the subscription from Stripe (and a replay
+  of either then changes nothing). The user's plan is recomputed from all their subscriptions:
   the newest live subscription's plan, else the default plan once one has ended;
 - each invoice likewise keeps its newest state; the user's newest one, if its payment failed,
   is shown in `GET /api/billing/state` (`credits.payment_failure`).
@@ -34,14 +35,12 @@ from ..runtime import Runtime
 from ..storage.db import Transaction
 from . import credits
 from .billing import LIVE_STATUSES, call_stripe, newest_live, require_stripe
-from .stripe_gateway import StripeGateway
+from .stripe_gateway import StripeGateway, StripeUnavailable
 
 log = logging.getLogger(__name__)
 
 TOLERANCE_SECONDS = 300
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired", "unpaid", "paused"})
-# At the same `created` second, the state further along a subscription's life wins.
-_LIFECYCLE = {"incomplete": 0, "canceled": 2, "incomplete_expired": 2}
 CHECKOUT_COMPLETED = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
 SUBSCRIPTION_EVENTS = (
     "customer.subscription.created",
@@ -61,7 +60,7 @@ class InvalidSignature(BadRequest):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What applying an event did: `applied` or `ignored`, in a sentence."""
+    """What applying an event did (`applied`, `ignored`; `replayed` when another delivery did it), in a sentence."""
 
     status: str
     note: str
@@ -85,17 +84,22 @@ def handle_webhook(rt: Runtime, payload: bytes, signature: str | None) -> dict[s
     if _done(rt, event["id"]):
         return {"received": True, "id": event["id"], "status": "replayed"}
     try:
-        effect = _effect_of(rt, gateway, event)
+        outcome = _apply(rt, gateway, event)
     except ApiError as exc:
         _record_failure(rt, event, exc.message)
         raise
-    with rt.db.atomic() as tx:
-        if _done(rt, event["id"]):  # another delivery of it was applied meanwhile
-            return {"received": True, "id": event["id"], "status": "replayed"}
-        outcome = effect(tx)
-        _record(tx, event, outcome)
     log.info("Stripe event %s (%s): %s, %s", event["id"], event["type"], outcome.status, outcome.note)
     return {"received": True, "id": event["id"], "status": outcome.status}
+
+
+def _apply(rt: Runtime, gateway: StripeGateway, event: dict[str, Any]) -> Outcome:
+    effect = _effect_of(rt, gateway, event)
+    with rt.db.atomic() as tx:
+        if _done(rt, event["id"]):  # another delivery of it was applied meanwhile
+            return Outcome("replayed", "applied by another delivery")
+        outcome = effect(tx)
+        _record(tx, event, outcome)
+    return outcome
 
 
 def verify_event(rt: Runtime, payload: bytes, signature: str | None) -> dict[str, Any]:
@@ -167,7 +171,7 @@ def _effect_of(rt: Runtime, gateway: StripeGateway, event: dict[str, Any]) -> Ef
     if kind in CHECKOUT_COMPLETED:
         return _checkout_completed(rt, gateway, obj, event)
     if kind in SUBSCRIPTION_EVENTS:
-        return _subscription_changed(rt, obj, event["created"])
+        return _subscription_changed(rt, gateway, obj, event["created"])
     if kind in INVOICE_EVENTS:
         return _invoice_changed(rt, obj, INVOICE_EVENTS[kind], event["created"])
     return _ignored(f"{kind} is not an event this server acts on")
@@ -263,10 +267,12 @@ def _plan_bought(
         created,
     )
 
+    state, settled = settle_tie(rt, gateway, state, created)
+
     def write(tx: Transaction) -> Outcome:
         if state.customer_id:
             tx.after_commit(lambda: adopt_payment_method(rt, gateway, state.customer_id, subscription))
-        return record_subscription(tx, rt, user["id"], state, created)
+        return record_subscription(tx, rt, user["id"], state, created, settled)
 
     return write
 
@@ -329,25 +335,47 @@ def plan_of_price(rt: Runtime, price_id: str | None) -> str | None:
     return next((k for k, p in rt.config.plans.items() if price_id and p.get("stripePriceId") == price_id), None)
 
 
-def _subscription_changed(rt: Runtime, subscription: dict[str, Any], created: int) -> Effect:
+def _subscription_changed(rt: Runtime, gateway: StripeGateway, subscription: dict[str, Any], created: int) -> Effect:
     metadata = subscription.get("metadata") or {}
     user = user_for(rt, metadata.get("telentir_user"), subscription.get("customer"))
     if user is None or not isinstance(subscription.get("id"), str):
         return _ignored("no user of this server is named by the subscription or linked to its customer")
-    state = SubscriptionState.of(rt, subscription)
-    return lambda tx: record_subscription(tx, rt, user["id"], state, created)
+    state, settled = settle_tie(rt, gateway, SubscriptionState.of(rt, subscription), created)
+    return lambda tx: record_subscription(tx, rt, user["id"], state, created, settled)
 
 
-def _newer(stamp: int, status: str, known_stamp: int, known_status: str) -> bool:
-    if stamp != known_stamp:
-        return stamp > known_stamp
-    return _LIFECYCLE.get(status, 1) > _LIFECYCLE.get(known_status, 1)
+def settle_tie(
+    rt: Runtime, gateway: StripeGateway, state: SubscriptionState, stamp: int
+) -> tuple[SubscriptionState, bool]:
+    """Two events of one second that disagree cannot be ordered by `created`: ask Stripe which is current.
+
+    Returns the state to keep and whether it settles a tie (it then replaces what is known at that second).
+    """
+    known = rt.db.query_one("SELECT status, price_id, stamp FROM stripe_subscriptions WHERE id = ?", (state.id,))
+    if (
+        known is None
+        or known["stamp"] != stamp
+        or (known["status"], known["price_id"]) == (state.status, state.price_id)
+    ):
+        return state, False
+    current = call_stripe("read the subscription", lambda: gateway.subscription(state.id))
+    return SubscriptionState.of(rt, current), True
 
 
-def record_subscription(tx: Transaction, rt: Runtime, user_id: str, state: SubscriptionState, stamp: int) -> Outcome:
-    """Keep `state` if it is newer than what is known of the subscription; then recompute the user's plan."""
-    known = tx.execute("SELECT status, stamp FROM stripe_subscriptions WHERE id = ?", (state.id,)).fetchone()
-    if known is not None and not _newer(stamp, state.status, known["stamp"], known["status"]):
+def record_subscription(
+    tx: Transaction, rt: Runtime, user_id: str, state: SubscriptionState, stamp: int, settled: bool = False
+) -> Outcome:
+    """Keep `state` if it is newer than what is known of the subscription; then recompute the user's plan.
+
+    `settled`: the state was read from Stripe to settle a tie at `stamp`, so it replaces one of that second.
+    """
+    known = tx.execute("SELECT status, price_id, stamp FROM stripe_subscriptions WHERE id = ?", (state.id,)).fetchone()
+    if known is not None and stamp == known["stamp"] and not settled:
+        if (known["status"], known["price_id"]) != (state.status, state.price_id):
+            # Another event of this second landed since settle_tie looked: let Stripe deliver this one again.
+            raise StripeUnavailable("Two events of one second for one subscription arrived together; retry.")
+        return Outcome("ignored", f"{state.id} is {state.status} already", user_id)
+    if known is not None and stamp < known["stamp"]:
         return Outcome("ignored", f"older than what is known of {state.id} ({known['status']})", user_id)
     tx.execute(
         "INSERT INTO stripe_subscriptions (id, user_id, customer_id, status, price_id, plan, started, stamp, "
@@ -440,7 +468,7 @@ def sync_customer(rt: Runtime, user: dict[str, Any]) -> SyncReport:
     with rt.db.atomic() as tx:
         for subscription in subscriptions:
             if (subscription.get("metadata") or {}).get("telentir_user") in (None, user["id"]):
-                record_subscription(tx, rt, user["id"], SubscriptionState.of(rt, subscription), stamp)
+                record_subscription(tx, rt, user["id"], SubscriptionState.of(rt, subscription), stamp, settled=True)
     credited = [_sync_topup(rt, gateway, user, s) for s in sessions if _is_topup_of(s, user)]
     live = newest_live(subscriptions)
     if live is not None:
