@@ -132,6 +132,8 @@ def _bad_deliveries(fake: FakeStripe, event: dict[str, Any]) -> dict[str, Callab
         "signed-not-json": lambda: fake.deliver(event, body=b"not json"),
         "signed-not-object": lambda: fake.deliver(event, body=b"[1, 2]"),
         "signed-no-id": lambda: fake.deliver(event, body=json.dumps({"type": "x", "data": {}}).encode()),
+        "deeply-nested": lambda: fake.deliver(event, body=b"[" * 200_000),
+        "deeply-nested-object": lambda: fake.deliver(event, body=b'{"a":' * 100_000),
     }
 
 
@@ -380,6 +382,24 @@ def test_unknown_event_types_are_acknowledged_and_ignored(rt, fake, kind):
     }
     assert status_of(fake.deliver(event)) == "ignored"
     assert event_rows(rt, event["id"])[0]["status"] == "ignored"
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"metadata": ["not", "an", "object"]},
+        {"metadata": {"purpose": "topup", "telentir_user": 5}, "amount_total": "1200"},
+        {"metadata": {"purpose": "plan", "plan": ["pro"]}, "mode": "subscription", "subscription": {"id": 7}},
+        {"total_details": "none", "amount_total": None, "customer": {"id": None}},
+    ],
+)
+def test_signed_events_with_odd_objects_are_ignored_not_500(new_client, rt, fake, odd):
+    user, client = new_client()
+    event = paid_top_up(client, fake)
+    session = {**event["data"]["object"], **odd}  # the user is still found through the customer
+    response = fake.deliver({**event, "data": {"object": session}})
+    assert status_of(response) == "ignored"
+    assert client.get_balance()["amount"] == 0 and fake.transactions(customer_of(rt, user)) == []
 
 
 def test_events_for_no_user_of_this_server_are_ignored(rt, fake):

@@ -275,7 +275,12 @@ def change_subscription(
 ) -> None:
     """Move a subscription to the plan's price, prorated; the webhook that follows sets the plan."""
     price = rt.config.plans[plan]["stripePriceId"]
-    item = subscription["items"]["data"][0]
+    items = (subscription.get("items") or {}).get("data") or []
+    if not items:
+        raise Conflict(
+            f"{subscription['id']} has no item to change; change it in the billing portal.", code="subscription_exists"
+        )
+    item = items[0]
     if item["price"]["id"] == price:
         return  # already on it: nothing to prorate
     params = {

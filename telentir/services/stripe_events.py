@@ -19,7 +19,6 @@ Events may come twice or out of order; the outcome is the same:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -107,14 +106,13 @@ def verify_event(rt: Runtime, payload: bytes, signature: str | None) -> dict[str
     secret = rt.config.stripe_webhook_secret
     if not secret:
         raise WebhookNotConfigured("The Stripe webhook is not configured on this server (STRIPE_WEBHOOK_SECRET).")
+    if not payload.lstrip().startswith(b"{"):  # an event is a JSON object; nothing else is parsed at all
+        raise InvalidSignature("The body is not a Stripe event.")
     try:
-        document = json.loads(payload)
-        if not isinstance(document, dict):
-            raise ValueError("not a JSON object")
         event = stripe.Webhook.construct_event(payload, signature, secret, tolerance=TOLERANCE_SECONDS)
     except stripe.SignatureVerificationError as exc:
         raise InvalidSignature(f"The Stripe-Signature does not verify: {exc.user_message or exc}.") from exc
-    except ValueError as exc:  # not UTF-8, not JSON, not an object (UnicodeDecodeError is a ValueError)
+    except (ValueError, RecursionError) as exc:  # not UTF-8 (a ValueError too), not JSON, nested too deeply
         raise InvalidSignature("The body is not a Stripe event.") from exc
     return _checked_event(event.to_dict())
 
@@ -147,7 +145,7 @@ def _record(tx: Transaction, event: dict[str, Any], outcome: Outcome) -> None:
             event["id"],
             event["type"],
             event["created"],
-            event["data"]["object"].get("id"),
+            _id_of(event["data"]["object"]),
             outcome.user_id,
             outcome.status,
             outcome.note,
@@ -193,6 +191,16 @@ def user_for(rt: Runtime, user_id: object, customer: object) -> dict[str, Any] |
     return None
 
 
+def _obj(value: object) -> dict[str, Any]:
+    """A nested object of a Stripe payload, or {} when it is absent (or, in a malformed event, not an object)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: object) -> int:
+    """A whole number of a Stripe payload (0 when absent or not one)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _id_of(value: object) -> str | None:
     """An id that Stripe sends either bare or as an expanded object."""
     value = value.get("id") if isinstance(value, dict) else value
@@ -203,9 +211,9 @@ def _id_of(value: object) -> str | None:
 
 
 def _checkout_completed(rt: Runtime, gateway: StripeGateway, session: dict[str, Any], event: dict[str, Any]) -> Effect:
-    metadata = session.get("metadata") or {}
+    metadata = _obj(session.get("metadata"))
     user = user_for(rt, metadata.get("telentir_user"), session.get("customer"))
-    if user is None:
+    if user is None or not isinstance(session.get("id"), str):
         return _ignored("no user of this server is named by the session or linked to its customer")
     if metadata.get("purpose") == "topup" and session.get("mode") == "payment":
         return topup_effect(rt, gateway, user, session, event["id"])
@@ -216,8 +224,7 @@ def _checkout_completed(rt: Runtime, gateway: StripeGateway, session: dict[str, 
 
 def topup_amount(session: dict[str, Any]) -> int:
     """What a paid top-up session credits: the amount paid, net of tax, in minor units."""
-    tax = int((session.get("total_details") or {}).get("amount_tax") or 0)
-    return int(session.get("amount_total") or 0) - tax
+    return _int(session.get("amount_total")) - _int(_obj(session.get("total_details")).get("amount_tax"))
 
 
 def topup_effect(
@@ -254,8 +261,8 @@ def topup_effect(
 def _plan_bought(
     rt: Runtime, gateway: StripeGateway, user: dict[str, Any], session: dict[str, Any], created: int
 ) -> Effect:
-    plan, subscription = (session.get("metadata") or {}).get("plan"), _id_of(session.get("subscription"))
-    if plan not in rt.config.plans or subscription is None:
+    plan, subscription = _obj(session.get("metadata")).get("plan"), _id_of(session.get("subscription"))
+    if not isinstance(plan, str) or plan not in rt.config.plans or subscription is None:
         return _ignored(f"plan {plan!r} is not in the catalog, or the session has no subscription", user["id"])
     paid = session.get("payment_status") in ("paid", "no_payment_required")
     state = SubscriptionState(
@@ -288,7 +295,7 @@ def adopt_payment_method(rt: Runtime, gateway: StripeGateway, customer_id: str, 
         customer = call_stripe("read the customer", lambda: gateway.customer(customer_id))
         if (
             pm is None
-            or (customer.get("invoice_settings") or {}).get("default_payment_method")
+            or _obj(customer.get("invoice_settings")).get("default_payment_method")
             or customer.get("default_source")
         ):
             return
@@ -317,16 +324,16 @@ class SubscriptionState:
     @classmethod
     def of(cls, rt: Runtime, subscription: dict[str, Any]) -> SubscriptionState:
         """From a Stripe subscription object: the plan is the catalog's plan of its price."""
-        items = (subscription.get("items") or {}).get("data") or []
-        price = _id_of(items[0].get("price")) if items else None
-        plan = plan_of_price(rt, price) or (subscription.get("metadata") or {}).get("plan")
+        items = _obj(subscription.get("items")).get("data")
+        price = _id_of(_obj(items[0]).get("price")) if isinstance(items, list) and items else None
+        plan = plan_of_price(rt, price) or _obj(subscription.get("metadata")).get("plan")
         return cls(
             subscription["id"],
             _id_of(subscription.get("customer")) or "",
             str(subscription.get("status")),
             price,
-            plan if plan in rt.config.plans else None,
-            int(subscription.get("created") or 0),
+            plan if isinstance(plan, str) and plan in rt.config.plans else None,
+            _int(subscription.get("created")),
         )
 
 
@@ -336,7 +343,7 @@ def plan_of_price(rt: Runtime, price_id: str | None) -> str | None:
 
 
 def _subscription_changed(rt: Runtime, gateway: StripeGateway, subscription: dict[str, Any], created: int) -> Effect:
-    metadata = subscription.get("metadata") or {}
+    metadata = _obj(subscription.get("metadata"))
     user = user_for(rt, metadata.get("telentir_user"), subscription.get("customer"))
     if user is None or not isinstance(subscription.get("id"), str):
         return _ignored("no user of this server is named by the subscription or linked to its customer")
@@ -417,11 +424,11 @@ def _plan_from_subscriptions(tx: Transaction, rt: Runtime, user_id: str) -> str 
 
 
 def _invoice_changed(rt: Runtime, invoice: dict[str, Any], status: str, created: int) -> Effect:
-    details = invoice.get("subscription_details") or (invoice.get("parent") or {}).get("subscription_details") or {}
-    user = user_for(rt, (details.get("metadata") or {}).get("telentir_user"), invoice.get("customer"))
+    details = _obj(invoice.get("subscription_details")) or _obj(_obj(invoice.get("parent")).get("subscription_details"))
+    user = user_for(rt, _obj(details.get("metadata")).get("telentir_user"), invoice.get("customer"))
     if user is None or not isinstance(invoice.get("id"), str):
         return _ignored("no user of this server is linked to the invoice's customer")
-    amount, currency = int(invoice.get("amount_due") or 0), str(invoice.get("currency") or CURRENCY)
+    amount, currency = _int(invoice.get("amount_due")), str(invoice.get("currency") or CURRENCY)
 
     def write(tx: Transaction) -> Outcome:
         known = tx.execute("SELECT status, stamp FROM stripe_invoices WHERE id = ?", (invoice["id"],)).fetchone()
@@ -467,7 +474,7 @@ def sync_customer(rt: Runtime, user: dict[str, Any]) -> SyncReport:
     stamp = int(time.time())  # what was just read is the newest state there is
     with rt.db.atomic() as tx:
         for subscription in subscriptions:
-            if (subscription.get("metadata") or {}).get("telentir_user") in (None, user["id"]):
+            if _obj(subscription.get("metadata")).get("telentir_user") in (None, user["id"]):
                 record_subscription(tx, rt, user["id"], SubscriptionState.of(rt, subscription), stamp, settled=True)
     credited = [_sync_topup(rt, gateway, user, s) for s in sessions if _is_topup_of(s, user)]
     live = newest_live(subscriptions)
@@ -486,7 +493,7 @@ def sync_customer(rt: Runtime, user: dict[str, Any]) -> SyncReport:
 
 
 def _is_topup_of(session: dict[str, Any], user: dict[str, Any]) -> bool:
-    metadata = session.get("metadata") or {}
+    metadata = _obj(session.get("metadata"))
     return metadata.get("purpose") == "topup" and metadata.get("telentir_user") in (None, user["id"])
 
 
