@@ -9,14 +9,18 @@ The portal. Where Stripe may send the customer back (`returnTo`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
+import stripe
 
+from telentir import close_app, create_app
+from telentir.config import load_config
 from telentir.runtime import Runtime
-from telentir.services import credits
+from telentir.services import billing, credits
 
 from .billing_support import (
     APP_ORIGIN,
@@ -24,6 +28,7 @@ from .billing_support import (
     PRICE,
     TOPUP_MAX_USD,
     TOPUP_MIN_USD,
+    WEBHOOK_SECRET,
     SdkClient,
     SdkError,
     assert_billing_plan,
@@ -40,6 +45,7 @@ from .scraper_fixture import TestScraper
 from .support import ServerProcess, assert_error
 
 SESSIONS = r"/v1/checkout/sessions"
+_PLAN = {"name": "P", "includedLeads": 0, "leadOverageUsdPerLead": 0.25}
 
 
 @pytest.fixture(scope="module")
@@ -359,3 +365,112 @@ def test_the_sdk_raises_on_errors_like_the_sdk(server):
         assert caught.value.status == 401 and caught.value.body["error"] == "unauthorized"
     finally:
         client.close()
+
+
+# --- a configured top-up price, in process ----------------------------------------------------------
+
+
+def test_a_configured_top_up_price_is_sold_once_and_credits_what_was_chosen(tmp_path, fake):
+    price = fake.add_price(custom=(500, 50_000))  # "customer chooses what to pay"
+    env = {"TELENTIR_TOPUP_PRICE_ID": price, "TELENTIR_TOPUP_MIN_USD": "5", "TELENTIR_TOPUP_MAX_USD": "5"}
+    config = load_config({"data_dir": tmp_path / "data"}, environ=billing_env(fake, {"payg": _PLAN}, **env))
+    app = create_app(config)
+    try:
+        rt, client = app.extensions["telentir"], app.test_client()
+        auth = {"Authorization": f"Bearer {make_user(rt)['api_key']}"}
+        url = client.post("/api/credits/add", headers=auth).get_json()["url"]
+        session = fake.session(session_id_of(url))
+        (item,) = session["_line_items"]
+        assert (item["price"]["id"], item["quantity"], item["bounds"]) == (price, 1, None)
+        (event,) = fake.pay(session["id"], amount=2345)
+        fake.take_outbox()
+        payload = json.dumps(event, indent=2).encode()
+        answer = client.post(
+            "/api/stripe/webhook", data=payload, headers={"Stripe-Signature": fake.sign(payload, secret=WEBHOOK_SECRET)}
+        )
+        assert answer.status_code == 200 and answer.get_json()["status"] == "applied"
+        assert client.get("/api/credits", headers=auth).get_json() == {"amount": 2345, "currency": "usd"}
+    finally:
+        close_app(app)
+
+
+def test_equal_top_up_bounds_sell_a_fixed_amount():
+    config = load_config({"topup_min_usd": 20, "topup_max_usd": 20}, environ={})
+    assert billing.topup_line(config) == {
+        "price_data": {"currency": "usd", "unit_amount": 100, "product_data": {"name": "Lead credits (USD)"}},
+        "quantity": 20,
+    }
+
+
+# --- the fake is as strict as Stripe ---------------------------------------------------------------
+
+
+def test_the_fakes_signature_is_the_one_stripes_library_verifies(fake):
+    payload = json.dumps({"id": "evt_1", "object": "event"}, indent=2).encode()
+    header = fake.sign(payload, secret=WEBHOOK_SECRET)
+    assert re.fullmatch(r"t=[0-9]+,v1=[0-9a-f]{64}", header)
+    assert stripe.WebhookSignature.verify_header(payload.decode(), header, WEBHOOK_SECRET, 300)
+    with pytest.raises(stripe.SignatureVerificationError):
+        stripe.WebhookSignature.verify_header(payload.decode() + " ", header, WEBHOOK_SECRET, 300)
+
+
+@pytest.mark.parametrize(
+    "change, param",
+    [
+        ({"mode": "setup"}, "mode"),
+        ({"success_url": "not a url"}, "success_url"),
+        ({"success_url": None}, "success_url"),
+        ({"colour": "red"}, "colour"),
+        ({"customer": "cus_missing"}, "customer"),
+        ({"line_items[0][quantity]": "1.5"}, "line_items[0][quantity]"),
+        ({"line_items[0][price_data][currency]": "eur"}, "line_items[0][price_data][currency]"),
+        ({"line_items[0][adjustable_quantity][maximum]": "1000000"}, "line_items[0]"),
+        ({"line_items[0][adjustable_quantity][minimum]": "9"}, "line_items[0]"),  # above the quantity
+        ({"line_items[0][price_data][sparkle]": "yes"}, "line_items[0][price_data][sparkle]"),
+        ({"subscription_data[metadata][a]": "b"}, "subscription_data"),
+        ({"metadata[" + "k" * 41 + "]": "v"}, "metadata"),
+    ],
+)
+def test_the_fake_refuses_checkout_sessions_stripe_would_refuse(change, param):
+    with FakeStripe() as own:  # its own instance: the module's records only the server's calls
+        customer = own.add_customer()
+        form = {
+            "mode": "payment",
+            "customer": customer,
+            "success_url": "https://app.example.test/ok",
+            "line_items[0][price_data][currency]": "usd",
+            "line_items[0][price_data][unit_amount]": "100",
+            "line_items[0][price_data][product_data][name]": "Credits",
+            "line_items[0][quantity]": "5",
+            "line_items[0][adjustable_quantity][enabled]": "true",
+            "line_items[0][adjustable_quantity][minimum]": "5",
+            "line_items[0][adjustable_quantity][maximum]": "500",
+        }
+        auth = {"Authorization": "Bearer sk_test_x"}
+        with requests.Session() as http:
+            ok = http.post(f"{own.url}/v1/checkout/sessions", data=form, headers={**auth, "Idempotency-Key": "ok"})
+            assert ok.status_code == 200, ok.text
+            bad = {k: v for k, v in {**form, **change}.items() if v is not None}
+            refused = http.post(f"{own.url}/v1/checkout/sessions", data=bad, headers={**auth, "Idempotency-Key": "bad"})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] == param, error
+
+
+def test_the_fake_refuses_recurring_prices_in_payment_mode_and_one_time_in_subscription_mode():
+    with FakeStripe() as own, requests.Session() as http:
+        customer, monthly, once = own.add_customer(), own.add_price(900, recurring=True), own.add_price(900)
+        auth = {"Authorization": "Bearer sk_test_x"}
+        base = {"customer": customer, "success_url": "https://a.example/", "line_items[0][quantity]": "1"}
+        for n, (mode, price) in enumerate([("payment", monthly), ("subscription", once)]):
+            data = {**base, "mode": mode, "line_items[0][price]": price}
+            answer = http.post(
+                f"{own.url}/v1/checkout/sessions", data=data, headers={**auth, "Idempotency-Key": str(n)}
+            )
+            assert answer.status_code == 400 and answer.json()["error"]["param"].startswith("line_items"), answer.text
+        pm = http.post(
+            f"{own.url}/v1/customers/{customer}",
+            data={"invoice_settings[default_payment_method]": "pm_not_attached"},
+            headers={**auth, "Idempotency-Key": "pm"},
+        )
+        assert pm.status_code == 400 and pm.json()["error"]["code"] == "resource_missing"
