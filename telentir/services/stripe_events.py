@@ -123,6 +123,7 @@ def _checked_event(event: dict[str, Any]) -> dict[str, Any]:
         isinstance(event.get("id"), str)
         and isinstance(event.get("type"), str)
         and isinstance(event.get("created"), int)
+        and 0 <= event["created"] < 2**53
         and isinstance(data, dict)
         and isinstance(data.get("object"), dict)
     ):
