@@ -14,7 +14,7 @@ from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .errors import ApiError
 from .runtime import Runtime
-from .services import accounts, credentials, credits
+from .services import accounts, credentials, credits, stripe_events
 from .storage import schema
 from .storage.schema import SchemaError
 from .wiring import build_runtime
@@ -332,6 +332,46 @@ def credits_show(email: str) -> None:
         click.echo(f"plan: {user['plan']} ({plan['includedLeads'] if plan else 0} leads/month included)")
         click.echo(f"allowance used this month: {credits.allowance_used(rt, user['id'])}")
         click.echo(f"balance: {credits.balance(rt, user)} {credits.CURRENCY}")
+
+
+@main.group("billing")
+def billing_group() -> None:
+    """Stripe billing: repair a customer's local view, list webhook events."""
+
+
+@billing_group.command("sync")
+@click.argument("email")
+def billing_sync(email: str) -> None:
+    """Re-read a user's subscriptions, paid top-ups and balance from Stripe and repair the local view.
+
+    Example: python -m telentir billing sync ada@example.com
+    """
+    with _runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        report = stripe_events.sync_customer(rt, user)
+        click.echo(f"customer: {report.customer_id}")
+        for line in report.subscriptions or ["(no subscription)"]:
+            click.echo(f"subscription: {line}")
+        click.echo(f"plan: {report.plan_before} -> {report.plan_after}")
+        for session_id, amount in report.credited:
+            click.echo(f"credited missed top-up {session_id}: {amount} {credits.CURRENCY}")
+        click.echo(f"balance: {report.balance} {credits.CURRENCY}; card on file: {'yes' if report.has_card else 'no'}")
+
+
+@billing_group.command("events")
+@click.option("--failed", is_flag=True, help="Only events whose application failed (Stripe delivers them again).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000), help="Most events listed.")
+def billing_events(failed: bool, limit: int) -> None:
+    """List processed Stripe webhook events, newest first: id, type, status, user, attempts, note.
+
+    Example: python -m telentir billing events --failed
+    """
+    with _runtime() as rt:
+        for event in stripe_events.list_events(rt, failed_only=failed, limit=limit):
+            click.echo(
+                f"{event['received_at']}\t{event['id']}\t{event['type']}\t{event['status']}\t"
+                f"{event['user_id'] or '-'}\t{event['attempts']}\t{event['note'] or ''}"
+            )
 
 
 @main.command("demo-scraper")

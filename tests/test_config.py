@@ -172,6 +172,12 @@ BAD_VALUES = [
     ("TELENTIR_AUTH_MAX_ATTEMPTS", "0"),
     ("TELENTIR_AUTH_WINDOW_SECONDS", "forever"),
     ("TELENTIR_LOG_LEVEL", "LOUD"),
+    ("TELENTIR_PLANS", '{"x": {"name": "X", "includedLeads": 1, "leadOverageUsdPerLead": 1, "stripePriceId": 7}}'),
+    ("TELENTIR_PLANS", '{"x": {"name": "X", "includedLeads": 1, "leadOverageUsdPerLead": 1, "monthlyPriceUsd": -1}}'),
+    ("TELENTIR_RETURN_ORIGINS", "app.example.com"),
+    ("TELENTIR_RETURN_ORIGINS", "https://app.example.com/billing"),
+    ("TELENTIR_TOPUP_PRICE_ID", "not a price"),
+    ("TELENTIR_TOPUP_MAX_USD", "1000000"),
 ]
 
 
