@@ -251,8 +251,12 @@ export class StoresView {
     if (!entry) return;
     if (object.related_object_id !== this.storeId) return void this.drop(object.id);
     const same = ["content", "auth_tag", "key_id"].every((field) => entry.object[field] === object[field]);
+    if (same) {
+      // The same ciphertext (our own edit, echoed by its event): keep the object a decryption may be running for.
+      Object.assign(entry.object, object);
+      return void this.paint(entry);
+    }
     entry.object = object;
-    if (same) return void this.paint(entry);
     this.decrypt(entry);
   }
 
