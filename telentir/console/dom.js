@@ -1,4 +1,4 @@
-// Small DOM helpers: building elements without innerHTML (nothing the server sends is ever parsed as HTML).
+// Small DOM helpers: elements are built node by node, so nothing the server sends is ever parsed as HTML.
 
 export function h(tag, attrs = {}, ...children) {
   const element = document.createElement(tag);
