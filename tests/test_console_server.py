@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from telentir import __version__, close_app, create_app
+from telentir import close_app, create_app
 from telentir.api.console import ASSETS
 from telentir.runtime import Runtime
 from telentir.services import credentials
@@ -99,10 +99,7 @@ def test_the_config_says_whether_stripe_top_ups_exist(tmp_path: Any) -> None:
             {"data_dir": tmp_path / str(expected), "master_key": FIXED_MASTER_KEY, "stripe_secret_key": stripe}
         )
         try:
-            assert app.test_client().get("/console/config.json").get_json() == {
-                "version": __version__,
-                "stripe": expected,
-            }
+            assert app.test_client().get("/console/config.json").get_json() == {"stripe": expected}
         finally:
             close_app(app)
 

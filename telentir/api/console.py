@@ -10,7 +10,6 @@ from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, send_from_directory
 
-from .. import __version__
 from ..errors import NotFound
 from .common import runtime
 
@@ -58,8 +57,8 @@ def index() -> Response:
 
 @bp.get("/console/config.json")
 def config() -> Response:
-    """What the console needs to know of this server: its version and whether Stripe top-ups exist."""
-    return jsonify({"version": __version__, "stripe": runtime().config.stripe_secret_key is not None})
+    """What the console needs to know of this server: whether Stripe top-ups exist."""
+    return jsonify({"stripe": runtime().config.stripe_secret_key is not None})
 
 
 @bp.get("/console/<path:name>")

@@ -481,8 +481,8 @@ def _console_paths() -> dict[str, Any]:
     page = {"description": "The console's page", "content": {"text/html": {"schema": {"type": "string"}}}}
     asset = {"description": "A console file (script, style, image)", "content": {"*/*": {"schema": {"type": "string"}}}}
     config = _json(
-        {"type": "object", "properties": {"version": {"type": "string"}, "stripe": {"type": "boolean"}}},
-        "The server's version and whether Stripe top-ups are configured",
+        {"type": "object", "properties": {"stripe": {"type": "boolean"}}},
+        "Whether Stripe top-ups are configured",
     )
     name = [_path_param("name", "A file of the console, e.g. app.js")]
     return {
