@@ -56,7 +56,7 @@ def main() -> None:
     type=click.Choice(["gthread", "gevent"]),
     help="gunicorn worker: gthread (default) or gevent (one event loop per worker).",
 )
-@click.option("--demo", is_flag=True, help="Create a demo user once; print an API key for it and the console's address.")
+@click.option("--demo", is_flag=True, help="Create a demo user once; print its API key and the console's address.")
 def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None, demo: bool) -> None:
     """Run the production server (gunicorn).
 
