@@ -35,7 +35,8 @@ class Console {
       if (auth.status === "ok") return await this.enter(api, auth.auth);
       this.signIn.show(api, "phone");
     } catch {
-      this.signIn.show(api, "login");
+      Api.forget(); // a stored API key that no longer works
+      this.signIn.show(new Api(), "login");
     } finally {
       show($("#loading"), false);
     }
