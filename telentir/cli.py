@@ -56,7 +56,7 @@ def main() -> None:
     type=click.Choice(["gthread", "gevent"]),
     help="gunicorn worker: gthread (default) or gevent (one event loop per worker).",
 )
-@click.option("--demo", is_flag=True, help="Create a demo user once and print an API key for it.")
+@click.option("--demo", is_flag=True, help="Create a demo user once; print its API key and the console's address.")
 def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None, demo: bool) -> None:
     """Run the production server (gunicorn).
 
@@ -90,6 +90,7 @@ def _announce_demo(rt: Runtime, host: str, port: int) -> None:
     key = ensure_demo_user(rt)
     click.echo(
         f"Demo user: {DEMO_EMAIL}\nDemo API key: {key}\n"
+        f"Console: http://{host}:{port}/console (sign in with the API key)\n"
         f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/api/root"
     )
 

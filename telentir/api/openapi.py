@@ -433,6 +433,7 @@ def _plane_paths() -> dict[str, Any]:
                     *obj_id,
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
                     _query("after", {"type": "string"}, "X-Next-Cursor of the previous page"),
+                    _query("count", {"type": "boolean"}, "answer the number of children in X-Total-Count"),
                 ],
             )
         },
@@ -596,6 +597,22 @@ def _system_paths() -> dict[str, Any]:
     }
 
 
+def _console_paths() -> dict[str, Any]:
+    page = {"description": "The console's page", "content": {"text/html": {"schema": {"type": "string"}}}}
+    asset = {"description": "A console file (script, style, image)", "content": {"*/*": {"schema": {"type": "string"}}}}
+    config = _json(
+        {"type": "object", "properties": {"stripe": {"type": "boolean"}}},
+        "Whether Stripe top-ups are configured",
+    )
+    name = [_path_param("name", "A file of the console, e.g. app.js")]
+    return {
+        "/console": {"get": _op("The browser console", page, (), auth=False)},
+        "/console/": {"get": _op("The browser console", page, (), auth=False)},
+        "/console/config.json": {"get": _op("What the console needs to know of this server", config, (), auth=False)},
+        "/console/{name}": {"get": _op("A console file", asset, (404,), params=name, auth=False)},
+    }
+
+
 def build_document() -> dict[str, Any]:
     """The whole OpenAPI document."""
     return {
@@ -614,7 +631,14 @@ def build_document() -> dict[str, Any]:
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "token"},
             },
         },
-        "paths": {**_system_paths(), **_auth_paths(), **_plane_paths(), **_event_paths(), **_connect_paths()},
+        "paths": {
+            **_system_paths(),
+            **_auth_paths(),
+            **_plane_paths(),
+            **_event_paths(),
+            **_connect_paths(),
+            **_console_paths(),
+        },
     }
 
 
