@@ -14,7 +14,7 @@ from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .errors import ApiError
 from .runtime import Runtime
-from .services import accounts, credentials, credits
+from .services import accounts, credentials, credits, stripe_events
 from .storage import schema
 from .storage.blobs import BlobStore
 from .storage.db import SqliteDatabase
@@ -58,7 +58,7 @@ def main() -> None:
     type=click.Choice(["gthread", "gevent"]),
     help="gunicorn worker: gthread (default) or gevent (one event loop per worker).",
 )
-@click.option("--demo", is_flag=True, help="Create a demo user once and print an API key for it.")
+@click.option("--demo", is_flag=True, help="Create a demo user once; print its API key and the console's address.")
 def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None, demo: bool) -> None:
     """Run the production server (gunicorn).
 
@@ -92,6 +92,7 @@ def _announce_demo(rt: Runtime, host: str, port: int) -> None:
     key = ensure_demo_user(rt)
     click.echo(
         f"Demo user: {DEMO_EMAIL}\nDemo API key: {key}\n"
+        f"Console: http://{host}:{port}/console (sign in with the API key)\n"
         f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/api/root"
     )
 
@@ -412,6 +413,46 @@ def _copy_and_verify(source: SqliteDatabase, source_blobs: BlobStore, target_con
         f"Verified: row counts and hashes of every table, and the ciphertext of all {verified.objects_verified} "
         f"object(s), read back from {target.describe()} and {target_blobs.describe()}."
     )
+
+
+@main.group("billing")
+def billing_group() -> None:
+    """Stripe billing: repair a customer's local view, list webhook events."""
+
+
+@billing_group.command("sync")
+@click.argument("email")
+def billing_sync(email: str) -> None:
+    """Re-read a user's subscriptions, paid top-ups and balance from Stripe and repair the local view.
+
+    Example: python -m telentir billing sync ada@example.com
+    """
+    with _runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        report = stripe_events.sync_customer(rt, user)
+        click.echo(f"customer: {report.customer_id}")
+        for line in report.subscriptions or ["(no subscription)"]:
+            click.echo(f"subscription: {line}")
+        click.echo(f"plan: {report.plan_before} -> {report.plan_after}")
+        for session_id, amount in report.credited:
+            click.echo(f"credited missed top-up {session_id}: {amount} {credits.CURRENCY}")
+        click.echo(f"balance: {report.balance} {credits.CURRENCY}; card on file: {'yes' if report.has_card else 'no'}")
+
+
+@billing_group.command("events")
+@click.option("--failed", is_flag=True, help="Only events whose application failed (Stripe delivers them again).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000), help="Most events listed.")
+def billing_events(failed: bool, limit: int) -> None:
+    """List processed Stripe webhook events, newest first: id, type, status, user, attempts, note.
+
+    Example: python -m telentir billing events --failed
+    """
+    with _runtime() as rt:
+        for event in stripe_events.list_events(rt, failed_only=failed, limit=limit):
+            click.echo(
+                f"{event['received_at']}\t{event['id']}\t{event['type']}\t{event['status']}\t"
+                f"{event['user_id'] or '-'}\t{event['attempts']}\t{event['note'] or ''}"
+            )
 
 
 @main.command("demo-scraper")

@@ -116,19 +116,71 @@ def _blob_url(text: str) -> str:
     return text
 
 
+_PRICE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def _usd(value: object, *, positive: bool) -> bool:
+    """A finite JSON number of dollars in whole cents (> 0 when `positive`, else >= 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return (value > 0 if positive else value >= 0) and not round(value * 100, 6) % 1
+
+
 def _plans(text: str) -> dict[str, dict[str, Any]]:
-    plans = json.loads(text)
+    return check_plans(json.loads(text))
+
+
+def check_plans(plans: object) -> dict[str, dict[str, Any]]:
+    """Check a plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead, stripePriceId?, monthlyPriceUsd?}."""
     if not isinstance(plans, dict) or not plans:
         raise ValueError("must be a non-empty JSON object of plan key -> plan")
     for key, plan in plans.items():
-        if not isinstance(plan, dict) or not isinstance(plan.get("name"), str):
-            raise ValueError(f"plan {key!r} needs a name")
-        if not isinstance(plan.get("includedLeads"), int) or plan["includedLeads"] < 0:
-            raise ValueError(f"plan {key!r} needs includedLeads >= 0")
-        overage = plan.get("leadOverageUsdPerLead")
-        if not isinstance(overage, (int, float)) or overage <= 0 or round(overage * 100, 6) % 1:
-            raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead > 0 in whole cents")
+        _check_plan(key, plan)
+    prices = [plan["stripePriceId"] for plan in plans.values() if plan.get("stripePriceId") is not None]
+    if len(prices) != len(set(prices)):
+        raise ValueError("two plans share a stripePriceId (a subscription's price must name one plan)")
     return plans
+
+
+def _check_plan(key: str, plan: object) -> None:
+    if not isinstance(plan, dict) or not isinstance(plan.get("name"), str):
+        raise ValueError(f"plan {key!r} needs a name")
+    if not isinstance(plan.get("includedLeads"), int) or plan["includedLeads"] < 0:
+        raise ValueError(f"plan {key!r} needs includedLeads >= 0")
+    if not _usd(plan.get("leadOverageUsdPerLead"), positive=True):
+        raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead > 0 in whole cents")
+    price_id = plan.get("stripePriceId")
+    if price_id is not None and not (isinstance(price_id, str) and _PRICE_ID_RE.fullmatch(price_id)):
+        raise ValueError(f"plan {key!r}: stripePriceId must be a Stripe price id such as price_1PxYz")
+    if plan.get("monthlyPriceUsd") is not None and not _usd(plan["monthlyPriceUsd"], positive=False):
+        raise ValueError(f"plan {key!r}: monthlyPriceUsd must be >= 0 in whole cents")
+
+
+_ORIGIN_RE = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?/?", re.IGNORECASE)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(scheme: str, host: str, port: int | None) -> str:
+    """The canonical spelling of an origin: lowercase, the default port left out."""
+    scheme, host = scheme.lower(), host.lower()
+    return f"{scheme}://{host}" if port in (None, _DEFAULT_PORTS[scheme]) else f"{scheme}://{host}:{port}"
+
+
+def _price_id(text: str) -> str:
+    if not _PRICE_ID_RE.fullmatch(text.strip()):
+        raise ValueError("must be a Stripe price id such as price_1PxYz")
+    return text.strip()
+
+
+def _return_origins(text: str) -> tuple[str, ...]:
+    origins = []
+    for item in (part.strip() for part in text.split(",")):
+        match = _ORIGIN_RE.fullmatch(item)
+        port = int(match.group(3)) if match and match.group(3) else None
+        if match is None or (port is not None and not 0 < port < 65536):
+            raise ValueError(f"{item!r} is not an origin such as https://app.example.com or http://localhost:3000")
+        origins.append(origin_of(match.group(1), match.group(2), port))
+    return tuple(dict.fromkeys(origins))
 
 
 DEFAULT_PLANS: dict[str, dict[str, Any]] = {
@@ -210,6 +262,11 @@ class Config:
     s3_endpoint_url: str | None = None
     blob_sweep_grace_seconds: float = 3600.0
     blob_sweep_interval_seconds: float = 3600.0
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    return_origins: tuple[str, ...] = ()
+    topup_min_usd: int = 5
+    topup_max_usd: int = 500
+    topup_price_id: str | None = None
 
     @property
     def uses_postgres(self) -> bool:
@@ -329,7 +386,10 @@ SETTINGS: tuple[Setting, ...] = (
         "How often the background pruner runs.",
     ),
     Setting(
-        "TELENTIR_PLANS", "plans", _plans, "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead}."
+        "TELENTIR_PLANS",
+        "plans",
+        _plans,
+        "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead, stripePriceId?, monthlyPriceUsd?}.",
     ),
     Setting("TELENTIR_DEFAULT_PLAN", "default_plan", str, "Plan key given to new users."),
     Setting("SCRAPER_HOSTNAME", "scraper_hostname", str, "Base URL of the scraper service for `POST /api/connect`."),
@@ -492,6 +552,38 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
         "How often one node sweeps the bucket for unreferenced blobs.",
     ),
+    Setting(
+        "STRIPE_WEBHOOK_SECRET",
+        "stripe_webhook_secret",
+        str,
+        "Signing secret (`whsec_…`) of the Stripe webhook endpoint `POST /api/stripe/webhook`.",
+        secret=True,
+    ),
+    Setting(
+        "TELENTIR_RETURN_ORIGINS",
+        "return_origins",
+        _return_origins,
+        "Comma-separated origins a billing `returnTo` may point at (e.g. `https://app.example.com`); "
+        "the first is the return page when none is given.",
+    ),
+    Setting(
+        "TELENTIR_TOPUP_MIN_USD",
+        "topup_min_usd",
+        _positive_int,
+        "Smallest credit top-up, in whole dollars, a customer may choose on Stripe's Checkout page.",
+    ),
+    Setting(
+        "TELENTIR_TOPUP_MAX_USD",
+        "topup_max_usd",
+        _positive_int,
+        "Largest credit top-up, in whole dollars (at most 999999).",
+    ),
+    Setting(
+        "TELENTIR_TOPUP_PRICE_ID",
+        "topup_price_id",
+        _price_id,
+        "A Stripe price sold once per top-up instead of the dollar amount chosen between the bounds above.",
+    ),
 )
 
 
@@ -534,6 +626,7 @@ def _validate(config: Config) -> Config:
         raise ConfigError(
             f"TELENTIR_LOG_LEVEL={config.log_level!r} is not valid: must be one of {', '.join(_LOG_LEVELS)}"
         )
+    _validate_billing(config)
     if config.default_plan not in config.plans:
         raise ConfigError(f"TELENTIR_DEFAULT_PLAN={config.default_plan!r} is not a key of the plan catalog")
     if config.sms_backend == "twilio" and not (
@@ -556,3 +649,21 @@ def _validate(config: Config) -> Config:
                 shown = "(hidden)" if attr == "database_url" else repr(value)
                 raise ConfigError(f"{env}={shown} is not valid: {exc}") from exc
     return config
+
+
+TOPUP_MAX_USD = 999_999  # Stripe's largest adjustable quantity, one dollar per unit
+
+
+def _validate_billing(config: Config) -> None:
+    try:
+        check_plans(config.plans)
+    except ValueError as exc:
+        raise ConfigError(f"TELENTIR_PLANS is not valid: {exc}") from exc
+    if not 0 < config.topup_min_usd <= config.topup_max_usd <= TOPUP_MAX_USD:
+        raise ConfigError(
+            f"TELENTIR_TOPUP_MIN_USD ({config.topup_min_usd}) and TELENTIR_TOPUP_MAX_USD ({config.topup_max_usd}) "
+            f"must satisfy 1 <= min <= max <= {TOPUP_MAX_USD}"
+        )
+    for origin in config.return_origins:
+        if _return_origins(origin) != (origin,):
+            raise ConfigError(f"TELENTIR_RETURN_ORIGINS: {origin!r} is not an origin in canonical form")

@@ -54,6 +54,11 @@ SCALE_OUT_MODULES = (
     "test_connect",
     "test_cli_credits",
     "test_error_shape",
+    "test_connect_stripe",
+    "test_billing_checkout",
+    "test_billing_webhooks",
+    "test_billing_cli",
+    "test_console_server",
 )
 
 

@@ -179,6 +179,12 @@ BAD_VALUES = [
     ("TELENTIR_BLOB_URL", "s3://Bad_Bucket/prefix"),
     ("TELENTIR_BLOB_URL", "gs://bucket"),
     ("TELENTIR_BLOB_URL", "/var/lib/blobs"),
+    ("TELENTIR_PLANS", '{"x": {"name": "X", "includedLeads": 1, "leadOverageUsdPerLead": 1, "stripePriceId": 7}}'),
+    ("TELENTIR_PLANS", '{"x": {"name": "X", "includedLeads": 1, "leadOverageUsdPerLead": 1, "monthlyPriceUsd": -1}}'),
+    ("TELENTIR_RETURN_ORIGINS", "app.example.com"),
+    ("TELENTIR_RETURN_ORIGINS", "https://app.example.com/billing"),
+    ("TELENTIR_TOPUP_PRICE_ID", "not a price"),
+    ("TELENTIR_TOPUP_MAX_USD", "1000000"),
 ]
 
 

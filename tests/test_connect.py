@@ -376,8 +376,8 @@ def test_billing_state_shape_and_usage(new_buyer, rt):
     resp = account.api.get("/billing/state")
     assert resp.status_code == 200, resp.text
     state = resp.json()
-    assert set(state) == {"plan", "usage", "hasCard", "balance"}
-    assert state["plan"] == {"key": "tiny", **PLANS["tiny"]}
+    assert set(state) == {"plan", "usage", "hasCard", "balance", "paymentFailure"}
+    assert {k: state["plan"][k] for k in ("key", *PLANS["tiny"])} == {"key": "tiny", **PLANS["tiny"]}
     assert state["usage"] == {
         "leads": 0,
         "seconds_inbound": 0,

@@ -130,3 +130,6 @@ def test_init_users_and_serve_work_from_another_folder(served: tuple[str, str]) 
     resp = requests.get(url + "/api/root", headers={"Authorization": f"Bearer {key}"}, timeout=30)
     assert resp.status_code == 200, resp.text
     assert len(resp.json()["stores"]) == 8
+    for path in ("/console", "/console/app.js", "/console/console.css"):  # the console ships in the package
+        page = requests.get(url + path, timeout=30)
+        assert page.status_code == 200 and page.headers["Content-Security-Policy"], (path, page.status_code)

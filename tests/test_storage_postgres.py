@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from telentir.storage.dialect import postgres_ddl, to_pyformat
 from telentir.storage.postgres import PostgresDatabase
 
 from .backends import throwaway_database
+from .support import ROOT
 
 
 @pytest.fixture
@@ -220,3 +222,45 @@ def test_migrations_run_on_postgres_each_with_its_version(monkeypatch: pytest.Mo
             assert db.query_value("SELECT COUNT(*) FROM information_schema.columns WHERE column_name = 'nickname'") == 1
         finally:
             db.close()
+
+
+def _pg_shape(db: PostgresDatabase) -> dict[str, object]:
+    """Columns (name, type, nullable, default), indexes and constraints of every table, as PostgreSQL reports them."""
+    columns = db.query(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity "
+        "FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY table_name, column_name"
+    )
+    indexes = db.query("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1")
+    checks = db.query(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace = current_schema()::regnamespace ORDER BY 1, 2"
+    )
+    return {
+        "columns": [tuple(r) for r in columns],
+        "indexes": [tuple(r) for r in indexes],
+        "constraints": [tuple(r) for r in checks],
+    }
+
+
+def test_a_postgres_database_migrated_from_version_1_has_the_schema_of_a_new_one(pg: PostgresDatabase) -> None:
+    """The first release's schema (read from the schema-v1 fixture), translated, then every migration applied."""
+    fixture = sqlite3.connect(ROOT / "tests" / "fixtures" / "schema-v1" / "data" / "telentir.db")
+    try:
+        v1 = [r[0] for r in fixture.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid")]
+    finally:
+        fixture.close()
+    with throwaway_database() as url:
+        old = PostgresDatabase(url, pool_size=2)
+        try:
+            with old.atomic() as tx:
+                tx.execute("CREATE EXTENSION IF NOT EXISTS citext")
+                for statement in v1:
+                    if "sqlite_sequence" not in statement:
+                        tx.execute(postgres_ddl(statement))
+                tx.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                tx.execute("INSERT INTO schema_version (version) VALUES (1)")
+            applied = old.open_schema(migrate=True)
+            assert [step.version for step in applied] == list(range(2, schema.latest_version() + 1))
+            assert _pg_shape(old) == _pg_shape(pg)
+        finally:
+            old.close()

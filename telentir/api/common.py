@@ -8,11 +8,17 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
-from ..errors import BadRequest, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
+from ..errors import BadRequest, Forbidden, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
 from ..runtime import Runtime
 from ..services import credentials
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# A cookie is an ambient credential: a page on another site can make the browser send it.
+# A request that changes state with the cookie must carry this header, which such a page
+# cannot add without a CORS preflight this server never approves (docs/protocol.md §1.2).
+CSRF_HEADER = "X-Requested-With"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def runtime() -> Runtime:
@@ -62,14 +68,20 @@ def client_addr() -> str:
 
 
 def bearer_credential() -> str | None:
-    """The credential from `Authorization: Bearer …` or else the `token` cookie."""
+    """The credential of `Authorization: Bearer …`, else the `token` cookie (403: a write without CSRF_HEADER)."""
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("Use Authorization: Bearer <token or API key>.")
         return value.strip()
-    return request.cookies.get("token") or None
+    cookie = request.cookies.get("token") or None
+    if cookie is not None and request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER, "").strip():
+        raise Forbidden(
+            f"A request authenticated by the token cookie that changes state needs the {CSRF_HEADER} header.",
+            code="csrf_header_missing",
+        )
+    return cookie
 
 
 def authenticated_user() -> dict[str, Any]:

@@ -33,6 +33,28 @@ def plan_of(rt: Runtime, user: dict[str, Any]) -> dict[str, Any] | None:
     return None if plan is None else {"key": user["plan"], **plan}
 
 
+def plan_document(rt: Runtime, key: str) -> dict[str, Any] | None:
+    """The plan as the SDK types it (`BillingPlan`, in its order); None if the key left the catalog."""
+    plan = rt.config.plans.get(key)
+    if plan is None:
+        return None
+    # The call-related fields belong to the hosted service's voice product, which this server
+    # does not run: always 0 here.
+    return {
+        "key": key,
+        "name": plan["name"],
+        "monthlyPriceUsd": plan.get("monthlyPriceUsd") or 0,
+        "includedMinutes": 0,
+        "overageUsdPerMinute": 0,
+        "includedLeads": plan["includedLeads"],
+        "includedOutboundCalls": 0,
+        "includedInboundCalls": 0,
+        "outboundFixedUsd": 0,
+        "inboundFixedUsd": 0,
+        "leadOverageUsdPerLead": plan["leadOverageUsdPerLead"],
+    }
+
+
 def price_cents(plan: dict[str, Any] | None) -> int:
     """Overage price of one lead in minor units."""
     return 0 if plan is None else round(plan["leadOverageUsdPerLead"] * 100)
@@ -154,7 +176,7 @@ def credits_document(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
 
 
 def billing_state(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
-    """`GET /api/billing/state`: plan, this month's usage, card, balance."""
+    """`GET /api/billing/state`: plan, this month's usage, card, balance, a failed subscription payment."""
     stripe_mode = uses_stripe(rt, user)
     has_card = require_gateway(rt).has_card(user["stripe_customer_id"]) if stripe_mode else False
     leads = int(
@@ -164,11 +186,25 @@ def billing_state(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
         )
     )
     return {
-        "plan": plan_of(rt, user),
+        "plan": plan_document(rt, user["plan"]),
         "usage": {"leads": leads, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0, "calls_outbound": 0},
         "hasCard": has_card,
         "balance": {"currency": CURRENCY, "amount": balance(rt, user)},
+        "paymentFailure": payment_failure(rt, user["id"]),
     }
+
+
+def payment_failure(rt: Runtime, user_id: str) -> dict[str, Any] | None:
+    """The user's newest subscription invoice (from Stripe's webhooks), if its payment failed."""
+    row = rt.db.query_one(
+        "SELECT id, status, amount_due, currency, stamp FROM stripe_invoices WHERE user_id = ? "
+        "ORDER BY stamp DESC, updated_at DESC LIMIT 1",
+        (user_id,),
+    )
+    if row is None or row["status"] != "failed":
+        return None
+    at = datetime.fromtimestamp(row["stamp"], UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {"invoice": row["id"], "amountDue": row["amount_due"], "currency": row["currency"], "at": at}
 
 
 def set_plan(rt: Runtime, user_id: str, plan: str) -> None:

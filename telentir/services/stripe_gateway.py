@@ -82,6 +82,52 @@ class StripeGateway:
             log.warning("Stripe call failed: %s", exc)
             raise StripeUnavailable("Stripe could not be reached; no credits were used. Try again shortly.") from exc
 
+    # --- Billing: customers, Checkout, the customer portal, subscriptions (issue 13) -----------
+    # These answer plain dicts and let stripe.StripeError through: telentir.services.billing maps
+    # Stripe's errors to its routes' own answers. Every POST carries the caller's idempotency key.
+
+    def create_customer(self, params: dict[str, Any], idempotency_key: str) -> str:
+        """Create a customer; returns its id."""
+        return str(self.client.v1.customers.create(params, {"idempotency_key": idempotency_key}).id)  # type: ignore[arg-type]
+
+    def customer(self, customer_id: str) -> dict[str, Any]:
+        """The customer object."""
+        return self.client.v1.customers.retrieve(customer_id).to_dict()
+
+    def update_customer(self, customer_id: str, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        """Change a customer (e.g. its default payment method)."""
+        options = {"idempotency_key": idempotency_key}
+        return self.client.v1.customers.update(customer_id, params, options).to_dict()  # type: ignore[arg-type]
+
+    def create_checkout_session(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        """Create a Checkout Session (payment or subscription mode)."""
+        options = {"idempotency_key": idempotency_key}
+        return self.client.v1.checkout.sessions.create(params, options).to_dict()  # type: ignore[arg-type]
+
+    def completed_checkout_sessions(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every completed Checkout Session of a customer, newest first."""
+        listing = self.client.v1.checkout.sessions.list({"customer": customer_id, "status": "complete", "limit": 100})
+        return [session.to_dict() for session in listing.auto_paging_iter()]
+
+    def create_portal_session(self, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        """Create a customer-portal session."""
+        options = {"idempotency_key": idempotency_key}
+        return self.client.v1.billing_portal.sessions.create(params, options).to_dict()  # type: ignore[arg-type]
+
+    def subscription(self, subscription_id: str) -> dict[str, Any]:
+        """The subscription object."""
+        return self.client.v1.subscriptions.retrieve(subscription_id).to_dict()
+
+    def update_subscription(self, subscription_id: str, params: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
+        """Change a subscription (its price, with proration)."""
+        options = {"idempotency_key": idempotency_key}
+        return self.client.v1.subscriptions.update(subscription_id, params, options).to_dict()  # type: ignore[arg-type]
+
+    def subscriptions(self, customer_id: str) -> list[dict[str, Any]]:
+        """Every subscription of a customer, whatever its status, newest first."""
+        listing = self.client.v1.subscriptions.list({"customer": customer_id, "status": "all", "limit": 100})
+        return [subscription.to_dict() for subscription in listing.auto_paging_iter()]
+
 
 def make_gateway(config: Config) -> StripeGateway | None:
     """A gateway when STRIPE_SECRET_KEY is set, else None (local prepaid balances)."""

@@ -261,7 +261,7 @@ def _migrate(conn: psycopg.Connection[Any]) -> list[schema.Migration]:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             if _version_of(conn) >= step.version:
                 continue  # another node applied it meanwhile
-            _execute_script(conn, step.postgres_sql or postgres_ddl(step.sql))
+            _execute_script(conn, postgres_ddl(step.postgres_sql or step.sql))
             conn.execute("UPDATE schema_version SET version = %s", (step.version,))
         applied.append(step)
     return applied
