@@ -20,13 +20,14 @@ from telentir.runtime import Runtime
 from telentir.storage.db import SqliteDatabase
 
 from . import backends
+from .cluster import Cluster
 from .dataplane_support import Vault
 from .events_support import Account, account
 from .fake_stripe import FakeStripe
 from .redis_server import RedisServer
 from .scraper_fixture import TestScraper
 from .sse_client import SSEStream
-from .support import Api, ServerProcess, config_over, make_user, running_server, runtime_over
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, config_over, make_user, running_server, runtime_over
 
 # --- in process: an app, its runtime and a user; a bare database -----------------------------------
 
@@ -128,10 +129,22 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real gunicorn server for the session (tests make their own users)."""
-    with running_server(tmp_path_factory, "live") as server:
-        yield server
+def live_server(tmp_path_factory: pytest.TempPathFactory, storage_backend: str) -> Iterator[ServerProcess | Cluster]:
+    """One real gunicorn server for the session (tests make their own users).
+
+    On the scale-out backend it is two nodes behind a round-robin proxy: every test written
+    for one server then also runs across two (a stream on one node, writes on the other).
+    """
+    if storage_backend == backends.EMBEDDED:
+        with running_server(tmp_path_factory, "live") as server:
+            yield server
+        return
+    root = tmp_path_factory.mktemp("live-cluster")
+    cluster = Cluster(root, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, **backends.env_for(root / "a" / "data")}, 1)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,49 +16,13 @@ from telentir.services import credits
 from telentir.wiring import build_runtime
 
 from .backends import AWS_ENV, REDIS_URL, MotoServer, throwaway_database
+from .cluster import Cluster
 from .dataplane_support import Vault, decrypt
-from .proxy import RoundRobinProxy
 from .scraper_fixture import TestScraper
-from .support import FIXED_MASTER_KEY, Api, ServerProcess, make_user
+from .support import FIXED_MASTER_KEY, Api, make_user
 
 BUCKET = "telentir-cluster"
 PLANS = '{"starter": {"name": "Starter", "includedLeads": 100, "leadOverageUsdPerLead": 0.25}}'
-
-
-class Cluster:
-    """Node A and node B (two workers each), the shared engines' settings, a runtime for the test side."""
-
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.env = env
-        for name in ("a", "b"):
-            (root / name).mkdir()
-        self.nodes = {name: ServerProcess(root / name / "data", env, workers=2) for name in ("a", "b")}
-        self.proxy = RoundRobinProxy(lambda: [node.port for node in self.nodes.values() if node.port])
-
-    def start(self) -> Cluster:
-        """Start both nodes at once (the first to create the schema and platform key wins), then the proxy."""
-        errors: list[BaseException] = []
-
-        def start(node: ServerProcess) -> None:
-            try:
-                node.start()
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=start, args=(node,)) for node in self.nodes.values()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == [], errors
-        self.proxy.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the proxy and the nodes."""
-        self.proxy.stop()
-        for node in self.nodes.values():
-            node.stop()
 
 
 @pytest.fixture(scope="module")

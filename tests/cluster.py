@@ -1,12 +1,13 @@
-"""A round-robin TCP proxy for tests: each new client connection goes to the next backend in turn."""
+"""Several server nodes for tests: two `serve` processes on shared engines behind a round-robin TCP proxy."""
 
 from __future__ import annotations
 
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
-from .support import free_port
+from .support import ServerProcess, free_port
 
 
 class RoundRobinProxy:
@@ -72,9 +73,20 @@ class RoundRobinProxy:
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes until `source` ends; if `sink` goes away first, keep reading `source` and drop what comes.
+
+    Draining is what a real balancer does when a server answers early and closes (a 413 before
+    the body is read): the client finishes sending, then reads the answer, instead of being
+    reset mid-send.
+    """
+    sink_open = True
     try:
         while data := source.recv(65536):
-            sink.sendall(data)
+            if sink_open:
+                try:
+                    sink.sendall(data)
+                except OSError:
+                    sink_open = False
     except OSError:
         pass
     finally:
@@ -82,3 +94,56 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
             sink.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+
+class Cluster:
+    """Node A and node B (two workers each) with separate folders on the engines `env` names, behind a proxy.
+
+    `url` is the proxy's and `data_dir` node A's, so a cluster stands in wherever one server does.
+    """
+
+    def __init__(self, root: Path, env: dict[str, str], workers: int = 2) -> None:
+        self.env = env
+        for name in ("a", "b"):
+            (root / name).mkdir(parents=True)
+        self.nodes = {name: ServerProcess(root / name / "data", env, workers=workers) for name in ("a", "b")}
+        self.proxy = RoundRobinProxy(lambda: [node.port for node in self.nodes.values() if node.port])
+
+    @property
+    def url(self) -> str:
+        """The proxy's base URL."""
+        return self.proxy.url
+
+    @property
+    def data_dir(self) -> Path:
+        """Node A's data folder (a runtime over it reaches the shared engines)."""
+        return self.nodes["a"].data_dir
+
+    def log(self) -> str:
+        """What both nodes printed so far."""
+        return "".join(node.log() for node in self.nodes.values())
+
+    def start(self) -> Cluster:
+        """Start both nodes at once (the first to create the schema and platform key wins), then the proxy."""
+        errors: list[BaseException] = []
+
+        def start(node: ServerProcess) -> None:
+            try:
+                node.start()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(node,)) for node in self.nodes.values()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [], errors
+        self.proxy.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the proxy and the nodes."""
+        self.proxy.stop()
+        for node in self.nodes.values():
+            node.stop()
