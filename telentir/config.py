@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .crypto import CryptoError, parse_master_key
+from .money import MAX_INCLUDED_LEADS, MAX_LEAD_PRICE
 
 
 class ConfigError(ValueError):
@@ -106,11 +107,18 @@ def _plans(text: str) -> dict[str, dict[str, Any]]:
     for key, plan in plans.items():
         if not isinstance(plan, dict) or not isinstance(plan.get("name"), str):
             raise ValueError(f"plan {key!r} needs a name")
-        if not isinstance(plan.get("includedLeads"), int) or plan["includedLeads"] < 0:
-            raise ValueError(f"plan {key!r} needs includedLeads >= 0")
+        included = plan.get("includedLeads")
+        if isinstance(included, bool) or not isinstance(included, int) or not 0 <= included <= MAX_INCLUDED_LEADS:
+            raise ValueError(f"plan {key!r} needs includedLeads from 0 to {MAX_INCLUDED_LEADS:,}")
         overage = plan.get("leadOverageUsdPerLead")
-        if not isinstance(overage, (int, float)) or overage <= 0 or round(overage * 100, 6) % 1:
-            raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead > 0 in whole cents")
+        if (
+            isinstance(overage, bool)
+            or not isinstance(overage, (int, float))
+            or not 0 < overage <= MAX_LEAD_PRICE / 100
+        ):
+            raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead above 0 and at most {MAX_LEAD_PRICE // 100:,}")
+        if round(overage * 100, 6) % 1:
+            raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead in whole cents")
     return plans
 
 
@@ -187,6 +195,7 @@ class Config:
     connect_batch_seconds: float = 0.5
     stripe_timeout_seconds: float = 10.0
     refund_retry_seconds: float = 60.0
+    job_lease_seconds: float = 30.0
 
     @property
     def database_path(self) -> Path:
@@ -415,6 +424,13 @@ SETTINGS: tuple[Setting, ...] = (
         "refund_retry_seconds",
         _positive_float,
         "How often pending Stripe refunds are retried in the background.",
+    ),
+    Setting(
+        "TELENTIR_JOB_LEASE_SECONDS",
+        "job_lease_seconds",
+        _positive_float,
+        "A running job whose process has not heartbeaten for this long is settled by another live process "
+        "(its owner heartbeats every third of it).",
     ),
 )
 
