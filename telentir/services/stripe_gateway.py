@@ -130,7 +130,8 @@ class StripeGateway:
 
     def find_transaction(self, customer_id: str, job_id: str, step: str, since: float) -> str | None:
         """The id of the balance transaction a job's step made, searched by metadata from `since` (Unix time)."""
-        params: dict[str, Any] = {"limit": _PAGE_SIZE, "created": {"gte": int(since) - _LOOKBACK_MARGIN_SECONDS}}
+        earliest = max(0, int(since) - _LOOKBACK_MARGIN_SECONDS)
+        params: dict[str, Any] = {"limit": _PAGE_SIZE, "created": {"gte": earliest}}
         while True:
             page = _call(self.client.v1.customers.balance_transactions.list, customer_id, params)
             for txn in page.data:
