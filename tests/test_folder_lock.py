@@ -8,6 +8,7 @@ marked interrupted, its reservation released, and it then finished anyway, unbil
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from telentir.cli import main
@@ -25,7 +27,7 @@ from telentir.storage.folder_lock import FolderLock, FolderLocked
 
 from .billing_support import PRICE, billing_env, funded_user, job_row, ledger_counts, post_leads, runtime_over
 from .scraper_fixture import TestScraper, wait_until
-from .support import ROOT, Api, ServerProcess, server_env
+from .support import ROOT, Api, ServerProcess, free_port, server_env
 
 FUNDS, ASKED, WRITTEN = 10 * PRICE, 10, 4
 
@@ -259,3 +261,53 @@ def test_init_takes_the_folder_once_its_server_is_gone(data_dir, scraper):
         assert ledger_counts(rt, job.row["id"]) == {"reserve": 1, "charge": 1, "refund": 1}
     finally:
         rt.close()
+
+
+def test_gunicorn_run_directly_is_refused_on_a_live_folder_too(live, data_dir, scraper):
+    server, _ = live
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    done = subprocess.run(
+        [str(gunicorn), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{free_port()}", "app:app"],
+        cwd=ROOT,
+        env=server_env(data_dir, billing_env(scraper.url)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0 and f"pid {server.proc.pid}" in done.stderr, done.stderr
+
+
+def test_serve_demo_announces_its_user_once_storage_is_ready(data_dir, scraper):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "telentir", "serve", "--port", str(port), "--demo"],
+        cwd=ROOT,
+        env=server_env(data_dir, billing_env(scraper.url)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        key = next(line.split(": ", 1)[1].strip() for line in proc.stdout if line.startswith("Demo API key:"))
+        api = Api(f"http://127.0.0.1:{port}", key)
+        try:
+            root = wait_until(lambda: _root_or_none(api), timeout=20)
+            assert set(root["stores"]) >= {"contacts"}
+        finally:
+            api.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _root_or_none(api: Api) -> dict[str, Any] | None:
+    try:
+        resp = api.get("/root", timeout=5)
+    except requests.RequestException:
+        return None  # workers still booting
+    return resp.json() if resp.status_code == 200 else None
