@@ -1,11 +1,11 @@
-"""Helpers for the billing tests that run real servers: plans, funded users, jobs, worker processes.
+"""Helpers for the billing tests that run real servers: settings, funded users, jobs, worker processes.
 
-Used by the folder-lock, job-lease, money-concurrency, amount-bound and Stripe-failure tests.
+Used by the folder-lock, job-lease, money-concurrency, amount-bound and Stripe-failure tests;
+plans and prices are the connect tests' (`connect_support`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
@@ -13,47 +13,32 @@ from typing import Any
 
 import requests
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.services import credits
-from telentir.wiring import build_runtime
 
-from .conftest import make_user
+from .connect_support import PLANS, connect_env
 from .fake_stripe import FakeStripe
-from .support import FIXED_MASTER_KEY, Api
+from .support import FIXED_MASTER_KEY, Api, make_user, runtime_over
 
-PRICE = 25  # cents per lead beyond the allowance, in every plan below
-ALLOWANCE = 3
-PLANS = {
-    "starter": {"name": "Starter", "includedLeads": 100, "leadOverageUsdPerLead": 0.25},
-    "tiny": {"name": "Tiny", "includedLeads": ALLOWANCE, "leadOverageUsdPerLead": 0.25},
-    "payg": {"name": "Pay as you go", "includedLeads": 0, "leadOverageUsdPerLead": 0.25},
-}
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 TXNS = r"/v1/customers/[^/]+/balance_transactions"
 
 
 def billing_env(scraper_url: str, stripe: FakeStripe | None = None, **extra: str) -> dict[str, str]:
-    """Settings of a test server: the test scraper and these plans (and the fake Stripe, when given)."""
-    env = {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-        "SCRAPER_HOSTNAME": scraper_url,
-        "TELENTIR_PLANS": json.dumps(PLANS),
-        "TELENTIR_CONNECT_READ_TIMEOUT": "60",
-        "TELENTIR_REFUND_RETRY_SECONDS": "3600",
-    }
+    """Settings of a test server (or CLI): the connect tests' plans, a scraper that may stay silent a minute, Stripe."""
+    env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, **connect_env(scraper_url, TELENTIR_CONNECT_READ_TIMEOUT="60")}
     if stripe is not None:
         env.update(STRIPE_SECRET_KEY="sk_test_x", STRIPE_API_BASE=stripe.url, TELENTIR_STRIPE_TIMEOUT_SECONDS="5")
     env.update(extra)
     return env
 
 
-def runtime_over(data_dir: Path, stripe: FakeStripe | None = None) -> Runtime:
-    """A Runtime over a server's data folder, for setting up users and reading rows (it recovers nothing)."""
-    overrides: dict[str, Any] = {"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, "plans": PLANS}
+def billing_runtime(data_dir: Path, stripe: FakeStripe | None = None) -> Runtime:
+    """A Runtime over a server's data folder with its plans (and Stripe), for users and rows; it recovers nothing."""
+    overrides: dict[str, Any] = {"plans": PLANS, "log_level": "WARNING"}
     if stripe is not None:
         overrides.update(stripe_secret_key="sk_test_x", stripe_api_base=stripe.url)
-    return build_runtime(load_config({"log_level": "WARNING", **overrides}, environ={}))
+    return runtime_over(data_dir, **overrides)
 
 
 def funded_user(rt: Runtime, plan: str, funds: int, stripe: FakeStripe | None = None) -> dict[str, Any]:

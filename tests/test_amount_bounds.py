@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -22,30 +23,22 @@ from telentir.money import MAX_BALANCE, MAX_GRANT, MAX_INCLUDED_LEADS, MAX_LEADS
 from telentir.runtime import Runtime
 from telentir.services import credits
 
-from .billing_support import PRICE, billing_env, funded_user, post_leads, runtime_over
-from .conftest import make_user
+from .billing_support import billing_env, billing_runtime, funded_user, post_leads
+from .connect_support import PRICE
 from .scraper_fixture import TestScraper
-from .support import Api, ServerProcess, assert_error
-
-
-@pytest.fixture(scope="module")
-def scraper() -> Iterator[TestScraper]:
-    with TestScraper() as service:
-        yield service
+from .support import Api, ServerProcess, assert_error, make_user, running_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path_factory.mktemp("bounds") / "data", billing_env(scraper.url)).start()
-    yield process
-    process.stop()
+    with running_server(tmp_path_factory, "bounds", **billing_env(scraper.url)) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def rt(server: ServerProcess) -> Iterator[Runtime]:
-    runtime = runtime_over(server.data_dir)
-    yield runtime
-    runtime.close()
+    with closing(billing_runtime(server.data_dir)) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +26,30 @@ from telentir.cli import main
 from telentir.runtime import Runtime
 from telentir.storage.folder_lock import FolderLock, FolderLocked
 
-from .billing_support import PRICE, billing_env, funded_user, job_row, ledger_counts, post_leads, runtime_over
-from .scraper_fixture import TestScraper, wait_until
-from .support import ROOT, Api, ServerProcess, free_port, server_env
+from .billing_support import billing_env, billing_runtime, funded_user, job_row, ledger_counts, post_leads
+from .connect_support import PRICE
+from .scraper_fixture import TestScraper
+from .support import ROOT, Api, ServerExited, ServerProcess, free_port, server_env, wait_until
 
 FUNDS, ASKED, WRITTEN = 10 * PRICE, 10, 4
 
 
 @pytest.fixture
-def scraper() -> Iterator[TestScraper]:
+def own_scraper() -> Iterator[TestScraper]:
     """A scraper of this test's own: stopping it ends the stalled stream of a running job."""
     with TestScraper() as service:
         yield service
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def live(data_dir: Path, scraper: TestScraper) -> Iterator[tuple[ServerProcess, Runtime]]:
-    """A running server over the folder, and a Runtime over the same folder."""
-    server = ServerProcess(data_dir, billing_env(scraper.url)).start()
-    rt = runtime_over(data_dir)
-    yield server, rt
-    scraper.stopping.set()
-    server.stop()
-    rt.close()
+def live(
+    server_factory: Callable[..., ServerProcess], own_scraper: TestScraper
+) -> Iterator[tuple[ServerProcess, Runtime]]:
+    """A running server, and a Runtime over its data folder."""
+    server = server_factory("folder", **billing_env(own_scraper.url))
+    with closing(billing_runtime(server.data_dir)) as rt:
+        yield server, rt
+        own_scraper.stopping.set()
 
 
 class RunningJob:
@@ -160,38 +157,38 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 # --- a live server's folder -------------------------------------------------------------------------
 
 
-def test_init_and_migrate_on_a_live_folder_are_refused_and_change_nothing(live, data_dir, scraper):
+def test_init_and_migrate_on_a_live_folder_are_refused_and_change_nothing(live, own_scraper):
     server, rt = live
     job = RunningJob(server, rt)
     stray = rt.blobs.path_for(rt.blobs.write(b"a file a live server has not committed yet"))
-    env = billing_env(scraper.url)
+    env = billing_env(own_scraper.url)
     for args in (["init"], ["migrate"]):
-        done = telentir(data_dir, env, *args)
+        done = telentir(server.data_dir, env, *args)
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert f"in use by a running Telentir server (pid {server.proc.pid})" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
         assert_untouched(rt, job, stray)
-    dry_run = telentir(data_dir, env, "migrate", "--dry-run")  # only reads: allowed
+    dry_run = telentir(server.data_dir, env, "migrate", "--dry-run")  # only reads: allowed
     assert dry_run.returncode == 0 and "nothing to do" in dry_run.stdout, dry_run.stderr
-    assert_billed_once(rt, job, scraper)
+    assert_billed_once(rt, job, own_scraper)
 
 
-def test_a_second_serve_on_a_live_folder_is_refused_and_changes_nothing(live, data_dir, scraper):
+def test_a_second_serve_on_a_live_folder_is_refused_and_changes_nothing(live, own_scraper):
     server, rt = live
     job = RunningJob(server, rt)
     stray = rt.blobs.path_for(rt.blobs.write(b"a file a live server has not committed yet"))
-    second = ServerProcess(data_dir, billing_env(scraper.url))
-    with pytest.raises(RuntimeError, match="server exited with 1") as refused:
+    second = ServerProcess(server.data_dir, billing_env(own_scraper.url))
+    with pytest.raises(ServerExited) as refused:
         second.start()
-    assert f"pid {server.proc.pid}" in str(refused.value)
+    assert refused.value.returncode == 1 and f"pid {server.proc.pid}" in refused.value.log
     assert_untouched(rt, job, stray)
     assert Api(server.url).get("//healthz").status_code == 200  # the first server serves on
-    assert_billed_once(rt, job, scraper)
+    assert_billed_once(rt, job, own_scraper)
 
 
-def test_admin_commands_keep_working_while_a_server_runs(live, data_dir, scraper):
+def test_admin_commands_keep_working_while_a_server_runs(live, own_scraper):
     server, _ = live
-    env = {**billing_env(scraper.url), "TELENTIR_DATA_DIR": str(data_dir), "TELENTIR_LOG_LEVEL": "WARNING"}
+    env = {**billing_env(own_scraper.url), "TELENTIR_DATA_DIR": str(server.data_dir), "TELENTIR_LOG_LEVEL": "WARNING"}
     runner = CliRunner()
 
     def cli(*args: str) -> str:
@@ -213,11 +210,11 @@ def test_admin_commands_keep_working_while_a_server_runs(live, data_dir, scraper
 # --- a folder whose server crashed ---------------------------------------------------------------------
 
 
-def test_a_serve_that_cannot_bind_its_port_recovers_nothing(data_dir, scraper):
-    env = billing_env(scraper.url)
-    server = ServerProcess(data_dir, env).start()
-    rt = runtime_over(data_dir)
-    try:
+def test_a_serve_that_cannot_bind_its_port_recovers_nothing(server_factory, own_scraper):
+    env = billing_env(own_scraper.url)
+    server = server_factory("crashed", **env)
+    data_dir = server.data_dir
+    with closing(billing_runtime(data_dir)) as rt:
         job = RunningJob(server, rt)
         server.kill()  # the whole server dies mid-job: the job is left running, its folder unlocked
         job.close()
@@ -235,16 +232,13 @@ def test_a_serve_that_cannot_bind_its_port_recovers_nothing(data_dir, scraper):
         assert (row["status"], row["used"], row["charged"]) == ("interrupted", WRITTEN, WRITTEN * PRICE), row
         assert ledger_counts(rt, job.row["id"]) == {"reserve": 1, "charge": 1, "refund": 1}
         assert not stray.exists()
-    finally:
-        server.stop()
-        rt.close()
 
 
-def test_init_takes_the_folder_once_its_server_is_gone(data_dir, scraper):
-    env = billing_env(scraper.url)
-    server = ServerProcess(data_dir, env).start()
-    rt = runtime_over(data_dir)
-    try:
+def test_init_takes_the_folder_once_its_server_is_gone(server_factory, own_scraper):
+    env = billing_env(own_scraper.url)
+    server = server_factory("gone", **env)
+    data_dir = server.data_dir
+    with closing(billing_runtime(data_dir)) as rt:
         job = RunningJob(server, rt)
         server.kill()
         job.close()
@@ -259,17 +253,15 @@ def test_init_takes_the_folder_once_its_server_is_gone(data_dir, scraper):
         again = telentir(data_dir, env, "init")  # and stays idempotent
         assert again.returncode == 0 and "removed 0 stray blob file(s)" in again.stdout, again.stderr
         assert ledger_counts(rt, job.row["id"]) == {"reserve": 1, "charge": 1, "refund": 1}
-    finally:
-        rt.close()
 
 
-def test_gunicorn_run_directly_is_refused_on_a_live_folder_too(live, data_dir, scraper):
+def test_gunicorn_run_directly_is_refused_on_a_live_folder_too(live, own_scraper):
     server, _ = live
     gunicorn = Path(sys.executable).with_name("gunicorn")
     done = subprocess.run(
         [str(gunicorn), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{free_port()}", "app:app"],
         cwd=ROOT,
-        env=server_env(data_dir, billing_env(scraper.url)),
+        env=server_env(server.data_dir, billing_env(own_scraper.url)),
         capture_output=True,
         text=True,
         timeout=60,
@@ -278,12 +270,12 @@ def test_gunicorn_run_directly_is_refused_on_a_live_folder_too(live, data_dir, s
     assert done.returncode != 0 and f"pid {server.proc.pid}" in done.stderr, done.stderr
 
 
-def test_serve_demo_announces_its_user_once_storage_is_ready(data_dir, scraper):
+def test_serve_demo_announces_its_user_once_storage_is_ready(tmp_path, own_scraper):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "telentir", "serve", "--port", str(port), "--demo"],
         cwd=ROOT,
-        env=server_env(data_dir, billing_env(scraper.url)),
+        env=server_env(tmp_path / "data", billing_env(own_scraper.url)),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

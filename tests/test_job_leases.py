@@ -11,67 +11,51 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.services import credits, ingest, leases, settlement
-from telentir.wiring import build_runtime
 
 from .billing_support import (
-    PLANS,
-    PRICE,
     SHARED_REDIS,
     TXNS,
     billing_env,
+    billing_runtime,
     funded_user,
     job_row,
     ledger_counts,
     owner_pid,
     post_leads,
-    runtime_over,
     sigkill,
     stored_records,
     worker_pids,
 )
+from .connect_support import PLANS, PRICE
 from .fake_stripe import FakeStripe
-from .scraper_fixture import TestScraper, wait_until
-from .support import FIXED_MASTER_KEY, Api, ServerProcess
+from .scraper_fixture import TestScraper
+from .support import Api, ServerProcess, running_server, runtime_over, wait_until
 
 LEASE = 3.0
 FUNDS, ASKED, WRITTEN = 10 * PRICE, 10, 4
 
 
 @pytest.fixture(scope="module")
-def scraper() -> Iterator[TestScraper]:
-    with TestScraper() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper, fake: FakeStripe) -> Iterator[ServerProcess]:
     """Two gunicorn workers on Redis, a short lease; users are local or Stripe as they are linked."""
     env = billing_env(scraper.url, fake, TELENTIR_BROKER_URL=SHARED_REDIS, TELENTIR_JOB_LEASE_SECONDS=str(LEASE))
-    process = ServerProcess(tmp_path_factory.mktemp("leases") / "data", env, workers=2).start()
-    yield process
-    scraper.stopping.set()
-    process.stop()
+    with running_server(tmp_path_factory, "leases", workers=2, **env) as process:
+        yield process
+        scraper.stopping.set()  # the stalled streams of killed workers end
 
 
 @pytest.fixture(scope="module")
 def rt(server: ServerProcess, fake: FakeStripe) -> Iterator[Runtime]:
-    runtime = runtime_over(server.data_dir, fake)
-    yield runtime
-    runtime.close()
+    with closing(billing_runtime(server.data_dir, fake)) as runtime:
+        yield runtime
 
 
 @pytest.fixture(autouse=True)
@@ -230,8 +214,6 @@ def folder(tmp_path: Path) -> Path:
 def local_runtime(folder: Path, scraper: TestScraper, **overrides: Any) -> Runtime:
     """A runtime with no background threads: its heartbeats happen only when the test calls them."""
     settings = {
-        "data_dir": folder,
-        "master_key": FIXED_MASTER_KEY,
         "plans": PLANS,
         "log_level": "WARNING",
         "scraper_hostname": scraper.url,
@@ -240,7 +222,7 @@ def local_runtime(folder: Path, scraper: TestScraper, **overrides: Any) -> Runti
         "connect_batch_seconds": 0.05,
         **overrides,
     }
-    return build_runtime(load_config(settings, environ={}))
+    return runtime_over(folder, **settings)
 
 
 def test_a_late_owner_loses_its_job_and_writes_nothing_more(folder, scraper):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -20,34 +21,22 @@ from telentir.runtime import Runtime
 from telentir.services import credits
 
 from .billing_support import (
-    ALLOWANCE,
-    PRICE,
     SHARED_REDIS,
     billing_env,
+    billing_runtime,
     funded_user,
     post_leads,
-    runtime_over,
     stored_records,
     user_jobs,
 )
+from .connect_support import PRICE
+from .connect_support import TINY_ALLOWANCE as ALLOWANCE
 from .fake_stripe import FakeStripe
 from .scraper_fixture import TestScraper
-from .support import Api, ServerProcess
+from .support import Api, ServerProcess, running_server
 
 FUNDS = 10 * PRICE  # ten paid leads, on top of the plan's allowance of three
 CLIENTS, ASKED = 12, 4  # 48 leads asked for, 13 affordable
-
-
-@pytest.fixture(scope="module")
-def scraper() -> Iterator[TestScraper]:
-    with TestScraper() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe() as service:
-        yield service
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=["2-workers", "4-workers"])
@@ -56,16 +45,14 @@ def server(
 ) -> Iterator[ServerProcess]:
     """N gunicorn workers on Redis, Stripe configured (users are in Stripe mode when linked)."""
     env = billing_env(scraper.url, fake, TELENTIR_BROKER_URL=SHARED_REDIS, TELENTIR_CONNECT_PER_USER="16")
-    process = ServerProcess(tmp_path_factory.mktemp(f"money{request.param}") / "data", env, workers=request.param)
-    yield process.start()
-    process.stop()
+    with running_server(tmp_path_factory, f"money{request.param}", workers=request.param, **env) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def rt(server: ServerProcess, fake: FakeStripe) -> Iterator[Runtime]:
-    runtime = runtime_over(server.data_dir, fake)
-    yield runtime
-    runtime.close()
+    with closing(billing_runtime(server.data_dir, fake)) as runtime:
+        yield runtime
 
 
 def clients_on_several_workers(server: ServerProcess, key: str) -> list[Api]:

@@ -11,6 +11,7 @@ metadata: job and step) before anything is resent.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,19 +24,19 @@ from telentir.runtime import Runtime
 from telentir.services.stripe_gateway import StripeGateway
 
 from .billing_support import (
-    PRICE,
     TXNS,
     billing_env,
+    billing_runtime,
     funded_user,
     job_row,
     ledger_counts,
     post_leads,
-    runtime_over,
     user_jobs,
 )
+from .connect_support import PRICE
 from .fake_stripe import FakeStripe
-from .scraper_fixture import TestScraper, wait_until
-from .support import Api, ServerProcess, assert_error
+from .scraper_fixture import TestScraper
+from .support import Api, ServerProcess, assert_error, running_server, wait_until
 
 FUNDS = 10 * PRICE
 CUSTOMER = r"/v1/customers/[^/]+"
@@ -43,31 +44,17 @@ REFUND_KEY, RESERVE_KEY = r"telentir:.*:refund", r"telentir:.*:reserve"
 
 
 @pytest.fixture(scope="module")
-def scraper() -> Iterator[TestScraper]:
-    with TestScraper() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeStripe]:
-    with FakeStripe() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper, fake: FakeStripe) -> Iterator[ServerProcess]:
     """A server in Stripe mode that retries pending Stripe steps every second."""
     env = billing_env(scraper.url, fake, TELENTIR_REFUND_RETRY_SECONDS="1")
-    process = ServerProcess(tmp_path_factory.mktemp("stripe-failures") / "data", env).start()
-    yield process
-    process.stop()
+    with running_server(tmp_path_factory, "stripe-failures", **env) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def rt(server: ServerProcess, fake: FakeStripe) -> Iterator[Runtime]:
-    runtime = runtime_over(server.data_dir, fake)
-    yield runtime
-    runtime.close()
+    with closing(billing_runtime(server.data_dir, fake)) as runtime:
+        yield runtime
 
 
 @pytest.fixture(autouse=True)
