@@ -12,6 +12,7 @@ from telentir.gunicorn_settings import (  # noqa: F401 - gunicorn reads these na
     on_starting,
     threads,
     timeout,
+    when_ready,
     worker_class,
     worker_connections,
     worker_exit,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -13,9 +13,11 @@ from . import __version__, wiring
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .errors import ApiError
+from .money import MAX_GRANT
 from .runtime import Runtime
 from .services import accounts, credentials, credits, stripe_events
 from .storage import schema
+from .storage.folder_lock import FolderLock, FolderLocked
 from .storage.schema import SchemaError
 from .wiring import build_runtime
 
@@ -58,7 +60,7 @@ def main() -> None:
 )
 @click.option("--demo", is_flag=True, help="Create a demo user once; print its API key and the console's address.")
 def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None, demo: bool) -> None:
-    """Run the production server (gunicorn).
+    """Run the production server (gunicorn); refused while another server holds the data folder.
 
     Example: python -m telentir serve --port 8000 --demo
     """
@@ -70,19 +72,25 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, worker
         check_workers(config, workers or 1)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    _prepare(config)
-    if demo:
-        with _runtime() as rt:
+
+    def announce_demo(config: Config) -> None:
+        rt = build_runtime(config)
+        try:
             _announce_demo(rt, host, port)
-    run_server(host, port, workers, threads, worker_class)
+        finally:
+            rt.close()
+
+    # The gunicorn master takes the folder's lock before binding, then repairs storage once
+    # the port is bound (telentir.serving): nothing is touched here.
+    run_server(host, port, workers, threads, worker_class, on_ready=announce_demo if demo else None)
 
 
 def _prepare(config: Config) -> dict[str, int]:
-    from .serving import prepare
+    from .serving import STARTUP_ERRORS, prepare
 
     try:
         return prepare(config)
-    except (ConfigError, CryptoError, SchemaError) as exc:  # e.g. a master key that does not fit the data folder
+    except STARTUP_ERRORS as exc:  # a live server on the folder; a master key that does not fit it
         raise click.ClickException(str(exc)) from exc
 
 
@@ -123,7 +131,7 @@ def _write_private(path: Path, text: str) -> None:
 
 @main.command()
 def init() -> None:
-    """Create the data folder, database, master key and platform keys (idempotent).
+    """Create the data folder, database, master key and platform keys (idempotent; refused while a server runs).
 
     Example: TELENTIR_DATA_DIR=/var/lib/telentir python -m telentir init
     """
@@ -151,6 +159,15 @@ def migrate(dry_run: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     if not config.database_path.exists():
         raise click.ClickException(f"no database at {config.database_path}: `telentir init` creates one")
+    try:
+        # A dry run only reads; a migration runs under the folder's lock, so never under a live server.
+        with nullcontext() if dry_run else FolderLock(config.data_dir):
+            _migrate(config, dry_run)
+    except (SchemaError, FolderLocked) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _migrate(config: Config, dry_run: bool) -> None:
     db = wiring.open_database(config)
     try:
         version = db.schema_version()
@@ -160,8 +177,6 @@ def migrate(dry_run: bool) -> None:
             return
         for step in db.open_schema(migrate=True):
             click.echo(f"applied {step.version:04d} {step.name}: {step.description}")
-    except SchemaError as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         db.close()
     click.echo(f"The database is at schema version {schema.latest_version()}.")
@@ -308,9 +323,9 @@ def credits_group() -> None:
 
 @credits_group.command("grant")
 @click.argument("email")
-@click.argument("amount", type=click.IntRange(min=1))
+@click.argument("amount", type=click.IntRange(min=1, max=MAX_GRANT))
 def credits_grant(email: str, amount: int) -> None:
-    """Add AMOUNT minor units (cents) of prepaid credit to a user's local balance.
+    """Add AMOUNT minor units (cents, 1 to 1000000000) of prepaid credit to a user's local balance.
 
     Example: python -m telentir credits grant ada@example.com 5000
     """

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .crypto import CryptoError, parse_master_key
+from .money import MAX_INCLUDED_LEADS, MAX_LEAD_PRICE
 
 
 class ConfigError(ValueError):
@@ -128,10 +129,14 @@ def check_plans(plans: object) -> dict[str, dict[str, Any]]:
 def _check_plan(key: str, plan: object) -> None:
     if not isinstance(plan, dict) or not isinstance(plan.get("name"), str):
         raise ValueError(f"plan {key!r} needs a name")
-    if not isinstance(plan.get("includedLeads"), int) or plan["includedLeads"] < 0:
-        raise ValueError(f"plan {key!r} needs includedLeads >= 0")
-    if not _usd(plan.get("leadOverageUsdPerLead"), positive=True):
-        raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead > 0 in whole cents")
+    included = plan.get("includedLeads")
+    if isinstance(included, bool) or not isinstance(included, int) or not 0 <= included <= MAX_INCLUDED_LEADS:
+        raise ValueError(f"plan {key!r} needs includedLeads from 0 to {MAX_INCLUDED_LEADS:,}")
+    overage = plan.get("leadOverageUsdPerLead")
+    if not _usd(overage, positive=True) or not isinstance(overage, (int, float)) or overage > MAX_LEAD_PRICE / 100:
+        raise ValueError(
+            f"plan {key!r} needs leadOverageUsdPerLead above 0 and at most {MAX_LEAD_PRICE // 100:,}, in whole cents"
+        )
     price_id = plan.get("stripePriceId")
     if price_id is not None and not (isinstance(price_id, str) and _PRICE_ID_RE.fullmatch(price_id)):
         raise ValueError(f"plan {key!r}: stripePriceId must be a Stripe price id such as price_1PxYz")
@@ -244,6 +249,7 @@ class Config:
     topup_min_usd: int = 5
     topup_max_usd: int = 500
     topup_price_id: str | None = None
+    job_lease_seconds: float = 30.0
 
     @property
     def database_path(self) -> Path:
@@ -507,6 +513,13 @@ SETTINGS: tuple[Setting, ...] = (
         "topup_price_id",
         _price_id,
         "A Stripe price sold once per top-up instead of the dollar amount chosen between the bounds above.",
+    ),
+    Setting(
+        "TELENTIR_JOB_LEASE_SECONDS",
+        "job_lease_seconds",
+        _positive_float,
+        "A running job whose process has not heartbeaten for this long is settled by another live process "
+        "(its owner heartbeats every third of it).",
     ),
 )
 

@@ -31,10 +31,17 @@ control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:
-    """Refuse a bad configuration and repair storage once, before workers fork."""
-    from telentir.serving import on_starting as prepare
+    """Before binding: refuse a bad configuration, take the data folder's lock (or refuse a live folder)."""
+    from telentir.serving import on_starting as take_folder
 
-    prepare(server.cfg.workers)
+    take_folder(server)
+
+
+def when_ready(server: Any) -> None:
+    """Port bound, before workers fork: repair storage once (migrations, interrupted jobs, stray files)."""
+    from telentir.serving import when_ready as prepare
+
+    prepare(server)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

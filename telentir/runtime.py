@@ -62,9 +62,6 @@ class Runtime:
     recent_reads: RecentReads
     job_runner: JobRunner
     stripe: StripeGateway | None = None
-    # One user's Stripe reservations run one at a time in this process (read balance, then debit).
-    stripe_locks: dict[str, threading.Lock] = field(default_factory=dict)
-    stripe_locks_guard: threading.Lock = field(default_factory=threading.Lock)
     # Started on the first live SSE stream (`streaming.hub.hub_for`), under `hub_lock`.
     sse_hub: SSEHub | None = None
     hub_lock: threading.Lock = field(default_factory=threading.Lock)

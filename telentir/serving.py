@@ -1,24 +1,47 @@
-"""Start-up work done once in the master process, and gunicorn run from Python."""
+"""Start-up work done once in the master process, and gunicorn run from Python.
+
+Order in the gunicorn master: `on_starting` (before the port is bound) checks the settings
+and takes the data folder's lock, refusing a folder another server holds before touching
+anything; `when_ready` (port bound, no worker forked yet) migrates, settles the jobs a crash
+cut short and sweeps unreferenced files. A server that cannot bind its port therefore exits
+having repaired nothing, and no two servers ever repair one folder.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from gunicorn.app.base import Application
 
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .runtime import Runtime
+from .storage.folder_lock import FolderLock, FolderLocked
 from .storage.schema import SchemaError
 from .wiring import build_runtime, migrate
 
 log = logging.getLogger(__name__)
 
+STARTUP_ERRORS = (ConfigError, CryptoError, SchemaError, FolderLocked)  # CryptoError: an unreadable master key
 
-def prepare(config: Config) -> dict[str, int]:
-    """Create what must exist and repair what a crash left (run before workers serve)."""
-    from .services import ingest
+
+def prepare(config: Config, lock: FolderLock | None = None) -> dict[str, int]:
+    """Create what must exist and repair what a crash left, under the data folder's lock.
+
+    The caller may hold the lock already (the gunicorn master); otherwise it is taken for
+    the duration, and FolderLocked is raised if a server holds the folder.
+    """
+    if lock is not None and lock.held:
+        return _prepare_locked(config)
+    with FolderLock(config.data_dir):
+        return _prepare_locked(config)
+
+
+def _prepare_locked(config: Config) -> dict[str, int]:
+    from .services import settlement
 
     applied = migrate(config)
     for step in applied:
@@ -26,7 +49,7 @@ def prepare(config: Config) -> dict[str, int]:
     rt = build_runtime(config)
     try:
         # Jobs first: settling them touches no files, and the sweep then sees the final rows.
-        return {"migrations": len(applied), **ingest.recover(rt), "swept_blobs": sweep_blobs(rt)}
+        return {"migrations": len(applied), **settlement.recover(rt), "swept_blobs": sweep_blobs(rt)}
     finally:
         rt.close()
 
@@ -52,8 +75,9 @@ def check_workers(config: Config, workers: int) -> None:
 class GunicornServer(Application):
     """gunicorn with the package's settings, then our command-line overrides, serving create_app()."""
 
-    def __init__(self, overrides: dict[str, Any]) -> None:
+    def __init__(self, overrides: dict[str, Any], on_ready: Callable[[Config], None] | None = None) -> None:
         self.overrides = overrides
+        self.on_ready = on_ready  # run by the master once storage is ready (serve --demo)
         super().__init__()
 
     def init(self, parser: Any, opts: Any, args: Any) -> None:
@@ -73,20 +97,52 @@ class GunicornServer(Application):
         return create_app()
 
 
-def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None = None) -> None:
+def serve(
+    host: str,
+    port: int,
+    workers: int | None,
+    threads: int | None,
+    worker_class: str | None = None,
+    on_ready: Callable[[Config], None] | None = None,
+) -> None:
     """Run the production server in the foreground."""
     GunicornServer(
-        {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": worker_class}
+        {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": worker_class}, on_ready
     ).run()
 
 
-def on_starting(workers: int) -> None:
-    """gunicorn master hook: validate settings, prepare storage, before any worker forks."""
+@dataclass
+class MasterState:
+    """What the gunicorn master keeps from `on_starting` to its end: the settings and the folder's lock."""
+
+    config: Config
+    lock: FolderLock
+
+
+def on_starting(server: Any) -> None:
+    """gunicorn master hook, before binding: validate settings, take the data folder or refuse."""
     try:
         config = load_config()
-        check_workers(config, workers)
-        report = prepare(config)
-    except (ConfigError, CryptoError, SchemaError) as exc:  # CryptoError: an unreadable master key file
-        log.error("cannot start: %s", exc)
-        raise SystemExit(f"telentir: {exc}") from None
+        check_workers(config, server.cfg.workers)
+        # Held for the master's life; forked workers share the descriptor (see storage/folder_lock.py).
+        server.telentir_master = MasterState(config, FolderLock(config.data_dir).acquire())
+    except STARTUP_ERRORS as exc:
+        _refuse(exc)
+
+
+def when_ready(server: Any) -> None:
+    """gunicorn master hook, port bound and no worker forked yet: migrate, recover, sweep."""
+    state: MasterState = server.telentir_master
+    try:
+        report = prepare(state.config, state.lock)
+    except STARTUP_ERRORS as exc:
+        _refuse(exc)
     log.info("storage ready: %s", report)
+    on_ready = getattr(server.app, "on_ready", None)  # absent when gunicorn is run directly
+    if on_ready is not None:
+        on_ready(state.config)
+
+
+def _refuse(exc: Exception) -> NoReturn:
+    log.error("cannot start: %s", exc)
+    raise SystemExit(f"telentir: {exc}") from None

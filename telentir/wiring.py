@@ -15,7 +15,7 @@ from .config import Config
 from .pubsub import create_broker
 from .pubsub.doorbell import Doorbell, PublishStats
 from .runtime import Runtime
-from .services import events, ingest
+from .services import events, leases, settlement
 from .services.job_runner import JobRunner
 from .services.platform import ensure_platform_key
 from .services.stripe_gateway import make_gateway
@@ -96,33 +96,60 @@ def build_runtime(config: Config) -> Runtime:
 
 
 def start_background(rt: Runtime) -> None:
-    """Start the serving process's background work; each is stopped by `rt.close()`."""
-    workers = [
-        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: events.prune(rt)),
-    ]
+    """Start the serving process's background work; each is stopped by `rt.close()`.
+
+    Threads: `telentir-event-pruner` (event retention), `telentir-job-leases` (heartbeats the
+    jobs this process holds, settles jobs whose owner's lease expired), and with Stripe
+    `telentir-refund-retry` (pending Stripe steps; woken at once when a sweep settled a job).
+    """
+    refunds = None
     if rt.stripe is not None:
-        workers.append(
-            Periodic("telentir-refund-retry", rt.config.refund_retry_seconds, lambda: ingest.retry_pending(rt))
+        refunds = Periodic(
+            "telentir-refund-retry", rt.config.refund_retry_seconds, lambda: settlement.retry_pending(rt)
         )
+    workers = [Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: events.prune(rt))]
+    if refunds is not None:
+        workers.append(refunds)
     for worker in workers:
         worker.start()
         rt.closers.append(worker.stop)
+    lease_keeper = Periodic("telentir-job-leases", rt.config.job_lease_seconds / 3, lambda: tend_leases(rt, refunds))
+    lease_keeper.start()
+    # Closers run last first: this one stops after the job pool has drained, so jobs that
+    # finish during shutdown keep their heartbeat to the end.
+    rt.closers.insert(0, lease_keeper.stop)
+
+
+def tend_leases(rt: Runtime, refunds: Periodic | None) -> None:
+    """Renew this process's leases first (a slow sweep must not let them lapse), then settle expired jobs."""
+    leases.heartbeat(rt)
+    if settlement.sweep_expired(rt) and refunds is not None:
+        refunds.wake()  # a job settled by the sweep may owe a Stripe refund: send it now, not in a minute
 
 
 class Periodic:
-    """A daemon thread running `task` every `interval` seconds until stopped; failures are logged."""
+    """A daemon thread running `task` every `interval` seconds (or at once when woken) until stopped."""
 
     def __init__(self, name: str, interval: float, task: Callable[[], object]) -> None:
         self.interval, self.task = interval, task
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start the thread."""
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run the task now instead of at the end of the current interval."""
+        self._wake.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.task()
             except Exception:
@@ -131,4 +158,5 @@ class Periodic:
     def stop(self) -> None:
         """Stop and wait for the thread."""
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5)

@@ -35,6 +35,7 @@ BINARY = {"type": "string", "description": "hex, or base64 (standard or URL-safe
 _STATUS_TEXT = {
     400: "Malformed or invalid input",
     401: "Missing, unknown, revoked or expired credential",
+    402: "Stripe declined the card (stripe_card_error)",
     403: "Phone not verified, or forbidden",
     404: "Not found (or not yours)",
     409: "Conflict",
@@ -42,7 +43,7 @@ _STATUS_TEXT = {
     415: "Body is not JSON",
     429: "Rate limited (see Retry-After)",
     502: "An upstream failed",
-    503: "Unavailable",
+    503: "Unavailable (with Retry-After when trying again may help)",
     504: "An upstream timed out",
 }
 
@@ -503,7 +504,7 @@ def _connect_paths() -> dict[str, Any]:
             "post": _op(
                 "Ingest records from the scraper into a store",
                 done,
-                (400, 401, 403, 415, 429, 503),
+                (400, 401, 402, 403, 415, 429, 503),
                 body=body,
                 ok_status=204,
             )
@@ -511,9 +512,11 @@ def _connect_paths() -> dict[str, Any]:
         "/api/connect/jobs/{job_id}": {
             "get": _op("An ingestion job's summary", _json(_ref("Job")), params=[_path_param("job_id", "job_ id")])
         },
-        "/api/credits": {"get": _op("Prepaid balance", _json(_ref("Credits")), (401, 403, 503))},
+        "/api/credits": {"get": _op("Prepaid balance", _json(_ref("Credits")), (400, 401, 402, 403, 503))},
         "/api/billing/state": {
-            "get": _op("Plan, usage, card, balance, failed payment", _json(_ref("BillingState")), (401, 403, 503))
+            "get": _op(
+                "Plan, usage, card, balance, failed payment", _json(_ref("BillingState")), (400, 401, 402, 403, 503)
+            )
         },
         **_billing_paths(),
     }
