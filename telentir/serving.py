@@ -11,7 +11,7 @@ from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .runtime import Runtime
 from .storage.schema import SchemaError
-from .wiring import build_runtime, migrate
+from .wiring import build_runtime, master_key_for, migrate
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ def prepare(config: Config) -> dict[str, int]:
     """Create what must exist and repair what a crash left (run before workers serve)."""
     from .services import ingest
 
+    master_key_for(config)  # a key file missing next to sealed data refuses before anything changes
     applied = migrate(config)
     for step in applied:
         log.warning("migrated the database to schema version %d: %s", step.version, step.description)

@@ -25,8 +25,10 @@ _counter = itertools.count()
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    """An app over a fresh data folder."""
-    application = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING"})
+    """An app over a fresh data folder, open for sign-up (tests register through it)."""
+    application = create_app(
+        {"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING", "signup": "open"}
+    )
     application.config["TESTING"] = False  # exercise the real error handlers
     yield application
     close_app(application)
@@ -68,9 +70,9 @@ def user(rt: Runtime) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real gunicorn server for the session (tests make their own users)."""
+    """One real gunicorn server for the session, open for sign-up (tests make their own users)."""
     data_dir = tmp_path_factory.mktemp("live") / "data"
-    server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY}).start()
+    server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SIGNUP": "open"}).start()
     yield server
     server.stop()
 

@@ -418,7 +418,7 @@ MAX_ATTEMPTS = 3
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server allowing 3 failures per window, trusting one proxy hop (so tests can vary the address)."""
+    """A server allowing 3 failures per window, trusting one proxy hop (so tests can vary the address); open sign-up."""
     data_dir: Path = tmp_path_factory.mktemp("ratelimit") / "data"
     server = ServerProcess(
         data_dir,
@@ -426,6 +426,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
             "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
             "TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
             "TELENTIR_PROXY_HOPS": "1",
+            "TELENTIR_SIGNUP": "open",
         },
     ).start()
     yield server

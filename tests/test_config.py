@@ -83,6 +83,8 @@ def test_explicit_paths_win_over_the_data_dir(tmp_path):
             {"solo": {"name": "Solo", "includedLeads": 0, "leadOverageUsdPerLead": 1}},
         ),
         ("TELENTIR_DEFAULT_PLAN", "pro", "default_plan", "pro"),
+        ("TELENTIR_SIGNUP", " Invite ", "signup", "invite"),
+        ("TELENTIR_SIGNUP", "open", "signup", "open"),
         ("SCRAPER_HOSTNAME", "http://scraper:8080", "scraper_hostname", "http://scraper:8080"),
         ("STRIPE_SECRET_KEY", "sk_test_123", "stripe_secret_key", "sk_test_123"),
         ("STRIPE_API_BASE", "http://127.0.0.1:12111", "stripe_api_base", "http://127.0.0.1:12111"),
@@ -172,6 +174,8 @@ BAD_VALUES = [
     ("TELENTIR_AUTH_MAX_ATTEMPTS", "0"),
     ("TELENTIR_AUTH_WINDOW_SECONDS", "forever"),
     ("TELENTIR_LOG_LEVEL", "LOUD"),
+    ("TELENTIR_SIGNUP", "sometimes"),
+    ("TELENTIR_SIGNUP", "invite-only"),
 ]
 
 

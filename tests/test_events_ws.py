@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import requests
-import simple_websocket
 
 from telentir.runtime import Runtime
 
 from .sse_client import Refused, SSEStream, open_stream
 from .support import ServerProcess, assert_error
 from .test_events_sse import HEARTBEAT, Account, account, start_server
-
-
-class WsClient(simple_websocket.Client):  # type: ignore[misc]
-    """simple_websocket's client, keeping messages that arrive in the same read as the `101`.
-
-    Its handshake reads once and takes only the first event; a message the server sent
-    right behind the `101` (a replay does) would wait in wsproto's buffer until more bytes
-    came. Handling the pending events before the reader thread starts delivers them.
-    """
-
-    def handshake(self) -> None:
-        super().handshake()
-        self._handle_events()
+from .ws_client import WsClient, close_ws, receive_json, ws_url
 
 
 @pytest.fixture(scope="module")
@@ -54,34 +39,13 @@ def sockets(server: ServerProcess) -> Iterator[Callable[..., WsClient]]:
     opened: list[WsClient] = []
 
     def connect(event_type: str, credential: str, query: str = "") -> WsClient:
-        url = server.url.replace("http://", "ws://") + f"/api/ws/events/{event_type}" + (f"?{query}" if query else "")
-        ws = WsClient.connect(url, headers={"Authorization": f"Bearer {credential}"})
+        ws = WsClient.connect(ws_url(server.url, event_type, query), headers={"Authorization": f"Bearer {credential}"})
         opened.append(ws)
         return ws
 
     yield connect
     for ws in opened:
         close_ws(ws)
-
-
-def close_ws(ws: WsClient) -> None:
-    """Close a client whichever side closed first, and join its reader thread."""
-    try:
-        ws.close()
-    except simple_websocket.ConnectionClosed:
-        pass
-    finally:
-        ws.sock.close()
-        ws.thread.join(timeout=10)
-    assert not ws.thread.is_alive()
-
-
-def receive_json(ws: WsClient, timeout: float = 5.0) -> dict[str, Any]:
-    """The next text message, parsed; fails on timeout."""
-    message = ws.receive(timeout=timeout)
-    assert message is not None, f"no WebSocket message within {timeout} s"
-    assert isinstance(message, str), message  # a text message, not binary
-    return dict(json.loads(message))
 
 
 def handshake(server: ServerProcess, path: str, credential: str | None) -> requests.Response:

@@ -16,7 +16,7 @@ from .scraper_fixture import TestScraper
 from .sse_client import HttpConnection, must_open, open_stream, worker_pid
 from .support import FIXED_MASTER_KEY, ServerProcess
 from .test_events_sse import HEARTBEAT, RETRY_MS, account, runtime_for
-from .test_events_ws import WsClient, close_ws, receive_json
+from .ws_client import WsClient, close_ws, receive_json
 
 
 @pytest.fixture(scope="module")

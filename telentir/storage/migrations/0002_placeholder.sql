@@ -1,0 +1,2 @@
+-- placeholder until trust-a merges
+SELECT 1;
