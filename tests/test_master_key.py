@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,16 +44,22 @@ def _snapshot(folder: Path) -> dict[str, str]:
     return files
 
 
-@pytest.fixture
-def used_folder(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(scope="module")
+def used_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder a real server has run on with its own key file, and a user in it."""
-    data_dir = tmp_path / "data"
+    data_dir = tmp_path_factory.mktemp("used") / "data"
     server = ServerProcess(data_dir).start()
     server.stop()
     made = _cli(data_dir, "users", "create", "ada@example.com", "--phone", "+15555550123", "--verified")
     assert made.returncode == 0, made.stderr
     assert (data_dir / "master.key").exists()
-    yield data_dir
+    return data_dir
+
+
+@pytest.fixture
+def used_folder(used_template: Path, tmp_path: Path) -> Path:
+    """A copy of that folder for one test."""
+    return Path(shutil.copytree(used_template, tmp_path / "data"))
 
 
 def test_a_missing_key_file_next_to_existing_data_stops_the_server_and_creates_nothing(used_folder: Path) -> None:

@@ -1,8 +1,9 @@
 """Streams end with their credential: a revoked API key, a logout, an expiring token (docs/protocol.md §6).
 
 Against real servers over real sockets: the SSE hub (the default), SSE served by a thread
-each (`TELENTIR_SSE_HUB=false`, the path WebSockets take too), WebSockets, and two gunicorn
-workers on Redis with the revocation on one worker and the stream on the other.
+each (`TELENTIR_SSE_HUB=false`, the path WebSockets take too), the gevent worker,
+WebSockets, and two gunicorn workers on Redis with the revocation on one worker and the
+stream on the other.
 
 "Nothing written after the revocation was answered" is checked against a writer that keeps
 creating keys throughout: a witness stream of another credential of the same user gets the
@@ -48,11 +49,15 @@ SHARED_REDIS = "redis://127.0.0.1:6379"
 
 
 def _start(
-    tmp_path_factory: pytest.TempPathFactory, name: str, workers: int | None = None, **env: str
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    workers: int | None = None,
+    worker_class: str | None = None,
+    **env: str,
 ) -> ServerProcess:
     data_dir = tmp_path_factory.mktemp(name) / "data"
     settings = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT), **env}
-    return ServerProcess(data_dir, settings, workers=workers).start()
+    return ServerProcess(data_dir, settings, workers=workers, worker_class=worker_class).start()
 
 
 def _runtime(server: ServerProcess, **overrides: Any) -> Runtime:
@@ -61,11 +66,12 @@ def _runtime(server: ServerProcess, **overrides: Any) -> Runtime:
     return build_runtime(load_config(config, environ={}))
 
 
-@pytest.fixture(scope="module", params=["hub", "thread"])
+@pytest.fixture(scope="module", params=["hub", "thread", "gevent"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A one-worker server whose SSE streams are served by the hub, or by a thread each."""
+    """A one-worker server whose SSE streams are served by the hub, by a thread each, or by greenlets."""
     hub = "true" if request.param == "hub" else "false"
-    srv = _start(tmp_path_factory, f"creds-{request.param}", TELENTIR_SSE_HUB=hub)
+    worker_class = "gevent" if request.param == "gevent" else None
+    srv = _start(tmp_path_factory, f"creds-{request.param}", worker_class=worker_class, TELENTIR_SSE_HUB=hub)
     yield srv
     srv.stop()
 
