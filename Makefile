@@ -13,11 +13,13 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-## run: start the production server on 127.0.0.1:$(PORT) with a demo user and the demo scraper
+## run: start the production server on 127.0.0.1:$(PORT) with a demo user and the demo scraper;
+## sign-up is open in this demo (TELENTIR_SIGNUP=open) unless TELENTIR_SIGNUP says otherwise
 run: $(BIN)/.installed
 	$(BIN)/python -m telentir demo-scraper --port $(SCRAPER_PORT) & scraper=$$!; \
 	trap 'kill $$scraper 2>/dev/null' EXIT INT TERM; \
 	SCRAPER_HOSTNAME=$${SCRAPER_HOSTNAME:-http://127.0.0.1:$(SCRAPER_PORT)} \
+	TELENTIR_SIGNUP=$${TELENTIR_SIGNUP:-open} \
 	$(BIN)/python -m telentir serve --port $(PORT) --demo
 
 ## lint: ruff (lint and format check) and mypy; any finding fails

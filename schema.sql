@@ -273,3 +273,18 @@ CREATE TABLE IF NOT EXISTS stripe_topups (
     event_id     TEXT,
     created_at   TEXT NOT NULL
 );
+
+-- Sign-up invitations (TELENTIR_SIGNUP=invite), minted by `telentir invites create`. Only a
+-- hash of each code is kept. A code is used once, in the transaction that creates its
+-- account; plan NULL means TELENTIR_DEFAULT_PLAN at sign-up.
+CREATE TABLE IF NOT EXISTS invites (
+    id          TEXT PRIMARY KEY,
+    code_hash   TEXT NOT NULL UNIQUE,
+    plan        TEXT,
+    note        TEXT NOT NULL DEFAULT '',
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT,
+    used_at     TEXT,
+    used_by     TEXT REFERENCES users(id) ON DELETE SET NULL,
+    revoked_at  TEXT
+);

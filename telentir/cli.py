@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,7 +18,7 @@ from .crypto import CryptoError
 from .errors import ApiError
 from .money import MAX_GRANT
 from .runtime import Runtime
-from .services import accounts, credentials, credits, stripe_events
+from .services import accounts, credentials, credits, invites, stripe_events
 from .storage import schema
 from .storage.folder_lock import FolderLock, FolderLocked
 from .storage.schema import SchemaError
@@ -203,14 +206,24 @@ def users() -> None:
 @click.option("--password", help="Password for logging in (omit for API-key-only users).")
 @click.option("--first-name", default="", help="First name.")
 @click.option("--last-name", default="", help="Last name.")
-def users_create(email: str, phone: str, verified: bool, password: str | None, first_name: str, last_name: str) -> None:
+@click.option("--plan", help="Plan key of the catalog (default: TELENTIR_DEFAULT_PLAN).")
+def users_create(
+    email: str, phone: str, verified: bool, password: str | None, first_name: str, last_name: str, plan: str | None
+) -> None:
     """Create a user; prints the user id as the last line.
 
     Example: python -m telentir users create ada@example.com --phone +15555550123 --verified
     """
     with _runtime() as rt:
         user = accounts.create_user(
-            rt, email, phone, first_name=first_name, last_name=last_name, password=password, verified=verified
+            rt,
+            email,
+            phone,
+            first_name=first_name,
+            last_name=last_name,
+            password=password,
+            verified=verified,
+            plan=plan,
         )
         click.echo(f"Created {user['email']}")
         click.echo(user["id"])
@@ -388,6 +401,69 @@ def billing_events(failed: bool, limit: int) -> None:
                 f"{event['received_at']}\t{event['id']}\t{event['type']}\t{event['status']}\t"
                 f"{event['user_id'] or '-'}\t{event['attempts']}\t{event['note'] or ''}"
             )
+
+
+@main.group("invites")
+def invites_group() -> None:
+    """Manage sign-up invites (used when TELENTIR_SIGNUP=invite)."""
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):
+    """A duration such as `30m`, `12h`, `7d` or `90s`."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        """The value as a timedelta; a usage error otherwise."""
+        if isinstance(value, timedelta):
+            return value
+        match = re.fullmatch(r"([1-9][0-9]{0,6})([smhd])", str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a duration such as 30m, 12h or 7d", param, ctx)
+        return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+@invites_group.command("create")
+@click.option("--plan", help="Plan key the new account gets (default: TELENTIR_DEFAULT_PLAN at sign-up).")
+@click.option("--expires-in", type=Duration(), help="Unusable after this long, e.g. 7d, 12h, 30m (default: never).")
+@click.option("--note", default="", help="A label for your records (who it is for).")
+def invites_create(plan: str | None, expires_in: timedelta | None, note: str) -> None:
+    """Mint a single-use sign-up code; prints the code as the last line (shown only this once).
+
+    Example: python -m telentir invites create --plan pro --expires-in 7d --note "Ada"
+    """
+    with _runtime() as rt:
+        record = invites.create_invite(rt, plan, expires_in, note)
+        until = f", until {record['expires_at']}" if record["expires_at"] else ""
+        click.echo(f"Created invite {record['id']} (plan {record['plan'] or 'default'}{until})")
+        click.echo(record["code"])
+
+
+@invites_group.command("list")
+def invites_list() -> None:
+    """List invites: id, state (unused, used, expired, revoked), plan, expiry, who used it, note.
+
+    Example: python -m telentir invites list
+    """
+    with _runtime() as rt:
+        for invite in invites.list_invites(rt):
+            fields = (invite["plan"] or "default", invite["expires_at"] or "never", invite["used_by"] or "-")
+            click.echo("\t".join([invite["id"], invite["state"], *fields, invite["note"]]))
+
+
+@invites_group.command("revoke")
+@click.argument("invite_id")
+def invites_revoke(invite_id: str) -> None:
+    """Make an unused invite unusable, by id.
+
+    Example: python -m telentir invites revoke inv_0123456789abcdefghijkl
+    """
+    with _runtime() as rt:
+        invites.revoke_invite(rt, invite_id)
+        click.echo(f"Revoked {invite_id}")
 
 
 @main.command("demo-scraper")

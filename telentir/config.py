@@ -94,6 +94,16 @@ def _sms_backend(text: str) -> str:
     return value
 
 
+SIGNUP_MODES = ("closed", "invite", "open")
+
+
+def _signup(text: str) -> str:
+    value = text.strip().lower()
+    if value not in SIGNUP_MODES:
+        raise ValueError(f"must be one of {', '.join(SIGNUP_MODES)}")
+    return value
+
+
 def _broker_url(text: str) -> str:
     if not text.startswith(("memory://", "redis://", "rediss://", "unix://")):
         raise ValueError("must start with memory://, redis://, rediss:// or unix://")
@@ -215,6 +225,7 @@ class Config:
     event_prune_interval_seconds: float = 60.0
     plans: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     default_plan: str = "starter"
+    signup: str = "closed"
     scraper_hostname: str | None = None
     stripe_secret_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
@@ -360,7 +371,19 @@ SETTINGS: tuple[Setting, ...] = (
         _plans,
         "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead, stripePriceId?, monthlyPriceUsd?}.",
     ),
-    Setting("TELENTIR_DEFAULT_PLAN", "default_plan", str, "Plan key given to new users."),
+    Setting(
+        "TELENTIR_DEFAULT_PLAN",
+        "default_plan",
+        str,
+        "Plan key given to new users (an invite's `--plan` overrides it).",
+    ),
+    Setting(
+        "TELENTIR_SIGNUP",
+        "signup",
+        _signup,
+        "Who may register with `POST /api/auth/register`: `closed` (nobody: accounts come from the CLI), "
+        "`invite` (with a code from `telentir invites create`) or `open` (anyone).",
+    ),
     Setting("SCRAPER_HOSTNAME", "scraper_hostname", str, "Base URL of the scraper service for `POST /api/connect`."),
     Setting("STRIPE_SECRET_KEY", "stripe_secret_key", str, "Enables Stripe mode for prepaid balances.", secret=True),
     Setting("STRIPE_API_BASE", "stripe_api_base", str, "Override of Stripe's API address (tests, proxies)."),
@@ -564,6 +587,8 @@ def _validate(config: Config) -> Config:
             f"TELENTIR_LOG_LEVEL={config.log_level!r} is not valid: must be one of {', '.join(_LOG_LEVELS)}"
         )
     _validate_billing(config)
+    if config.signup not in SIGNUP_MODES:
+        raise ConfigError(f"TELENTIR_SIGNUP={config.signup!r} is not valid: must be one of {', '.join(SIGNUP_MODES)}")
     if config.default_plan not in config.plans:
         raise ConfigError(f"TELENTIR_DEFAULT_PLAN={config.default_plan!r} is not a key of the plan catalog")
     if config.sms_backend == "twilio" and not (

@@ -21,7 +21,7 @@ from .crypto import CryptoError
 from .runtime import Runtime
 from .storage.folder_lock import FolderLock, FolderLocked
 from .storage.schema import SchemaError
-from .wiring import build_runtime, migrate
+from .wiring import build_runtime, master_key_for, migrate
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def prepare(config: Config, lock: FolderLock | None = None) -> dict[str, int]:
 def _prepare_locked(config: Config) -> dict[str, int]:
     from .services import settlement
 
+    master_key_for(config)  # a key file missing next to sealed data refuses before anything changes
     applied = migrate(config)
     for step in applied:
         log.warning("migrated the database to schema version %d: %s", step.version, step.description)

@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from . import crypto
-from .config import Config
+from .config import Config, ConfigError
 from .pubsub import create_broker
 from .pubsub.doorbell import Doorbell, PublishStats
 from .runtime import Runtime
 from .services import events, leases, settlement
 from .services.job_runner import JobRunner
-from .services.platform import ensure_platform_key
+from .services.platform import ensure_platform_key, holds_sealed_secrets
 from .services.stripe_gateway import make_gateway
 from .sms import make_sender
 from .storage.blobs import BlobStore
@@ -30,10 +31,32 @@ log = logging.getLogger(__name__)
 
 
 def master_key_for(config: Config) -> bytes:
-    """The master key from TELENTIR_MASTER_KEY, else from (or into) the key file."""
+    """The master key from TELENTIR_MASTER_KEY, else from the key file, created only for a data folder without secrets.
+
+    A missing key file next to a database that holds sealed secrets is an error, and nothing
+    is created: a fresh key would open none of them, and would then sit in the data folder
+    looking like the right one.
+    """
     if config.master_key:
         return crypto.parse_master_key(config.master_key)
-    return crypto.load_or_create_master_key(config.master_key_path)
+    path = config.master_key_path
+    if not path.exists() and _holds_sealed_secrets(config.database_path):
+        raise ConfigError(
+            f"the master key file {path} is missing, but the database {config.database_path} holds secrets "
+            "sealed with a master key: restore that file, point TELENTIR_MASTER_KEY_FILE at it, or set "
+            "TELENTIR_MASTER_KEY to the key (nothing was created)"
+        )
+    return crypto.load_or_create_master_key(path)
+
+
+def _holds_sealed_secrets(database_path: Path) -> bool:
+    if not database_path.exists():
+        return False
+    db = Database(database_path)
+    try:
+        return holds_sealed_secrets(db)
+    finally:
+        db.close()
 
 
 def open_database(config: Config) -> Database:
@@ -63,10 +86,10 @@ def open_storage(config: Config) -> tuple[Database, BlobStore]:
 
 
 def build_runtime(config: Config) -> Runtime:
-    """Open storage, load the master key and the platform keypair (creating them once), build the components."""
+    """Load the master key, open storage and the platform keypair (creating them once), build the components."""
+    master_key = master_key_for(config)
     db, blobs = open_storage(config)
     try:
-        master_key = master_key_for(config)
         platform = ensure_platform_key(db, master_key, config.server_name)
     except BaseException:
         db.close()

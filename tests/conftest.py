@@ -31,8 +31,10 @@ from .support import FIXED_MASTER_KEY, Api, ServerProcess, make_user, running_se
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    """An app over a fresh data folder."""
-    application = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING"})
+    """An app over a fresh data folder, open for sign-up (tests register through it)."""
+    application = create_app(
+        {"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING", "signup": "open"}
+    )
     application.config["TESTING"] = False  # exercise the real error handlers
     yield application
     close_app(application)
@@ -84,8 +86,8 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real gunicorn server for the session (tests make their own users)."""
-    with running_server(tmp_path_factory, "live") as server:
+    """One real gunicorn server for the session, open for sign-up (tests make their own users)."""
+    with running_server(tmp_path_factory, "live", TELENTIR_SIGNUP="open") as server:
         yield server
 
 

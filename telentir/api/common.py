@@ -84,14 +84,19 @@ def bearer_credential() -> str | None:
     return cookie
 
 
-def authenticated_user() -> dict[str, Any]:
-    """The calling user (cached for the request); 401 without a valid credential."""
-    if "user" not in g:
+def authenticated_principal() -> credentials.Principal:
+    """The calling user and the credential used (cached for the request); 401 without a valid credential."""
+    if "principal" not in g:
         credential = bearer_credential()
         if credential is None:
             raise Unauthorized("Authentication required: send Authorization: Bearer <token or API key>.")
-        g.user = credentials.authenticate(runtime(), credential)
-    return cast(dict[str, Any], g.user)
+        g.principal = credentials.authenticate_principal(runtime(), credential)
+    return cast(credentials.Principal, g.principal)
+
+
+def authenticated_user() -> dict[str, Any]:
+    """The calling user (cached for the request); 401 without a valid credential."""
+    return authenticated_principal().user
 
 
 def verified_user() -> dict[str, Any]:

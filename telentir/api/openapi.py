@@ -265,17 +265,20 @@ def _auth_paths() -> dict[str, Any]:
     return {
         "/api/auth/register": {
             "post": _op(
-                "Create an account",
+                "Create an account (if TELENTIR_SIGNUP allows: 403 signup_closed, invite_required or invite_invalid)",
                 token,
-                (400, 409, 415),
+                (400, 403, 409, 415),
                 ok_status=201,
                 auth=False,
                 body={
                     "type": "object",
                     "required": ["email", "phone", "password", "confirmPassword"],
                     "properties": {
-                        k: {"type": "string"}
-                        for k in ("firstName", "lastName", "email", "phone", "password", "confirmPassword")
+                        **{
+                            k: {"type": "string"}
+                            for k in ("firstName", "lastName", "email", "phone", "password", "confirmPassword")
+                        },
+                        "invite": {"type": "string", "description": "the single-use code (TELENTIR_SIGNUP=invite)"},
                     },
                 },
             )

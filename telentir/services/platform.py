@@ -42,6 +42,21 @@ def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformK
     return PlatformKey(name=name, private_key=private, public_b64=row["public_key"])
 
 
+def holds_sealed_secrets(db: Database) -> bool:
+    """Whether the database holds private keys sealed with a master key (platform or custodial)."""
+    tables = db.query_value(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('platform_servers', 'servers')"
+    )
+    if tables < 2:
+        return False  # a new, still empty database file
+    return bool(
+        db.query_value(
+            "SELECT EXISTS (SELECT 1 FROM platform_servers WHERE private_key_sealed IS NOT NULL) "
+            "OR EXISTS (SELECT 1 FROM servers WHERE private_key_sealed IS NOT NULL)"
+        )
+    )
+
+
 def server_document(rt: Runtime) -> dict[str, Any]:
     """`GET /api/server`: the current platform server and every platform public key."""
     if rt.server_document is None:
