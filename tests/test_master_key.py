@@ -36,10 +36,13 @@ def _cli(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    """Every file under `folder` (the folder's parent too, where a key file might land) with a hash of its bytes."""
+    """Every file under `folder` (the folder's parent too, where a key file might land) with a hash of its bytes.
+
+    Logs and the data folder's lock file (it names the pid of whoever last took it) are not data.
+    """
     files = {}
     for path in sorted(folder.parent.rglob("*")):
-        if path.is_file() and not path.name.endswith(".log"):
+        if path.is_file() and not path.name.endswith(".log") and path.name != "telentir.lock":
             files[str(path.relative_to(folder.parent))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return files
 
