@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, wiring
+from . import __version__, logs, wiring
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .errors import ApiError
@@ -62,19 +62,25 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, worker
 
     Example: python -m telentir serve --port 8000 --demo
     """
-    from .serving import check_workers
+    from .serving import check_workers, stop_multiprocess_metrics, use_multiprocess_metrics
     from .serving import serve as run_server
 
     try:
         config = load_config()
+        logs.configure(config.log_level, config.log_format)
         check_workers(config, workers or 1)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    _prepare(config)
-    if demo:
-        with _runtime() as rt:
-            _announce_demo(rt, host, port)
-    run_server(host, port, workers, threads, worker_class)
+    # Before anything counts: the master and its workers share one metrics folder.
+    use_multiprocess_metrics()
+    try:
+        _prepare(config)
+        if demo:
+            with _runtime() as rt:
+                _announce_demo(rt, host, port)
+        run_server(host, port, workers, threads, worker_class)
+    finally:
+        stop_multiprocess_metrics()
 
 
 def _prepare(config: Config) -> dict[str, int]:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 from flask import current_app, g, request
 
 from ..errors import BadRequest, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
+from ..request_log import USER_KEY
 from ..runtime import Runtime
 from ..services import credentials
 
@@ -79,7 +80,13 @@ def authenticated_user() -> dict[str, Any]:
         if credential is None:
             raise Unauthorized("Authentication required: send Authorization: Bearer <token or API key>.")
         g.user = credentials.authenticate(runtime(), credential)
+        note_user(g.user["id"])
     return cast(dict[str, Any], g.user)
+
+
+def note_user(user_id: str) -> None:
+    """Name the caller in the request's log line (the id only, never the credential)."""
+    request.environ[USER_KEY] = user_id
 
 
 def verified_user() -> dict[str, Any]:

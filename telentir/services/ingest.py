@@ -99,6 +99,7 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest) -> dict[st
             rt, job, "local", None, grant=grant, tx=tx, status="running" if grant.granted else "succeeded"
         )
         _reserve_rows(tx, job, grant, "local")
+    rt.metrics.lead_reserved("local", grant.reserved)
     return row
 
 
@@ -134,6 +135,7 @@ def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], re
             tx, user["id"], job["id"], "reserve", amount=-grant.reserved, source="stripe", external_id=txn
         )
         tx.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (job["id"],))
+    rt.metrics.lead_reserved("stripe", grant.reserved)
     return {**row, "status": "running"}
 
 
@@ -367,6 +369,7 @@ class RecordWriter:
                 key_id = keyring.insert_key(self.rt, tx, user_id, keyring.DEFAULT_SERVER, wrapped, iv)
                 objects.insert_object(self.rt, tx, user_id, key_id, blob_id, ciphertext, tag, store_id, "{}")
             tx.execute("UPDATE jobs SET created = created + ? WHERE id = ?", (len(batch), self.job["id"]))
+            tx.after_commit(lambda: self.rt.metrics.records_ingested(len(batch)))
 
     def _write_large(self, contents: list[bytes]) -> list[str | None]:
         """Blob ids for the ciphertexts too large for the row (None for the rest), files made durable."""
@@ -418,6 +421,7 @@ def settle(rt: Runtime, job_id: str, status: str, error: str | None, skipped: in
                 job_id,
             ),
         )
+    rt.metrics.job_settled(status, job["billing"], charged, refund if refunded else 0)
 
 
 def _refund_stripe(rt: Runtime, job: dict[str, Any], refund: int) -> str | bool:
@@ -468,6 +472,7 @@ def _finish_pending(rt: Runtime, job: dict[str, Any]) -> None:
             )
         credits.ledger_row(tx, job["user_id"], key, "refund", amount=refund, source="stripe", external_id=refund_txn)
         tx.execute("UPDATE jobs SET refunded = ?, settlement = 'settled' WHERE id = ?", (refund, key))
+    rt.metrics.lead_refunded("stripe", refund)
 
 
 def recover(rt: Runtime) -> dict[str, int]:
