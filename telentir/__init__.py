@@ -12,9 +12,9 @@ from typing import Any
 from flask import Flask, request
 
 from .config import Config, load_config
+from .version import __version__
 
 __all__ = ["__version__", "close_app", "create_app"]
-__version__ = "0.2.0"
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import __version__
 from ..metrics import gauge_family
 from ..runtime import Runtime
+from ..version import __version__
 
 JOB_STATUSES = ("reserving", "running", "succeeded", "failed", "cancelled", "interrupted")
 
