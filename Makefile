@@ -13,12 +13,11 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-## run: start the production server on 127.0.0.1:$(PORT) with a demo user and the demo scraper
+## run: the production server on 127.0.0.1:$(PORT) with a demo user, and the demo scraper on $(SCRAPER_PORT)
+# One supervisor (telentir/devrun.py) runs both: it refuses busy ports, and Ctrl-C, or SIGINT
+# or SIGTERM sent to make alone, stops both and leaves no process behind.
 run: $(BIN)/.installed
-	$(BIN)/python -m telentir demo-scraper --port $(SCRAPER_PORT) & scraper=$$!; \
-	trap 'kill $$scraper 2>/dev/null' EXIT INT TERM; \
-	SCRAPER_HOSTNAME=$${SCRAPER_HOSTNAME:-http://127.0.0.1:$(SCRAPER_PORT)} \
-	$(BIN)/python -m telentir serve --port $(PORT) --demo
+	exec $(BIN)/python -m telentir.devrun --port $(PORT) --scraper-port $(SCRAPER_PORT)
 
 ## lint: ruff (lint and format check) and mypy; any finding fails
 lint: $(BIN)/.installed
