@@ -18,25 +18,15 @@ from click.testing import CliRunner
 from telentir import cli, close_app, create_app
 from telentir.config import load_config
 from telentir.maintenance import backup as backups
-from telentir.services import accounts, credentials, objects, roots
+from telentir.services import accounts, objects, roots
 from telentir.wiring import build_runtime
 
-from .operate_support import ObjectWriter, Stored, run_cli
+from .operate_support import ObjectWriter, Stored, run_cli, verified_user
 from .sse_client import must_open
 from .support import FIXED_MASTER_KEY, ServerProcess
 
 ENV = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_INLINE_MAX_BYTES": "256"}
 OTHER_KEY = "22" * 32
-
-
-def make_user(data_dir: Path) -> tuple[str, str]:
-    """A verified user in the data folder: (user id, API key)."""
-    rt = build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    try:
-        user = accounts.create_user(rt, f"ops{time.monotonic_ns()}@example.com", "+15555550100", verified=True)
-        return user["id"], str(credentials.create_api_key(rt, user["id"], "ops")["key"])
-    finally:
-        rt.close()
 
 
 class Churn:
@@ -85,7 +75,7 @@ def test_a_backup_taken_while_writing_restores_every_acknowledged_object(tmp_pat
     data, backup, restored = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
     server = ServerProcess(data, ENV).start()
     try:
-        _, api_key = make_user(data)
+        _, api_key = verified_user(data)
         writer = ObjectWriter(server.url, api_key)
         # Both homes of ciphertext: in the row (up to 256 bytes here) and in files.
         before = [writer.create(size) for size in (40, 200, 3000, 9000) * 5]
@@ -339,7 +329,7 @@ def test_clients_ahead_of_a_restored_backup_are_told_to_resync(tmp_path):
     data, backup, restored = tmp_path / "data", tmp_path / "backup", tmp_path / "restored"
     server = ServerProcess(data, ENV).start()
     try:
-        _, api_key = make_user(data)
+        _, api_key = verified_user(data)
         writer = ObjectWriter(server.url, api_key)
         writer.create(10)
         assert run_cli(data, "backup", str(backup), env=ENV).returncode == 0
