@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 SCRAPER_PORT ?= 8001
 
-.PHONY: run test lint clean
+.PHONY: run test lint lock clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ lint: $(BIN)/.installed
 ## test: the static checks, then the whole suite
 test: lint
 	$(BIN)/python -m pytest
+
+## lock: pin every transitive runtime dependency, with hashes, for the Docker image (Linux, CPython 3.11)
+lock: $(BIN)/.installed
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --quiet \
+	  --output-file requirements.lock requirements.txt
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache build *.egg-info
