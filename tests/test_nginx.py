@@ -171,6 +171,11 @@ def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ser
         server.stop()
 
 
+def test_the_deployment_guide_shows_the_tested_file():
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    assert "```nginx\n" + EXAMPLE.read_text() + "```" in guide
+
+
 def test_http_redirects_to_https_and_https_reaches_the_server(behind_nginx):
     server, proxy, _ = behind_nginx
     plain = requests.get(f"http://127.0.0.1:{proxy.http_port}/healthz", allow_redirects=False, timeout=10)
