@@ -184,9 +184,12 @@ def test_http_redirects_to_https_and_https_reaches_the_server(behind_nginx):
     assert resp.status_code == 200 and resp.json()["status"] == "ok"
     # nginx's $request_id, trusted because TELENTIR_PROXY_HOPS=1, comes back to the client.
     assert len(resp.headers["X-Request-ID"]) == 32
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    logged = [line for line in lines if line.get("request_id") == resp.headers["X-Request-ID"]]
-    assert logged and logged[0]["route"] == "/healthz"
+
+    def logged() -> list[dict[str, object]]:  # the line is written once the response has ended
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("request_id") == resp.headers["X-Request-ID"]]
+
+    assert wait_until(logged)[0]["route"] == "/healthz"
 
 
 def tls_connection(proxy: Nginx) -> HttpConnection:
