@@ -100,6 +100,13 @@ class RequestLog:
             self.metrics.request_answered(
                 exchange.method, exchange.route, exchange.status, time.perf_counter() - exchange.started
             )
+        if log.isEnabledFor(logging.INFO):
+            log.handle(self._record(exchange))
+        current_request_id.set(None)
+
+    @staticmethod
+    def _record(exchange: _Exchange) -> logging.LogRecord:
+        """The request's line, built directly: `log.info` would also walk the stack for a caller we know."""
         duration_ms = round((time.perf_counter() - exchange.started) * 1000, 1)
         fields = {
             "request_id": exchange.request_id,
@@ -111,16 +118,8 @@ class RequestLog:
             "user_id": exchange.environ.get(USER_KEY),
             "client": exchange.environ.get("REMOTE_ADDR"),
         }
-        log.info(
-            "%s %s %d %.1fms %dB",
-            exchange.method,
-            exchange.route,
-            exchange.status,
-            duration_ms,
-            exchange.sent,
-            extra=fields,
-        )
-        current_request_id.set(None)
+        shown = (fields["method"], fields["route"], fields["status"], duration_ms, exchange.sent)
+        return log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %d %.1fms %dB", shown, None, extra=fields)
 
 
 class _Body:

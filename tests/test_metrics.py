@@ -232,3 +232,17 @@ def test_a_request_id_comes_back_on_every_answer(two_workers):
     given = requests.get(two_workers.url + "/healthz", headers={"X-Request-ID": "from-the-client"}, timeout=10)
     assert given.headers["X-Request-ID"] != "from-the-client"  # no trusted proxy: never taken from a client
     assert_error(requests.get(two_workers.url + "/api/root", timeout=10), 401)
+
+
+def test_broker_publish_failures_are_counted():
+    from telentir.metrics import Metrics
+    from telentir.pubsub.doorbell import PublishStats
+
+    metrics = Metrics()
+    stats = PublishStats(on_count=metrics.broker_publish)
+    for ok in (True, True, False):
+        stats.count(ok)
+    parsed = samples(metrics.exposition(list).decode())
+    assert value(parsed, "telentir_broker_publishes_total") == 2
+    assert value(parsed, "telentir_broker_publish_failures_total") == 1
+    assert (stats.published, stats.failed) == (2, 1)
