@@ -12,16 +12,14 @@ from pathlib import Path
 
 import requests
 
-from telentir.config import load_config
 from telentir.services import accounts, credentials
-from telentir.wiring import build_runtime
 
-from .support import FIXED_MASTER_KEY, ROOT, server_env
+from .support import FIXED_MASTER_KEY, ROOT, runtime_over, server_env
 
 
 def verified_user(data_dir: Path, master_key: str = FIXED_MASTER_KEY) -> tuple[str, str]:
     """A new phone-verified user in the data folder: (user id, API key)."""
-    rt = build_runtime(load_config({"data_dir": data_dir, "master_key": master_key}, environ={}))
+    rt = runtime_over(data_dir, master_key=master_key)
     try:
         user = accounts.create_user(rt, f"ops{time.monotonic_ns()}@example.com", "+15555550100", verified=True)
         return user["id"], str(credentials.create_api_key(rt, user["id"], "ops")["key"])

@@ -24,6 +24,8 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
+from .support import wait_until
+
 
 class StreamEnded(Exception):
     """The server closed the stream."""
@@ -355,11 +357,33 @@ def open_stream(
     return SSEStream(conn, status, response_headers)
 
 
+def open_when_free(base_url: str, event_type: str, credential: str, timeout: float) -> SSEStream:
+    """Open a stream, trying again while the server has no slot for it (429, 503); fail after `timeout` seconds."""
+
+    def opened() -> SSEStream | None:
+        result = open_stream(base_url, event_type, credential)
+        if isinstance(result, SSEStream):
+            return result
+        assert result.status in (429, 503), (result.status, result.body[:300])
+        return None
+
+    return wait_until(opened, timeout=timeout, message="a free stream slot")
+
+
 def worker_pid(conn: HttpConnection) -> int:
     """Which worker process holds this keep-alive connection (asks /healthz on it)."""
     status, _, body = conn.request("GET", "/healthz")
     assert status == 200, body
     return int(json.loads(body)["pid"])
+
+
+def assert_refused(refused: Refused, status: int, code: str) -> dict[str, Any]:
+    """The stream request was answered with the JSON error shape."""
+    assert refused.status == status, (refused.status, refused.body[:300])
+    assert refused.headers["content-type"].startswith("application/json"), refused.headers
+    body = refused.json()
+    assert body["error"] == code and isinstance(body["message"], str) and body["message"], body
+    return dict(body)
 
 
 def must_open(base_url: str, event_type: str, credential: str | None, **kwargs: Any) -> SSEStream:

@@ -16,14 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from telentir import cli, close_app, create_app
-from telentir.config import load_config
 from telentir.maintenance import backup as backups
 from telentir.services import accounts, objects, roots
 from telentir.wiring import build_runtime
 
 from .operate_support import ObjectWriter, Stored, run_cli, verified_user
 from .sse_client import must_open
-from .support import FIXED_MASTER_KEY, ServerProcess
+from .support import FIXED_MASTER_KEY, ServerProcess, config_over
 
 ENV = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_INLINE_MAX_BYTES": "256"}
 OTHER_KEY = "22" * 32
@@ -128,7 +127,7 @@ def delete_once_copying_starts(victim: Callable[[], None]) -> Iterator[Callable[
 
 
 def test_a_file_deleted_after_the_snapshot_makes_the_backup_snapshot_again(tmp_path):
-    config = load_config({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "inline_max_bytes": 0})
+    config = config_over(tmp_path / "data", inline_max_bytes=0)
     rt = build_runtime(config)
     try:
         user = accounts.create_user(rt, "ada@example.com", "+15555550100", verified=True)
@@ -218,7 +217,7 @@ def test_verify_names_a_wrong_master_key(folder):
 
 def test_verify_checks_a_backup_against_its_manifest(folder, tmp_path):
     backup = tmp_path / "backup"
-    backups.backup(load_config({"data_dir": folder, "master_key": FIXED_MASTER_KEY}, environ={}), backup)
+    backups.backup(config_over(folder), backup)
     assert verify(backup).exit_code == 0
     damaged = some_blob(backup)
     damaged.write_bytes(bytes(len(damaged.read_bytes())))  # same size, other bytes
@@ -239,7 +238,7 @@ def restore(data: Path, backup: Path, **env: str) -> Any:
 def backup(folder: Path, tmp_path: Path) -> Path:
     """A backup of `folder` without the master key."""
     target = tmp_path / "backup"
-    backups.backup(load_config({"data_dir": folder, "master_key": FIXED_MASTER_KEY}, environ={}), target)
+    backups.backup(config_over(folder), target)
     return target
 
 
@@ -273,7 +272,7 @@ def test_restore_without_a_key_says_which_key_to_bring(backup, tmp_path):
 
 
 def test_restore_puts_an_included_key_where_the_key_file_setting_says(folder, tmp_path):
-    source = load_config({"data_dir": folder, "master_key": FIXED_MASTER_KEY}, environ={})
+    source = config_over(folder)
     result = CliRunner().invoke(
         cli.main,
         ["backup", str(tmp_path / "with-key"), "--include-master-key"],
@@ -302,7 +301,7 @@ def test_a_backup_refuses_a_folder_that_is_not_empty(folder, tmp_path):
     target.mkdir()
     (target / "something").write_text("x")
     with pytest.raises(backups.BackupError, match="is not empty"):
-        backups.backup(load_config({"data_dir": folder, "master_key": FIXED_MASTER_KEY}, environ={}), target)
+        backups.backup(config_over(folder), target)
 
 
 def test_an_interrupted_backup_leaves_nothing_behind(folder, tmp_path, monkeypatch):
@@ -311,7 +310,7 @@ def test_an_interrupted_backup_leaves_nothing_behind(folder, tmp_path, monkeypat
 
     monkeypatch.setattr(backups, "_write_manifest", fail)
     with pytest.raises(OSError, match="disk full"):
-        backups.backup(load_config({"data_dir": folder, "master_key": FIXED_MASTER_KEY}, environ={}), tmp_path / "b")
+        backups.backup(config_over(folder), tmp_path / "b")
     assert not (tmp_path / "b").exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from telentir import cli, serving
-from telentir.config import load_config
 from telentir.errors import Unauthorized
 from telentir.ids import is_id
 from telentir.runtime import Runtime
 from telentir.services import accounts, credentials
-from telentir.wiring import build_runtime
 
-from .support import FIXED_MASTER_KEY
+from .support import FIXED_MASTER_KEY, runtime_over
 
 
 @pytest.fixture
@@ -49,9 +48,8 @@ def run(env: dict[str, str]):
 @pytest.fixture
 def runtime(data_dir: Path) -> Iterator[Runtime]:
     """A runtime over the same data folder, to check what the CLI did."""
-    rt = build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    yield rt
-    rt.close()
+    with closing(runtime_over(data_dir)) as rt:
+        yield rt
 
 
 def _last_line(result: Result) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from telentir.cli import main
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.services import credits
-from telentir.wiring import build_runtime
 
-from .conftest import make_user
 from .fake_stripe import FakeStripe
-from .support import FIXED_MASTER_KEY
+from .support import FIXED_MASTER_KEY, runtime_over
 
 
 @pytest.fixture
@@ -28,14 +26,8 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def rt(data_dir: Path) -> Iterator[Runtime]:
     """A Runtime over the folder the CLI works on (default plan catalog)."""
-    runtime = build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    yield runtime
-    runtime.close()
-
-
-@pytest.fixture
-def user(rt: Runtime) -> dict[str, Any]:
-    return make_user(rt)
+    with closing(runtime_over(data_dir)) as runtime:
+        yield runtime
 
 
 @pytest.fixture

@@ -168,3 +168,35 @@ def test_the_runtime_has_no_untyped_bag_of_components() -> None:
     assert "extras" not in Runtime.__dataclass_fields__
     untyped = [name for name, field in Runtime.__dataclass_fields__.items() if field.type in ("Any", "object")]
     assert untyped == []
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """The README's Layout section stays complete: every module and package of telentir/ is named there."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("## Threads")]
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in PACKAGE.rglob("*.py")
+        if path.stem not in layout and not (path.name == "__init__.py" and f"{path.parent.name}/" in layout)
+    ]
+    assert missing == [], f"add to the README's Layout section: {missing}"
+
+
+def test_the_readme_threads_section_names_every_thread_the_code_starts() -> None:
+    """Every thread name the package gives (`name=` or `thread_name_prefix=`) appears in the README's Threads table."""
+    readme = (ROOT / "README.md").read_text()
+    threads = readme[readme.index("## Threads") :]
+    names = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "Periodic" and node.args:
+                names.add(ast.unparse(node.args[0]).strip("'\""))
+            if isinstance(node, ast.keyword) and node.arg in ("name", "thread_name_prefix"):
+                if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                    names.add(node.value.value)
+                elif isinstance(node.value, ast.JoinedStr):
+                    names.add(ast.unparse(node.value))
+    starting = {name for name in names if name.startswith(("telentir-", "f'flush-", 'f"flush-'))}
+    assert {"telentir-event-pruner", "telentir-doorbell", "telentir-connect"} <= starting, starting
+    missing = [name for name in starting if name.split("{")[0].strip("f'\"") not in threads]
+    assert missing == [], f"add to the README's Threads table: {missing}"

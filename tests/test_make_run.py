@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .scraper_fixture import wait_until
-from .support import ROOT, free_port, server_env
+from .support import ROOT, free_port, server_env, wait_until
 
 
 def descendants(pid: int) -> set[int]:

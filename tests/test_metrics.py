@@ -12,13 +12,11 @@ import simple_websocket
 from prometheus_client.parser import text_string_to_metric_families
 
 from telentir import close_app, create_app
-from telentir.config import load_config
 from telentir.services import accounts, credentials, credits
-from telentir.wiring import build_runtime
 
-from .scraper_fixture import TestScraper, wait_until
+from .scraper_fixture import TestScraper
 from .sse_client import HttpConnection, must_open, worker_pid
-from .support import FIXED_MASTER_KEY, ServerProcess, assert_error
+from .support import FIXED_MASTER_KEY, ServerProcess, assert_error, runtime_over, wait_until
 
 TOKEN = "metrics-token-0123456789"
 
@@ -133,7 +131,7 @@ def scrape(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]]
 
 
 def user_with_credit(server: ServerProcess) -> str:
-    rt = build_runtime(load_config({"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
+    rt = runtime_over(server.data_dir)
     try:
         user = accounts.create_user(rt, "lead-buyer@example.com", "+15555550100", verified=True)
         credits.set_plan(rt, user["id"], "starter")
@@ -144,32 +142,44 @@ def user_with_credit(server: ServerProcess) -> str:
 
 
 def test_counters_move_across_two_workers(two_workers):
-    pids = set()
     before = scrape(two_workers)
-    for _ in range(20):  # fresh connections: both workers answer some
-        with requests.get(two_workers.url + "/healthz", headers={"Connection": "close"}, timeout=10) as resp:
-            pids.add(resp.json()["pid"])
-    assert len(pids) == 2, "one worker answered every request: the test would prove nothing"
-    after = scrape(two_workers)
+    pids: list[int] = []
+    conns: list[HttpConnection] = []
+    try:
+        # Connections held open until both workers have answered some (the kernel picks who accepts).
+        while len(set(pids)) < 2 and len(pids) < 200:
+            conns.append(HttpConnection(two_workers.url))
+            pids.append(worker_pid(conns[-1]))
+    finally:
+        for conn in conns:
+            conn.close()
+    assert len(set(pids)) == 2, "one worker answered every request: the test would prove nothing"
     healthz = {"method": "GET", "route": "/healthz", "status": "200"}
-    assert (
-        value(after, "telentir_http_requests_total", **healthz)
-        - value(before, "telentir_http_requests_total", **healthz)
-        == 20
-    )
+
+    def counted() -> bool:
+        after = scrape(two_workers)
+        moved = value(after, "telentir_http_requests_total", **healthz) - value(
+            before, "telentir_http_requests_total", **healthz
+        )
+        return moved == len(pids)
+
+    wait_until(counted, message="the /healthz count to move by the requests made")
 
 
 def test_open_streams_are_counted_by_transport_across_workers(two_workers):
     api_key = _plain_user(two_workers)
-    conns = [HttpConnection(two_workers.url) for _ in range(6)]
-    holders = {worker_pid(conn) for conn in conns}
+    conns: list[HttpConnection] = []
+    holders: set[int] = set()
+    while len(holders) < 2 and len(conns) < 40:  # streams on both workers (the kernel picks who accepts)
+        conns.append(HttpConnection(two_workers.url))
+        holders.add(worker_pid(conns[-1]))
     streams = [must_open(two_workers.url, "object_created", api_key, conn=conn) for conn in conns]
     ws = simple_websocket.Client.connect(
         two_workers.url.replace("http://", "ws://") + "/api/ws/events/key_created",
         headers={"Authorization": f"Bearer {api_key}"},
     )
     try:
-        parsed = wait_until(lambda: _streams_are(two_workers, sse=6, websocket=1))
+        parsed = wait_until(lambda: _streams_are(two_workers, sse=len(streams), websocket=1))
         assert len(holders) == 2, "all streams on one worker: the sum across workers is untested"
         assert parsed
     finally:
@@ -180,7 +190,7 @@ def test_open_streams_are_counted_by_transport_across_workers(two_workers):
 
 
 def _plain_user(server: ServerProcess) -> str:
-    rt = build_runtime(load_config({"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
+    rt = runtime_over(server.data_dir)
     try:
         user = accounts.create_user(rt, f"streams{id(rt)}@example.com", "+15555550100", verified=True)
         return str(credentials.create_api_key(rt, user["id"], "m")["key"])

@@ -28,9 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from .operate_support import ObjectWriter, verified_user
-from .scraper_fixture import wait_until
 from .sse_client import HttpConnection, must_open
-from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port
+from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port, wait_until
 
 EXAMPLE = ROOT / "docs" / "nginx.conf.example"
 HEARTBEAT_SECONDS = 20  # a frame that arrives within a few seconds was not flushed by a heartbeat
