@@ -120,8 +120,25 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) 
         "TELENTIR_SSE_HEARTBEAT_SECONDS": "1",
     }
     server = ServerProcess(data, env, workers=2).start()
-    yield server
-    server.stop()
+    try:
+        wait_until(lambda: len(set(worker_pids(server, 60))) == 2, timeout=30, message="the second worker to boot")
+        yield server
+    finally:
+        server.stop()
+
+
+def worker_pids(server: ServerProcess, connections: int) -> list[int]:
+    """The worker of each of `connections` connections held open together (the kernel picks who accepts)."""
+    conns: list[HttpConnection] = []
+    pids: list[int] = []
+    try:
+        while len(conns) < connections and len(set(pids)) < 2:
+            conns.append(HttpConnection(server.url))
+            pids.append(worker_pid(conns[-1]))
+    finally:
+        for conn in conns:
+            conn.close()
+    return pids
 
 
 def scrape(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -143,16 +160,7 @@ def user_with_credit(server: ServerProcess) -> str:
 
 def test_counters_move_across_two_workers(two_workers):
     before = scrape(two_workers)
-    pids: list[int] = []
-    conns: list[HttpConnection] = []
-    try:
-        # Connections held open until both workers have answered some (the kernel picks who accepts).
-        while len(set(pids)) < 2 and len(pids) < 200:
-            conns.append(HttpConnection(two_workers.url))
-            pids.append(worker_pid(conns[-1]))
-    finally:
-        for conn in conns:
-            conn.close()
+    pids = worker_pids(two_workers, 200)
     assert len(set(pids)) == 2, "one worker answered every request: the test would prove nothing"
     healthz = {"method": "GET", "route": "/healthz", "status": "200"}
 
