@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from pathlib import Path
@@ -12,11 +14,13 @@ from typing import Any
 
 import click
 
-from . import __version__, wiring
+from . import __version__, logs, wiring
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .errors import ApiError
-from .money import MAX_GRANT
+from .maintenance import backup as backups
+from .maintenance import rotate, verify
+from .money import MAX_GRANT, format_amount
 from .runtime import Runtime
 from .services import accounts, credentials, credits, invites, stripe_events
 from .storage import schema
@@ -67,11 +71,12 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, worker
 
     Example: python -m telentir serve --port 8000 --demo
     """
-    from .serving import check_workers
+    from .serving import check_workers, stop_multiprocess_metrics, use_multiprocess_metrics
     from .serving import serve as run_server
 
     try:
         config = load_config()
+        logs.configure(config.log_level, config.log_format)
         check_workers(config, workers or 1)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -83,9 +88,14 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, worker
         finally:
             rt.close()
 
-    # The gunicorn master takes the folder's lock before binding, then repairs storage once
-    # the port is bound (telentir.serving): nothing is touched here.
-    run_server(host, port, workers, threads, worker_class, on_ready=announce_demo if demo else None)
+    # Before anything counts: the master and its workers share one metrics folder.
+    use_multiprocess_metrics()
+    try:
+        # The gunicorn master takes the folder's lock before binding, then repairs storage once
+        # the port is bound (telentir.serving): nothing is touched here.
+        run_server(host, port, workers, threads, worker_class, on_ready=announce_demo if demo else None)
+    finally:
+        stop_multiprocess_metrics()
 
 
 def _prepare(config: Config) -> dict[str, int]:
@@ -192,6 +202,137 @@ def _list_migrations(version: int, steps: list[schema.Migration]) -> None:
     click.echo(f"The database is at schema version {version}; `telentir migrate` would apply:")
     for step in steps:
         click.echo(f"  {step.version:04d} {step.name}: {step.description}")
+
+
+def _config() -> Config:
+    try:
+        return load_config()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@contextmanager
+def _bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """click's progress bar on a terminal (and for long jobs only); nothing otherwise."""
+    if not sys.stdout.isatty() or total < 100:
+        yield lambda steps: None
+        return
+    with click.progressbar(length=total, label=label) as bar:
+        yield bar.update
+
+
+@main.command("backup")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option(
+    "--include-master-key", is_flag=True, help="Also copy the master key (whoever has the backup can then read it)."
+)
+def backup_command(dest: Path, include_master_key: bool) -> None:
+    """Write a consistent backup of the data folder to DEST while the server runs.
+
+    DEST must be absent or empty. It receives the database (one instant's snapshot), every
+    ciphertext file that snapshot references, and manifest.json (format and schema version,
+    rows per table, SHA-256 of every file, the master key's fingerprint). The master key
+    itself is left out unless --include-master-key: keep it apart from the data.
+
+    Example: telentir backup /backups/telentir-$(date +%F)
+    """
+    config = _config()
+    if include_master_key:
+        click.echo(
+            "Warning: the backup will hold the master key; anyone with the backup can open every sealed key.",
+            err=True,
+        )
+    try:
+        result = backups.backup(config, dest, include_master_key, _bar)
+    except (backups.BackupError, CryptoError, sqlite3.Error) as exc:
+        raise click.ClickException(str(exc)) from exc
+    manifest = result.manifest
+    click.echo(
+        f"Backed up {config.data_dir} to {dest}: {manifest['tables'].get('objects', 0)} object(s), "
+        f"{len(manifest['files']) - 1 - int(include_master_key)} ciphertext file(s), schema version "
+        f"{manifest['schema_version']}, master key {manifest['master_key_fingerprint']}"
+        f"{' (included)' if include_master_key else ' (not included)'}."
+    )
+
+
+@main.command("restore")
+@click.argument("src", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def restore_command(src: Path) -> None:
+    """Fill the (empty or absent) data folder from the backup in SRC, after checking it against its manifest.
+
+    Refuses a data folder that holds anything, a backup whose files do not match its
+    manifest, and a configured master key other than the backup's. A master key included
+    in the backup is written where TELENTIR_MASTER_KEY_FILE says (default: the data folder).
+    Clients that hold event ids newer than the backup are told to resync.
+
+    Example: TELENTIR_DATA_DIR=/var/lib/telentir telentir restore /backups/telentir-2026-12-01
+    """
+    config = _config()
+    try:
+        result = backups.restore(config, src, _bar)
+    except (backups.BackupError, CryptoError, sqlite3.Error, FolderLocked) as exc:
+        raise click.ClickException(str(exc)) from exc
+    manifest = result.manifest
+    click.echo(
+        f"Restored {src} (made {manifest['created_at']}) into {config.data_dir}: "
+        f"{manifest['tables'].get('objects', 0)} object(s), schema version {manifest['schema_version']}."
+    )
+    if result.key_written is not None:
+        click.echo(f"Wrote the backup's master key to {result.key_written}.")
+    for note in result.notes:
+        click.echo(note)
+
+
+@main.command("verify")
+def verify_command() -> None:
+    """Check the data folder: database integrity, ciphertext files, sealed secrets; exit 1 on any problem.
+
+    Checks SQLite's integrity and foreign keys, that every ciphertext file an object names
+    is there with its recorded size, that no file lies there unnamed, that every sealed
+    private key opens with the configured master key, and (in a backup) every file against
+    the manifest. Safe while the server runs.
+
+    Example: TELENTIR_DATA_DIR=/backups/telentir-2026-12-01 telentir verify
+    """
+    config = _config()
+    try:
+        report = verify.verify(config, _bar)
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"the database cannot be read: {exc}") from exc
+    for check in report.checks:
+        click.echo(f"{'ok' if check.ok else 'FAILED'}  {check.name}: {check.summary if check.ok else ''}".rstrip())
+        for problem in check.problems:
+            click.echo(f"    {problem}")
+    if not report.ok:
+        raise click.ClickException(f"{sum(not c.ok for c in report.checks)} check(s) failed in {config.data_dir}")
+    click.echo(f"{config.data_dir} is whole.")
+
+
+@main.group("master-key")
+def master_key() -> None:
+    """Manage the master key that seals private keys at rest."""
+
+
+@master_key.command("rotate")
+def master_key_rotate() -> None:
+    """Re-seal every secret under a new master key; keep the old key file as a dated backup.
+
+    Stop the server first. Works on the key file (TELENTIR_MASTER_KEY_FILE, default
+    <data dir>/master.key); the server then starts with the new key only. Back the new key
+    up as you did the old one.
+
+    Example: TELENTIR_DATA_DIR=/var/lib/telentir telentir master-key rotate
+    """
+    config = _config()
+    try:
+        result = rotate.rotate_master_key(config)
+    except (rotate.RotationError, CryptoError, sqlite3.Error, FolderLocked) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if result.finished_earlier_run:
+        click.echo("Finished an interrupted rotation: the database was already sealed under the new key.")
+    else:
+        click.echo(f"Re-sealed {result.resealed} secret(s) under the new master key {result.fingerprint}.")
+    click.echo(f"New key: {result.key_file}; the old key is kept as {result.old_key_backup}.")
 
 
 @main.group()
@@ -345,7 +486,7 @@ def credits_grant(email: str, amount: int) -> None:
     with _runtime() as rt:
         user = accounts.find_user_by_email(rt, email)
         balance = credits.grant_credits(rt, user["id"], amount)
-        click.echo(f"Granted {amount} to {user['email']}; local balance is now {balance}")
+        click.echo(f"Granted {format_amount(amount)} to {user['email']}; local balance is now {format_amount(balance)}")
 
 
 @credits_group.command("show")
@@ -360,7 +501,7 @@ def credits_show(email: str) -> None:
         plan = credits.plan_of(rt, user)
         click.echo(f"plan: {user['plan']} ({plan['includedLeads'] if plan else 0} leads/month included)")
         click.echo(f"allowance used this month: {credits.allowance_used(rt, user['id'])}")
-        click.echo(f"balance: {credits.balance(rt, user)} {credits.CURRENCY}")
+        click.echo(f"balance: {format_amount(credits.balance(rt, user))}")
 
 
 @main.group("billing")

@@ -62,6 +62,7 @@ def _synchronous(text: str) -> str:
 
 _SERVER_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("auto", "json", "text")
 
 
 def _server_name(text: str) -> str:
@@ -85,6 +86,21 @@ def _log_level(text: str) -> str:
     if level not in _LOG_LEVELS:
         raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
     return level
+
+
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in _LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(_LOG_FORMATS)}")
+    return value
+
+
+def _metrics_token(text: str) -> str:
+    token = text.strip()
+    # Compared with the whole Authorization header's value: a short token is guessable.
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise ValueError("must be at least 16 characters without spaces")
+    return token
 
 
 def _sms_backend(text: str) -> str:
@@ -243,6 +259,8 @@ class Config:
     auth_max_attempts: int = 5
     auth_window_seconds: int = 900
     log_level: str = "INFO"
+    log_format: str = "auto"
+    metrics_token: str | None = field(default=None, repr=False)
     connect_workers: int = 4
     connect_per_user: int = 2
     connect_connect_timeout: float = 5.0
@@ -437,7 +455,20 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_LOG_LEVEL",
         "log_level",
         _log_level,
-        "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+        "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL (request lines are INFO).",
+    ),
+    Setting(
+        "TELENTIR_LOG_FORMAT",
+        "log_format",
+        _log_format,
+        "`json` (one object per line), `text`, or `auto`: JSON unless the log is a terminal.",
+    ),
+    Setting(
+        "TELENTIR_METRICS_TOKEN",
+        "metrics_token",
+        _metrics_token,
+        "Enables `GET /metrics` for `Authorization: Bearer <this token>` (unset: 404). At least 16 characters.",
+        secret=True,
     ),
     Setting(
         "TELENTIR_CONNECT_WORKERS",
@@ -589,6 +620,15 @@ def _validate(config: Config) -> Config:
     _validate_billing(config)
     if config.signup not in SIGNUP_MODES:
         raise ConfigError(f"TELENTIR_SIGNUP={config.signup!r} is not valid: must be one of {', '.join(SIGNUP_MODES)}")
+    if config.log_format not in _LOG_FORMATS:
+        raise ConfigError(
+            f"TELENTIR_LOG_FORMAT={config.log_format!r} is not valid: must be one of {', '.join(_LOG_FORMATS)}"
+        )
+    if config.metrics_token is not None:
+        try:
+            _metrics_token(config.metrics_token)
+        except ValueError as exc:
+            raise ConfigError(f"TELENTIR_METRICS_TOKEN=(hidden) is not valid: {exc}") from exc
     if config.default_plan not in config.plans:
         raise ConfigError(f"TELENTIR_DEFAULT_PLAN={config.default_plan!r} is not a key of the plan catalog")
     if config.sms_backend == "twilio" and not (

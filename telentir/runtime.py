@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import crypto
 from .config import Config
+from .metrics import Metrics
 from .pubsub import Broker
 from .pubsub.doorbell import Doorbell, PublishStats
 from .services.job_runner import JobRunner
@@ -61,6 +62,7 @@ class Runtime:
     stream_slots: StreamSlots
     recent_reads: RecentReads
     job_runner: JobRunner
+    metrics: Metrics
     stripe: StripeGateway | None = None
     # Started on the first live SSE stream (`streaming.hub.hub_for`), under `hub_lock`.
     sse_hub: SSEHub | None = None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import crypto
 from .config import Config, ConfigError
+from .metrics import Metrics
 from .pubsub import create_broker
 from .pubsub.doorbell import Doorbell, PublishStats
 from .runtime import Runtime
@@ -95,7 +96,8 @@ def build_runtime(config: Config) -> Runtime:
         db.close()
         raise
     broker = create_broker(config.broker_url)
-    stats = PublishStats()
+    metrics = Metrics.from_environment()
+    stats = PublishStats(on_count=metrics.broker_publish)
     rt = Runtime(
         config=config,
         db=db,
@@ -109,6 +111,7 @@ def build_runtime(config: Config) -> Runtime:
         stream_slots=StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user),
         recent_reads=RecentReads(),
         job_runner=JobRunner(config.connect_workers, config.connect_per_user),
+        metrics=metrics,
         stripe=make_gateway(config),
     )
     rt.closers.append(rt.doorbell.close)

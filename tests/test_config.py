@@ -131,6 +131,9 @@ def test_empty_environment_values_mean_unset():
 
 
 BAD_VALUES = [
+    ("TELENTIR_LOG_FORMAT", "xml"),
+    ("TELENTIR_METRICS_TOKEN", "short"),
+    ("TELENTIR_METRICS_TOKEN", "has a space in the middle"),
     ("TELENTIR_MASTER_KEY", "too-short"),
     ("TELENTIR_MASTER_KEY", "zz" * 32),
     ("TELENTIR_SERVER_NAME", "Telentir"),

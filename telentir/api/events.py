@@ -9,6 +9,7 @@ from flask import Blueprint, Response, g, request, stream_with_context
 from flask_sock import Sock
 
 from ..errors import BadRequest
+from ..metrics import Metrics
 from ..streaming import feed as streams
 from ..streaming.frames import retry_frame, socket_message, sse_frame
 from ..streaming.hub import handoff_for
@@ -55,12 +56,13 @@ def event_stream(event_type: str) -> Response:
         feed.close()
         return Response(mimetype="text/event-stream", headers=SSE_HEADERS)
     retry = runtime().config.sse_retry_ms
-    body = _sse_body(feed, retry)
+    body = _sse_body(feed, retry, runtime().metrics)
     return Response(stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
-def _sse_body(feed: Generator[streams.Item, None, None], retry_ms: int) -> Iterator[str]:
+def _sse_body(feed: Generator[streams.Item, None, None], retry_ms: int, metrics: Metrics) -> Iterator[str]:
     """The stream's bytes: frames are buffered until the feed is about to wait, then sent in one write."""
+    metrics.stream_opened("sse")
     try:
         frames = [retry_frame(retry_ms)]
         for item in feed:
@@ -73,6 +75,7 @@ def _sse_body(feed: Generator[streams.Item, None, None], retry_ms: int) -> Itera
             yield "".join(frames)
     finally:
         feed.close()
+        metrics.stream_closed("sse")
 
 
 @bp.before_request
@@ -106,12 +109,15 @@ def event_socket(ws: Any, event_type: str) -> None:
     # handshake (errors as JSON), so an event written once the client has its `101` arrives.
     g.socket_peer.append(ws)
     feed = g.pop("socket_feed")
+    metrics = runtime().metrics
+    metrics.stream_opened("websocket")
     try:
         for item in feed:
             if item.kind in ("event", "resync"):
                 ws.send(socket_message(item))
     finally:
         feed.close()
+        metrics.stream_closed("websocket")
     if (reason := g.socket_guard.ended) is not None:
         # 1008 (policy violation): the credential ended; reconnecting with it gets a 401.
         ws.close(reason=WS_CREDENTIAL_ENDED, message=reason)

@@ -600,6 +600,14 @@ def _system_paths() -> dict[str, Any]:
             "get": _op("Database writable and broker reachable", _json({"type": "object"}), (503,), auth=False)
         },
         "/api/openapi.json": {"get": _op("This document", _json({"type": "object"}), (), auth=False)},
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics: needs Authorization: Bearer <TELENTIR_METRICS_TOKEN>; 404 when it is unset",
+                {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                (401, 404),
+                auth=False,
+            )
+        },
     }
 
 

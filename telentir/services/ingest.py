@@ -107,6 +107,7 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: st
             rt, job, "local", None, grant=grant, tx=tx, status="running" if grant.granted else "succeeded"
         )
         _reserve_rows(tx, job, grant, "local")
+    rt.metrics.lead_reserved("local", grant.reserved)
     return row
 
 
@@ -158,6 +159,7 @@ def _confirm_reservation(rt: Runtime, row: dict[str, Any], txn: str) -> dict[str
             credits.ledger_row(
                 tx, row["user_id"], row["id"], "reserve", amount=-row["reserved"], source="stripe", external_id=txn
             )
+            tx.after_commit(lambda: rt.metrics.lead_reserved("stripe", row["reserved"]))
     if not confirmed:  # taken over meanwhile: the taker resolves the reservation
         return {**row, "status": "interrupted"}
     return {**row, "status": "running"}
@@ -392,6 +394,7 @@ class RecordWriter:
             for (wrapped, iv, ciphertext, tag), blob_id in zip(batch, blob_ids, strict=True):
                 key_id = keyring.insert_key(self.rt, tx, user_id, keyring.DEFAULT_SERVER, wrapped, iv)
                 objects.insert_object(self.rt, tx, user_id, key_id, blob_id, ciphertext, tag, store_id, "{}")
+            tx.after_commit(lambda: self.rt.metrics.records_ingested(len(batch)))
 
     def _write_large(self, contents: list[bytes]) -> list[str | None]:
         """Blob ids for the ciphertexts too large for the row (None for the rest), files made durable."""

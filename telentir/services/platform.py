@@ -11,8 +11,13 @@ from ..runtime import PlatformKey, Runtime
 from ..storage.db import Database
 
 
+def secret_context(name: str) -> str:
+    """What a platform server's private key is sealed to."""
+    return f"platform:{name}"
+
+
 def _context(name: str) -> bytes:
-    return f"platform:{name}".encode()
+    return secret_context(name).encode()
 
 
 def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformKey:

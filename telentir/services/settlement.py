@@ -65,7 +65,7 @@ def settle(
         if row is None:
             log.warning("job %s was settled by another process: this one's lease had expired", job_id)
             return False
-        pending = _close(tx, dict(row), status, error, skipped, keep_lease=refund_now)
+        pending = _close(rt, tx, dict(row), status, error, skipped, keep_lease=refund_now)
     if pending and refund_now and gateway is not None:
         try:
             _finish_refund(rt, gateway, _job(rt, job_id))
@@ -75,10 +75,12 @@ def settle(
 
 
 def _close(
-    tx: Transaction, job: dict[str, Any], status: str, error: str | None, skipped: int, keep_lease: bool
+    rt: Runtime, tx: Transaction, job: dict[str, Any], status: str, error: str | None, skipped: int, keep_lease: bool
 ) -> bool:
     """Write the job's final numbers and ledger rows; True when a Stripe refund is still to be sent."""
     bill, stripe = bill_of(job), job["billing"] == "stripe"
+    refunded_now = 0 if stripe else bill.refund
+    tx.after_commit(lambda: rt.metrics.job_settled(status, job["billing"], bill.charged, refunded_now))
     pending = stripe and bill.refund > 0
     if job["billing"] != "none":
         credits.ledger_row(
@@ -257,6 +259,7 @@ def _finish_refund(rt: Runtime, gateway: StripeGateway, job: dict[str, Any]) -> 
         ).rowcount
         if moved:
             credits.ledger_row(tx, job["user_id"], job_id, "refund", amount=refund, source="stripe", external_id=txn)
+            tx.after_commit(lambda: rt.metrics.lead_refunded("stripe", refund))
 
 
 def _refund_transaction(gateway: StripeGateway, job: dict[str, Any], refund: int) -> str:

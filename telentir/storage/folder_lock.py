@@ -36,7 +36,7 @@ class FolderLocked(Exception):
         who = f"pid {holder}" if holder is not None else "another process"
         super().__init__(
             f"the data folder {folder} is in use by a running Telentir server ({who}): "
-            "stop it before running `serve`, `init` or `migrate` on this folder"
+            "stop it first (`serve`, `init`, `migrate`, `restore` and `master-key rotate` need the folder to themselves)"
         )
 
 

@@ -316,6 +316,7 @@ class SSEHub:
             log.info(
                 "event stream of %s ended: the client fell %d bytes behind", stream.req.user_id, len(stream.backlog)
             )
+            self.rt.metrics.hub_backlog_cut()
             self._end(stream, cut=True)
         elif stream.backlog:
             self._watch(stream)
