@@ -524,8 +524,8 @@ def billing_sync(email: str) -> None:
             click.echo(f"subscription: {line}")
         click.echo(f"plan: {report.plan_before} -> {report.plan_after}")
         for session_id, amount in report.credited:
-            click.echo(f"credited missed top-up {session_id}: {amount} {credits.CURRENCY}")
-        click.echo(f"balance: {report.balance} {credits.CURRENCY}; card on file: {'yes' if report.has_card else 'no'}")
+            click.echo(f"credited missed top-up {session_id}: {format_amount(amount)}")
+        click.echo(f"balance: {format_amount(report.balance)}; card on file: {'yes' if report.has_card else 'no'}")
 
 
 @billing_group.command("events")

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from telentir.cli import main
 from telentir.config import ConfigError, load_config
 from telentir.errors import BadRequest
-from telentir.money import MAX_BALANCE, MAX_GRANT, MAX_INCLUDED_LEADS, MAX_LEADS_PER_JOB
+from telentir.money import MAX_BALANCE, MAX_GRANT, MAX_INCLUDED_LEADS, MAX_LEADS_PER_JOB, format_amount
 from telentir.runtime import Runtime
 from telentir.services import credits
 
@@ -77,14 +77,14 @@ def test_a_grant_past_the_maximum_is_refused_and_writes_nothing(server, scraper,
     # Everything keeps working: the next grant, `credits show`, the API documents.
     assert cli(server, scraper, "credits", "grant", user["email"], "500").exit_code == 0
     shown = cli(server, scraper, "credits", "show", user["email"])
-    assert shown.exit_code == 0 and "balance: 500 usd" in shown.output, shown.output
+    assert shown.exit_code == 0 and "balance: $5.00" in shown.output, shown.output
     assert_documents_answer(api, 500)
 
 
 def test_the_largest_grant_is_accepted(server, scraper, account):
     user, api = account
     done = cli(server, scraper, "credits", "grant", user["email"], str(MAX_GRANT))
-    assert done.exit_code == 0 and f"local balance is now {MAX_GRANT}" in done.output, done.output
+    assert done.exit_code == 0 and f"local balance is now {format_amount(MAX_GRANT)}" in done.output, done.output
     assert_documents_answer(api, MAX_GRANT)
 
 

@@ -200,8 +200,8 @@ def test_admin_commands_keep_working_while_a_server_runs(live, own_scraper):
     assert "ada@example.com" in cli("users", "list")
     key = cli("api-keys", "create", "ada@example.com").strip().splitlines()[-1]
     cli("users", "set-plan", "ada@example.com", "payg")
-    assert "local balance is now 500" in cli("credits", "grant", "ada@example.com", "500")
-    assert "balance: 500 usd" in cli("credits", "show", "ada@example.com")
+    assert "local balance is now $5.00" in cli("credits", "grant", "ada@example.com", "500")
+    assert "balance: $5.00" in cli("credits", "show", "ada@example.com")
     api = Api(server.url, key)
     assert api.get("/credits").json()["amount"] == 500  # the live server sees what the commands wrote
     api.close()

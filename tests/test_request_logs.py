@@ -40,6 +40,7 @@ def server(tmp_path: Path):
         "TELENTIR_LOG_LEVEL": "DEBUG",  # the most the server ever says
         "TELENTIR_METRICS_TOKEN": METRICS_TOKEN,
         "TELENTIR_PROXY_HOPS": "1",
+        "TELENTIR_SIGNUP": "open",  # the session starts by registering over the API
     }
     srv = ServerProcess(tmp_path / "data", env).start()
     yield srv

@@ -35,8 +35,8 @@ class FolderLocked(Exception):
         self.folder, self.holder = folder, holder
         who = f"pid {holder}" if holder is not None else "another process"
         super().__init__(
-            f"the data folder {folder} is in use by a running Telentir server ({who}): "
-            "stop it first (`serve`, `init`, `migrate`, `restore` and `master-key rotate` need the folder to themselves)"
+            f"the data folder {folder} is in use by a running Telentir server ({who}): stop it first "
+            "(`serve`, `init`, `migrate`, `restore` and `master-key rotate` need the folder to themselves)"
         )
 
 
