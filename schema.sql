@@ -154,6 +154,11 @@ INSERT INTO event_retention (id, pruned_through) VALUES (1, 0) ON CONFLICT DO NO
 -- Ingestion jobs (POST /api/connect). Leads: requested, granted, allowance_part (reserved from
 -- the monthly allowance), allowance_used, used. Minor units: price (per paid lead), reserved,
 -- charged, refunded. settlement: open | reserve_unknown | refund_pending | settled.
+-- The lease: while a job has an open step (status reserving or running, or a pending Stripe
+-- settlement), `owner` names the process working on it and `heartbeat_at` (Unix seconds) is
+-- that process's last sign of life; any live process may take over a job whose heartbeat is
+-- older than TELENTIR_JOB_LEASE_SECONDS, with a conditional UPDATE that exactly one wins.
+-- NULL owner: nobody works on it (finished, or free to be taken).
 CREATE TABLE IF NOT EXISTS jobs (
     id              TEXT PRIMARY KEY,
     user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -179,7 +184,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     error           TEXT,
     created_at      TEXT NOT NULL,
     started_at      TEXT,
-    finished_at     TEXT
+    finished_at     TEXT,
+    owner           TEXT,
+    heartbeat_at    REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_id, created_at);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
@@ -265,4 +272,19 @@ CREATE TABLE IF NOT EXISTS stripe_topups (
     transaction_id TEXT NOT NULL,
     event_id     TEXT,
     created_at   TEXT NOT NULL
+);
+
+-- Sign-up invitations (TELENTIR_SIGNUP=invite), minted by `telentir invites create`. Only a
+-- hash of each code is kept. A code is used once, in the transaction that creates its
+-- account; plan NULL means TELENTIR_DEFAULT_PLAN at sign-up.
+CREATE TABLE IF NOT EXISTS invites (
+    id          TEXT PRIMARY KEY,
+    code_hash   TEXT NOT NULL UNIQUE,
+    plan        TEXT,
+    note        TEXT NOT NULL DEFAULT '',
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT,
+    used_at     TEXT,
+    used_by     TEXT REFERENCES users(id) ON DELETE SET NULL,
+    revoked_at  TEXT
 );

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .crypto import CryptoError, parse_master_key
+from .money import MAX_INCLUDED_LEADS, MAX_LEAD_PRICE
 
 
 class ConfigError(ValueError):
@@ -61,6 +62,7 @@ def _synchronous(text: str) -> str:
 
 _SERVER_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("auto", "json", "text")
 
 
 def _server_name(text: str) -> str:
@@ -86,10 +88,35 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in _LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(_LOG_FORMATS)}")
+    return value
+
+
+def _metrics_token(text: str) -> str:
+    token = text.strip()
+    # Compared with the whole Authorization header's value: a short token is guessable.
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise ValueError("must be at least 16 characters without spaces")
+    return token
+
+
 def _sms_backend(text: str) -> str:
     value = text.strip().lower()
     if value not in ("log", "twilio"):
         raise ValueError("must be log or twilio")
+    return value
+
+
+SIGNUP_MODES = ("closed", "invite", "open")
+
+
+def _signup(text: str) -> str:
+    value = text.strip().lower()
+    if value not in SIGNUP_MODES:
+        raise ValueError(f"must be one of {', '.join(SIGNUP_MODES)}")
     return value
 
 
@@ -145,10 +172,14 @@ def check_plans(plans: object) -> dict[str, dict[str, Any]]:
 def _check_plan(key: str, plan: object) -> None:
     if not isinstance(plan, dict) or not isinstance(plan.get("name"), str):
         raise ValueError(f"plan {key!r} needs a name")
-    if not isinstance(plan.get("includedLeads"), int) or plan["includedLeads"] < 0:
-        raise ValueError(f"plan {key!r} needs includedLeads >= 0")
-    if not _usd(plan.get("leadOverageUsdPerLead"), positive=True):
-        raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead > 0 in whole cents")
+    included = plan.get("includedLeads")
+    if isinstance(included, bool) or not isinstance(included, int) or not 0 <= included <= MAX_INCLUDED_LEADS:
+        raise ValueError(f"plan {key!r} needs includedLeads from 0 to {MAX_INCLUDED_LEADS:,}")
+    overage = plan.get("leadOverageUsdPerLead")
+    if not _usd(overage, positive=True) or not isinstance(overage, (int, float)) or overage > MAX_LEAD_PRICE / 100:
+        raise ValueError(
+            f"plan {key!r} needs leadOverageUsdPerLead above 0 and at most {MAX_LEAD_PRICE // 100:,}, in whole cents"
+        )
     price_id = plan.get("stripePriceId")
     if price_id is not None and not (isinstance(price_id, str) and _PRICE_ID_RE.fullmatch(price_id)):
         raise ValueError(f"plan {key!r}: stripePriceId must be a Stripe price id such as price_1PxYz")
@@ -227,6 +258,7 @@ class Config:
     event_prune_interval_seconds: float = 60.0
     plans: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     default_plan: str = "starter"
+    signup: str = "closed"
     scraper_hostname: str | None = None
     stripe_secret_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
@@ -244,6 +276,8 @@ class Config:
     auth_max_attempts: int = 5
     auth_window_seconds: int = 900
     log_level: str = "INFO"
+    log_format: str = "auto"
+    metrics_token: str | None = field(default=None, repr=False)
     connect_workers: int = 4
     connect_per_user: int = 2
     connect_connect_timeout: float = 5.0
@@ -267,6 +301,7 @@ class Config:
     topup_min_usd: int = 5
     topup_max_usd: int = 500
     topup_price_id: str | None = None
+    job_lease_seconds: float = 30.0
 
     @property
     def uses_postgres(self) -> bool:
@@ -391,7 +426,19 @@ SETTINGS: tuple[Setting, ...] = (
         _plans,
         "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead, stripePriceId?, monthlyPriceUsd?}.",
     ),
-    Setting("TELENTIR_DEFAULT_PLAN", "default_plan", str, "Plan key given to new users."),
+    Setting(
+        "TELENTIR_DEFAULT_PLAN",
+        "default_plan",
+        str,
+        "Plan key given to new users (an invite's `--plan` overrides it).",
+    ),
+    Setting(
+        "TELENTIR_SIGNUP",
+        "signup",
+        _signup,
+        "Who may register with `POST /api/auth/register`: `closed` (nobody: accounts come from the CLI), "
+        "`invite` (with a code from `telentir invites create`) or `open` (anyone).",
+    ),
     Setting("SCRAPER_HOSTNAME", "scraper_hostname", str, "Base URL of the scraper service for `POST /api/connect`."),
     Setting("STRIPE_SECRET_KEY", "stripe_secret_key", str, "Enables Stripe mode for prepaid balances.", secret=True),
     Setting("STRIPE_API_BASE", "stripe_api_base", str, "Override of Stripe's API address (tests, proxies)."),
@@ -445,7 +492,20 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_LOG_LEVEL",
         "log_level",
         _log_level,
-        "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+        "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL (request lines are INFO).",
+    ),
+    Setting(
+        "TELENTIR_LOG_FORMAT",
+        "log_format",
+        _log_format,
+        "`json` (one object per line), `text`, or `auto`: JSON unless the log is a terminal.",
+    ),
+    Setting(
+        "TELENTIR_METRICS_TOKEN",
+        "metrics_token",
+        _metrics_token,
+        "Enables `GET /metrics` for `Authorization: Bearer <this token>` (unset: 404). At least 16 characters.",
+        secret=True,
     ),
     Setting(
         "TELENTIR_CONNECT_WORKERS",
@@ -584,6 +644,13 @@ SETTINGS: tuple[Setting, ...] = (
         _price_id,
         "A Stripe price sold once per top-up instead of the dollar amount chosen between the bounds above.",
     ),
+    Setting(
+        "TELENTIR_JOB_LEASE_SECONDS",
+        "job_lease_seconds",
+        _positive_float,
+        "A running job whose process has not heartbeaten for this long is settled by another live process "
+        "(its owner heartbeats every third of it).",
+    ),
 )
 
 
@@ -627,6 +694,17 @@ def _validate(config: Config) -> Config:
             f"TELENTIR_LOG_LEVEL={config.log_level!r} is not valid: must be one of {', '.join(_LOG_LEVELS)}"
         )
     _validate_billing(config)
+    if config.signup not in SIGNUP_MODES:
+        raise ConfigError(f"TELENTIR_SIGNUP={config.signup!r} is not valid: must be one of {', '.join(SIGNUP_MODES)}")
+    if config.log_format not in _LOG_FORMATS:
+        raise ConfigError(
+            f"TELENTIR_LOG_FORMAT={config.log_format!r} is not valid: must be one of {', '.join(_LOG_FORMATS)}"
+        )
+    if config.metrics_token is not None:
+        try:
+            _metrics_token(config.metrics_token)
+        except ValueError as exc:
+            raise ConfigError(f"TELENTIR_METRICS_TOKEN=(hidden) is not valid: {exc}") from exc
     if config.default_plan not in config.plans:
         raise ConfigError(f"TELENTIR_DEFAULT_PLAN={config.default_plan!r} is not a key of the plan catalog")
     if config.sms_backend == "twilio" and not (

@@ -77,8 +77,8 @@ def storage_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    """An app over a fresh data folder."""
-    application = create_app(config_over(tmp_path / "data", log_level="WARNING"))
+    """An app over a fresh data folder, open for sign-up (tests register through it)."""
+    application = create_app(config_over(tmp_path / "data", log_level="WARNING", signup="open"))
     application.config["TESTING"] = False  # exercise the real error handlers
     yield application
     close_app(application)
@@ -130,17 +130,18 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory, storage_backend: str) -> Iterator[ServerProcess | Cluster]:
-    """One real gunicorn server for the session (tests make their own users).
+    """One real gunicorn server for the session, open for sign-up (tests make their own users).
 
     On the scale-out backend it is two nodes behind a round-robin proxy: every test written
     for one server then also runs across two (a stream on one node, writes on the other).
     """
     if storage_backend == backends.EMBEDDED:
-        with running_server(tmp_path_factory, "live") as server:
+        with running_server(tmp_path_factory, "live", TELENTIR_SIGNUP="open") as server:
             yield server
         return
     root = tmp_path_factory.mktemp("live-cluster")
-    cluster = Cluster(root, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, **backends.env_for(root / "a" / "data")}, 1)
+    env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SIGNUP": "open", **backends.env_for(root / "a" / "data")}
+    cluster = Cluster(root, env, 1)
     try:
         yield cluster.start()
     finally:

@@ -1,15 +1,21 @@
 """A local stand-in for the few Stripe endpoints the credits ledger uses, strict like the real one.
 
-Endpoints: `GET /v1/customers/{id}` and `POST /v1/customers/{id}/balance_transactions`
-(form-encoded `amount`, `currency`, `description`, `metadata[...]`). It checks what Stripe
-checks: `Authorization: Bearer sk_...`, an integer amount, currency `usd`, no unknown
-parameters, unknown customer → 404. Idempotency works like Stripe's: the first answer to
-a key is stored; the same key with the same request replays it (`Idempotent-Replayed: true`)
-with no second effect; the same key with different parameters is a 400 `idempotency_error`.
-It also insists on an `Idempotency-Key` on every POST (Stripe only recommends one).
+Endpoints: `GET /v1/customers/{id}`, `POST /v1/customers/{id}/balance_transactions`
+(form-encoded `amount`, `currency`, `description`, `metadata[...]`) and `GET
+/v1/customers/{id}/balance_transactions` (newest first; `limit` 1-100, default 10;
+`starting_after`/`ending_before` cursors; `created[gt|gte|lt|lte]`; a list object with
+`has_more`). It checks what Stripe checks: `Authorization: Bearer sk_...`, an integer
+amount, currency `usd`, no unknown parameters, unknown customer → 404. Idempotency works
+like Stripe's: the first answer to a key is stored; the same key with the same request
+replays it (`Idempotent-Replayed: true`) with no second effect; the same key with different
+parameters is a 400 `idempotency_error`. It also insists on an `Idempotency-Key` on every
+POST (Stripe only recommends one). `expire_idempotency_keys()` forgets every stored key, as
+Stripe does after 24 hours.
 
 Failure modes (`fail(...)`) for the next matching calls:
-- `"500"`:        answer 500 before doing anything (nothing stored, so a retry runs afresh);
+- `"500"` or `"api_error"`: answer 500 before doing anything (nothing stored, so a retry runs afresh);
+- `"card_error"` (402), `"invalid_request_error"` (400), `"authentication_error"` (401),
+  `"permission_error"` (403), `"rate_limit"` (429): that error, before doing anything;
 - `"drop"`:       close the connection without an answer and without doing anything (down);
 - `"drop_after"`: do the work and store the answer, then close the connection (answer lost);
 - `"hang_after"`: do the work and store the answer, then hold the connection until `release()`
@@ -50,7 +56,23 @@ _CUSTOMER = re.compile(r"/v1/customers/(?P<id>[^/]+)")
 _BALANCE_TXNS = re.compile(r"/v1/customers/(?P<id>[^/]+)/balance_transactions")
 _INTEGER = re.compile(r"-?[0-9]+")
 _TXN_PARAMS = {"amount", "currency", "description"}
-FAILURE_MODES = ("500", "drop", "drop_after", "hang_after")
+_LIST_PARAMS = {"limit", "starting_after", "ending_before", *(f"created[{op}]" for op in ("gt", "gte", "lt", "lte"))}
+# Stripe's answers for each error class (types and codes as its API sends them).
+_ERRORS: dict[str, tuple[int, str, str, str | None]] = {
+    "500": (500, "api_error", "An unknown error occurred (fake).", None),
+    "api_error": (500, "api_error", "An unknown error occurred (fake).", None),
+    "card_error": (402, "card_error", "Your card was declined.", "card_declined"),
+    "invalid_request_error": (400, "invalid_request_error", "Invalid request (fake).", "parameter_invalid_empty"),
+    "authentication_error": (401, "invalid_request_error", "Invalid API Key provided: sk_test_****", None),
+    "permission_error": (
+        403,
+        "invalid_request_error",
+        "The provided key does not have the required permissions for this endpoint.",
+        "secret_key_required",
+    ),
+    "rate_limit": (429, "invalid_request_error", "Too many requests hit the API too quickly.", "rate_limit"),
+}
+FAILURE_MODES = (*_ERRORS, "drop", "drop_after", "hang_after")
 
 
 @dataclass
@@ -178,6 +200,11 @@ class FakeStripe(BackgroundServer):
         self._released.set()
         self._released = threading.Event()
 
+    def expire_idempotency_keys(self) -> None:
+        """Forget every stored idempotency key (Stripe prunes keys at least 24 hours old)."""
+        with self._lock:
+            self._idempotent.clear()
+
     def money_calls(self, customer_id: str | None = None) -> list[Call]:
         """Every POST that could move money (optionally for one customer), including failed ones."""
         with self._lock:
@@ -207,10 +234,10 @@ class FakeStripe(BackgroundServer):
     def _answer(self, call: Call) -> _Answer:
         failure = self._take_failure(call)
         call.failure = failure
-        if failure == "500":
-            return _error(
-                500, "api_error", "An unknown error occurred (fake).", headers={"Stripe-Should-Retry": "true"}
-            )
+        if failure in _ERRORS:
+            status, kind, message, code = _ERRORS[failure]
+            retry = {"Stripe-Should-Retry": "true"} if status in (429, 500) else {}
+            return _error(status, kind, message, code=code, headers=retry)
         if failure == "drop":
             return _Answer(0, {}, drop=True)
         if _HOSTED.fullmatch(call.path):  # a page the customer's browser opens: no API key
@@ -263,6 +290,8 @@ class FakeStripe(BackgroundServer):
         match = _BALANCE_TXNS.fullmatch(call.path)
         if match and call.method == "POST":
             return self._create_transaction(match["id"], call.params)
+        if match and call.method == "GET":
+            return self._list_transactions(match["id"], call.params)
         match = _CUSTOMER.fullmatch(call.path)
         if match and call.method == "GET":
             customer = self.customers.get(match["id"])
@@ -794,6 +823,48 @@ class FakeStripe(BackgroundServer):
         self.billing.events.append(event)
         self.billing.outbox.append(event)
         return event
+
+    def _list_transactions(self, customer_id: str, params: dict[str, str]) -> _Answer:
+        customer = self.customers.get(customer_id)
+        if customer is None:
+            return _no_such_customer(customer_id)
+        unknown = sorted(set(params) - _LIST_PARAMS)
+        if unknown:
+            return _error(400, "invalid_request_error", f"Received unknown parameter: {unknown[0]}", param=unknown[0])
+        cursors = ("starting_after", "ending_before")
+        bad = next((k for k in params if k not in cursors and not params[k].isdigit()), None)
+        if bad is not None:
+            return _error(400, "invalid_request_error", f"Invalid integer: {params[bad]}", param=bad)
+        limit = int(params.get("limit", "10"))
+        if not 1 <= limit <= 100:
+            return _error(400, "invalid_request_error", "Limit must be between 1 and 100.", param="limit")
+        if "starting_after" in params and "ending_before" in params:
+            return _error(400, "invalid_request_error", "Use starting_after or ending_before, not both.")
+        newest_first = [t for t in reversed(customer.transactions) if _created_matches(t["created"], params)]
+        return _page(customer_id, newest_first, params, limit)
+
+
+def _created_matches(created: int, params: dict[str, str]) -> bool:
+    checks = {"gt": created.__gt__, "gte": created.__ge__, "lt": created.__lt__, "lte": created.__le__}
+    return all(check(int(params[f"created[{op}]"])) for op, check in checks.items() if f"created[{op}]" in params)
+
+
+def _page(customer_id: str, items: list[dict[str, Any]], params: dict[str, str], limit: int) -> _Answer:
+    """One page of a newest-first list, as Stripe cuts it at a cursor."""
+    ids = [t["id"] for t in items]
+    cursor = params.get("starting_after") or params.get("ending_before")
+    if cursor is not None and cursor not in ids:
+        return _error(
+            400, "invalid_request_error", f"No such customer balance transaction: '{cursor}'", code="resource_missing"
+        )
+    if "ending_before" in params:
+        end = ids.index(cursor)
+        data, has_more = items[max(0, end - limit) : end], end - limit > 0
+    else:
+        start = ids.index(cursor) + 1 if cursor is not None else 0
+        data, has_more = items[start : start + limit], len(items) > start + limit
+    url = f"/v1/customers/{customer_id}/balance_transactions"
+    return _Answer(200, {"object": "list", "url": url, "has_more": has_more, "data": data})
 
 
 def _customer_body(customer: Customer) -> _Answer:

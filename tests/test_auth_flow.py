@@ -422,8 +422,8 @@ MAX_ATTEMPTS = 3
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server allowing 3 failures per window, trusting one proxy hop (so tests can vary the address)."""
-    settings = {"TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS), "TELENTIR_PROXY_HOPS": "1"}
+    """A server allowing 3 failures per window, trusting one proxy hop (so tests can vary the address); open sign-up."""
+    settings = {"TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS), "TELENTIR_PROXY_HOPS": "1", "TELENTIR_SIGNUP": "open"}
     with running_server(tmp_path_factory, "ratelimit", **settings) as server:
         yield server
 

@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from telentir.runtime import Runtime
-from telentir.services import credits, ingest
-from telentir.services.stripe_gateway import StripeUnavailable
+from telentir.services import credits, settlement
+from telentir.services.stripe_gateway import StripeMisconfigured
 
 from .connect_support import (
     FUNDED,
@@ -174,7 +174,7 @@ def test_failed_refund_is_retried_once_with_the_same_key(new_buyer, scraper, rt,
     applied = 1 if mode == "drop_after" else 0  # the response was lost, the refund was not
     assert len(fake.transactions(cus)) == 1 + applied
 
-    assert ingest.retry_pending(rt) >= 1
+    assert settlement.retry_pending(rt) >= 1
     money = money_for(10, 0, 500, 4)
     summary = account.api.get(f"/connect/jobs/{job['id']}").json()
     assert_summary(summary, money, "succeeded")
@@ -183,7 +183,7 @@ def test_failed_refund_is_retried_once_with_the_same_key(new_buyer, scraper, rt,
     assert len(refund_calls) == 2 and refund_calls[1].replayed == bool(applied)
 
     before = len(fake.calls)
-    assert ingest.retry_pending(rt) == 0  # nothing pending any more: no call at all
+    assert settlement.retry_pending(rt) == 0  # nothing pending any more: no call at all
     assert len(fake.calls) == before and fake.credit_of(cus) == 500 - 100
     assert credits_amount(account.api) == 400
 
@@ -194,13 +194,13 @@ def test_replaying_a_refund_key_never_refunds_twice(new_buyer, rt, fake):
     refund = ledger_rows(rt, job["id"])["refund"]
     gateway = credits.gateway(rt)
     assert gateway is not None
-    key = f"telentir:{job['id']}:refund"
     original = rt.db.query_one("SELECT external_id FROM ledger WHERE job_id = ? AND kind = 'refund'", (job["id"],))[0]
     description = f"Unused lead credits of {job['id']}"
-    assert gateway.credit(customer(account), refund[0], description, key) == original
-    assert fake.calls[-1].replayed
-    with pytest.raises(StripeUnavailable):  # same key, other amount: Stripe's idempotency_error
-        gateway.credit(customer(account), refund[0] + 1, description, key)
+    assert gateway.credit(customer(account), refund[0], description, job["id"]) == original
+    assert fake.calls[-1].replayed and fake.calls[-1].idempotency_key == f"telentir:{job['id']}:refund"
+    # Same key, other amount: Stripe's idempotency_error, a fault of ours for the operator (500).
+    with pytest.raises(StripeMisconfigured):
+        gateway.credit(customer(account), refund[0] + 1, description, job["id"])
     assert fake.calls[-1].status == 400
     assert fake.credit_of(customer(account)) == 300 - 2 * PRICE
     assert len(fake.transactions(customer(account))) == 2
@@ -218,7 +218,7 @@ def test_stripe_failing_the_reservation_is_503_and_settles_to_zero(new_buyer, sc
     job = dict(rt.db.query_one("SELECT * FROM jobs WHERE user_id = ?", (account.id,)))
     assert (job["status"], job["settlement"], job["created"]) == ("failed", "reserve_unknown", 0)
 
-    assert ingest.retry_pending(rt) >= 1  # re-sends the reservation with its key, then refunds it all
+    assert settlement.retry_pending(rt) >= 1  # re-sends the reservation with its key, then refunds it all
     job = _pending_job(rt, job["id"])
     assert (job["settlement"], job["refunded"], job["charged"]) == ("settled", 100, 0)
     effects = fake.transactions(cus)
@@ -244,14 +244,14 @@ def test_stripe_down_when_reading_the_balance_is_503_and_nothing_starts(new_buye
     assert rt.db.query_one("SELECT count(*) FROM jobs WHERE user_id = ?", (account.id,))[0] == 0
 
 
-def test_unknown_stripe_customer_is_503_and_nothing_starts(new_buyer, scraper, rt, fake):
+def test_unknown_stripe_customer_is_400_and_nothing_starts(new_buyer, scraper, rt, fake):
     account = new_buyer("payg", 500)
     credits.set_stripe_customer(rt, account.id, "cus_doesnotexist")
     before = scraper.request_count()
     assert_error(
         account.api.post("/connect", json={"repository": "contacts", "path": "/get-leads", "params": {"credits": 4}}),
-        503,
-        "stripe_unavailable",
+        400,
+        "stripe_invalid_request",
     )
     assert scraper.request_count() == before
 

@@ -44,8 +44,8 @@ def assert_error_shape(resp: Any, status: int, code: str | None = None) -> dict[
 
 @pytest.fixture
 def small_app(tmp_path: Path) -> Iterator[Flask]:
-    """An app that accepts bodies of at most 1 kB, with a route that fails unexpectedly."""
-    app = create_app(config_over(tmp_path / "small", log_level="WARNING", max_body_bytes=1024))
+    """An app that accepts bodies of at most 1 kB (and sign-ups), with a route that fails unexpectedly."""
+    app = create_app(config_over(tmp_path / "small", log_level="WARNING", max_body_bytes=1024, signup="open"))
 
     @app.get("/test/boom")
     def boom() -> str:

@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from typing import Any
@@ -34,9 +33,9 @@ from .sse_client import (
     SSEStream,
     StreamEnded,
     assert_refused,
+    connections_by_worker,
     must_open,
     open_stream,
-    worker_pid,
 )
 from .support import FIXED_MASTER_KEY, ServerExited, ServerProcess, make_user, running_server, runtime_over, wait_until
 
@@ -77,24 +76,6 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
         yield srv
 
 
-def connections_by_worker(server: ServerProcess, each: int, attempts: int = 5) -> dict[int, list[HttpConnection]]:
-    """Keep-alive connections grouped by the pid of the worker holding them: two workers, `each` apiece."""
-    for _ in range(attempts):
-        burst = [HttpConnection(server.url) for _ in range(32)]  # all connect before any is served
-        grouped: dict[int, list[HttpConnection]] = defaultdict(list)
-        for conn in burst:
-            grouped[worker_pid(conn)].append(conn)
-        enough = {pid: conns for pid, conns in grouped.items() if len(conns) >= each}
-        if len(enough) >= 2:
-            for pid, conns in grouped.items():
-                for conn in conns[each:] if pid in enough else conns:
-                    conn.close()
-            return {pid: conns[:each] for pid, conns in enough.items()}
-        for conn in burst:
-            conn.close()
-    raise AssertionError(f"no burst of connections in {attempts} reached two workers {each} times each")
-
-
 def put_object(conn: HttpConnection, who: Account, key_id: str) -> dict[str, Any]:
     """PUT /api/objects on this very connection (so on its worker)."""
     body = json.dumps({"keyId": key_id, "content": "beef", "authTag": "ab" * 16}).encode()
@@ -118,7 +99,7 @@ def per_worker(two_workers: ServerProcess) -> Iterator[Callable[[int], list[list
     held: list[HttpConnection] = []
 
     def grab(each: int) -> list[list[HttpConnection]]:
-        grouped = connections_by_worker(two_workers, each)
+        grouped = connections_by_worker(two_workers.url, each)
         held.extend(conn for conns in grouped.values() for conn in conns)
         assert len(grouped) == 2 and two_workers.proc is not None and two_workers.proc.pid not in grouped
         return list(grouped.values())
@@ -274,10 +255,11 @@ def test_disconnect_releases_the_redis_subscription_within_a_heartbeat(
     # Other servers of this module share the Redis (each with its hub's one subscription): count from theirs.
     base = redis_up.numpat()
     streams += [must_open(server.url, kind, alice.key) for kind in ("key_created", "object_created", "publish")]
-    wait_for_numpat(redis_up, base + 3, timeout=HEARTBEAT + 1)
+    # Each stream's own pattern, and the revocation pattern of their one credential (NUMPAT counts it once).
+    wait_for_numpat(redis_up, base + 4, timeout=HEARTBEAT + 1)
     leaving = streams.pop(1)
     leaving.close()
-    wait_for_numpat(redis_up, base + 2, timeout=HEARTBEAT + 0.5)  # the subscription does not outlive its client
+    wait_for_numpat(redis_up, base + 3, timeout=HEARTBEAT + 0.5)  # the subscription does not outlive its client
     for stream in streams:
         stream.close()
     streams.clear()
@@ -343,7 +325,7 @@ def test_the_in_process_broker_is_rung_before_the_write_answers(tmp_path) -> Non
 def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With every publish failing, a live stream still gets the event within one heartbeat."""
     from telentir import close_app, create_app
-    from telentir.services import keyring, roots
+    from telentir.services import credentials, keyring, roots
     from telentir.streaming import feed as streams
 
     app = create_app(
@@ -358,7 +340,8 @@ def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatc
     try:
         user = make_user(rt)
         roots.ensure_root(rt, user["id"])
-        feed = streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), lambda: False)
+        guard = streams.StreamGuard(credentials.authenticate_principal(rt, user["api_key"]).credential)
+        feed = streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), guard, lambda: False)
         assert next(feed).kind == "open"
 
         def broken(channel: str, message: str) -> int:
@@ -383,7 +366,7 @@ def _next_sent(feed):
 def test_streams_of_one_user_share_one_table_read_per_doorbell(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write seen by many streams of one user is read from the table once, and every stream gets it."""
     from telentir import close_app, create_app
-    from telentir.services import keyring, roots
+    from telentir.services import credentials, keyring, roots
     from telentir.streaming import feed as streams
 
     app = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "ERROR"})
@@ -394,8 +377,9 @@ def test_streams_of_one_user_share_one_table_read_per_doorbell(tmp_path, monkeyp
     try:
         user = make_user(rt)
         roots.ensure_root(rt, user["id"])
+        guard = streams.StreamGuard(credentials.authenticate_principal(rt, user["api_key"]).credential)
         feeds = [
-            streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), lambda: False)
+            streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), guard, lambda: False)
             for _ in range(5)
         ]
         assert [next(feed).kind for feed in feeds] == ["open"] * 5

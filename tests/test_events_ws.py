@@ -14,7 +14,7 @@ import requests
 from .events_support import HEARTBEAT, STREAM_SETTINGS, Account
 from .sse_client import Refused, open_stream, open_when_free
 from .support import ServerProcess, assert_error, running_server
-from .ws_client import WsClient, close_ws, receive_json
+from .ws_client import WsClient, close_ws, receive_json, ws_url
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,7 @@ def sockets(server: ServerProcess) -> Iterator[Callable[..., WsClient]]:
     opened: list[WsClient] = []
 
     def connect(event_type: str, credential: str, query: str = "") -> WsClient:
-        url = server.url.replace("http://", "ws://") + f"/api/ws/events/{event_type}" + (f"?{query}" if query else "")
-        ws = WsClient.connect(url, headers={"Authorization": f"Bearer {credential}"})
+        ws = WsClient.connect(ws_url(server.url, event_type, query), headers={"Authorization": f"Bearer {credential}"})
         opened.append(ws)
         return ws
 

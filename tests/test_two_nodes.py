@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,9 +21,10 @@ from .backends import AWS_ENV, REDIS_URL, MotoServer, throwaway_database
 from .cluster import Cluster
 from .dataplane_support import Vault, decrypt
 from .scraper_fixture import TestScraper
-from .support import FIXED_MASTER_KEY, Api, make_user
+from .support import FIXED_MASTER_KEY, Api, make_user, wait_until
 
 BUCKET = "telentir-cluster"
+LEASE_SECONDS = 3.0
 PLANS = '{"starter": {"name": "Starter", "includedLeads": 100, "leadOverageUsdPerLead": 0.25}}'
 
 
@@ -50,6 +53,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> I
             "TELENTIR_INLINE_MAX_BYTES": "64",
             "TELENTIR_PLANS": PLANS,
             "SCRAPER_HOSTNAME": scraper.url,
+            "TELENTIR_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
             **AWS_ENV,
         }
         nodes = Cluster(root, env)
@@ -191,3 +195,42 @@ def test_a_killed_node_restarts_and_rejoins(cluster: Cluster, rt: Runtime) -> No
         lines = stream.iter_lines(decode_unicode=True)
         after = on_b.put(key, b"after the restart")
         assert any(line.startswith("data: ") and after["id"] in line for line in lines)
+
+
+def test_a_job_of_a_killed_node_is_settled_once_by_the_other_within_the_lease(cluster: Cluster, rt: Runtime) -> None:
+    user = make_user(rt)
+    credits.grant_credits(rt, user["id"], 10_000)
+    node_a = cluster.nodes["a"]
+    body = {"repository": "contacts", "path": "/get-leads", "params": {"credits": 300, "mode": "slow", "delay_ms": 20}}
+    headers = {"Authorization": f"Bearer {user['api_key']}"}
+    request = threading.Thread(
+        target=lambda: _ignore_errors(lambda: requests.post(node_a.url + "/api/connect", json=body, headers=headers)),
+        daemon=True,
+    )
+    request.start()
+    job = wait_until(
+        lambda: rt.db.query_one("SELECT * FROM jobs WHERE user_id = ? AND created > 0", (user["id"],)), timeout=30
+    )
+    node_a.kill()  # mid-job: no settlement, no refund, the lease stops beating
+    killed_at = time.monotonic()
+    done = wait_until(
+        lambda: rt.db.query_one("SELECT * FROM jobs WHERE id = ? AND settlement = 'settled'", (job["id"],)),
+        timeout=LEASE_SECONDS * 5,
+    )
+    assert time.monotonic() - killed_at < LEASE_SECONDS * 3  # the lease, plus a beat of node B's lease thread
+    assert done["status"] == "interrupted" and done["owner"] != job["owner"]  # node B claimed it
+    used = done["created"]
+    charged = max(0, used - done["allowance_part"]) * done["price"]
+    assert (done["used"], done["charged"], done["refunded"]) == (used, charged, done["reserved"] - charged)
+    kinds = [r["kind"] for r in rt.db.query("SELECT kind FROM ledger WHERE job_id = ? ORDER BY id", (job["id"],))]
+    assert kinds.count("charge") == 1 and kinds.count("refund") <= 1  # settled exactly once
+    assert credits.local_balance(rt, user["id"]) == 10_000 - charged
+    node_a.start()  # node A rejoins for the tests after this one
+    request.join(timeout=10)
+
+
+def _ignore_errors(call: Any) -> None:
+    try:
+        call()
+    except requests.RequestException:
+        pass  # node A was killed under the request

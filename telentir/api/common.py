@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 from flask import current_app, g, request
 
 from ..errors import BadRequest, Forbidden, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
+from ..request_log import USER_KEY
 from ..runtime import Runtime
 from ..services import credentials
 
@@ -84,14 +85,25 @@ def bearer_credential() -> str | None:
     return cookie
 
 
-def authenticated_user() -> dict[str, Any]:
-    """The calling user (cached for the request); 401 without a valid credential."""
-    if "user" not in g:
+def authenticated_principal() -> credentials.Principal:
+    """The calling user and the credential used (cached for the request); 401 without a valid credential."""
+    if "principal" not in g:
         credential = bearer_credential()
         if credential is None:
             raise Unauthorized("Authentication required: send Authorization: Bearer <token or API key>.")
-        g.user = credentials.authenticate(runtime(), credential)
-    return cast(dict[str, Any], g.user)
+        g.principal = credentials.authenticate_principal(runtime(), credential)
+        note_user(g.principal.user["id"])
+    return cast(credentials.Principal, g.principal)
+
+
+def authenticated_user() -> dict[str, Any]:
+    """The calling user (cached for the request); 401 without a valid credential."""
+    return authenticated_principal().user
+
+
+def note_user(user_id: str) -> None:
+    """Name the caller in the request's log line (the id only, never the credential)."""
+    request.environ[USER_KEY] = user_id
 
 
 def verified_user() -> dict[str, Any]:

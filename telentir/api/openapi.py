@@ -35,6 +35,7 @@ BINARY = {"type": "string", "description": "hex, or base64 (standard or URL-safe
 _STATUS_TEXT = {
     400: "Malformed or invalid input",
     401: "Missing, unknown, revoked or expired credential",
+    402: "Stripe declined the card (stripe_card_error)",
     403: "Phone not verified, or forbidden",
     404: "Not found (or not yours)",
     409: "Conflict",
@@ -42,7 +43,7 @@ _STATUS_TEXT = {
     415: "Body is not JSON",
     429: "Rate limited (see Retry-After)",
     502: "An upstream failed",
-    503: "Unavailable",
+    503: "Unavailable (with Retry-After when trying again may help)",
     504: "An upstream timed out",
 }
 
@@ -264,17 +265,20 @@ def _auth_paths() -> dict[str, Any]:
     return {
         "/api/auth/register": {
             "post": _op(
-                "Create an account",
+                "Create an account (if TELENTIR_SIGNUP allows: 403 signup_closed, invite_required or invite_invalid)",
                 token,
-                (400, 409, 415),
+                (400, 403, 409, 415),
                 ok_status=201,
                 auth=False,
                 body={
                     "type": "object",
                     "required": ["email", "phone", "password", "confirmPassword"],
                     "properties": {
-                        k: {"type": "string"}
-                        for k in ("firstName", "lastName", "email", "phone", "password", "confirmPassword")
+                        **{
+                            k: {"type": "string"}
+                            for k in ("firstName", "lastName", "email", "phone", "password", "confirmPassword")
+                        },
+                        "invite": {"type": "string", "description": "the single-use code (TELENTIR_SIGNUP=invite)"},
                     },
                 },
             )
@@ -503,7 +507,7 @@ def _connect_paths() -> dict[str, Any]:
             "post": _op(
                 "Ingest records from the scraper into a store",
                 done,
-                (400, 401, 403, 415, 429, 503),
+                (400, 401, 402, 403, 415, 429, 503),
                 body=body,
                 ok_status=204,
             )
@@ -511,9 +515,11 @@ def _connect_paths() -> dict[str, Any]:
         "/api/connect/jobs/{job_id}": {
             "get": _op("An ingestion job's summary", _json(_ref("Job")), params=[_path_param("job_id", "job_ id")])
         },
-        "/api/credits": {"get": _op("Prepaid balance", _json(_ref("Credits")), (401, 403, 503))},
+        "/api/credits": {"get": _op("Prepaid balance", _json(_ref("Credits")), (400, 401, 402, 403, 503))},
         "/api/billing/state": {
-            "get": _op("Plan, usage, card, balance, failed payment", _json(_ref("BillingState")), (401, 403, 503))
+            "get": _op(
+                "Plan, usage, card, balance, failed payment", _json(_ref("BillingState")), (400, 401, 402, 403, 503)
+            )
         },
         **_billing_paths(),
     }
@@ -594,6 +600,14 @@ def _system_paths() -> dict[str, Any]:
             "get": _op("Database writable and broker reachable", _json({"type": "object"}), (503,), auth=False)
         },
         "/api/openapi.json": {"get": _op("This document", _json({"type": "object"}), (), auth=False)},
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics: needs Authorization: Bearer <TELENTIR_METRICS_TOKEN>; 404 when it is unset",
+                {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                (401, 404),
+                auth=False,
+            )
+        },
     }
 
 

@@ -241,9 +241,7 @@ def topup_effect(
         return _ignored(f"nothing to credit ({amount} {session.get('currency')})", user["id"])
     if rt.db.query_one("SELECT 1 FROM stripe_topups WHERE session_id = ?", (session["id"],)):
         return _ignored(f"{session['id']} was credited already", user["id"])
-    txn = gateway.credit(
-        customer, amount, f"Lead credits bought with Checkout {session['id']}", f"telentir:topup:{session['id']}"
-    )
+    txn = gateway.credit_topup(customer, amount, f"Lead credits bought with Checkout {session['id']}", session["id"])
 
     def write(tx: Transaction) -> Outcome:
         inserted = tx.execute(

@@ -25,7 +25,7 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -128,7 +128,7 @@ class Database(ABC):
         return self.query_row(sql, params)[0]
 
     @abstractmethod
-    def atomic(self) -> Any:
+    def atomic(self) -> AbstractContextManager[Transaction]:
         """A write transaction (a context manager yielding a Transaction): COMMIT, or ROLLBACK on any exception."""
 
     @abstractmethod
@@ -142,6 +142,10 @@ class Database(ABC):
     @abstractmethod
     def close(self) -> None:
         """Close every connection this object opened (at app shutdown)."""
+
+    @abstractmethod
+    def size_bytes(self) -> int:
+        """How much storage the database takes now (for /metrics)."""
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[bool]:
@@ -324,6 +328,16 @@ class SqliteDatabase(Database):
         finally:
             conn.close()
 
+    def size_bytes(self) -> int:
+        """The database file plus its write-ahead log, on disk now."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += self.path.with_name(self.path.name + suffix).stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
     def schema_version(self) -> int:
         """The database's schema version (0 when the file is new)."""
         conn = self.connect()
@@ -361,8 +375,7 @@ def split_script(script: str) -> list[str]:
 
 
 def _version_of(conn: sqlite3.Connection) -> int:
-    """The file's `PRAGMA user_version` (0: a new, empty database)."""
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    return schema.version_of(conn)
 
 
 @contextmanager

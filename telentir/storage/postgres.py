@@ -222,6 +222,10 @@ class PostgresDatabase(Database):
         """Nothing to close: no connection belongs to a thread outside its transaction."""
         return None
 
+    def size_bytes(self) -> int:
+        """The database's size as PostgreSQL reports it."""
+        return int(self.query_value("SELECT pg_database_size(current_database())"))
+
     def close(self) -> None:
         """Close the pool and its connections."""
         self._pool.close()

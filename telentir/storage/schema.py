@@ -21,6 +21,7 @@ shared ships a second file, `NNNN_what_it_does.postgres.sql`, used on PostgreSQL
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -79,6 +80,11 @@ def latest_version() -> int:
 def schema_sql() -> str:
     """The whole current schema (the top-level schema.sql, shipped in the package)."""
     return resources.files("telentir").joinpath("schema.sql").read_text()
+
+
+def version_of(conn: sqlite3.Connection) -> int:
+    """A SQLite file's `PRAGMA user_version` (0: a new, empty database)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def pending(version: int) -> list[Migration]:
