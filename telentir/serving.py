@@ -58,7 +58,10 @@ def _prepare_locked(config: Config) -> dict[str, int]:
     rt = build_runtime(config)
     try:
         # Jobs first: settling them touches no files, and the sweep then sees the final rows.
-        return {"migrations": len(applied), **_recover_jobs(rt), "swept_blobs": maintenance.sweep_blobs(rt)}
+        # A bucket is swept by the workers' periodic sweeper, not here: the master must not load
+        # botocore before a gevent worker has patched `ssl` (see storage.s3.S3BlobStore.client).
+        swept = 0 if config.uses_s3 else maintenance.sweep_blobs(rt)
+        return {"migrations": len(applied), **_recover_jobs(rt), "swept_blobs": swept}
     finally:
         rt.close()
 

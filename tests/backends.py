@@ -59,6 +59,13 @@ SCALE_OUT_MODULES = (
     "test_billing_webhooks",
     "test_billing_cli",
     "test_console_server",
+    "test_job_leases",
+    "test_money_concurrency",
+    "test_signup_policy",
+    "test_stream_credentials",
+    "test_amount_bounds",
+    "test_stripe_failures",
+    "test_metrics",
 )
 
 

@@ -23,6 +23,7 @@ from telentir.money import MAX_BALANCE, MAX_GRANT, MAX_INCLUDED_LEADS, MAX_LEADS
 from telentir.runtime import Runtime
 from telentir.services import credits
 
+from .backends import env_for
 from .connect_support import PRICE
 from .money_support import billing_env, billing_runtime, funded_user, post_leads
 from .scraper_fixture import TestScraper
@@ -51,7 +52,12 @@ def account(server: ServerProcess, rt: Runtime) -> Iterator[tuple[dict[str, Any]
 
 def cli(server: ServerProcess, scraper: TestScraper, *args: str) -> Result:
     """An admin command over the live server's folder (click's runner: an escaping exception fails the test)."""
-    env = {**billing_env(scraper.url), "TELENTIR_DATA_DIR": str(server.data_dir), "TELENTIR_LOG_LEVEL": "WARNING"}
+    env = {
+        **billing_env(scraper.url),
+        "TELENTIR_DATA_DIR": str(server.data_dir),
+        "TELENTIR_LOG_LEVEL": "WARNING",
+        **env_for(server.data_dir),  # the session's storage backend
+    }
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 

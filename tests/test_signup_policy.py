@@ -17,11 +17,10 @@ import requests
 from click.testing import CliRunner, Result
 
 from telentir import cli
-from telentir.config import load_config
 from telentir.runtime import Runtime
-from telentir.wiring import build_runtime
 
-from .support import FIXED_MASTER_KEY, ServerProcess, assert_error
+from .backends import env_for
+from .support import FIXED_MASTER_KEY, ServerProcess, assert_error, runtime_over
 
 PASSWORD = "correct horse battery"
 
@@ -49,13 +48,15 @@ class Folder:
 
     def __init__(self, server: ServerProcess) -> None:
         self.server = server
-        self.rt: Runtime = build_runtime(
-            load_config({"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={})
-        )
+        self.rt: Runtime = runtime_over(server.data_dir)
 
     def cli(self, *args: str) -> Result:
         """Run an admin command over the folder."""
-        env = {"TELENTIR_DATA_DIR": str(self.server.data_dir), "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY}
+        env = {
+            "TELENTIR_DATA_DIR": str(self.server.data_dir),
+            "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
+            **env_for(self.server.data_dir),  # the session's storage backend
+        }
         return CliRunner().invoke(cli.main, list(args), env=env, catch_exceptions=False)
 
     def mint(self, *args: str) -> tuple[str, str]:

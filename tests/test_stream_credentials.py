@@ -22,10 +22,8 @@ from typing import Any
 import pytest
 import requests
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.services import credentials, events
-from telentir.wiring import build_runtime
 
 from .conftest import make_user
 from .sse_client import (
@@ -38,7 +36,7 @@ from .sse_client import (
     open_stream,
     worker_pid,
 )
-from .support import FIXED_MASTER_KEY, ServerProcess, assert_error
+from .support import FIXED_MASTER_KEY, ServerProcess, assert_error, runtime_over
 from .ws_client import WsClient, WsOnSocket, close_ws, messages_until_closed, receive_json, ws_url
 
 HEARTBEAT = 1.0
@@ -62,8 +60,7 @@ def _start(
 
 def _runtime(server: ServerProcess, **overrides: Any) -> Runtime:
     """A runtime over the server's data folder: another process's view, to make users and read rows."""
-    config = {"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY, **overrides}
-    return build_runtime(load_config(config, environ={}))
+    return runtime_over(server.data_dir, **overrides)
 
 
 @pytest.fixture(scope="module", params=["hub", "thread", "gevent"])

@@ -10,13 +10,10 @@ names it commits, and deleted only after the commit that forgets it. Objects are
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-
-import boto3
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
 
 from .blobs import BLOB_ID, new_blob_id
 
@@ -28,16 +25,31 @@ MAX_POOL_CONNECTIONS = 64
 class S3BlobStore:
     """Blobs as objects under a prefix of one bucket."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
-        self.client, self.bucket = client, bucket
+    def __init__(self, make_client: Callable[[], Any], bucket: str, prefix: str = "") -> None:
+        self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._make_client = make_client
+        self._client: Any = None
+        self._client_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, endpoint_url: str | None = None) -> S3BlobStore:
-        """The store of `s3://bucket/prefix`, with a client from the standard AWS settings."""
+        """The store of `s3://bucket/prefix`; its client (standard AWS settings) is made on first use."""
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        config = BotoConfig(max_pool_connections=MAX_POOL_CONNECTIONS, retries={"mode": "standard", "max_attempts": 5})
-        return cls(boto3.client("s3", endpoint_url=endpoint_url, config=config), bucket, prefix)
+        return cls(lambda: _new_client(endpoint_url), bucket, prefix)
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, made (and botocore imported) on first use.
+
+        Not before: the gunicorn master builds a runtime before forking, and a gevent worker
+        patches `ssl` after the fork; botocore loaded earlier keeps the unpatched classes and
+        its first TLS context then recurses without end.
+        """
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
 
     def describe(self) -> str:
         """The bucket and prefix."""
@@ -68,6 +80,8 @@ class S3BlobStore:
 
     def read(self, blob_id: str) -> bytes:
         """The bytes of a blob; FileNotFoundError if the bucket has no such object."""
+        from botocore.exceptions import ClientError
+
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.key_for(blob_id))
         except ClientError as exc:
@@ -116,13 +130,14 @@ class S3BlobStore:
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             yield from page.get("Contents", ())
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket if it does not exist (tests and first deployments; production buckets are made ahead)."""
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+
+def _new_client(endpoint_url: str | None) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(max_pool_connections=MAX_POOL_CONNECTIONS, retries={"mode": "standard", "max_attempts": 5})
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
 
-def _error_code(exc: ClientError) -> str:
+def _error_code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
