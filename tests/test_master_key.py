@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from telentir.storage.db import Database
+from telentir.storage.db import SqliteDatabase
 
 from .support import ROOT, ServerProcess, server_env
 
@@ -120,7 +120,7 @@ def test_a_new_folder_gets_a_key_file(tmp_path: Path) -> None:
 def test_a_database_without_secrets_gets_a_key_file(tmp_path: Path) -> None:
     """A database made but never served (no platform key sealed yet) is still a new folder."""
     data_dir = tmp_path / "data"
-    db = Database(data_dir / "telentir.db")
+    db = SqliteDatabase(data_dir / "telentir.db")
     db.open_schema()
     db.close()
     done = _cli(data_dir, "init")
