@@ -74,10 +74,11 @@ class GunicornServer(Application):
 
 
 def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None = None) -> None:
-    """Run the production server in the foreground."""
-    GunicornServer(
-        {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": worker_class}
-    ).run()
+    """Run the production server in the foreground (`worker_class`: gthread or gevent, ours of each)."""
+    from .workers import WORKER_CLASSES
+
+    worker = WORKER_CLASSES[worker_class] if worker_class is not None else None
+    GunicornServer({"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": worker}).run()
 
 
 def on_starting(workers: int) -> None:

@@ -11,6 +11,7 @@ from flask import current_app, g, request
 from ..errors import BadRequest, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
 from ..runtime import Runtime
 from ..services import credentials
+from .inputs import check_json_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,6 +38,7 @@ def json_body(required: bool = True) -> dict[str, Any]:
         raise BadRequest("The body is nested too deeply.", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
+    check_json_text(body)
     return body
 
 
@@ -62,14 +64,19 @@ def client_addr() -> str:
 
 
 def bearer_credential() -> str | None:
-    """The credential from `Authorization: Bearer …` or else the `token` cookie."""
+    """The credential from `Authorization: Bearer …`, or else the session token of the `token` cookie."""
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("Use Authorization: Bearer <token or API key>.")
         return value.strip()
-    return request.cookies.get("token") or None
+    cookie = request.cookies.get("token") or None
+    # The cookie is what a browser sends on its own: it carries the session of a login, never
+    # a long-lived API key (which belongs in a header a program sets on purpose).
+    if cookie is not None and cookie.startswith(credentials.API_KEY_PREFIX):
+        raise Unauthorized("The token cookie carries session tokens only: send an API key as Authorization: Bearer.")
+    return cookie
 
 
 def authenticated_user() -> dict[str, Any]:

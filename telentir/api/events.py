@@ -24,6 +24,9 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _feed_request(event_type: str) -> streams.FeedRequest:
+    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
+    if repeated:  # which one counts would be a guess: a filter too wide, or too narrow
+        raise BadRequest(f"The query parameter {repeated[0]!r} is given more than once.")
     return streams.parse_request(
         data_plane_user()["id"], event_type, request.args.to_dict(), request.headers.get("Last-Event-ID")
     )
