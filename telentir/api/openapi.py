@@ -710,7 +710,8 @@ def _event_params() -> list[dict[str, Any]]:
         for name in FILTER_NAMES
     ]
     params.append(_query("userId", _id("usr"), "your own id only (403 otherwise)"))
-    cursor = {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR}
+    # Empty is no cursor (a fresh stream).
+    cursor = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_CURSOR}, {"const": ""}]}
     params.append(_query("since", cursor, "resume after this event id (Last-Event-ID wins)"))
     params.append(_header("Last-Event-ID", cursor, "resume after this event id"))
     return params
