@@ -93,6 +93,29 @@ CONFIG = SchemathesisConfig.from_dict(
 schema = schemathesis.openapi.from_dict(build_document(), config=CONFIG)
 
 
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(method, path, op) for path, ops in build_document()["paths"].items() for method, op in ops.items()]
+
+
+@pytest.mark.parametrize("method, path, op", _operations(), ids=lambda v: v if isinstance(v, str) else "")
+def test_each_operation_has_an_example_and_the_statuses_every_route_shares(
+    method: str, path: str, op: dict[str, Any]
+) -> None:
+    examples = [media.get("example") for media in op.get("requestBody", {}).get("content", {}).values()]
+    examples += [media.get("example") for r in op["responses"].values() for media in r.get("content", {}).values()]
+    examples += [param.get("example") for param in op.get("parameters", [])]
+    assert any(example is not None for example in examples), "no example"
+    statuses = set(op["responses"])
+    assert "400" in statuses  # query strings and headers must be text, on every route
+    if op.get("security") != []:
+        assert "401" in statuses
+    if "requestBody" in op:
+        assert {"413", "415"} <= statuses
+    for param in op.get("parameters", []):
+        if param["in"] == "path" and param["name"].endswith("_id"):
+            assert param["schema"]["pattern"].startswith("^"), param
+
+
 def test_the_fuzzed_document_is_the_served_one(fuzz_server: ServerProcess) -> None:
     served = requests.get(fuzz_server.url + "/api/openapi.json", timeout=10)
     assert served.status_code == 200 and served.json() == build_document()
