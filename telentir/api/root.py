@@ -30,9 +30,10 @@ def register_server() -> tuple[Response, int]:
     """Register a server: `generate` a keypair (private key returned once) or `upload_public`."""
     body = json_body()
     name = name_value(body.get("name"), "name")
+    for alias in ("publicKey", "public_key"):  # the one ignored (`generate`, or an alias) is still input
+        if body.get(alias) is not None and not isinstance(body[alias], str):
+            raise BadRequest(f"{alias} must be a string (base64 SPKI DER).")
     public_key = body.get("publicKey", body.get("public_key"))
-    if public_key is not None and not isinstance(public_key, str):  # ignored by `generate`, but still bad input
-        raise BadRequest("publicKey must be a string (base64 SPKI DER).")
     record = keyring.register_server(runtime(), data_plane_user()["id"], name, body.get("mode"), public_key)
     return jsonify(record), 201
 
