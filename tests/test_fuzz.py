@@ -5,8 +5,17 @@ One real server (gunicorn), one verified user with an API key, the test scraper 
 cases (missing fields, wrong types, bounds) and a bounded number of generated cases, from a
 fixed seed, derandomized: the same requests on every run.
 
+The checks (CHECKS): no 5xx; status, content type, headers and body as documented; a
+request that violates the document refused (so the document is no stricter than the
+server); 401 without credentials; 405 with a true `Allow` for undocumented methods.
+`positive_data_acceptance` is off: some rules cannot be written in JSON Schema (a key's
+`server` must be one of the caller's servers, an uploaded RSA key must parse, a binary
+field's encoding is decided by another field), so a request the schema allows may get the
+documented 400.
+
 Event streams never end by themselves: the client reads at most one event or until
-STREAM_SECONDS of silence, which is enough to check the status, headers and framing.
+STREAM_SECONDS of silence, which is enough to check the status, headers and framing. The
+WebSocket route is fuzzed up to its handshake, where all of its checks happen.
 
 More examples, locally: `FUZZ_EXAMPLES=200 .venv/bin/python -m pytest tests/test_fuzz.py`
 (`FUZZ_SEED` picks another seed).
