@@ -389,6 +389,27 @@ API_KEY_EXAMPLE = {"id": EXAMPLE_IDS["ak"], "name": "CI", "last_used_at": None, 
 TOKEN_EXAMPLE = {"status": "ok", "token": "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlbGVudGlyIn0.e30.c2ln"}
 
 
+BILLING_EXAMPLE = {
+    "plan": {
+        "key": "starter",
+        "name": "Starter",
+        "monthlyPriceUsd": 0,
+        "includedMinutes": 0,
+        "overageUsdPerMinute": 0,
+        "includedLeads": 100,
+        "includedOutboundCalls": 0,
+        "includedInboundCalls": 0,
+        "outboundFixedUsd": 0,
+        "inboundFixedUsd": 0,
+        "leadOverageUsdPerLead": 0.25,
+    },
+    "usage": {"leads": 0, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0, "calls_outbound": 0},
+    "hasCard": False,
+    "balance": {"currency": "usd", "amount": 0},
+    "paymentFailure": None,
+}
+
+
 # --- paths ----------------------------------------------------------------------------
 
 
@@ -411,7 +432,15 @@ def _system_paths() -> dict[str, Any]:
         "/metrics": {
             "get": _op(
                 "Prometheus metrics: needs Authorization: Bearer <TELENTIR_METRICS_TOKEN>; 404 while that is unset",
-                {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                {
+                    "description": "Prometheus text format",
+                    "content": {
+                        "text/plain": {
+                            "schema": {"type": "string"},
+                            "example": 'telentir_http_requests_total{method="GET",route="/healthz",status="200"} 3.0\n',
+                        }
+                    },
+                },
                 (401, 404),
                 auth=None,
             )
@@ -452,9 +481,8 @@ def _auth_paths() -> dict[str, Any]:
         "confirmPassword": _string(MIN_PASSWORD, MAX_PASSWORD, description="equal to password"),
     }
     names = {name: _nullable(_string(0, MAX_NAME)) for name in ("firstName", "lastName")}
-    names["invite"] = _string(
-        1, description="the single-use code of `telentir invites create` (TELENTIR_SIGNUP=invite)"
-    )
+    # A string with TELENTIR_SIGNUP=invite (a wrong or missing one is a 403); ignored, whatever it is, otherwise.
+    names["invite"] = {"description": "the single-use code of `telentir invites create` (TELENTIR_SIGNUP=invite)"}
     signup = {
         "firstName": "Ada",
         "lastName": "Lovelace",
@@ -858,7 +886,7 @@ def _connect_paths() -> dict[str, Any]:
         "/api/billing/state": {
             "get": _op(
                 "Plan, this month's usage, card on file, balance, a failed payment",
-                _json(_ref("BillingState")),
+                _json(_ref("BillingState"), example=BILLING_EXAMPLE),
                 (402, 502, 503),
             )
         },
@@ -909,7 +937,7 @@ def _billing_paths() -> dict[str, Any]:
         "/api/stripe/webhook": {
             "post": _op(
                 "Stripe's events, verified by signature (tolerance 300 s) and applied once; a replay is a 200",
-                _json(received),
+                _json(received, example={"received": True, "id": "evt_1PxYz", "status": "applied"}),
                 (409, 503),
                 auth=None,
                 body=_object({}, description="a Stripe event, exactly as Stripe sent it"),
@@ -920,9 +948,13 @@ def _billing_paths() -> dict[str, Any]:
 
 
 def _console_paths() -> dict[str, Any]:
-    page = {"description": "The console's page", "content": {"text/html": {"schema": {"type": "string"}}}}
-    asset = {"description": "A console file (script, style)", "content": {"*/*": {"schema": {"type": "string"}}}}
-    config = _json(_object({"stripe": {"type": "boolean"}}), "Whether Stripe top-ups are configured")
+    html = {"schema": {"type": "string"}, "example": "<!doctype html>"}
+    page = {"description": "The console's page", "content": {"text/html": html}}
+    file = {"schema": {"type": "string"}, "example": "export function start() {}"}
+    asset = {"description": "A console file (script, style)", "content": {"*/*": file}}
+    config = _json(
+        _object({"stripe": {"type": "boolean"}}), "Whether Stripe top-ups are configured", example={"stripe": False}
+    )
     name = [_path("name", _string(1), "a file of the console, e.g. app.js; anything else is a 404")]
     return {
         "/console": {"get": _op("The browser console", page, auth=None)},
