@@ -63,6 +63,7 @@ def assert_json_error(raw: bytes, status: int, code: str) -> dict[str, Any]:
     got, headers, body = answers[0]
     assert got == status, raw[:600]
     assert headers["content-type"] == "application/json", headers
+    assert len(headers.get("x-request-id", "")) == 24, headers  # every answer names itself for the log
     assert b"<html" not in body.lower()
     decoded = json.loads(body)
     assert decoded["error"] == code and decoded["message"].strip(), decoded

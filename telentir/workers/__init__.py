@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 from typing import Any
 
 from ..errors import error_body
@@ -87,9 +88,12 @@ def error_response(status: int, reason: str, exc: BaseException) -> bytes:
     code, message = _ANSWERS.get(status, _INTERNAL)
     detail = str(exc)[:MAX_DETAIL] if status < 500 else ""
     body = json.dumps(error_body(code, message.format(detail=detail)), separators=(",", ":")).encode()
+    # A request gunicorn could not parse never reached the app's request log: its id is made here.
+    request_id = secrets.token_hex(12)
+    log.info("refused malformed HTTP with %d (request id %s)", status, request_id)
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"X-Request-ID: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
 
