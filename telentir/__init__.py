@@ -24,6 +24,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     from . import logs
     from .api import register_blueprints
     from .api.errors import register_error_handlers
+    from .api.inputs import check_query_and_headers
     from .request_log import RequestLog
     from .wiring import build_runtime, start_background
 
@@ -51,6 +52,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     start_background(rt)
     register_error_handlers(app)
     app.before_request(_note_route)
+    app.before_request(check_query_and_headers)  # before every blueprint's own hooks (the guard)
     register_blueprints(app)
     app.teardown_appcontext(lambda exc: rt.db.park_connection())
     return app

@@ -14,7 +14,9 @@ import os
 from typing import Any
 
 bind = "127.0.0.1:8000"
-worker_class = "gthread"
+# gunicorn's gthread worker, answering what it refuses with the JSON error shape, not HTML
+# (telentir/workers). `telentir.workers.ggevent.GeventWorker` is the gevent one.
+worker_class = "telentir.workers.gthread.ThreadWorker"
 workers = 1
 # Each open event stream holds a thread: enough threads for the stream cap plus requests.
 threads = 256

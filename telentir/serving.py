@@ -126,9 +126,12 @@ def serve(
     worker_class: str | None = None,
     on_ready: Callable[[Config], None] | None = None,
 ) -> None:
-    """Run the production server in the foreground."""
+    """Run the production server in the foreground (`worker_class`: gthread or gevent, ours of each)."""
+    from .workers import WORKER_CLASSES
+
+    worker = WORKER_CLASSES[worker_class] if worker_class is not None else None
     GunicornServer(
-        {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": worker_class}, on_ready
+        {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": worker}, on_ready
     ).run()
 
 

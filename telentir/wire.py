@@ -76,13 +76,14 @@ def decode_ciphertext(body: dict[str, Any]) -> tuple[bytes, bytes]:
 def decode_key_material(body: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
     """`key` and `iv` as bytes (both None when absent), deciding the encoding from the IV."""
     key, iv = body.get("key"), body.get("iv")
+    explicit = explicit_encoding(body)  # checked even with nothing to decode: a bad value is still bad input
     if key is None and iv is None:
         return None, None
     if key is None or iv is None:
         raise BadRequest("key and iv must be sent together.")
     if not isinstance(iv, str):
         raise BadRequest("iv must be a hex or base64 string.")
-    encoding = explicit_encoding(body) or ("hex" if _looks_hex(iv, range(IV_BYTES, IV_BYTES + 1)) else "base64")
+    encoding = explicit or ("hex" if _looks_hex(iv, range(IV_BYTES, IV_BYTES + 1)) else "base64")
     iv_bytes = decode_field(iv, "iv", encoding)
     if len(iv_bytes) != IV_BYTES:
         raise BadRequest(f"iv must decode to exactly {IV_BYTES} bytes, not {len(iv_bytes)}.")

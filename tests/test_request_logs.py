@@ -16,7 +16,7 @@ import simple_websocket
 
 from telentir import logs
 
-from .sse_client import must_open
+from .sse_client import Refused, must_open, open_stream
 from .support import FIXED_MASTER_KEY, ServerProcess
 
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -86,7 +86,10 @@ def test_a_full_session_logs_every_request_and_no_secret(server):
     assert requests.get(base + f"/api/objects/{created.json()['id']}?token={api_key}", timeout=10).status_code == 401
     cookie = requests.get(base + "/api/auth", cookies={"token": token}, timeout=10)
     assert cookie.status_code == 200
-    with must_open(base, "object_created", api_key, params={"access_token": api_key}) as stream:
+    # A credential in a query string is refused (an unknown parameter), and never logged either.
+    refused = open_stream(base, "object_created", api_key, params={"access_token": api_key})
+    assert isinstance(refused, Refused) and refused.status == 400
+    with must_open(base, "object_created", api_key) as stream:
         requests.put(
             base + "/api/objects",
             json={"keyId": store["defaultKey"], "content": "01", "authTag": "cd" * 16},

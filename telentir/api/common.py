@@ -12,6 +12,7 @@ from ..errors import BadRequest, Forbidden, PayloadTooLarge, PhoneNotVerified, U
 from ..request_log import USER_KEY
 from ..runtime import Runtime
 from ..services import credentials
+from .inputs import check_json_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,6 +45,7 @@ def json_body(required: bool = True) -> dict[str, Any]:
         raise BadRequest("The body is nested too deeply.", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
+    check_json_text(body)
     return body
 
 
@@ -69,7 +71,10 @@ def client_addr() -> str:
 
 
 def bearer_credential() -> str | None:
-    """The credential of `Authorization: Bearer …`, else the `token` cookie (403: a write without CSRF_HEADER)."""
+    """The credential of `Authorization: Bearer …`, else the session token of the `token` cookie.
+
+    A cookie write without CSRF_HEADER is a 403; an API key in the cookie is a 401.
+    """
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, value = header.partition(" ")
@@ -77,6 +82,10 @@ def bearer_credential() -> str | None:
             raise Unauthorized("Use Authorization: Bearer <token or API key>.")
         return value.strip()
     cookie = request.cookies.get("token") or None
+    # The cookie is what a browser sends on its own: it carries the session of a login, never
+    # a long-lived API key (which belongs in a header a program sets on purpose).
+    if cookie is not None and cookie.startswith(credentials.API_KEY_PREFIX):
+        raise Unauthorized("The token cookie carries session tokens only: send an API key as Authorization: Bearer.")
     if cookie is not None and request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER, "").strip():
         raise Forbidden(
             f"A request authenticated by the token cookie that changes state needs the {CSRF_HEADER} header.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError, error_body
@@ -24,6 +25,8 @@ def register_error_handlers(app: Flask) -> None:
     """Make every failure answer `{"error", "message"}` with the right status."""
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ParseException, _malformed_body)
+    app.register_error_handler(NoMoreData, _malformed_body)
     app.register_error_handler(Exception, _unexpected_error)
 
 
@@ -43,6 +46,15 @@ def _http_error(exc: HTTPException) -> Response:
     valid_methods = getattr(exc, "valid_methods", None)
     if valid_methods:
         response.headers["Allow"] = ", ".join(valid_methods)
+    return response
+
+
+def _malformed_body(exc: Exception) -> Response:
+    # gunicorn parses a chunked body while the app reads it, so a malformed chunk (or a body
+    # cut short) is raised inside the view: the client's fault, not ours. gunicorn closes the
+    # connection afterwards, since where the next request would start is unknown.
+    response = jsonify(error_body("invalid_request", f"The request body is malformed: {str(exc)[:200]}."))
+    response.status_code = 400
     return response
 
 

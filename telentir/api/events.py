@@ -26,6 +26,9 @@ WS_CREDENTIAL_ENDED = 1008  # the close code of a WebSocket whose credential was
 
 
 def _feed_request(event_type: str) -> streams.FeedRequest:
+    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
+    if repeated:  # which one counts would be a guess: a filter too wide, or too narrow
+        raise BadRequest(f"The query parameter {repeated[0]!r} is given more than once.")
     return streams.parse_request(
         data_plane_user()["id"], event_type, request.args.to_dict(), request.headers.get("Last-Event-ID")
     )

@@ -1,6 +1,15 @@
 """The OpenAPI 3.1 document of the API, served at GET /api/openapi.json.
 
-Written by hand from the wire contract; a test fails when a registered route is missing.
+Written by hand from the wire contract (docs/protocol.md) and kept exact: request schemas
+with their required fields, patterns and bounds, every status a route can answer, response
+schemas real answers satisfy, and an example per operation. `tests/test_openapi.py` checks
+that every route is here; `tests/test_fuzz.py` runs Schemathesis against this document.
+
+Each route is one `_op(...)` call in the `_…_paths()` function of its area: adding a route
+is adding an entry there. Statuses every route shares are added by `_op` itself: 400 (query
+strings and headers must be text, §1.1), 401 and 403 by the route's `auth`, 413 and 415 for
+a JSON body. Answers gunicorn gives before the app is called (414, 417, 431, 501) are the
+same JSON error shape and not repeated per operation.
 """
 
 from __future__ import annotations
@@ -9,198 +18,217 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from ..ids import PREFIXES
+from ..money import MAX_LEADS_PER_JOB as MAX_CREDITS
+from ..services.accounts import MAX_EMAIL, MAX_NAME, MAX_PASSWORD, MIN_PASSWORD
+from ..services.credentials import MAX_KEY_NAME
+from ..services.events import FILTERS
+from ..services.roots import STORES
+from ..streaming.feed import MAX_CURSOR, MAX_FILTER_LENGTH
+
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
-ERROR = {"$ref": "#/components/schemas/Error"}
-STORES = [
-    "contacts",
-    "calls",
-    "agents",
-    "tasks",
-    "conversational-pathways",
-    "campaigns",
-    "sms-messages",
-    "performance-metrics",
-]
-EVENT_TYPES = [
-    "key_created",
-    "key_deleted",
-    "object_created",
-    "object_updated",
-    "object_deleted",
-    "publish",
-    "unpublish",
-]
-BINARY = {"type": "string", "description": "hex, or base64 (standard or URL-safe, padding optional)"}
+EVENT_TYPES = list(FILTERS)
+FILTER_NAMES = sorted({name for filters in FILTERS.values() for name, _ in filters})
+MAX_PAGE = 1000  # GET /objects/{id}/related (api/objects.py)
+MAX_PATH = 512  # POST /connect `path` (telentir/scraper.py)
+
 _STATUS_TEXT = {
-    400: "Malformed or invalid input",
+    400: "Malformed or invalid input (the message names the field)",
     401: "Missing, unknown, revoked or expired credential",
     402: "Stripe declined the card (stripe_card_error)",
-    403: "Phone not verified, or forbidden",
+    403: "Phone not verified, forbidden, a refused sign-up, or a cookie write without X-Requested-With",
     404: "Not found (or not yours)",
-    409: "Conflict",
-    413: "Body or object too large",
+    409: "Conflict with existing state",
+    413: "Body or metadata too large",
     415: "Body is not JSON",
     429: "Rate limited (see Retry-After)",
-    502: "An upstream failed",
-    503: "Unavailable (with Retry-After when trying again may help)",
-    504: "An upstream timed out",
+    502: "The SMS provider failed, or Stripe refused what the server sent",
+    503: "A dependency is unavailable, or the process is full",
 }
+NO_CONTENT = {"description": "Done (no body)"}
+TIMESTAMP_EXAMPLE = "2026-11-29T07:31:56.123Z"
+EXAMPLE_IDS = {prefix: f"{prefix}_3x9TQm2ZkW8pLr4VbN7cYd" for prefix in PREFIXES}
+
+
+# --- building blocks ------------------------------------------------------------------
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _id(prefix: str) -> dict[str, Any]:
+    """A server-made id of one type (§1.4)."""
+    return {"type": "string", "pattern": f"^{prefix}_[A-Za-z0-9]{{22}}$", "example": EXAMPLE_IDS[prefix]}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _string(min_length: int = 0, max_length: int | None = None, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", **extra}
+    if min_length:
+        schema["minLength"] = min_length
+    if max_length is not None:
+        schema["maxLength"] = max_length
+    return schema
+
+
+def _object(required: dict[str, Any], optional: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """An object schema: `required` properties must be present, `optional` ones may be."""
+    schema: dict[str, Any] = {"type": "object", "properties": {**required, **(optional or {})}, **extra}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def _json(schema: dict[str, Any], description: str = "OK", example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"description": description, "content": {"application/json": media}}
+
+
+def _error(status: int) -> dict[str, Any]:
+    response = _json(_ref("Error"), _STATUS_TEXT[status])
+    if status == 429:
+        response["headers"] = {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+    return response
 
 
 def _op(
     summary: str,
     ok: dict[str, Any],
-    errors: tuple[int, ...] = (400, 401, 403, 404),
+    errors: tuple[int, ...] = (),
     *,
+    auth: str | None = "verified",
     body: dict[str, Any] | None = None,
+    body_required: bool = True,
+    body_example: Any = None,
     params: list[dict[str, Any]] | None = None,
-    auth: bool = True,
     ok_status: int = 200,
 ) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": {str(ok_status): ok}}
-    for status in errors:
-        operation["responses"][str(status)] = _json(ERROR, _STATUS_TEXT[status])
+    """One operation. `auth`: "verified" (401, 403), "user" (401) or None (no credential)."""
+    statuses = {400, *errors}
+    if auth is not None:
+        statuses.add(401)
+    if auth == "verified":
+        statuses.add(403)
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        statuses |= {413, 415}
+    operation: dict[str, Any] = {"summary": summary, "responses": {str(ok_status): ok}}
+    for status in sorted(statuses):
+        operation["responses"][str(status)] = _error(status)
+    if body is not None:
+        media: dict[str, Any] = {"schema": body}
+        if body_example is not None:
+            media["example"] = body_example
+        operation["requestBody"] = {"required": body_required, "content": {"application/json": media}}
     if params:
         operation["parameters"] = params
-    if not auth:
+    if auth is None:
         operation["security"] = []
     return operation
 
 
-def _path_param(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": description}
+def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    param = {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+    if "example" in schema:
+        param["example"] = schema["example"]
+    return param
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
-NO_CONTENT = {"description": "Done (no body)"}
+def _header(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": required, "schema": schema, "description": description}
 
 
-def _schemas() -> dict[str, Any]:
-    obj = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "user_id": {"type": "string"},
-            "key_id": {"type": "string"},
-            "content": {"type": "string", "description": "hex"},
-            "auth_tag": {"type": "string", "description": "hex"},
-            "related_object_id": {"type": ["string", "null"]},
-            "metadata": {"type": "object"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "keyId": {"type": "string"},
-            "authTag": {"type": "string"},
-            "relatedId": {"type": ["string", "null"]},
-        },
-    }
-    key = {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "user_id": {"type": "string"},
-            "server": {"type": "string"},
-            "key": {"type": "string", "description": "wrapped key, hex"},
-            "iv": {"type": "string", "description": "hex"},
-            "metadata": {"type": "object"},
-            "created_at": {"type": "string"},
-            "updated_at": {"type": "string"},
-            "deprecated": {"type": "boolean"},
-        },
-    }
+# --- schemas --------------------------------------------------------------------------
+
+TIMESTAMP = {
+    "type": "string",
+    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+    "example": TIMESTAMP_EXAMPLE,
+}
+HEX = {"type": "string", "pattern": "^([0-9a-f]{2})*$", "description": "lowercase hex"}
+B64URL = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "description": "base64url DER, no padding"}
+BINARY = {"type": "string", "description": "hex, or base64 (standard or URL-safe, padding optional) (§1.7)"}
+KEY_MATERIAL = {**BINARY, "type": ["string", "null"], "description": BINARY["description"] + "; null: absent"}
+METADATA = {"type": "object", "description": "any JSON object, at most 16 KiB as compact JSON, 32 levels deep"}
+METADATA_IN = {"type": ["object", "null"], "description": "a JSON object (null: {}); 16 KiB at most (413)"}
+ENCODING = {"enum": ["hex", "base64", None], "description": "overrides the encoding rule of §1.7"}
+NAME = {
+    "type": "string",
+    "pattern": r"^\s*[A-Za-z0-9][A-Za-z0-9_-]{0,63}\s*$",
+    "description": "trimmed and lowercased, then 1-64 of a-z 0-9 _ - (§1.5)",
+    "example": "laptop",
+}
+STATUS = {"enum": ["ok", "phone_not_verified"]}
+
+
+def _record_schemas() -> dict[str, Any]:
     return {
-        "Error": {
-            "type": "object",
-            "required": ["error", "message"],
-            "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-        },
-        "Object": obj,
-        "Key": key,
-        "ObjectWrite": {
-            "type": "object",
-            "description": "Aliases: keyId=key_id, authTag=auth_tag, relatedId=relatedObjectId=related_object_id.",
-            "properties": {
-                "keyId": {"type": "string"},
-                "content": BINARY,
-                "authTag": BINARY,
-                "relatedId": {"type": ["string", "null"]},
-                "metadata": {"type": "object"},
-                "encoding": {"enum": ["hex", "base64"]},
-            },
-        },
-        "KeyWrite": {
-            "type": "object",
-            "required": ["server"],
-            "properties": {
-                "server": {"type": "string"},
-                "key": BINARY,
-                "iv": BINARY,
-                "metadata": {"type": "object"},
-                "encoding": {"enum": ["hex", "base64"]},
-            },
-        },
-        "Publication": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string"},
-                "related_id": {"type": "string"},
-                "object_id": {"type": "string"},
-                "created_at": {"type": "string"},
-            },
-        },
-        "Server": {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string"},
-                "mode": {"enum": ["generate", "upload_public"]},
-                "publicKey": {"type": "string"},
+        "Error": _object(
+            {"error": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}, "message": _string(1)},
+            description="Every non-2xx answer; some add fields (login's status, /readyz's checks).",
+        ),
+        "Object": _object(
+            {
+                "id": _id("obj"),
+                "user_id": _id("usr"),
+                "key_id": _id("key"),
+                "content": HEX,
+                "auth_tag": HEX,
+                "related_object_id": _nullable(_id("obj")),
+                "metadata": METADATA,
+                "created_at": TIMESTAMP,
+                "updated_at": TIMESTAMP,
+                "keyId": _id("key"),
+                "authTag": HEX,
+                "relatedId": _nullable(_id("obj")),
+            }
+        ),
+        "Key": _object(
+            {
+                "id": _id("key"),
+                "user_id": _id("usr"),
+                "server": _string(1),
+                "key": {**HEX, "description": "the wrapped key, lowercase hex"},
+                "iv": {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+                "metadata": METADATA,
+                "created_at": TIMESTAMP,
+                "updated_at": TIMESTAMP,
                 "deprecated": {"type": "boolean"},
-                "created_at": {"type": "string"},
+            }
+        ),
+        "Publication": _object(
+            {"type": _string(1, 64), "related_id": _id("obj"), "object_id": _id("obj"), "created_at": TIMESTAMP}
+        ),
+        "Server": _object(
+            {
+                "name": _string(1, 64),
+                "mode": {"enum": ["generate", "upload_public"]},
+                "publicKey": B64URL,
+                "deprecated": {"type": "boolean"},
+                "created_at": TIMESTAMP,
+            }
+        ),
+        "ApiKey": _object(
+            {
+                "id": _id("ak"),
+                "name": _string(1, MAX_KEY_NAME),
+                "last_used_at": _nullable(TIMESTAMP),
+                "created_at": TIMESTAMP,
             },
-        },
-        "ApiKey": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "name": {"type": "string"},
-                "key": {"type": "string", "description": "only when created"},
-                "last_used_at": {"type": ["string", "null"]},
-                "created_at": {"type": "string"},
-            },
-        },
-        "AuthToken": {
-            "type": "object",
-            "properties": {"status": {"enum": ["ok", "phone_not_verified"]}, "token": {"type": "string"}},
-        },
-        **_billing_schemas(),
-        "Job": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "status": {"type": "string"},
-                "repository": {"enum": STORES},
-                "path": {"type": "string"},
-                "created": {"type": "integer"},
-                "skipped": {"type": "integer"},
-                "credits": {"type": "object"},
-                "error": {"type": ["string", "null"]},
-                "started_at": {"type": ["string", "null"]},
-                "finished_at": {"type": ["string", "null"]},
-            },
-        },
+            {"key": {"type": "string", "pattern": "^tlk_[A-Za-z0-9_-]+$", "description": "only when created"}},
+        ),
+        "AuthToken": _object({"status": STATUS, "token": _string(1)}),
+        "Job": _job_schema(),
     }
 
 
@@ -220,268 +248,592 @@ def _billing_schemas() -> dict[str, Any]:
         "leadOverageUsdPerLead": number,
     }
     usage = ("leads", "seconds_inbound", "seconds_outbound", "calls_inbound", "calls_outbound")
-    failure = {
-        "invoice": {"type": "string"},
-        "amountDue": integer,
-        "currency": {"type": "string"},
-        "at": {"type": "string", "format": "date-time"},
-    }
+    failure = _object(
+        {"invoice": _string(1), "amountDue": integer, "currency": _string(1), "at": {"type": "string"}},
+        description="the newest subscription invoice, when its payment failed",
+    )
     return {
-        "BillingPlan": {
-            "type": "object",
-            "description": "The SDK's BillingPlan; the call-related fields are always 0 on this server.",
-            "required": list(plan_fields),
-            "properties": plan_fields,
-        },
-        "BillingState": {
-            "type": "object",
-            "required": ["plan", "usage", "hasCard", "balance", "paymentFailure"],
-            "properties": {
-                "plan": {"oneOf": [_ref("BillingPlan"), {"type": "null"}]},
-                "usage": {"type": "object", "required": list(usage), "properties": dict.fromkeys(usage, integer)},
+        "BillingPlan": _object(plan_fields, description="The SDK's BillingPlan; call-related fields are 0 here."),
+        "BillingState": _object(
+            {
+                "plan": _nullable(_ref("BillingPlan")),
+                "usage": _object(dict.fromkeys(usage, integer)),
                 "hasCard": {"type": "boolean"},
                 "balance": _ref("Credits"),
-                "paymentFailure": {
-                    "oneOf": [{"type": "object", "required": list(failure), "properties": failure}, {"type": "null"}],
-                    "description": "the newest subscription invoice, when its payment failed",
-                },
+                "paymentFailure": _nullable(failure),
+            }
+        ),
+        "Credits": _object({"amount": {"type": "integer", "description": "minor units"}, "currency": {"const": "usd"}}),
+        "StripeUrl": _object({"url": _string(1, description="a Stripe-hosted page (or returnTo after an upgrade)")}),
+    }
+
+
+def _job_schema() -> dict[str, Any]:
+    count = {"type": "integer", "minimum": 0}
+    credits = _object(
+        dict.fromkeys(("requested", "granted", "allowance_used", "reserved", "used", "charged", "refunded"), count)
+        | {"settlement": {"enum": ["open", "settled", "refund_pending", "reserve_unknown"]}}
+    )
+    return _object(
+        {
+            "id": _id("job"),
+            "status": {"enum": ["reserving", "running", "succeeded", "failed", "cancelled", "interrupted"]},
+            "repository": {"enum": list(STORES)},
+            "path": _string(1, MAX_PATH, pattern="^/"),
+            "created": count,
+            "skipped": count,
+            "credits": credits,
+            "error": _nullable({"type": "string"}),
+            "started_at": _nullable(TIMESTAMP),
+            "finished_at": _nullable(TIMESTAMP),
+        }
+    )
+
+
+def _request_schemas() -> dict[str, Any]:
+    return {
+        "ObjectCreate": {
+            **_object(
+                {"content": BINARY},
+                _object_write_fields(),
+                description="Aliases: keyId=key_id, authTag=auth_tag, relatedId=relatedObjectId=related_object_id.",
+            ),
+            "allOf": [
+                {"anyOf": [{"required": ["keyId"]}, {"required": ["key_id"]}]},
+                {"anyOf": [{"required": ["authTag"]}, {"required": ["auth_tag"]}]},
+            ],
+        },
+        "ObjectPatch": _object(
+            {},
+            {"content": BINARY, **_object_write_fields()},
+            description="Any of keyId, metadata, relatedId (null detaches), content+authTag together.",
+            minProperties=1,
+        ),
+        "KeyWrite": _object(
+            {"server": _string(1, example="default")},
+            {"key": KEY_MATERIAL, "iv": KEY_MATERIAL, "metadata": METADATA_IN, "encoding": ENCODING},
+            dependentRequired={"key": ["iv"], "iv": ["key"]},
+        ),
+        "KeyPatch": _object(
+            {},
+            {
+                "metadata": METADATA_IN,
+                "deprecated": {"type": "boolean"},
+                "key": KEY_MATERIAL,
+                "iv": KEY_MATERIAL,
+                "encoding": ENCODING,
             },
+            dependentRequired={"key": ["iv"], "iv": ["key"]},
+            minProperties=1,
+        ),
+    }
+
+
+def _object_write_fields() -> dict[str, Any]:
+    related = _nullable(_id("obj"))
+    return {
+        "keyId": _id("key"),
+        "key_id": _id("key"),
+        "authTag": BINARY,
+        "auth_tag": BINARY,
+        "relatedId": related,
+        "relatedObjectId": related,
+        "related_object_id": related,
+        "metadata": METADATA_IN,
+        "encoding": ENCODING,
+    }
+
+
+# --- examples -------------------------------------------------------------------------
+
+TAG_HEX = "000102030405060708090a0b0c0d0e0f"
+OBJECT_EXAMPLE: dict[str, Any] = {
+    "id": EXAMPLE_IDS["obj"],
+    "user_id": EXAMPLE_IDS["usr"],
+    "key_id": EXAMPLE_IDS["key"],
+    "content": "abcdef1234567890",
+    "auth_tag": TAG_HEX,
+    "related_object_id": None,
+    "metadata": {},
+    "created_at": TIMESTAMP_EXAMPLE,
+    "updated_at": TIMESTAMP_EXAMPLE,
+    "keyId": EXAMPLE_IDS["key"],
+    "authTag": TAG_HEX,
+    "relatedId": None,
+}
+KEY_EXAMPLE = {
+    "id": EXAMPLE_IDS["key"],
+    "user_id": EXAMPLE_IDS["usr"],
+    "server": "default",
+    "key": "9f" * 256,
+    "iv": "00112233445566778899aabb",
+    "metadata": {},
+    "created_at": TIMESTAMP_EXAMPLE,
+    "updated_at": TIMESTAMP_EXAMPLE,
+    "deprecated": False,
+}
+SERVER_EXAMPLE = {
+    "name": "laptop",
+    "mode": "generate",
+    "publicKey": "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA",
+    "deprecated": False,
+    "created_at": TIMESTAMP_EXAMPLE,
+}
+PUBLICATION_EXAMPLE = {
+    "type": "campaigns",
+    "related_id": EXAMPLE_IDS["obj"],
+    "object_id": EXAMPLE_IDS["obj"],
+    "created_at": TIMESTAMP_EXAMPLE,
+}
+API_KEY_EXAMPLE = {"id": EXAMPLE_IDS["ak"], "name": "CI", "last_used_at": None, "created_at": TIMESTAMP_EXAMPLE}
+TOKEN_EXAMPLE = {"status": "ok", "token": "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlbGVudGlyIn0.e30.c2ln"}
+
+
+BILLING_EXAMPLE = {
+    "plan": {
+        "key": "starter",
+        "name": "Starter",
+        "monthlyPriceUsd": 0,
+        "includedMinutes": 0,
+        "overageUsdPerMinute": 0,
+        "includedLeads": 100,
+        "includedOutboundCalls": 0,
+        "includedInboundCalls": 0,
+        "outboundFixedUsd": 0,
+        "inboundFixedUsd": 0,
+        "leadOverageUsdPerLead": 0.25,
+    },
+    "usage": {"leads": 0, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0, "calls_outbound": 0},
+    "hasCard": False,
+    "balance": {"currency": "usd", "amount": 0},
+    "paymentFailure": None,
+}
+
+
+# --- paths ----------------------------------------------------------------------------
+
+
+def _system_paths() -> dict[str, Any]:
+    health = _object({"status": {"const": "ok"}, "pid": {"type": "integer"}})
+    checks = _object({"database": {"type": "boolean"}, "broker": {"type": "boolean"}})
+    ready = _object({"status": {"const": "ok"}, "checks": checks})
+    return {
+        "/healthz": {
+            "get": _op("The process is alive", _json(health, example={"status": "ok", "pid": 12345}), auth=None)
         },
-        "Credits": {
-            "type": "object",
-            "required": ["amount", "currency"],
-            "properties": {"amount": {"type": "integer", "description": "minor units"}, "currency": {"enum": ["usd"]}},
+        "/readyz": {
+            "get": _op(
+                "Database writable and broker reachable (503 names what is not)",
+                _json(ready, example={"status": "ok", "checks": {"database": True, "broker": True}}),
+                (503,),
+                auth=None,
+            )
         },
-        "StripeUrl": {
-            "type": "object",
-            "required": ["url"],
-            "properties": {"url": {"type": "string", "format": "uri", "description": "a Stripe-hosted page"}},
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics: needs Authorization: Bearer <TELENTIR_METRICS_TOKEN>; 404 while that is unset",
+                {
+                    "description": "Prometheus text format",
+                    "content": {
+                        "text/plain": {
+                            "schema": {"type": "string"},
+                            "example": 'telentir_http_requests_total{method="GET",route="/healthz",status="200"} 3.0\n',
+                        }
+                    },
+                },
+                (401, 404),
+                auth=None,
+            )
+        },
+        "/api/openapi.json": {
+            "get": _op(
+                "This document",
+                _json(
+                    _object({"openapi": {"type": "string"}, "paths": {"type": "object"}}), example={"openapi": "3.1.0"}
+                ),
+                auth=None,
+            )
         },
     }
 
 
 def _auth_paths() -> dict[str, Any]:
-    token = _json(_ref("AuthToken"))
+    cookie = {"Set-Cookie": {"required": True, "schema": {"type": "string", "pattern": "^token="}}}
+    token = {**_json(_ref("AuthToken"), example=TOKEN_EXAMPLE), "headers": cookie}
+    profile = _object(
+        {
+            "status": STATUS,
+            "auth": _object(
+                {
+                    "id": _id("usr"),
+                    "email": _string(1),
+                    "firstName": {"type": "string"},
+                    "lastName": {"type": "string"},
+                    "phoneVerified": {"type": "boolean"},
+                }
+            ),
+        }
+    )
+    register_fields = {
+        "email": _string(1, description="a valid address, unique case-insensitively", example="ada@example.com"),
+        "phone": _string(7, description="7-15 digits, optionally starting with +; spaces . - ( ) removed"),
+        "password": _string(MIN_PASSWORD, MAX_PASSWORD),
+        "confirmPassword": _string(MIN_PASSWORD, MAX_PASSWORD, description="equal to password"),
+    }
+    names = {name: _nullable(_string(0, MAX_NAME)) for name in ("firstName", "lastName")}
+    # A string with TELENTIR_SIGNUP=invite (a wrong or missing one is a 403); ignored, whatever it is, otherwise.
+    names["invite"] = {"description": "the single-use code of `telentir invites create` (TELENTIR_SIGNUP=invite)"}
+    signup = {
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "email": "ada@example.com",
+        "phone": "+44 20 7946 0958",
+        "password": "correct horse battery",
+        "confirmPassword": "correct horse battery",
+    }
+    credentials = _object(
+        {"email": _string(0, MAX_EMAIL), "password": _string(0, MAX_PASSWORD)},
+        {"remember": {"description": "any truthy JSON value: the 30-day lifetime"}},
+    )
+    status = _object({"status": {"type": "string"}})
     return {
         "/api/auth/register": {
             "post": _op(
-                "Create an account (if TELENTIR_SIGNUP allows: 403 signup_closed, invite_required or invite_invalid)",
-                token,
-                (400, 403, 409, 415),
+                "Create an account (sets the token cookie) if TELENTIR_SIGNUP allows it: else 403 signup_closed, "
+                "invite_required or invite_invalid",
+                {**token, "description": "Created"},
+                (403, 409),
+                auth=None,
                 ok_status=201,
-                auth=False,
-                body={
-                    "type": "object",
-                    "required": ["email", "phone", "password", "confirmPassword"],
-                    "properties": {
-                        **{
-                            k: {"type": "string"}
-                            for k in ("firstName", "lastName", "email", "phone", "password", "confirmPassword")
-                        },
-                        "invite": {"type": "string", "description": "the single-use code (TELENTIR_SIGNUP=invite)"},
-                    },
-                },
+                body=_object(register_fields, names),
+                body_example=signup,
             )
         },
         "/api/auth/login": {
             "post": _op(
-                "Log in",
+                "Log in (sets the token cookie)",
                 token,
-                (400, 401, 429),
-                auth=False,
-                body={
-                    "type": "object",
-                    "properties": {
-                        "email": {"type": "string"},
-                        "password": {"type": "string"},
-                        "remember": {"type": "boolean"},
-                    },
-                },
+                (401, 429),
+                auth=None,
+                body=credentials,
+                body_example={"email": "ada@example.com", "password": "correct horse battery", "remember": True},
             )
         },
-        "/api/auth": {"get": _op("The caller's profile", _json({"type": "object"}), (401,))},
+        "/api/auth": {
+            "get": _op(
+                "The caller's profile",
+                _json(
+                    profile,
+                    example={
+                        "status": "ok",
+                        "auth": {
+                            "id": EXAMPLE_IDS["usr"],
+                            "email": "ada@example.com",
+                            "firstName": "Ada",
+                            "lastName": "Lovelace",
+                            "phoneVerified": True,
+                        },
+                    },
+                ),
+                auth="user",
+            )
+        },
         "/api/auth/logout": {
-            "get": _op("Log out: revoke the session token, clear the cookie", _json({"type": "object"}), (), auth=False)
+            "get": _op(
+                "Log out: revoke the session tokens of the header and cookie, clear the cookie",
+                _json(_object({"status": {"const": "logout"}}), example={"status": "logout"}),
+                auth=None,
+            )
         },
         "/api/auth/phone/send": {
-            "post": _op("Send a one-time code by SMS", _json({"type": "object"}), (401, 409, 429, 502))
+            "post": _op(
+                "Send a one-time code by SMS",
+                _json(_object({"status": {"const": "sent"}}), example={"status": "sent"}),
+                (409, 429, 502),
+                auth="user",
+            )
         },
         "/api/auth/phone/verify": {
             "post": _op(
                 "Verify the phone with the code",
-                _json({"type": "object"}),
-                (400, 401, 429),
-                body={"type": "object", "properties": {"code": {"type": "string"}}},
+                _json(status, example={"status": "ok"}),
+                (429,),
+                auth="user",
+                body=_object({"code": _string(1, pattern=r"\S")}),
+                body_example={"code": "123456"},
             )
         },
         "/api/api-keys": {
             "put": _op(
-                "Create an API key (shown once)",
-                _json(_ref("ApiKey")),
-                (400, 401),
+                "Create an API key (the only time `key` is shown)",
+                {**_json(_ref("ApiKey"), example={**API_KEY_EXAMPLE, "key": "tlk_Zm9vYmFy"}), "description": "Created"},
+                auth="user",
                 ok_status=201,
-                body={"type": "object", "properties": {"name": {"type": "string"}}},
+                body=_object({}, {"name": _nullable(_string(1, MAX_KEY_NAME, pattern=r"\S"))}),
+                body_required=False,
+                body_example={"name": "CI"},
             ),
-            "get": _op("List API keys", _json({"type": "array", "items": _ref("ApiKey")}), (401,)),
+            "get": _op(
+                "The caller's live API keys, oldest first",
+                _json({"type": "array", "items": _ref("ApiKey")}, example=[API_KEY_EXAMPLE]),
+                auth="user",
+            ),
         },
         "/api/api-keys/{key_id}": {
             "delete": _op(
-                "Revoke an API key", NO_CONTENT, (401, 404), ok_status=204, params=[_path_param("key_id", "ak_ id")]
+                "Revoke an API key at once",
+                NO_CONTENT,
+                (404,),
+                auth="user",
+                ok_status=204,
+                params=[_path("key_id", _id("ak"), "ak_ id; anything else is a 404")],
             )
         },
     }
 
 
-def _plane_paths() -> dict[str, Any]:
-    obj_id = [_path_param("object_id", "obj_ id")]
-    key_id = [_path_param("key_id", "key_ id")]
-    pub = [_path_param("pub_type", "logical type, e.g. a store name"), _path_param("related_id", "obj_ id")]
+def _server_paths() -> dict[str, Any]:
+    jwk = _object({"kty": {"const": "RSA"}, "n": B64URL, "e": B64URL})
+    platform_key = _object({"application/pkix-spki": B64URL, "application/jwk+json": jwk})
+    platform = _object({"current": _string(1), "keys": {"type": "object", "additionalProperties": platform_key}})
+    store = _object({"id": _id("obj"), "defaultKey": _id("key")})
+    root_server = _object({"publicKey": B64URL, "deprecated": {"type": "boolean"}}, {"privateKey": B64URL})
+    root = _object(
+        {
+            "stores": _object(dict.fromkeys(STORES, store)),
+            "servers": _object({"default": root_server}, additionalProperties=root_server),
+        }
+    )
+    created = _object({"name": _string(1, 64), "publicKey": B64URL, "privateKey": _nullable(B64URL)})
     return {
         "/api/server": {
-            "get": _op("Platform server name and public keys (SPKI + JWK)", _json({"type": "object"}), (401, 403))
+            "get": _op(
+                "Platform server name and public keys (SPKI + JWK)",
+                _json(platform, example={"current": "telentir", "keys": {}}),
+            )
         },
         "/api/root": {
-            "get": _op("The caller's root: stores, default keys, servers", _json({"type": "object"}), (401, 403))
+            "get": _op(
+                "The caller's root: stores, default keys, servers",
+                _json(root, example={"stores": {}, "servers": {}}),
+            )
         },
         "/api/servers": {
-            "get": _op("Registered servers", _json({"type": "array", "items": _ref("Server")}), (401, 403)),
+            "get": _op(
+                "Registered servers, oldest first",
+                _json({"type": "array", "items": _ref("Server")}, example=[SERVER_EXAMPLE]),
+            ),
             "post": _op(
-                "Register a server (generate or upload_public)",
-                _json({"type": "object"}),
-                (400, 401, 403, 409),
-                ok_status=201,
-                body={
-                    "type": "object",
-                    "required": ["name", "mode"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "mode": {"enum": ["generate", "upload_public"]},
-                        "publicKey": {"type": "string"},
-                    },
+                "Register a server (generate a keypair, or upload_public an RSA public key)",
+                {
+                    **_json(created, example={"name": "laptop", "publicKey": "MIIB", "privateKey": None}),
+                    "description": "Created",
                 },
+                (409,),
+                ok_status=201,
+                body=_object(
+                    {"name": NAME, "mode": {"enum": ["generate", "upload_public"]}},
+                    {"publicKey": KEY_MATERIAL, "public_key": KEY_MATERIAL},
+                ),
+                body_example={"name": "laptop", "mode": "generate"},
             ),
         },
         "/api/servers/{name}": {
             "patch": _op(
-                "Deprecate a server",
-                _json(_ref("Server")),
-                (400, 401, 403, 404),
-                params=[_path_param("name", "server name")],
-                body={"type": "object", "properties": {"deprecated": {"type": "boolean"}}},
+                "Deprecate (or un-deprecate) a registered server",
+                _json(_ref("Server"), example=SERVER_EXAMPLE),
+                (404,),
+                params=[_path("name", {"type": "string", "example": "laptop"}, "a registered server's name")],
+                body=_object({"deprecated": {"type": "boolean"}}),
+                body_example={"deprecated": True},
             )
         },
+    }
+
+
+def _key_paths() -> dict[str, Any]:
+    key_id = [_path("key_id", _id("key"), "key_ id; anything else is a 404")]
+    write_example = {"server": "default", "metadata": {"label": "contacts 2026"}}
+    return {
         "/api/keys": {
             "put": _op(
-                "Create a key; answers its id",
-                _json({"type": "string"}),
-                (400, 401, 403, 409),
+                "Create a key (as documented): answers its id",
+                {**_json(_id("key"), example=EXAMPLE_IDS["key"]), "description": "Created"},
+                (409,),
                 ok_status=201,
                 body=_ref("KeyWrite"),
+                body_example=write_example,
             ),
             "post": _op(
-                "Create a key; answers the record",
-                _json(_ref("Key")),
-                (400, 401, 403, 409),
+                "Create a key (as the SDK calls it): answers the record",
+                {**_json(_ref("Key"), example=KEY_EXAMPLE), "description": "Created"},
+                (409,),
                 ok_status=201,
                 body=_ref("KeyWrite"),
+                body_example=write_example,
             ),
         },
         "/api/keys/{key_id}": {
-            "get": _op("A key record", _json(_ref("Key")), params=key_id),
+            "get": _op("A key record", _json(_ref("Key"), example=KEY_EXAMPLE), (404,), params=key_id),
             "patch": _op(
-                "Change metadata/deprecated or re-wrap (key+iv)",
-                _json(_ref("Key")),
+                "Change metadata or deprecated, or re-wrap (key and iv together)",
+                _json(_ref("Key"), example=KEY_EXAMPLE),
+                (404, 409),
                 params=key_id,
-                body={"type": "object"},
-            ),
-            "delete": _op("Delete a key record", NO_CONTENT, (401, 403, 404, 409), ok_status=204, params=key_id),
-        },
-        "/api/objects": {
-            "put": _op(
-                "Create an object",
-                _json(_ref("Object")),
-                (400, 401, 403, 404, 413, 415),
-                ok_status=201,
-                body=_ref("ObjectWrite"),
-            ),
-            "post": _op(
-                "Create an object (SDK)",
-                _json(_ref("Object")),
-                (400, 401, 403, 404, 413, 415),
-                ok_status=201,
-                body=_ref("ObjectWrite"),
-            ),
-        },
-        "/api/objects/{object_id}": {
-            "get": _op("An object", _json(_ref("Object")), params=obj_id),
-            "patch": _op(
-                "Replace fields of an object",
-                _json(_ref("Object")),
-                (400, 401, 403, 404, 409, 413),
-                params=obj_id,
-                body=_ref("ObjectWrite"),
+                body=_ref("KeyPatch"),
+                body_example={"deprecated": True},
             ),
             "delete": _op(
-                "Delete an object",
+                "Delete a key record (objects under it stay)", NO_CONTENT, (404, 409), ok_status=204, params=key_id
+            ),
+        },
+    }
+
+
+def _object_paths() -> dict[str, Any]:
+    obj_id = [_path("object_id", _id("obj"), "obj_ id; anything else is a 404")]
+    create_example = {"keyId": EXAMPLE_IDS["key"], "content": "q83vEjRWeJA=", "authTag": "AAECAwQFBgcICQoLDA0ODw=="}
+    cascade = _query(
+        "cascade",
+        {"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$", "example": "true"},
+        "true/false/1/0 in any case: remove the whole subtree",
+    )
+    page = [
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size (100 with only after)"),
+        _query("after", {"type": "string"}, "X-Next-Cursor of the previous page"),
+    ]
+    next_cursor = {
+        "X-Next-Cursor": {"required": False, "schema": _id("obj")},
+        "X-Total-Count": {"required": False, "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+    }
+    # true/false (any case) or 1/0, as api/objects.py reads it.
+    flag = {"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$"}
+    count = _query("count", flag, "true: the number of children in X-Total-Count")
+    children = {
+        **_json({"type": "array", "items": _ref("Object")}, example=[OBJECT_EXAMPLE]),
+        "headers": next_cursor,
+    }
+    return {
+        "/api/objects": {
+            method: _op(
+                summary,
+                {**_json(_ref("Object"), example=OBJECT_EXAMPLE), "description": "Created"},
+                (404,),
+                ok_status=201,
+                body=_ref("ObjectCreate"),
+                body_example=create_example,
+            )
+            for method, summary in (("put", "Create an object (as documented)"), ("post", "Create an object (SDK)"))
+        },
+        "/api/objects/{object_id}": {
+            "get": _op("An object", _json(_ref("Object"), example=OBJECT_EXAMPLE), (404,), params=obj_id),
+            "patch": _op(
+                "Replace fields of an object in place",
+                _json(_ref("Object"), example=OBJECT_EXAMPLE),
+                (404, 409),
+                params=obj_id,
+                body=_ref("ObjectPatch"),
+                body_example={"metadata": {"starred": True}},
+            ),
+            "delete": _op(
+                "Delete an object; children detached, or removed with cascade",
                 NO_CONTENT,
-                (400, 401, 403, 404, 409),
+                (404, 409),
                 ok_status=204,
-                params=[*obj_id, _query("cascade", {"type": "boolean"}, "remove children too")],
+                params=[*obj_id, cascade],
             ),
         },
         "/api/objects/{object_id}/related": {
             "get": _op(
-                "Children, oldest first (all streamed, or paged with X-Next-Cursor)",
-                _json({"type": "array", "items": _ref("Object")}),
-                params=[
-                    *obj_id,
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
-                    _query("after", {"type": "string"}, "X-Next-Cursor of the previous page"),
-                    _query("count", {"type": "boolean"}, "answer the number of children in X-Total-Count"),
-                ],
+                "Children, oldest first (all, streamed; or a page with X-Next-Cursor); count=true adds X-Total-Count",
+                children,
+                (404,),
+                params=[*obj_id, *page, count],
             )
         },
+        **_publish_paths(),
+    }
+
+
+def _publish_paths() -> dict[str, Any]:
+    pub_type = _path("pub_type", {**NAME, "example": "campaigns"}, "a name (§1.5), e.g. a store name; else 400")
+    related = _path("related_id", _id("obj"), "obj_ id; anything else is a 404")
+    object_id = _id("obj")
+    return {
         "/api/objects/publish/{pub_type}": {
             "get": _op(
-                "The caller's publications of a type",
-                _json({"type": "array", "items": _ref("Publication")}),
-                params=[_path_param("pub_type", "logical type")],
+                "The caller's publications of a type, oldest first",
+                _json({"type": "array", "items": _ref("Publication")}, example=[PUBLICATION_EXAMPLE]),
+                params=[pub_type],
             )
         },
         "/api/objects/publish/{pub_type}/{related_id}": {
             "put": _op(
-                "Publish an object",
-                _json(_ref("Publication")),
-                params=pub,
-                body={"type": "object", "required": ["objectId"], "properties": {"objectId": {"type": "string"}}},
+                "Publish an object for a related object (replaces an earlier one)",
+                _json(_ref("Publication"), example=PUBLICATION_EXAMPLE),
+                (404,),
+                params=[pub_type, related],
+                body={
+                    **_object({}, {"objectId": object_id, "object_id": object_id}),
+                    "anyOf": [{"required": ["objectId"]}, {"required": ["object_id"]}],
+                },
+                body_example={"objectId": EXAMPLE_IDS["obj"]},
             ),
-            "delete": _op("Unpublish", NO_CONTENT, ok_status=204, params=pub),
+            "delete": _op(
+                "Unpublish (the ciphertext stays)", NO_CONTENT, (404,), ok_status=204, params=[pub_type, related]
+            ),
         },
     }
 
 
-def _event_paths() -> dict[str, Any]:
-    params = [{"name": "event_type", "in": "path", "required": True, "schema": {"enum": EVENT_TYPES}}]
+def _event_params() -> list[dict[str, Any]]:
+    params = [_path("event_type", {"enum": EVENT_TYPES, "example": "object_created"}, "one of the seven; else 404")]
     params += [
-        _query(name, {"type": "string"}, "filter (glob-escaped; never widens)")
-        for name in ("keyId", "objectId", "relatedId", "type", "userId")
+        _query(name, _string(0, MAX_FILTER_LENGTH), "a filter of the event type (§6): exact match; else 400")
+        for name in FILTER_NAMES
     ]
-    params += [_query("since", {"type": "integer"}, "resume after this event id (or send Last-Event-ID)")]
+    params.append(_query("userId", _id("usr"), "your own id only (403 otherwise)"))
+    # Empty is no cursor (a fresh stream).
+    cursor = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_CURSOR}, {"const": ""}]}
+    params.append(_query("since", cursor, "resume after this event id (Last-Event-ID wins)"))
+    params.append(_header("Last-Event-ID", cursor, "resume after this event id"))
+    return params
+
+
+def _sse_event() -> dict[str, Any]:
+    """One frame of an event stream (the schema of each event, as OpenAPI 3.1 reads it)."""
+    payload = {"type": "string", "contentMediaType": "application/json", "contentSchema": {"type": "object"}}
+    return _object(
+        {},
+        {
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "event": {"enum": [*EVENT_TYPES, "resync"]},
+            "data": payload,
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    )
+
+
+def _event_paths() -> dict[str, Any]:
     sse = {
-        "description": "text/event-stream: `retry:`, then frames `id`/`event`/`data`, `: keep-alive` "
-        "comments, and `event: resync` when the cursor is older than what is kept",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "text/event-stream: `retry:`, then `id`/`event`/`data` frames and `: keep-alive` comments; "
+        "`event: resync` first when the cursor is older than what is kept or ahead of the newest id",
+        "content": {"text/event-stream": {"schema": _sse_event(), "example": "retry: 3000\n\n"}},
     }
+    handshake = [
+        _header("Sec-WebSocket-Version", {"const": "13"}, "the WebSocket version", required=True),
+        _header("Sec-WebSocket-Key", _string(1), "the handshake key", required=True),
+    ]
     return {
         "/api/events/{event_type}": {
-            "get": _op("Server-Sent Events of one type", sse, (400, 401, 403, 404, 429, 503), params=params)
+            "get": _op("Server-Sent Events of one type", sse, (404, 429, 503), params=_event_params())
         },
         "/api/ws/events/{event_type}": {
             "get": _op(
                 "WebSocket mirror: each event a JSON text message {id, event, data}",
                 {"description": "Switching protocols (WebSocket)"},
-                (401, 403),
-                params=params,
+                (404, 429, 503),
+                params=[*_event_params(), *handshake],
                 ok_status=101,
             )
         },
@@ -489,39 +841,55 @@ def _event_paths() -> dict[str, Any]:
 
 
 def _connect_paths() -> dict[str, Any]:
-    body = {
-        "type": "object",
-        "required": ["repository", "path"],
-        "properties": {
-            "repository": {"enum": STORES},
-            "path": {"type": "string", "description": "a path on SCRAPER_HOSTNAME"},
-            "params": {"type": "object", "description": "forwarded as JSON; `credits` (leads) for /get-leads"},
+    body = _object(
+        {
+            "repository": {"enum": list(STORES)},
+            "path": _string(1, MAX_PATH, pattern="^/", description="a plain path on SCRAPER_HOSTNAME (§7)"),
         },
-    }
+        {
+            "params": {
+                "type": "object",
+                "description": f"forwarded as JSON; /get-leads needs `credits`, 0-{MAX_CREDITS} (leads)",
+            }
+        },
+    )
     done = {
         "description": "The job has ended; X-Connect-Job names it",
-        "headers": {"X-Connect-Job": {"schema": {"type": "string"}}},
+        "headers": {"X-Connect-Job": {"required": True, "schema": _id("job")}},
     }
     return {
         "/api/connect": {
             "post": _op(
-                "Ingest records from the scraper into a store",
+                "Ingest records from the scraper into a store; answers when the job has ended",
                 done,
-                (400, 401, 402, 403, 415, 429, 503),
+                (402, 429, 502, 503),
                 body=body,
+                body_example={"repository": "contacts", "path": "/get-leads", "params": {"credits": 20}},
                 ok_status=204,
             )
         },
         "/api/connect/jobs/{job_id}": {
-            "get": _op("An ingestion job's summary", _json(_ref("Job")), params=[_path_param("job_id", "job_ id")])
-        },
-        "/api/credits": {"get": _op("Prepaid balance", _json(_ref("Credits")), (400, 401, 402, 403, 503))},
-        "/api/billing/state": {
             "get": _op(
-                "Plan, usage, card, balance, failed payment", _json(_ref("BillingState")), (400, 401, 402, 403, 503)
+                "An ingestion job's summary",
+                _json(_ref("Job")),
+                (404,),
+                params=[_path("job_id", _id("job"), "job_ id; anything else is a 404")],
             )
         },
-        **_billing_paths(),
+        "/api/credits": {
+            "get": _op(
+                "Prepaid balance in minor units",
+                _json(_ref("Credits"), example={"amount": 875, "currency": "usd"}),
+                (402, 502, 503),
+            )
+        },
+        "/api/billing/state": {
+            "get": _op(
+                "Plan, this month's usage, card on file, balance, a failed payment",
+                _json(_ref("BillingState"), example=BILLING_EXAMPLE),
+                (402, 502, 503),
+            )
+        },
     }
 
 
@@ -529,42 +897,29 @@ def _billing_paths() -> dict[str, Any]:
     return_to = [
         _query(
             "returnTo",
-            {"type": "string", "format": "uri", "maxLength": 2048},
+            _string(1, 2048),
             "where Stripe sends the customer back; its origin must be in TELENTIR_RETURN_ORIGINS "
             "(default: the first of them)",
         )
     ]
-    url = _json(_ref("StripeUrl"))
-    plan_body = {
-        "type": "object",
-        "required": ["plan"],
-        "properties": {
-            "plan": {"type": "string", "description": "a key of the plan catalog"},
-            "mode": {"enum": ["upgrade"]},
-        },
-    }
-    signature = {
-        "name": "Stripe-Signature",
-        "in": "header",
-        "required": True,
-        "schema": {"type": "string"},
-        "description": "t=<unix time>,v1=<HMAC-SHA256 of `t.body` under STRIPE_WEBHOOK_SECRET>",
-    }
-    received = {
-        "type": "object",
-        "required": ["received", "id", "status"],
-        "properties": {
-            "received": {"const": True},
-            "id": {"type": "string"},
-            "status": {"enum": ["applied", "ignored", "replayed"]},
-        },
-    }
+    url = _json(_ref("StripeUrl"), example={"url": "https://checkout.stripe.com/c/pay/cs_test_a1"})
+    plan_body = _object({"plan": _string(1, description="a key of the plan catalog")}, {"mode": {"const": "upgrade"}})
+    signature = _header(
+        "Stripe-Signature",
+        _string(1),
+        "t=<unix time>,v1=<HMAC-SHA256 of `t.body` under STRIPE_WEBHOOK_SECRET>",
+        required=True,
+    )
+    received = _object(
+        {"received": {"const": True}, "id": _string(1), "status": {"enum": ["applied", "ignored", "replayed"]}}
+    )
+    stripe_errors = (402, 409, 502, 503)
     return {
         "/api/credits/add": {
             "post": _op(
                 "A Stripe Checkout URL for a credit top-up (409 stripe_not_configured without Stripe)",
                 url,
-                (400, 401, 403, 409, 502, 503),
+                stripe_errors,
                 params=return_to,
             )
         },
@@ -572,58 +927,40 @@ def _billing_paths() -> dict[str, Any]:
             "post": _op(
                 "A Stripe Checkout URL for a plan, or (mode upgrade) the subscription changed with proration",
                 url,
-                (400, 401, 403, 409, 415, 502, 503),
+                stripe_errors,
                 params=return_to,
                 body=plan_body,
+                body_example={"plan": "pro"},
             )
         },
-        "/api/billing/portal": {
-            "get": _op("A Stripe customer-portal URL", url, (400, 401, 403, 409, 502, 503), params=return_to)
-        },
+        "/api/billing/portal": {"get": _op("A Stripe customer-portal URL", url, stripe_errors, params=return_to)},
         "/api/stripe/webhook": {
             "post": _op(
                 "Stripe's events, verified by signature (tolerance 300 s) and applied once; a replay is a 200",
-                _json(received),
-                (400, 409, 413, 503),
-                body={"type": "object", "description": "a Stripe event, as Stripe sent it"},
+                _json(received, example={"received": True, "id": "evt_1PxYz", "status": "applied"}),
+                (409, 503),
+                auth=None,
+                body=_object({}, description="a Stripe event, exactly as Stripe sent it"),
                 params=[signature],
-                auth=False,
-            )
-        },
-    }
-
-
-def _system_paths() -> dict[str, Any]:
-    return {
-        "/healthz": {"get": _op("The process is alive", _json({"type": "object"}), (), auth=False)},
-        "/readyz": {
-            "get": _op("Database writable and broker reachable", _json({"type": "object"}), (503,), auth=False)
-        },
-        "/api/openapi.json": {"get": _op("This document", _json({"type": "object"}), (), auth=False)},
-        "/metrics": {
-            "get": _op(
-                "Prometheus metrics: needs Authorization: Bearer <TELENTIR_METRICS_TOKEN>; 404 when it is unset",
-                {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                (401, 404),
-                auth=False,
             )
         },
     }
 
 
 def _console_paths() -> dict[str, Any]:
-    page = {"description": "The console's page", "content": {"text/html": {"schema": {"type": "string"}}}}
-    asset = {"description": "A console file (script, style, image)", "content": {"*/*": {"schema": {"type": "string"}}}}
+    html = {"schema": {"type": "string"}, "example": "<!doctype html>"}
+    page = {"description": "The console's page", "content": {"text/html": html}}
+    file = {"schema": {"type": "string"}, "example": "export function start() {}"}
+    asset = {"description": "A console file (script, style)", "content": {"*/*": file}}
     config = _json(
-        {"type": "object", "properties": {"stripe": {"type": "boolean"}}},
-        "Whether Stripe top-ups are configured",
+        _object({"stripe": {"type": "boolean"}}), "Whether Stripe top-ups are configured", example={"stripe": False}
     )
-    name = [_path_param("name", "A file of the console, e.g. app.js")]
+    name = [_path("name", _string(1), "a file of the console, e.g. app.js; anything else is a 404")]
     return {
-        "/console": {"get": _op("The browser console", page, (), auth=False)},
-        "/console/": {"get": _op("The browser console", page, (), auth=False)},
-        "/console/config.json": {"get": _op("What the console needs to know of this server", config, (), auth=False)},
-        "/console/{name}": {"get": _op("A console file", asset, (404,), params=name, auth=False)},
+        "/console": {"get": _op("The browser console", page, auth=None)},
+        "/console/": {"get": _op("The browser console", page, auth=None)},
+        "/console/config.json": {"get": _op("What the console needs to know of this server", config, auth=None)},
+        "/console/{name}": {"get": _op("A console file", asset, (404,), params=name, auth=None)},
     }
 
 
@@ -634,23 +971,32 @@ def build_document() -> dict[str, Any]:
         "info": {
             "title": "Telentir data plane",
             "version": "1.0.0",
-            "description": "Client-side encrypted objects, keys, publishing, event streams and ingestion.",
+            "description": "Client-side encrypted objects, keys, publishing, event streams and ingestion. "
+            "The wire contract in prose is docs/protocol.md.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}, {"cookie": []}],
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_record_schemas(), **_request_schemas(), **_billing_schemas()},
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "Session JWT or API key"},
-                "cookie": {"type": "apiKey", "in": "cookie", "name": "token"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "A session JWT or an API key (tlk_…)"},
+                "cookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "token",
+                    "description": "The session JWT of a login or sign-up only (never an API key)",
+                },
             },
         },
         "paths": {
             **_system_paths(),
             **_auth_paths(),
-            **_plane_paths(),
+            **_server_paths(),
+            **_key_paths(),
+            **_object_paths(),
             **_event_paths(),
             **_connect_paths(),
+            **_billing_paths(),
             **_console_paths(),
         },
     }

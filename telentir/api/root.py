@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
+from ..errors import BadRequest
 from ..services import keyring, roots
 from ..wire import bool_value, name_value
 from .common import json_body, runtime
@@ -29,9 +30,11 @@ def register_server() -> tuple[Response, int]:
     """Register a server: `generate` a keypair (private key returned once) or `upload_public`."""
     body = json_body()
     name = name_value(body.get("name"), "name")
-    record = keyring.register_server(
-        runtime(), data_plane_user()["id"], name, body.get("mode"), body.get("publicKey", body.get("public_key"))
-    )
+    for alias in ("publicKey", "public_key"):  # the one ignored (`generate`, or an alias) is still input
+        if body.get(alias) is not None and not isinstance(body[alias], str):
+            raise BadRequest(f"{alias} must be a string (base64 SPKI DER).")
+    public_key = body.get("publicKey", body.get("public_key"))
+    record = keyring.register_server(runtime(), data_plane_user()["id"], name, body.get("mode"), public_key)
     return jsonify(record), 201
 
 

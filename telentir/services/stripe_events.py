@@ -78,6 +78,8 @@ def _ignored(note: str, user_id: str | None = None) -> Effect:
 
 def handle_webhook(rt: Runtime, payload: bytes, signature: str | None) -> dict[str, Any]:
     """`POST /api/stripe/webhook`: verify, then apply the event once; answers what became of it."""
+    if not signature:  # unsigned is malformed whatever this server's configuration
+        raise InvalidSignature("The Stripe-Signature header is missing: only Stripe's signed events are accepted.")
     gateway = require_stripe(rt)
     event = verify_event(rt, payload, signature)
     if _done(rt, event["id"]):

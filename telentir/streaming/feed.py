@@ -30,6 +30,7 @@ from .reads import REPLAY_CHUNK, Row
 log = logging.getLogger(__name__)
 CLOSED_CHECK_SECONDS = 1.0
 MAX_FILTER_LENGTH = 200
+MAX_CURSOR = 2**63 - 1  # the largest id SQLite can hold: a larger cursor cannot be compared with one
 
 
 @dataclass(frozen=True)
@@ -115,13 +116,18 @@ class FeedRequest:
 
 
 def parse_request(user_id: str, event_type: str, args: dict[str, str], last_event_id: str | None) -> FeedRequest:
-    """Validate the type, filters, `userId` rule and resume cursor of a stream request."""
+    """Validate the type, parameters, `userId` rule and resume cursor of a stream request."""
     if event_type not in EVENT_TYPES:
         raise NotFound(f"Unknown event type {event_type!r}; use one of {', '.join(EVENT_TYPES)}.")
+    filter_names = [name for name, _ in FILTERS[event_type]]
+    allowed = [*filter_names, "userId", "since"]
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        # Ignoring a misspelt filter would widen the stream without the client knowing.
+        raise BadRequest(f"Unknown query parameter {unknown[0]!r} for {event_type}: use {', '.join(allowed)}.")
     if "userId" in args and args["userId"] != user_id:
         raise Forbidden("userId may only be your own id.")
-    allowed = {name for name, _ in FILTERS[event_type]}
-    filters = {name: value for name, value in args.items() if name in allowed}
+    filters = {name: value for name, value in args.items() if name in filter_names}
     for name, value in filters.items():
         if len(value) > MAX_FILTER_LENGTH:
             raise BadRequest(f"{name} is too long.")
@@ -129,12 +135,21 @@ def parse_request(user_id: str, event_type: str, args: dict[str, str], last_even
 
 
 def _cursor(last_event_id: str | None, since: str | None) -> int | None:
-    raw = last_event_id if last_event_id not in (None, "") else since
+    """The resume cursor: Last-Event-ID wins over `since`, and each sent must be valid."""
+    header, query = _cursor_value(last_event_id), _cursor_value(since)
+    return header if header is not None else query
+
+
+def _cursor_value(raw: str | None) -> int | None:
+    """An event id: ASCII digits only, up to 2^63-1 (SQLite's largest integer); None when absent."""
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
-        raise BadRequest("Last-Event-ID / since must be an event id (a whole number).")
-    return int(raw)
+    # isascii: str.isdigit() also accepts "²" (int() refuses it) and "٥" (int() reads 5). The
+    # length first: int() refuses strings of more than 4,300 digits with an error of its own.
+    digits = raw.lstrip("0") or "0"
+    if not (raw.isascii() and raw.isdigit()) or len(digits) > len(str(MAX_CURSOR)) or int(digits) > MAX_CURSOR:
+        raise BadRequest(f"Last-Event-ID / since must be an event id: a whole number from 0 to {MAX_CURSOR}.")
+    return int(digits)
 
 
 # Takes a replayed stream (request, guard, cursor) off its thread: calls `release` (the feed's
@@ -160,10 +175,10 @@ def feed(
         revocation = events.revocation_channel(req.user_id, guard.credential.id)
         _subscribe(pubsub, req.pattern, escape_glob(revocation))
         # Read once subscribed and before answering: whatever commits later rings our doorbell.
-        start = events.newest_id(rt) if req.since is None else req.since
+        newest = events.newest_id(rt)
         _check_still_valid(rt, guard)
         yield Item("open")
-        last = yield from _replay(rt, req, start, guard)
+        last = yield from _replay(rt, req, newest, guard)
         yield IDLE
 
         def release() -> None:
@@ -213,15 +228,29 @@ def _subscribe(pubsub: PubSub, *patterns: str) -> None:
     raise ServiceUnavailable("The event broker is not answering; retry shortly.", code="broker_unavailable")
 
 
-def _replay(rt: Runtime, req: FeedRequest, start: int, guard: StreamGuard) -> Generator[Item, None, int]:
-    """Replay stored events after the cursor (resync first if the cursor was pruned); returns the last id."""
+def _replay(rt: Runtime, req: FeedRequest, newest: int, guard: StreamGuard) -> Generator[Item, None, int]:
+    """Replay stored events after the cursor, after a resync if the log cannot continue it; returns the last id.
+
+    A resync's `since` is the smallest id the stream still carries: every matching event
+    with an id from `since` on follows, and `since - 1` resumes without another resync.
+    """
     if req.since is None:
-        return start  # a fresh stream replays nothing: everything from now on arrives live
+        return newest  # a fresh stream replays nothing: everything from now on arrives live
     pruned = events.pruned_through(rt)
-    if start < pruned:
+    head = max(newest, pruned)  # the table may be empty once everything was pruned
+    if req.since > head:
+        # Ahead of the log (an older backup restored, a cursor from another server): the ids the
+        # client holds are not ours. It reloads, and the stream goes on as a fresh one would.
+        yield _resync(head + 1)
+        return head
+    if req.since < pruned:
         oldest = events.oldest_id(rt)
-        yield Item("resync", event="resync", data={"since": oldest if oldest is not None else pruned + 1})
-    return (yield from _stored_after(rt, req, start, guard=guard))
+        yield _resync(oldest if oldest is not None else pruned + 1)
+    return (yield from _stored_after(rt, req, req.since, guard=guard))
+
+
+def _resync(since: int) -> Item:
+    return Item("resync", event="resync", data={"since": since})
 
 
 def _stored_after(

@@ -1,0 +1,108 @@
+"""gunicorn workers whose own error answers are the JSON error shape, not HTML pages.
+
+gunicorn answers a request it cannot parse (a malformed request line, too many or too
+large headers, a bad Content-Length or Transfer-Encoding, an unmet `Expect`) before the
+app is called, and answers 500 when a response fails before its headers are sent. It
+renders those answers as HTML pages. These workers keep gunicorn's decision (the status,
+its log line and access-log entry) and replace only the page with `{"error", "message"}`
+(docs/protocol.md §1.3).
+
+    gthread → telentir.workers.gthread.ThreadWorker   (the default)
+    gevent  → telentir.workers.ggevent.GeventWorker   (`serve --worker-class gevent`)
+
+Each lives in its own module so that the thread worker never imports gevent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from typing import Any
+
+from ..errors import error_body
+
+log = logging.getLogger(__name__)
+
+# `serve --worker-class NAME` → the class gunicorn loads.
+WORKER_CLASSES = {
+    "gthread": "telentir.workers.gthread.ThreadWorker",
+    "gevent": "telentir.workers.ggevent.GeventWorker",
+}
+MAX_DETAIL = 200  # characters of gunicorn's description kept in the message (it may quote the request)
+
+# status → (error code, message); `{detail}` is gunicorn's description of what it refused.
+_ANSWERS = {
+    400: ("invalid_request", "The HTTP request is malformed: {detail}."),
+    403: ("forbidden", "The request is forbidden."),
+    414: ("uri_too_long", "The request line is too long."),
+    417: ("expectation_failed", "The Expect header cannot be met: {detail}."),
+    431: ("request_header_fields_too_large", "The request has too many headers, or one is too large."),
+    501: ("not_implemented", "The request uses a transfer coding this server does not support: {detail}."),
+}
+_INTERNAL = ("internal_error", "Something went wrong on our side; try again later.")
+
+
+class _PageCatcher:
+    """Stands in for the client socket while gunicorn writes its HTML page: keeps the bytes, sends nothing."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.written = bytearray()
+
+    def gettimeout(self) -> float:
+        """Non-blocking, so gunicorn writes straight away without changing the real socket."""
+        return 0.0
+
+    def sendall(self, data: bytes) -> None:
+        """Keep what gunicorn would have sent."""
+        self.written += data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+class JsonErrorPages:
+    """Mixin for a gunicorn worker: its error answers carry the JSON error body."""
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """Let gunicorn classify and log the failure, then answer its status with a JSON body."""
+        catcher = _PageCatcher(client)
+        super().handle_error(req, catcher, addr, exc)  # type: ignore[misc]
+        status, reason = _status_line(bytes(catcher.written))
+        try:
+            _send(client, error_response(status, reason, exc))
+        except OSError:
+            log.debug("could not send the error answer: the client is gone")
+
+
+def _status_line(page: bytes) -> tuple[int, str]:
+    """The status gunicorn chose, read from the page it wrote (500 if it wrote nothing readable)."""
+    match = re.match(rb"HTTP/1\.[01] ([0-9]{3}) ([^\r\n]*)\r\n", page)
+    return (int(match[1]), match[2].decode("latin-1")) if match else (500, "Internal Server Error")
+
+
+def error_response(status: int, reason: str, exc: BaseException) -> bytes:
+    """A complete HTTP/1.1 answer: the status, `Connection: close` and the JSON error body."""
+    code, message = _ANSWERS.get(status, _INTERNAL)
+    detail = str(exc)[:MAX_DETAIL] if status < 500 else ""
+    body = json.dumps(error_body(code, message.format(detail=detail)), separators=(",", ":")).encode()
+    # A request gunicorn could not parse never reached the app's request log: its id is made here.
+    request_id = secrets.token_hex(12)
+    log.info("refused malformed HTTP with %d (request id %s)", status, request_id)
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"X-Request-ID: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def _send(sock: Any, data: bytes) -> None:
+    # As gunicorn sends its own page: without blocking on a client that does not read.
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.sendall(data)
+    finally:
+        sock.settimeout(timeout)
