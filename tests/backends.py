@@ -66,6 +66,10 @@ SCALE_OUT_MODULES = (
     "test_amount_bounds",
     "test_stripe_failures",
     "test_metrics",
+    "test_fuzz",
+    "test_input_encoding",
+    "test_stream_cursors",
+    "test_token_cookie",
 )
 
 

@@ -115,6 +115,11 @@ class Cluster:
         return self.proxy.url
 
     @property
+    def port(self) -> int:
+        """The proxy's port."""
+        return self.proxy.port
+
+    @property
     def data_dir(self) -> Path:
         """Node A's data folder (a runtime over it reaches the shared engines)."""
         return self.nodes["a"].data_dir
