@@ -49,7 +49,9 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (more than 1 needs Redis).")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), help="Worker processes (default: TELENTIR_WORKERS, else one per core)."
+)
 @click.option("--threads", type=click.IntRange(1, 4096), help="Threads per worker (gthread).")
 @click.option(
     "--worker-class",
@@ -62,19 +64,17 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, worker
 
     Example: python -m telentir serve --port 8000 --demo
     """
-    from .serving import check_workers
     from .serving import serve as run_server
 
     try:
         config = load_config()
-        check_workers(config, workers or 1)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     _prepare(config)
     if demo:
         with _runtime() as rt:
             _announce_demo(rt, host, port)
-    run_server(host, port, workers, threads, worker_class)
+    run_server(host, port, workers or config.worker_count, threads, worker_class)
 
 
 def _prepare(config: Config) -> dict[str, int]:

@@ -175,6 +175,7 @@ class Config:
     auth_max_attempts: int = 5
     auth_window_seconds: int = 900
     log_level: str = "INFO"
+    workers: int | None = None
     connect_workers: int = 4
     connect_per_user: int = 2
     connect_connect_timeout: float = 5.0
@@ -187,6 +188,11 @@ class Config:
     connect_batch_seconds: float = 0.5
     stripe_timeout_seconds: float = 10.0
     refund_retry_seconds: float = 60.0
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes to serve with: TELENTIR_WORKERS, else one per core this process may use."""
+        return self.workers or default_workers()
 
     @property
     def database_path(self) -> Path:
@@ -351,6 +357,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
     ),
     Setting(
+        "TELENTIR_WORKERS",
+        "workers",
+        _positive_int,
+        "gunicorn worker processes `serve` starts (default: one per CPU core; `serve --workers` overrides).",
+    ),
+    Setting(
         "TELENTIR_CONNECT_WORKERS",
         "connect_workers",
         _non_negative_int,
@@ -417,6 +429,14 @@ SETTINGS: tuple[Setting, ...] = (
         "How often pending Stripe refunds are retried in the background.",
     ),
 )
+
+
+def default_workers() -> int:
+    """One worker per CPU core this process may run on (its affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -40,15 +40,6 @@ def sweep_blobs(rt: Runtime) -> int:
     return removed
 
 
-def check_workers(config: Config, workers: int) -> None:
-    """The in-memory broker cannot cross processes: refuse more than one worker with it."""
-    if workers > 1 and config.broker_url.startswith("memory://"):
-        raise ConfigError(
-            f"{workers} workers need a shared broker: set TELENTIR_BROKER_URL=redis://… "
-            "(the in-memory broker only reaches subscribers in its own process)."
-        )
-
-
 class GunicornServer(Application):
     """gunicorn with the package's settings, then our command-line overrides, serving create_app()."""
 
@@ -80,11 +71,10 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, worker
     ).run()
 
 
-def on_starting(workers: int) -> None:
+def on_starting() -> None:
     """gunicorn master hook: validate settings, prepare storage, before any worker forks."""
     try:
         config = load_config()
-        check_workers(config, workers)
         report = prepare(config)
     except (ConfigError, CryptoError, SchemaError) as exc:  # CryptoError: an unreadable master key file
         log.error("cannot start: %s", exc)

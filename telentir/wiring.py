@@ -14,6 +14,7 @@ from . import crypto
 from .config import Config
 from .pubsub import create_broker
 from .pubsub.doorbell import Doorbell, PublishStats
+from .pubsub.peers import PeerDoorbells, socket_folder
 from .runtime import Runtime
 from .services import events, ingest
 from .services.job_runner import JobRunner
@@ -73,6 +74,8 @@ def build_runtime(config: Config) -> Runtime:
         raise
     broker = create_broker(config.broker_url)
     stats = PublishStats()
+    # The in-process broker reaches this process only: the box's other workers hear through their sockets.
+    peers = PeerDoorbells(socket_folder(config.data_dir)) if broker.in_process else None
     rt = Runtime(
         config=config,
         db=db,
@@ -82,7 +85,7 @@ def build_runtime(config: Config) -> Runtime:
         sms=make_sender(config),
         broker=broker,
         publish_stats=stats,
-        doorbell=Doorbell(broker, stats),
+        doorbell=Doorbell(broker, stats, peers),
         stream_slots=StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user),
         recent_reads=RecentReads(),
         job_runner=JobRunner(config.connect_workers, config.connect_per_user),
@@ -97,8 +100,10 @@ def build_runtime(config: Config) -> Runtime:
 
 def start_background(rt: Runtime) -> None:
     """Start the serving process's background work; each is stopped by `rt.close()`."""
+    if rt.doorbell.peers is not None:
+        rt.doorbell.peers.listen(rt.broker)  # stopped by the doorbell's close
     workers = [
-        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: events.prune(rt)),
+        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: prune_if_ours(rt)),
     ]
     if rt.stripe is not None:
         workers.append(
@@ -107,6 +112,11 @@ def start_background(rt: Runtime) -> None:
     for worker in workers:
         worker.start()
         rt.closers.append(worker.stop)
+
+
+def prune_if_ours(rt: Runtime) -> int:
+    """Prune the event log if this process is the deployment's pruner (one at a time); returns events removed."""
+    return events.prune(rt) if rt.db.claim_singleton("event-pruner") else 0
 
 
 class Periodic:
