@@ -154,6 +154,11 @@ INSERT OR IGNORE INTO event_retention (id, pruned_through) VALUES (1, 0);
 -- Ingestion jobs (POST /api/connect). Leads: requested, granted, allowance_part (reserved from
 -- the monthly allowance), allowance_used, used. Minor units: price (per paid lead), reserved,
 -- charged, refunded. settlement: open | reserve_unknown | refund_pending | settled.
+-- The lease: while a job has an open step (status reserving or running, or a pending Stripe
+-- settlement), `owner` names the process working on it and `heartbeat_at` (Unix seconds) is
+-- that process's last sign of life; any live process may take over a job whose heartbeat is
+-- older than TELENTIR_JOB_LEASE_SECONDS, with a conditional UPDATE that exactly one wins.
+-- NULL owner: nobody works on it (finished, or free to be taken).
 CREATE TABLE IF NOT EXISTS jobs (
     id              TEXT PRIMARY KEY,
     user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -179,7 +184,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     error           TEXT,
     created_at      TEXT NOT NULL,
     started_at      TEXT,
-    finished_at     TEXT
+    finished_at     TEXT,
+    owner           TEXT,
+    heartbeat_at    REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_id, created_at);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
@@ -189,13 +196,14 @@ CREATE INDEX IF NOT EXISTS jobs_settlement ON jobs(settlement);
 -- leads: effect on the month's allowance use (signed); charged: what a job's charge row bills.
 -- source: 'local' rows are the local prepaid balance; 'stripe' rows mirror money moved in
 -- Stripe (external_id is the balance transaction). A job step is written once (unique index),
--- so settlement is idempotent.
+-- so settlement is idempotent. 'topup' rows mirror credit bought with Stripe Checkout (one per
+-- Checkout Session, see stripe_topups).
 CREATE TABLE IF NOT EXISTS ledger (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     job_id       TEXT,
     kind         TEXT NOT NULL CHECK (kind IN ('grant', 'reserve', 'charge', 'refund', 'allowance',
-                                               'allowance_release')),
+                                               'allowance_release', 'topup')),
     amount       INTEGER NOT NULL DEFAULT 0,
     leads        INTEGER NOT NULL DEFAULT 0,
     charged      INTEGER NOT NULL DEFAULT 0,
@@ -207,3 +215,76 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_user ON ledger(user_id, month);
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_job_step ON ledger(job_id, kind) WHERE job_id IS NOT NULL;
+
+-- Stripe webhook events, each applied at most once (docs/protocol.md §7). status: applied |
+-- ignored (nothing to do: unknown type, older than what is known, no such user) | failed
+-- (Stripe redelivers it; a redelivery tries again). created is the event's own Unix time.
+CREATE TABLE IF NOT EXISTS stripe_events (
+    id           TEXT PRIMARY KEY,
+    type         TEXT NOT NULL,
+    created      INTEGER NOT NULL,
+    object_id    TEXT,
+    user_id      TEXT,
+    status       TEXT NOT NULL CHECK (status IN ('applied', 'ignored', 'failed')),
+    note         TEXT,
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    received_at  TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stripe_events_received ON stripe_events(received_at);
+
+-- What is known of each Stripe subscription: the newest state seen (stamp: the Unix time of
+-- the event or read that said it), so events applied in any order converge. A user's plan
+-- follows their newest live subscription; with none live, the default plan.
+CREATE TABLE IF NOT EXISTS stripe_subscriptions (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    customer_id  TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    price_id     TEXT,
+    plan         TEXT,
+    started      INTEGER NOT NULL,
+    stamp        INTEGER NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stripe_subscriptions_user ON stripe_subscriptions(user_id);
+
+-- Subscription invoices whose payment failed or later succeeded (newest state per invoice);
+-- the user's newest one, if failed, is shown in GET /api/billing/state.
+CREATE TABLE IF NOT EXISTS stripe_invoices (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    status       TEXT NOT NULL CHECK (status IN ('failed', 'paid')),
+    amount_due   INTEGER NOT NULL,
+    currency     TEXT NOT NULL,
+    stamp        INTEGER NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stripe_invoices_user ON stripe_invoices(user_id, stamp);
+
+-- Credit bought with Stripe Checkout: one row per paid session, so a session is credited once
+-- whether its webhook arrives twice, late, or `telentir billing sync` finds it first.
+CREATE TABLE IF NOT EXISTS stripe_topups (
+    session_id   TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    customer_id  TEXT NOT NULL,
+    amount       INTEGER NOT NULL,
+    transaction_id TEXT NOT NULL,
+    event_id     TEXT,
+    created_at   TEXT NOT NULL
+);
+
+-- Sign-up invitations (TELENTIR_SIGNUP=invite), minted by `telentir invites create`. Only a
+-- hash of each code is kept. A code is used once, in the transaction that creates its
+-- account; plan NULL means TELENTIR_DEFAULT_PLAN at sign-up.
+CREATE TABLE IF NOT EXISTS invites (
+    id          TEXT PRIMARY KEY,
+    code_hash   TEXT NOT NULL UNIQUE,
+    plan        TEXT,
+    note        TEXT NOT NULL DEFAULT '',
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT,
+    used_at     TEXT,
+    used_by     TEXT REFERENCES users(id) ON DELETE SET NULL,
+    revoked_at  TEXT
+);

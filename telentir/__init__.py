@@ -6,29 +6,30 @@ no thread.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 
 from .config import Config, load_config
+from .version import __version__
 
 __all__ = ["__version__", "close_app", "create_app"]
-__version__ = "0.2.0"
 
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     """Build the WSGI app: settings, storage, keys, broker, blueprints, error handlers."""
     from werkzeug.middleware.proxy_fix import ProxyFix
 
+    from . import logs
     from .api import register_blueprints
     from .api.errors import register_error_handlers
+    from .request_log import RequestLog
     from .wiring import build_runtime, start_background
 
     if not isinstance(config, Config):
         config = load_config(config)
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.log_level, config.log_format)
     app = Flask(__name__, static_folder=None)
     # WebSocket pings at the heartbeat interval keep idle mirrors alive behind proxies, as
     # keep-alive comments do for SSE.
@@ -44,11 +45,23 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore
     rt = app.extensions["telentir"] = build_runtime(config)
+    # Outermost, so the request id and the log line cover every answer, errors included; a
+    # client's X-Request-ID is taken only from a trusted proxy.
+    app.wsgi_app = RequestLog(app.wsgi_app, rt.metrics, trust_request_id=config.proxy_hops > 0)  # type: ignore
     start_background(rt)
     register_error_handlers(app)
+    app.before_request(_note_route)
     register_blueprints(app)
     app.teardown_appcontext(lambda exc: rt.db.park_connection())
     return app
+
+
+def _note_route() -> None:
+    """Tell the request log which URL rule matched (its template, never the path itself)."""
+    from .request_log import ROUTE_KEY
+
+    if request.url_rule is not None:
+        request.environ[ROUTE_KEY] = request.url_rule.rule
 
 
 def close_app(app: Flask) -> None:

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
-from . import __version__, wiring
+from . import __version__, logs, wiring
 from .config import Config, ConfigError, load_config
 from .crypto import CryptoError
 from .errors import ApiError
+from .maintenance import backup as backups
+from .maintenance import rotate, verify
+from .money import MAX_GRANT, format_amount
 from .runtime import Runtime
-from .services import accounts, credentials, credits
+from .services import accounts, credentials, credits, invites, stripe_events
 from .storage import schema
+from .storage.folder_lock import FolderLock, FolderLocked
 from .storage.schema import SchemaError
 from .wiring import build_runtime
 
@@ -58,31 +67,46 @@ def main() -> None:
     type=click.Choice(["gthread", "gevent"]),
     help="gunicorn worker: gthread (default) or gevent (one event loop per worker).",
 )
-@click.option("--demo", is_flag=True, help="Create a demo user once and print an API key for it.")
+@click.option("--demo", is_flag=True, help="Create a demo user once; print its API key and the console's address.")
 def serve(host: str, port: int, workers: int | None, threads: int | None, worker_class: str | None, demo: bool) -> None:
-    """Run the production server (gunicorn).
+    """Run the production server (gunicorn); refused while another server holds the data folder.
 
     Example: python -m telentir serve --port 8000 --demo
     """
     from .serving import serve as run_server
+    from .serving import stop_multiprocess_metrics, use_multiprocess_metrics
 
     try:
         config = load_config()
+        logs.configure(config.log_level, config.log_format)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    _prepare(config)
-    if demo:
-        with _runtime() as rt:
+
+    def announce_demo(config: Config) -> None:
+        rt = build_runtime(config)
+        try:
             _announce_demo(rt, host, port)
-    run_server(host, port, workers or config.worker_count, threads, worker_class)
+        finally:
+            rt.close()
+
+    # Before anything counts: the master and its workers share one metrics folder.
+    use_multiprocess_metrics()
+    try:
+        # The gunicorn master takes the folder's lock before binding, then repairs storage once
+        # the port is bound (telentir.serving): nothing is touched here.
+        run_server(
+            host, port, workers or config.worker_count, threads, worker_class, on_ready=announce_demo if demo else None
+        )
+    finally:
+        stop_multiprocess_metrics()
 
 
 def _prepare(config: Config) -> dict[str, int]:
-    from .serving import prepare
+    from .serving import STARTUP_ERRORS, prepare
 
     try:
         return prepare(config)
-    except (ConfigError, CryptoError, SchemaError) as exc:  # e.g. a master key that does not fit the data folder
+    except STARTUP_ERRORS as exc:  # a live server on the folder; a master key that does not fit it
         raise click.ClickException(str(exc)) from exc
 
 
@@ -90,6 +114,7 @@ def _announce_demo(rt: Runtime, host: str, port: int) -> None:
     key = ensure_demo_user(rt)
     click.echo(
         f"Demo user: {DEMO_EMAIL}\nDemo API key: {key}\n"
+        f"Console: http://{host}:{port}/console (sign in with the API key)\n"
         f"Try: curl -H 'Authorization: Bearer {key}' http://{host}:{port}/api/root"
     )
 
@@ -122,7 +147,7 @@ def _write_private(path: Path, text: str) -> None:
 
 @main.command()
 def init() -> None:
-    """Create the data folder, database, master key and platform keys (idempotent).
+    """Create the data folder, database, master key and platform keys (idempotent; refused while a server runs).
 
     Example: TELENTIR_DATA_DIR=/var/lib/telentir python -m telentir init
     """
@@ -150,6 +175,15 @@ def migrate(dry_run: bool) -> None:
         raise click.ClickException(str(exc)) from exc
     if not config.database_path.exists():
         raise click.ClickException(f"no database at {config.database_path}: `telentir init` creates one")
+    try:
+        # A dry run only reads; a migration runs under the folder's lock, so never under a live server.
+        with nullcontext() if dry_run else FolderLock(config.data_dir):
+            _migrate(config, dry_run)
+    except (SchemaError, FolderLocked) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _migrate(config: Config, dry_run: bool) -> None:
     db = wiring.open_database(config)
     try:
         version = db.schema_version()
@@ -159,8 +193,6 @@ def migrate(dry_run: bool) -> None:
             return
         for step in db.open_schema(migrate=True):
             click.echo(f"applied {step.version:04d} {step.name}: {step.description}")
-    except SchemaError as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         db.close()
     click.echo(f"The database is at schema version {schema.latest_version()}.")
@@ -175,6 +207,137 @@ def _list_migrations(version: int, steps: list[schema.Migration]) -> None:
         click.echo(f"  {step.version:04d} {step.name}: {step.description}")
 
 
+def _config() -> Config:
+    try:
+        return load_config()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@contextmanager
+def _bar(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """click's progress bar on a terminal (and for long jobs only); nothing otherwise."""
+    if not sys.stdout.isatty() or total < 100:
+        yield lambda steps: None
+        return
+    with click.progressbar(length=total, label=label) as bar:
+        yield bar.update
+
+
+@main.command("backup")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option(
+    "--include-master-key", is_flag=True, help="Also copy the master key (whoever has the backup can then read it)."
+)
+def backup_command(dest: Path, include_master_key: bool) -> None:
+    """Write a consistent backup of the data folder to DEST while the server runs.
+
+    DEST must be absent or empty. It receives the database (one instant's snapshot), every
+    ciphertext file that snapshot references, and manifest.json (format and schema version,
+    rows per table, SHA-256 of every file, the master key's fingerprint). The master key
+    itself is left out unless --include-master-key: keep it apart from the data.
+
+    Example: telentir backup /backups/telentir-$(date +%F)
+    """
+    config = _config()
+    if include_master_key:
+        click.echo(
+            "Warning: the backup will hold the master key; anyone with the backup can open every sealed key.",
+            err=True,
+        )
+    try:
+        result = backups.backup(config, dest, include_master_key, _bar)
+    except (backups.BackupError, CryptoError, sqlite3.Error) as exc:
+        raise click.ClickException(str(exc)) from exc
+    manifest = result.manifest
+    click.echo(
+        f"Backed up {config.data_dir} to {dest}: {manifest['tables'].get('objects', 0)} object(s), "
+        f"{len(manifest['files']) - 1 - int(include_master_key)} ciphertext file(s), schema version "
+        f"{manifest['schema_version']}, master key {manifest['master_key_fingerprint']}"
+        f"{' (included)' if include_master_key else ' (not included)'}."
+    )
+
+
+@main.command("restore")
+@click.argument("src", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def restore_command(src: Path) -> None:
+    """Fill the (empty or absent) data folder from the backup in SRC, after checking it against its manifest.
+
+    Refuses a data folder that holds anything, a backup whose files do not match its
+    manifest, and a configured master key other than the backup's. A master key included
+    in the backup is written where TELENTIR_MASTER_KEY_FILE says (default: the data folder).
+    Clients that hold event ids newer than the backup are told to resync.
+
+    Example: TELENTIR_DATA_DIR=/var/lib/telentir telentir restore /backups/telentir-2026-12-01
+    """
+    config = _config()
+    try:
+        result = backups.restore(config, src, _bar)
+    except (backups.BackupError, CryptoError, sqlite3.Error, FolderLocked) as exc:
+        raise click.ClickException(str(exc)) from exc
+    manifest = result.manifest
+    click.echo(
+        f"Restored {src} (made {manifest['created_at']}) into {config.data_dir}: "
+        f"{manifest['tables'].get('objects', 0)} object(s), schema version {manifest['schema_version']}."
+    )
+    if result.key_written is not None:
+        click.echo(f"Wrote the backup's master key to {result.key_written}.")
+    for note in result.notes:
+        click.echo(note)
+
+
+@main.command("verify")
+def verify_command() -> None:
+    """Check the data folder: database integrity, ciphertext files, sealed secrets; exit 1 on any problem.
+
+    Checks SQLite's integrity and foreign keys, that every ciphertext file an object names
+    is there with its recorded size, that no file lies there unnamed, that every sealed
+    private key opens with the configured master key, and (in a backup) every file against
+    the manifest. Safe while the server runs.
+
+    Example: TELENTIR_DATA_DIR=/backups/telentir-2026-12-01 telentir verify
+    """
+    config = _config()
+    try:
+        report = verify.verify(config, _bar)
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"the database cannot be read: {exc}") from exc
+    for check in report.checks:
+        click.echo(f"{'ok' if check.ok else 'FAILED'}  {check.name}: {check.summary if check.ok else ''}".rstrip())
+        for problem in check.problems:
+            click.echo(f"    {problem}")
+    if not report.ok:
+        raise click.ClickException(f"{sum(not c.ok for c in report.checks)} check(s) failed in {config.data_dir}")
+    click.echo(f"{config.data_dir} is whole.")
+
+
+@main.group("master-key")
+def master_key() -> None:
+    """Manage the master key that seals private keys at rest."""
+
+
+@master_key.command("rotate")
+def master_key_rotate() -> None:
+    """Re-seal every secret under a new master key; keep the old key file as a dated backup.
+
+    Stop the server first. Works on the key file (TELENTIR_MASTER_KEY_FILE, default
+    <data dir>/master.key); the server then starts with the new key only. Back the new key
+    up as you did the old one.
+
+    Example: TELENTIR_DATA_DIR=/var/lib/telentir telentir master-key rotate
+    """
+    config = _config()
+    try:
+        result = rotate.rotate_master_key(config)
+    except (rotate.RotationError, CryptoError, sqlite3.Error, FolderLocked) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if result.finished_earlier_run:
+        click.echo("Finished an interrupted rotation: the database was already sealed under the new key.")
+    else:
+        click.echo(f"Re-sealed {result.resealed} secret(s) under the new master key {result.fingerprint}.")
+    click.echo(f"New key: {result.key_file}; the old key is kept as {result.old_key_backup}.")
+
+
 @main.group()
 def users() -> None:
     """Manage users."""
@@ -187,14 +350,24 @@ def users() -> None:
 @click.option("--password", help="Password for logging in (omit for API-key-only users).")
 @click.option("--first-name", default="", help="First name.")
 @click.option("--last-name", default="", help="Last name.")
-def users_create(email: str, phone: str, verified: bool, password: str | None, first_name: str, last_name: str) -> None:
+@click.option("--plan", help="Plan key of the catalog (default: TELENTIR_DEFAULT_PLAN).")
+def users_create(
+    email: str, phone: str, verified: bool, password: str | None, first_name: str, last_name: str, plan: str | None
+) -> None:
     """Create a user; prints the user id as the last line.
 
     Example: python -m telentir users create ada@example.com --phone +15555550123 --verified
     """
     with _runtime() as rt:
         user = accounts.create_user(
-            rt, email, phone, first_name=first_name, last_name=last_name, password=password, verified=verified
+            rt,
+            email,
+            phone,
+            first_name=first_name,
+            last_name=last_name,
+            password=password,
+            verified=verified,
+            plan=plan,
         )
         click.echo(f"Created {user['email']}")
         click.echo(user["id"])
@@ -307,16 +480,16 @@ def credits_group() -> None:
 
 @credits_group.command("grant")
 @click.argument("email")
-@click.argument("amount", type=click.IntRange(min=1))
+@click.argument("amount", type=click.IntRange(min=1, max=MAX_GRANT))
 def credits_grant(email: str, amount: int) -> None:
-    """Add AMOUNT minor units (cents) of prepaid credit to a user's local balance.
+    """Add AMOUNT minor units (cents, 1 to 1000000000) of prepaid credit to a user's local balance.
 
     Example: python -m telentir credits grant ada@example.com 5000
     """
     with _runtime() as rt:
         user = accounts.find_user_by_email(rt, email)
         balance = credits.grant_credits(rt, user["id"], amount)
-        click.echo(f"Granted {amount} to {user['email']}; local balance is now {balance}")
+        click.echo(f"Granted {format_amount(amount)} to {user['email']}; local balance is now {format_amount(balance)}")
 
 
 @credits_group.command("show")
@@ -331,7 +504,110 @@ def credits_show(email: str) -> None:
         plan = credits.plan_of(rt, user)
         click.echo(f"plan: {user['plan']} ({plan['includedLeads'] if plan else 0} leads/month included)")
         click.echo(f"allowance used this month: {credits.allowance_used(rt, user['id'])}")
-        click.echo(f"balance: {credits.balance(rt, user)} {credits.CURRENCY}")
+        click.echo(f"balance: {format_amount(credits.balance(rt, user))}")
+
+
+@main.group("billing")
+def billing_group() -> None:
+    """Stripe billing: repair a customer's local view, list webhook events."""
+
+
+@billing_group.command("sync")
+@click.argument("email")
+def billing_sync(email: str) -> None:
+    """Re-read a user's subscriptions, paid top-ups and balance from Stripe and repair the local view.
+
+    Example: python -m telentir billing sync ada@example.com
+    """
+    with _runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        report = stripe_events.sync_customer(rt, user)
+        click.echo(f"customer: {report.customer_id}")
+        for line in report.subscriptions or ["(no subscription)"]:
+            click.echo(f"subscription: {line}")
+        click.echo(f"plan: {report.plan_before} -> {report.plan_after}")
+        for session_id, amount in report.credited:
+            click.echo(f"credited missed top-up {session_id}: {format_amount(amount)}")
+        click.echo(f"balance: {format_amount(report.balance)}; card on file: {'yes' if report.has_card else 'no'}")
+
+
+@billing_group.command("events")
+@click.option("--failed", is_flag=True, help="Only events whose application failed (Stripe delivers them again).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000), help="Most events listed.")
+def billing_events(failed: bool, limit: int) -> None:
+    """List processed Stripe webhook events, newest first: id, type, status, user, attempts, note.
+
+    Example: python -m telentir billing events --failed
+    """
+    with _runtime() as rt:
+        for event in stripe_events.list_events(rt, failed_only=failed, limit=limit):
+            click.echo(
+                f"{event['received_at']}\t{event['id']}\t{event['type']}\t{event['status']}\t"
+                f"{event['user_id'] or '-'}\t{event['attempts']}\t{event['note'] or ''}"
+            )
+
+
+@main.group("invites")
+def invites_group() -> None:
+    """Manage sign-up invites (used when TELENTIR_SIGNUP=invite)."""
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):
+    """A duration such as `30m`, `12h`, `7d` or `90s`."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        """The value as a timedelta; a usage error otherwise."""
+        if isinstance(value, timedelta):
+            return value
+        match = re.fullmatch(r"([1-9][0-9]{0,6})([smhd])", str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a duration such as 30m, 12h or 7d", param, ctx)
+        return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+@invites_group.command("create")
+@click.option("--plan", help="Plan key the new account gets (default: TELENTIR_DEFAULT_PLAN at sign-up).")
+@click.option("--expires-in", type=Duration(), help="Unusable after this long, e.g. 7d, 12h, 30m (default: never).")
+@click.option("--note", default="", help="A label for your records (who it is for).")
+def invites_create(plan: str | None, expires_in: timedelta | None, note: str) -> None:
+    """Mint a single-use sign-up code; prints the code as the last line (shown only this once).
+
+    Example: python -m telentir invites create --plan pro --expires-in 7d --note "Ada"
+    """
+    with _runtime() as rt:
+        record = invites.create_invite(rt, plan, expires_in, note)
+        until = f", until {record['expires_at']}" if record["expires_at"] else ""
+        click.echo(f"Created invite {record['id']} (plan {record['plan'] or 'default'}{until})")
+        click.echo(record["code"])
+
+
+@invites_group.command("list")
+def invites_list() -> None:
+    """List invites: id, state (unused, used, expired, revoked), plan, expiry, who used it, note.
+
+    Example: python -m telentir invites list
+    """
+    with _runtime() as rt:
+        for invite in invites.list_invites(rt):
+            fields = (invite["plan"] or "default", invite["expires_at"] or "never", invite["used_by"] or "-")
+            click.echo("\t".join([invite["id"], invite["state"], *fields, invite["note"]]))
+
+
+@invites_group.command("revoke")
+@click.argument("invite_id")
+def invites_revoke(invite_id: str) -> None:
+    """Make an unused invite unusable, by id.
+
+    Example: python -m telentir invites revoke inv_0123456789abcdefghijkl
+    """
+    with _runtime() as rt:
+        invites.revoke_invite(rt, invite_id)
+        click.echo(f"Revoked {invite_id}")
 
 
 @main.command("demo-scraper")

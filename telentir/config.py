@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .crypto import CryptoError, parse_master_key
+from .money import MAX_INCLUDED_LEADS, MAX_LEAD_PRICE
 
 
 class ConfigError(ValueError):
@@ -61,6 +62,7 @@ def _synchronous(text: str) -> str:
 
 _SERVER_NAME_RE = re.compile(r"[a-z0-9_-]{1,64}")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("auto", "json", "text")
 
 
 def _server_name(text: str) -> str:
@@ -86,10 +88,35 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in _LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(_LOG_FORMATS)}")
+    return value
+
+
+def _metrics_token(text: str) -> str:
+    token = text.strip()
+    # Compared with the whole Authorization header's value: a short token is guessable.
+    if len(token) < 16 or any(c.isspace() for c in token):
+        raise ValueError("must be at least 16 characters without spaces")
+    return token
+
+
 def _sms_backend(text: str) -> str:
     value = text.strip().lower()
     if value not in ("log", "twilio"):
         raise ValueError("must be log or twilio")
+    return value
+
+
+SIGNUP_MODES = ("closed", "invite", "open")
+
+
+def _signup(text: str) -> str:
+    value = text.strip().lower()
+    if value not in SIGNUP_MODES:
+        raise ValueError(f"must be one of {', '.join(SIGNUP_MODES)}")
     return value
 
 
@@ -99,19 +126,75 @@ def _broker_url(text: str) -> str:
     return text
 
 
+_PRICE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def _usd(value: object, *, positive: bool) -> bool:
+    """A finite JSON number of dollars in whole cents (> 0 when `positive`, else >= 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return (value > 0 if positive else value >= 0) and not round(value * 100, 6) % 1
+
+
 def _plans(text: str) -> dict[str, dict[str, Any]]:
-    plans = json.loads(text)
+    return check_plans(json.loads(text))
+
+
+def check_plans(plans: object) -> dict[str, dict[str, Any]]:
+    """Check a plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead, stripePriceId?, monthlyPriceUsd?}."""
     if not isinstance(plans, dict) or not plans:
         raise ValueError("must be a non-empty JSON object of plan key -> plan")
     for key, plan in plans.items():
-        if not isinstance(plan, dict) or not isinstance(plan.get("name"), str):
-            raise ValueError(f"plan {key!r} needs a name")
-        if not isinstance(plan.get("includedLeads"), int) or plan["includedLeads"] < 0:
-            raise ValueError(f"plan {key!r} needs includedLeads >= 0")
-        overage = plan.get("leadOverageUsdPerLead")
-        if not isinstance(overage, (int, float)) or overage <= 0 or round(overage * 100, 6) % 1:
-            raise ValueError(f"plan {key!r} needs leadOverageUsdPerLead > 0 in whole cents")
+        _check_plan(key, plan)
+    prices = [plan["stripePriceId"] for plan in plans.values() if plan.get("stripePriceId") is not None]
+    if len(prices) != len(set(prices)):
+        raise ValueError("two plans share a stripePriceId (a subscription's price must name one plan)")
     return plans
+
+
+def _check_plan(key: str, plan: object) -> None:
+    if not isinstance(plan, dict) or not isinstance(plan.get("name"), str):
+        raise ValueError(f"plan {key!r} needs a name")
+    included = plan.get("includedLeads")
+    if isinstance(included, bool) or not isinstance(included, int) or not 0 <= included <= MAX_INCLUDED_LEADS:
+        raise ValueError(f"plan {key!r} needs includedLeads from 0 to {MAX_INCLUDED_LEADS:,}")
+    overage = plan.get("leadOverageUsdPerLead")
+    if not _usd(overage, positive=True) or not isinstance(overage, (int, float)) or overage > MAX_LEAD_PRICE / 100:
+        raise ValueError(
+            f"plan {key!r} needs leadOverageUsdPerLead above 0 and at most {MAX_LEAD_PRICE // 100:,}, in whole cents"
+        )
+    price_id = plan.get("stripePriceId")
+    if price_id is not None and not (isinstance(price_id, str) and _PRICE_ID_RE.fullmatch(price_id)):
+        raise ValueError(f"plan {key!r}: stripePriceId must be a Stripe price id such as price_1PxYz")
+    if plan.get("monthlyPriceUsd") is not None and not _usd(plan["monthlyPriceUsd"], positive=False):
+        raise ValueError(f"plan {key!r}: monthlyPriceUsd must be >= 0 in whole cents")
+
+
+_ORIGIN_RE = re.compile(r"(https?)://([a-z0-9.-]+|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?/?", re.IGNORECASE)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(scheme: str, host: str, port: int | None) -> str:
+    """The canonical spelling of an origin: lowercase, the default port left out."""
+    scheme, host = scheme.lower(), host.lower()
+    return f"{scheme}://{host}" if port in (None, _DEFAULT_PORTS[scheme]) else f"{scheme}://{host}:{port}"
+
+
+def _price_id(text: str) -> str:
+    if not _PRICE_ID_RE.fullmatch(text.strip()):
+        raise ValueError("must be a Stripe price id such as price_1PxYz")
+    return text.strip()
+
+
+def _return_origins(text: str) -> tuple[str, ...]:
+    origins = []
+    for item in (part.strip() for part in text.split(",")):
+        match = _ORIGIN_RE.fullmatch(item)
+        port = int(match.group(3)) if match and match.group(3) else None
+        if match is None or (port is not None and not 0 < port < 65536):
+            raise ValueError(f"{item!r} is not an origin such as https://app.example.com or http://localhost:3000")
+        origins.append(origin_of(match.group(1), match.group(2), port))
+    return tuple(dict.fromkeys(origins))
 
 
 DEFAULT_PLANS: dict[str, dict[str, Any]] = {
@@ -158,6 +241,7 @@ class Config:
     event_prune_interval_seconds: float = 60.0
     plans: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_PLANS))
     default_plan: str = "starter"
+    signup: str = "closed"
     scraper_hostname: str | None = None
     stripe_secret_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
@@ -176,6 +260,8 @@ class Config:
     auth_window_seconds: int = 900
     log_level: str = "INFO"
     workers: int | None = None
+    log_format: str = "auto"
+    metrics_token: str | None = field(default=None, repr=False)
     connect_workers: int = 4
     connect_per_user: int = 2
     connect_connect_timeout: float = 5.0
@@ -188,6 +274,12 @@ class Config:
     connect_batch_seconds: float = 0.5
     stripe_timeout_seconds: float = 10.0
     refund_retry_seconds: float = 60.0
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
+    return_origins: tuple[str, ...] = ()
+    topup_min_usd: int = 5
+    topup_max_usd: int = 500
+    topup_price_id: str | None = None
+    job_lease_seconds: float = 30.0
 
     @property
     def worker_count(self) -> int:
@@ -298,9 +390,24 @@ SETTINGS: tuple[Setting, ...] = (
         "How often the background pruner runs.",
     ),
     Setting(
-        "TELENTIR_PLANS", "plans", _plans, "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead}."
+        "TELENTIR_PLANS",
+        "plans",
+        _plans,
+        "JSON plan catalog: key -> {name, includedLeads, leadOverageUsdPerLead, stripePriceId?, monthlyPriceUsd?}.",
     ),
-    Setting("TELENTIR_DEFAULT_PLAN", "default_plan", str, "Plan key given to new users."),
+    Setting(
+        "TELENTIR_DEFAULT_PLAN",
+        "default_plan",
+        str,
+        "Plan key given to new users (an invite's `--plan` overrides it).",
+    ),
+    Setting(
+        "TELENTIR_SIGNUP",
+        "signup",
+        _signup,
+        "Who may register with `POST /api/auth/register`: `closed` (nobody: accounts come from the CLI), "
+        "`invite` (with a code from `telentir invites create`) or `open` (anyone).",
+    ),
     Setting("SCRAPER_HOSTNAME", "scraper_hostname", str, "Base URL of the scraper service for `POST /api/connect`."),
     Setting("STRIPE_SECRET_KEY", "stripe_secret_key", str, "Enables Stripe mode for prepaid balances.", secret=True),
     Setting("STRIPE_API_BASE", "stripe_api_base", str, "Override of Stripe's API address (tests, proxies)."),
@@ -354,7 +461,20 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_LOG_LEVEL",
         "log_level",
         _log_level,
-        "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+        "Python log level of the server: DEBUG, INFO, WARNING, ERROR or CRITICAL (request lines are INFO).",
+    ),
+    Setting(
+        "TELENTIR_LOG_FORMAT",
+        "log_format",
+        _log_format,
+        "`json` (one object per line), `text`, or `auto`: JSON unless the log is a terminal.",
+    ),
+    Setting(
+        "TELENTIR_METRICS_TOKEN",
+        "metrics_token",
+        _metrics_token,
+        "Enables `GET /metrics` for `Authorization: Bearer <this token>` (unset: 404). At least 16 characters.",
+        secret=True,
     ),
     Setting(
         "TELENTIR_WORKERS",
@@ -428,6 +548,45 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
         "How often pending Stripe refunds are retried in the background.",
     ),
+    Setting(
+        "STRIPE_WEBHOOK_SECRET",
+        "stripe_webhook_secret",
+        str,
+        "Signing secret (`whsec_…`) of the Stripe webhook endpoint `POST /api/stripe/webhook`.",
+        secret=True,
+    ),
+    Setting(
+        "TELENTIR_RETURN_ORIGINS",
+        "return_origins",
+        _return_origins,
+        "Comma-separated origins a billing `returnTo` may point at (e.g. `https://app.example.com`); "
+        "the first is the return page when none is given.",
+    ),
+    Setting(
+        "TELENTIR_TOPUP_MIN_USD",
+        "topup_min_usd",
+        _positive_int,
+        "Smallest credit top-up, in whole dollars, a customer may choose on Stripe's Checkout page.",
+    ),
+    Setting(
+        "TELENTIR_TOPUP_MAX_USD",
+        "topup_max_usd",
+        _positive_int,
+        "Largest credit top-up, in whole dollars (at most 999999).",
+    ),
+    Setting(
+        "TELENTIR_TOPUP_PRICE_ID",
+        "topup_price_id",
+        _price_id,
+        "A Stripe price sold once per top-up instead of the dollar amount chosen between the bounds above.",
+    ),
+    Setting(
+        "TELENTIR_JOB_LEASE_SECONDS",
+        "job_lease_seconds",
+        _positive_float,
+        "A running job whose process has not heartbeaten for this long is settled by another live process "
+        "(its owner heartbeats every third of it).",
+    ),
 )
 
 
@@ -478,6 +637,18 @@ def _validate(config: Config) -> Config:
         raise ConfigError(
             f"TELENTIR_LOG_LEVEL={config.log_level!r} is not valid: must be one of {', '.join(_LOG_LEVELS)}"
         )
+    _validate_billing(config)
+    if config.signup not in SIGNUP_MODES:
+        raise ConfigError(f"TELENTIR_SIGNUP={config.signup!r} is not valid: must be one of {', '.join(SIGNUP_MODES)}")
+    if config.log_format not in _LOG_FORMATS:
+        raise ConfigError(
+            f"TELENTIR_LOG_FORMAT={config.log_format!r} is not valid: must be one of {', '.join(_LOG_FORMATS)}"
+        )
+    if config.metrics_token is not None:
+        try:
+            _metrics_token(config.metrics_token)
+        except ValueError as exc:
+            raise ConfigError(f"TELENTIR_METRICS_TOKEN=(hidden) is not valid: {exc}") from exc
     if config.default_plan not in config.plans:
         raise ConfigError(f"TELENTIR_DEFAULT_PLAN={config.default_plan!r} is not a key of the plan catalog")
     if config.sms_backend == "twilio" and not (
@@ -489,3 +660,21 @@ def _validate(config: Config) -> Config:
     if config.scraper_hostname and not config.scraper_hostname.startswith(("http://", "https://")):
         raise ConfigError("SCRAPER_HOSTNAME must start with http:// or https://")
     return config
+
+
+TOPUP_MAX_USD = 999_999  # Stripe's largest adjustable quantity, one dollar per unit
+
+
+def _validate_billing(config: Config) -> None:
+    try:
+        check_plans(config.plans)
+    except ValueError as exc:
+        raise ConfigError(f"TELENTIR_PLANS is not valid: {exc}") from exc
+    if not 0 < config.topup_min_usd <= config.topup_max_usd <= TOPUP_MAX_USD:
+        raise ConfigError(
+            f"TELENTIR_TOPUP_MIN_USD ({config.topup_min_usd}) and TELENTIR_TOPUP_MAX_USD ({config.topup_max_usd}) "
+            f"must satisfy 1 <= min <= max <= {TOPUP_MAX_USD}"
+        )
+    for origin in config.return_origins:
+        if _return_origins(origin) != (origin,):
+            raise ConfigError(f"TELENTIR_RETURN_ORIGINS: {origin!r} is not an origin in canonical form")

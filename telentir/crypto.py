@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import re
 import secrets
@@ -199,6 +200,13 @@ def parse_master_key(text: str) -> bytes:
     if len(raw) != MASTER_KEY_BYTES:
         raise CryptoError("the master key must be 32 bytes as hex or base64")
     return raw
+
+
+def master_key_fingerprint(key: bytes) -> str:
+    """A name for a master key that reveals nothing of it: `sha256:` + hex of a keyed hash."""
+    # Hashing under a fixed label rather than the bare key: the fingerprint can never be
+    # mistaken for (or reused as) a hash of the key in some other scheme.
+    return "sha256:" + hashlib.sha256(b"telentir master key fingerprint\x00" + key).hexdigest()
 
 
 def load_or_create_master_key(path: Path) -> bytes:

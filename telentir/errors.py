@@ -29,6 +29,7 @@ class ApiError(Exception):
 
     status = 500
     code = "internal_error"
+    retry_after: int | None = None  # seconds; sent as Retry-After when set (429, 503)
 
     def __init__(
         self,

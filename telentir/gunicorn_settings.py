@@ -12,6 +12,7 @@ machines need TELENTIR_BROKER_URL=redis://….
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from telentir.config import ConfigError, default_workers, load_config
@@ -41,13 +42,38 @@ keepalive = 5
 limit_request_line = 0
 # The runtime control socket (gunicornc) is not used; one shared path would clash between servers.
 control_socket_disable = True
+# One log format for gunicorn and the app (telentir/logs.py); each request is logged once, by
+# the app. gunicorn's own lines follow the server's log level.
+logger_class = "telentir.serving.GunicornLogger"
+loglevel = os.environ.get("TELENTIR_LOG_LEVEL", "info").strip().lower() or "info"
 
 
 def on_starting(server: Any) -> None:
-    """Refuse a bad configuration and repair storage once, before workers fork."""
-    from telentir.serving import on_starting as prepare
+    """Before binding: refuse a bad configuration, take the data folder's lock (or refuse a live folder)."""
+    from telentir.serving import on_starting as take_folder
 
-    prepare()
+    take_folder(server)
+
+
+def when_ready(server: Any) -> None:
+    """Port bound, before workers fork: repair storage once (migrations, interrupted jobs, stray files)."""
+    from telentir.serving import when_ready as prepare
+
+    prepare(server)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, once a worker is gone: drop its live gauges from the shared metrics folder."""
+    from telentir.serving import worker_gone
+
+    worker_gone(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """The master stops: remove the metrics folder it made."""
+    from telentir.serving import stop_multiprocess_metrics
+
+    stop_multiprocess_metrics()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

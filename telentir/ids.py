@@ -1,6 +1,6 @@
 """Server-made identifiers and timestamps.
 
-Ids are opaque, URL-safe and carry a type prefix (`usr_`, `key_`, `obj_`, `job_`, `ak_`).
+Ids are opaque, URL-safe and carry a type prefix (`usr_`, `key_`, `obj_`, `job_`, `ak_`, `inv_`).
 Any id from a client is checked against the strict pattern before it reaches SQL or disk.
 """
 
@@ -10,8 +10,8 @@ import re
 import secrets
 from datetime import UTC, datetime
 
-PREFIXES = ("usr", "key", "obj", "job", "ak")
-_ID_RE = re.compile(r"(usr|key|obj|job|ak)_[A-Za-z0-9]{22}")
+PREFIXES = ("usr", "key", "obj", "job", "ak", "inv")
+_ID_RE = re.compile(r"(usr|key|obj|job|ak|inv)_[A-Za-z0-9]{22}")
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import crypto
 from .config import Config
+from .metrics import Metrics
 from .pubsub import Broker
 from .pubsub.doorbell import Doorbell, PublishStats
 from .services.job_runner import JobRunner
@@ -61,10 +62,8 @@ class Runtime:
     stream_slots: StreamSlots
     recent_reads: RecentReads
     job_runner: JobRunner
+    metrics: Metrics
     stripe: StripeGateway | None = None
-    # One user's Stripe reservations run one at a time in this process (read balance, then debit).
-    stripe_locks: dict[str, threading.Lock] = field(default_factory=dict)
-    stripe_locks_guard: threading.Lock = field(default_factory=threading.Lock)
     # Started on the first live SSE stream (`streaming.hub.hub_for`), under `hub_lock`.
     sse_hub: SSEHub | None = None
     hub_lock: threading.Lock = field(default_factory=threading.Lock)

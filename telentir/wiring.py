@@ -9,16 +9,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from . import crypto
-from .config import Config
+from .config import Config, ConfigError
+from .metrics import Metrics
 from .pubsub import create_broker
 from .pubsub.doorbell import Doorbell, PublishStats
 from .pubsub.peers import PeerDoorbells, socket_folder
 from .runtime import Runtime
-from .services import events, ingest
+from .services import events, leases, settlement
 from .services.job_runner import JobRunner
-from .services.platform import ensure_platform_key
+from .services.platform import ensure_platform_key, holds_sealed_secrets
 from .services.stripe_gateway import make_gateway
 from .sms import make_sender
 from .storage.blobs import BlobStore
@@ -31,10 +33,32 @@ log = logging.getLogger(__name__)
 
 
 def master_key_for(config: Config) -> bytes:
-    """The master key from TELENTIR_MASTER_KEY, else from (or into) the key file."""
+    """The master key from TELENTIR_MASTER_KEY, else from the key file, created only for a data folder without secrets.
+
+    A missing key file next to a database that holds sealed secrets is an error, and nothing
+    is created: a fresh key would open none of them, and would then sit in the data folder
+    looking like the right one.
+    """
     if config.master_key:
         return crypto.parse_master_key(config.master_key)
-    return crypto.load_or_create_master_key(config.master_key_path)
+    path = config.master_key_path
+    if not path.exists() and _holds_sealed_secrets(config.database_path):
+        raise ConfigError(
+            f"the master key file {path} is missing, but the database {config.database_path} holds secrets "
+            "sealed with a master key: restore that file, point TELENTIR_MASTER_KEY_FILE at it, or set "
+            "TELENTIR_MASTER_KEY to the key (nothing was created)"
+        )
+    return crypto.load_or_create_master_key(path)
+
+
+def _holds_sealed_secrets(database_path: Path) -> bool:
+    if not database_path.exists():
+        return False
+    db = Database(database_path)
+    try:
+        return holds_sealed_secrets(db)
+    finally:
+        db.close()
 
 
 def open_database(config: Config) -> Database:
@@ -64,16 +88,17 @@ def open_storage(config: Config) -> tuple[Database, BlobStore]:
 
 
 def build_runtime(config: Config) -> Runtime:
-    """Open storage, load the master key and the platform keypair (creating them once), build the components."""
+    """Load the master key, open storage and the platform keypair (creating them once), build the components."""
+    master_key = master_key_for(config)
     db, blobs = open_storage(config)
     try:
-        master_key = master_key_for(config)
         platform = ensure_platform_key(db, master_key, config.server_name)
     except BaseException:
         db.close()
         raise
     broker = create_broker(config.broker_url)
-    stats = PublishStats()
+    metrics = Metrics.from_environment()
+    stats = PublishStats(on_count=metrics.broker_publish)
     # The in-process broker reaches this process only: the box's other workers hear through their sockets.
     peers = PeerDoorbells(socket_folder(config.data_dir)) if broker.in_process else None
     rt = Runtime(
@@ -89,6 +114,7 @@ def build_runtime(config: Config) -> Runtime:
         stream_slots=StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user),
         recent_reads=RecentReads(),
         job_runner=JobRunner(config.connect_workers, config.connect_per_user),
+        metrics=metrics,
         stripe=make_gateway(config),
     )
     rt.closers.append(rt.doorbell.close)
@@ -99,19 +125,38 @@ def build_runtime(config: Config) -> Runtime:
 
 
 def start_background(rt: Runtime) -> None:
-    """Start the serving process's background work; each is stopped by `rt.close()`."""
+    """Start the serving process's background work; each is stopped by `rt.close()`.
+
+    Threads: `telentir-peer-doorbells` (the box's other workers' doorbells, in-process broker
+    only), `telentir-event-pruner` (event retention, one process at a time), `telentir-job-leases` (heartbeats the
+    jobs this process holds, settles jobs whose owner's lease expired), and with Stripe
+    `telentir-refund-retry` (pending Stripe steps; woken at once when a sweep settled a job).
+    """
     if rt.doorbell.peers is not None:
         rt.doorbell.peers.listen(rt.broker)  # stopped by the doorbell's close
-    workers = [
-        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: prune_if_ours(rt)),
-    ]
+    refunds = None
     if rt.stripe is not None:
-        workers.append(
-            Periodic("telentir-refund-retry", rt.config.refund_retry_seconds, lambda: ingest.retry_pending(rt))
+        refunds = Periodic(
+            "telentir-refund-retry", rt.config.refund_retry_seconds, lambda: settlement.retry_pending(rt)
         )
+    workers = [Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: prune_if_ours(rt))]
+    if refunds is not None:
+        workers.append(refunds)
     for worker in workers:
         worker.start()
         rt.closers.append(worker.stop)
+    lease_keeper = Periodic("telentir-job-leases", rt.config.job_lease_seconds / 3, lambda: tend_leases(rt, refunds))
+    lease_keeper.start()
+    # Closers run last first: this one stops after the job pool has drained, so jobs that
+    # finish during shutdown keep their heartbeat to the end.
+    rt.closers.insert(0, lease_keeper.stop)
+
+
+def tend_leases(rt: Runtime, refunds: Periodic | None) -> None:
+    """Renew this process's leases first (a slow sweep must not let them lapse), then settle expired jobs."""
+    leases.heartbeat(rt)
+    if settlement.sweep_expired(rt) and refunds is not None:
+        refunds.wake()  # a job settled by the sweep may owe a Stripe refund: send it now, not in a minute
 
 
 def prune_if_ours(rt: Runtime) -> int:
@@ -120,19 +165,28 @@ def prune_if_ours(rt: Runtime) -> int:
 
 
 class Periodic:
-    """A daemon thread running `task` every `interval` seconds until stopped; failures are logged."""
+    """A daemon thread running `task` every `interval` seconds (or at once when woken) until stopped."""
 
     def __init__(self, name: str, interval: float, task: Callable[[], object]) -> None:
         self.interval, self.task = interval, task
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start the thread."""
         self._thread.start()
 
+    def wake(self) -> None:
+        """Run the task now instead of at the end of the current interval."""
+        self._wake.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.task()
             except Exception:
@@ -141,4 +195,5 @@ class Periodic:
     def stop(self) -> None:
         """Stop and wait for the thread."""
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=5)

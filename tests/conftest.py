@@ -1,9 +1,12 @@
-"""Fixtures: an in-process app for unit-level tests, a real gunicorn server for integration."""
+"""Fixtures shared by the test modules: an in-process app, real servers and runtimes over their data, the fakes.
+
+A module that wants the `server_rt` or `new_account` fixtures defines its own `server`.
+"""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +15,26 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from telentir import close_app, create_app
-from telentir.config import load_config
 from telentir.runtime import Runtime
-from telentir.services import accounts, credentials
-from telentir.wiring import build_runtime
+from telentir.storage.db import Database
 
+from .dataplane_support import Vault
+from .events_support import Account, account
+from .fake_stripe import FakeStripe
 from .redis_server import RedisServer
-from .support import FIXED_MASTER_KEY, Api, ServerProcess
+from .scraper_fixture import TestScraper
+from .sse_client import SSEStream
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, make_user, running_server, runtime_over
 
-_counter = itertools.count()
+# --- in process: an app, its runtime and a user; a bare database -----------------------------------
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    """An app over a fresh data folder."""
-    application = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING"})
+    """An app over a fresh data folder, open for sign-up (tests register through it)."""
+    application = create_app(
+        {"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING", "signup": "open"}
+    )
     application.config["TESTING"] = False  # exercise the real error handlers
     yield application
     close_app(application)
@@ -44,43 +52,50 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def make_user(rt: Runtime, verified: bool = True, password: str | None = None) -> dict[str, Any]:
-    """A new user with a unique email; the dict gains `api_key`."""
-    n = next(_counter)
-    user = accounts.create_user(
-        rt,
-        f"user{n}-{id(rt)}@example.com",
-        "+15555550100",
-        first_name="Test",
-        last_name=f"User{n}",
-        password=password,
-        verified=verified,
-    )
-    user["api_key"] = credentials.create_api_key(rt, user["id"], "test")["key"]
-    return user
-
-
 @pytest.fixture
 def user(rt: Runtime) -> dict[str, Any]:
     """A phone-verified user with an API key (`user["api_key"]`)."""
     return make_user(rt)
 
 
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """A bare database (schema applied) in a fresh folder, for storage-level tests."""
+    database = Database(tmp_path / "t.db")
+    database.open_schema()
+    yield database
+    database.close()
+
+
+# --- real servers, and runtimes over their data ------------------------------------------------------
+
+
+@pytest.fixture
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: a started server of the test's own, stopped at the end of the test.
+
+    Called as `server_factory(name, workers=None, threads=None, worker_class=None, **env)`.
+    """
+    with ExitStack() as servers:
+
+        def start(name: str, **options: Any) -> ServerProcess:
+            return servers.enter_context(running_server(tmp_path_factory, name, **options))
+
+        yield start
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One real gunicorn server for the session (tests make their own users)."""
-    data_dir = tmp_path_factory.mktemp("live") / "data"
-    server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY}).start()
-    yield server
-    server.stop()
+    """One real gunicorn server for the session, open for sign-up (tests make their own users)."""
+    with running_server(tmp_path_factory, "live", TELENTIR_SIGNUP="open") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def live_rt(live_server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the live server's data folder, for making users from the test side."""
-    runtime = build_runtime(load_config({"data_dir": live_server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    yield runtime
-    runtime.close()
+    with closing(runtime_over(live_server.data_dir)) as runtime:
+        yield runtime
 
 
 @pytest.fixture
@@ -99,21 +114,36 @@ def new_live_user(live_server: ServerProcess, live_rt: Runtime) -> Iterator[Call
         api.close()
 
 
+@pytest.fixture
+def vault(new_live_user: Callable[..., tuple[dict[str, Any], Api]]) -> Vault:
+    """A fresh verified user's vault on the live server: their client, keys and cryptography."""
+    user, api = new_live_user()
+    return Vault(api, user)
+
+
 @pytest.fixture(scope="module")
 def server_rt(server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the data folder of the module's own `server` fixture."""
-    runtime = build_runtime(load_config({"data_dir": server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    yield runtime
-    runtime.close()
+    with closing(runtime_over(server.data_dir)) as runtime:
+        yield runtime
 
 
 @pytest.fixture
-def streams() -> Iterator[list[Any]]:
+def new_account(server: ServerProcess, server_rt: Runtime) -> Callable[[], Account]:
+    """Factory: a fresh user with a writer on the module's own `server`."""
+    return lambda: account(server_rt, server)
+
+
+@pytest.fixture
+def streams() -> Iterator[list[SSEStream]]:
     """Event streams a test opens, closed at its end whatever happened."""
-    opened: list[Any] = []
+    opened: list[SSEStream] = []
     yield opened
     for stream in opened:
         stream.close()
+
+
+# --- the services around them: Redis, the scraper, Stripe ---------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +152,17 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def scraper() -> Iterator[TestScraper]:
+    """The test scraper service."""
+    with TestScraper() as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeStripe]:
+    """The fake Stripe API (its record of calls is the module's)."""
+    with FakeStripe() as service:
+        yield service

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import redis
 
-from .support import free_port
+from .support import free_port, wait_until
 
 
 class RedisServer:
@@ -44,10 +43,7 @@ class RedisServer:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while not self.answers():
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
+        wait_until(self.answers, timeout=10, message="redis-server to answer PING")
         return self
 
     def stop(self) -> None:
@@ -55,10 +51,7 @@ class RedisServer:
         subprocess.run(
             ["redis-cli", "-p", str(self.port), "shutdown", "nosave"], check=False, capture_output=True, timeout=10
         )
-        deadline = time.monotonic() + 10
-        while self.answers():
-            assert time.monotonic() < deadline, "redis-server did not stop"
-            time.sleep(0.05)
+        wait_until(lambda: not self.answers(), timeout=10, message="redis-server to stop")
 
     def answers(self) -> bool:
         """PING gets PONG."""
@@ -80,3 +73,12 @@ class RedisServer:
             return int(client.pubsub_numpat())
         finally:
             client.close()
+
+
+def wait_for_numpat(server: RedisServer, expected: int, timeout: float) -> None:
+    """Wait until `server` holds exactly `expected` pattern subscriptions (they come and go asynchronously)."""
+    wait_until(
+        lambda: server.numpat() == expected,
+        timeout=timeout,
+        message=lambda: f"PUBSUB NUMPAT to be {expected} (it is {server.numpat()})",
+    )

@@ -17,12 +17,15 @@ import queue
 import socket
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import requests
+
+from .support import wait_until
 
 
 class StreamEnded(Exception):
@@ -292,6 +295,20 @@ class SSEStream:
                 events.append(frame)
         return events
 
+    def frames_until_end(self, timeout: float) -> tuple[list[Frame], float]:
+        """Every frame until the server ends the stream, and the monotonic time it ended; fails after `timeout`."""
+        frames: list[Frame] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self._frames.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"the stream did not end within {timeout} s") from None
+            if item is _END:
+                self._frames.put(_END)
+                return frames, time.monotonic()
+            frames.append(item)
+
     def close(self) -> None:
         """Hang up and wait for the reader thread."""
         if self._closed:
@@ -355,11 +372,55 @@ def open_stream(
     return SSEStream(conn, status, response_headers)
 
 
+def open_when_free(base_url: str, event_type: str, credential: str, timeout: float) -> SSEStream:
+    """Open a stream, trying again while the server has no slot for it (429, 503); fail after `timeout` seconds."""
+
+    def opened() -> SSEStream | None:
+        result = open_stream(base_url, event_type, credential)
+        if isinstance(result, SSEStream):
+            return result
+        assert result.status in (429, 503), (result.status, result.body[:300])
+        return None
+
+    return wait_until(opened, timeout=timeout, message="a free stream slot")
+
+
 def worker_pid(conn: HttpConnection) -> int:
     """Which worker process holds this keep-alive connection (asks /healthz on it)."""
     status, _, body = conn.request("GET", "/healthz")
     assert status == 200, body
     return int(json.loads(body)["pid"])
+
+
+def assert_refused(refused: Refused, status: int, code: str) -> dict[str, Any]:
+    """The stream request was answered with the JSON error shape."""
+    assert refused.status == status, (refused.status, refused.body[:300])
+    assert refused.headers["content-type"].startswith("application/json"), refused.headers
+    body = refused.json()
+    assert body["error"] == code and isinstance(body["message"], str) and body["message"], body
+    return dict(body)
+
+
+def connections_by_worker(base_url: str, each: int, attempts: int = 5) -> dict[int, list[HttpConnection]]:
+    """Keep-alive connections grouped by the pid of the worker holding them: two workers, `each` apiece.
+
+    One worker may win every accept when connections arrive one by one, so they are opened in
+    a burst (the accept queue then fills and both workers take from it).
+    """
+    for _ in range(attempts):
+        burst = [HttpConnection(base_url) for _ in range(32)]  # all connect before any is served
+        grouped: dict[int, list[HttpConnection]] = defaultdict(list)
+        for conn in burst:
+            grouped[worker_pid(conn)].append(conn)
+        enough = {pid: conns for pid, conns in grouped.items() if len(conns) >= each}
+        if len(enough) >= 2:
+            for pid, conns in grouped.items():
+                for conn in conns[each:] if pid in enough else conns:
+                    conn.close()
+            return {pid: conns[:each] for pid, conns in enough.items()}
+        for conn in burst:
+            conn.close()
+    raise AssertionError(f"no burst of connections in {attempts} reached two workers {each} times each")
 
 
 def must_open(base_url: str, event_type: str, credential: str | None, **kwargs: Any) -> SSEStream:
@@ -415,3 +476,49 @@ class Writes:
     def unpublish(self, pub_type: str, related: str) -> None:
         """DELETE /objects/publish/{type}/{related} → unpublish."""
         self.call("DELETE", f"/objects/publish/{pub_type}/{related}", expect=204)
+
+
+class KeyWriter:
+    """Creates store keys (each a `key_created` event) in a thread until stopped, noting when each write began."""
+
+    def __init__(self, writes: Writes, pause: float = 0.02) -> None:
+        self.writes, self.pause = writes, pause
+        self.started: list[tuple[float, str]] = []  # (monotonic time the request began, key id)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="key-writer", daemon=True)
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> KeyWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the key writer did not stop"
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                key_id = self.writes.key()
+                with self._lock:
+                    self.started.append((began, key_id))
+                self._stop.wait(self.pause)
+        except BaseException as exc:  # reported by the test through `error`
+            self.error = exc
+
+    def begun_after(self, moment: float) -> set[str]:
+        """Ids of the keys whose write request began after `moment` (a monotonic time)."""
+        with self._lock:
+            return {key_id for began, key_id in self.started if began > moment}
+
+    def wait_for_writes_after(self, moment: float, count: int, timeout: float = 10.0) -> set[str]:
+        """Wait until `count` writes began after `moment` have been answered; their key ids."""
+        deadline = time.monotonic() + timeout
+        while len(written := self.begun_after(moment)) < count:
+            assert self.error is None, self.error
+            assert time.monotonic() < deadline, f"fewer than {count} writes in {timeout} s"
+            time.sleep(0.02)
+        return written

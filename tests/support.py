@@ -1,21 +1,95 @@
-"""Test helpers: a real server process on a free port, and a small HTTP client for it."""
+"""Test helpers: waiting for a condition, runtimes and users over a data folder, real servers, an HTTP client."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
 import requests
+
+from telentir.config import Config, load_config
+from telentir.runtime import Runtime
+from telentir.services import accounts, credentials
+from telentir.wiring import build_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXED_MASTER_KEY = "11" * 32
+
+T = TypeVar("T")
+_user_numbers = itertools.count()
+
+
+def wait_until(
+    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str | Callable[[], str] = ""
+) -> T:
+    """Poll `condition` until it returns something truthy and return that; fail the test after `timeout` seconds.
+
+    The condition is asked once more after the deadline has passed, so a slow poll never fails a
+    wait that had in fact succeeded. `message` (text, or a function giving it, for a log read at
+    the moment of failure) says what was awaited. An exception the condition raises ends the wait.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            awaited = (message() if callable(message) else message) or getattr(condition, "__qualname__", condition)
+            raise AssertionError(f"gave up after {timeout} s waiting for {awaited}")
+        time.sleep(interval)
+
+
+def config_over(data_dir: Path | str, **overrides: Any) -> Config:
+    """Settings over `data_dir` with the fixed master key, plus `overrides`; nothing read from the environment."""
+    return load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, **overrides}, environ={})
+
+
+def runtime_over(data_dir: Path | str, **overrides: Any) -> Runtime:
+    """A Runtime over `data_dir` (a server's or the CLI's), to make users and read rows; the caller closes it.
+
+    `with contextlib.closing(runtime_over(...)) as rt:` for one that closes itself.
+    """
+    return build_runtime(config_over(data_dir, **overrides))
+
+
+def make_user(rt: Runtime, verified: bool = True, password: str | None = None) -> dict[str, Any]:
+    """A new user with a unique email; the dict gains `api_key`."""
+    n = next(_user_numbers)
+    user = accounts.create_user(
+        rt,
+        f"user{n}-{id(rt)}@example.com",
+        "+15555550100",
+        first_name="Test",
+        last_name=f"User{n}",
+        password=password,
+        verified=verified,
+    )
+    user["api_key"] = credentials.create_api_key(rt, user["id"], "test")["key"]
+    return user
+
+
+def wait_for_output(
+    proc: subprocess.Popen[bytes], out_path: Path, marker: bytes, timeout: float, interval: float = 0.05
+) -> None:
+    """Wait until a child process's output file holds `marker`; fail at once, with its output, if it has ended."""
+
+    def printed() -> bool:
+        if marker in out_path.read_bytes():
+            return True
+        assert proc.poll() is None, f"the child exited with {proc.returncode}:\n{out_path.read_text(errors='replace')}"
+        return False
+
+    wait_until(printed, timeout=timeout, interval=interval, message=f"the child to print {marker!r}")
 
 
 def free_port() -> int:
@@ -31,6 +105,14 @@ def server_env(data_dir: Path, extra: Mapping[str, str] | None = None) -> dict[s
     env.update({"TELENTIR_DATA_DIR": str(data_dir), "TELENTIR_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"})
     env.update(extra or {})
     return env
+
+
+class ServerExited(RuntimeError):
+    """The server process ended while starting up."""
+
+    def __init__(self, returncode: int, log: str) -> None:
+        super().__init__(f"server exited with {returncode}:\n{log}")
+        self.returncode, self.log = returncode, log
 
 
 class ServerProcess:
@@ -70,22 +152,19 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self._wait_healthy(timeout)
+        wait_until(self._healthy, timeout=timeout, message=lambda: f"/healthz to answer 200; the log:\n{self.log()}")
         return self
 
-    def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+    def _healthy(self) -> bool:
+        """/healthz answers 200; ServerExited if the process has ended."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise ServerExited(self.proc.returncode, self.log())
+        try:
+            with requests.get(self.url + "/healthz", timeout=1) as resp:
+                return resp.status_code == 200
+        except requests.RequestException:
+            return False
 
     def log(self) -> str:
         """What the server printed so far."""
@@ -111,6 +190,28 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=15)
+
+
+@contextmanager
+def running_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    workers: int | None = None,
+    threads: int | None = None,
+    worker_class: str | None = None,
+    **env: str,
+) -> Iterator[ServerProcess]:
+    """A started server over a fresh data folder `<name>N/data`, with the fixed master key plus `env`; stopped on exit.
+
+    The one way tests start servers: the `server_factory` fixture for a test's own, directly for
+    a module's or the session's shared one.
+    """
+    data_dir = tmp_path_factory.mktemp(name) / "data"
+    server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, **env}, workers, threads, worker_class)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 class Api:

@@ -16,7 +16,7 @@ import requests
 
 from telentir.runtime import Runtime
 
-from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, running_server, runtime_over, wait_until
 
 PASSWORD = "correct horse battery"
 _CODE_RE = r"SMS to {phone}: Your Telentir verification code is (\d{{6}})"
@@ -57,16 +57,19 @@ def signup(
         }
 
 
-def read_code(server: ServerProcess, phone: str, timeout: float = 5.0) -> str:
-    """The last code the log SMS sender wrote for `phone`."""
+def read_codes(server: ServerProcess, phone: str, count: int = 1, timeout: float = 5.0) -> list[str]:
+    """The codes the log SMS sender wrote for `phone`, once there are at least `count` of them."""
     pattern = re.compile(_CODE_RE.format(phone=re.escape(phone)))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        codes = pattern.findall(server.log())
-        if codes:
-            return codes[-1]
-        time.sleep(0.05)
-    raise AssertionError(f"no SMS code for {phone} in the server log")
+    return wait_until(
+        lambda: codes if len(codes := pattern.findall(server.log())) >= count else None,
+        timeout=timeout,
+        message=f"{count} SMS code(s) for {phone} in the server log",
+    )
+
+
+def read_code(server: ServerProcess, phone: str) -> str:
+    """The last code the log SMS sender wrote for `phone`."""
+    return read_codes(server, phone)[-1]
 
 
 def login(api: Api, email: str, password: str = PASSWORD, **extra: Any) -> requests.Response:
@@ -291,9 +294,10 @@ def test_token_from_issue_token_with_a_short_ttl_expires(verified, live_rt, apis
     user_id = verified["session"].get("/auth").json()["auth"]["id"]
     short_rt = replace(live_rt, config=replace(live_rt.config, jwt_ttl_seconds=1))  # shares live_rt's storage
     token = issue_token(short_rt, user_id)
-    assert apis(token).get("/auth").status_code == 200
-    time.sleep(2.1)
-    assert_error(apis(token).get("/auth"), 401, "token_expired")
+    client = apis(token)
+    assert client.get("/auth").status_code == 200
+    wait_until(lambda: client.get("/auth").status_code == 401, timeout=2.1, interval=0.1, message="the token to expire")
+    assert_error(client.get("/auth"), 401, "token_expired")
 
 
 def test_forged_tokens_are_refused(verified, live_rt, apis):
@@ -418,18 +422,10 @@ MAX_ATTEMPTS = 3
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server allowing 3 failures per window, trusting one proxy hop (so tests can vary the address)."""
-    data_dir: Path = tmp_path_factory.mktemp("ratelimit") / "data"
-    server = ServerProcess(
-        data_dir,
-        {
-            "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-            "TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-            "TELENTIR_PROXY_HOPS": "1",
-        },
-    ).start()
-    yield server
-    server.stop()
+    """A server allowing 3 failures per window, trusting one proxy hop (so tests can vary the address); open sign-up."""
+    settings = {"TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS), "TELENTIR_PROXY_HOPS": "1", "TELENTIR_SIGNUP": "open"}
+    with running_server(tmp_path_factory, "ratelimit", **settings) as server:
+        yield server
 
 
 def _addr() -> str:
@@ -601,14 +597,10 @@ def test_code_expiry_follows_the_setting(rt):
 
 
 def test_code_is_burnt_after_too_many_wrong_attempts(tmp_path):
-    from telentir.config import load_config
     from telentir.errors import BadRequest
     from telentir.services import accounts
-    from telentir.wiring import build_runtime
 
-    rt = build_runtime(
-        load_config({"data_dir": tmp_path / "d", "master_key": FIXED_MASTER_KEY, "auth_max_attempts": 100}, environ={})
-    )
+    rt = runtime_over(tmp_path / "d", auth_max_attempts=100)
     try:
         sender = rt.sms = _CapturingSender()
         user = accounts.create_user(rt, unique_email(), unique_phone())
@@ -702,11 +694,7 @@ def test_a_new_code_replaces_the_old_one(limited, apis):
     session.post("/auth/phone/send")
     first = read_code(limited, account["phone"])
     session.post("/auth/phone/send")
-    deadline = time.monotonic() + 5
-    pattern = re.compile(_CODE_RE.format(phone=re.escape(account["phone"])))
-    while len(pattern.findall(limited.log())) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    second = pattern.findall(limited.log())[-1]
+    second = read_codes(limited, account["phone"], count=2)[-1]
     if second != first:  # one time in a million they are equal
         assert_error(session.post("/auth/phone/verify", json={"code": first}), 400, "invalid_code")
     assert session.post("/auth/phone/verify", json={"code": second}).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from telentir import cli, serving
-from telentir.config import load_config
 from telentir.errors import Unauthorized
 from telentir.ids import is_id
 from telentir.runtime import Runtime
 from telentir.services import accounts, credentials
-from telentir.wiring import build_runtime
 
-from .support import FIXED_MASTER_KEY
+from .support import FIXED_MASTER_KEY, ServerExited, ServerProcess, runtime_over
 
 
 @pytest.fixture
@@ -49,9 +48,8 @@ def run(env: dict[str, str]):
 @pytest.fixture
 def runtime(data_dir: Path) -> Iterator[Runtime]:
     """A runtime over the same data folder, to check what the CLI did."""
-    rt = build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    yield rt
-    rt.close()
+    with closing(runtime_over(data_dir)) as rt:
+        yield rt
 
 
 def _last_line(result: Result) -> str:
@@ -326,11 +324,10 @@ def test_a_corrupt_master_key_file_is_refused_with_a_clear_message(env, data_dir
         assert "master key must be 32 bytes" in result.output
 
 
-def test_serve_with_a_different_master_key_exits_before_serving(run, env, monkeypatch):
-    calls: list[str] = []
-    monkeypatch.setattr(serving, "serve", lambda *a, **k: calls.append("serve"))
+def test_serve_with_a_different_master_key_exits_before_serving(run, data_dir):
+    # The gunicorn master checks storage once its port is bound, before any worker serves.
     assert run("init").exit_code == 0
-    env["TELENTIR_MASTER_KEY"] = "22" * 32
-    result = run("serve")
-    assert result.exit_code == 1 and "master key" in result.output
-    assert calls == []
+    server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": "22" * 32})
+    with pytest.raises(ServerExited) as failed:
+        server.start()
+    assert failed.value.returncode == 1 and "master key does not open this data folder" in failed.value.log

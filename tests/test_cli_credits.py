@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +11,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from telentir.cli import main
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.services import credits
-from telentir.wiring import build_runtime
 
-from .conftest import make_user
 from .fake_stripe import FakeStripe
-from .support import FIXED_MASTER_KEY
+from .support import FIXED_MASTER_KEY, runtime_over
 
 
 @pytest.fixture
@@ -28,14 +26,8 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def rt(data_dir: Path) -> Iterator[Runtime]:
     """A Runtime over the folder the CLI works on (default plan catalog)."""
-    runtime = build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    yield runtime
-    runtime.close()
-
-
-@pytest.fixture
-def user(rt: Runtime) -> dict[str, Any]:
-    return make_user(rt)
+    with closing(runtime_over(data_dir)) as runtime:
+        yield runtime
 
 
 @pytest.fixture
@@ -96,9 +88,9 @@ def test_commands_refuse_an_unknown_email(cli):
 def test_grant_adds_to_the_local_balance(cli, rt, user):
     first = cli("credits", "grant", user["email"], "500")
     assert first.exit_code == 0, first.output
-    assert "Granted 500" in first.output and "local balance is now 500" in first.output
+    assert "Granted $5.00" in first.output and "local balance is now $5.00" in first.output
     second = cli("credits", "grant", user["email"], "250")
-    assert "local balance is now 750" in second.output
+    assert "local balance is now $7.50" in second.output
     rows = rt.db.query("SELECT kind, amount, source, job_id FROM ledger WHERE user_id = ? ORDER BY id", (user["id"],))
     assert [tuple(r) for r in rows] == [("grant", 500, "local", None), ("grant", 250, "local", None)]
     assert credits.local_balance(rt, user["id"]) == 750
@@ -121,7 +113,7 @@ def test_show_reports_plan_allowance_and_balance(cli, rt, user):
     assert result.output.splitlines() == [
         "plan: pro (1000 leads/month included)",
         "allowance used this month: 7",
-        "balance: 1234 usd",
+        "balance: $12.34",
     ]
 
 
@@ -149,9 +141,9 @@ def test_show_reads_the_stripe_balance_in_stripe_mode(cli, rt, user):
         assert cli("users", "set-stripe-customer", user["email"], customer_id).exit_code == 0
         result = cli("credits", "show", user["email"], STRIPE_SECRET_KEY="sk_test_x", STRIPE_API_BASE=fake.url)
         assert result.exit_code == 0, result.output
-        assert "balance: 4321 usd" in result.output
+        assert "balance: $43.21" in result.output
         assert [c.path for c in fake.calls] == [f"/v1/customers/{customer_id}"]
-        assert "balance: 100 usd" in cli("credits", "show", user["email"]).output  # Stripe not configured
+        assert "balance: $1.00" in cli("credits", "show", user["email"]).output  # Stripe not configured
 
 
 @pytest.mark.parametrize(

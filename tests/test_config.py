@@ -83,6 +83,8 @@ def test_explicit_paths_win_over_the_data_dir(tmp_path):
             {"solo": {"name": "Solo", "includedLeads": 0, "leadOverageUsdPerLead": 1}},
         ),
         ("TELENTIR_DEFAULT_PLAN", "pro", "default_plan", "pro"),
+        ("TELENTIR_SIGNUP", " Invite ", "signup", "invite"),
+        ("TELENTIR_SIGNUP", "open", "signup", "open"),
         ("SCRAPER_HOSTNAME", "http://scraper:8080", "scraper_hostname", "http://scraper:8080"),
         ("STRIPE_SECRET_KEY", "sk_test_123", "stripe_secret_key", "sk_test_123"),
         ("STRIPE_API_BASE", "http://127.0.0.1:12111", "stripe_api_base", "http://127.0.0.1:12111"),
@@ -129,6 +131,9 @@ def test_empty_environment_values_mean_unset():
 
 
 BAD_VALUES = [
+    ("TELENTIR_LOG_FORMAT", "xml"),
+    ("TELENTIR_METRICS_TOKEN", "short"),
+    ("TELENTIR_METRICS_TOKEN", "has a space in the middle"),
     ("TELENTIR_MASTER_KEY", "too-short"),
     ("TELENTIR_MASTER_KEY", "zz" * 32),
     ("TELENTIR_SERVER_NAME", "Telentir"),
@@ -172,6 +177,14 @@ BAD_VALUES = [
     ("TELENTIR_AUTH_MAX_ATTEMPTS", "0"),
     ("TELENTIR_AUTH_WINDOW_SECONDS", "forever"),
     ("TELENTIR_LOG_LEVEL", "LOUD"),
+    ("TELENTIR_PLANS", '{"x": {"name": "X", "includedLeads": 1, "leadOverageUsdPerLead": 1, "stripePriceId": 7}}'),
+    ("TELENTIR_PLANS", '{"x": {"name": "X", "includedLeads": 1, "leadOverageUsdPerLead": 1, "monthlyPriceUsd": -1}}'),
+    ("TELENTIR_RETURN_ORIGINS", "app.example.com"),
+    ("TELENTIR_RETURN_ORIGINS", "https://app.example.com/billing"),
+    ("TELENTIR_TOPUP_PRICE_ID", "not a price"),
+    ("TELENTIR_TOPUP_MAX_USD", "1000000"),
+    ("TELENTIR_SIGNUP", "sometimes"),
+    ("TELENTIR_SIGNUP", "invite-only"),
 ]
 
 

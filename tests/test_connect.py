@@ -9,8 +9,6 @@ the rest of the reservation goes back.
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -18,318 +16,75 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.scraper import stream_frames
 from telentir.services import credits
-from telentir.wiring import build_runtime
 
-from .conftest import make_user
-from .dataplane_support import TIMESTAMP, decrypt, load_private, unwrap
-from .scraper_fixture import TestScraper, wait_until
-from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, assert_error, free_port
-
-PRICE = 25  # cents per lead beyond the allowance, in every plan below
-TINY_ALLOWANCE = 3
-PLANS = {
-    "starter": {"name": "Starter", "includedLeads": 100, "leadOverageUsdPerLead": 0.25},
-    "tiny": {"name": "Tiny", "includedLeads": TINY_ALLOWANCE, "leadOverageUsdPerLead": 0.25},
-    "payg": {"name": "Pay as you go", "includedLeads": 0, "leadOverageUsdPerLead": 0.25},
-}
-MAX_RECORDS = 300  # the cap of a job that no credits limit
-JOB_ID = re.compile(r"job_[A-Za-z0-9]{22}")
-
-
-# --- shared machinery (also used by the Stripe and crash modules) ------------------------------
-
-
-def server_env(scraper_url: str, **extra: str) -> dict[str, str]:
-    """Settings of a test server: the test scraper, a 1 s read timeout, one job per user."""
-    return {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-        "SCRAPER_HOSTNAME": scraper_url,
-        "TELENTIR_PLANS": json.dumps(PLANS),
-        "TELENTIR_CONNECT_READ_TIMEOUT": "1",
-        "TELENTIR_CONNECT_PER_USER": "1",
-        "TELENTIR_CONNECT_MAX_FRAME_BYTES": "16384",
-        "TELENTIR_CONNECT_MAX_RECORDS": str(MAX_RECORDS),
-        "TELENTIR_REFUND_RETRY_SECONDS": "3600",
-        **extra,
-    }
-
-
-def runtime_over(data_dir: Path, **overrides: Any) -> Runtime:
-    """A Runtime over a server's data folder (reads its rows; never recovers anything)."""
-    return build_runtime(
-        load_config(
-            {"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, "plans": PLANS, "log_level": "WARNING", **overrides},
-            environ={},
-        )
-    )
-
-
-@dataclass
-class Account:
-    """A user on the server, their client, and the balance they started with."""
-
-    user: dict[str, Any]
-    api: Api
-    balance: int = 0
-
-    @property
-    def id(self) -> str:
-        return str(self.user["id"])
-
-
-@dataclass(frozen=True)
-class Money:
-    """What a lead job must reserve, charge and refund, from the plan and what it wrote."""
-
-    requested: int
-    allowance_part: int
-    reserved: int
-    written: int
-
-    @property
-    def granted(self) -> int:
-        return self.allowance_part + self.reserved // PRICE
-
-    @property
-    def allowance_used(self) -> int:
-        return min(self.written, self.allowance_part)
-
-    @property
-    def charged(self) -> int:
-        return (self.written - self.allowance_used) * PRICE
-
-    @property
-    def refunded(self) -> int:
-        return self.reserved - self.charged
-
-
-def money_for(requested: int, allowance_left: int, balance: int, written: int) -> Money:
-    """Clamp like the spec: allowance first, then what the balance buys."""
-    allowance_part = min(requested, allowance_left)
-    paid = min(requested - allowance_part, balance // PRICE)
-    return Money(requested, allowance_part, paid * PRICE, written)
-
-
-def run_connect(api: Api, params: Any, path: str = "/get-leads", repository: str = "contacts") -> dict[str, Any]:
-    """POST /api/connect, expect 204 with X-Connect-Job, return the job summary."""
-    resp = api.post("/connect", json={"repository": repository, "path": path, "params": params})
-    assert resp.status_code == 204, (resp.status_code, resp.text[:500])
-    assert resp.content == b""
-    job_id = resp.headers["X-Connect-Job"]
-    assert JOB_ID.fullmatch(job_id), job_id
-    summary = api.get(f"/connect/jobs/{job_id}")
-    assert summary.status_code == 200, summary.text
-    return summary.json()
-
-
-def assert_summary(job: dict[str, Any], money: Money, status: str, skipped: int = 0, error: str | None = None) -> None:
-    """The job summary has the spec's shape and the expected numbers."""
-    assert set(job) == {
-        "id",
-        "status",
-        "repository",
-        "path",
-        "created",
-        "skipped",
-        "credits",
-        "error",
-        "started_at",
-        "finished_at",
-    }, job
-    assert (job["status"], job["created"], job["skipped"]) == (status, money.written, skipped), job
-    assert {
-        k: job["credits"][k]
-        for k in ("requested", "granted", "allowance_used", "reserved", "used", "refunded", "charged", "settlement")
-    } == {
-        "requested": money.requested,
-        "granted": money.granted,
-        "allowance_used": money.allowance_used,
-        "reserved": money.reserved,
-        "used": money.written,
-        "refunded": money.refunded,
-        "charged": money.charged,
-        "settlement": "settled",
-    }, job
-    if error is None:
-        assert job["error"] is None, job
-    else:
-        assert error in (job["error"] or ""), job
-    assert TIMESTAMP.fullmatch(job["started_at"]) and TIMESTAMP.fullmatch(job["finished_at"]), job
-    assert job["finished_at"] >= job["started_at"]
-
-
-def ledger_rows(rt: Runtime, job_id: str) -> dict[str, tuple[int, int, int, str]]:
-    """The job's ledger rows: kind → (amount, leads, charged, source); each kind at most once."""
-    rows = rt.db.query("SELECT kind, amount, leads, charged, source FROM ledger WHERE job_id = ?", (job_id,))
-    found = {r["kind"]: (r["amount"], r["leads"], r["charged"], r["source"]) for r in rows}
-    assert len(found) == len(rows), rows
-    return found
-
-
-def expected_ledger(money: Money, source: str) -> dict[str, tuple[int, int, int, str]]:
-    """The ledger rows a settled lead job must leave (none when nothing was granted)."""
-    if money.granted == 0:
-        return {}
-    rows = {"charge": (0, 0, money.charged, source)}
-    if money.allowance_part:
-        rows["allowance"] = (0, money.allowance_part, 0, "local")
-    if money.reserved:
-        rows["reserve"] = (-money.reserved, 0, 0, source)
-    if money.refunded:
-        rows["refund"] = (money.refunded, 0, 0, source)
-    if money.allowance_part - money.allowance_used:
-        rows["allowance_release"] = (0, money.allowance_used - money.allowance_part, 0, "local")
-    return rows
-
-
-def read_records(api: Api, store: str = "contacts") -> list[dict[str, Any]]:
-    """The store's items, oldest first, decrypted as a client would: each with its own key and IV."""
-    root = api.get("/root").json()
-    private_key = load_private(root["servers"]["default"]["privateKey"])
-    store_id = root["stores"][store]["id"]
-    resp = api.get(f"/objects/{store_id}/related")
-    assert resp.status_code == 200, resp.text
-    listing = resp.json()
-    keys = []
-    for item in listing:
-        assert item["related_object_id"] == store_id and item["key_id"] != root["stores"][store]["defaultKey"]
-        key = api.get(f"/keys/{item['key_id']}")
-        assert key.status_code == 200, key.text
-        keys.append(
-            (
-                key.json()["server"],
-                unwrap(private_key, bytes.fromhex(key.json()["key"])),
-                bytes.fromhex(key.json()["iv"]),
-            )
-        )
-    assert {server for server, _, _ in keys} <= {"default"}
-    assert len({item["key_id"] for item in listing}) == len(listing), "a key shared between records"
-    assert len({aes for _, aes, _ in keys}) == len(keys), "an AES key used twice"
-    assert len({iv for _, _, iv in keys}) == len(keys), "an IV used twice"
-    return [
-        json.loads(decrypt(aes, iv, bytes.fromhex(item["content"]), bytes.fromhex(item["auth_tag"])))
-        for item, (_, aes, iv) in zip(listing, keys, strict=True)
-    ]
-
-
-def object_created_count(rt: Runtime, user_id: str, store_id: str) -> int:
-    """object_created events for items of a store (the outbox rows)."""
-    return rt.db.query_one(
-        "SELECT count(*) FROM events WHERE user_id = ? AND type = 'object_created' "
-        "AND json_extract(payload, '$.related_object_id') = ?",
-        (user_id, store_id),
-    )[0]
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """A scraper behaviour and how the job must end."""
-
-    id: str
-    params: dict[str, Any]
-    written: int
-    status: str = "succeeded"
-    skipped: int = 0
-    error: str | None = None
-
-
-# Plan `tiny` (3 leads included), 250 cents of balance, 8 leads asked: 3 from the allowance, 5 bought.
-REQUESTED, FUNDED = 8, 250
-SCENARIOS = [
-    Scenario("all", {"mode": "normal"}, 8),
-    Scenario("fewer", {"mode": "normal", "n": 5}, 5),
-    Scenario("within-allowance", {"mode": "normal", "n": 2}, 2),
-    Scenario("too-many", {"mode": "too_many", "extra": 5}, 8),
-    Scenario("garbage", {"mode": "garbage", "n": 6}, 6, skipped=8),
-    Scenario("error-event", {"mode": "error", "after": 4}, 4, "failed", error="scraper exploded"),
-    Scenario("stall", {"mode": "stall", "after": 5}, 5, "failed", error="timed out"),
-    Scenario("drop", {"mode": "drop", "after": 5}, 5, "failed", error="The scraper failed"),
-    Scenario("huge-frame", {"mode": "huge", "after": 4, "size": 20_000}, 4, "failed", error="frame limit"),
-    Scenario("http-500", {"mode": "http_error"}, 0, "failed", error="HTTP 500"),
-    Scenario("redirect-not-followed", {"mode": "redirect"}, 0, "failed", error="HTTP 307"),
-]
-
-
-def run_scenario(
-    account: Account, scraper: TestScraper, rt: Runtime, scenario: Scenario, source: str
-) -> tuple[dict[str, Any], Money]:
-    """Run one scenario and check the summary, the records, the events and the ledger."""
-    tag = secrets.token_hex(4)
-    before = scraper.request_count()
-    job = run_connect(account.api, {"credits": REQUESTED, "tag": tag, **scenario.params})
-    money = money_for(REQUESTED, TINY_ALLOWANCE, account.balance, scenario.written)
-    assert scraper.request_count() == before + 1
-    sent = scraper.requests[-1]
-    assert sent["path"] == "/get-leads" and sent["params"]["credits"] == money.granted == REQUESTED
-    assert sent["params"]["tag"] == tag and sent["accept"] == "text/event-stream"
-    assert_summary(job, money, scenario.status, scenario.skipped, scenario.error)
-    records = read_records(account.api)
-    assert [r["n"] for r in records] == list(range(scenario.written)) and {r["tag"] for r in records} <= {tag}
-    store_id = account.api.get("/root").json()["stores"]["contacts"]["id"]
-    assert object_created_count(rt, account.id, store_id) == scenario.written
-    assert ledger_rows(rt, job["id"]) == expected_ledger(money, source)
-    return job, money
-
-
-def credits_amount(api: Api) -> int:
-    """GET /api/credits, shape checked."""
-    resp = api.get("/credits")
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert set(body) == {"amount", "currency"} and body["currency"] == "usd", body
-    return int(body["amount"])
-
+from .connect_support import (
+    FUNDED,
+    MAX_RECORDS,
+    PLANS,
+    PRICE,
+    SCENARIOS,
+    TINY_ALLOWANCE,
+    Buyer,
+    assert_summary,
+    connect_env,
+    credits_amount,
+    ledger_rows,
+    money_for,
+    read_records,
+    run_connect,
+    run_scenario,
+)
+from .scraper_fixture import TestScraper
+from .support import (
+    ROOT,
+    Api,
+    ServerProcess,
+    assert_error,
+    free_port,
+    make_user,
+    running_server,
+    runtime_over,
+    wait_until,
+)
 
 # --- fixtures ------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def scraper() -> Iterator[TestScraper]:
-    """The test scraper service."""
-    with TestScraper() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> Iterator[ServerProcess]:
     """A real server pointed at the test scraper."""
-    process = ServerProcess(tmp_path_factory.mktemp("connect") / "data", server_env(scraper.url)).start()
-    yield process
-    scraper.stopping.set()  # no stalled stream may hold the server's graceful stop
-    process.stop()
+    with running_server(tmp_path_factory, "connect", **connect_env(scraper.url)) as process:
+        yield process
+        scraper.stopping.set()  # no stalled stream may hold the server's graceful stop
 
 
 @pytest.fixture(scope="module")
 def rt(server: ServerProcess) -> Iterator[Runtime]:
     """A Runtime over the server's data folder."""
-    runtime = runtime_over(server.data_dir)
-    yield runtime
-    runtime.close()
+    with closing(runtime_over(server.data_dir, plans=PLANS)) as runtime:
+        yield runtime
 
 
 @pytest.fixture
-def new_account(rt: Runtime, server: ServerProcess) -> Iterator[Callable[..., Account]]:
+def new_buyer(rt: Runtime, server: ServerProcess) -> Iterator[Callable[..., Buyer]]:
     """Factory: a user on a plan with a local prepaid balance, and their client."""
     apis: list[Api] = []
 
-    def factory(plan: str = "tiny", balance: int = 0) -> Account:
+    def factory(plan: str = "tiny", balance: int = 0) -> Buyer:
         user = make_user(rt)
         credits.set_plan(rt, user["id"], plan)
         if balance:
             credits.grant_credits(rt, user["id"], balance)
         apis.append(Api(server.url, user["api_key"]))
-        return Account(user, apis[-1], balance)
+        return Buyer(user, apis[-1], balance)
 
     yield factory
     for api in apis:
@@ -340,8 +95,8 @@ def new_account(rt: Runtime, server: ServerProcess) -> Iterator[Callable[..., Ac
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
-def test_scenario_leaves_summary_records_and_ledger(new_account, scraper, rt, scenario):
-    account = new_account("tiny", FUNDED)
+def test_scenario_leaves_summary_records_and_ledger(new_buyer, scraper, rt, scenario):
+    account = new_buyer("tiny", FUNDED)
     _job, money = run_scenario(account, scraper, rt, scenario, "local")
     assert credits_amount(account.api) == FUNDED - money.charged == credits.local_balance(rt, account.id)
     assert credits.allowance_used(rt, account.id) == money.allowance_used
@@ -350,8 +105,8 @@ def test_scenario_leaves_summary_records_and_ledger(new_account, scraper, rt, sc
 # --- clamping ------------------------------------------------------------------------------------
 
 
-def test_clamped_by_allowance(new_account, scraper, rt):
-    account = new_account("tiny", 0)
+def test_clamped_by_allowance(new_buyer, scraper, rt):
+    account = new_buyer("tiny", 0)
     job = run_connect(account.api, {"credits": 10, "mode": "too_many"})
     assert scraper.requests[-1]["params"]["credits"] == TINY_ALLOWANCE
     money = money_for(10, TINY_ALLOWANCE, 0, TINY_ALLOWANCE)
@@ -361,8 +116,8 @@ def test_clamped_by_allowance(new_account, scraper, rt):
     assert credits_amount(account.api) == 0
 
 
-def test_clamped_by_balance(new_account, scraper, rt):
-    account = new_account("payg", 110)  # buys 4 leads at 25; 10 cents stay
+def test_clamped_by_balance(new_buyer, scraper, rt):
+    account = new_buyer("payg", 110)  # buys 4 leads at 25; 10 cents stay
     job = run_connect(account.api, {"credits": 10})
     assert scraper.requests[-1]["params"]["credits"] == 4
     money = money_for(10, 0, 110, 4)
@@ -372,8 +127,8 @@ def test_clamped_by_balance(new_account, scraper, rt):
     assert credits_amount(account.api) == 10
 
 
-def test_clamped_by_allowance_left_this_month_then_balance(new_account, scraper, rt):
-    account = new_account("tiny", 60)
+def test_clamped_by_allowance_left_this_month_then_balance(new_buyer, scraper, rt):
+    account = new_buyer("tiny", 60)
     first = run_connect(account.api, {"credits": 2})
     assert first["credits"]["allowance_used"] == 2
     second = run_connect(account.api, {"credits": 10})
@@ -389,8 +144,8 @@ def test_clamped_by_allowance_left_this_month_then_balance(new_account, scraper,
     [("payg", 0, 5), ("payg", PRICE - 1, 5), ("tiny", 500, 0)],
     ids=["nothing", "less-than-one-lead", "zero-asked"],
 )
-def test_nothing_to_spend_is_204_without_calling_the_scraper(new_account, scraper, rt, plan, balance, requested):
-    account = new_account(plan, balance)
+def test_nothing_to_spend_is_204_without_calling_the_scraper(new_buyer, scraper, rt, plan, balance, requested):
+    account = new_buyer(plan, balance)
     before = scraper.request_count()
     job = run_connect(account.api, {"credits": requested})
     assert scraper.request_count() == before
@@ -401,8 +156,8 @@ def test_nothing_to_spend_is_204_without_calling_the_scraper(new_account, scrape
     assert credits_amount(account.api) == balance
 
 
-def test_allowance_exhausted_and_no_balance_is_zero(new_account, scraper, rt):
-    account = new_account("tiny", 0)
+def test_allowance_exhausted_and_no_balance_is_zero(new_buyer, scraper, rt):
+    account = new_buyer("tiny", 0)
     run_connect(account.api, {"credits": TINY_ALLOWANCE})
     before = scraper.request_count()
     job = run_connect(account.api, {"credits": 1})
@@ -410,9 +165,9 @@ def test_allowance_exhausted_and_no_balance_is_zero(new_account, scraper, rt):
 
 
 @pytest.mark.parametrize("alias", ["/get-leads/", "/GET-LEADS", "/Get-Leads/"])
-def test_spellings_of_the_leads_path_are_billed_like_it(new_account, scraper, rt, alias):
+def test_spellings_of_the_leads_path_are_billed_like_it(new_buyer, scraper, rt, alias):
     # Many routers (Express by default) serve these as /get-leads: they must not be free leads.
-    broke, funded = new_account("payg", 0), new_account("payg", 2 * PRICE)
+    broke, funded = new_buyer("payg", 0), new_buyer("payg", 2 * PRICE)
     before = scraper.request_count()
     assert run_connect(broke.api, {"credits": 5}, path=alias)["credits"]["granted"] == 0
     assert scraper.request_count() == before
@@ -422,8 +177,8 @@ def test_spellings_of_the_leads_path_are_billed_like_it(new_account, scraper, rt
     assert credits_amount(funded.api) == 0
 
 
-def test_other_paths_are_not_billed_and_write_every_record(new_account, scraper, rt):
-    account = new_account("payg", 0)
+def test_other_paths_are_not_billed_and_write_every_record(new_buyer, scraper, rt):
+    account = new_buyer("payg", 0)
     job = run_connect(account.api, {"count": 6, "tag": "x"}, path="/search/companies", repository="campaigns")
     assert scraper.requests[-1]["path"] == "/search/companies"
     assert scraper.requests[-1]["params"] == {"count": 6, "tag": "x"}
@@ -439,8 +194,8 @@ def test_other_paths_are_not_billed_and_write_every_record(new_account, scraper,
     assert ledger_rows(rt, job["id"]) == {}
 
 
-def test_other_paths_stop_at_the_record_cap(new_account, scraper, rt):
-    account = new_account("payg", 0)
+def test_other_paths_stop_at_the_record_cap(new_buyer, scraper, rt):
+    account = new_buyer("payg", 0)
     job = run_connect(account.api, {"count": MAX_RECORDS + 20}, path="/bulk")
     assert (job["status"], job["created"]) == ("succeeded", MAX_RECORDS)
     assert (
@@ -449,8 +204,8 @@ def test_other_paths_stop_at_the_record_cap(new_account, scraper, rt):
     )
 
 
-def test_client_leaving_cancels_the_job_and_refunds_the_rest(new_account, scraper, rt, server):
-    account = new_account("payg", 1000)  # 40 leads reserved
+def test_client_leaving_cancels_the_job_and_refunds_the_rest(new_buyer, scraper, rt, server):
+    account = new_buyer("payg", 1000)  # 40 leads reserved
     body = json.dumps(
         {"repository": "contacts", "path": "/get-leads", "params": {"credits": 40, "mode": "slow", "delay_ms": 100}}
     ).encode()
@@ -514,11 +269,11 @@ HOSTILE_PATHS = [
 
 
 @pytest.fixture(scope="module")
-def shared_account(rt: Runtime, server: ServerProcess) -> Iterator[Account]:
+def shared_account(rt: Runtime, server: ServerProcess) -> Iterator[Buyer]:
     """One funded user for the many refusal tests."""
     user = make_user(rt)
     credits.grant_credits(rt, user["id"], 10_000)
-    with_api = Account(user, Api(server.url, user["api_key"]), 10_000)
+    with_api = Buyer(user, Api(server.url, user["api_key"]), 10_000)
     yield with_api
     with_api.api.close()
 
@@ -575,8 +330,8 @@ def test_non_json_body_is_refused(shared_account):
     assert_error(shared_account.api.post("/connect", data=b"{", headers={"Content-Type": "application/json"}), 400)
 
 
-def test_job_of_another_user_is_404(new_account):
-    owner, other = new_account("tiny"), new_account("tiny")
+def test_job_of_another_user_is_404(new_buyer):
+    owner, other = new_buyer("tiny"), new_buyer("tiny")
     job = run_connect(owner.api, {"credits": 1})
     assert_error(other.api.get(f"/connect/jobs/{job['id']}"), 404, "not_found")
     for bogus in ("job_" + "A" * 22, "nope", "obj_" + "A" * 22, job["id"] + "x"):
@@ -591,8 +346,8 @@ def test_unauthenticated_and_unverified_are_refused(server, rt):
         assert_error(api.post("/connect", json={**LEADS, "params": {"credits": 1}}), 403, "phone_not_verified")
 
 
-def test_second_job_of_a_user_is_429_while_one_runs(new_account, scraper):
-    account, neighbour = new_account("payg", 1000), new_account("tiny")
+def test_second_job_of_a_user_is_429_while_one_runs(new_buyer, scraper):
+    account, neighbour = new_buyer("payg", 1000), new_buyer("tiny")
     before = scraper.request_count()
     results: list[dict[str, Any]] = []
     first = threading.Thread(
@@ -616,13 +371,13 @@ def test_second_job_of_a_user_is_429_while_one_runs(new_account, scraper):
 # --- credits and billing documents -------------------------------------------------------------------
 
 
-def test_billing_state_shape_and_usage(new_account, rt):
-    account = new_account("tiny", 75)
+def test_billing_state_shape_and_usage(new_buyer, rt):
+    account = new_buyer("tiny", 75)
     resp = account.api.get("/billing/state")
     assert resp.status_code == 200, resp.text
     state = resp.json()
-    assert set(state) == {"plan", "usage", "hasCard", "balance"}
-    assert state["plan"] == {"key": "tiny", **PLANS["tiny"]}
+    assert set(state) == {"plan", "usage", "hasCard", "balance", "paymentFailure"}
+    assert {k: state["plan"][k] for k in ("key", *PLANS["tiny"])} == {"key": "tiny", **PLANS["tiny"]}
     assert state["usage"] == {
         "leads": 0,
         "seconds_inbound": 0,
@@ -698,10 +453,10 @@ def test_demo_scraper_other_paths_and_bad_credits(demo_scraper):
     assert _demo_frames(demo_scraper, "/get-leads", {}) == []
 
 
-def test_records_commit_on_time_while_the_scraper_is_silent(new_account, scraper, rt):
+def test_records_commit_on_time_while_the_scraper_is_silent(new_buyer, scraper, rt):
     """A batch commits within TELENTIR_CONNECT_BATCH_SECONDS (0.5 s) even when no further record arrives:
     the three records are stored well before the 1 s read timeout ends the stalled job."""
-    account = new_account("payg", 1000)
+    account = new_buyer("payg", 1000)
     params = {"credits": 10, "mode": "stall", "after": 3}
     caller = threading.Thread(
         target=lambda: account.api.post(

@@ -8,7 +8,7 @@ committed records must all be there and decrypt.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -19,48 +19,33 @@ import requests
 from telentir.runtime import Runtime
 from telentir.services import credits
 
-from .conftest import make_user
-from .fake_stripe import FakeStripe
-from .scraper_fixture import TestScraper, wait_until
-from .support import Api, ServerProcess
-from .test_connect import (
+from .connect_support import (
+    PLANS,
     TINY_ALLOWANCE,
     assert_summary,
+    connect_env,
     credits_amount,
     expected_ledger,
     ledger_rows,
     money_for,
     read_records,
-    runtime_over,
-    server_env,
 )
+from .fake_stripe import FakeStripe
+from .scraper_fixture import TestScraper
+from .support import Api, ServerProcess, make_user, runtime_over, wait_until
 
 TXNS = r"/v1/customers/[^/]+/balance_transactions"
 FUNDS, REQUESTED = 10_000, 200
 
 
-@pytest.fixture(scope="module")
-def scraper() -> Iterator[TestScraper]:
-    """The test scraper service."""
-    with TestScraper() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeStripe]:
-    """The fake Stripe API."""
-    with FakeStripe() as service:
-        yield service
-
-
 class Deployment:
     """A server over one data folder that can be killed and started again, and a Runtime over it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], stripe: FakeStripe | None) -> None:
-        self.server = ServerProcess(data_dir, env)
+    def __init__(self, server: ServerProcess, stripe: FakeStripe | None) -> None:
+        self.server = server
         self.stripe = stripe
         overrides = {"stripe_secret_key": "sk_test_x", "stripe_api_base": stripe.url} if stripe else {}
-        self.rt: Runtime = runtime_over(data_dir, **overrides)
+        self.rt: Runtime = runtime_over(server.data_dir, plans=PLANS, **overrides)
 
     def new_user(self) -> dict[str, Any]:
         """A funded user on plan `tiny` (local balance, or a linked Stripe customer)."""
@@ -81,16 +66,15 @@ class Deployment:
 
 
 @pytest.fixture
-def deploy(tmp_path: Path, scraper: TestScraper, fake: FakeStripe) -> Iterator[Any]:
+def deploy(server_factory: Callable[..., ServerProcess], scraper: TestScraper, fake: FakeStripe) -> Iterator[Any]:
     """Factory: a started Deployment, local or Stripe; closed after the test."""
     made: list[Deployment] = []
 
     def factory(stripe: bool) -> Deployment:
-        env = server_env(scraper.url)
+        env = connect_env(scraper.url)
         if stripe:
             env.update(STRIPE_SECRET_KEY="sk_test_x", STRIPE_API_BASE=fake.url)
-        made.append(Deployment(tmp_path / "data", env, fake if stripe else None))
-        made[-1].server.start()
+        made.append(Deployment(server_factory("deploy", **env), fake if stripe else None))
         return made[-1]
 
     yield factory

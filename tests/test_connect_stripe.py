@@ -15,43 +15,34 @@ import pytest
 import requests
 
 from telentir.runtime import Runtime
-from telentir.services import credits, ingest
-from telentir.services.stripe_gateway import StripeUnavailable
+from telentir.services import credits, settlement
+from telentir.services.stripe_gateway import StripeMisconfigured
 
-from .conftest import make_user
-from .fake_stripe import FakeStripe
-from .scraper_fixture import TestScraper
-from .support import Api, ServerProcess, assert_error
-from .test_connect import (
+from .connect_support import (
     FUNDED,
     PLANS,
     PRICE,
     SCENARIOS,
     TINY_ALLOWANCE,
-    Account,
+    Buyer,
     Money,
     assert_summary,
+    connect_env,
     credits_amount,
     ledger_rows,
     money_for,
     read_records,
     run_connect,
     run_scenario,
-    runtime_over,
-    server_env,
 )
+from .fake_stripe import FakeStripe
+from .scraper_fixture import TestScraper
+from .support import Api, ServerProcess, assert_error, make_user, running_server, runtime_over
 
 TXNS = r"/v1/customers/[^/]+/balance_transactions"
 
 
 # --- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeStripe]:
-    """The fake Stripe API."""
-    with FakeStripe() as service:
-        yield service
 
 
 @pytest.fixture(autouse=True)
@@ -63,56 +54,48 @@ def healthy_stripe(fake: FakeStripe) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def scraper() -> Iterator[TestScraper]:
-    """The test scraper service."""
-    with TestScraper() as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper, fake: FakeStripe) -> Iterator[ServerProcess]:
     """A real server in Stripe mode."""
-    env = server_env(
+    env = connect_env(
         scraper.url, STRIPE_SECRET_KEY="sk_test_x", STRIPE_API_BASE=fake.url, TELENTIR_STRIPE_TIMEOUT_SECONDS="5"
     )
-    process = ServerProcess(tmp_path_factory.mktemp("stripe") / "data", env).start()
-    yield process
-    scraper.stopping.set()
-    process.stop()
+    with running_server(tmp_path_factory, "stripe", **env) as process:
+        yield process
+        scraper.stopping.set()  # no stalled stream may hold the server's graceful stop
 
 
 @pytest.fixture(scope="module")
 def rt(server: ServerProcess, fake: FakeStripe) -> Iterator[Runtime]:
     """A Runtime over the server's data folder, configured for the same Stripe (to run retries)."""
-    runtime = runtime_over(server.data_dir, stripe_secret_key="sk_test_x", stripe_api_base=fake.url)
+    runtime = runtime_over(server.data_dir, plans=PLANS, stripe_secret_key="sk_test_x", stripe_api_base=fake.url)
     yield runtime
     credits.gateway(runtime).close()  # type: ignore[union-attr]
     runtime.close()
 
 
 @pytest.fixture
-def new_account(rt: Runtime, server: ServerProcess, fake: FakeStripe) -> Iterator[Callable[..., Account]]:
+def new_buyer(rt: Runtime, server: ServerProcess, fake: FakeStripe) -> Iterator[Callable[..., Buyer]]:
     """Factory: a user on a plan, linked to a fake Stripe customer holding `credit`."""
     apis: list[Api] = []
 
-    def factory(plan: str = "tiny", credit: int = 0, card: bool = False) -> Account:
+    def factory(plan: str = "tiny", credit: int = 0, card: bool = False) -> Buyer:
         user = make_user(rt)
         credits.set_plan(rt, user["id"], plan)
         user["stripe_customer_id"] = fake.add_customer(credit, card=card)
         credits.set_stripe_customer(rt, user["id"], user["stripe_customer_id"])
         apis.append(Api(server.url, user["api_key"]))
-        return Account(user, apis[-1], credit)
+        return Buyer(user, apis[-1], credit)
 
     yield factory
     for api in apis:
         api.close()
 
 
-def customer(account: Account) -> str:
+def customer(account: Buyer) -> str:
     return str(account.user["stripe_customer_id"])
 
 
-def assert_stripe_money(fake: FakeStripe, rt: Runtime, account: Account, job_id: str, money: Money) -> None:
+def assert_stripe_money(fake: FakeStripe, rt: Runtime, account: Buyer, job_id: str, money: Money) -> None:
     """Stripe moved exactly the reservation and the refund, once each, with keys from job + step."""
     cus = customer(account)
     expected = ([(money.reserved, f"telentir:{job_id}:reserve")] if money.reserved else []) + (
@@ -134,15 +117,15 @@ def assert_stripe_money(fake: FakeStripe, rt: Runtime, account: Account, job_id:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
-def test_scenario_moves_the_same_money_in_stripe(new_account, scraper, rt, fake, scenario):
-    account = new_account("tiny", FUNDED)
+def test_scenario_moves_the_same_money_in_stripe(new_buyer, scraper, rt, fake, scenario):
+    account = new_buyer("tiny", FUNDED)
     job, money = run_scenario(account, scraper, rt, scenario, "stripe")
     assert_stripe_money(fake, rt, account, job["id"], money)
     assert credits_amount(account.api) == FUNDED - money.charged
 
 
-def test_clamped_by_allowance_moves_no_money(new_account, scraper, rt, fake):
-    account = new_account("tiny", 0)
+def test_clamped_by_allowance_moves_no_money(new_buyer, scraper, rt, fake):
+    account = new_buyer("tiny", 0)
     job = run_connect(account.api, {"credits": 10, "mode": "too_many"})
     assert scraper.requests[-1]["params"]["credits"] == TINY_ALLOWANCE
     assert_summary(job, money_for(10, TINY_ALLOWANCE, 0, TINY_ALLOWANCE), "succeeded")
@@ -150,8 +133,8 @@ def test_clamped_by_allowance_moves_no_money(new_account, scraper, rt, fake):
     assert ledger_rows(rt, job["id"]) == {"allowance": (0, 3, 0, "local"), "charge": (0, 0, 0, "stripe")}
 
 
-def test_clamped_by_stripe_credit(new_account, scraper, rt, fake):
-    account = new_account("payg", 110)
+def test_clamped_by_stripe_credit(new_buyer, scraper, rt, fake):
+    account = new_buyer("payg", 110)
     job = run_connect(account.api, {"credits": 10})
     assert scraper.requests[-1]["params"]["credits"] == 4
     money = money_for(10, 0, 110, 4)
@@ -165,8 +148,8 @@ def test_clamped_by_stripe_credit(new_account, scraper, rt, fake):
     [("payg", 0, 5), ("payg", PRICE - 1, 5), ("tiny", 500, 0)],
     ids=["nothing", "less-than-one-lead", "zero-asked"],
 )
-def test_nothing_to_spend_calls_neither_stripe_nor_the_scraper(new_account, scraper, rt, fake, plan, credit, requested):
-    account = new_account(plan, credit)
+def test_nothing_to_spend_calls_neither_stripe_nor_the_scraper(new_buyer, scraper, rt, fake, plan, credit, requested):
+    account = new_buyer(plan, credit)
     before = scraper.request_count()
     job = run_connect(account.api, {"credits": requested})
     assert scraper.request_count() == before and job["credits"]["granted"] == 0
@@ -181,8 +164,8 @@ def _pending_job(rt: Runtime, job_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("mode", ["500", "drop", "drop_after"])
-def test_failed_refund_is_retried_once_with_the_same_key(new_account, scraper, rt, fake, mode):
-    account = new_account("payg", 500)
+def test_failed_refund_is_retried_once_with_the_same_key(new_buyer, scraper, rt, fake, mode):
+    account = new_buyer("payg", 500)
     cus = customer(account)
     fake.fail("POST", TXNS, mode, key=r"telentir:.*:refund")
     job = run_connect(account.api, {"credits": 10, "n": 4})  # 250 reserved, 100 used
@@ -191,7 +174,7 @@ def test_failed_refund_is_retried_once_with_the_same_key(new_account, scraper, r
     applied = 1 if mode == "drop_after" else 0  # the response was lost, the refund was not
     assert len(fake.transactions(cus)) == 1 + applied
 
-    assert ingest.retry_pending(rt) >= 1
+    assert settlement.retry_pending(rt) >= 1
     money = money_for(10, 0, 500, 4)
     summary = account.api.get(f"/connect/jobs/{job['id']}").json()
     assert_summary(summary, money, "succeeded")
@@ -200,32 +183,32 @@ def test_failed_refund_is_retried_once_with_the_same_key(new_account, scraper, r
     assert len(refund_calls) == 2 and refund_calls[1].replayed == bool(applied)
 
     before = len(fake.calls)
-    assert ingest.retry_pending(rt) == 0  # nothing pending any more: no call at all
+    assert settlement.retry_pending(rt) == 0  # nothing pending any more: no call at all
     assert len(fake.calls) == before and fake.credit_of(cus) == 500 - 100
     assert credits_amount(account.api) == 400
 
 
-def test_replaying_a_refund_key_never_refunds_twice(new_account, rt, fake):
-    account = new_account("payg", 300)
+def test_replaying_a_refund_key_never_refunds_twice(new_buyer, rt, fake):
+    account = new_buyer("payg", 300)
     job = run_connect(account.api, {"credits": 10, "n": 2})
     refund = ledger_rows(rt, job["id"])["refund"]
     gateway = credits.gateway(rt)
     assert gateway is not None
-    key = f"telentir:{job['id']}:refund"
     original = rt.db.query_one("SELECT external_id FROM ledger WHERE job_id = ? AND kind = 'refund'", (job["id"],))[0]
     description = f"Unused lead credits of {job['id']}"
-    assert gateway.credit(customer(account), refund[0], description, key) == original
-    assert fake.calls[-1].replayed
-    with pytest.raises(StripeUnavailable):  # same key, other amount: Stripe's idempotency_error
-        gateway.credit(customer(account), refund[0] + 1, description, key)
+    assert gateway.credit(customer(account), refund[0], description, job["id"]) == original
+    assert fake.calls[-1].replayed and fake.calls[-1].idempotency_key == f"telentir:{job['id']}:refund"
+    # Same key, other amount: Stripe's idempotency_error, a fault of ours for the operator (500).
+    with pytest.raises(StripeMisconfigured):
+        gateway.credit(customer(account), refund[0] + 1, description, job["id"])
     assert fake.calls[-1].status == 400
     assert fake.credit_of(customer(account)) == 300 - 2 * PRICE
     assert len(fake.transactions(customer(account))) == 2
 
 
 @pytest.mark.parametrize("mode", ["drop", "500", "drop_after"])
-def test_stripe_failing_the_reservation_is_503_and_settles_to_zero(new_account, scraper, rt, fake, mode):
-    account = new_account("payg", 500)
+def test_stripe_failing_the_reservation_is_503_and_settles_to_zero(new_buyer, scraper, rt, fake, mode):
+    account = new_buyer("payg", 500)
     cus = customer(account)
     before = scraper.request_count()
     fake.fail("POST", TXNS, mode, key=r"telentir:.*:reserve")
@@ -235,7 +218,7 @@ def test_stripe_failing_the_reservation_is_503_and_settles_to_zero(new_account, 
     job = dict(rt.db.query_one("SELECT * FROM jobs WHERE user_id = ?", (account.id,)))
     assert (job["status"], job["settlement"], job["created"]) == ("failed", "reserve_unknown", 0)
 
-    assert ingest.retry_pending(rt) >= 1  # re-sends the reservation with its key, then refunds it all
+    assert settlement.retry_pending(rt) >= 1  # re-sends the reservation with its key, then refunds it all
     job = _pending_job(rt, job["id"])
     assert (job["settlement"], job["refunded"], job["charged"]) == ("settled", 100, 0)
     effects = fake.transactions(cus)
@@ -246,8 +229,8 @@ def test_stripe_failing_the_reservation_is_503_and_settles_to_zero(new_account, 
     assert read_records(account.api) == []
 
 
-def test_stripe_down_when_reading_the_balance_is_503_and_nothing_starts(new_account, scraper, rt, fake):
-    account = new_account("payg", 500)
+def test_stripe_down_when_reading_the_balance_is_503_and_nothing_starts(new_buyer, scraper, rt, fake):
+    account = new_buyer("payg", 500)
     before = scraper.request_count()
     fake.fail("GET", r"/v1/customers/.*", "drop", times=None)
     assert_error(
@@ -261,14 +244,14 @@ def test_stripe_down_when_reading_the_balance_is_503_and_nothing_starts(new_acco
     assert rt.db.query_one("SELECT count(*) FROM jobs WHERE user_id = ?", (account.id,))[0] == 0
 
 
-def test_unknown_stripe_customer_is_503_and_nothing_starts(new_account, scraper, rt, fake):
-    account = new_account("payg", 500)
+def test_unknown_stripe_customer_is_400_and_nothing_starts(new_buyer, scraper, rt, fake):
+    account = new_buyer("payg", 500)
     credits.set_stripe_customer(rt, account.id, "cus_doesnotexist")
     before = scraper.request_count()
     assert_error(
         account.api.post("/connect", json={"repository": "contacts", "path": "/get-leads", "params": {"credits": 4}}),
-        503,
-        "stripe_unavailable",
+        400,
+        "stripe_invalid_request",
     )
     assert scraper.request_count() == before
 
@@ -288,21 +271,23 @@ def test_every_money_call_carried_a_derived_idempotency_key(fake):
 
 
 @pytest.mark.parametrize("card", [True, False])
-def test_billing_state_reads_stripe(new_account, fake, card):
-    account = new_account("tiny", 321, card=card)
+def test_billing_state_reads_stripe(new_buyer, fake, card):
+    account = new_buyer("tiny", 321, card=card)
     state = account.api.get("/billing/state")
     assert state.status_code == 200, state.text
-    assert state.json() == {
-        "plan": {"key": "tiny", **PLANS["tiny"]},
+    plan = state.json()["plan"]
+    assert {k: plan[k] for k in ("key", *PLANS["tiny"])} == {"key": "tiny", **PLANS["tiny"]}
+    assert {k: v for k, v in state.json().items() if k != "plan"} == {
         "usage": {"leads": 0, "seconds_inbound": 0, "seconds_outbound": 0, "calls_inbound": 0, "calls_outbound": 0},
         "hasCard": card,
         "balance": {"currency": "usd", "amount": 321},
+        "paymentFailure": None,
     }
     assert credits_amount(account.api) == 321
 
 
-def test_local_grants_do_not_count_in_stripe_mode(new_account, rt):
-    account = new_account("payg", 50)
+def test_local_grants_do_not_count_in_stripe_mode(new_buyer, rt):
+    account = new_buyer("payg", 50)
     credits.grant_credits(rt, account.id, 10_000)
     assert credits_amount(account.api) == 50
     job = run_connect(account.api, {"credits": 10})

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from telentir.config import Config, load_config
+from telentir.config import Config
 from telentir.serving import prepare
 from telentir.storage.blobs import BlobStore
 from telentir.storage.db import Database
 
-from .support import FIXED_MASTER_KEY, ROOT
+from .support import ROOT, config_over, wait_for_output
 
 WRITER = textwrap.dedent("""
     import hashlib, sys
@@ -64,9 +64,7 @@ def expected_payload(object_id: str) -> bytes:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return load_config(
-        {"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING"}, environ={}
-    )
+    return config_over(tmp_path / "data", log_level="WARNING")
 
 
 def run_writer_and_kill(tmp_path: Path, config: Config, delay: float) -> list[str]:
@@ -82,8 +80,8 @@ def run_writer_and_kill(tmp_path: Path, config: Config, delay: float) -> list[st
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for_ready(out_path, proc)
-        time.sleep(delay)
+        wait_for_output(proc, out_path, b"ready\n", timeout=20.0, interval=0.02)
+        time.sleep(delay)  # the point: the kill lands at a different moment of the write loop for each delay
         assert proc.poll() is None, out_path.read_text()
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -94,17 +92,6 @@ def run_writer_and_kill(tmp_path: Path, config: Config, delay: float) -> list[st
     assert lines[0] == "ready", lines[:5]
     # the last line may be cut short by the kill: keep only whole ids
     return [line for line in lines[1:] if len(line) == 26 and line.startswith("obj_")]
-
-
-def _wait_for_ready(out_path: Path, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if out_path.read_bytes().startswith(b"ready\n"):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"writer died: {out_path.read_text()}")
-        time.sleep(0.02)
-    raise AssertionError("writer never became ready")
 
 
 def _blob_files(root: Path) -> set[Path]:
@@ -153,14 +140,6 @@ def test_prepare_twice_after_a_crash_finds_nothing_more(tmp_path, config):
 
 
 # --- failed transactions --------------------------------------------------------------
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(tmp_path / "t.db")
-    database.open_schema()
-    yield database
-    database.close()
 
 
 def _insert_orphan_api_key(tx: object) -> None:

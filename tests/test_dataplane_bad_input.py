@@ -9,18 +9,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
-from telentir.wiring import build_runtime
 
-from .conftest import make_user
 from .dataplane_support import LocalKey, Vault, b64, counts, encrypt, raw_request
-from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error
+from .support import Api, ServerProcess, assert_error, make_user, running_server, runtime_over
 
 Body = Callable[["Ctx"], Any]  # a dict/list/str (sent as JSON) or bytes (sent raw as application/json)
 DROP = object()  # marks a field to leave out of a body
@@ -487,14 +485,9 @@ def test_hostile_publication_types_are_json_4xx_and_write_nothing(ctx):
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Runtime]]:
     """A second real server that accepts bodies of at most 4096 bytes."""
-    data_dir = tmp_path_factory.mktemp("small") / "data"
-    server = ServerProcess(
-        data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_MAX_BODY_BYTES": "4096"}
-    ).start()
-    rt = build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
-    yield server, rt
-    rt.close()
-    server.stop()
+    with running_server(tmp_path_factory, "small", TELENTIR_MAX_BODY_BYTES="4096") as server:
+        with closing(runtime_over(server.data_dir)) as rt:
+            yield server, rt
 
 
 @pytest.fixture

@@ -32,12 +32,6 @@ from .dataplane_support import (
 from .support import Api, assert_error
 
 
-@pytest.fixture
-def vault(new_live_user) -> Vault:
-    user, api = new_live_user()
-    return Vault(api, user)
-
-
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
@@ -159,7 +153,7 @@ def test_records_carry_snake_and_camel_aliases_and_metadata_defaults_to_empty(va
 def test_patch_key_changes_metadata_deprecation_and_rewraps(vault):
     key = vault.new_key()
     record = vault.api.get(f"/keys/{key.id}").json()
-    time.sleep(0.01)
+    time.sleep(0.01)  # timestamps have millisecond resolution: the patch must land in a later one
     patched = vault.api.patch(f"/keys/{key.id}", json={"metadata": {"label": "q3"}, "deprecated": True}).json()
     assert (patched["metadata"], patched["deprecated"]) == ({"label": "q3"}, True)
     assert patched["updated_at"] > record["updated_at"] and patched["created_at"] == record["created_at"]
@@ -185,7 +179,7 @@ def test_patch_replaces_only_what_it_names(vault):
     key = vault.new_key()
     parent = vault.put(key, b"parent")["id"]
     record = vault.put(key, b"child", related=parent, metadata={"a": 1})
-    time.sleep(0.01)
+    time.sleep(0.01)  # timestamps have millisecond resolution: the patch must land in a later one
     patched = vault.api.patch(f"/objects/{record['id']}", json={"metadata": {"b": 2}}).json()
     assert patched["metadata"] == {"b": 2} and patched["updated_at"] > record["updated_at"]
     assert {k: patched[k] for k in ("content", "auth_tag", "key_id", "relatedId")} == {

@@ -20,27 +20,23 @@ from typing import Any
 
 import pytest
 
-from telentir.config import load_config
 from telentir.serving import prepare
-from telentir.wiring import build_runtime
 
-from .support import FIXED_MASTER_KEY, ROOT
+from .support import ROOT, config_over, runtime_over, wait_for_output
 
 CHILD = textwrap.dedent("""
     import json, os, random, sys
 
-    from telentir.config import load_config
-    from telentir.wiring import build_runtime
     from telentir.services import accounts, objects, roots
+    from tests.support import runtime_over
 
-    rt = build_runtime(load_config({"data_dir": sys.argv[1], "master_key": sys.argv[2],
-                                    "inline_max_bytes": int(sys.argv[4])}, environ={}))
+    rt = runtime_over(sys.argv[1], inline_max_bytes=int(sys.argv[3]))
     user = accounts.create_user(rt, "crash@example.com", "+15555550100", verified=True)
     roots.ensure_root(rt, user["id"])
     store = roots.store_object_ids(rt, user["id"])["contacts"]
     key = rt.db.query_one("SELECT default_key FROM stores WHERE user_id = ? AND name = 'contacts'",
                           (user["id"],))[0]
-    rng = random.Random(int(sys.argv[3]))
+    rng = random.Random(int(sys.argv[2]))
 
     def say(**line):
         print(json.dumps(line), flush=True)
@@ -79,19 +75,15 @@ def _run_and_kill(tmp_path: Path, delay: float, seed: int, inline_max: int) -> l
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELENTIR_")} | {"PYTHONPATH": str(ROOT)}
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "data"), FIXED_MASTER_KEY, str(seed), str(inline_max)],
+            [sys.executable, str(script), str(tmp_path / "data"), str(seed), str(inline_max)],
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 30
-            while b'"ready"' not in out_path.read_bytes():
-                assert proc.poll() is None, out_path.read_text()
-                assert time.monotonic() < deadline, "the writer never became ready"
-                time.sleep(0.01)
-            time.sleep(delay)
+            wait_for_output(proc, out_path, b'"ready"', timeout=30, interval=0.01)
+            time.sleep(delay)  # the point: the kill lands at a different moment of the loop for each delay
             assert proc.poll() is None, out_path.read_text()[-2000:]
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -133,9 +125,8 @@ def test_killed_writer_leaves_every_acknowledged_change_and_no_stray_file(tmp_pa
     if delay >= 0.15:
         assert sum(line["op"] == "ack" for line in lines) >= 5, "the writer was killed before it got going"
 
-    config = load_config({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY}, environ={})
-    prepare(config)
-    rt = build_runtime(config)
+    prepare(config_over(tmp_path / "data"))
+    rt = runtime_over(tmp_path / "data")
     try:
         store = rt.db.query_one("SELECT object_id FROM stores WHERE user_id = ? AND name = 'contacts'", (user_id,))[0]
         rows = {r["id"]: r for r in rt.db.query("SELECT * FROM objects WHERE related_id = ?", (store,))}

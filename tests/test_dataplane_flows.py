@@ -24,7 +24,6 @@ from .dataplane_support import (
     STORES,
     TIMESTAMP,
     LocalKey,
-    Vault,
     b64,
     b64url,
     decrypt,
@@ -37,14 +36,6 @@ from .dataplane_support import (
     wrap,
 )
 from .support import assert_error
-
-
-@pytest.fixture
-def vault(new_live_user):
-    """A fresh verified user's vault."""
-    user, api = new_live_user()
-    return Vault(api, user)
-
 
 # --- 1. the documented flow -------------------------------------------------------------
 

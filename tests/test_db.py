@@ -10,14 +10,6 @@ import pytest
 from telentir.storage.db import Database
 
 
-@pytest.fixture
-def db(tmp_path) -> Database:
-    database = Database(tmp_path / "t.db")
-    database.open_schema()
-    yield database
-    database.close()
-
-
 def in_thread(fn):
     result = []
     thread = threading.Thread(target=lambda: result.append(fn()))

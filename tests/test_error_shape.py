@@ -44,9 +44,15 @@ def assert_error_shape(resp: Any, status: int, code: str | None = None) -> dict[
 
 @pytest.fixture
 def small_app(tmp_path: Path) -> Iterator[Flask]:
-    """An app that accepts bodies of at most 1 kB, with a route that fails unexpectedly."""
+    """An app that accepts bodies of at most 1 kB (and sign-ups), with a route that fails unexpectedly."""
     app = create_app(
-        {"data_dir": tmp_path / "small", "master_key": FIXED_MASTER_KEY, "log_level": "WARNING", "max_body_bytes": 1024}
+        {
+            "data_dir": tmp_path / "small",
+            "master_key": FIXED_MASTER_KEY,
+            "log_level": "WARNING",
+            "max_body_bytes": 1024,
+            "signup": "open",
+        }
     )
 
     @app.get("/test/boom")

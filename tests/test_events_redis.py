@@ -12,13 +12,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -28,11 +25,19 @@ from telentir.pubsub import BrokerUnavailable
 from telentir.pubsub.redis_backend import RedisBroker
 from telentir.runtime import Runtime
 
-from .redis_server import RedisServer
-from .sse_client import HttpConnection, Refused, SSEStream, StreamEnded, must_open, open_stream, worker_pid
-from .support import FIXED_MASTER_KEY, ROOT, ServerProcess, free_port, server_env
-from .test_events_replay import stored_ids
-from .test_events_sse import HEARTBEAT, Account, account, assert_refused, runtime_for, start_server
+from .events_support import HEARTBEAT, STREAM_SETTINGS, Account, account, stored_ids
+from .redis_server import RedisServer, wait_for_numpat
+from .sse_client import (
+    HttpConnection,
+    Refused,
+    SSEStream,
+    StreamEnded,
+    assert_refused,
+    connections_by_worker,
+    must_open,
+    open_stream,
+)
+from .support import FIXED_MASTER_KEY, ServerExited, ServerProcess, make_user, running_server, runtime_over, wait_until
 
 SHARED_REDIS = "redis://127.0.0.1:6379"
 
@@ -48,61 +53,27 @@ def redis_up(own_redis: RedisServer) -> RedisServer:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
     """One worker on the dedicated Redis, 1 s heartbeat."""
-    srv = start_server(tmp_path_factory, "redis-one", TELENTIR_BROKER_URL=own_redis.url)
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "redis-one", **STREAM_SETTINGS, TELENTIR_BROKER_URL=own_redis.url) as srv:
+        yield srv
 
 
 # --- more than one worker ------------------------------------------------------------------
 
 
-def test_memory_broker_refuses_two_workers(tmp_path: Path) -> None:
-    env = server_env(tmp_path / "data", {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_BROKER_URL": "memory://"})
-    done = subprocess.run(
-        [sys.executable, "-m", "telentir", "serve", "--workers", "2", "--port", str(free_port())],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode != 0, done.stdout
-    assert "2 workers need a shared broker" in done.stderr and "TELENTIR_BROKER_URL=redis://" in done.stderr, (
-        done.stderr
-    )
+def test_memory_broker_refuses_two_workers(server_factory: Callable[..., ServerProcess]) -> None:
+    with pytest.raises(ServerExited) as exited:
+        server_factory("memory-two-workers", workers=2, TELENTIR_BROKER_URL="memory://")
+    assert exited.value.returncode != 0, exited.value.log
+    assert "2 workers need a shared broker" in exited.value.log, exited.value.log
+    assert "TELENTIR_BROKER_URL=redis://" in exited.value.log, exited.value.log
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Two gunicorn workers sharing the Redis on 6379."""
-    data_dir = tmp_path_factory.mktemp("two-workers") / "data"
-    env = {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-        "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-        "TELENTIR_BROKER_URL": SHARED_REDIS,
-    }
-    srv = ServerProcess(data_dir, env, workers=2).start()
-    yield srv
-    srv.stop()
-
-
-def connections_by_worker(server: ServerProcess, each: int, attempts: int = 5) -> dict[int, list[HttpConnection]]:
-    """Keep-alive connections grouped by the pid of the worker holding them: two workers, `each` apiece."""
-    for _ in range(attempts):
-        burst = [HttpConnection(server.url) for _ in range(32)]  # all connect before any is served
-        grouped: dict[int, list[HttpConnection]] = defaultdict(list)
-        for conn in burst:
-            grouped[worker_pid(conn)].append(conn)
-        enough = {pid: conns for pid, conns in grouped.items() if len(conns) >= each}
-        if len(enough) >= 2:
-            for pid, conns in grouped.items():
-                for conn in conns[each:] if pid in enough else conns:
-                    conn.close()
-            return {pid: conns[:each] for pid, conns in enough.items()}
-        for conn in burst:
-            conn.close()
-    raise AssertionError(f"no burst of connections in {attempts} reached two workers {each} times each")
+    settings = {"TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT), "TELENTIR_BROKER_URL": SHARED_REDIS}
+    with running_server(tmp_path_factory, "two-workers", workers=2, **settings) as srv:
+        yield srv
 
 
 def put_object(conn: HttpConnection, who: Account, key_id: str) -> dict[str, Any]:
@@ -118,9 +89,8 @@ def put_object(conn: HttpConnection, who: Account, key_id: str) -> dict[str, Any
 @pytest.fixture(scope="module")
 def two_workers_rt(two_workers: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the two-worker server's data folder."""
-    rt = runtime_for(two_workers.data_dir)
-    yield rt
-    rt.close()
+    with closing(runtime_over(two_workers.data_dir)) as rt:
+        yield rt
 
 
 @pytest.fixture
@@ -129,7 +99,7 @@ def per_worker(two_workers: ServerProcess) -> Iterator[Callable[[int], list[list
     held: list[HttpConnection] = []
 
     def grab(each: int) -> list[list[HttpConnection]]:
-        grouped = connections_by_worker(two_workers, each)
+        grouped = connections_by_worker(two_workers.url, each)
         held.extend(conn for conns in grouped.values() for conn in conns)
         assert len(grouped) == 2 and two_workers.proc is not None and two_workers.proc.pid not in grouped
         return list(grouped.values())
@@ -271,41 +241,29 @@ def _ends_cleanly_or_keeps_serving(stream: SSEStream) -> None:
 @pytest.fixture(scope="module")
 def threaded_server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
     """Like `server`, with TELENTIR_SSE_HUB=false: each stream keeps its own subscription and thread."""
-    srv = start_server(tmp_path_factory, "redis-threaded", TELENTIR_BROKER_URL=own_redis.url, TELENTIR_SSE_HUB="false")
-    yield srv
-    srv.stop()
+    settings = {**STREAM_SETTINGS, "TELENTIR_BROKER_URL": own_redis.url, "TELENTIR_SSE_HUB": "false"}
+    with running_server(tmp_path_factory, "redis-threaded", **settings) as srv:
+        yield srv
 
 
 def test_disconnect_releases_the_redis_subscription_within_a_heartbeat(
     threaded_server: ServerProcess, redis_up: RedisServer, streams: list[SSEStream]
 ) -> None:
     server = threaded_server
-    rt = runtime_for(server.data_dir)
-    try:
+    with closing(runtime_over(server.data_dir)) as rt:
         alice = account(rt, server)
-    finally:
-        rt.close()
     # Other servers of this module share the Redis (each with its hub's one subscription): count from theirs.
     base = redis_up.numpat()
     streams += [must_open(server.url, kind, alice.key) for kind in ("key_created", "object_created", "publish")]
-    assert _settled_numpat(redis_up, base + 3) == base + 3
+    # Each stream's own pattern, and the revocation pattern of their one credential (NUMPAT counts it once).
+    wait_for_numpat(redis_up, base + 4, timeout=HEARTBEAT + 1)
     leaving = streams.pop(1)
     leaving.close()
-    started = time.monotonic()
-    while redis_up.numpat() != base + 2:
-        assert time.monotonic() - started < HEARTBEAT + 0.5, "the subscription outlived its client"
-        time.sleep(0.05)
+    wait_for_numpat(redis_up, base + 3, timeout=HEARTBEAT + 0.5)  # the subscription does not outlive its client
     for stream in streams:
         stream.close()
     streams.clear()
-    assert _settled_numpat(redis_up, base) == base
-
-
-def _settled_numpat(server: RedisServer, expected: int, timeout: float = HEARTBEAT + 1) -> int:
-    deadline = time.monotonic() + timeout
-    while (count := server.numpat()) != expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return count
+    wait_for_numpat(redis_up, base, timeout=HEARTBEAT + 1)
 
 
 # --- the broker is only a doorbell ----------------------------------------------------------
@@ -329,9 +287,8 @@ def test_a_failing_publish_never_fails_the_write(
     row = rt.db.query_one("SELECT channel, payload FROM events WHERE type = 'object_created' ORDER BY id DESC")
     assert json.loads(row["payload"])["id"] == object_id
     assert row["channel"] == f"object_created:{user['id']}:{object_id}:"
-    deadline = time.monotonic() + 5  # a Redis doorbell rings from its own thread, after the answer
-    while stats.failed == failed and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # A Redis doorbell rings from its own thread, after the answer.
+    wait_until(lambda: stats.failed != failed, timeout=5, interval=0.01, message="the failed publish to be counted")
     assert (stats.published, stats.failed) == (published, failed + 1)
     assert client.get(f"/api/objects/{object_id}", headers=auth).status_code == 200
 
@@ -368,11 +325,8 @@ def test_the_in_process_broker_is_rung_before_the_write_answers(tmp_path) -> Non
 def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With every publish failing, a live stream still gets the event within one heartbeat."""
     from telentir import close_app, create_app
-    from telentir.services import keyring, roots
+    from telentir.services import credentials, keyring, roots
     from telentir.streaming import feed as streams
-
-    from .conftest import make_user
-    from .support import FIXED_MASTER_KEY
 
     app = create_app(
         {
@@ -386,7 +340,8 @@ def test_a_lost_doorbell_is_caught_up_at_the_next_heartbeat(tmp_path, monkeypatc
     try:
         user = make_user(rt)
         roots.ensure_root(rt, user["id"])
-        feed = streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), lambda: False)
+        guard = streams.StreamGuard(credentials.authenticate_principal(rt, user["api_key"]).credential)
+        feed = streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), guard, lambda: False)
         assert next(feed).kind == "open"
 
         def broken(channel: str, message: str) -> int:
@@ -411,11 +366,8 @@ def _next_sent(feed):
 def test_streams_of_one_user_share_one_table_read_per_doorbell(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write seen by many streams of one user is read from the table once, and every stream gets it."""
     from telentir import close_app, create_app
-    from telentir.services import keyring, roots
+    from telentir.services import credentials, keyring, roots
     from telentir.streaming import feed as streams
-
-    from .conftest import make_user
-    from .support import FIXED_MASTER_KEY
 
     app = create_app({"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "ERROR"})
     rt = app.extensions["telentir"]
@@ -425,8 +377,9 @@ def test_streams_of_one_user_share_one_table_read_per_doorbell(tmp_path, monkeyp
     try:
         user = make_user(rt)
         roots.ensure_root(rt, user["id"])
+        guard = streams.StreamGuard(credentials.authenticate_principal(rt, user["api_key"]).credential)
         feeds = [
-            streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), lambda: False)
+            streams.feed(rt, streams.parse_request(user["id"], "key_created", {}, None), guard, lambda: False)
             for _ in range(5)
         ]
         assert [next(feed).kind for feed in feeds] == ["open"] * 5

@@ -13,31 +13,22 @@ import pytest
 from telentir.runtime import Runtime
 from telentir.services.events import prune as prune_events
 
-from .sse_client import Frame, Refused, SSEStream, must_open, open_stream
-from .support import ServerProcess
-from .test_events_sse import RETRY_MS, Account, account, assert_refused, runtime_for, start_server
+from .events_support import RETRY_MS, STREAM_SETTINGS, Account, account, stored_ids
+from .sse_client import Frame, Refused, SSEStream, assert_refused, must_open, open_stream
+from .support import ServerProcess, running_server, runtime_over
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The module's server: memory broker, 1 s heartbeat."""
-    srv = start_server(tmp_path_factory, "replay")
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "replay", **STREAM_SETTINGS) as srv:
+        yield srv
 
 
 @pytest.fixture
 def alice(server: ServerProcess, server_rt: Runtime) -> Account:
     """A fresh user on the module server."""
     return account(server_rt, server)
-
-
-def stored_ids(rt: Runtime, user_id: str, event_type: str, after: int = 0) -> list[int]:
-    """The user's event ids of a type in the table, in order."""
-    rows = rt.db.query(
-        "SELECT id FROM events WHERE user_id = ? AND type = ? AND id > ? ORDER BY id", (user_id, event_type, after)
-    )
-    return [row["id"] for row in rows]
 
 
 def newest_id(rt: Runtime) -> int:
@@ -158,9 +149,8 @@ def test_a_malformed_cursor_is_400_json(server: ServerProcess, alice: Account, v
 @pytest.fixture(scope="module")
 def prune_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server of its own: pruning is global, it must not disturb other tests."""
-    srv = start_server(tmp_path_factory, "prune")
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "prune", **STREAM_SETTINGS) as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -169,7 +159,7 @@ def pruning_rt(prune_server: ServerProcess) -> Callable[..., Runtime]:
     made: list[Runtime] = []
 
     def factory(**retention: Any) -> Runtime:
-        rt = runtime_for(prune_server.data_dir, **retention)
+        rt = runtime_over(prune_server.data_dir, **retention)
         made.append(rt)
         return rt
 
@@ -229,7 +219,7 @@ def test_age_retention_prunes_old_events_and_resyncs(
     key_id = dave.writes.key()
     dave.writes.object(key_id)
     cursor = newest_id(rt)
-    time.sleep(1.2)
+    time.sleep(1.2)  # the point: what was written so far ages past the 1 s retention (only time does that)
     fresh = dave.writes.object(key_id)["id"]
     prune_events(rt)
     # Everything written before the pause is gone, to the millisecond; the fresh event stays.

@@ -11,76 +11,27 @@ import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.streaming.feed import Item
 from telentir.streaming.frames import retry_frame, sse_frame
-from telentir.wiring import build_runtime
 
-from .conftest import make_user
 from .dataplane_support import PAYLOAD_FIELDS
-from .sse_client import Frame, Refused, SSEParser, SSEStream, Writes, must_open, open_stream
-from .support import FIXED_MASTER_KEY, ServerProcess
-
-HEARTBEAT = 1.0
-RETRY_MS = 1500
-
-
-@dataclass
-class Account:
-    """A user on a live server: id, credential and a writer."""
-
-    id: str
-    key: str
-    writes: Writes
-
-
-def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> ServerProcess:
-    """A server with a 1 s heartbeat (plus `env`) on its own data folder."""
-    data_dir = tmp_path_factory.mktemp(name) / "data"
-    settings = {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-        "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-        "TELENTIR_SSE_RETRY_MS": str(RETRY_MS),
-        **env,
-    }
-    return ServerProcess(data_dir, settings).start()
-
-
-def runtime_for(data_dir: Path, **overrides: Any) -> Runtime:
-    """A runtime over a server's data folder (to make users, prune, look at rows)."""
-    return build_runtime(load_config({"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, **overrides}, environ={}))
-
-
-def account(rt: Runtime, server: ServerProcess) -> Account:
-    """A new verified user with an API key on `server`."""
-    user = make_user(rt)
-    return Account(user["id"], user["api_key"], Writes(server.url, user["api_key"]))
+from .events_support import HEARTBEAT, RETRY_MS, STREAM_SETTINGS, Account, account
+from .sse_client import Frame, Refused, SSEParser, SSEStream, assert_refused, must_open, open_stream, open_when_free
+from .support import ServerProcess, running_server, runtime_over
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The module's server: memory broker, 1 s heartbeat, retry 1500 ms."""
-    srv = start_server(tmp_path_factory, "sse")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def new_account(server: ServerProcess, server_rt: Runtime) -> Callable[[], Account]:
-    """Factory: a fresh user on the module server."""
-    return lambda: account(server_rt, server)
-
-
-def ids_of(frames: list[Frame]) -> list[int]:
-    """Event ids of data frames, as ints."""
-    return [int(frame.id) for frame in frames if frame.id is not None]
+    with running_server(tmp_path_factory, "sse", **STREAM_SETTINGS) as srv:
+        yield srv
 
 
 # --- the frame formatter, pinned byte for byte ------------------------------------------
@@ -181,15 +132,6 @@ def test_user_id_filter_is_allowed_only_for_yourself(
     streams.append(own)
     key_id = alice.writes.key()
     assert own.next_event().json()["key_id"] == key_id
-
-
-def assert_refused(refused: Refused, status: int, code: str) -> dict[str, Any]:
-    """The stream request was answered with the JSON error shape."""
-    assert refused.status == status, (refused.status, refused.body[:300])
-    assert refused.headers["content-type"].startswith("application/json"), refused.headers
-    body = refused.json()
-    assert body["error"] == code and isinstance(body["message"], str) and body["message"], body
-    return dict(body)
 
 
 # --- live delivery -------------------------------------------------------------------------
@@ -406,29 +348,16 @@ def test_every_event_type_carries_the_spec_payload(scenario: Scenario, kind: str
 @pytest.fixture(scope="module")
 def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server allowing 3 streams in all and 2 per user."""
-    srv = start_server(tmp_path_factory, "capped", TELENTIR_SSE_MAX_STREAMS="3", TELENTIR_SSE_MAX_STREAMS_PER_USER="2")
-    yield srv
-    srv.stop()
+    settings = {**STREAM_SETTINGS, "TELENTIR_SSE_MAX_STREAMS": "3", "TELENTIR_SSE_MAX_STREAMS_PER_USER": "2"}
+    with running_server(tmp_path_factory, "capped", **settings) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def capped_rt(capped_server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the capped server's data folder."""
-    rt = runtime_for(capped_server.data_dir)
-    yield rt
-    rt.close()
-
-
-def open_when_free(server: ServerProcess, credential: str, timeout: float) -> tuple[SSEStream, float]:
-    """Retry opening a stream until the server has a slot; the stream and how long it took."""
-    started = time.monotonic()
-    while True:
-        result = open_stream(server.url, "object_created", credential)
-        if isinstance(result, SSEStream):
-            return result, time.monotonic() - started
-        assert result.status in (429, 503), result.body
-        assert time.monotonic() - started < timeout, f"no slot freed within {timeout} s"
-        time.sleep(0.05)
+    with closing(runtime_over(capped_server.data_dir)) as rt:
+        yield rt
 
 
 def test_stream_caps_per_user_429_and_per_process_503_and_release(
@@ -446,9 +375,10 @@ def test_stream_caps_per_user_429_and_per_process_503_and_release(
     assert_refused(refused, 503, "too_many_streams")
     # A client that hangs up frees its thread, subscription and slot within one heartbeat.
     streams.pop(0).close()
-    replacement, waited = open_when_free(capped_server, alice.key, timeout=HEARTBEAT + 0.5)
+    started = time.monotonic()
+    replacement = open_when_free(capped_server.url, "object_created", alice.key, timeout=HEARTBEAT + 0.5)
     streams.append(replacement)
-    assert waited <= HEARTBEAT + 0.5
+    assert time.monotonic() - started <= HEARTBEAT + 0.5
     key_id = alice.writes.key()
     record = alice.writes.object(key_id)
     assert replacement.next_event().json()["id"] == record["id"]  # and it is a working stream

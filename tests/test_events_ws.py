@@ -3,49 +3,25 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import requests
-import simple_websocket
 
-from telentir.runtime import Runtime
-
-from .sse_client import Refused, SSEStream, open_stream
-from .support import ServerProcess, assert_error
-from .test_events_sse import HEARTBEAT, Account, account, start_server
-
-
-class WsClient(simple_websocket.Client):  # type: ignore[misc]
-    """simple_websocket's client, keeping messages that arrive in the same read as the `101`.
-
-    Its handshake reads once and takes only the first event; a message the server sent
-    right behind the `101` (a replay does) would wait in wsproto's buffer until more bytes
-    came. Handling the pending events before the reader thread starts delivers them.
-    """
-
-    def handshake(self) -> None:
-        super().handshake()
-        self._handle_events()
+from .events_support import HEARTBEAT, STREAM_SETTINGS, Account
+from .sse_client import Refused, open_stream, open_when_free
+from .support import ServerProcess, assert_error, running_server
+from .ws_client import WsClient, close_ws, receive_json, ws_url
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The module's server: memory broker, 1 s heartbeat; 2 streams per user."""
-    srv = start_server(tmp_path_factory, "ws", TELENTIR_SSE_MAX_STREAMS_PER_USER="2")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def new_account(server: ServerProcess, server_rt: Runtime) -> Callable[[], Account]:
-    """Factory: a fresh user on the module server."""
-    return lambda: account(server_rt, server)
+    with running_server(tmp_path_factory, "ws", **STREAM_SETTINGS, TELENTIR_SSE_MAX_STREAMS_PER_USER="2") as srv:
+        yield srv
 
 
 @pytest.fixture
@@ -54,34 +30,13 @@ def sockets(server: ServerProcess) -> Iterator[Callable[..., WsClient]]:
     opened: list[WsClient] = []
 
     def connect(event_type: str, credential: str, query: str = "") -> WsClient:
-        url = server.url.replace("http://", "ws://") + f"/api/ws/events/{event_type}" + (f"?{query}" if query else "")
-        ws = WsClient.connect(url, headers={"Authorization": f"Bearer {credential}"})
+        ws = WsClient.connect(ws_url(server.url, event_type, query), headers={"Authorization": f"Bearer {credential}"})
         opened.append(ws)
         return ws
 
     yield connect
     for ws in opened:
         close_ws(ws)
-
-
-def close_ws(ws: WsClient) -> None:
-    """Close a client whichever side closed first, and join its reader thread."""
-    try:
-        ws.close()
-    except simple_websocket.ConnectionClosed:
-        pass
-    finally:
-        ws.sock.close()
-        ws.thread.join(timeout=10)
-    assert not ws.thread.is_alive()
-
-
-def receive_json(ws: WsClient, timeout: float = 5.0) -> dict[str, Any]:
-    """The next text message, parsed; fails on timeout."""
-    message = ws.receive(timeout=timeout)
-    assert message is not None, f"no WebSocket message within {timeout} s"
-    assert isinstance(message, str), message  # a text message, not binary
-    return dict(json.loads(message))
 
 
 def handshake(server: ServerProcess, path: str, credential: str | None) -> requests.Response:
@@ -226,15 +181,7 @@ def test_ws_disconnect_frees_the_slot_within_a_heartbeat(
     refused = open_stream(server.url, "object_created", alice.key)
     assert isinstance(refused, Refused) and refused.status == 429
     close_ws(leaving)
-    started = time.monotonic()
-    stream: SSEStream | None = None
-    while stream is None:
-        result = open_stream(server.url, "object_created", alice.key)
-        if isinstance(result, SSEStream):
-            stream = result
-        else:
-            assert time.monotonic() - started < HEARTBEAT + 0.5, "the WebSocket's slot was not freed"
-            time.sleep(0.05)
+    stream = open_when_free(server.url, "object_created", alice.key, timeout=HEARTBEAT + 0.5)
     try:
         record = alice.writes.object(alice.writes.key())
         assert stream.next_event().json()["id"] == record["id"]

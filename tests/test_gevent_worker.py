@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,39 +11,19 @@ import requests
 
 from telentir.runtime import Runtime
 
+from .events_support import HEARTBEAT, STREAM_SETTINGS, account
 from .scraper_fixture import TestScraper
-from .sse_client import HttpConnection, must_open, open_stream, worker_pid
-from .support import FIXED_MASTER_KEY, ServerProcess
-from .test_events_sse import HEARTBEAT, RETRY_MS, account, runtime_for
-from .test_events_ws import WsClient, close_ws, receive_json
+from .sse_client import HttpConnection, must_open, open_when_free, worker_pid
+from .support import ServerProcess, running_server
+from .ws_client import WsClient, close_ws, receive_json
 
 
 @pytest.fixture(scope="module")
-def scraper_url() -> Iterator[str]:
-    with TestScraper() as service:
-        yield service.url
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, scraper_url: str) -> Iterator[ServerProcess]:
-    data_dir = tmp_path_factory.mktemp("gevent") / "data"
-    env = {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
-        "TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT),
-        "TELENTIR_SSE_RETRY_MS": str(RETRY_MS),
-        "TELENTIR_SSE_MAX_STREAMS_PER_USER": "1",
-        "SCRAPER_HOSTNAME": scraper_url,
-    }
-    srv = ServerProcess(data_dir, env, worker_class="gevent").start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def rt(server: ServerProcess) -> Iterator[Runtime]:
-    runtime = runtime_for(server.data_dir)
-    yield runtime
-    runtime.close()
+def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> Iterator[ServerProcess]:
+    """The module's server on the gevent worker: 1 s heartbeat, one stream per user, the test scraper."""
+    settings = {**STREAM_SETTINGS, "TELENTIR_SSE_MAX_STREAMS_PER_USER": "1", "SCRAPER_HOSTNAME": scraper.url}
+    with running_server(tmp_path_factory, "gevent", worker_class="gevent", **settings) as srv:
+        yield srv
 
 
 def test_it_is_the_gevent_worker_that_answers(server: ServerProcess) -> None:
@@ -57,8 +36,8 @@ def test_it_is_the_gevent_worker_that_answers(server: ServerProcess) -> None:
     assert "gevent" in maps, "the worker has not loaded gevent"
 
 
-def test_objects_round_trip(server: ServerProcess, rt: Runtime) -> None:
-    alice = account(rt, server)
+def test_objects_round_trip(server: ServerProcess, server_rt: Runtime) -> None:
+    alice = account(server_rt, server)
     key_id = alice.writes.key()
     made = alice.writes.object(key_id, content="c0ffee")
     headers = {"Authorization": f"Bearer {alice.key}"}
@@ -67,9 +46,9 @@ def test_objects_round_trip(server: ServerProcess, rt: Runtime) -> None:
     assert requests.delete(f"{server.url}/api/objects/{made['id']}", headers=headers, timeout=10).status_code == 204
 
 
-def test_requests_reuse_database_connections(server: ServerProcess, rt: Runtime) -> None:
+def test_requests_reuse_database_connections(server: ServerProcess, server_rt: Runtime) -> None:
     """Every client connection is a new greenlet: database connections must be handed on, not left behind."""
-    alice = account(rt, server)
+    alice = account(server_rt, server)
     headers = {"Authorization": f"Bearer {alice.key}"}
     for _ in range(300):  # a new TCP connection each time, so a new greenlet each time
         assert requests.get(f"{server.url}/api/root", headers=headers, timeout=10).status_code == 200
@@ -83,22 +62,18 @@ def test_requests_reuse_database_connections(server: ServerProcess, rt: Runtime)
     assert len(opened) < 40, f"{len(opened)} database descriptors after 300 requests"
 
 
-def test_sse_delivers_beats_and_frees_the_slot(server: ServerProcess, rt: Runtime) -> None:
-    alice = account(rt, server)
+def test_sse_delivers_beats_and_frees_the_slot(server: ServerProcess, server_rt: Runtime) -> None:
+    alice = account(server_rt, server)
     stream = must_open(server.url, "key_created", alice.key)
     key = alice.writes.key()
     assert stream.next_event().json()["key_id"] == key
     assert stream.next_frame(timeout=HEARTBEAT * 3).is_heartbeat
     stream.close()
-    deadline = time.monotonic() + HEARTBEAT + 1.5
-    while not hasattr(again := open_stream(server.url, "key_created", alice.key), "next_event"):
-        assert time.monotonic() < deadline, "the slot outlived its client (cap is 1 per user)"
-        time.sleep(0.05)
-    again.close()
+    open_when_free(server.url, "key_created", alice.key, timeout=HEARTBEAT + 1.5).close()  # the cap is 1 per user
 
 
-def test_websocket_mirror(server: ServerProcess, rt: Runtime) -> None:
-    alice = account(rt, server)
+def test_websocket_mirror(server: ServerProcess, server_rt: Runtime) -> None:
+    alice = account(server_rt, server)
     url = server.url.replace("http://", "ws://") + "/api/ws/events/key_created"
     ws = WsClient.connect(url, headers={"Authorization": f"Bearer {alice.key}"})
     try:
@@ -108,8 +83,8 @@ def test_websocket_mirror(server: ServerProcess, rt: Runtime) -> None:
         close_ws(ws)
 
 
-def test_connect_ingests_on_the_job_pool(server: ServerProcess, rt: Runtime) -> None:
-    alice = account(rt, server)
+def test_connect_ingests_on_the_job_pool(server: ServerProcess, server_rt: Runtime) -> None:
+    alice = account(server_rt, server)
     resp = requests.post(
         f"{server.url}/api/connect",
         headers={"Authorization": f"Bearer {alice.key}"},

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import requests
 
 import telentir
 
-from .support import ROOT, free_port
+from .support import ROOT, free_port, wait_until
 
 # What a source distribution of the project holds; the rest of the checkout must not be needed.
 SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE", "schema.sql", "telentir")
@@ -111,10 +110,7 @@ def served(installed: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while not _healthy(url, proc):
-            assert time.monotonic() < deadline, "the installed server did not start"
-            time.sleep(0.1)
+        wait_until(lambda: _healthy(url, proc), timeout=60, message="the installed server to answer /healthz")
         yield url, key
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -134,3 +130,6 @@ def test_init_users_and_serve_work_from_another_folder(served: tuple[str, str]) 
     resp = requests.get(url + "/api/root", headers={"Authorization": f"Bearer {key}"}, timeout=30)
     assert resp.status_code == 200, resp.text
     assert len(resp.json()["stores"]) == 8
+    for path in ("/console", "/console/app.js", "/console/console.css"):  # the console ships in the package
+        page = requests.get(url + path, timeout=30)
+        assert page.status_code == 200 and page.headers["Content-Security-Policy"], (path, page.status_code)

@@ -100,7 +100,7 @@ def test_broker_close_disconnects_a_blocked_reader(broker: MemoryBroker) -> None
     pubsub = subscribed(broker, "room")
     with ThreadPoolExecutor(max_workers=1) as pool:
         reader = pool.submit(pubsub.get_message, timeout=None)
-        time.sleep(0.1)
+        time.sleep(0.1)  # time to block inside get_message: a waiting reader is not observable from outside
         broker.close()
         with pytest.raises(SubscriberDisconnected, match="broker closed"):
             reader.result(timeout=2)
@@ -113,7 +113,7 @@ def test_pubsub_close_wakes_a_blocked_listen(broker: MemoryBroker) -> None:
     pubsub = subscribed(broker, "room")
     with ThreadPoolExecutor(max_workers=1) as pool:
         reader = pool.submit(lambda: list(pubsub.listen()))
-        time.sleep(0.1)
+        time.sleep(0.1)  # time to block inside listen(): a waiting reader is not observable from outside
         pubsub.close()
         assert reader.result(timeout=2) == []
 

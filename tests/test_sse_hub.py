@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from urllib.parse import urlsplit
 
 import pytest
@@ -13,11 +14,10 @@ import requests
 
 from telentir.runtime import Runtime
 
-from .redis_server import RedisServer
-from .sse_client import HttpConnection, SSEStream, must_open
-from .support import ServerProcess
-from .test_events_redis import _settled_numpat
-from .test_events_sse import Account, account, runtime_for, start_server
+from .events_support import HEARTBEAT, RETRY_MS, STREAM_SETTINGS, Account, account
+from .redis_server import RedisServer, wait_for_numpat
+from .sse_client import HttpConnection, SSEStream, must_open, open_when_free
+from .support import ServerProcess, running_server, runtime_over, wait_until
 
 BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event carries 32 KiB of hex
 
@@ -25,24 +25,14 @@ BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event 
 @pytest.fixture(scope="module")
 def hub_server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> Iterator[ServerProcess]:
     """One worker on a Redis of its own, hub on (the default)."""
-    srv = start_server(tmp_path_factory, "hub", TELENTIR_BROKER_URL=own_redis.url)
-    yield srv
-    srv.stop()
+    with running_server(tmp_path_factory, "hub", **STREAM_SETTINGS, TELENTIR_BROKER_URL=own_redis.url) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def hub_rt(hub_server: ServerProcess) -> Iterator[Runtime]:
-    rt = runtime_for(hub_server.data_dir)
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def streams() -> Iterator[list[SSEStream]]:
-    opened: list[SSEStream] = []
-    yield opened
-    for stream in opened:
-        stream.close()
+    with closing(runtime_over(hub_server.data_dir)) as rt:
+        yield rt
 
 
 def test_one_subscription_serves_every_stream_of_the_process(
@@ -51,7 +41,7 @@ def test_one_subscription_serves_every_stream_of_the_process(
     """Twenty streams hold one Redis subscription (the hub's), not twenty, and each gets the event once."""
     alice, bob = account(hub_rt, hub_server), account(hub_rt, hub_server)
     streams += [must_open(hub_server.url, "key_created", who.key) for who in [alice] * 15 + [bob] * 5]
-    assert _settled_numpat(own_redis, 1) == 1
+    wait_for_numpat(own_redis, 1, timeout=HEARTBEAT + 1)
     key = alice.writes.key()
     for stream in streams[:15]:
         assert stream.next_event().json()["key_id"] == key
@@ -63,34 +53,25 @@ def test_one_subscription_serves_every_stream_of_the_process(
 
 
 def test_a_leaving_client_frees_its_slot_at_once(
-    tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer
+    server_factory: Callable[..., ServerProcess], own_redis: RedisServer
 ) -> None:
     """The hub watches each socket: a client that hangs up gives its slot back well within a heartbeat."""
-    server = start_server(
-        tmp_path_factory,
+    server = server_factory(
         "hub-capped",
+        TELENTIR_SSE_RETRY_MS=str(RETRY_MS),
         TELENTIR_BROKER_URL=own_redis.url,
         TELENTIR_SSE_MAX_STREAMS_PER_USER="1",
         TELENTIR_SSE_HEARTBEAT_SECONDS="30",
     )
-    rt = runtime_for(server.data_dir)
-    try:
+    with closing(runtime_over(server.data_dir)) as rt:
         alice = account(rt, server)
-        must_open(server.url, "key_created", alice.key).close()
-        started = time.monotonic()
-        while True:
-            try:
-                again = must_open(server.url, "key_created", alice.key)
-                break
-            except AssertionError:
-                assert time.monotonic() - started < 2.0, "the slot outlived its client"
-                time.sleep(0.05)
+    must_open(server.url, "key_created", alice.key).close()
+    again = open_when_free(server.url, "key_created", alice.key, timeout=2.0)
+    try:
         key = alice.writes.key()
         assert again.next_event().json()["key_id"] == key
-        again.close()
     finally:
-        rt.close()
-        server.stop()
+        again.close()
 
 
 def test_an_http_1_0_client_gets_a_plain_body(hub_server: ServerProcess, hub_rt: Runtime) -> None:
@@ -178,10 +159,12 @@ def test_a_message_that_is_not_a_doorbell_is_ignored(rt: Runtime, caplog: pytest
         assert hub.ready.wait(5)
         rt.broker.publish("object_created:usr_x:obj_y:", "not json")
         rt.broker.publish("object_created:usr_x:obj_y:", '{"no": "id"}')
-        deadline = time.monotonic() + 5
-        while caplog.text.count("not a doorbell") < 2:
-            assert time.monotonic() < deadline, caplog.text
-            time.sleep(0.02)
+        wait_until(
+            lambda: caplog.text.count("not a doorbell") >= 2,
+            timeout=5,
+            interval=0.02,
+            message=lambda: f"two 'not a doorbell' warnings in the log:\n{caplog.text}",
+        )
         assert hub.alive and hub.ready.is_set()
     finally:
         hub.close()

@@ -30,7 +30,8 @@ def _with_token_cookie(payload: dict[str, Any], token: str, status: int, remembe
 
 @bp.post("/auth/register")
 def register() -> Response:
-    """Create an account; the phone must be verified before the data plane opens."""
+    """Create an account if TELENTIR_SIGNUP allows; the phone must be verified before the data plane opens."""
+    accounts.check_signup_open(runtime())  # a closed server answers 403 whatever the body
     user = accounts.register(runtime(), json_body())
     token = credentials.issue_token(runtime(), user["id"])
     return _with_token_cookie({"status": "phone_not_verified", "token": token}, token, 201)

@@ -8,11 +8,18 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
-from ..errors import BadRequest, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
+from ..errors import BadRequest, Forbidden, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
+from ..request_log import USER_KEY
 from ..runtime import Runtime
 from ..services import credentials
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# A cookie is an ambient credential: a page on another site can make the browser send it.
+# A request that changes state with the cookie must carry this header, which such a page
+# cannot add without a CORS preflight this server never approves (docs/protocol.md §1.2).
+CSRF_HEADER = "X-Requested-With"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def runtime() -> Runtime:
@@ -62,24 +69,41 @@ def client_addr() -> str:
 
 
 def bearer_credential() -> str | None:
-    """The credential from `Authorization: Bearer …` or else the `token` cookie."""
+    """The credential of `Authorization: Bearer …`, else the `token` cookie (403: a write without CSRF_HEADER)."""
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise Unauthorized("Use Authorization: Bearer <token or API key>.")
         return value.strip()
-    return request.cookies.get("token") or None
+    cookie = request.cookies.get("token") or None
+    if cookie is not None and request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER, "").strip():
+        raise Forbidden(
+            f"A request authenticated by the token cookie that changes state needs the {CSRF_HEADER} header.",
+            code="csrf_header_missing",
+        )
+    return cookie
+
+
+def authenticated_principal() -> credentials.Principal:
+    """The calling user and the credential used (cached for the request); 401 without a valid credential."""
+    if "principal" not in g:
+        credential = bearer_credential()
+        if credential is None:
+            raise Unauthorized("Authentication required: send Authorization: Bearer <token or API key>.")
+        g.principal = credentials.authenticate_principal(runtime(), credential)
+        note_user(g.principal.user["id"])
+    return cast(credentials.Principal, g.principal)
 
 
 def authenticated_user() -> dict[str, Any]:
     """The calling user (cached for the request); 401 without a valid credential."""
-    if "user" not in g:
-        credential = bearer_credential()
-        if credential is None:
-            raise Unauthorized("Authentication required: send Authorization: Bearer <token or API key>.")
-        g.user = credentials.authenticate(runtime(), credential)
-    return cast(dict[str, Any], g.user)
+    return authenticated_principal().user
+
+
+def note_user(user_id: str) -> None:
+    """Name the caller in the request's log line (the id only, never the credential)."""
+    request.environ[USER_KEY] = user_id
 
 
 def verified_user() -> dict[str, Any]:

@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from ..errors import ApiError, RateLimited, error_body
+from ..errors import ApiError, error_body
 
 log = logging.getLogger("telentir.api")
 
@@ -30,7 +30,7 @@ def register_error_handlers(app: Flask) -> None:
 def _api_error(exc: ApiError) -> Response:
     response = jsonify(exc.body())
     response.status_code = exc.status
-    if isinstance(exc, RateLimited):
+    if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 

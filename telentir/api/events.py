@@ -9,11 +9,12 @@ from flask import Blueprint, Response, g, request, stream_with_context
 from flask_sock import Sock
 
 from ..errors import BadRequest
+from ..metrics import Metrics
 from ..streaming import feed as streams
 from ..streaming.frames import retry_frame, socket_message, sse_frame
 from ..streaming.hub import handoff_for
 from ..streaming.sockets import client_gone_check
-from .common import runtime
+from .common import authenticated_principal, runtime
 from .guard import data_plane_user, guard
 
 bp = Blueprint("events", __name__, url_prefix="/api")
@@ -21,6 +22,7 @@ bp.before_request(guard)
 sock = Sock()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+WS_CREDENTIAL_ENDED = 1008  # the close code of a WebSocket whose credential was revoked or expired
 
 
 def _feed_request(event_type: str) -> streams.FeedRequest:
@@ -30,27 +32,37 @@ def _feed_request(event_type: str) -> streams.FeedRequest:
 
 
 def _open_feed(
-    event_type: str, is_closed: Callable[[], bool], handoff: streams.Handoff | None = None
+    event_type: str,
+    stream_guard: streams.StreamGuard,
+    is_closed: Callable[[], bool],
+    handoff: streams.Handoff | None = None,
 ) -> Generator[streams.Item, None, None]:
-    feed = streams.feed(runtime(), _feed_request(event_type), is_closed, handoff)
+    feed = streams.feed(runtime(), _feed_request(event_type), stream_guard, is_closed, handoff)
     next(feed)  # the `open` item: errors before this point still answer as JSON
     return feed
+
+
+def _stream_guard() -> streams.StreamGuard:
+    """What ends the stream with the caller's credential (revoked, logged out, expired)."""
+    return streams.StreamGuard(authenticated_principal().credential)
 
 
 @bp.get("/events/<event_type>")
 def event_stream(event_type: str) -> Response:
     """Stream events of one type as SSE: replay after Last-Event-ID, then live, with heartbeats."""
-    feed = _open_feed(event_type, client_gone_check(request.environ), handoff_for(runtime(), request.environ))
+    is_closed, handoff = client_gone_check(request.environ), handoff_for(runtime(), request.environ)
+    feed = _open_feed(event_type, _stream_guard(), is_closed, handoff)
     if request.method == "HEAD":  # the headers a stream would open with, and no body to wait for
         feed.close()
         return Response(mimetype="text/event-stream", headers=SSE_HEADERS)
     retry = runtime().config.sse_retry_ms
-    body = _sse_body(feed, retry)
+    body = _sse_body(feed, retry, runtime().metrics)
     return Response(stream_with_context(body), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
-def _sse_body(feed: Generator[streams.Item, None, None], retry_ms: int) -> Iterator[str]:
+def _sse_body(feed: Generator[streams.Item, None, None], retry_ms: int, metrics: Metrics) -> Iterator[str]:
     """The stream's bytes: frames are buffered until the feed is about to wait, then sent in one write."""
+    metrics.stream_opened("sse")
     try:
         frames = [retry_frame(retry_ms)]
         for item in feed:
@@ -59,8 +71,11 @@ def _sse_body(feed: Generator[streams.Item, None, None], retry_ms: int) -> Itera
             elif frames:
                 yield "".join(frames)
                 frames = []
+        if frames:  # the feed ended (its credential did) right after these: they were written before
+            yield "".join(frames)
     finally:
         feed.close()
+        metrics.stream_closed("sse")
 
 
 @bp.before_request
@@ -73,7 +88,10 @@ def _open_socket_feed() -> None:
         raise BadRequest("A WebSocket handshake needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13.")
     peer: list[Any] = []  # the WebSocket, once the handshake has made it
     g.socket_peer = peer
-    g.socket_feed = _open_feed((request.view_args or {})["event_type"], lambda: bool(peer) and not peer[0].connected)
+    g.socket_guard = _stream_guard()
+    g.socket_feed = _open_feed(
+        (request.view_args or {})["event_type"], g.socket_guard, lambda: bool(peer) and not peer[0].connected
+    )
 
 
 @bp.teardown_request
@@ -91,9 +109,15 @@ def event_socket(ws: Any, event_type: str) -> None:
     # handshake (errors as JSON), so an event written once the client has its `101` arrives.
     g.socket_peer.append(ws)
     feed = g.pop("socket_feed")
+    metrics = runtime().metrics
+    metrics.stream_opened("websocket")
     try:
         for item in feed:
             if item.kind in ("event", "resync"):
                 ws.send(socket_message(item))
     finally:
         feed.close()
+        metrics.stream_closed("websocket")
+    if (reason := g.socket_guard.ended) is not None:
+        # 1008 (policy violation): the credential ended; reconnecting with it gets a 401.
+        ws.close(reason=WS_CREDENTIAL_ENDED, message=reason)

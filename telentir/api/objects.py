@@ -95,16 +95,26 @@ def _page_limit() -> int | None:
 
 @bp.get("/objects/<object_id>/related")
 def related(object_id: str) -> Response:
-    """Children of an object, oldest first: all (streamed) or a page with X-Next-Cursor."""
-    user_id, limit = data_plane_user()["id"], _page_limit()
+    """Children of an object, oldest first: all (streamed) or a page with X-Next-Cursor; X-Total-Count on request."""
+    user_id, limit, count = data_plane_user()["id"], _page_limit(), _wants_count()
     if limit is None:
         records = objects.iter_related(runtime(), user_id, object_id)
-        return Response(stream_with_context(_json_array(records)), mimetype="application/json")
-    page, cursor = objects.related_page(runtime(), user_id, object_id, limit, request.args.get("after"))
-    response = jsonify(page)
-    if cursor is not None:
-        response.headers["X-Next-Cursor"] = cursor
+        response = Response(stream_with_context(_json_array(records)), mimetype="application/json")
+    else:
+        page, cursor = objects.related_page(runtime(), user_id, object_id, limit, request.args.get("after"))
+        response = jsonify(page)
+        if cursor is not None:
+            response.headers["X-Next-Cursor"] = cursor
+    if count:
+        response.headers["X-Total-Count"] = str(objects.count_related(runtime(), user_id, object_id))
     return response
+
+
+def _wants_count() -> bool:
+    raw = request.args.get("count", "false").lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise BadRequest("count must be true or false.")
+    return raw in ("true", "1")
 
 
 def _json_array(records: Iterator[dict[str, Any]]) -> Iterator[str]:

@@ -35,6 +35,7 @@ BINARY = {"type": "string", "description": "hex, or base64 (standard or URL-safe
 _STATUS_TEXT = {
     400: "Malformed or invalid input",
     401: "Missing, unknown, revoked or expired credential",
+    402: "Stripe declined the card (stripe_card_error)",
     403: "Phone not verified, or forbidden",
     404: "Not found (or not yours)",
     409: "Conflict",
@@ -42,7 +43,7 @@ _STATUS_TEXT = {
     415: "Body is not JSON",
     429: "Rate limited (see Retry-After)",
     502: "An upstream failed",
-    503: "Unavailable",
+    503: "Unavailable (with Retry-After when trying again may help)",
     504: "An upstream timed out",
 }
 
@@ -184,6 +185,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "properties": {"status": {"enum": ["ok", "phone_not_verified"]}, "token": {"type": "string"}},
         },
+        **_billing_schemas(),
         "Job": {
             "type": "object",
             "properties": {
@@ -202,22 +204,81 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _billing_schemas() -> dict[str, Any]:
+    number, integer = {"type": "number"}, {"type": "integer"}
+    plan_fields = {
+        "key": {"type": "string"},
+        "name": {"type": "string"},
+        "monthlyPriceUsd": number,
+        "includedMinutes": number,
+        "overageUsdPerMinute": number,
+        "includedLeads": integer,
+        "includedOutboundCalls": number,
+        "includedInboundCalls": number,
+        "outboundFixedUsd": number,
+        "inboundFixedUsd": number,
+        "leadOverageUsdPerLead": number,
+    }
+    usage = ("leads", "seconds_inbound", "seconds_outbound", "calls_inbound", "calls_outbound")
+    failure = {
+        "invoice": {"type": "string"},
+        "amountDue": integer,
+        "currency": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+    }
+    return {
+        "BillingPlan": {
+            "type": "object",
+            "description": "The SDK's BillingPlan; the call-related fields are always 0 on this server.",
+            "required": list(plan_fields),
+            "properties": plan_fields,
+        },
+        "BillingState": {
+            "type": "object",
+            "required": ["plan", "usage", "hasCard", "balance", "paymentFailure"],
+            "properties": {
+                "plan": {"oneOf": [_ref("BillingPlan"), {"type": "null"}]},
+                "usage": {"type": "object", "required": list(usage), "properties": dict.fromkeys(usage, integer)},
+                "hasCard": {"type": "boolean"},
+                "balance": _ref("Credits"),
+                "paymentFailure": {
+                    "oneOf": [{"type": "object", "required": list(failure), "properties": failure}, {"type": "null"}],
+                    "description": "the newest subscription invoice, when its payment failed",
+                },
+            },
+        },
+        "Credits": {
+            "type": "object",
+            "required": ["amount", "currency"],
+            "properties": {"amount": {"type": "integer", "description": "minor units"}, "currency": {"enum": ["usd"]}},
+        },
+        "StripeUrl": {
+            "type": "object",
+            "required": ["url"],
+            "properties": {"url": {"type": "string", "format": "uri", "description": "a Stripe-hosted page"}},
+        },
+    }
+
+
 def _auth_paths() -> dict[str, Any]:
     token = _json(_ref("AuthToken"))
     return {
         "/api/auth/register": {
             "post": _op(
-                "Create an account",
+                "Create an account (if TELENTIR_SIGNUP allows: 403 signup_closed, invite_required or invite_invalid)",
                 token,
-                (400, 409, 415),
+                (400, 403, 409, 415),
                 ok_status=201,
                 auth=False,
                 body={
                     "type": "object",
                     "required": ["email", "phone", "password", "confirmPassword"],
                     "properties": {
-                        k: {"type": "string"}
-                        for k in ("firstName", "lastName", "email", "phone", "password", "confirmPassword")
+                        **{
+                            k: {"type": "string"}
+                            for k in ("firstName", "lastName", "email", "phone", "password", "confirmPassword")
+                        },
+                        "invite": {"type": "string", "description": "the single-use code (TELENTIR_SIGNUP=invite)"},
                     },
                 },
             )
@@ -376,6 +437,7 @@ def _plane_paths() -> dict[str, Any]:
                     *obj_id,
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size"),
                     _query("after", {"type": "string"}, "X-Next-Cursor of the previous page"),
+                    _query("count", {"type": "boolean"}, "answer the number of children in X-Total-Count"),
                 ],
             )
         },
@@ -445,7 +507,7 @@ def _connect_paths() -> dict[str, Any]:
             "post": _op(
                 "Ingest records from the scraper into a store",
                 done,
-                (400, 401, 403, 415, 429, 503),
+                (400, 401, 402, 403, 415, 429, 503),
                 body=body,
                 ok_status=204,
             )
@@ -453,16 +515,81 @@ def _connect_paths() -> dict[str, Any]:
         "/api/connect/jobs/{job_id}": {
             "get": _op("An ingestion job's summary", _json(_ref("Job")), params=[_path_param("job_id", "job_ id")])
         },
-        "/api/credits": {
+        "/api/credits": {"get": _op("Prepaid balance", _json(_ref("Credits")), (400, 401, 402, 403, 503))},
+        "/api/billing/state": {
             "get": _op(
-                "Prepaid balance",
-                _json(
-                    {"type": "object", "properties": {"amount": {"type": "integer"}, "currency": {"type": "string"}}}
-                ),
-                (401, 403, 503),
+                "Plan, usage, card, balance, failed payment", _json(_ref("BillingState")), (400, 401, 402, 403, 503)
             )
         },
-        "/api/billing/state": {"get": _op("Plan, usage, card, balance", _json({"type": "object"}), (401, 403, 503))},
+        **_billing_paths(),
+    }
+
+
+def _billing_paths() -> dict[str, Any]:
+    return_to = [
+        _query(
+            "returnTo",
+            {"type": "string", "format": "uri", "maxLength": 2048},
+            "where Stripe sends the customer back; its origin must be in TELENTIR_RETURN_ORIGINS "
+            "(default: the first of them)",
+        )
+    ]
+    url = _json(_ref("StripeUrl"))
+    plan_body = {
+        "type": "object",
+        "required": ["plan"],
+        "properties": {
+            "plan": {"type": "string", "description": "a key of the plan catalog"},
+            "mode": {"enum": ["upgrade"]},
+        },
+    }
+    signature = {
+        "name": "Stripe-Signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "t=<unix time>,v1=<HMAC-SHA256 of `t.body` under STRIPE_WEBHOOK_SECRET>",
+    }
+    received = {
+        "type": "object",
+        "required": ["received", "id", "status"],
+        "properties": {
+            "received": {"const": True},
+            "id": {"type": "string"},
+            "status": {"enum": ["applied", "ignored", "replayed"]},
+        },
+    }
+    return {
+        "/api/credits/add": {
+            "post": _op(
+                "A Stripe Checkout URL for a credit top-up (409 stripe_not_configured without Stripe)",
+                url,
+                (400, 401, 403, 409, 502, 503),
+                params=return_to,
+            )
+        },
+        "/api/billing/plan": {
+            "post": _op(
+                "A Stripe Checkout URL for a plan, or (mode upgrade) the subscription changed with proration",
+                url,
+                (400, 401, 403, 409, 415, 502, 503),
+                params=return_to,
+                body=plan_body,
+            )
+        },
+        "/api/billing/portal": {
+            "get": _op("A Stripe customer-portal URL", url, (400, 401, 403, 409, 502, 503), params=return_to)
+        },
+        "/api/stripe/webhook": {
+            "post": _op(
+                "Stripe's events, verified by signature (tolerance 300 s) and applied once; a replay is a 200",
+                _json(received),
+                (400, 409, 413, 503),
+                body={"type": "object", "description": "a Stripe event, as Stripe sent it"},
+                params=[signature],
+                auth=False,
+            )
+        },
     }
 
 
@@ -473,6 +600,30 @@ def _system_paths() -> dict[str, Any]:
             "get": _op("Database writable and broker reachable", _json({"type": "object"}), (503,), auth=False)
         },
         "/api/openapi.json": {"get": _op("This document", _json({"type": "object"}), (), auth=False)},
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics: needs Authorization: Bearer <TELENTIR_METRICS_TOKEN>; 404 when it is unset",
+                {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                (401, 404),
+                auth=False,
+            )
+        },
+    }
+
+
+def _console_paths() -> dict[str, Any]:
+    page = {"description": "The console's page", "content": {"text/html": {"schema": {"type": "string"}}}}
+    asset = {"description": "A console file (script, style, image)", "content": {"*/*": {"schema": {"type": "string"}}}}
+    config = _json(
+        {"type": "object", "properties": {"stripe": {"type": "boolean"}}},
+        "Whether Stripe top-ups are configured",
+    )
+    name = [_path_param("name", "A file of the console, e.g. app.js")]
+    return {
+        "/console": {"get": _op("The browser console", page, (), auth=False)},
+        "/console/": {"get": _op("The browser console", page, (), auth=False)},
+        "/console/config.json": {"get": _op("What the console needs to know of this server", config, (), auth=False)},
+        "/console/{name}": {"get": _op("A console file", asset, (404,), params=name, auth=False)},
     }
 
 
@@ -494,7 +645,14 @@ def build_document() -> dict[str, Any]:
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "token"},
             },
         },
-        "paths": {**_system_paths(), **_auth_paths(), **_plane_paths(), **_event_paths(), **_connect_paths()},
+        "paths": {
+            **_system_paths(),
+            **_auth_paths(),
+            **_plane_paths(),
+            **_event_paths(),
+            **_connect_paths(),
+            **_console_paths(),
+        },
     }
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
-from ..services import platform
+from ..errors import NotFound, Unauthorized
+from ..metrics import CONTENT_TYPE
+from ..services import platform, usage
 from .common import runtime, verified_user
 
 bp = Blueprint("system", __name__)
@@ -56,3 +59,17 @@ def server() -> Response:
     """The platform's current server name and public keys (SPKI + JWK)."""
     verified_user()
     return jsonify(platform.server_document(runtime()))
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics: 404 unless TELENTIR_METRICS_TOKEN is set, then only for that bearer token."""
+    rt = runtime()
+    token = rt.config.metrics_token
+    if token is None:
+        raise NotFound()
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # Only the metrics token: an API key or a session must not open the server's internals.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("GET /metrics needs Authorization: Bearer <TELENTIR_METRICS_TOKEN>.")
+    return Response(rt.metrics.exposition(lambda: usage.scrape_gauges(rt)), content_type=CONTENT_TYPE)

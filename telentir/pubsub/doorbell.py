@@ -7,6 +7,7 @@ logged and counted, never allowed to fail or undo the write that rang it.
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 from telentir.pubsub.base import Broker
 from telentir.pubsub.peers import PeerDoorbells
@@ -15,10 +16,11 @@ log = logging.getLogger(__name__)
 
 
 class PublishStats:
-    """Counts of doorbells published and failed (tests and, later, metrics read them)."""
+    """Counts of doorbells published and failed (tests read them; `on_count` feeds the metrics)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_count: Callable[[bool], None] | None = None) -> None:
         self._lock = threading.Lock()
+        self._on_count = on_count
         self.published = 0
         self.failed = 0
 
@@ -29,6 +31,8 @@ class PublishStats:
                 self.published += 1
             else:
                 self.failed += 1
+        if self._on_count is not None:
+            self._on_count(ok)
 
 
 class Doorbell:

@@ -1,4 +1,4 @@
-"""Users, passwords, logins and phone verification."""
+"""Users, sign-up (under TELENTIR_SIGNUP), passwords, logins and phone verification."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from ..errors import BadRequest, Conflict, NotFound, Unauthorized
+from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from ..ids import new_id, now_iso
 from ..runtime import Runtime
-from . import ratelimit
+from ..storage.db import Transaction
+from . import invites, ratelimit
 
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
 _PHONE_RE = re.compile(r"\+?[0-9]{7,15}")
@@ -94,9 +97,24 @@ def create_user(
     last_name: Any = "",
     password: Any = None,
     verified: bool = False,
+    plan: str | None = None,
 ) -> dict[str, Any]:
-    """Create a user (password optional for CLI-made users); Conflict if the email is taken."""
-    row = {
+    """Create a user (password optional, plan None: TELENTIR_DEFAULT_PLAN); Conflict if the email is taken."""
+    if plan is not None and plan not in rt.config.plans:
+        raise BadRequest(f"Unknown plan {plan!r}; the catalog has {', '.join(rt.config.plans)}.")
+    row = _user_row(rt, email, phone, first_name, last_name, password, verified)
+    row["plan"] = plan or row["plan"]
+    with _email_unique():
+        with rt.db.atomic() as tx:
+            _insert_user(tx, row)
+    return get_user(rt, str(row["id"]))
+
+
+def _user_row(
+    rt: Runtime, email: Any, phone: Any, first_name: Any, last_name: Any, password: Any, verified: bool
+) -> dict[str, Any]:
+    """A validated users row (the password hashed), not yet written; BadRequest for bad input."""
+    return {
         "id": new_id("usr"),
         "email": normalize_email(email),
         "phone": normalize_phone(phone),
@@ -107,17 +125,24 @@ def create_user(
         "plan": rt.config.default_plan,
         "created_at": now_iso(),
     }
+
+
+def _insert_user(tx: Transaction, row: dict[str, Any]) -> None:
+    tx.execute(
+        "INSERT INTO users (id, email, phone, first_name, last_name, password_hash, phone_verified, "
+        "plan, created_at) VALUES (:id, :email, :phone, :first_name, :last_name, :password_hash, "
+        ":phone_verified, :plan, :created_at)",
+        row,
+    )
+
+
+@contextmanager
+def _email_unique() -> Iterator[None]:
+    """Turn the users table's unique-email violation into 409 `email_taken`."""
     try:
-        with rt.db.atomic() as tx:
-            tx.execute(
-                "INSERT INTO users (id, email, phone, first_name, last_name, password_hash, phone_verified, "
-                "plan, created_at) VALUES (:id, :email, :phone, :first_name, :last_name, :password_hash, "
-                ":phone_verified, :plan, :created_at)",
-                row,
-            )
+        yield
     except sqlite3.IntegrityError as exc:
         raise Conflict("An account with this email already exists.", code="email_taken") from exc
-    return get_user(rt, str(row["id"]))
 
 
 def get_user(rt: Runtime, user_id: str) -> dict[str, Any]:
@@ -159,19 +184,36 @@ def public_profile(user: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_signup_open(rt: Runtime) -> None:
+    """403 `signup_closed` when TELENTIR_SIGNUP=closed (checked before the body is even read)."""
+    if rt.config.signup == "closed":
+        raise Forbidden(
+            "Sign-up is closed on this server: its operator creates accounts (`telentir users create`).",
+            code="signup_closed",
+        )
+
+
 def register(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
-    """Self-service sign-up: checks the two passwords match, then creates the user."""
+    """Self-service sign-up under TELENTIR_SIGNUP: with `invite`, the body's code is used up with the new account."""
+    check_signup_open(rt)
+    code = invites.required_code(body.get("invite")) if rt.config.signup == "invite" else None
+    if code is not None:
+        invites.check(rt, code)  # before hashing the password: a bad code costs the server nothing
     password = _check_password_rules(body.get("password"))
     if body.get("confirmPassword") != password:
         raise BadRequest("confirmPassword must equal password.")
-    return create_user(
-        rt,
-        body.get("email"),
-        body.get("phone"),
-        first_name=body.get("firstName"),
-        last_name=body.get("lastName"),
-        password=password,
+    row = _user_row(
+        rt, body.get("email"), body.get("phone"), body.get("firstName"), body.get("lastName"), password, False
     )
+    with _email_unique():
+        with rt.db.atomic() as tx:
+            invite_id = None
+            if code is not None:
+                invite_id, row["plan"] = invites.redeem(rt, tx, code)
+            _insert_user(tx, row)
+            if invite_id is not None:
+                invites.mark_used(tx, invite_id, row["id"])
+    return get_user(rt, str(row["id"]))
 
 
 # --- login ----------------------------------------------------------------------------

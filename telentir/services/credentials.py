@@ -1,10 +1,16 @@
-"""API keys and session JWTs, and turning a bearer credential into a user."""
+"""API keys and session JWTs, turning a bearer credential into a user, and revoking credentials.
+
+A revocation commits together with a `credential_revoked` record in the event log
+(`events.append_revocation`): event streams opened with the credential read it in id order
+and end there, in every process (docs/protocol.md §6).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,11 +19,35 @@ import jwt
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
+from . import events
 
 API_KEY_PREFIX = "tlk_"
 MAX_KEY_NAME = 100
 # Writing last_used_at on every request would turn each read into a write.
 LAST_USED_RESOLUTION_SECONDS = 60
+SESSION_PREFIX = "jti_"  # a session token's credential id is its `jti` behind this prefix
+
+
+@dataclass(frozen=True)
+class Credential:
+    """The credential a request authenticated with, as much as a stream needs to watch it."""
+
+    id: str  # an API key's id (`ak_…`), or SESSION_PREFIX + a session token's `jti`
+    expires_at: float | None = None  # a session token's `exp` (Unix time); API keys do not expire
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        """Seconds until the credential expires (negative once it has), None if it never does."""
+        if self.expires_at is None:
+            return None
+        return self.expires_at - (time.time() if now is None else now)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user row and the credential used."""
+
+    user: dict[str, Any]
+    credential: Credential
 
 
 def _hash_key(key: str) -> str:
@@ -55,13 +85,12 @@ def revoke_api_key(rt: Runtime, key_id: str, user_id: str | None = None) -> None
     """Revoke at once; NotFound if absent, already revoked, or (with user_id) not that user's."""
     if not is_id(key_id, "ak"):
         raise NotFound("No such API key.")
-    sql = "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
-    params: tuple[Any, ...] = (now_iso(), key_id)
-    if user_id is not None:
-        sql, params = sql + " AND user_id = ?", (*params, user_id)
     with rt.db.atomic() as tx:
-        if tx.execute(sql, params).rowcount == 0:
+        row = tx.execute("SELECT user_id FROM api_keys WHERE id = ? AND revoked_at IS NULL", (key_id,)).fetchone()
+        if row is None or (user_id is not None and row["user_id"] != user_id):
             raise NotFound("No such API key.")
+        tx.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now_iso(), key_id))
+        events.append_revocation(rt, tx, row["user_id"], key_id)
 
 
 # --- session tokens -------------------------------------------------------------------
@@ -98,13 +127,20 @@ def revoke_token(rt: Runtime, token: str) -> None:
         return
     with rt.db.atomic() as tx:
         tx.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (time.time(),))
-        tx.execute(
+        added = tx.execute(
             "INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)", (claims["jti"], claims["exp"])
-        )
+        ).rowcount
+        if added:
+            events.append_revocation(rt, tx, claims["sub"], SESSION_PREFIX + claims["jti"])
 
 
 def authenticate(rt: Runtime, credential: str) -> dict[str, Any]:
-    """The user a bearer credential (JWT or API key) stands for; Unauthorized otherwise.
+    """The user a bearer credential (JWT or API key) stands for; Unauthorized otherwise."""
+    return authenticate_principal(rt, credential).user
+
+
+def authenticate_principal(rt: Runtime, credential: str) -> Principal:
+    """The user a bearer credential stands for, and which credential it is; Unauthorized otherwise.
 
     One statement per credential, user row included: under load each statement costs the
     request a hand-off of the GIL (bench/RESULTS.md), and every request authenticates.
@@ -114,7 +150,22 @@ def authenticate(rt: Runtime, credential: str) -> dict[str, Any]:
     return _user_of_token(rt, credential)
 
 
-def _user_of_token(rt: Runtime, token: str) -> dict[str, Any]:
+def why_ended(rt: Runtime, credential: Credential) -> str | None:
+    """Why `credential` no longer authenticates (`token_expired`, `credential_revoked`), or None while it does."""
+    left = credential.seconds_left()
+    if left is not None and left <= 0:
+        return "token_expired"
+    if credential.id.startswith(SESSION_PREFIX):
+        jti = credential.id.removeprefix(SESSION_PREFIX)
+        revoked = rt.db.query_value("SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?)", (jti,))
+    else:
+        revoked = rt.db.query_value(
+            "SELECT NOT EXISTS (SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL)", (credential.id,)
+        )
+    return "credential_revoked" if revoked else None
+
+
+def _user_of_token(rt: Runtime, token: str) -> Principal:
     claims = _decode_token(rt, token)
     row = rt.db.query_row(
         "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS token_revoked, u.* "
@@ -125,10 +176,11 @@ def _user_of_token(rt: Runtime, token: str) -> dict[str, Any]:
         raise Unauthorized("The session has been logged out; log in again.")
     if row["id"] is None:
         raise Unauthorized("The credential is not valid.")
-    return _without(dict(row), "token_revoked")
+    credential = Credential(SESSION_PREFIX + claims["jti"], float(claims["exp"]))
+    return Principal(_without(dict(row), "token_revoked"), credential)
 
 
-def _user_of_api_key(rt: Runtime, key: str) -> dict[str, Any]:
+def _user_of_api_key(rt: Runtime, key: str) -> Principal:
     row = rt.db.query_one(
         "SELECT k.id AS api_key_id, k.last_used_at AS api_key_used_at, "
         "k.revoked_at AS api_key_revoked_at, u.* FROM api_keys k JOIN users u ON u.id = k.user_id "
@@ -138,7 +190,8 @@ def _user_of_api_key(rt: Runtime, key: str) -> dict[str, Any]:
     if row is None or row["api_key_revoked_at"] is not None:
         raise Unauthorized("The credential is not valid.")
     _touch_api_key(rt, row["api_key_id"], row["api_key_used_at"])
-    return _without(dict(row), "api_key_id", "api_key_used_at", "api_key_revoked_at")
+    credential = Credential(row["api_key_id"])
+    return Principal(_without(dict(row), "api_key_id", "api_key_used_at", "api_key_revoked_at"), credential)
 
 
 def _without(record: dict[str, Any], *names: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..ids import iso
+from ..ids import iso, now_iso
 from ..runtime import Runtime
 from ..storage.db import Transaction
 
@@ -30,6 +30,10 @@ FILTERS: dict[str, tuple[tuple[str, str], ...]] = {
     "unpublish": (("type", "type"), ("relatedId", "related_id")),
 }
 EVENT_TYPES = tuple(FILTERS)
+# A control record, never sent to a client: an API key or session token was revoked. Written
+# in the revoking transaction, so every event committed after the revocation has a larger id,
+# and streams, which read the table in id order, stop at it (docs/protocol.md §6).
+REVOKED = "credential_revoked"
 
 
 def channel_for(event_type: str, user_id: str, payload: dict[str, Any]) -> str:
@@ -46,8 +50,24 @@ def append(
     rt: Runtime, tx: Transaction, event_type: str, user_id: str, payload: dict[str, Any], created_at: str
 ) -> None:
     """Write the event row in `tx` and ring the broker once `tx` commits."""
+    _append(rt, tx, event_type, user_id, channel_for(event_type, user_id, payload), payload, created_at)
+
+
+def revocation_channel(user_id: str, credential_id: str) -> str:
+    """`credential_revoked:<user_id>:<credential id>`: where a revocation rings."""
+    return f"{REVOKED}:{user_id}:{credential_id}"
+
+
+def append_revocation(rt: Runtime, tx: Transaction, user_id: str, credential_id: str) -> None:
+    """Record in `tx` that a credential of the user was revoked; its streams end when they read it."""
+    channel = revocation_channel(user_id, credential_id)
+    _append(rt, tx, REVOKED, user_id, channel, {"credential": credential_id}, now_iso())
+
+
+def _append(
+    rt: Runtime, tx: Transaction, event_type: str, user_id: str, channel: str, payload: dict[str, Any], created_at: str
+) -> None:
     data = json.dumps(payload, separators=(",", ":"))
-    channel = channel_for(event_type, user_id, payload)
     event_id = tx.insert(
         "INSERT INTO events (user_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)",
         (user_id, event_type, channel, data, created_at),

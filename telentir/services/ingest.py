@@ -3,8 +3,10 @@
 A job: validate → reserve credits (ledger; Stripe when configured) → job row → thread pool:
 read SSE frames, encrypt each record under a fresh key wrapped for the user's `default`
 server, commit in batches (each batch also moves the job's `created` counter, so the summary
-never claims a record that is not stored) → settle: charge what was used, refund the rest.
-At start-up, a job still marked running was cut short by a crash and is settled then.
+never claims a record that is not stored) → settle: charge what was used, refund the rest
+(`services/settlement.py`). The process running a job holds its lease (`services/leases.py`):
+if it dies, another live process settles the job once the lease expires, and a batch
+committed after that is refused, so a job never writes more records than it was settled for.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ import urllib3
 from .. import crypto
 from ..errors import BadRequest, NotFound, ServiceUnavailable
 from ..ids import is_id, new_id, now_iso
+from ..money import MAX_LEADS_PER_JOB
 from ..runtime import Runtime
 from ..scraper import FrameTooLarge, check_path, scraper_url, stream_frames
-from . import credits, keyring, objects, roots
-from .stripe_gateway import StripeUnavailable
+from . import credits, keyring, objects, roots, settlement
+from .leases import LeaseLost
+from .settlement import LEADS_PATH
+from .stripe_gateway import StripeCallFailed
 
 log = logging.getLogger(__name__)
-LEADS_PATH = "/get-leads"
-MAX_CREDITS = 1_000_000
 
 
 # --- validation and start ---------------------------------------------------------------
@@ -68,18 +71,21 @@ def _canonical(path: str) -> str:
 
 def _requested_credits(params: dict[str, Any]) -> int:
     value = params.get("credits")
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CREDITS:
-        raise BadRequest(f"params.credits must be a whole number of leads from 0 to {MAX_CREDITS}.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LEADS_PER_JOB:
+        raise BadRequest(f"params.credits must be a whole number of leads from 0 to {MAX_LEADS_PER_JOB}.")
     return value
 
 
-def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest) -> dict[str, Any]:
-    """Create the job row and reserve its credits; returns the job row (status running or finished)."""
+def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: str) -> dict[str, Any]:
+    """Create the job row and reserve its credits; returns the job row (status running or finished).
+
+    The caller holds `job_id` (`JobRunner.hold`), so the row is heartbeaten from its first commit.
+    """
     if not rt.config.scraper_hostname:
         raise ServiceUnavailable("No scraper service is configured (SCRAPER_HOSTNAME).", code="no_scraper")
     store_id = roots.store_object_ids(rt, user["id"])[req.repository]
     job = {
-        "id": new_id("job"),
+        "id": job_id,
         "user_id": user["id"],
         "repository": req.repository,
         "store_id": store_id,
@@ -93,62 +99,70 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest) -> dict[st
     if credits.uses_stripe(rt, user):
         return _start_stripe_job(rt, user, job, requested)
     with rt.db.atomic() as tx:
-        # Read the balance inside the write lock: two jobs can never spend the same credit.
+        # Allowance and balance are read inside the write transaction, after the user's lock:
+        # two jobs, in any processes, can never spend the same credit.
+        credits.lock_user(tx, user["id"])
         grant = credits.compute_grant(rt, user, requested, credits.local_balance(rt, user["id"]))
         row = _insert_job(
             rt, job, "local", None, grant=grant, tx=tx, status="running" if grant.granted else "succeeded"
         )
         _reserve_rows(tx, job, grant, "local")
+    rt.metrics.lead_reserved("local", grant.reserved)
     return row
 
 
 def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], requested: int) -> dict[str, Any]:
-    customer = user["stripe_customer_id"]
-    with credits.stripe_lock(rt, user["id"]):
-        grant = credits.compute_grant(rt, user, requested, credits.require_gateway(rt).credit_balance(customer))
-        with rt.db.atomic() as tx:
-            row = _insert_job(
-                rt,
-                job,
-                "stripe",
-                customer,
-                grant=grant,
-                tx=tx,
-                status="reserving" if grant.reserved else ("running" if grant.granted else "succeeded"),
-            )
-            _reserve_rows(tx, job, grant, "stripe", allowance_only=True)
-        if not grant.reserved:
-            return row
-        try:
-            txn = credits.require_gateway(rt).debit(
-                customer,
-                grant.reserved,
-                f"Lead credits reserved for {job['id']}",
-                _idempotency_key(job["id"], "reserve"),
-            )
-        except StripeUnavailable:
-            _fail_unreserved(rt, row)
-            raise
+    customer, gateway = user["stripe_customer_id"], credits.require_gateway(rt)
+    watermark = credits.ledger_watermark(rt)  # before the read: see credits.unconfirmed_reservations
+    credit = gateway.credit_balance(customer)
     with rt.db.atomic() as tx:
-        credits.ledger_row(
-            tx, user["id"], job["id"], "reserve", amount=-grant.reserved, source="stripe", external_id=txn
+        credits.lock_user(tx, user["id"])
+        available = credit - credits.unconfirmed_reservations(rt, user["id"], watermark)
+        grant = credits.compute_grant(rt, user, requested, available)
+        # The job row records the pending reservation before Stripe is called: every other
+        # grant for this user, in any process, subtracts it until it is settled.
+        row = _insert_job(
+            rt,
+            job,
+            "stripe",
+            customer,
+            grant=grant,
+            tx=tx,
+            status="reserving" if grant.reserved else ("running" if grant.granted else "succeeded"),
         )
-        tx.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (job["id"],))
+        _reserve_rows(tx, job, grant, "stripe", allowance_only=True)
+    if not grant.reserved:
+        return row
+    try:
+        txn = gateway.debit(customer, grant.reserved, f"Lead credits reserved for {job['id']}", job["id"])
+    except StripeCallFailed as exc:
+        _reservation_failed(rt, job["id"], exc)
+        raise
+    return _confirm_reservation(rt, row, txn)
+
+
+def _reservation_failed(rt: Runtime, job_id: str, exc: StripeCallFailed) -> None:
+    if exc.applied_unknown:  # no answer, or Stripe failed on its side: maybe it happened. Resolve it later.
+        settlement.mark_reserve_unknown(rt, job_id, "failed", "Stripe could not be reached to reserve credits.")
+    else:
+        settlement.mark_reserve_refused(rt, job_id, f"Stripe refused the reservation: {exc.message}")
+
+
+def _confirm_reservation(rt: Runtime, row: dict[str, Any], txn: str) -> dict[str, Any]:
+    """Record the confirmed reservation and let the job run, if this process still holds it."""
+    with rt.db.atomic() as tx:
+        confirmed = tx.execute(
+            "UPDATE jobs SET status = 'running' WHERE id = ? AND owner = ? AND status = 'reserving'",
+            (row["id"], rt.job_runner.owner),
+        ).rowcount
+        if confirmed:
+            credits.ledger_row(
+                tx, row["user_id"], row["id"], "reserve", amount=-row["reserved"], source="stripe", external_id=txn
+            )
+            tx.after_commit(lambda: rt.metrics.lead_reserved("stripe", row["reserved"]))
+    if not confirmed:  # taken over meanwhile: the taker resolves the reservation
+        return {**row, "status": "interrupted"}
     return {**row, "status": "running"}
-
-
-def _idempotency_key(job_id: str, step: str) -> str:
-    return f"telentir:{job_id}:{step}"
-
-
-def _fail_unreserved(rt: Runtime, job: dict[str, Any], status: str = "failed") -> None:
-    """Stripe did not answer the reservation: maybe it happened, maybe not. Resolve it later."""
-    with rt.db.atomic() as tx:
-        _release_allowance(tx, job, job["allowance_part"])
-        tx.execute(
-            "UPDATE jobs SET status = ?, settlement = 'reserve_unknown', error = ?, finished_at = ? WHERE id = ?",
-            (status, "Stripe could not be reached to reserve credits.", now_iso(), job["id"]),
-        )
 
 
 def _insert_job(
@@ -162,6 +176,7 @@ def _insert_job(
     tx: Any = None,
 ) -> dict[str, Any]:
     g = grant or credits.Grant(0, 0, 0, 0)
+    is_open = status in ("running", "reserving")
     row = {
         **job,
         "params": json.dumps(job["params"]),
@@ -174,14 +189,17 @@ def _insert_job(
         "price": g.price,
         "reserved": g.reserved,
         "started_at": job["created_at"],
-        "finished_at": None if status in ("running", "reserving") else job["created_at"],
-        "settlement": "open" if status in ("running", "reserving") else "settled",
+        "finished_at": None if is_open else job["created_at"],
+        "settlement": "open" if is_open else "settled",
+        "owner": rt.job_runner.owner if is_open else None,
+        "heartbeat_at": time.time() if is_open else None,
     }
     sql = (
         "INSERT INTO jobs (id, user_id, status, repository, store_id, path, params, billing, customer_id, requested, "
-        "granted, allowance_part, price, reserved, settlement, created_at, started_at, finished_at) VALUES (:id, "
-        ":user_id, :status, :repository, :store_id, :path, :params, :billing, :customer_id, :requested, :granted, "
-        ":allowance_part, :price, :reserved, :settlement, :created_at, :started_at, :finished_at)"
+        "granted, allowance_part, price, reserved, settlement, created_at, started_at, finished_at, owner, "
+        "heartbeat_at) VALUES (:id, :user_id, :status, :repository, :store_id, :path, :params, :billing, "
+        ":customer_id, :requested, :granted, :allowance_part, :price, :reserved, :settlement, :created_at, "
+        ":started_at, :finished_at, :owner, :heartbeat_at)"
     )
     if tx is not None:
         tx.execute(sql, row)
@@ -199,13 +217,6 @@ def _reserve_rows(
         credits.ledger_row(tx, job["user_id"], job["id"], "allowance", leads=grant.allowance_part, month=month)
     if grant.reserved and not allowance_only:
         credits.ledger_row(tx, job["user_id"], job["id"], "reserve", amount=-grant.reserved, source=source)
-
-
-def _release_allowance(tx: Any, job: dict[str, Any], leads: int) -> None:
-    if leads > 0:
-        credits.ledger_row(
-            tx, job["user_id"], job["id"], "allowance_release", leads=-leads, month=job["created_at"][:7]
-        )
 
 
 # --- running ------------------------------------------------------------------------------
@@ -226,10 +237,13 @@ def run_job(rt: Runtime, job: dict[str, Any], cancel: threading.Event) -> None:
     outcome = Outcome(cancel=cancel)
     try:
         _ingest(rt, job, outcome)
+    except LeaseLost:
+        log.warning("job %s was taken over by another process; this one stops writing it", job["id"])
+        return
     except Exception as exc:  # the job must settle whatever went wrong
         log.exception("ingestion job %s failed", job["id"])
         outcome.status, outcome.error = "failed", f"internal error: {type(exc).__name__}"
-    settle(rt, job["id"], outcome.status, outcome.error, outcome.skipped)
+    settlement.settle(rt, job["id"], outcome.status, outcome.error, outcome.skipped)
 
 
 def _limit(rt: Runtime, job: dict[str, Any]) -> int:
@@ -255,6 +269,8 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
         ):
             if _take_frame(frame, writer, outcome) or writer.count >= _limit(rt, job) or outcome.cancel.is_set():
                 break
+            if writer.lease_lost.is_set():
+                raise LeaseLost(job["id"])
     except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):  # JobTimeout is a TimeoutError
         outcome.status, outcome.error = "failed", "The scraper timed out."
     except FrameTooLarge as exc:
@@ -312,6 +328,7 @@ class RecordWriter:
         self._first_pending = 0.0
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self.lease_lost = threading.Event()  # set when a batch was refused: another process settled the job
         self._flusher = threading.Thread(target=self._flush_on_time, name=f"flush-{job['id']}", daemon=True)
 
     def start(self) -> RecordWriter:
@@ -331,6 +348,8 @@ class RecordWriter:
             while not self._closed.wait(interval / 4):
                 if self.pending and time.monotonic() - self._first_pending >= interval:
                     self.flush()
+        except LeaseLost:
+            pass  # `lease_lost` is set: the job thread stops at its next frame
         except Exception:
             log.exception("timed flush of job %s failed; the job thread flushes at its end", self.job["id"])
         finally:
@@ -363,10 +382,19 @@ class RecordWriter:
         user_id, store_id = self.job["user_id"], self.job["store_id"]
         with self.rt.db.atomic() as tx:
             tx.after_rollback(lambda: self.rt.blobs.delete_many(b for b in blob_ids if b))
+            # Only while this process holds the job: once another settled it, a record
+            # written now would be a lead nobody paid for.
+            counted = tx.execute(
+                "UPDATE jobs SET created = created + ? WHERE id = ? AND owner = ? AND status = 'running'",
+                (len(batch), self.job["id"], self.rt.job_runner.owner),
+            ).rowcount
+            if not counted:
+                self.lease_lost.set()
+                raise LeaseLost(self.job["id"])
             for (wrapped, iv, ciphertext, tag), blob_id in zip(batch, blob_ids, strict=True):
                 key_id = keyring.insert_key(self.rt, tx, user_id, keyring.DEFAULT_SERVER, wrapped, iv)
                 objects.insert_object(self.rt, tx, user_id, key_id, blob_id, ciphertext, tag, store_id, "{}")
-            tx.execute("UPDATE jobs SET created = created + ? WHERE id = ?", (len(batch), self.job["id"]))
+            tx.after_commit(lambda: self.rt.metrics.records_ingested(len(batch)))
 
     def _write_large(self, contents: list[bytes]) -> list[str | None]:
         """Blob ids for the ciphertexts too large for the row (None for the rest), files made durable."""
@@ -376,112 +404,6 @@ class RecordWriter:
         return [next(written) if len(c) > limit else None for c in contents]
 
 
-# --- settlement -------------------------------------------------------------------------------
-
-
-def settle(rt: Runtime, job_id: str, status: str, error: str | None, skipped: int = 0) -> None:
-    """Close a job: charge the leads written, refund the rest, release unused allowance."""
-    job = dict(rt.db.query_row("SELECT * FROM jobs WHERE id = ?", (job_id,)))
-    used = job["created"] if job["path"] == LEADS_PATH else 0
-    used_allowance = min(used, job["allowance_part"])
-    charged = min(used - used_allowance, job["granted"] - job["allowance_part"]) * job["price"]
-    refund = job["reserved"] - charged
-    refunded = _refund_stripe(rt, job, refund) if job["billing"] == "stripe" else True
-    with rt.db.atomic() as tx:
-        source = "stripe" if job["billing"] == "stripe" else "local"
-        if job["billing"] != "none":
-            credits.ledger_row(tx, job["user_id"], job_id, "charge", charged=charged, source=source)
-        _release_allowance(tx, job, job["allowance_part"] - used_allowance)
-        if refund > 0 and refunded:
-            credits.ledger_row(
-                tx,
-                job["user_id"],
-                job_id,
-                "refund",
-                amount=refund,
-                source=source,
-                external_id=refunded if isinstance(refunded, str) else None,
-            )
-        tx.execute(
-            "UPDATE jobs SET status = ?, error = ?, skipped = skipped + ?, used = ?, allowance_used = ?, "
-            "charged = ?, refunded = ?, settlement = ?, finished_at = ? WHERE id = ?",
-            (
-                status,
-                error,
-                skipped,
-                used,
-                used_allowance,
-                charged,
-                refund if refunded else 0,
-                "settled" if refunded or refund <= 0 else "refund_pending",
-                now_iso(),
-                job_id,
-            ),
-        )
-
-
-def _refund_stripe(rt: Runtime, job: dict[str, Any], refund: int) -> str | bool:
-    """Credit the unused reservation back in Stripe; False (retried later) if Stripe is down."""
-    if refund <= 0:
-        return True
-    try:
-        return credits.require_gateway(rt).credit(
-            job["customer_id"], refund, f"Unused lead credits of {job['id']}", _idempotency_key(job["id"], "refund")
-        )
-    except StripeUnavailable:
-        log.warning("refund of job %s is pending: Stripe unavailable or not configured", job["id"])
-        return False
-
-
-def retry_pending(rt: Runtime) -> int:
-    """Finish Stripe steps that failed before: pending refunds and reservations of unknown fate."""
-    done = 0
-    for job in rt.db.query("SELECT * FROM jobs WHERE settlement IN ('refund_pending', 'reserve_unknown')"):
-        try:
-            _finish_pending(rt, dict(job))
-            done += 1
-        except StripeUnavailable:
-            log.warning("Stripe still unavailable; job %s stays pending", job["id"])
-    return done
-
-
-def _finish_pending(rt: Runtime, job: dict[str, Any]) -> None:
-    gateway, key = credits.gateway(rt), job["id"]
-    if gateway is None:
-        raise StripeUnavailable("Stripe is not configured.")
-    refund = job["reserved"] - job["charged"]
-    reserve_txn = None
-    if job["settlement"] == "reserve_unknown":
-        # Re-issuing with the same key returns the original debit if it happened, or makes it now;
-        # either way the full amount is then credited back: the net effect is exactly zero.
-        reserve_txn = gateway.debit(
-            job["customer_id"], job["reserved"], f"Lead credits reserved for {key}", _idempotency_key(key, "reserve")
-        )
-        refund = job["reserved"]
-    refund_txn = gateway.credit(
-        job["customer_id"], refund, f"Unused lead credits of {key}", _idempotency_key(key, "refund")
-    )
-    with rt.db.atomic() as tx:
-        if reserve_txn is not None:
-            credits.ledger_row(
-                tx, job["user_id"], key, "reserve", amount=-job["reserved"], source="stripe", external_id=reserve_txn
-            )
-        credits.ledger_row(tx, job["user_id"], key, "refund", amount=refund, source="stripe", external_id=refund_txn)
-        tx.execute("UPDATE jobs SET refunded = ?, settlement = 'settled' WHERE id = ?", (refund, key))
-
-
-def recover(rt: Runtime) -> dict[str, int]:
-    """At start-up (no job can be running): settle jobs a crash cut short, then retry pending Stripe steps."""
-    interrupted = 0
-    for job in rt.db.query("SELECT id, status FROM jobs WHERE status IN ('running', 'reserving')"):
-        if job["status"] == "reserving":
-            _fail_unreserved(rt, dict(rt.db.query_row("SELECT * FROM jobs WHERE id = ?", (job["id"],))), "interrupted")
-        else:
-            settle(rt, job["id"], "interrupted", "The server stopped while the job was running.")
-        interrupted += 1
-    return {"interrupted_jobs": interrupted, "stripe_steps_finished": retry_pending(rt) if credits.gateway(rt) else 0}
-
-
 # --- the request ------------------------------------------------------------------------------
 
 
@@ -489,15 +411,17 @@ def connect(rt: Runtime, user: dict[str, Any], req: ConnectRequest, client_gone:
     """POST /api/connect: run a job to its end (or the client's departure); returns the job id."""
     runner = rt.job_runner
     runner.claim(user["id"])
+    job_id = new_id("job")
+    runner.hold(job_id)  # heartbeat the job's lease from its first commit to its settlement
     try:
-        job = start_job(rt, user, req)
-        if job["status"] != "running":
-            return str(job["id"])
-        cancel = threading.Event()
-        future = runner.submit(lambda: run_job(rt, job, cancel))
-        _wait(future, cancel, client_gone)
-        return str(job["id"])
+        job = start_job(rt, user, req, job_id)
+        if job["status"] == "running":
+            cancel = threading.Event()
+            future = runner.submit(lambda: run_job(rt, job, cancel))
+            _wait(future, cancel, client_gone)
+        return job_id
     finally:
+        runner.drop(job_id)
         runner.release(user["id"])
 
 

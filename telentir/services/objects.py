@@ -335,6 +335,12 @@ def related_page(
     return page, (rows[limit - 1]["id"] if len(rows) > limit else None)
 
 
+def count_related(rt: Runtime, user_id: str, parent_id: str) -> int:
+    """How many children one of the user's objects has now (404 if it is not theirs)."""
+    _row(rt, user_id, parent_id)
+    return int(rt.db.query_value("SELECT COUNT(*) FROM objects WHERE related_id = ?", (parent_id,)))
+
+
 def _child_records(rt: Runtime, parent_id: str, rows: list[Any]) -> Iterator[dict[str, Any]]:
     for row in rows:
         record = _with_content(rt, row)

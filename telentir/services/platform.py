@@ -11,8 +11,13 @@ from ..runtime import PlatformKey, Runtime
 from ..storage.db import Database
 
 
+def secret_context(name: str) -> str:
+    """What a platform server's private key is sealed to."""
+    return f"platform:{name}"
+
+
 def _context(name: str) -> bytes:
-    return f"platform:{name}".encode()
+    return secret_context(name).encode()
 
 
 def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformKey:
@@ -40,6 +45,21 @@ def ensure_platform_key(db: Database, master_key: bytes, name: str) -> PlatformK
         ) from exc
     private = crypto.load_private_key(private_b64.decode())
     return PlatformKey(name=name, private_key=private, public_b64=row["public_key"])
+
+
+def holds_sealed_secrets(db: Database) -> bool:
+    """Whether the database holds private keys sealed with a master key (platform or custodial)."""
+    tables = db.query_value(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('platform_servers', 'servers')"
+    )
+    if tables < 2:
+        return False  # a new, still empty database file
+    return bool(
+        db.query_value(
+            "SELECT EXISTS (SELECT 1 FROM platform_servers WHERE private_key_sealed IS NOT NULL) "
+            "OR EXISTS (SELECT 1 FROM servers WHERE private_key_sealed IS NOT NULL)"
+        )
+    )
 
 
 def server_document(rt: Runtime) -> dict[str, Any]:

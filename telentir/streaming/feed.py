@@ -5,6 +5,9 @@ client's, or the newest id for a fresh stream), so any event committed later rin
 doorbell. Broker messages are only doorbells: what to send is always read from the events
 table after the last id sent, in id order. Nothing is lost, nothing is sent twice, and ids
 only grow, even when several processes publish their commits out of order.
+
+A stream ends with the credential that opened it (StreamGuard): a revocation is a record in
+the same table, read in the same order, so nothing committed after it is ever sent.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-from ..errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
+from ..errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from ..pubsub import BrokerError, PubSub, compile_glob, escape_glob
 from ..runtime import Runtime
-from ..services import events, objects
+from ..services import credentials, events, objects
 from ..services.events import EVENT_TYPES, FILTERS
 from .reads import REPLAY_CHUNK, Row
 
@@ -33,7 +36,9 @@ MAX_FILTER_LENGTH = 200
 class Item:
     """One thing to send: an event, a resync notice, or a heartbeat."""
 
-    kind: str  # "open" | "event" | "resync" | "heartbeat" | "idle" (about to wait: send what is buffered)
+    # "open" | "event" | "resync" | "heartbeat" | "idle" (about to wait: send what is buffered) |
+    # "revoked" (a credential's revocation record, `data` = its id: never sent, see StreamGuard)
+    kind: str
     event_id: int | None = None
     event: str | None = None
     data: Any = None
@@ -46,6 +51,49 @@ class Item:
 
 
 IDLE = Item("idle")
+_REVOKED_PREFIX = events.REVOKED + ":"
+
+
+class CredentialEnded(Exception):
+    """The stream's credential was revoked or has expired: the stream ends here."""
+
+
+class StreamGuard:
+    """Ends a stream with the credential that opened it (docs/protocol.md §6).
+
+    Revocation records are read from the event table in id order along with the stream's
+    events, so the stream stops at its credential's record and never sends what was
+    committed after it. Expiry is a matter of the clock. Each heartbeat also asks the
+    database, for a record the stream cannot read (pruned, or before a cursor past it).
+    """
+
+    def __init__(self, credential: credentials.Credential) -> None:
+        self.credential = credential
+        self.ended: str | None = None  # why the stream ended: "credential_revoked" | "token_expired"
+
+    def check_revocation(self, credential_id: str) -> None:
+        """A revocation record was read: end the stream if it names this stream's credential."""
+        if credential_id == self.credential.id:
+            self._end("credential_revoked")
+
+    def check_expiry(self) -> None:
+        """End the stream once its credential has expired."""
+        if self.seconds_left() <= 0:
+            self._end("token_expired")
+
+    def check_stored(self, rt: Runtime) -> None:
+        """Ask the database whether the credential still authenticates; end the stream if not."""
+        if (reason := credentials.why_ended(rt, self.credential)) is not None:
+            self._end(reason)
+
+    def seconds_left(self) -> float:
+        """Seconds until the credential expires (infinite for an API key)."""
+        left = self.credential.seconds_left()
+        return float("inf") if left is None else left
+
+    def _end(self, reason: str) -> NoReturn:
+        self.ended = reason
+        raise CredentialEnded(reason)
 
 
 @dataclass(frozen=True)
@@ -89,16 +137,16 @@ def _cursor(last_event_id: str | None, since: str | None) -> int | None:
     return int(raw)
 
 
-# Takes a replayed stream (request, cursor) off its thread: calls `release` (the feed's own
-# subscription is no longer needed) and returns True once the stream has ended, or returns
+# Takes a replayed stream (request, guard, cursor) off its thread: calls `release` (the feed's
+# own subscription is no longer needed) and returns True once the stream has ended, or returns
 # False at once if it cannot take it.
-Handoff = Callable[[FeedRequest, int, Callable[[], None]], bool]
+Handoff = Callable[[FeedRequest, StreamGuard, int, Callable[[], None]], bool]
 
 
 def feed(
-    rt: Runtime, req: FeedRequest, is_closed: Callable[[], bool], handoff: Handoff | None = None
+    rt: Runtime, req: FeedRequest, guard: StreamGuard, is_closed: Callable[[], bool], handoff: Handoff | None = None
 ) -> Generator[Item, None, None]:
-    """Subscribe, replay what the cursor missed, then follow live; ends when the client goes.
+    """Subscribe, replay what the cursor missed, then follow live; ends when the client or the credential goes.
 
     The first item, `open`, comes once the subscription is confirmed: callers take it
     before answering, so a full server or a dead broker is still a JSON error. With a
@@ -109,11 +157,13 @@ def feed(
     pubsub: PubSub | None = None
     try:
         pubsub = rt.broker.pubsub()
-        _subscribe(pubsub, req.pattern)
+        revocation = events.revocation_channel(req.user_id, guard.credential.id)
+        _subscribe(pubsub, req.pattern, escape_glob(revocation))
         # Read once subscribed and before answering: whatever commits later rings our doorbell.
         start = events.newest_id(rt) if req.since is None else req.since
+        _check_still_valid(rt, guard)
         yield Item("open")
-        last = yield from _replay(rt, req, start)
+        last = yield from _replay(rt, req, start, guard)
         yield IDLE
 
         def release() -> None:
@@ -122,9 +172,11 @@ def feed(
                 close_quietly(pubsub)
             pubsub = None
 
-        if handoff is not None and handoff(req, last, release):
+        if handoff is not None and handoff(req, guard, last, release):
             return
-        yield from _follow(rt, req, pubsub, last, is_closed)
+        yield from _follow(rt, req, guard, pubsub, last, is_closed)
+    except CredentialEnded as ended:
+        log.info("event stream of %s ended: %s", req.user_id, ended)
     finally:
         # Free the subscription and the slot at once, whatever ended the stream.
         if pubsub is not None:
@@ -132,20 +184,36 @@ def feed(
         slots.release(req.user_id)
 
 
-def _subscribe(pubsub: PubSub, pattern: str) -> None:
+def _check_still_valid(rt: Runtime, guard: StreamGuard) -> None:
+    """401 if the credential was revoked (or expired) since the request authenticated.
+
+    Asked after the cursor is fixed: a revocation committed later has a larger id than the
+    cursor, so the stream reads its record; one committed earlier is seen here.
+    """
     try:
-        pubsub.psubscribe(pattern)
-        deadline = time.monotonic() + 5
+        guard.check_stored(rt)
+    except CredentialEnded as ended:
+        if guard.ended == "token_expired":
+            raise Unauthorized("The session has expired; log in again.", code="token_expired") from ended
+        raise Unauthorized("The credential has been revoked.") from ended
+
+
+def _subscribe(pubsub: PubSub, *patterns: str) -> None:
+    try:
+        pubsub.psubscribe(*patterns)
+        confirmed, deadline = 0, time.monotonic() + 5
         while time.monotonic() < deadline:
             message = pubsub.get_message(timeout=0.5)
             if message is not None and message["type"] == "psubscribe":
-                return
+                confirmed += 1
+                if confirmed == len(patterns):
+                    return
     except BrokerError as exc:
         log.warning("event broker unavailable: %s", exc)
     raise ServiceUnavailable("The event broker is not answering; retry shortly.", code="broker_unavailable")
 
 
-def _replay(rt: Runtime, req: FeedRequest, start: int) -> Generator[Item, None, int]:
+def _replay(rt: Runtime, req: FeedRequest, start: int, guard: StreamGuard) -> Generator[Item, None, int]:
     """Replay stored events after the cursor (resync first if the cursor was pruned); returns the last id."""
     if req.since is None:
         return start  # a fresh stream replays nothing: everything from now on arrives live
@@ -153,14 +221,18 @@ def _replay(rt: Runtime, req: FeedRequest, start: int) -> Generator[Item, None, 
     if start < pruned:
         oldest = events.oldest_id(rt)
         yield Item("resync", event="resync", data={"since": oldest if oldest is not None else pruned + 1})
-    return (yield from _stored_after(rt, req, start))
+    return (yield from _stored_after(rt, req, start, guard=guard))
 
 
-def _stored_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None = None) -> Generator[Item, None, int]:
+def _stored_after(
+    rt: Runtime, req: FeedRequest, last: int, rung: int | None = None, guard: StreamGuard | None = None
+) -> Generator[Item, None, int]:
     """The stored events after id `last` that match the request, in id order; returns the last id read.
 
     `rung` is the id a doorbell announced: a read of the same rows by another stream that
-    already reaches it can be shared (see RecentReads).
+    already reaches it can be shared (see RecentReads). With a `guard`, the stream's own
+    revocation record or its expiry ends it (CredentialEnded) before anything after is
+    yielded; without one, revocation records come out as `revoked` items.
     """
     matcher = compile_glob(req.pattern)
     while True:
@@ -169,7 +241,14 @@ def _stored_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None = N
         )
         for event_id, channel, payload, text in rows:
             last = event_id
-            if matcher.fullmatch(channel):
+            if channel.startswith(_REVOKED_PREFIX):
+                if guard is None:
+                    yield Item("revoked", event_id, data=payload["credential"])
+                else:
+                    guard.check_revocation(payload["credential"])
+            elif matcher.fullmatch(channel):
+                if guard is not None:
+                    guard.check_expiry()
                 yield Item("event", event_id, req.event_type, payload, text)
         if len(rows) < REPLAY_CHUNK:
             return last
@@ -178,7 +257,10 @@ def _stored_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None = N
 
 
 def events_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None) -> tuple[list[Item], int]:
-    """The events to send after id `last` (shared reads when `rung` is given) and the new cursor."""
+    """The events to send after id `last` (shared reads when `rung` is given) and the new cursor.
+
+    Revocation records among them are `revoked` items: the caller ends the streams they name.
+    """
     items: list[Item] = []
     reader = _stored_after(rt, req, last, rung)
     while True:
@@ -191,11 +273,13 @@ def events_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None) -> 
 
 
 def _read_rows(rt: Runtime, req: FeedRequest, last: int) -> list[Row]:
+    # The user's revocation records come in the same read, in id order with the events.
     rows = rt.db.query(
-        "SELECT id, channel, payload FROM events WHERE user_id = ? AND type = ? AND id > ? ORDER BY id LIMIT ?",
-        (req.user_id, req.event_type, last, REPLAY_CHUNK),
+        "SELECT id, type, channel, payload FROM events WHERE user_id = ? AND type IN (?, ?) AND id > ? "
+        "ORDER BY id LIMIT ?",
+        (req.user_id, req.event_type, events.REVOKED, last, REPLAY_CHUNK),
     )
-    return [(r["id"], r["channel"], *_payload(rt, req.event_type, r["payload"])) for r in rows]
+    return [(r["id"], r["channel"], *_payload(rt, r["type"], r["payload"])) for r in rows]
 
 
 def _payload(rt: Runtime, event_type: str, stored: str) -> tuple[dict[str, Any], str]:
@@ -207,7 +291,9 @@ def _payload(rt: Runtime, event_type: str, stored: str) -> tuple[dict[str, Any],
     return payload, stored
 
 
-def _follow(rt: Runtime, req: FeedRequest, pubsub: PubSub, last: int, is_closed: Callable[[], bool]) -> Iterator[Item]:
+def _follow(
+    rt: Runtime, req: FeedRequest, guard: StreamGuard, pubsub: PubSub, last: int, is_closed: Callable[[], bool]
+) -> Iterator[Item]:
     """Live events: each broker message is a doorbell, and what happened is read from the table.
 
     Two processes may publish their commits out of id order; reading the table after `last`
@@ -218,25 +304,31 @@ def _follow(rt: Runtime, req: FeedRequest, pubsub: PubSub, last: int, is_closed:
     A stream that sent less than `sse_batch_ms` ago holds the next doorbell until then and
     sends everything rung meanwhile as one batch: a burst costs each stream one wake-up per
     interval instead of one per event, and an idle stream still sends at once.
+
+    The guard ends the stream at its credential's revocation record, at its expiry (the
+    waits below never outlast it), or when a heartbeat finds the credential no longer valid.
     """
     heartbeat, batch = rt.config.sse_heartbeat_seconds, rt.config.sse_batch_ms / 1000
     next_beat, sent_at = time.monotonic() + heartbeat, -batch
     pending: int | None = None  # the highest id rung and not yet read
     while not is_closed():
+        guard.check_expiry()
         now = time.monotonic()
         if pending is not None and now >= sent_at + batch:
-            last = yield from _stored_after(rt, req, last, pending)
+            last = yield from _stored_after(rt, req, last, pending, guard)
             pending, sent_at = None, now
             yield IDLE
         elif now >= next_beat:
             # A doorbell lost on the way (a failed publish, a broker blip) costs at most one
-            # heartbeat interval: every beat also reads the table.
-            last = yield from _stored_after(rt, req, last)
+            # heartbeat interval: every beat also reads the table, and asks after the credential.
+            guard.check_stored(rt)
+            last = yield from _stored_after(rt, req, last, guard=guard)
             yield Item("heartbeat")
             yield IDLE
             next_beat = time.monotonic() + heartbeat
         else:
             due = next_beat if pending is None else min(next_beat, sent_at + batch)
+            due = min(due, now + guard.seconds_left())
             try:
                 pending = _await_doorbells(
                     pubsub, last, pending, max(0.0, min(CLOSED_CHECK_SECONDS, due - now)), held=pending is not None

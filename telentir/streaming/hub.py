@@ -12,6 +12,11 @@ Nothing changes on the wire: gunicorn has sent the headers and the replay, and t
 frames its bytes as gunicorn would (chunked for HTTP/1.1). When the stream ends the parked
 thread returns and gunicorn finishes the response. A slow client's bytes wait in a bounded
 backlog; past it the stream ends and the client resumes with Last-Event-ID.
+
+A stream ends with its credential (feed.StreamGuard): a revocation record read with a
+round's rows cuts the streams it names right before it, a revocation's doorbell rings every
+stream of its user, expiries are timers of the writer thread, and a heartbeat asks the
+database once per credential.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from typing import Any
 
 from ..pubsub import BrokerError, BrokerUnavailable, PubSub
 from ..runtime import Runtime
+from ..services import credentials
+from ..services.events import EVENT_TYPES, REVOKED
 from . import feed as streams
 from .feed import close_quietly
 from .frames import sse_frame
@@ -41,16 +48,28 @@ SUBSCRIBE_SECONDS = 5.0
 RESUBSCRIBE_PAUSE_SECONDS = 0.5
 
 
+# One round's encoded rows for streams of one (type, user, pattern, cursor, rung): the bytes,
+# the new cursor, and where each credential revoked among them cuts the bytes off.
+Batch = tuple[bytes, int, dict[str, int]]
+
+
 class HubStream:
-    """One stream the hub serves: its request, cursor, socket and unsent bytes."""
+    """One stream the hub serves: its request, credential guard, cursor, socket and unsent bytes."""
 
     def __init__(
-        self, req: streams.FeedRequest, sock: socket.socket, chunked: bool, last: int, heartbeat: float
+        self,
+        req: streams.FeedRequest,
+        guard: streams.StreamGuard,
+        sock: socket.socket,
+        chunked: bool,
+        last: int,
+        heartbeat: float,
     ) -> None:
-        self.req, self.sock, self.chunked, self.last = req, sock, chunked, last
+        self.req, self.guard, self.sock, self.chunked, self.last = req, guard, sock, chunked, last
         self.key = (req.event_type, req.user_id)
         self.pending: int | None = sys.maxsize  # read the table once attached: nothing is missed
         self.next_beat = time.monotonic() + heartbeat
+        self.expires = time.monotonic() + guard.seconds_left()  # inf for an API key
         self.backlog = bytearray()
         self.watch_reads = True
         self.done = threading.Event()
@@ -84,9 +103,11 @@ class SSEHub:
 
     # --- request threads --------------------------------------------------------------
 
-    def attach(self, req: streams.FeedRequest, sock: socket.socket, chunked: bool, last: int) -> None:
-        """Serve this stream from the hub; returns once it has ended (client gone, hub closed)."""
-        stream = HubStream(req, sock, chunked, last, self.heartbeat)
+    def attach(
+        self, req: streams.FeedRequest, guard: streams.StreamGuard, sock: socket.socket, chunked: bool, last: int
+    ) -> None:
+        """Serve this stream from the hub; returns once it has ended (client gone, credential ended, hub closed)."""
+        stream = HubStream(req, guard, sock, chunked, last, self.heartbeat)
         self._incoming.put(stream)
         self._wake()
         while not stream.done.wait(timeout=1.0):
@@ -195,8 +216,9 @@ class SSEHub:
                 self._incoming.get().done.set()
 
     def _until_next_beat(self) -> float:
-        beats = [s.next_beat for group in self._streams.values() for s in group]
-        return max(0.0, min([1.0, *(beat - time.monotonic() for beat in beats)]))
+        """Seconds until the next heartbeat or credential expiry is due (at most 1)."""
+        due = [min(s.next_beat, s.expires) for group in self._streams.values() for s in group]
+        return max(0.0, min([1.0, *(moment - time.monotonic() for moment in due)]))
 
     def _round(self) -> None:
         """Take new streams, end all if the broker was lost, deliver what rang, send heartbeats."""
@@ -212,22 +234,46 @@ class SSEHub:
                     self._end(stream)
             return
         for key, event_id in rung.items():
-            for stream in self._streams.get(key, ()):
+            for stream in self._rung_streams(key):
                 stream.pending = max(stream.pending or 0, event_id)
-        now, batches = time.monotonic(), dict[Any, tuple[bytes, int]]()
+        now, batches, checked = time.monotonic(), dict[Any, Batch](), dict[str, str | None]()
         for group in list(self._streams.values()):
             for stream in list(group):
                 if rung_all:
                     stream.pending = sys.maxsize
                 try:
-                    if stream.pending is not None:
+                    if now >= stream.expires:
+                        self._end_ended(stream, "token_expired")
+                    elif stream.pending is not None:
                         self._deliver(stream, stream.pending, batches)
-                    elif now >= stream.next_beat:
+                    elif now >= stream.next_beat and self._still_valid(stream, checked):
                         self._deliver(stream, None, {}, heartbeat=True)
                 except Exception:
                     # One stream's failure (a read error) ends that stream, not the hub.
                     log.exception("event stream of %s failed; it ends and the client resumes", stream.req.user_id)
                     self._end(stream)
+
+    def _rung_streams(self, key: tuple[str, str]) -> list[HubStream]:
+        """The streams a doorbell on (type, user) concerns: a revocation's concerns every stream of the user."""
+        event_type, user_id = key
+        types = EVENT_TYPES if event_type == REVOKED else (event_type,)
+        return [stream for t in types for stream in self._streams.get((t, user_id), ())]
+
+    def _still_valid(self, stream: HubStream, checked: dict[str, str | None]) -> bool:
+        """Ask the database after the stream's credential, once per credential a round; end the stream if it ended."""
+        credential = stream.guard.credential
+        if credential.id not in checked:
+            checked[credential.id] = credentials.why_ended(self.rt, credential)
+        if (reason := checked[credential.id]) is None:
+            return True
+        self._end_ended(stream, reason)
+        return False
+
+    def _end_ended(self, stream: HubStream, reason: str) -> None:
+        """End a stream whose credential was revoked or expired."""
+        stream.guard.ended = reason
+        log.info("event stream of %s ended: %s", stream.req.user_id, reason)
+        self._end(stream)
 
     def _add(self, stream: HubStream) -> None:
         try:
@@ -237,17 +283,20 @@ class SSEHub:
             return
         self._streams.setdefault(stream.key, set()).add(stream)
 
-    def _deliver(
-        self, stream: HubStream, rung: int | None, batches: dict[Any, tuple[bytes, int]], heartbeat: bool = False
-    ) -> None:
+    def _deliver(self, stream: HubStream, rung: int | None, batches: dict[Any, Batch], heartbeat: bool = False) -> None:
         """Send the stream what it has not had up to `rung` (None: read the table afresh)."""
         stream.pending = None
         # Streams of one user on one cursor and filter get the very same bytes: encode once a round.
         batch_key = (stream.key, stream.req.pattern, stream.last, rung)
         if (batch := batches.get(batch_key)) is None:
-            items, last = streams.events_after(self.rt, stream.req, stream.last, rung)
-            batch = batches[batch_key] = ("".join(sse_frame(item) for item in items).encode(), last)
-        data, stream.last = batch
+            batch = batches[batch_key] = _encode(*streams.events_after(self.rt, stream.req, stream.last, rung))
+        data, stream.last, cuts = batch
+        if (cut := cuts.get(stream.guard.credential.id)) is not None:
+            # Its credential was revoked: what was committed before goes out, then the stream ends.
+            if cut:
+                self._send(stream, data[:cut])
+            self._end_ended(stream, "credential_revoked")
+            return
         if heartbeat:
             data += sse_frame(streams.Item("heartbeat")).encode()
             stream.next_beat = time.monotonic() + self.heartbeat
@@ -267,6 +316,7 @@ class SSEHub:
             log.info(
                 "event stream of %s ended: the client fell %d bytes behind", stream.req.user_id, len(stream.backlog)
             )
+            self.rt.metrics.hub_backlog_cut()
             self._end(stream, cut=True)
         elif stream.backlog:
             self._watch(stream)
@@ -330,6 +380,19 @@ class SSEHub:
         stream.done.set()
 
 
+def _encode(items: list[streams.Item], last: int) -> Batch:
+    """The SSE bytes of `items`, the cursor, and for each revocation record the length of the bytes before it."""
+    frames, cuts, size = [], dict[str, int](), 0
+    for item in items:
+        if item.kind == "revoked":
+            cuts.setdefault(str(item.data), size)
+            continue
+        frame = sse_frame(item).encode()
+        frames.append(frame)
+        size += len(frame)
+    return b"".join(frames), last, cuts
+
+
 def _drain(fd: int) -> None:
     try:
         while os.read(fd, 4096):
@@ -364,12 +427,12 @@ def handoff_for(rt: Runtime, environ: dict[str, Any]) -> streams.Handoff | None:
         return None
     chunked = environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
 
-    def handoff(req: streams.FeedRequest, last: int, release: Callable[[], None]) -> bool:
+    def handoff(req: streams.FeedRequest, guard: streams.StreamGuard, last: int, release: Callable[[], None]) -> bool:
         hub = hub_for(rt)
         if not hub.ready.wait(SUBSCRIBE_SECONDS):
             return False  # no broker subscription yet: the stream follows in its own thread
         release()  # the hub's subscription covers this stream from here on
-        hub.attach(req, sock, chunked, last)
+        hub.attach(req, guard, sock, chunked, last)
         return True
 
     return handoff

@@ -1,0 +1,293 @@
+"""Settling lead jobs: charge what was used, refund the rest, exactly once, whoever does it.
+
+A job is settled by the process holding its lease (`services/leases.py`): the one that ran
+it, or, when that one died, a live process that claimed it once the lease expired. Settling
+is one transaction conditional on still holding the lease, so it happens once. A Stripe
+refund is recorded as `refund_pending` in that transaction and sent after it; a Stripe step
+that fails stays pending and is retried (`retry_pending`) by whichever process claims it:
+with the step's idempotency key while Stripe surely keeps it, and once the key may have
+expired, only after looking the step up among the customer's balance transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..ids import now_iso
+from ..runtime import Runtime
+from ..storage.db import Transaction
+from . import credits, leases
+from .stripe_gateway import IDEMPOTENCY_HORIZON_SECONDS, StripeCallFailed, StripeGateway
+
+log = logging.getLogger(__name__)
+
+LEADS_PATH = "/get-leads"
+INTERRUPTED = "The server stopped while the job was running."
+
+
+@dataclass(frozen=True)
+class Bill:
+    """What a job owes once it ends: leads used (from the allowance, and paid), money charged and refunded."""
+
+    used: int
+    allowance_used: int
+    charged: int
+    refund: int
+
+
+def bill_of(job: dict[str, Any]) -> Bill:
+    """Charge the leads written (allowance first), refund the rest of the reservation."""
+    used = job["created"] if job["path"] == LEADS_PATH else 0
+    allowance_used = min(used, job["allowance_part"])
+    charged = min(used - allowance_used, job["granted"] - job["allowance_part"]) * job["price"]
+    return Bill(used, allowance_used, charged, job["reserved"] - charged)
+
+
+# --- settling a job that ran ------------------------------------------------------------------
+
+
+def settle(
+    rt: Runtime, job_id: str, status: str, error: str | None, skipped: int = 0, *, refund_now: bool = True
+) -> bool:
+    """Close a running job this process holds; False (and nothing done) if another process took it.
+
+    `refund_now`: send a Stripe refund at once, holding the lease meanwhile; otherwise it is
+    left pending, free for the refund thread of any process.
+    """
+    owner, gateway = rt.job_runner.owner, credits.gateway(rt)
+    refund_now = refund_now and gateway is not None
+    with rt.db.atomic() as tx:
+        row = rt.db.query_one("SELECT * FROM jobs WHERE id = ? AND owner = ? AND status = 'running'", (job_id, owner))
+        if row is None:
+            log.warning("job %s was settled by another process: this one's lease had expired", job_id)
+            return False
+        pending = _close(rt, tx, dict(row), status, error, skipped, keep_lease=refund_now)
+    if pending and refund_now and gateway is not None:
+        try:
+            _finish_refund(rt, gateway, _job(rt, job_id))
+        except StripeCallFailed as exc:
+            _keep_pending(rt, job_id, exc)
+    return True
+
+
+def _close(
+    rt: Runtime, tx: Transaction, job: dict[str, Any], status: str, error: str | None, skipped: int, keep_lease: bool
+) -> bool:
+    """Write the job's final numbers and ledger rows; True when a Stripe refund is still to be sent."""
+    bill, stripe = bill_of(job), job["billing"] == "stripe"
+    refunded_now = 0 if stripe else bill.refund
+    tx.after_commit(lambda: rt.metrics.job_settled(status, job["billing"], bill.charged, refunded_now))
+    pending = stripe and bill.refund > 0
+    if job["billing"] != "none":
+        credits.ledger_row(
+            tx, job["user_id"], job["id"], "charge", charged=bill.charged, source="stripe" if stripe else "local"
+        )
+    release_allowance(tx, job, job["allowance_part"] - bill.allowance_used)
+    if bill.refund > 0 and not stripe:
+        credits.ledger_row(tx, job["user_id"], job["id"], "refund", amount=bill.refund, source="local")
+    keep = pending and keep_lease
+    tx.execute(
+        "UPDATE jobs SET status = ?, error = ?, skipped = skipped + ?, used = ?, allowance_used = ?, charged = ?, "
+        "refunded = ?, settlement = ?, finished_at = ?, owner = ?, heartbeat_at = ? WHERE id = ?",
+        (
+            status,
+            error,
+            skipped,
+            bill.used,
+            bill.allowance_used,
+            bill.charged,
+            0 if stripe else bill.refund,
+            "refund_pending" if pending else "settled",
+            now_iso(),
+            job["owner"] if keep else None,
+            time.time() if keep else None,
+            job["id"],
+        ),
+    )
+    return pending
+
+
+def release_allowance(tx: Transaction, job: dict[str, Any], leads: int) -> None:
+    """Give `leads` of the job's month allowance back."""
+    if leads > 0:
+        credits.ledger_row(
+            tx, job["user_id"], job["id"], "allowance_release", leads=-leads, month=job["created_at"][:7]
+        )
+
+
+# --- a Stripe reservation that did not complete --------------------------------------------
+
+
+def mark_reserve_unknown(rt: Runtime, job_id: str, status: str, error: str) -> None:
+    """Stripe may or may not have made the reservation: free the allowance, resolve the money later."""
+    _end_reservation(rt, job_id, status, error, "reserve_unknown")
+
+
+def mark_reserve_refused(rt: Runtime, job_id: str, error: str) -> None:
+    """Stripe refused the reservation (nothing moved): the job fails with nothing reserved."""
+    _end_reservation(rt, job_id, "failed", error, "settled")
+
+
+def _end_reservation(rt: Runtime, job_id: str, status: str, error: str, settlement: str) -> None:
+    with rt.db.atomic() as tx:
+        row = rt.db.query_one(
+            "SELECT * FROM jobs WHERE id = ? AND owner = ? AND status = 'reserving'", (job_id, rt.job_runner.owner)
+        )
+        if row is None:
+            return  # another process took the job over and resolves it
+        job = dict(row)
+        release_allowance(tx, job, job["allowance_part"])
+        tx.execute(
+            "UPDATE jobs SET status = ?, settlement = ?, reserved = ?, error = ?, finished_at = ?, owner = NULL, "
+            "heartbeat_at = NULL WHERE id = ?",
+            (status, settlement, job["reserved"] if settlement == "reserve_unknown" else 0, error, now_iso(), job_id),
+        )
+
+
+# --- jobs whose owner went quiet ----------------------------------------------------------------
+
+
+def sweep_expired(rt: Runtime, force: bool = False, refund_now: bool = False) -> int:
+    """Claim and settle every reserving or running job whose lease expired; returns how many this process settled.
+
+    `force` (start-up under the data-folder lock) takes every open job: no owner can be alive.
+    """
+    settled = 0
+    for job_id in leases.expired_runs(rt, force):
+        if not leases.claim_run(rt, job_id, force):
+            continue  # another live process claimed it first
+        rt.job_runner.hold(job_id)
+        try:
+            if _settle_orphan(rt, job_id, refund_now):
+                settled += 1
+        finally:
+            rt.job_runner.drop(job_id)
+    return settled
+
+
+def _settle_orphan(rt: Runtime, job_id: str, refund_now: bool) -> bool:
+    status = rt.db.query_value("SELECT status FROM jobs WHERE id = ?", (job_id,))
+    log.warning("settling job %s: the process running it stopped heartbeating", job_id)
+    if status == "reserving":
+        mark_reserve_unknown(rt, job_id, "interrupted", "The server stopped while reserving credits with Stripe.")
+        return True
+    return settle(rt, job_id, "interrupted", INTERRUPTED, refund_now=refund_now)
+
+
+def recover(rt: Runtime) -> dict[str, int]:
+    """At start-up, under the data-folder lock: settle every job a crash cut short, then the pending Stripe steps.
+
+    With SQLite only this folder's server writes the database, and the lock proves no
+    process of it is alive, so every open job is an orphan whatever its heartbeat. (A
+    database shared by several machines must rely on the leases alone.)
+    """
+    interrupted = sweep_expired(rt, force=True, refund_now=True)
+    return {"interrupted_jobs": interrupted, "stripe_steps_finished": retry_pending(rt, force=True)}
+
+
+# --- pending Stripe steps -----------------------------------------------------------------------
+
+
+def retry_pending(rt: Runtime, force: bool = False) -> int:
+    """Finish the pending Stripe steps nobody works on (refunds, reservations of unknown fate); returns how many."""
+    gateway = credits.gateway(rt)
+    if gateway is None:
+        return 0
+    done, owner = 0, rt.job_runner.owner
+    for job_id in leases.expired_steps(rt, force):
+        if not leases.claim_step(rt, job_id, force):
+            continue
+        rt.job_runner.hold(job_id)
+        try:
+            _finish_step(rt, gateway, _job(rt, job_id))
+            done += 1
+        except StripeCallFailed as exc:
+            _keep_pending(rt, job_id, exc)
+        finally:
+            with rt.db.atomic() as tx:
+                leases.release(tx, job_id, owner)
+            rt.job_runner.drop(job_id)
+    return done
+
+
+def _finish_step(rt: Runtime, gateway: StripeGateway, job: dict[str, Any]) -> None:
+    if job["settlement"] == "reserve_unknown":
+        job = _resolve_reservation(rt, gateway, job)
+    if job["settlement"] == "refund_pending":
+        _finish_refund(rt, gateway, job)
+
+
+def _resolve_reservation(rt: Runtime, gateway: StripeGateway, job: dict[str, Any]) -> dict[str, Any]:
+    """Find out whether the reservation happened; if it did, record it and make its refund pending."""
+    job_id, customer = job["id"], job["customer_id"]
+    if _within_horizon(job["created_at"]):
+        # Re-issued with its key, the debit returns the original if it happened, or happens now;
+        # either way the full amount is then credited back: the net effect is exactly zero.
+        txn: str | None = gateway.debit(customer, job["reserved"], f"Lead credits reserved for {job_id}", job_id)
+    else:
+        txn = gateway.find_transaction(customer, job_id, "reserve", since=_epoch(job["created_at"]))
+    with rt.db.atomic() as tx:
+        if txn is None:  # past the horizon and not in Stripe: it never happened
+            tx.execute(
+                "UPDATE jobs SET reserved = 0, settlement = 'settled' WHERE id = ? AND settlement = 'reserve_unknown'",
+                (job_id,),
+            )
+            return {**job, "reserved": 0, "settlement": "settled"}
+        moved = tx.execute(
+            "UPDATE jobs SET settlement = 'refund_pending' WHERE id = ? AND settlement = 'reserve_unknown'", (job_id,)
+        ).rowcount
+        if moved:
+            credits.ledger_row(
+                tx, job["user_id"], job_id, "reserve", amount=-job["reserved"], source="stripe", external_id=txn
+            )
+    return {**job, "settlement": "refund_pending"}
+
+
+def _finish_refund(rt: Runtime, gateway: StripeGateway, job: dict[str, Any]) -> None:
+    """Send (or find) the refund of a settled job, then record it once."""
+    job_id, refund = job["id"], job["reserved"] - job["charged"]
+    txn = _refund_transaction(gateway, job, refund)
+    with rt.db.atomic() as tx:
+        moved = tx.execute(
+            "UPDATE jobs SET refunded = ?, settlement = 'settled', owner = NULL, heartbeat_at = NULL "
+            "WHERE id = ? AND settlement = 'refund_pending'",
+            (refund, job_id),
+        ).rowcount
+        if moved:
+            credits.ledger_row(tx, job["user_id"], job_id, "refund", amount=refund, source="stripe", external_id=txn)
+            tx.after_commit(lambda: rt.metrics.lead_refunded("stripe", refund))
+
+
+def _refund_transaction(gateway: StripeGateway, job: dict[str, Any], refund: int) -> str:
+    job_id, customer, description = job["id"], job["customer_id"], f"Unused lead credits of {job['id']}"
+    if not _within_horizon(job["finished_at"]):
+        # The key may have expired: a resend could refund twice. Look for the refund first.
+        found = gateway.find_transaction(customer, job_id, "refund", since=_epoch(job["finished_at"]))
+        if found is not None:
+            log.warning("refund of job %s had reached Stripe (%s); recorded without resending", job_id, found)
+            return found
+    return gateway.credit(customer, refund, description, job_id)
+
+
+def _keep_pending(rt: Runtime, job_id: str, exc: StripeCallFailed) -> None:
+    """A Stripe step failed: leave it pending for a later retry, by any process."""
+    with rt.db.atomic() as tx:
+        leases.release(tx, job_id, rt.job_runner.owner)
+    log.warning("Stripe step of job %s stays pending: %s", job_id, exc.message)
+
+
+def _job(rt: Runtime, job_id: str) -> dict[str, Any]:
+    return dict(rt.db.query_row("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+
+
+def _epoch(iso_moment: str) -> float:
+    return datetime.fromisoformat(iso_moment).timestamp()
+
+
+def _within_horizon(iso_moment: str) -> bool:
+    """Whether Stripe surely still keeps an idempotency key first used at `iso_moment`."""
+    return time.time() - _epoch(iso_moment) < IDEMPOTENCY_HORIZON_SECONDS

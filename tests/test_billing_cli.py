@@ -1,0 +1,150 @@
+"""`telentir billing sync EMAIL` repairs what missed webhooks left out; `telentir billing events [--failed]`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from telentir.cli import main
+from telentir.runtime import Runtime
+from telentir.services import credits
+
+from .billing_support import (
+    SdkClient,
+    billing_env,
+    billing_plans,
+    runtime_over,
+    session_id_of,
+    stripe_server,
+)
+from .conftest import make_user
+from .fake_stripe import FakeStripe
+from .support import ServerProcess, server_env
+
+TXNS = r"/v1/customers/[^/]+/balance_transactions"
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeStripe]:
+    with FakeStripe() as service:
+        yield service
+
+
+@pytest.fixture(autouse=True)
+def healthy_stripe(fake: FakeStripe) -> Iterator[None]:
+    fake.clear_failures()
+    fake.take_outbox()
+    yield
+    fake.clear_failures()
+
+
+@pytest.fixture(scope="module")
+def env(fake: FakeStripe) -> dict[str, str]:
+    return billing_env(fake, billing_plans(fake))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, fake: FakeStripe, env: dict[str, str]) -> Iterator[ServerProcess]:
+    with stripe_server(tmp_path_factory.mktemp("billing-cli") / "data", fake, env) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def rt(server: ServerProcess, env: dict[str, str]) -> Iterator[Runtime]:
+    runtime = runtime_over(server.data_dir, env)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def cli(server: ServerProcess, env: dict[str, str]) -> Callable[..., Result]:
+    """Run `telentir ARGS…` over the server's data folder, with its settings."""
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=server_env(server.data_dir, env))
+
+    return run
+
+
+@pytest.fixture
+def new_client(rt: Runtime, server: ServerProcess) -> Iterator[Callable[..., tuple[dict[str, Any], SdkClient]]]:
+    clients: list[SdkClient] = []
+
+    def factory() -> tuple[dict[str, Any], SdkClient]:
+        user = make_user(rt)
+        credits.set_plan(rt, user["id"], "payg")
+        clients.append(SdkClient(server.url, user["api_key"]))
+        return user, clients[-1]
+
+    yield factory
+    for client in clients:
+        client.close()
+
+
+def test_sync_credits_a_top_up_whose_webhook_never_came_once(new_client, rt, fake, cli):
+    user, client = new_client()
+    url = client.create_top_up_session()
+    (lost,) = fake.pay(session_id_of(url), quantity=15)
+    fake.take_outbox()  # the webhook never arrives
+    assert client.get_balance()["amount"] == 0
+
+    result = cli("billing", "sync", user["email"])
+    assert result.exit_code == 0, result.output
+    assert f"credited missed top-up {session_id_of(url)}: $15.00" in result.output
+    assert "balance: $15.00" in result.output
+    assert client.get_balance()["amount"] == 1500
+
+    again = cli("billing", "sync", user["email"])
+    assert again.exit_code == 0 and "credited" not in again.output, again.output
+    assert fake.deliver(lost).json()["status"] == "ignored"  # the late webhook finds it credited
+    customer = rt.db.query_value("SELECT stripe_customer_id FROM users WHERE id = ?", (user["id"],))
+    assert client.get_balance()["amount"] == 1500 == fake.credit_of(customer)
+    assert len(fake.transactions(customer)) == 1
+    assert rt.db.query_value("SELECT count(*) FROM ledger WHERE user_id = ? AND kind = 'topup'", (user["id"],)) == 1
+
+
+def test_sync_sets_the_plan_and_the_card_of_a_subscription_whose_webhooks_never_came(new_client, fake, cli):
+    user, client = new_client()
+    fake.pay(session_id_of(client.create_plan_checkout("pro")))
+    fake.take_outbox()
+    assert client.get_state()["plan"]["key"] == "payg" and client.get_state()["hasCard"] is False
+
+    result = cli("billing", "sync", user["email"])
+    assert result.exit_code == 0, result.output
+    assert "plan: payg -> pro" in result.output and " active" in result.output
+    assert "card on file: yes" in result.output
+    state = client.get_state()
+    assert (state["plan"]["key"], state["hasCard"]) == ("pro", True)
+
+
+def test_sync_of_an_unlinked_user_says_so(rt, cli):
+    user = make_user(rt)
+    result = cli("billing", "sync", user["email"])
+    assert result.exit_code == 1 and "not linked to a Stripe customer" in result.output
+
+
+def test_events_lists_processed_events_and_failed_ones(new_client, fake, cli):
+    _, client = new_client()
+    (good,) = fake.pay(session_id_of(client.create_top_up_session()), quantity=5)
+    (bad,) = fake.pay(session_id_of(client.create_top_up_session()), quantity=6)
+    fake.take_outbox()
+    assert fake.deliver(good).status_code == 200
+    fake.fail("POST", TXNS, "500")
+    assert fake.deliver(bad).status_code == 503
+
+    listed = cli("billing", "events")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0].split("\t")[1:5] == [bad["id"], "checkout.session.completed", "failed", lines[0].split("\t")[4]]
+    assert any(line.split("\t")[1:4] == [good["id"], "checkout.session.completed", "applied"] for line in lines)
+
+    failed = cli("billing", "events", "--failed")
+    assert [line.split("\t")[1] for line in failed.output.splitlines()] == [bad["id"]]
+    assert "Stripe could not be reached" in failed.output
+
+    assert fake.deliver(bad).status_code == 200  # Stripe's next delivery
+    assert cli("billing", "events", "--failed").output == ""
+    assert cli("billing", "events", "--limit", "1").output.splitlines()[0].split("\t")[1] == bad["id"]
