@@ -363,13 +363,14 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_SSE_MAX_STREAMS",
         "sse_max_streams",
         _positive_int,
-        "Open event streams (SSE + WebSocket) one process serves; 503 past it. Keep below gunicorn's threads.",
+        "Open event streams (SSE + WebSocket) the server serves, all its worker processes together; 503 past it. "
+        "Keep below gunicorn's threads.",
     ),
     Setting(
         "TELENTIR_SSE_MAX_STREAMS_PER_USER",
         "sse_max_streams_per_user",
         _positive_int,
-        "Open event streams one user may hold in one process; 429 past it.",
+        "Open event streams one user may hold on the server (all workers together); 429 past it.",
     ),
     Setting(
         "TELENTIR_EVENT_RETENTION_SECONDS",
@@ -492,7 +493,7 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_CONNECT_PER_USER",
         "connect_per_user",
         _positive_int,
-        "Ingestion jobs one user may run at once in one process; 429 past it.",
+        "Ingestion jobs one user may run at once (in every worker and node together); 429 past it.",
     ),
     Setting(
         "TELENTIR_CONNECT_CONNECT_TIMEOUT",

@@ -57,8 +57,14 @@ def _prepare_locked(config: Config) -> dict[str, int]:
         log.warning("migrated the database to schema version %d: %s", step.version, step.description)
     rt = build_runtime(config)
     try:
-        # Jobs first: settling them touches no files, and the sweep then sees the final rows.
-        return {"migrations": len(applied), **settlement.recover(rt), "swept_blobs": sweep_blobs(rt)}
+        # Jobs first: settling them touches no files, and the sweep then sees the final rows. No
+        # stream is open before the workers start: slots left by a crash are freed.
+        return {
+            "migrations": len(applied),
+            **settlement.recover(rt),
+            "swept_blobs": sweep_blobs(rt),
+            "freed_stream_slots": rt.stream_slots.forget_host(),
+        }
     finally:
         rt.close()
 

@@ -111,9 +111,9 @@ def build_runtime(config: Config) -> Runtime:
         broker=broker,
         publish_stats=stats,
         doorbell=Doorbell(broker, stats, peers),
-        stream_slots=StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user),
+        stream_slots=StreamSlots(db, config.sse_max_streams, config.sse_max_streams_per_user),
         recent_reads=RecentReads(),
-        job_runner=JobRunner(config.connect_workers, config.connect_per_user),
+        job_runner=JobRunner(config.connect_workers),
         metrics=metrics,
         stripe=make_gateway(config),
     )
