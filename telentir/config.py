@@ -324,7 +324,7 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_BROKER_URL",
         "broker_url",
         _broker_url,
-        "Event broker: `memory://` (one process) or `redis://host:port/db` (any number).",
+        "Event broker: `memory://` (the workers of one box) or `redis://host:port/db` (any number of boxes).",
     ),
     Setting("TELENTIR_MAX_BODY_BYTES", "max_body_bytes", _positive_int, "Largest request body accepted (413 past it)."),
     Setting(
