@@ -57,8 +57,14 @@ def _prepare_locked(config: Config) -> dict[str, int]:
         log.warning("migrated the database to schema version %d: %s", step.version, step.description)
     rt = build_runtime(config)
     try:
-        # Jobs first: settling them touches no files, and the sweep then sees the final rows.
-        return {"migrations": len(applied), **settlement.recover(rt), "swept_blobs": sweep_blobs(rt)}
+        # Jobs first: settling them touches no files, and the sweep then sees the final rows. No
+        # stream is open before the workers start: slots left by a crash are freed.
+        return {
+            "migrations": len(applied),
+            **settlement.recover(rt),
+            "swept_blobs": sweep_blobs(rt),
+            "freed_stream_slots": rt.stream_slots.forget_host(),
+        }
     finally:
         rt.close()
 
@@ -70,15 +76,6 @@ def sweep_blobs(rt: Runtime) -> int:
     if removed:
         log.warning("start-up sweep removed %d unreferenced blob file(s)", removed)
     return removed
-
-
-def check_workers(config: Config, workers: int) -> None:
-    """The in-memory broker cannot cross processes: refuse more than one worker with it."""
-    if workers > 1 and config.broker_url.startswith("memory://"):
-        raise ConfigError(
-            f"{workers} workers need a shared broker: set TELENTIR_BROKER_URL=redis://… "
-            "(the in-memory broker only reaches subscribers in its own process)."
-        )
 
 
 class GunicornServer(Application):
@@ -264,7 +261,6 @@ def on_starting(server: Any) -> None:
     try:
         config = load_config()
         logs.configure(config.log_level, config.log_format)
-        check_workers(config, server.cfg.workers)
         # Held for the master's life; forked workers share the descriptor (see storage/folder_lock.py).
         server.telentir_master = MasterState(config, FolderLock(config.data_dir).acquire())
     except STARTUP_ERRORS as exc:

@@ -37,7 +37,7 @@ from .sse_client import (
     must_open,
     open_stream,
 )
-from .support import FIXED_MASTER_KEY, ServerExited, ServerProcess, make_user, running_server, runtime_over, wait_until
+from .support import FIXED_MASTER_KEY, ServerProcess, make_user, running_server, runtime_over, wait_until
 
 SHARED_REDIS = "redis://127.0.0.1:6379"
 
@@ -58,14 +58,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> 
 
 
 # --- more than one worker ------------------------------------------------------------------
-
-
-def test_memory_broker_refuses_two_workers(server_factory: Callable[..., ServerProcess]) -> None:
-    with pytest.raises(ServerExited) as exited:
-        server_factory("memory-two-workers", workers=2, TELENTIR_BROKER_URL="memory://")
-    assert exited.value.returncode != 0, exited.value.log
-    assert "2 workers need a shared broker" in exited.value.log, exited.value.log
-    assert "TELENTIR_BROKER_URL=redis://" in exited.value.log, exited.value.log
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import requests
 import urllib3
 
 from .. import crypto
-from ..errors import BadRequest, NotFound, ServiceUnavailable
+from ..errors import BadRequest, NotFound, RateLimited, ServiceUnavailable
 from ..ids import is_id, new_id, now_iso
 from ..money import MAX_LEADS_PER_JOB
 from ..runtime import Runtime
@@ -165,6 +165,18 @@ def _confirm_reservation(rt: Runtime, row: dict[str, Any], txn: str) -> dict[str
     return {**row, "status": "running"}
 
 
+def _check_open_jobs(rt: Runtime, tx: Any, user_id: str) -> None:
+    """429 when the user already runs TELENTIR_CONNECT_PER_USER jobs, in any process (counted in the write lock)."""
+    running = tx.execute(
+        "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('running', 'reserving')", (user_id,)
+    ).fetchone()[0]
+    if running >= rt.config.connect_per_user:
+        raise RateLimited(
+            retry_after=5,
+            message="You already have the maximum number of ingestion jobs running; wait for one to finish.",
+        )
+
+
 def _insert_job(
     rt: Runtime,
     job: dict[str, Any],
@@ -202,11 +214,17 @@ def _insert_job(
         ":started_at, :finished_at, :owner, :heartbeat_at)"
     )
     if tx is not None:
-        tx.execute(sql, row)
+        _write_job(rt, tx, sql, row, is_open)
     else:
         with rt.db.atomic() as own:
-            own.execute(sql, row)
+            _write_job(rt, own, sql, row, is_open)
     return row
+
+
+def _write_job(rt: Runtime, tx: Any, sql: str, row: dict[str, Any], is_open: bool) -> None:
+    if is_open:
+        _check_open_jobs(rt, tx, row["user_id"])
+    tx.execute(sql, row)
 
 
 def _reserve_rows(
@@ -410,7 +428,6 @@ class RecordWriter:
 def connect(rt: Runtime, user: dict[str, Any], req: ConnectRequest, client_gone: Callable[[], bool]) -> str:
     """POST /api/connect: run a job to its end (or the client's departure); returns the job id."""
     runner = rt.job_runner
-    runner.claim(user["id"])
     job_id = new_id("job")
     runner.hold(job_id)  # heartbeat the job's lease from its first commit to its settlement
     try:
@@ -422,7 +439,6 @@ def connect(rt: Runtime, user: dict[str, Any], req: ConnectRequest, client_gone:
         return job_id
     finally:
         runner.drop(job_id)
-        runner.release(user["id"])
 
 
 def _wait(future: Future[None], cancel: threading.Event, client_gone: Callable[[], bool]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema
+from .writer_lock import SingletonClaim, WriterLock
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -60,7 +61,8 @@ class Database:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
-        self._write_lock = threading.Lock()
+        self._writer = WriterLock(self.path.with_name(self.path.name + "-writer"))
+        self._singletons: dict[str, SingletonClaim] = {}
         self._idle: list[sqlite3.Connection] = []  # parked by finished requests, for the next one
         self._closed = False
 
@@ -146,10 +148,8 @@ class Database:
         if conn.in_transaction:
             raise RuntimeError("nested write transaction")
         tx = Transaction(conn)
-        # This process's writers queue on a lock rather than in SQLite's busy handler, which
-        # sleeps and retries: with 32 concurrent writers that polling pushed p99 past a second.
-        # Other processes still meet at BEGIN IMMEDIATE (and its busy timeout).
-        with self._write_lock:
+        # Writers queue on a lock rather than in SQLite's busy handler (see writer_lock.py).
+        with self._writer:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield tx
@@ -191,6 +191,12 @@ class Database:
         finally:
             conn.close()
 
+    def claim_singleton(self, task: str) -> bool:
+        """Whether this process may run `task`, which one process of the deployment runs at a time."""
+        with self._lock:
+            claim = self._singletons.setdefault(task, SingletonClaim(self.path.with_name(f"{self.path.name}-{task}")))
+        return claim.claim()
+
     def close(self) -> None:
         """Close every connection this object opened (at app shutdown)."""
         with self._lock:
@@ -198,6 +204,9 @@ class Database:
             connections, self._connections, self._idle = self._connections, [], []
         for conn in connections:
             conn.close()
+        self._writer.close()
+        for claim in self._singletons.values():
+            claim.close()
 
 
 def set_clause(changes: dict[str, Any], allowed: frozenset[str]) -> str:

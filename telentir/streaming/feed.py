@@ -168,7 +168,7 @@ def feed(
     `handoff` (the SSE hub), the live part is served elsewhere while this generator waits.
     """
     slots = rt.stream_slots
-    slots.acquire(req.user_id)
+    slot = slots.acquire(req.user_id)
     pubsub: PubSub | None = None
     try:
         pubsub = rt.broker.pubsub()
@@ -196,7 +196,7 @@ def feed(
         # Free the subscription and the slot at once, whatever ended the stream.
         if pubsub is not None:
             close_quietly(pubsub)
-        slots.release(req.user_id)
+        slots.release(slot)
 
 
 def _check_still_valid(rt: Runtime, guard: StreamGuard) -> None:
