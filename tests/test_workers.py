@@ -72,14 +72,8 @@ def test_the_default_serve_runs_one_worker_per_core(tmp_path_factory: pytest.Tem
     """No --workers, no TELENTIR_WORKERS: as many workers as the cores this process may use."""
     with running_server(tmp_path_factory, "default") as server:
         expected = len(os.sched_getaffinity(0))
-        seen = wait_until(lambda: _workers_of(server) if len(_workers_of(server)) == expected else None, timeout=30)
+        seen = wait_until(lambda: server.worker_pids() if len(server.worker_pids()) == expected else None, timeout=30)
         assert len(seen) == expected
-
-
-def _workers_of(server: ServerProcess) -> set[int]:
-    assert server.proc is not None
-    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
-    return {int(pid) for pid in children.read_text().split()}
 
 
 def test_a_write_on_one_worker_reaches_a_stream_on_the_other_at_once(
@@ -167,7 +161,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_its_client_resumes_elsewhere(
         assert [resumed.next_event().json()["id"] for _ in written] == written
     finally:
         resumed.close()
-    wait_until(lambda: len(_workers_of(box)) == 2 and doomed_pid not in _workers_of(box), timeout=30)
+    wait_until(lambda: len(box.worker_pids()) == 2 and doomed_pid not in box.worker_pids(), timeout=30)
 
 
 # --- limits for the whole box ----------------------------------------------------------------------
