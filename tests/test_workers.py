@@ -1,4 +1,4 @@
-"""The embedded default on several workers: SQLite, files and the in-process broker, no Redis.
+"""Several workers of one box: SQLite, files and the in-process broker, no Redis (and the same on Redis).
 
 Each test knows which worker did what: `/healthz` answers its pid, and a keep-alive connection
 stays with the worker that accepted it (`connections_by_worker` opens a burst so both workers
@@ -28,11 +28,14 @@ from .scraper_fixture import TestScraper
 from .sse_client import HttpConnection, SSEStream, connections_by_worker, must_open, open_stream, worker_pid
 from .support import Api, ServerProcess, make_user, running_server, runtime_over, wait_until
 
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
-@pytest.fixture(scope="module")
-def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Two workers on the embedded default (no TELENTIR_BROKER_URL: the in-process broker)."""
-    with running_server(tmp_path_factory, "box", workers=2, **STREAM_SETTINGS) as server:
+
+@pytest.fixture(scope="module", params=["in-process", "redis"])
+def box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Two workers on the embedded default (no TELENTIR_BROKER_URL: the in-process broker), then on Redis."""
+    broker = {"TELENTIR_BROKER_URL": SHARED_REDIS} if request.param == "redis" else {}
+    with running_server(tmp_path_factory, "box", workers=2, **STREAM_SETTINGS, **broker) as server:
         yield server
 
 
