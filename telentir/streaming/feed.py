@@ -244,8 +244,13 @@ def _replay(rt: Runtime, req: FeedRequest, newest: int, guard: StreamGuard) -> G
         yield _resync(head + 1)
         return head
     if req.since < pruned:
+        # Everything up to `pruned` may be gone, or (after a restore moved it past the restored
+        # ids) no longer the log the client knew: the stream carries what follows it, from the
+        # oldest kept id on, and `since - 1` then resumes without another resync.
         oldest = events.oldest_id(rt)
-        yield _resync(oldest if oldest is not None else pruned + 1)
+        start = max(oldest if oldest is not None else pruned + 1, pruned + 1)
+        yield _resync(start)
+        return (yield from _stored_after(rt, req, start - 1, guard=guard))
     return (yield from _stored_after(rt, req, req.since, guard=guard))
 
 
