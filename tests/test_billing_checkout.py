@@ -344,6 +344,24 @@ def test_portal_url_from_the_fake(new_client, rt, fake):
     assert (portal["customer"], portal["return_url"]) == (customer_of(rt, user), f"{OTHER_ORIGIN}/account")
 
 
+def test_a_cross_site_navigation_to_the_portal_changes_nothing(rt, server):
+    """The portal GET may create the Stripe customer, so a cookie session needs X-Requested-With there too."""
+    user = make_user(rt, password="correct horse battery")
+    browser = requests.Session()
+    login = browser.post(
+        f"{server.url}/api/auth/login", json={"email": user["email"], "password": "correct horse battery"}, timeout=10
+    )
+    assert login.status_code == 200 and browser.cookies.get("token")
+    navigated = browser.get(f"{server.url}/api/billing/portal?returnTo={OTHER_ORIGIN}/", timeout=10)
+    assert_error(navigated, 403, "csrf_header_missing")
+    assert customer_of(rt, user) is None  # not linked to Stripe behind the user's back
+    own_page = browser.get(
+        f"{server.url}/api/billing/portal?returnTo={OTHER_ORIGIN}/", headers={"X-Requested-With": "app"}, timeout=10
+    )
+    assert own_page.status_code == 200 and customer_of(rt, user) is not None
+    browser.close()
+
+
 @pytest.mark.parametrize("plan, monthly", [("payg", 0), ("pro", 49), ("agency", 199.5), ("legacy", 9)])
 def test_state_carries_every_billing_plan_field(new_client, plans, plan, monthly):
     _, client = new_client(plan)
