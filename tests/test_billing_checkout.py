@@ -243,13 +243,13 @@ def test_checkout_creation_retried_with_the_same_key_makes_one_session(new_clien
     assert [s["id"] for s in fake.sessions_of(customer)] == [session_id_of(url)]
 
 
-def test_stripe_failing_is_503_and_stripe_refusing_is_502(new_client, rt, fake):
+def test_stripe_failing_is_503_and_stripe_refusing_is_400(new_client, rt, fake):
     user, client = new_client()
     client.open_portal()
     fake.fail("POST", SESSIONS, "500", times=2)
     assert_error(client.top_up_request(), 503, "stripe_unavailable")
     credits.set_stripe_customer(rt, user["id"], "cus_gone")  # Stripe answers 404 for it
-    body = assert_error(client.top_up_request(), 502, "stripe_rejected")
+    body = assert_error(client.top_up_request(), 400, "stripe_invalid_request")
     assert "cus_gone" not in body["message"]  # Stripe's details stay in the log
 
 

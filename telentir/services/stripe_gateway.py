@@ -236,8 +236,12 @@ def map_error(exc: stripe.StripeError) -> StripeCallFailed:
             f"Stripe refused the request for this account{detail}; no credits were used. "
             "Ask the operator to check the account's Stripe customer."
         )
-    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError, stripe.IdempotencyError)):
-        # Our secret key, its permissions, or our idempotency keys are wrong: only the operator can fix it.
+    # A key reused with other parameters (Stripe's 400 idempotency_error) is our bug; the same key
+    # still in flight elsewhere (409, e.g. a webhook and `billing sync` crediting one top-up at
+    # once) is only busy: that one is retried like an outage, below.
+    reused_key = isinstance(exc, stripe.IdempotencyError) and exc.http_status != 409
+    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)) or reused_key:
+        # Our secret key, its permissions or our keys are wrong: only the operator can fix it.
         log.error("Stripe refused this server's request (%s): %s", type(exc).__name__, exc)
         return StripeMisconfigured()
     applied_unknown = not isinstance(exc, stripe.RateLimitError)  # a 429 was refused before any effect
