@@ -58,8 +58,9 @@ class Doorbell:
         """Publish at once (in-process broker) or queue a publish; never blocks, never raises."""
         if self.inline:
             self._publish((channel, message))
-            if self.peers is not None:
-                self.peers.ring(channel, message)  # the other workers of this box, if any
+            if self.peers is not None:  # the other workers of this box, if any
+                for _ in range(self.peers.ring(channel, message)):
+                    self.stats.count(False)
             return
         try:
             self._queue.put_nowait((channel, message))

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import socket
+import stat
 import tempfile
 import threading
 import time
@@ -47,7 +48,16 @@ def socket_folder(data_dir: Path) -> Path:
     if len(str(preferred / "4194304.sock")) <= MAX_SOCKET_PATH:
         return preferred
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"telentir-{digest}"
+    # The user's own runtime folder when there is one (0700 by design), else the temporary one.
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"telentir-{digest}"
+
+
+def private_folder(folder: Path) -> bool:
+    """Make `folder` (0700) if absent; whether it is ours alone (nobody else may bind or remove sockets there)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 class PeerDoorbells:
@@ -55,7 +65,6 @@ class PeerDoorbells:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.dropped = 0
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
         self._lock = threading.Lock()
@@ -67,25 +76,26 @@ class PeerDoorbells:
 
     # --- sending (every process writing to the data folder) -----------------------------------
 
-    def ring(self, channel: str, message: str) -> None:
-        """Send one doorbell to every peer; never blocks, never raises."""
+    def ring(self, channel: str, message: str) -> int:
+        """Send one doorbell to every peer; never blocks, never raises. Returns how many peers missed it."""
         data = f"{channel}\n{message}".encode()
         if len(data) > DATAGRAM_LIMIT:
-            return  # not a doorbell of ours (they are tiny): the table read at the heartbeat covers it
-        for peer in self._current_peers():
-            self._send(peer, data)
+            return 0  # not a doorbell of ours (they are tiny): the table read at the heartbeat covers it
+        return sum(not self._send(peer, data) for peer in self._current_peers())
 
-    def _send(self, peer: Path, data: bytes) -> None:
+    def _send(self, peer: Path, data: bytes) -> bool:
+        """Whether the doorbell reached a live peer (a gone one is forgotten and counts as reached)."""
         try:
             self._sender.sendto(data, str(peer))
         except BlockingIOError:
-            self.dropped += 1  # the peer is behind; its streams catch up at their heartbeat
+            return False  # the peer is behind; its streams catch up at their heartbeat
         except OSError as exc:
             if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
                 self._forget(peer)  # its process is gone: nobody reads that socket any more
-            else:
-                self.dropped += 1
-                log.debug("doorbell to %s failed: %s", peer, exc)
+                return True
+            log.debug("doorbell to %s failed: %s", peer, exc)
+            return False
+        return True
 
     def _current_peers(self) -> list[Path]:
         now = time.monotonic()
@@ -97,6 +107,9 @@ class PeerDoorbells:
 
     def _list_peers(self) -> list[Path]:
         try:
+            info = self.folder.stat()
+            if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return []  # not ours alone: a stranger's socket there must not hear our doorbells
             return [p for p in self.folder.iterdir() if p.suffix == ".sock" and p != self._own]
         except FileNotFoundError:
             return []
@@ -111,7 +124,13 @@ class PeerDoorbells:
 
     def listen(self, broker: Broker) -> None:
         """Bind this process's socket and publish every doorbell received on `broker` (a daemon thread)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if not private_folder(self.folder):
+            # Someone else's folder (a predictable name in /tmp): their sockets would hear our
+            # doorbells. Without ours, streams here still see every event at their heartbeat.
+            log.error(
+                "doorbell folder %s is not this user's alone: other workers' doorbells are not heard", self.folder
+            )
+            return
         own = self.folder / f"{os.getpid()}.sock"
         with contextlib.suppress(FileNotFoundError):
             own.unlink()  # left by an earlier process with our pid

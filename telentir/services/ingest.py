@@ -218,6 +218,8 @@ def _insert_job(
     else:
         with rt.db.atomic() as own:
             _write_job(rt, own, sql, row, is_open)
+    if not is_open:  # nothing to run (no lead granted): the job is done as it is written
+        rt.metrics.job_settled(status, billing, 0, 0)
     return row
 
 

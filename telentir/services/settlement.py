@@ -146,6 +146,7 @@ def _end_reservation(rt: Runtime, job_id: str, status: str, error: str, settleme
             "heartbeat_at = NULL WHERE id = ?",
             (status, settlement, job["reserved"] if settlement == "reserve_unknown" else 0, error, now_iso(), job_id),
         )
+        tx.after_commit(lambda: rt.metrics.job_settled(status, job["billing"], 0, 0))
 
 
 # --- jobs whose owner went quiet ----------------------------------------------------------------
@@ -244,6 +245,7 @@ def _resolve_reservation(rt: Runtime, gateway: StripeGateway, job: dict[str, Any
             credits.ledger_row(
                 tx, job["user_id"], job_id, "reserve", amount=-job["reserved"], source="stripe", external_id=txn
             )
+            tx.after_commit(lambda: rt.metrics.lead_reserved("stripe", job["reserved"]))
     return {**job, "settlement": "refund_pending"}
 
 
