@@ -287,7 +287,7 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
             deadline=deadline,
             session=session,
         ):
-            if _take_frame(frame, writer, outcome) or writer.count >= _limit(rt, job) or outcome.cancel.is_set():
+            if _take_frame(frame, writer, outcome) or writer.count >= _limit(rt, job) or _stop(rt, outcome):
                 break
             if writer.lease_lost.is_set():
                 raise LeaseLost(job["id"])
@@ -303,6 +303,14 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
         writer.close()
     if outcome.cancel.is_set() and outcome.status == "succeeded":
         outcome.status, outcome.error = "cancelled", "The client disconnected."
+
+
+def _stop(rt: Runtime, outcome: Outcome) -> bool:
+    """Whether the job should end now: this process is stopping (the job settles as interrupted), or its client left."""
+    if rt.job_runner.stopping.is_set() and outcome.status == "succeeded":
+        outcome.status, outcome.error = "interrupted", "The server stopped while the job was running."
+        return True
+    return outcome.cancel.is_set()
 
 
 def _take_frame(frame: Any, writer: RecordWriter, outcome: Outcome) -> bool:

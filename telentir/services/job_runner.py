@@ -28,6 +28,10 @@ class JobRunner:
         self.owner = new_owner_id()
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}  # job id -> how many threads of this process work on it
+        # Set when the process stops: running jobs end at their next record and settle (refunding
+        # what they did not use) before the pool is gone, instead of waiting for another
+        # process to notice their lease lapsed.
+        self.stopping = threading.Event()
 
     def hold(self, job_id: str) -> None:
         """Keep heartbeating `job_id` (until a matching `drop`)."""
@@ -58,6 +62,7 @@ class JobRunner:
         return self.executor.submit(fn)
 
     def close(self) -> None:
-        """Wait for running jobs and stop the pool."""
+        """Tell running jobs to stop, wait for them to settle, and stop the pool."""
+        self.stopping.set()
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
