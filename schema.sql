@@ -191,6 +191,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs(user_id, created_at);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_settlement ON jobs(settlement);
+-- The open jobs of a user, counted at every job start (TELENTIR_CONNECT_PER_USER).
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs(user_id) WHERE status IN ('running', 'reserving');
 
 -- The credits ledger, append-only. amount: effect on the prepaid balance (minor units, signed);
 -- leads: effect on the month's allowance use (signed); charged: what a job's charge row bills.
@@ -288,3 +290,16 @@ CREATE TABLE IF NOT EXISTS invites (
     used_by     TEXT REFERENCES users(id) ON DELETE SET NULL,
     revoked_at  TEXT
 );
+
+-- One row per open event stream, named by the host and process serving it, so the caps
+-- (TELENTIR_SSE_MAX_STREAMS, TELENTIR_SSE_MAX_STREAMS_PER_USER) count a box's streams
+-- whichever worker holds them. A dead process's rows are dropped when a cap is reached,
+-- and every row of the host at start-up.
+CREATE TABLE IF NOT EXISTS stream_slots (
+    id          INTEGER PRIMARY KEY,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    user_id     TEXT NOT NULL,
+    opened_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stream_slots_user ON stream_slots(host, user_id);

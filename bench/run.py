@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,13 +55,14 @@ QUICK = Sizes(1, 0, 4, 200, 500, 10, 10, 1, 200, (1, 2))
 class Bench:
     """Holds the run's folder, results and table rows."""
 
-    def __init__(self, sizes: Sizes, workdir: Path, worker_class: str = "gthread") -> None:
-        self.sizes, self.workdir, self.worker_class = sizes, workdir, worker_class
+    def __init__(self, sizes: Sizes, workdir: Path, worker_class: str = "gthread", workers: int | None = None) -> None:
+        self.sizes, self.workdir, self.worker_class, self.workers = sizes, workdir, worker_class, workers
         self.results: dict[str, Any] = {}
         self.baseline_rps: float | None = None
 
-    def server(self, data: Path, env: dict[str, str] | None = None, **options: int) -> Server:
-        """The real server over `data`, with this run's worker class, started."""
+    def server(self, data: Path, env: dict[str, str] | None = None, **options: Any) -> Server:
+        """The real server over `data`, with this run's worker class (and worker count unless given), started."""
+        options.setdefault("workers", self.workers)
         return Server(data, env, worker_class=self.worker_class, **options).start()
 
     def data_dir(self, name: str) -> Path:
@@ -99,14 +101,16 @@ def _create_load(user: BenchUser) -> load.Load:
     return load.Load("PUT", ["/api/objects"], {**_auth(user), "Content-Type": "application/json"}, body)
 
 
-def scenario_http(bench: Bench, workers: int = 1, env: dict[str, str] | None = None, suffix: str = "") -> None:
+def scenario_http(
+    bench: Bench, workers: int | None = None, env: dict[str, str] | None = None, suffix: str = ""
+) -> None:
     """Baseline, create and read (random ids over the seeded objects)."""
     data = bench.data_dir(f"http{suffix}")
     rt = open_runtime(data)
     user = make_user(rt, "http")
     ids = seed_objects(rt, user, bench.sizes.read_objects, OBJECT_BYTES)
     rt.close()
-    server = bench.server(data, env, workers=workers)
+    server = bench.server(data, env, workers=workers if workers is not None else bench.workers)
     try:
         if not suffix:
             base = bench.http(server, user, "1_baseline", load.Load("GET", ["/api/server"], _auth(user)))
@@ -147,7 +151,7 @@ def scenario_listing(bench: Bench) -> None:
         server.stop()
 
 
-def scenario_fanout(bench: Bench, users: int, label: str) -> None:
+def scenario_fanout(bench: Bench, users: int, label: str, name: str = "") -> None:
     """N subscribers spread over `users` users; writes at a fixed rate; delivery latency."""
     n = bench.sizes.subscribers
     data = bench.data_dir(f"fanout-{label}")
@@ -169,7 +173,7 @@ def scenario_fanout(bench: Bench, users: int, label: str) -> None:
             time.sleep(2)
         receiver.stop()
         expected = sent * n // users
-        bench.results[f"5_fanout_{label}"] = {
+        bench.results[name or f"5_fanout_{label}"] = {
             "subscribers": n,
             "users": users,
             "writes": sent,
@@ -182,11 +186,11 @@ def scenario_fanout(bench: Bench, users: int, label: str) -> None:
         server.stop()
 
 
-def scenario_ingest(bench: Bench) -> None:
-    """POST /api/connect against the demo scraper: records per second."""
-    data = bench.data_dir("ingest")
+def scenario_ingest(bench: Bench, jobs: int = 1, name: str = "6_ingest") -> None:
+    """POST /api/connect against the demo scraper, `jobs` at once (each its own user): records per second."""
+    data = bench.data_dir(f"ingest-{name}")
     rt = open_runtime(data)
-    user = make_user(rt, "ingest")
+    users = [make_user(rt, f"ingest{i}") for i in range(jobs)]
     rt.close()
     port = free_port()
     scraper = subprocess.Popen(
@@ -194,37 +198,56 @@ def scenario_ingest(bench: Bench) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = bench.server(data, {"SCRAPER_HOSTNAME": f"http://127.0.0.1:{port}"})
+    env = {"SCRAPER_HOSTNAME": f"http://127.0.0.1:{port}"}
+    server = bench.server(data, env)
     try:
         _wait_http(f"http://127.0.0.1:{port}/healthz")
-        count = bench.sizes.ingest_records
         with MemoryWatch(server) as memory:
             started = time.monotonic()
-            resp = requests.post(
-                f"{server.url}/api/connect",
-                headers=_auth(user),
-                timeout=3600,
-                json={"repository": "contacts", "path": "/records", "params": {"count": count}},
-            )
+            created = _ingest_at_once(server.url, users, bench.sizes.ingest_records)
             elapsed = time.monotonic() - started
-        resp.raise_for_status()
-        job = requests.get(
-            f"{server.url}/api/connect/jobs/{resp.headers['X-Connect-Job']}", headers=_auth(user), timeout=30
-        ).json()
         entry = {
-            "records": job["created"],
+            "jobs": jobs,
+            "records": created,
             "seconds": round(elapsed, 2),
-            "records_per_s": round(job["created"] / elapsed),
+            "records_per_s": round(created / elapsed),
             "peak_rss_mib": round(memory.peak_mib, 1),
         }
         create = bench.results.get("2_create", {}).get("rps")
-        if create:
+        if create and jobs == 1:
             entry["ratio_to_http_create"] = round(entry["records_per_s"] / create, 2)
-        bench.results["6_ingest"] = entry
+        bench.results[name] = entry
     finally:
         server.stop()
         scraper.terminate()
         scraper.wait(10)
+
+
+def _ingest_at_once(base_url: str, users: list[BenchUser], count: int) -> int:
+    """One /records job of `count` records per user, all started together; the records written."""
+    created: list[int] = []
+
+    def run(user: BenchUser) -> None:
+        resp = requests.post(
+            f"{base_url}/api/connect",
+            headers=_auth(user),
+            timeout=3600,
+            json={"repository": "contacts", "path": "/records", "params": {"count": count}},
+        )
+        resp.raise_for_status()
+        job = requests.get(
+            f"{base_url}/api/connect/jobs/{resp.headers['X-Connect-Job']}", headers=_auth(user), timeout=30
+        ).json()
+        created.append(job["created"])
+
+    threads = [threading.Thread(target=run, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if len(created) != len(users):
+        raise RuntimeError("an ingestion job failed")
+    return sum(created)
 
 
 def _wait_http(url: str) -> None:
@@ -248,6 +271,74 @@ def scenario_scale_out(bench: Bench) -> None:
     from . import scale_out
 
     scale_out.run(bench, _create_load, _auth, OBJECT_BYTES)
+
+
+def scenario_cores(bench: Bench) -> None:
+    """The default (a worker per core, in-process broker, no Redis) against one worker, then the budget lines."""
+    chosen = bench.workers  # --workers does not apply here: this scenario compares the two counts
+    try:
+        for label, workers in (("one_worker", 1), ("default", None)):
+            bench.workers = workers
+            _http_lines(bench, f"8_{label}")
+            scenario_fanout(bench, 1, f"cores-{label}", name=f"8_{label}_fanout")
+            scenario_ingest(bench, jobs=2, name=f"8_{label}_ingest")
+    finally:
+        bench.workers = chosen
+    bench.results["8_budget"] = cores_budget(bench.results)
+
+
+def _http_lines(bench: Bench, prefix: str) -> None:
+    """Baseline, create and read on a server of this run's worker count."""
+    data = bench.data_dir(prefix)
+    rt = open_runtime(data)
+    user = make_user(rt, "cores")
+    ids = seed_objects(rt, user, bench.sizes.read_objects, OBJECT_BYTES)
+    rt.close()
+    server = bench.server(data)
+    try:
+        bench.http(server, user, f"{prefix}_baseline", load.Load("GET", ["/api/server"], _auth(user)))
+        bench.http(server, user, f"{prefix}_create", _create_load(user))
+        bench.http(server, user, f"{prefix}_read", load.Load("GET", [f"/api/objects/{i}" for i in ids], _auth(user)))
+    finally:
+        server.stop()
+
+
+# Issue 16's budget: the default against one worker, as ratios within one run.
+CORES_BUDGET = {"baseline": 1.8, "create": 1.2, "read": 2.0}
+P99_BUDGET, FANOUT_P99_MS = 1.5, 250.0
+
+
+def cores_budget(results: dict[str, Any]) -> dict[str, Any]:
+    """Each budget line: the figure measured and whether it is met."""
+    lines: dict[str, Any] = {}
+    for line, wanted in CORES_BUDGET.items():
+        one, default = results[f"8_one_worker_{line}"], results[f"8_default_{line}"]
+        ratio = round(default["rps"] / one["rps"], 2) if one["rps"] else None
+        p99 = round(default["p99_ms"] / one["p99_ms"], 2) if one["p99_ms"] else None
+        lines[f"{line}_rps_ratio"] = {
+            "measured": ratio,
+            "budget": f">= {wanted}",
+            "met": bool(ratio and ratio >= wanted),
+        }
+        lines[f"{line}_p99_ratio"] = {
+            "measured": p99,
+            "budget": f"<= {P99_BUDGET}",
+            "met": p99 is not None and p99 <= P99_BUDGET,
+        }
+    fan_one, fan = results["8_one_worker_fanout"], results["8_default_fanout"]
+    lines["fanout_p99_ms"] = {
+        "measured": fan["p99_ms"],
+        "budget": f"< {FANOUT_P99_MS}",
+        "met": fan["p99_ms"] is not None and fan["p99_ms"] < FANOUT_P99_MS and fan["delivered"] == fan["expected"],
+    }
+    lines["rss_per_idle_stream_kib"] = {
+        "measured": fan["rss_per_stream_kib"],
+        "budget": f"<= one worker's ({fan_one['rss_per_stream_kib']})",
+        "met": fan["rss_per_stream_kib"] <= fan_one["rss_per_stream_kib"] * 1.1,  # within noise
+    }
+    ingest_one, ingest = results["8_one_worker_ingest"], results["8_default_ingest"]
+    lines["ingest_ratio"] = {"measured": round(ingest["records_per_s"] / ingest_one["records_per_s"], 2)}
+    return lines
 
 
 def scenario_durability(bench: Bench) -> None:
@@ -289,6 +380,7 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "peer": scenario_peer,
     "scaling": scenario_scaling,
     "scale_out": scenario_scale_out,
+    "cores": scenario_cores,
 }
 
 
@@ -318,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="run only these scenarios")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
     parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes of every scenario's server (default: serve's default, one per core)",
+    )
+    parser.add_argument(
         "--worker-class",
         choices=["gthread", "gevent"],
         default="gthread",
@@ -326,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bench = Bench(QUICK if args.quick else FULL, Path(tempfile.mkdtemp(prefix="telentir-bench-")), args.worker_class)
     chosen = args.only or [s for s in SCENARIOS if not (args.quick and s in ("peer", "scale_out"))]
+    workdir = Path(tempfile.mkdtemp(prefix="telentir-bench-"))
+    bench = Bench(QUICK if args.quick else FULL, workdir, args.worker_class, args.workers)
+    chosen = args.only or [s for s in SCENARIOS if not (args.quick and s == "peer")]
     failed = []
     try:
         for name in ["http"] + [s for s in chosen if s != "http"] if "http" in chosen else chosen:
@@ -340,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": machine(),
                 "quick": args.quick,
                 "worker_class": args.worker_class,
+                "workers": args.workers or "default (one per core)",
                 "results": bench.results,
             }
             args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -32,7 +32,7 @@ class Server:
         self,
         data_dir: Path,
         env: dict[str, str] | None = None,
-        workers: int = 1,
+        workers: int | None = None,
         threads: int = 256,
         worker_class: str = "gthread",
     ) -> None:
@@ -52,8 +52,7 @@ class Server:
             "serve",
             "--port",
             str(self.port),
-            "--workers",
-            str(workers),
+            *(["--workers", str(workers)] if workers is not None else []),  # None: serve's default, one per core
             "--threads",
             str(threads),
             "--worker-class",

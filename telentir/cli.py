@@ -60,7 +60,9 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
-@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (more than 1 needs Redis).")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), help="Worker processes (default: TELENTIR_WORKERS, else one per core)."
+)
 @click.option("--threads", type=click.IntRange(1, 4096), help="Threads per worker (gthread).")
 @click.option(
     "--worker-class",
@@ -73,13 +75,12 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, worker
 
     Example: python -m telentir serve --port 8000 --demo
     """
-    from .serving import check_workers, stop_multiprocess_metrics, use_multiprocess_metrics
     from .serving import serve as run_server
+    from .serving import stop_multiprocess_metrics, use_multiprocess_metrics
 
     try:
         config = load_config()
         logs.configure(config.log_level, config.log_format)
-        check_workers(config, workers or 1)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -95,7 +96,9 @@ def serve(host: str, port: int, workers: int | None, threads: int | None, worker
     try:
         # The gunicorn master takes the folder's lock before binding, then repairs storage once
         # the port is bound (telentir.serving): nothing is touched here.
-        run_server(host, port, workers, threads, worker_class, on_ready=announce_demo if demo else None)
+        run_server(
+            host, port, workers or config.worker_count, threads, worker_class, on_ready=announce_demo if demo else None
+        )
     finally:
         stop_multiprocess_metrics()
 

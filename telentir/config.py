@@ -276,6 +276,7 @@ class Config:
     auth_max_attempts: int = 5
     auth_window_seconds: int = 900
     log_level: str = "INFO"
+    workers: int | None = None
     log_format: str = "auto"
     metrics_token: str | None = field(default=None, repr=False)
     connect_workers: int = 4
@@ -312,6 +313,11 @@ class Config:
     def uses_s3(self) -> bool:
         """Ciphertext lives in an S3-compatible bucket rather than in local files."""
         return bool(self.blob_url) and str(self.blob_url).startswith("s3://")
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes to serve with: TELENTIR_WORKERS, else one per core this process may use."""
+        return self.workers or default_workers()
 
     @property
     def database_path(self) -> Path:
@@ -355,7 +361,7 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_BROKER_URL",
         "broker_url",
         _broker_url,
-        "Event broker: `memory://` (one process) or `redis://host:port/db` (any number).",
+        "Event broker: `memory://` (the workers of one box) or `redis://host:port/db` (any number of boxes).",
     ),
     Setting("TELENTIR_MAX_BODY_BYTES", "max_body_bytes", _positive_int, "Largest request body accepted (413 past it)."),
     Setting(
@@ -394,13 +400,14 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_SSE_MAX_STREAMS",
         "sse_max_streams",
         _positive_int,
-        "Open event streams (SSE + WebSocket) one process serves; 503 past it. Keep below gunicorn's threads.",
+        "Open event streams (SSE + WebSocket) the server serves, all its worker processes together; 503 past it. "
+        "Keep below gunicorn's threads.",
     ),
     Setting(
         "TELENTIR_SSE_MAX_STREAMS_PER_USER",
         "sse_max_streams_per_user",
         _positive_int,
-        "Open event streams one user may hold in one process; 429 past it.",
+        "Open event streams one user may hold on the server (all workers together); 429 past it.",
     ),
     Setting(
         "TELENTIR_EVENT_RETENTION_SECONDS",
@@ -508,6 +515,12 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting(
+        "TELENTIR_WORKERS",
+        "workers",
+        _positive_int,
+        "gunicorn worker processes `serve` starts (default: one per CPU core; `serve --workers` overrides).",
+    ),
+    Setting(
         "TELENTIR_CONNECT_WORKERS",
         "connect_workers",
         _non_negative_int,
@@ -517,7 +530,7 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_CONNECT_PER_USER",
         "connect_per_user",
         _positive_int,
-        "Ingestion jobs one user may run at once in one process; 429 past it.",
+        "Ingestion jobs one user may run at once (in every worker and node together); 429 past it.",
     ),
     Setting(
         "TELENTIR_CONNECT_CONNECT_TIMEOUT",
@@ -652,6 +665,14 @@ SETTINGS: tuple[Setting, ...] = (
         "(its owner heartbeats every third of it).",
     ),
 )
+
+
+def default_workers() -> int:
+    """One worker per CPU core this process may run on (its affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:

@@ -4,8 +4,10 @@
 the top-level `gunicorn.conf.py` re-exports it for people who run gunicorn themselves
 (`gunicorn -c gunicorn.conf.py app:app`). Command-line options of `serve` override it.
 
-One process with many threads by default: the in-memory broker cannot cross processes.
-With TELENTIR_BROKER_URL=redis://… raise `workers` freely (`serve --workers N` or `-w N`).
+One worker process per CPU core by default (TELENTIR_WORKERS or `serve --workers N` choose
+another count), each with many threads. The workers of one box share the event log without
+Redis (doorbells cross processes through sockets, see telentir/pubsub/peers.py); several
+machines need TELENTIR_BROKER_URL=redis://….
 """
 
 from __future__ import annotations
@@ -13,11 +15,22 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from telentir.config import ConfigError, default_workers, load_config
+
 bind = "127.0.0.1:8000"
 # gunicorn's gthread worker, answering what it refuses with the JSON error shape, not HTML
 # (telentir/workers). `telentir.workers.ggevent.GeventWorker` is the gevent one.
 worker_class = "telentir.workers.gthread.ThreadWorker"
-workers = 1
+
+
+def _workers() -> int:
+    try:
+        return load_config().worker_count
+    except ConfigError:
+        return default_workers()  # on_starting stops the server with the setting's error
+
+
+workers = _workers()
 # Each open event stream holds a thread: enough threads for the stream cap plus requests.
 threads = 256
 # gthread serves keep-alive connections only while worker_connections exceeds threads;

@@ -68,6 +68,9 @@ class Metrics:
         )
         for transport in ("sse", "websocket"):
             self.open_streams.labels(transport=transport)  # exported at 0 before the first stream
+        # The request counter's and histogram's children by (method, route, status); a race only
+        # asks prometheus-client twice for the same child.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     @classmethod
     def from_environment(cls) -> Metrics:
@@ -83,8 +86,15 @@ class Metrics:
     def request_answered(self, method: str, route: str, status: int, seconds: float) -> None:
         """One HTTP request got its response headers after `seconds`."""
         method = method if method in _METHODS else "other"  # a client's method must not mint label values
-        self._count("telentir_http_requests_total", method=method, route=route, status=str(status))
-        self.request_seconds.labels(method=method, route=route).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:  # prometheus-client's labels() is the dearest part of counting: once per key
+            counter = self._counters["telentir_http_requests_total"].labels(
+                method=method, route=route, status=str(status)
+            )
+            children = self._request_children[key] = (counter, self.request_seconds.labels(method=method, route=route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def stream_opened(self, transport: str) -> None:
         """An SSE (`sse`) or WebSocket (`websocket`) event stream opened."""

@@ -57,11 +57,16 @@ def _prepare_locked(config: Config) -> dict[str, int]:
         log.warning("migrated the database to schema version %d: %s", step.version, step.description)
     rt = build_runtime(config)
     try:
-        # Jobs first: settling them touches no files, and the sweep then sees the final rows.
-        # A bucket is swept by the workers' periodic sweeper, not here: the master must not load
-        # botocore before a gevent worker has patched `ssl` (see storage.s3.S3BlobStore.client).
-        swept = 0 if config.uses_s3 else maintenance.sweep_blobs(rt)
-        return {"migrations": len(applied), **_recover_jobs(rt), "swept_blobs": swept}
+        # Jobs first: settling them touches no files, and the sweep then sees the final rows. No
+        # stream is open before the workers start: slots left by a crash are freed. A bucket is
+        # swept by the workers' periodic sweeper, not here: the master must not load botocore
+        # before a gevent worker has patched `ssl` (see storage.s3.S3BlobStore.client).
+        return {
+            "migrations": len(applied),
+            **_recover_jobs(rt),
+            "swept_blobs": 0 if config.uses_s3 else maintenance.sweep_blobs(rt),
+            "freed_stream_slots": rt.stream_slots.forget_host(),
+        }
     finally:
         rt.close()
 
@@ -77,15 +82,6 @@ def _recover_jobs(rt: Runtime) -> dict[str, int]:
     if not rt.config.uses_postgres:
         return settlement.recover(rt)
     return {"interrupted_jobs": settlement.sweep_expired(rt), "stripe_steps_finished": settlement.retry_pending(rt)}
-
-
-def check_workers(config: Config, workers: int) -> None:
-    """The in-memory broker cannot cross processes: refuse more than one worker with it."""
-    if workers > 1 and config.broker_url.startswith("memory://"):
-        raise ConfigError(
-            f"{workers} workers need a shared broker: set TELENTIR_BROKER_URL=redis://… "
-            "(the in-memory broker only reaches subscribers in its own process)."
-        )
 
 
 class GunicornServer(Application):
@@ -271,7 +267,6 @@ def on_starting(server: Any) -> None:
     try:
         config = load_config()
         logs.configure(config.log_level, config.log_format)
-        check_workers(config, server.cfg.workers)
         # Held for the master's life; forked workers share the descriptor (see storage/folder_lock.py).
         server.telentir_master = MasterState(config, FolderLock(config.data_dir).acquire())
     except STARTUP_ERRORS as exc:

@@ -16,8 +16,9 @@ from .config import Config, ConfigError
 from .metrics import Metrics
 from .pubsub import create_broker
 from .pubsub.doorbell import Doorbell, PublishStats
+from .pubsub.peers import PeerDoorbells, socket_folder
 from .runtime import Runtime
-from .services import leases, maintenance, settlement
+from .services import events, leases, maintenance, settlement
 from .services.job_runner import JobRunner
 from .services.platform import ensure_platform_key, holds_sealed_secrets
 from .services.stripe_gateway import make_gateway
@@ -124,6 +125,8 @@ def build_runtime(config: Config) -> Runtime:
     broker = create_broker(config.broker_url)
     metrics = Metrics.from_environment()
     stats = PublishStats(on_count=metrics.broker_publish)
+    # The in-process broker reaches this process only: the box's other workers hear through their sockets.
+    peers = PeerDoorbells(socket_folder(config.data_dir)) if broker.in_process else None
     rt = Runtime(
         config=config,
         db=db,
@@ -133,10 +136,10 @@ def build_runtime(config: Config) -> Runtime:
         sms=make_sender(config),
         broker=broker,
         publish_stats=stats,
-        doorbell=Doorbell(broker, stats),
-        stream_slots=StreamSlots(config.sse_max_streams, config.sse_max_streams_per_user),
+        doorbell=Doorbell(broker, stats, peers),
+        stream_slots=StreamSlots(db, config.sse_max_streams, config.sse_max_streams_per_user),
         recent_reads=RecentReads(),
-        job_runner=JobRunner(config.connect_workers, config.connect_per_user),
+        job_runner=JobRunner(config.connect_workers),
         metrics=metrics,
         stripe=make_gateway(config),
     )
@@ -150,19 +153,20 @@ def build_runtime(config: Config) -> Runtime:
 def start_background(rt: Runtime) -> None:
     """Start the serving process's background work; each is stopped by `rt.close()`.
 
-    Threads: `telentir-event-pruner` (event retention, one node at a time), `telentir-job-leases`
-    (heartbeats the jobs this process holds, settles jobs whose owner's lease expired), with
-    Stripe `telentir-refund-retry` (pending Stripe steps; woken at once when a sweep settled a
-    job), and on shared storage `telentir-blob-sweeper` (old unreferenced blobs, one node at a time).
+    Threads: `telentir-peer-doorbells` (the box's other workers' doorbells, in-process broker
+    only), `telentir-event-pruner` (event retention, one process at a time), `telentir-job-leases` (heartbeats the
+    jobs this process holds, settles jobs whose owner's lease expired), with Stripe
+    `telentir-refund-retry` (pending Stripe steps; woken at once when a sweep settled a job), and
+    on shared storage `telentir-blob-sweeper` (old unreferenced blobs, one process at a time).
     """
+    if rt.doorbell.peers is not None:
+        rt.doorbell.peers.listen(rt.broker)  # stopped by the doorbell's close
     refunds = None
     if rt.stripe is not None:
         refunds = Periodic(
             "telentir-refund-retry", rt.config.refund_retry_seconds, lambda: settlement.retry_pending(rt)
         )
-    workers = [
-        Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: maintenance.prune_events(rt))
-    ]
+    workers = [Periodic("telentir-event-pruner", rt.config.event_prune_interval_seconds, lambda: prune_if_ours(rt))]
     if refunds is not None:
         workers.append(refunds)
     if rt.config.uses_postgres or rt.config.uses_s3:
@@ -187,6 +191,11 @@ def tend_leases(rt: Runtime, refunds: Periodic | None) -> None:
     leases.heartbeat(rt)
     if settlement.sweep_expired(rt) and refunds is not None:
         refunds.wake()  # a job settled by the sweep may owe a Stripe refund: send it now, not in a minute
+
+
+def prune_if_ours(rt: Runtime) -> int:
+    """Prune the event log if this process is the deployment's pruner (one at a time); returns events removed."""
+    return events.prune(rt) if rt.db.claim_singleton("event-pruner") else 0
 
 
 class Periodic:

@@ -175,6 +175,12 @@ class ServerProcess:
         except requests.RequestException:
             return False
 
+    def worker_pids(self) -> set[int]:
+        """The pids of the gunicorn master's live workers."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return {int(pid) for pid in children.read_text().split()} if children.exists() else set()
+
     def log(self) -> str:
         """What the server printed so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -350,10 +350,16 @@ def test_clients_ahead_of_a_restored_backup_are_told_to_resync(tmp_path):
         with must_open(again.url, "object_created", api_key, headers={"Last-Event-ID": str(client_cursor)}) as stream:
             first = stream.next_event()
             assert first.event == "resync", first
+            since = first.json()["since"]
             nxt = stream.next_event()
+            assert int(nxt.id or 0) >= since  # the stream carries what the resync said, from `since` on
             while nxt.json()["id"] != created.id:
                 nxt = stream.next_event()
             assert int(nxt.id or 0) > client_cursor  # never an id the lost server had issued
+        # `since - 1` resumes without another resync (docs/protocol.md §6), restore or not.
+        with must_open(again.url, "object_created", api_key, headers={"Last-Event-ID": str(since - 1)}) as stream:
+            resumed = stream.next_event()
+            assert resumed.event == "object_created" and int(resumed.id or 0) >= since, resumed
     finally:
         again.stop()
 

@@ -244,13 +244,13 @@ def test_checkout_creation_retried_with_the_same_key_makes_one_session(new_clien
     assert [s["id"] for s in fake.sessions_of(customer)] == [session_id_of(url)]
 
 
-def test_stripe_failing_is_503_and_stripe_refusing_is_502(new_client, rt, fake):
+def test_stripe_failing_is_503_and_stripe_refusing_is_400(new_client, rt, fake):
     user, client = new_client()
     client.open_portal()
     fake.fail("POST", SESSIONS, "500", times=2)
     assert_error(client.top_up_request(), 503, "stripe_unavailable")
     credits.set_stripe_customer(rt, user["id"], "cus_gone")  # Stripe answers 404 for it
-    body = assert_error(client.top_up_request(), 502, "stripe_rejected")
+    body = assert_error(client.top_up_request(), 400, "stripe_invalid_request")
     assert "cus_gone" not in body["message"]  # Stripe's details stay in the log
 
 
@@ -343,6 +343,24 @@ def test_portal_url_from_the_fake(new_client, rt, fake):
     assert url.startswith(f"{fake.url}/portal/bps_")
     portal = requests.get(url, timeout=10).json()
     assert (portal["customer"], portal["return_url"]) == (customer_of(rt, user), f"{OTHER_ORIGIN}/account")
+
+
+def test_a_cross_site_navigation_to_the_portal_changes_nothing(rt, server):
+    """The portal GET may create the Stripe customer, so a cookie session needs X-Requested-With there too."""
+    user = make_user(rt, password="correct horse battery")
+    browser = requests.Session()
+    login = browser.post(
+        f"{server.url}/api/auth/login", json={"email": user["email"], "password": "correct horse battery"}, timeout=10
+    )
+    assert login.status_code == 200 and browser.cookies.get("token")
+    navigated = browser.get(f"{server.url}/api/billing/portal?returnTo={OTHER_ORIGIN}/", timeout=10)
+    assert_error(navigated, 403, "csrf_header_missing")
+    assert customer_of(rt, user) is None  # not linked to Stripe behind the user's back
+    own_page = browser.get(
+        f"{server.url}/api/billing/portal?returnTo={OTHER_ORIGIN}/", headers={"X-Requested-With": "app"}, timeout=10
+    )
+    assert own_page.status_code == 200 and customer_of(rt, user) is not None
+    browser.close()
 
 
 @pytest.mark.parametrize("plan, monthly", [("payg", 0), ("pro", 49), ("agency", 199.5), ("legacy", 9)])

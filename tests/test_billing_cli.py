@@ -106,6 +106,27 @@ def test_sync_credits_a_top_up_whose_webhook_never_came_once(new_client, rt, fak
     assert rt.db.query_value("SELECT count(*) FROM ledger WHERE user_id = ? AND kind = 'topup'", (user["id"],)) == 1
 
 
+def test_a_top_up_credited_long_ago_and_lost_here_is_found_not_credited_again(new_client, rt, fake, cli):
+    """Past Stripe's 24 h idempotency window (a restored backup lost the local record): look the credit up first."""
+    user, client = new_client()
+    url = client.create_top_up_session()
+    (paid,) = fake.pay(session_id_of(url), quantity=15)
+    assert fake.deliver(paid).json()["status"] == "applied"
+    customer = rt.db.query_value("SELECT stripe_customer_id FROM users WHERE id = ?", (user["id"],))
+    with rt.db.atomic() as tx:  # what a backup from before the top-up holds
+        tx.execute("DELETE FROM stripe_topups WHERE user_id = ?", (user["id"],))
+        tx.execute("DELETE FROM ledger WHERE user_id = ? AND kind = 'topup'", (user["id"],))
+    with fake._lock:  # the session, and so its credit, is older than the keys Stripe keeps
+        fake.billing.sessions[session_id_of(url)]["created"] -= 25 * 3600
+    fake.expire_idempotency_keys()
+
+    result = cli("billing", "sync", user["email"])
+    assert result.exit_code == 0, result.output
+    assert fake.credit_of(customer) == 1500 and len(fake.transactions(customer)) == 1  # not credited twice
+    assert rt.db.query_value("SELECT count(*) FROM ledger WHERE user_id = ? AND kind = 'topup'", (user["id"],)) == 1
+    assert client.get_balance()["amount"] == 1500
+
+
 def test_sync_sets_the_plan_and_the_card_of_a_subscription_whose_webhooks_never_came(new_client, fake, cli):
     user, client = new_client()
     fake.pay(session_id_of(client.create_plan_checkout("pro")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from collections.abc import Iterator
 from contextlib import closing
@@ -246,15 +247,15 @@ def test_api_keys_revoke_twice_fails_the_second_time(run):
 # --- serve ----------------------------------------------------------------------------
 
 
-def test_serve_refuses_two_workers_with_the_memory_broker(run, monkeypatch, data_dir):
-    calls: list[str] = []
-    monkeypatch.setattr(serving, "serve", lambda *a, **k: calls.append("serve"))
-    monkeypatch.setattr(serving, "prepare", lambda *a, **k: calls.append("prepare"))
-    result = run("serve", "--workers", "2")
-    assert result.exit_code != 0
-    assert "TELENTIR_BROKER_URL=redis://" in result.output and "2 workers" in result.output
-    assert calls == []
-    assert not data_dir.exists()  # nothing was prepared either
+def test_serve_runs_one_worker_per_core_unless_told(run, monkeypatch, env):
+    """Several workers need no Redis: one per core by default; TELENTIR_WORKERS or --workers say otherwise."""
+    counts: list[int] = []
+    monkeypatch.setattr(serving, "serve", lambda host, port, workers, *args, **kwargs: counts.append(workers))
+    assert run("serve").exit_code == 0
+    env["TELENTIR_WORKERS"] = "3"
+    assert run("serve").exit_code == 0
+    assert run("serve", "--workers", "1").exit_code == 0
+    assert counts == [len(os.sched_getaffinity(0)), 3, 1]
 
 
 def test_serve_refuses_a_bad_setting_before_starting(run, env, monkeypatch):

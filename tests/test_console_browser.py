@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from telentir.config import load_config
@@ -286,8 +285,9 @@ def test_after_a_dropped_connection_the_page_resumes_from_its_last_event(
             .observe(status, {childList: true, characterData: true, subtree: true}); }"""
     )
 
-    # The worker dies: every stream drops at once; gunicorn starts another on the same socket.
-    os.kill(requests.get(server.url + "/healthz", timeout=10).json()["pid"], signal.SIGKILL)
+    # The workers die: every stream drops at once; gunicorn starts others on the same socket.
+    for pid in server.worker_pids():
+        os.kill(pid, signal.SIGKILL)
     # Written while the page cannot hear: a fresh stream would never replay it, a resumed one must.
     key = keyring.create_key(server_rt, person["id"], "default", None, None, "{}")
     missed = objects.create_object(server_rt, person["id"], key["id"], b"\0" * 4, b"\1" * 16, store, "{}")

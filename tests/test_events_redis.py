@@ -1,10 +1,7 @@
-"""Streams with the Redis broker: across gunicorn workers, Redis dying mid-stream, subscriptions freed.
+"""Streams with the Redis broker: Redis dying mid-stream, subscriptions freed, doorbells.
 
-Worker identity: `/healthz` answers its pid, and a keep-alive connection stays with the worker
-that accepted it. So a test asks `/healthz` on a connection, then streams or writes on that
-same connection, and knows which worker did what. One worker may win every accept when
-connections arrive one by one, so connections are opened in a burst (the accept queue then
-fills and both workers take from it).
+Streams across gunicorn workers, on Redis and on the in-process broker alike, are in
+test_workers.py.
 """
 
 from __future__ import annotations
@@ -14,7 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
@@ -25,19 +22,17 @@ from telentir.pubsub import BrokerUnavailable
 from telentir.pubsub.redis_backend import RedisBroker
 from telentir.runtime import Runtime
 
-from .events_support import HEARTBEAT, STREAM_SETTINGS, Account, account, stored_ids
+from .events_support import HEARTBEAT, STREAM_SETTINGS, account
 from .redis_server import RedisServer, wait_for_numpat
 from .sse_client import (
-    HttpConnection,
     Refused,
     SSEStream,
     StreamEnded,
     assert_refused,
-    connections_by_worker,
     must_open,
     open_stream,
 )
-from .support import FIXED_MASTER_KEY, ServerExited, ServerProcess, make_user, running_server, runtime_over, wait_until
+from .support import FIXED_MASTER_KEY, ServerProcess, make_user, running_server, runtime_over, wait_until
 
 SHARED_REDIS = "redis://127.0.0.1:6379"
 
@@ -55,106 +50,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, own_redis: RedisServer) -> 
     """One worker on the dedicated Redis, 1 s heartbeat."""
     with running_server(tmp_path_factory, "redis-one", **STREAM_SETTINGS, TELENTIR_BROKER_URL=own_redis.url) as srv:
         yield srv
-
-
-# --- more than one worker ------------------------------------------------------------------
-
-
-def test_memory_broker_refuses_two_workers(server_factory: Callable[..., ServerProcess]) -> None:
-    with pytest.raises(ServerExited) as exited:
-        server_factory("memory-two-workers", workers=2, TELENTIR_BROKER_URL="memory://")
-    assert exited.value.returncode != 0, exited.value.log
-    assert "2 workers need a shared broker" in exited.value.log, exited.value.log
-    assert "TELENTIR_BROKER_URL=redis://" in exited.value.log, exited.value.log
-
-
-@pytest.fixture(scope="module")
-def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Two gunicorn workers sharing the Redis on 6379."""
-    settings = {"TELENTIR_SSE_HEARTBEAT_SECONDS": str(HEARTBEAT), "TELENTIR_BROKER_URL": SHARED_REDIS}
-    with running_server(tmp_path_factory, "two-workers", workers=2, **settings) as srv:
-        yield srv
-
-
-def put_object(conn: HttpConnection, who: Account, key_id: str) -> dict[str, Any]:
-    """PUT /api/objects on this very connection (so on its worker)."""
-    body = json.dumps({"keyId": key_id, "content": "beef", "authTag": "ab" * 16}).encode()
-    status, _, answer = conn.request(
-        "PUT", "/api/objects", {"Authorization": f"Bearer {who.key}", "Content-Type": "application/json"}, body
-    )
-    assert status == 201, answer
-    return dict(json.loads(answer))
-
-
-@pytest.fixture(scope="module")
-def two_workers_rt(two_workers: ServerProcess) -> Iterator[Runtime]:
-    """A runtime over the two-worker server's data folder."""
-    with closing(runtime_over(two_workers.data_dir)) as rt:
-        yield rt
-
-
-@pytest.fixture
-def per_worker(two_workers: ServerProcess) -> Iterator[Callable[[int], list[list[HttpConnection]]]]:
-    """Factory: `each` keep-alive connections on each of the two workers, closed at the end."""
-    held: list[HttpConnection] = []
-
-    def grab(each: int) -> list[list[HttpConnection]]:
-        grouped = connections_by_worker(two_workers.url, each)
-        held.extend(conn for conns in grouped.values() for conn in conns)
-        assert len(grouped) == 2 and two_workers.proc is not None and two_workers.proc.pid not in grouped
-        return list(grouped.values())
-
-    yield grab
-    for conn in held:
-        conn.close()
-
-
-def test_a_write_on_one_worker_reaches_a_stream_on_the_other(
-    two_workers: ServerProcess,
-    two_workers_rt: Runtime,
-    per_worker: Callable[[int], list[list[HttpConnection]]],
-    streams: list[SSEStream],
-) -> None:
-    alice = account(two_workers_rt, two_workers)
-    key_id = alice.writes.key()
-    (stream_a, write_a), (stream_b, write_b) = per_worker(2)
-    on_a = must_open(two_workers.url, "object_created", alice.key, conn=stream_a)
-    on_b = must_open(two_workers.url, "object_created", alice.key, conn=stream_b)
-    streams += [on_a, on_b]
-    for writer in (write_b, write_a):  # a write on worker B, then one on worker A
-        started = time.monotonic()
-        record = put_object(writer, alice, key_id)
-        for stream in (on_a, on_b):
-            frame = stream.next_event(timeout=2.0)
-            assert frame.json()["id"] == record["id"]
-            assert frame.received_at - started < 1.0
-
-
-def test_live_ids_stay_increasing_when_both_workers_write_at_once(
-    two_workers: ServerProcess,
-    two_workers_rt: Runtime,
-    per_worker: Callable[[int], list[list[HttpConnection]]],
-    streams: list[SSEStream],
-) -> None:
-    """Commits in two processes may be published out of order; the stream must not follow suit.
-
-    Out of order, an EventSource's Last-Event-ID would be wrong on reconnect: a duplicate, or
-    worse, a gap (the lower id never replayed).
-    """
-    alice = account(two_workers_rt, two_workers)
-    key_id = alice.writes.key()
-    stream = must_open(two_workers.url, "object_created", alice.key)
-    streams.append(stream)
-    writers = [conn for conns in per_worker(4) for conn in conns]
-    threads = [
-        threading.Thread(target=lambda c=conn: [put_object(c, alice, key_id) for _ in range(25)]) for conn in writers
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    received = [int(stream.next_event().id or "") for _ in range(25 * len(writers))]
-    assert received == sorted(received) == stored_ids(two_workers_rt, alice.id, "object_created", received[0] - 1)
 
 
 # --- Redis dies and comes back ---------------------------------------------------------------

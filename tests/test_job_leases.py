@@ -302,3 +302,26 @@ def test_a_heartbeaten_job_is_not_claimed_by_another_process(folder, scraper):
     finally:
         owner.close()
         other.close()
+
+
+def test_a_graceful_stop_settles_a_running_job_before_the_process_ends(
+    tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper
+) -> None:
+    """SIGTERM: the job stops at its next record, charges what it wrote and refunds the rest, then the server exits."""
+    env = billing_env(scraper.url)
+    with running_server(tmp_path_factory, "graceful", workers=1, **env) as server:
+        with closing(billing_runtime(server.data_dir)) as rt:
+            user = funded_user(rt, "payg", 10 * PRICE)
+            api = Api(server.url, user["api_key"])
+            answers: list[Any] = []
+            slow = {"credits": 10, "mode": "slow", "delay_ms": 300}
+            client = threading.Thread(target=lambda: answers.append(post_leads(api, slow, timeout=60)), daemon=True)
+            client.start()
+            job_id = wait_until(lambda: rt.db.query_value("SELECT max(id) FROM jobs WHERE user_id = ?", (user["id"],)))
+            wait_until(lambda: job_row(rt, job_id)["created"] >= 1, timeout=15)
+            server.stop()  # SIGTERM to gunicorn: workers finish gracefully
+            client.join(timeout=30)
+            row = job_row(rt, job_id)  # settled by the stopping process: nothing has run since
+    assert (row["status"], row["settlement"]) == ("interrupted", "settled"), row
+    assert 1 <= row["used"] < 10 and row["charged"] == row["used"] * PRICE
+    assert row["refunded"] == 10 * PRICE - row["charged"]

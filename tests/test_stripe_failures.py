@@ -150,12 +150,17 @@ def test_a_refund_refused_for_our_credentials_stays_pending_and_is_logged(server
 # --- past the idempotency horizon -----------------------------------------------------------------
 
 
-def backdate(rt: Runtime, job_id: str, days: int = 2) -> None:
-    """Make a job look `days` old: its Stripe keys may have expired since."""
+def backdate(rt: Runtime, job_id: str, days: int = 2, finished_now: bool = False) -> None:
+    """Make a job look `days` old: its Stripe keys may have expired since.
+
+    `finished_now`: only its start is old (a job of a restored backup, settled again at start-up).
+    """
     then = iso(datetime.now(UTC) - timedelta(days=days))
+    finished = iso(datetime.now(UTC)) if finished_now else then
     with rt.db.atomic() as tx:
         tx.execute(
-            "UPDATE jobs SET created_at = ?, started_at = ?, finished_at = ? WHERE id = ?", (then,) * 3 + (job_id,)
+            "UPDATE jobs SET created_at = ?, started_at = ?, finished_at = ? WHERE id = ?",
+            (then, then, finished, job_id),
         )
 
 
@@ -171,7 +176,8 @@ def lookups_since(fake: FakeStripe, customer: str, mark: int) -> list[Any]:
     return [c for c in fake.calls[mark:] if c.method == "GET" and c.path == path]
 
 
-def test_a_refund_that_reached_stripe_is_found_not_paid_twice_once_its_key_expired(rt, fake, account):
+@pytest.mark.parametrize("finished_now", [False, True], ids=["settled-long-ago", "settled-again-after-a-restore"])
+def test_a_refund_that_reached_stripe_is_found_not_paid_twice_once_its_key_expired(rt, fake, account, finished_now):
     user, api = account
     customer = user["stripe_customer_id"]
     fake.fail("POST", TXNS, "drop_after", key=REFUND_KEY)  # Stripe refunds; the answer is lost
@@ -179,7 +185,7 @@ def test_a_refund_that_reached_stripe_is_found_not_paid_twice_once_its_key_expir
     resp = post_leads(api, {"credits": 10, "n": 4})
     job_id = resp.headers["X-Connect-Job"]
     assert job_row(rt, job_id)["settlement"] == "refund_pending"
-    backdate(rt, job_id)
+    backdate(rt, job_id, finished_now=finished_now)
     fake.expire_idempotency_keys()
     mark = len(fake.calls)
     fake.clear_failures()

@@ -63,3 +63,29 @@ def test_logout_with_an_api_key_cookie_leaves_the_key_working(live_server: Serve
     resp = cookie_get(live_server, "/auth/logout", user["api_key"])
     assert resp.status_code == 200 and resp.json() == {"status": "logout"}
     assert api.get("/auth").status_code == 200
+
+
+def _ws_handshake(server: ServerProcess, **headers: str) -> int:
+    """The status of a WebSocket handshake for /api/ws/events/key_created with these headers."""
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        **headers,
+    }
+    with requests.get(server.url + "/api/ws/events/key_created", headers=upgrade, stream=True, timeout=10) as resp:
+        return resp.status_code
+
+
+def test_a_cookie_websocket_from_another_origin_is_refused(live_server: ServerProcess, live_rt: Runtime) -> None:
+    """A WebSocket handshake cannot carry X-Requested-With; a browser's Origin says whose page opened it."""
+    user = make_user(live_rt, password=PASSWORD)
+    with requests.Session() as browser:
+        browser.post(
+            live_server.url + "/api/auth/login", json={"email": user["email"], "password": PASSWORD}, timeout=10
+        )
+        cookie = f"token={browser.cookies['token']}"
+    assert _ws_handshake(live_server, Cookie=cookie, Origin="https://evil.example") == 403
+    assert _ws_handshake(live_server, Cookie=cookie, Origin=live_server.url) == 101
+    assert _ws_handshake(live_server, Cookie=cookie) == 101  # not a browser: no Origin, nothing to check

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from ..services import billing
-from .common import json_body, runtime
+from .common import json_body, require_csrf_header, runtime
 from .guard import data_plane_user, guard
 
 bp = Blueprint("billing", __name__, url_prefix="/api")
@@ -40,5 +40,6 @@ def plan_checkout() -> Response:
 def portal() -> Response:
     """A Stripe customer-portal URL (cards, invoices, cancellation)."""
     rt, user = runtime(), data_plane_user()
+    require_csrf_header()  # a GET that may create the Stripe customer: not from a cross-site navigation
     billing.require_stripe(rt)
     return jsonify({"url": billing.create_portal_session(rt, user, _return_to())})

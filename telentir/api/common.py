@@ -86,12 +86,38 @@ def bearer_credential() -> str | None:
     # a long-lived API key (which belongs in a header a program sets on purpose).
     if cookie is not None and cookie.startswith(credentials.API_KEY_PREFIX):
         raise Unauthorized("The token cookie carries session tokens only: send an API key as Authorization: Bearer.")
-    if cookie is not None and request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER, "").strip():
+    if cookie is not None and request.method not in SAFE_METHODS:
+        require_csrf_header()
+    return cookie
+
+
+def cookie_authenticated() -> bool:
+    """Whether the credential is the `token` cookie (a browser's, sent by whatever page it is on)."""
+    return not request.headers.get("Authorization") and bool(request.cookies.get("token"))
+
+
+def require_csrf_header() -> None:
+    """403 unless a cookie-authenticated request carries CSRF_HEADER, which no cross-site page can set.
+
+    Every request that changes state needs it; so does a GET that does (the billing portal
+    creates the Stripe customer).
+    """
+    if cookie_authenticated() and not request.headers.get(CSRF_HEADER, "").strip():
         raise Forbidden(
             f"A request authenticated by the token cookie that changes state needs the {CSRF_HEADER} header.",
             code="csrf_header_missing",
         )
-    return cookie
+
+
+def require_same_origin() -> None:
+    """403 for a cookie-authenticated browser request from another origin (a WebSocket handshake cannot carry
+    CSRF_HEADER, but browsers always send Origin with it)."""
+    origin = request.headers.get("Origin")
+    if origin is None or not cookie_authenticated():
+        return
+    own = f"{request.scheme}://{request.host}".lower()
+    if origin.lower() != own and origin.lower().rstrip("/") not in runtime().config.return_origins:
+        raise Forbidden("A cookie-authenticated WebSocket must come from this server's own pages.", code="forbidden")
 
 
 def authenticated_principal() -> credentials.Principal:

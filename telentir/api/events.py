@@ -14,7 +14,7 @@ from ..streaming import feed as streams
 from ..streaming.frames import retry_frame, socket_message, sse_frame
 from ..streaming.hub import handoff_for
 from ..streaming.sockets import client_gone_check
-from .common import authenticated_principal, runtime
+from .common import authenticated_principal, require_same_origin, runtime
 from .guard import data_plane_user, guard
 
 bp = Blueprint("events", __name__, url_prefix="/api")
@@ -89,6 +89,7 @@ def _open_socket_feed() -> None:
     # Checked here: the WebSocket library would fail on these with an exception, a 500.
     if request.headers.get("Sec-WebSocket-Version") != "13" or not request.headers.get("Sec-WebSocket-Key"):
         raise BadRequest("A WebSocket handshake needs Sec-WebSocket-Key and Sec-WebSocket-Version: 13.")
+    require_same_origin()
     peer: list[Any] = []  # the WebSocket, once the handshake has made it
     g.socket_peer = peer
     g.socket_guard = _stream_guard()

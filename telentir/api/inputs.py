@@ -45,17 +45,28 @@ def check_json_text(body: Any) -> None:
 def check_query_and_headers() -> None:
     """`before_request` of the app: 400 if a query parameter or header value is not text."""
     environ = request.environ
-    for part in environ.get("QUERY_STRING", "").split("&"):
+    query = environ.get("QUERY_STRING", "")
+    # The common case, checked cheaply: ASCII with no NUL and no %-escape is text as it stands.
+    if not (query.isascii() and "%" not in query and "\x00" not in query):
+        _check_query(query)
+    for key, value in environ.items():
+        is_header = key.startswith("HTTP_") or key == "CONTENT_TYPE"
+        if is_header and key != _COOKIE and not _plain_ascii(value) and not _is_text(_wsgi_bytes(value)):
+            raise BadRequest(f"The {_header_name(key)} header {TEXT_RULE}.")
+    if not all(_is_text(value) for value in _own_cookie_values(environ.get(_COOKIE, ""))):
+        raise BadRequest(f"The token cookie {TEXT_RULE}.")
+
+
+def _plain_ascii(value: str) -> bool:
+    return value.isascii() and "\x00" not in value
+
+
+def _check_query(query: str) -> None:
+    for part in query.split("&"):
         name, _, value = part.partition("=")
         if not (_is_text(_wsgi_bytes(name, query=True)) and _is_text(_wsgi_bytes(value, query=True))):
             shown = unquote_to_bytes(_wsgi_bytes(name)).decode("utf-8", "replace")
             raise BadRequest(f"The query parameter {shown!r} {TEXT_RULE}.")
-    for key, value in environ.items():
-        is_header = key.startswith("HTTP_") or key == "CONTENT_TYPE"
-        if is_header and key != _COOKIE and not _is_text(_wsgi_bytes(value)):
-            raise BadRequest(f"The {_header_name(key)} header {TEXT_RULE}.")
-    if not all(_is_text(value) for value in _own_cookie_values(environ.get(_COOKIE, ""))):
-        raise BadRequest(f"The token cookie {TEXT_RULE}.")
 
 
 def _wsgi_bytes(text: str, query: bool = False) -> bytes:

@@ -43,7 +43,7 @@ _STATUS_TEXT = {
     413: "Body or metadata too large",
     415: "Body is not JSON",
     429: "Rate limited (see Retry-After)",
-    502: "The SMS provider failed, or Stripe refused what the server sent",
+    502: "The SMS provider failed",
     503: "A dependency is unavailable, or the process is full",
 }
 NO_CONTENT = {"description": "Done (no body)"}
@@ -880,14 +880,14 @@ def _connect_paths() -> dict[str, Any]:
             "get": _op(
                 "Prepaid balance in minor units",
                 _json(_ref("Credits"), example={"amount": 875, "currency": "usd"}),
-                (402, 502, 503),
+                (402, 503),
             )
         },
         "/api/billing/state": {
             "get": _op(
                 "Plan, this month's usage, card on file, balance, a failed payment",
                 _json(_ref("BillingState"), example=BILLING_EXAMPLE),
-                (402, 502, 503),
+                (402, 503),
             )
         },
     }
@@ -913,7 +913,7 @@ def _billing_paths() -> dict[str, Any]:
     received = _object(
         {"received": {"const": True}, "id": _string(1), "status": {"enum": ["applied", "ignored", "replayed"]}}
     )
-    stripe_errors = (402, 409, 502, 503)
+    stripe_errors = (402, 409, 503)
     return {
         "/api/credits/add": {
             "post": _op(

@@ -102,7 +102,10 @@ def _swap_files(key_file: Path, pending: Path) -> Path:
     """The old key becomes `master.key.<UTC time>.old`; the new one takes the key file's name."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     backup = key_file.with_name(f"{key_file.name}.{stamp}.old")
-    os.replace(key_file, backup)
+    # A second name for the old key, then the new key over the first: at every instant the key
+    # file exists (old, then new), so a crash between the two steps never leaves the folder keyless.
+    if not backup.exists():  # a run cut short right after linking it left it already
+        os.link(key_file, backup)
     os.replace(pending, key_file)
     fsync_dir(key_file.parent)
     return backup

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from telentir.pubsub.base import Broker
+from telentir.pubsub.peers import PeerDoorbells
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,10 @@ class Doorbell:
     still send the event at their next heartbeat, when they read the table anyway.
     """
 
-    def __init__(self, broker: Broker, stats: PublishStats, max_pending: int = 10_000) -> None:
-        self.broker, self.stats = broker, stats
+    def __init__(
+        self, broker: Broker, stats: PublishStats, peers: PeerDoorbells | None = None, max_pending: int = 10_000
+    ) -> None:
+        self.broker, self.stats, self.peers = broker, stats, peers
         # An in-process broker cannot hang: ringing it inline spares every write a hand-off to
         # the publisher thread (two context switches and a GIL hand-off, measured on create).
         self.inline = broker.in_process
@@ -55,6 +58,9 @@ class Doorbell:
         """Publish at once (in-process broker) or queue a publish; never blocks, never raises."""
         if self.inline:
             self._publish((channel, message))
+            if self.peers is not None:  # the other workers of this box, if any
+                for _ in range(self.peers.ring(channel, message)):
+                    self.stats.count(False)
             return
         try:
             self._queue.put_nowait((channel, message))
@@ -80,6 +86,8 @@ class Doorbell:
 
     def close(self) -> None:
         """Ring what is queued, then stop (waits a few seconds at most)."""
+        if self.peers is not None:
+            self.peers.close()
         if self.inline:
             return
         try:

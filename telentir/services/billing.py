@@ -5,9 +5,9 @@ moves money or changes a plan: that happens when Stripe says so, in a signed web
 (`services/stripe_events.py`) or when `telentir billing sync` re-reads the customer.
 Without STRIPE_SECRET_KEY every operation here is a 409 `stripe_not_configured`.
 
-Stripe's errors are mapped here for these routes: Stripe unreachable or failing → 503
-`stripe_unavailable` (try again); Stripe refusing what we sent → 502 `stripe_rejected`
-(the server's Stripe settings need attention; the details go to the log only).
+Stripe's errors are mapped as everywhere (`stripe_gateway.map_error`): Stripe unreachable,
+failing or busy with the same request → 503 `stripe_unavailable` (try again); a refused
+request → 400 `stripe_invalid_request`; our key refused → 500, logged for the operator.
 """
 
 from __future__ import annotations
@@ -15,18 +15,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import stripe
 
 from ..config import Config, origin_of
-from ..errors import BadRequest, Conflict, UpstreamFailed
+from ..errors import BadRequest, Conflict
 from ..money import CURRENCY
 from ..runtime import Runtime
-from .stripe_gateway import StripeGateway, StripeUnavailable
+from .stripe_gateway import StripeGateway, map_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,10 +44,6 @@ class ReturnOriginsNotConfigured(Conflict):
     code = "return_origins_not_configured"
 
 
-class StripeRejected(UpstreamFailed):
-    code = "stripe_rejected"
-
-
 def require_stripe(rt: Runtime) -> StripeGateway:
     """The Stripe gateway; 409 `stripe_not_configured` without STRIPE_SECRET_KEY."""
     if rt.stripe is None:
@@ -58,28 +53,16 @@ def require_stripe(rt: Runtime) -> StripeGateway:
     return rt.stripe
 
 
-@contextmanager
-def stripe_errors(action: str) -> Iterator[None]:
-    """Turn Stripe's errors while doing `action` into this server's answers (see the module docstring)."""
-    try:
-        yield
-    except (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError, stripe.IdempotencyError) as exc:
-        # IdempotencyError: the same key is still being served for a concurrent request.
-        log.warning("Stripe failed to %s: %s", action, exc)
-        raise StripeUnavailable(f"Stripe could not {action} just now; try again shortly.") from exc
-    except stripe.StripeError as exc:
-        log.error("Stripe refused to %s: %s", action, exc)
-        raise StripeRejected(f"Stripe refused to {action}; the server's Stripe settings need attention.") from exc
-
-
 def call_stripe(action: str, call: Callable[[], T]) -> T:
     """Run one Stripe call, once more if the network failed (same idempotency key: never twice in effect)."""
-    with stripe_errors(action):
+    try:
         try:
             return call()
         except (stripe.APIConnectionError, stripe.APIError) as exc:
             log.info("retrying Stripe call to %s after: %s", action, exc)
             return call()
+    except stripe.StripeError as exc:
+        raise map_error(exc) from exc
 
 
 # --- where Stripe sends the customer back ---------------------------------------------------

@@ -25,7 +25,7 @@ import requests
 import urllib3
 
 from .. import crypto
-from ..errors import BadRequest, NotFound, ServiceUnavailable
+from ..errors import BadRequest, NotFound, RateLimited, ServiceUnavailable
 from ..ids import is_id, new_id, now_iso
 from ..money import MAX_LEADS_PER_JOB
 from ..runtime import Runtime
@@ -165,6 +165,18 @@ def _confirm_reservation(rt: Runtime, row: dict[str, Any], txn: str) -> dict[str
     return {**row, "status": "running"}
 
 
+def _check_open_jobs(rt: Runtime, tx: Any, user_id: str) -> None:
+    """429 when the user already runs TELENTIR_CONNECT_PER_USER jobs, in any process (counted in the write lock)."""
+    running = tx.execute(
+        "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('running', 'reserving')", (user_id,)
+    ).fetchone()[0]
+    if running >= rt.config.connect_per_user:
+        raise RateLimited(
+            retry_after=5,
+            message="You already have the maximum number of ingestion jobs running; wait for one to finish.",
+        )
+
+
 def _insert_job(
     rt: Runtime,
     job: dict[str, Any],
@@ -202,11 +214,19 @@ def _insert_job(
         ":started_at, :finished_at, :owner, :heartbeat_at)"
     )
     if tx is not None:
-        tx.execute(sql, row)
+        _write_job(rt, tx, sql, row, is_open)
     else:
         with rt.db.atomic() as own:
-            own.execute(sql, row)
+            _write_job(rt, own, sql, row, is_open)
+    if not is_open:  # nothing to run (no lead granted): the job is done as it is written
+        rt.metrics.job_settled(status, billing, 0, 0)
     return row
+
+
+def _write_job(rt: Runtime, tx: Any, sql: str, row: dict[str, Any], is_open: bool) -> None:
+    if is_open:
+        _check_open_jobs(rt, tx, row["user_id"])
+    tx.execute(sql, row)
 
 
 def _reserve_rows(
@@ -267,7 +287,7 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
             deadline=deadline,
             session=session,
         ):
-            if _take_frame(frame, writer, outcome) or writer.count >= _limit(rt, job) or outcome.cancel.is_set():
+            if _take_frame(frame, writer, outcome) or writer.count >= _limit(rt, job) or _stop(rt, outcome):
                 break
             if writer.lease_lost.is_set():
                 raise LeaseLost(job["id"])
@@ -283,6 +303,14 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
         writer.close()
     if outcome.cancel.is_set() and outcome.status == "succeeded":
         outcome.status, outcome.error = "cancelled", "The client disconnected."
+
+
+def _stop(rt: Runtime, outcome: Outcome) -> bool:
+    """Whether the job should end now: this process is stopping (the job settles as interrupted), or its client left."""
+    if rt.job_runner.stopping.is_set() and outcome.status == "succeeded":
+        outcome.status, outcome.error = "interrupted", "The server stopped while the job was running."
+        return True
+    return outcome.cancel.is_set()
 
 
 def _take_frame(frame: Any, writer: RecordWriter, outcome: Outcome) -> bool:
@@ -410,7 +438,6 @@ class RecordWriter:
 def connect(rt: Runtime, user: dict[str, Any], req: ConnectRequest, client_gone: Callable[[], bool]) -> str:
     """POST /api/connect: run a job to its end (or the client's departure); returns the job id."""
     runner = rt.job_runner
-    runner.claim(user["id"])
     job_id = new_id("job")
     runner.hold(job_id)  # heartbeat the job's lease from its first commit to its settlement
     try:
@@ -422,7 +449,6 @@ def connect(rt: Runtime, user: dict[str, Any], req: ConnectRequest, client_gone:
         return job_id
     finally:
         runner.drop(job_id)
-        runner.release(user["id"])
 
 
 def _wait(future: Future[None], cancel: threading.Event, client_gone: Callable[[], bool]) -> None:

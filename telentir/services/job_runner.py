@@ -1,4 +1,4 @@
-"""The ingestion pool: a bounded thread pool, a per-user limit on running jobs, and this process's leases."""
+"""The ingestion pool: a bounded thread pool and this process's job leases (the per-user limit is in ingest)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..errors import RateLimited
-
 
 def new_owner_id() -> str:
     """A name for this process as a job owner: host and pid for people, a nonce so a reused pid differs."""
@@ -18,37 +16,22 @@ def new_owner_id() -> str:
 
 
 class JobRunner:
-    """The app's ingestion pool, per-user concurrency counts, and the jobs whose leases it holds.
+    """The app's ingestion pool and the jobs whose leases it holds.
 
     `owner` names this process in a job row's `owner` column; the lease thread heartbeats
     every job in `held()`. A job is held from just before its row is written until its
     open steps are done, so it is never left without a heartbeat while this process lives.
     """
 
-    def __init__(self, workers: int, per_user: int) -> None:
+    def __init__(self, workers: int) -> None:
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="telentir-connect") if workers else None
-        self.per_user = per_user
         self.owner = new_owner_id()
         self._lock = threading.Lock()
-        self._running: dict[str, int] = {}
         self._held: dict[str, int] = {}  # job id -> how many threads of this process work on it
-
-    def claim(self, user_id: str) -> None:
-        """Count a job against the user's limit, or raise 429."""
-        with self._lock:
-            if self._running.get(user_id, 0) >= self.per_user:
-                raise RateLimited(
-                    retry_after=5,
-                    message="You already have the maximum number of ingestion jobs running; wait for one to finish.",
-                )
-            self._running[user_id] = self._running.get(user_id, 0) + 1
-
-    def release(self, user_id: str) -> None:
-        """Give the user's slot back."""
-        with self._lock:
-            self._running[user_id] -= 1
-            if not self._running[user_id]:
-                del self._running[user_id]
+        # Set when the process stops: running jobs end at their next record and settle (refunding
+        # what they did not use) before the pool is gone, instead of waiting for another
+        # process to notice their lease lapsed.
+        self.stopping = threading.Event()
 
     def hold(self, job_id: str) -> None:
         """Keep heartbeating `job_id` (until a matching `drop`)."""
@@ -79,6 +62,7 @@ class JobRunner:
         return self.executor.submit(fn)
 
     def close(self) -> None:
-        """Wait for running jobs and stop the pool."""
+        """Tell running jobs to stop, wait for them to settle, and stop the pool."""
+        self.stopping.set()
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)

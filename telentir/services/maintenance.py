@@ -1,4 +1,4 @@
-"""Upkeep of shared storage: sweeping unreferenced blobs, pruning events, one node at a time."""
+"""Upkeep of storage: sweeping blobs no row names, on one process of the deployment at a time."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 
 from ..runtime import Runtime
-from . import events
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +19,9 @@ def sweep_blobs(rt: Runtime) -> int:
     """
     shared = rt.config.uses_postgres or rt.config.uses_s3
     grace = rt.config.blob_sweep_grace_seconds if shared else 0.0
-    with rt.db.exclusive("blob-sweep") as mine:
-        if not mine:
-            return 0
-        removed = rt.blobs.sweep(_referenced_check(rt), grace)
+    if not rt.db.claim_singleton("blob-sweeper"):
+        return 0
+    removed = rt.blobs.sweep(_referenced_check(rt), grace)
     if removed:
         log.warning("blob sweep removed %d unreferenced blob(s) from %s", removed, rt.blobs.describe())
     return removed
@@ -40,9 +38,3 @@ def _referenced_check(rt: Runtime) -> Callable[[str], bool]:
         return blob_id in referenced
 
     return is_referenced
-
-
-def prune_events(rt: Runtime) -> int:
-    """Prune the event log, on one node at a time (the others skip this round)."""
-    with rt.db.exclusive("event-prune") as mine:
-        return events.prune(rt) if mine else 0

@@ -146,6 +146,7 @@ def _end_reservation(rt: Runtime, job_id: str, status: str, error: str, settleme
             "heartbeat_at = NULL WHERE id = ?",
             (status, settlement, job["reserved"] if settlement == "reserve_unknown" else 0, error, now_iso(), job_id),
         )
+        tx.after_commit(lambda: rt.metrics.job_settled(status, job["billing"], 0, 0))
 
 
 # --- jobs whose owner went quiet ----------------------------------------------------------------
@@ -244,6 +245,7 @@ def _resolve_reservation(rt: Runtime, gateway: StripeGateway, job: dict[str, Any
             credits.ledger_row(
                 tx, job["user_id"], job_id, "reserve", amount=-job["reserved"], source="stripe", external_id=txn
             )
+            tx.after_commit(lambda: rt.metrics.lead_reserved("stripe", job["reserved"]))
     return {**job, "settlement": "refund_pending"}
 
 
@@ -264,9 +266,11 @@ def _finish_refund(rt: Runtime, gateway: StripeGateway, job: dict[str, Any]) -> 
 
 def _refund_transaction(gateway: StripeGateway, job: dict[str, Any], refund: int) -> str:
     job_id, customer, description = job["id"], job["customer_id"], f"Unused lead credits of {job['id']}"
-    if not _within_horizon(job["finished_at"]):
+    # The job's creation is the earliest its refund key can have been used (its finished_at may be
+    # later than a first attempt: a restored job is settled again).
+    if not _within_horizon(job["created_at"]):
         # The key may have expired: a resend could refund twice. Look for the refund first.
-        found = gateway.find_transaction(customer, job_id, "refund", since=_epoch(job["finished_at"]))
+        found = gateway.find_transaction(customer, job_id, "refund", since=_epoch(job["created_at"]))
         if found is not None:
             log.warning("refund of job %s had reached Stripe (%s); recorded without resending", job_id, found)
             return found

@@ -243,7 +243,8 @@ def topup_effect(
         return _ignored(f"nothing to credit ({amount} {session.get('currency')})", user["id"])
     if rt.db.query_one("SELECT 1 FROM stripe_topups WHERE session_id = ?", (session["id"],)):
         return _ignored(f"{session['id']} was credited already", user["id"])
-    txn = gateway.credit_topup(customer, amount, f"Lead credits bought with Checkout {session['id']}", session["id"])
+    description = f"Lead credits bought with Checkout {session['id']}"
+    txn = gateway.credit_topup(customer, amount, description, session["id"], paid_at=float(session.get("created") or 0))
 
     def write(tx: Transaction) -> Outcome:
         inserted = tx.execute(

@@ -20,6 +20,7 @@ Stripe's failures become one of four errors (docs/protocol.md §7):
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import stripe
@@ -128,20 +129,33 @@ class StripeGateway:
         """Give `amount` of credit back for a job's step; returns the balance transaction id."""
         return self._job_transaction(customer_id, -amount, description, job_id, step)
 
-    def credit_topup(self, customer_id: str, amount: int, description: str, session_id: str) -> str:
-        """Credit a paid Checkout top-up, once per session whoever retries it; returns the balance transaction id."""
+    def credit_topup(self, customer_id: str, amount: int, description: str, session_id: str, paid_at: float) -> str:
+        """Credit a paid Checkout top-up, once per session whoever retries it; returns the balance transaction id.
+
+        `paid_at` (Unix time) is the earliest the credit can have been made: past the key's
+        horizon, a credit already made is found by its metadata instead of being made again.
+        """
         metadata = {"purpose": "topup", "checkout_session": session_id}
+        if time.time() - paid_at >= IDEMPOTENCY_HORIZON_SECONDS:
+            found = self.find_transaction_by(customer_id, paid_at, metadata)
+            if found is not None:
+                log.warning("the top-up of %s had been credited (%s); not credited again", session_id, found)
+                return found
         return self._transaction(customer_id, -amount, description, f"telentir:topup:{session_id}", metadata)
 
     def find_transaction(self, customer_id: str, job_id: str, step: str, since: float) -> str | None:
         """The id of the balance transaction a job's step made, searched by metadata from `since` (Unix time)."""
+        return self.find_transaction_by(customer_id, since, {"job": job_id, "step": step})
+
+    def find_transaction_by(self, customer_id: str, since: float, metadata: dict[str, str]) -> str | None:
+        """The id of the customer's balance transaction carrying `metadata`, made at `since` (Unix time) or later."""
         earliest = max(0, int(since) - _LOOKBACK_MARGIN_SECONDS)
         params: dict[str, Any] = {"limit": _PAGE_SIZE, "created": {"gte": earliest}}
         while True:
             page = _call(self.client.v1.customers.balance_transactions.list, customer_id, params)
             for txn in page.data:
-                metadata = txn.metadata.to_dict() if txn.metadata else {}
-                if metadata.get("job") == job_id and metadata.get("step") == step:
+                found = txn.metadata.to_dict() if txn.metadata else {}
+                if all(found.get(name) == value for name, value in metadata.items()):
                     return str(txn.id)
             if not page.has_more or not page.data:
                 return None
@@ -222,8 +236,12 @@ def map_error(exc: stripe.StripeError) -> StripeCallFailed:
             f"Stripe refused the request for this account{detail}; no credits were used. "
             "Ask the operator to check the account's Stripe customer."
         )
-    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError, stripe.IdempotencyError)):
-        # Our secret key, its permissions, or our idempotency keys are wrong: only the operator can fix it.
+    # A key reused with other parameters (Stripe's 400 idempotency_error) is our bug; the same key
+    # still in flight elsewhere (409, e.g. a webhook and `billing sync` crediting one top-up at
+    # once) is only busy: that one is retried like an outage, below.
+    reused_key = isinstance(exc, stripe.IdempotencyError) and exc.http_status != 409
+    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)) or reused_key:
+        # Our secret key, its permissions or our keys are wrong: only the operator can fix it.
         log.error("Stripe refused this server's request (%s): %s", type(exc).__name__, exc)
         return StripeMisconfigured()
     applied_unknown = not isinstance(exc, stripe.RateLimitError)  # a 429 was refused before any effect

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import schema
+from .writer_lock import SingletonClaim, WriterLock
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -147,13 +148,13 @@ class Database(ABC):
     def size_bytes(self) -> int:
         """How much storage the database takes now (for /metrics)."""
 
-    @contextmanager
-    def exclusive(self, name: str) -> Iterator[bool]:
-        """Yield True if this process may run the named periodic task now (one node at a time).
+    @abstractmethod
+    def claim_singleton(self, task: str) -> bool:
+        """Whether this process may run `task`, which one process of the deployment runs at a time.
 
-        SQLite has one box: every process may (their transactions are serialised anyway).
+        The first process to claim it keeps it for its life (or until its connection to the
+        claim is lost); the others' claims fail at once and succeed once the holder is gone.
         """
-        yield True
 
     @abstractmethod
     def park_connection(self) -> None:
@@ -212,7 +213,8 @@ class SqliteDatabase(Database):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
-        self._write_lock = threading.Lock()
+        self._writer = WriterLock(self.path.with_name(self.path.name + "-writer"))
+        self._singletons: dict[str, SingletonClaim] = {}
         self._idle: list[sqlite3.Connection] = []  # parked by finished requests, for the next one
         self._closed = False
 
@@ -291,10 +293,8 @@ class SqliteDatabase(Database):
         if conn.in_transaction:
             raise RuntimeError("nested write transaction")
         tx = SqliteTransaction(conn)
-        # This process's writers queue on a lock rather than in SQLite's busy handler, which
-        # sleeps and retries: with 32 concurrent writers that polling pushed p99 past a second.
-        # Other processes still meet at BEGIN IMMEDIATE (and its busy timeout).
-        with self._write_lock:
+        # Writers queue on a lock rather than in SQLite's busy handler (see writer_lock.py).
+        with self._writer:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield tx
@@ -346,6 +346,12 @@ class SqliteDatabase(Database):
         finally:
             conn.close()
 
+    def claim_singleton(self, task: str) -> bool:
+        """Whether this process may run `task`, which one process of the deployment runs at a time."""
+        with self._lock:
+            claim = self._singletons.setdefault(task, SingletonClaim(self.path.with_name(f"{self.path.name}-{task}")))
+        return claim.claim()
+
     def close(self) -> None:
         """Close every connection this object opened (at app shutdown)."""
         with self._lock:
@@ -353,6 +359,9 @@ class SqliteDatabase(Database):
             connections, self._connections, self._idle = self._connections, [], []
         for conn in connections:
             conn.close()
+        self._writer.close()
+        for claim in self._singletons.values():
+            claim.close()
 
 
 def set_clause(changes: dict[str, Any], allowed: frozenset[str]) -> str:

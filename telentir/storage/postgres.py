@@ -107,6 +107,8 @@ class PostgresDatabase(Database):
         self._local = threading.local()  # the connection of this thread's open transaction, if any
         # This process's writers queue here, not each on a pooled connection waiting for the lock.
         self._write_lock = threading.Lock()
+        self._claims: dict[str, psycopg.Connection[Any]] = {}  # task -> the connection holding its lock
+        self._claims_lock = threading.Lock()
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -169,17 +171,24 @@ class PostgresDatabase(Database):
                 self._local.conn = None
         tx.committed()
 
-    @contextmanager
-    def exclusive(self, name: str) -> Iterator[bool]:
-        """Yield True on the one node that holds the named lock now (the others get False and skip)."""
-        key = int.from_bytes(hashlib.sha256(f"telentir:{name}".encode()).digest()[:8], "big", signed=True)
-        with self._pool.connection() as conn:
-            got = bool(_value(conn, "SELECT pg_try_advisory_lock(%s)", (key,)))
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    def claim_singleton(self, task: str) -> bool:
+        """Whether this process runs `task` for the deployment: a session advisory lock on a connection of its own.
+
+        Held for the process's life; if that connection dies, PostgreSQL releases the lock and
+        the claim is tried afresh (another node may have taken it meanwhile).
+        """
+        with self._claims_lock:
+            conn = self._claims.get(task)
+            if conn is not None and not conn.closed and not conn.broken:
+                return True
+            self._claims.pop(task, None)
+            conn = psycopg.connect(self.url, autocommit=True)
+            key = int.from_bytes(hashlib.sha256(f"telentir:{task}".encode()).digest()[:8], "big", signed=True)
+            if _value(conn, "SELECT pg_try_advisory_lock(%s)", (key,)):
+                self._claims[task] = conn
+                return True
+            conn.close()
+            return False
 
     def open_schema(self, migrate: bool = False) -> list[schema.Migration]:
         """Create the schema in an empty database, or upgrade (if `migrate`) or refuse an older one.
@@ -227,7 +236,11 @@ class PostgresDatabase(Database):
         return int(self.query_value("SELECT pg_database_size(current_database())"))
 
     def close(self) -> None:
-        """Close the pool and its connections."""
+        """Close the pool and its connections, giving up every claimed task."""
+        with self._claims_lock:
+            claims, self._claims = list(self._claims.values()), {}
+        for conn in claims:
+            conn.close()
         self._pool.close()
 
 

@@ -168,7 +168,7 @@ def feed(
     `handoff` (the SSE hub), the live part is served elsewhere while this generator waits.
     """
     slots = rt.stream_slots
-    slots.acquire(req.user_id)
+    slot = slots.acquire(req.user_id)
     pubsub: PubSub | None = None
     try:
         pubsub = rt.broker.pubsub()
@@ -196,7 +196,7 @@ def feed(
         # Free the subscription and the slot at once, whatever ended the stream.
         if pubsub is not None:
             close_quietly(pubsub)
-        slots.release(req.user_id)
+        slots.release(slot)
 
 
 def _check_still_valid(rt: Runtime, guard: StreamGuard) -> None:
@@ -244,8 +244,13 @@ def _replay(rt: Runtime, req: FeedRequest, newest: int, guard: StreamGuard) -> G
         yield _resync(head + 1)
         return head
     if req.since < pruned:
+        # Everything up to `pruned` may be gone, or (after a restore moved it past the restored
+        # ids) no longer the log the client knew: the stream carries what follows it, from the
+        # oldest kept id on, and `since - 1` then resumes without another resync.
         oldest = events.oldest_id(rt)
-        yield _resync(oldest if oldest is not None else pruned + 1)
+        start = max(oldest if oldest is not None else pruned + 1, pruned + 1)
+        yield _resync(start)
+        return (yield from _stored_after(rt, req, start - 1, guard=guard))
     return (yield from _stored_after(rt, req, req.since, guard=guard))
 
 

@@ -1,41 +1,95 @@
-"""Caps on open event streams: per process and per user."""
+"""Caps on open event streams, across every worker process of the box: in total and per user.
+
+Each open stream is a row of `stream_slots` naming the host and process serving it, taken
+and counted in one write transaction, so two workers can never both take the last slot. The
+caps protect the box's threads and memory, so they count the streams of this host only (on a
+shared PostgreSQL, each node keeps its own). A process killed with its streams open leaves
+rows behind: they are dropped when a cap is reached (if their process is gone) and, for the
+whole host, when the server starts.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
+import os
+import socket
 
 from ..errors import RateLimited, ServiceUnavailable
+from ..ids import now_iso
+from ..storage.db import Database, Transaction
 
 
 class StreamSlots:
-    """Counts open streams per process and per user, refusing past the caps."""
+    """Takes and gives back stream slots, refusing past the caps (503 in total, 429 per user)."""
 
-    def __init__(self, max_total: int, max_per_user: int) -> None:
-        self.max_total, self.max_per_user = max_total, max_per_user
-        self._lock = threading.Lock()
-        self._per_user: Counter[str] = Counter()
+    def __init__(self, db: Database, max_total: int, max_per_user: int) -> None:
+        self.db, self.max_total, self.max_per_user = db, max_total, max_per_user
+        self.host = socket.gethostname()
 
     @property
     def open(self) -> int:
-        """Streams open now in this process."""
-        with self._lock:
-            return sum(self._per_user.values())
+        """Streams open now on this host, in every worker."""
+        return int(self.db.query_value("SELECT COUNT(*) FROM stream_slots WHERE host = ?", (self.host,)))
 
-    def acquire(self, user_id: str) -> None:
-        """Take a slot, or raise 503 (process full) / 429 (user's cap)."""
-        with self._lock:
-            if sum(self._per_user.values()) >= self.max_total:
-                raise ServiceUnavailable(
-                    "Too many open event streams on this server; retry shortly.", code="too_many_streams"
-                )
-            if self._per_user[user_id] >= self.max_per_user:
-                raise RateLimited(retry_after=5, message="You have too many open event streams; close one first.")
-            self._per_user[user_id] += 1
+    def acquire(self, user_id: str) -> int:
+        """Take a slot for one of `user_id`'s streams and return its id, or raise 503 (box full) / 429 (user's cap)."""
+        with self.db.atomic() as tx:
+            if self._full(tx, user_id):
+                self._refuse(tx, user_id)
+            return tx.insert(
+                "INSERT INTO stream_slots (host, pid, user_id, opened_at) VALUES (?, ?, ?, ?)",
+                (self.host, os.getpid(), user_id, now_iso()),
+            )
 
-    def release(self, user_id: str) -> None:
+    def release(self, slot_id: int) -> None:
         """Give a slot back."""
-        with self._lock:
-            self._per_user[user_id] -= 1
-            if self._per_user[user_id] <= 0:
-                del self._per_user[user_id]
+        with self.db.atomic() as tx:
+            tx.execute("DELETE FROM stream_slots WHERE id = ?", (slot_id,))
+
+    def forget_host(self) -> int:
+        """Drop every slot of this host (at start-up, before any worker serves); returns how many."""
+        with self.db.atomic() as tx:
+            return int(tx.execute("DELETE FROM stream_slots WHERE host = ?", (self.host,)).rowcount)
+
+    def _full(self, tx: Transaction, user_id: str) -> bool:
+        """Over a cap, even once the rows of killed processes (which may be what fills it) are dropped."""
+        return self._over_caps(tx, user_id) and (not self._drop_dead(tx) or self._over_caps(tx, user_id))
+
+    def _over_caps(self, tx: Transaction, user_id: str) -> bool:
+        total, mine = self._counts(tx, user_id)
+        return total >= self.max_total or mine >= self.max_per_user
+
+    def _counts(self, tx: Transaction, user_id: str) -> tuple[int, int]:
+        row = tx.execute(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN user_id = ? THEN 1 ELSE 0 END), 0) FROM stream_slots "
+            "WHERE host = ?",
+            (user_id, self.host),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def _drop_dead(self, tx: Transaction) -> bool:
+        """Drop the slots of processes of this host that are gone; whether any went."""
+        rows = tx.execute("SELECT DISTINCT pid FROM stream_slots WHERE host = ?", (self.host,)).fetchall()
+        pids = [int(r[0]) for r in rows]
+        dead = [pid for pid in pids if not _alive(pid)]
+        for pid in dead:
+            tx.execute("DELETE FROM stream_slots WHERE host = ? AND pid = ?", (self.host, pid))
+        return bool(dead)
+
+    def _refuse(self, tx: Transaction, user_id: str) -> None:
+        total, _ = self._counts(tx, user_id)
+        if total >= self.max_total:
+            raise ServiceUnavailable(
+                "Too many open event streams on this server; retry shortly.", code="too_many_streams"
+            )
+        raise RateLimited(retry_after=5, message="You have too many open event streams; close one first.")
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists (a reused pid reads as alive: rows stay until start-up)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True

@@ -63,6 +63,24 @@ class _PageCatcher:
         return getattr(self.sock, name)
 
 
+class StopsJobs:
+    """On SIGTERM (a graceful stop), tell the app's running ingestion jobs to end now.
+
+    gunicorn lets a stopping worker finish its requests for `graceful_timeout` seconds and then
+    kills it; a `/api/connect` request lasts as long as its job. So the job is told at once: it
+    ends at its next record, settles (charging what it wrote, refunding the rest) and its
+    request answers, well inside the timeout.
+    """
+
+    def handle_exit(self, sig: Any, frame: Any) -> None:
+        """gunicorn's handling, then the jobs' stop flag (an Event: safe to set from a signal handler)."""
+        super().handle_exit(sig, frame)  # type: ignore[misc]
+        extensions = getattr(getattr(self, "wsgi", None), "extensions", {})
+        runtime = extensions.get("telentir")
+        if runtime is not None:
+            runtime.job_runner.stopping.set()
+
+
 class JsonErrorPages:
     """Mixin for a gunicorn worker: its error answers carry the JSON error body."""
 

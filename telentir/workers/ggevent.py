@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gunicorn.workers.ggevent import GeventWorker as GunicornGeventWorker
 
-from . import JsonErrorPages
+from . import JsonErrorPages, StopsJobs
 
 
-class GeventWorker(JsonErrorPages, GunicornGeventWorker):
+class GeventWorker(StopsJobs, JsonErrorPages, GunicornGeventWorker):
     """gevent: one event loop per worker process, a greenlet per connection."""

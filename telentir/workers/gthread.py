@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gunicorn.workers.gthread import ThreadWorker as GunicornThreadWorker
 
-from . import JsonErrorPages
+from . import JsonErrorPages, StopsJobs
 
 
-class ThreadWorker(JsonErrorPages, GunicornThreadWorker):
+class ThreadWorker(StopsJobs, JsonErrorPages, GunicornThreadWorker):
     """gthread: a pool of threads per worker process."""
