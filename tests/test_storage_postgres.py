@@ -172,14 +172,17 @@ def test_event_ids_become_visible_in_commit_order(pg: PostgresDatabase) -> None:
     assert seen == final and len(final) == 60
 
 
-def test_exclusive_lets_one_holder_at_a_time(pg: PostgresDatabase) -> None:
-    with pg.exclusive("prune") as first:
-        with pg.exclusive("prune") as second:  # another pooled connection: another node, in effect
-            assert (first, second) == (True, False)
-        with pg.exclusive("sweep") as other:
-            assert other is True
-    with pg.exclusive("prune") as again:
-        assert again is True
+def test_a_singleton_task_runs_on_one_node_until_that_node_goes(pg: PostgresDatabase) -> None:
+    other = PostgresDatabase(pg.url, pool_size=2)  # another node
+    try:
+        assert pg.claim_singleton("event-pruner") is True
+        assert pg.claim_singleton("event-pruner") is True  # kept, not taken again
+        assert other.claim_singleton("event-pruner") is False
+        assert other.claim_singleton("blob-sweeper") is True  # another task, another holder
+        pg.close()  # the holder goes (a dead node's session ends the same way)
+        assert other.claim_singleton("event-pruner") is True
+    finally:
+        other.close()
 
 
 def test_nodes_starting_together_create_the_schema_once() -> None:
