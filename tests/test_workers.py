@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from telentir.runtime import Runtime
-from telentir.storage.db import Database
+from telentir.storage.db import SqliteDatabase
 
 from .events_support import STREAM_SETTINGS, Account, account, stored_ids
 from .scraper_fixture import TestScraper
@@ -256,7 +256,7 @@ def test_a_user_s_job_limit_holds_across_workers(tmp_path_factory: pytest.TempPa
 
 def test_one_process_at_a_time_prunes(tmp_path: Path) -> None:
     """The pruner's claim: the first process keeps it, others are refused until it is gone."""
-    first, second = Database(tmp_path / "t.db"), Database(tmp_path / "t.db")
+    first, second = SqliteDatabase(tmp_path / "t.db"), SqliteDatabase(tmp_path / "t.db")
     try:
         assert first.claim_singleton("event-pruner")
         assert first.claim_singleton("event-pruner")  # kept
