@@ -24,7 +24,6 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     from . import logs
     from .api import register_blueprints
     from .api.errors import register_error_handlers
-    from .api.inputs import check_query_and_headers
     from .request_log import RequestLog
     from .wiring import build_runtime, start_background
 
@@ -51,19 +50,24 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.wsgi_app = RequestLog(app.wsgi_app, rt.metrics, trust_request_id=config.proxy_hops > 0)  # type: ignore
     start_background(rt)
     register_error_handlers(app)
-    app.before_request(_note_route)
-    app.before_request(check_query_and_headers)  # before every blueprint's own hooks (the guard)
+    app.before_request(_first_look)  # before every blueprint's own hooks (the guard)
     register_blueprints(app)
     app.teardown_appcontext(lambda exc: rt.db.park_connection())
     return app
 
 
-def _note_route() -> None:
-    """Tell the request log which URL rule matched (its template, never the path itself)."""
+def _first_look() -> None:
+    """Before every request: tell the request log the matched rule, then refuse non-text input.
+
+    One hook for both, resolving the request once: it runs on every request.
+    """
+    from .api.inputs import check_query_and_headers
     from .request_log import ROUTE_KEY
 
-    if request.url_rule is not None:
-        request.environ[ROUTE_KEY] = request.url_rule.rule
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    if req.url_rule is not None:  # the rule's template, never the path itself
+        req.environ[ROUTE_KEY] = req.url_rule.rule
+    check_query_and_headers(req.environ)
 
 
 def close_app(app: Flask) -> None:

@@ -13,8 +13,6 @@ import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from flask import request
-
 from ..errors import BadRequest
 
 _NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
@@ -42,9 +40,8 @@ def check_json_text(body: Any) -> None:
             stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
 
 
-def check_query_and_headers() -> None:
-    """`before_request` of the app: 400 if a query parameter or header value is not text."""
-    environ = request.environ
+def check_query_and_headers(environ: dict[str, Any]) -> None:
+    """Run before every request: 400 if a query parameter or header value is not text."""
     query = environ.get("QUERY_STRING", "")
     # The common case, checked cheaply: ASCII with no NUL and no %-escape is text as it stands.
     if not (query.isascii() and "%" not in query and "\x00" not in query):
