@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from telentir.config import load_config
 from telentir.runtime import Runtime
 from telentir.services import accounts, credentials, keyring, objects
-from telentir.wiring import build_runtime
 
 from .console_support import (
     PASSWORD,
@@ -39,7 +37,7 @@ from .console_support import (
 )
 from .dataplane_support import encrypt, load_public, wrap
 from .scraper_fixture import TestScraper
-from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess
+from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, runtime_over
 
 pytestmark = pytest.mark.timeout(180)
 SCREENSHOT_ENV = "TELENTIR_CONSOLE_SCREENSHOT"  # set to docs/console.png to refresh the README's picture
@@ -440,7 +438,7 @@ def test_a_connect_job_fills_the_store_live_and_shows_its_summary(
 def test_the_top_up_button_shows_when_the_server_has_stripe(tmp_path: Path, open_page: Any) -> None:
     env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "STRIPE_SECRET_KEY": "sk_test_console"}
     stripe_server = ServerProcess(tmp_path / "data", env).start()
-    rt = build_runtime(load_config({"data_dir": stripe_server.data_dir, "master_key": FIXED_MASTER_KEY}, environ={}))
+    rt = runtime_over(stripe_server.data_dir)
     try:
         user = accounts.create_user(rt, "stripe@example.com", "+15555550100", verified=True)
         key = credentials.create_api_key(rt, user["id"], "test")["key"]
