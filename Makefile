@@ -7,10 +7,11 @@ SCRAPER_PORT ?= 8001
 
 .PHONY: run test lint lock clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+# The venv holds exactly what requirements-dev.lock pins (pip itself included), hashes checked:
+# a clone installs next month what was tested today. `make lock` is the only way a pin moves.
+$(BIN)/.installed: requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	touch $@
 
 ## run: the production server on 127.0.0.1:$(PORT) with a demo user, and the demo scraper on $(SCRAPER_PORT);
@@ -31,11 +32,14 @@ test: lint
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --backend postgres-s3-redis
 
-## lock: pin every transitive runtime dependency, with hashes, for the Docker image (Linux, CPython 3.11)
+## lock: re-pin every package, with hashes (Linux, CPython 3.11): requirements.lock (runtime, the image installs it)
+## from requirements.txt, then requirements-dev.lock (what `make test` installs) from requirements-dev.txt within it;
+## existing pins are kept while they still fit, `make lock UPGRADE=1` moves every pin to the newest release
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --quiet $(if $(UPGRADE),--upgrade)
 lock: $(BIN)/.installed
-	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --generate-hashes --allow-unsafe --strip-extras \
-	  --no-emit-index-url --no-emit-find-links --quiet \
-	  --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --constraint requirements.lock --output-file requirements-dev.lock requirements-dev.txt
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache build *.egg-info

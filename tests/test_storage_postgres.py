@@ -150,10 +150,16 @@ def test_event_ids_become_visible_in_commit_order(pg: PostgresDatabase) -> None:
 
     def reader() -> None:
         last = 0
-        while not stop.is_set():
+        while True:
+            # Whether the writers had all committed is read before the query, so the last pass
+            # starts after every commit: without it, a pass begun just before the last commit
+            # would end the loop one id short (the flake this once was).
+            finished = stop.is_set()
             for row in pg.query("SELECT id FROM events WHERE id > ? ORDER BY id", (last,)):
                 seen.append(row[0])
                 last = row[0]
+            if finished:
+                return
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(len(nodes))]
     watcher = threading.Thread(target=reader)
