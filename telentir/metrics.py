@@ -38,6 +38,7 @@ _COUNTERS = (
     ("telentir_lead_charged_cents_total", "Prepaid credit charged for leads written, in cents.", ("billing",)),
     ("telentir_lead_refunds_total", "Refunds of unused reservations.", ("billing",)),
     ("telentir_lead_refunded_cents_total", "Reserved credit given back, in cents.", ("billing",)),
+    ("telentir_limit_refusals_total", "Requests refused by an abuse limit (docs/security.md), by limit.", ("limit",)),
 )
 
 
@@ -107,6 +108,10 @@ class Metrics:
     def broker_publish(self, ok: bool) -> None:
         """A doorbell was published (or failed to be)."""
         self._count("telentir_broker_publishes_total" if ok else "telentir_broker_publish_failures_total")
+
+    def limit_refused(self, limit: str) -> None:
+        """One request refused by the abuse limit named `limit` (its setting's name, lower case, without TELENTIR_)."""
+        self._count("telentir_limit_refusals_total", limit=limit)
 
     def hub_backlog_cut(self) -> None:
         """The SSE hub cut a stream whose client stopped reading."""
