@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ CREATED_BY = "telentir-client-python"
 RETIRABLE_CREATORS = frozenset({CREATED_BY, "telentir-console"})
 PUBLISH_PURPOSE = "publish"
 CACHE_LIMIT = 10_000  # unwrapped key records kept (32-byte keys: a few hundred KiB at most)
+PREFETCH_THREADS = 8  # key records fetched at once for a page of items (requests pools 10 connections)
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,24 @@ class Keyring:
             while len(self._cache) > CACHE_LIMIT:
                 self._cache.popitem(last=False)
         return opened
+
+    def prefetch(self, key_ids: Iterable[str]) -> None:
+        """Fetch and unwrap the key records not cached yet, several at a time.
+
+        Every item written by this client or the console has a key of its own, so reading a
+        page of items is a page of key reads: done in parallel they cost a few round trips, not
+        one per item. A key that fails here fails again, with its reason, when its item is opened.
+        """
+        with self._lock:
+            missing = list(dict.fromkeys(key_id for key_id in key_ids if key_id not in self._cache))
+        if len(missing) < 2:
+            return
+        with ThreadPoolExecutor(max_workers=min(PREFETCH_THREADS, len(missing))) as pool:
+            for future in [pool.submit(self.open_key, key_id) for key_id in missing]:
+                try:
+                    future.result()
+                except TelentirError:
+                    pass
 
     def _unwrap(self, record: Mapping[str, Any]) -> OpenKey:
         server = str(record["server"]).lower()

@@ -48,7 +48,7 @@ class StoreRepository:
     def all(self) -> list[dict[str, Any]]:
         """Every item of the store, decrypted, oldest first (one request; `iter()` for large stores)."""
         records = self.transport.json("GET", f"/objects/{self.id}/related")
-        return [self._open(record) for record in records]
+        return self._open_all(records)
 
     def iter(self, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[dict[str, Any]]:
         """Every item, decrypted, oldest first, read `page_size` at a time (1 to 1000): memory stays flat."""
@@ -58,8 +58,7 @@ class StoreRepository:
         while True:
             params = {"limit": str(page_size), **({"after": after} if after else {})}
             response = self.transport.request("GET", f"/objects/{self.id}/related", params=params)
-            for record in response.json():
-                yield self._open(record)
+            yield from self._open_all(response.json())
             after = response.headers.get("X-Next-Cursor")
             if not after:
                 return
@@ -168,6 +167,15 @@ class StoreRepository:
         if record.get("related_object_id") != self.id:
             raise TelentirError(404, "not_found", f"{id} is not an item of the {self.name} store.")
         return record
+
+    def _open_all(self, records: list[dict[str, Any]], batch: int = MAX_PAGE_SIZE) -> list[dict[str, Any]]:
+        """Decrypt records, their key records fetched in parallel a batch at a time."""
+        items: list[dict[str, Any]] = []
+        for start in range(0, len(records), batch):
+            chunk = records[start : start + batch]
+            self.keyring.prefetch(record["key_id"] for record in chunk)
+            items.extend(self._open(record) for record in chunk)
+        return items
 
     def _open(self, record: Mapping[str, Any]) -> dict[str, Any]:
         return item_of(record["id"], self.keyring.open_object(record))
