@@ -9,7 +9,10 @@
 //         "open": [{"key", "iv", "content", "auth_tag"}], "seal": "<plaintext>"}
 // stdout: {"console": {"opened": [...], "sealed": {...}}, "sdk": {"opened": [...], "sealed": {...}}}
 import * as nodeCrypto from "node:crypto";
-import * as webcrypto from "./console_crypto.mjs";
+
+// Node 18 (Debian bookworm's) has WebCrypto, but not yet as a global: the browser's name for it.
+globalThis.crypto ??= nodeCrypto.webcrypto;
+const webcrypto = await import("./console_crypto.mjs");
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
