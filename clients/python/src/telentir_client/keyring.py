@@ -189,11 +189,15 @@ class Keyring:
         record = self.transport.json("POST", "/keys", body)
         return record["id"], sealed
 
-    def delete_key(self, key_id: str) -> None:
-        """Delete a key record this client (or the console) made; one already gone is fine."""
+    def retire(self, key_id: str) -> None:
+        """Delete a key record no object uses any more (one this client or the console made), best effort.
+
+        It runs after a write succeeded, or after one failed: either way the caller's outcome is
+        the write's, so a failure here is not raised. What it leaves is an unused key record
+        (wrapped key material of no object), which `GET /keys/{id}` can still show and delete.
+        """
         self.forget(key_id)
         try:
             self.transport.request("DELETE", f"/keys/{key_id}")
-        except TelentirError as exc:
-            if exc.status not in (404, 409):  # gone already; a store's default key is never deleted
-                raise
+        except TelentirError:
+            pass  # gone already (404), a store's default key (409), or the server is unreachable

@@ -88,7 +88,7 @@ class StoreRepository:
         try:
             record = self.transport.json("POST", "/objects", body)
         except TelentirError:
-            self.keyring.delete_key(key_id)  # the write failed: its key is nobody's
+            self.keyring.retire(key_id)  # the write failed: its key is nobody's
             raise
         return str(record["id"])
 
@@ -107,20 +107,22 @@ class StoreRepository:
         try:
             self.transport.json("PATCH", f"/objects/{id}", body)
         except TelentirError:
-            self.keyring.delete_key(key_id)
+            self.keyring.retire(key_id)
             raise
         if old and old["id"] != key_id and _retirable(old):
-            self.keyring.delete_key(old["id"])
+            self.keyring.retire(old["id"])
 
     def delete(self, id: str) -> None:
-        """Delete an item, its published copies, and the keys this client or the console made for them."""
+        """Delete an item with the objects under it (its published copies), and the keys made for them.
+
+        Keys this client or the console made are deleted; others (a store's default key, the
+        SDK's) stay.
+        """
         record = self._record(id)
         keys = [record["key_id"], *(child["key_id"] for child in self._children(id))]
         self.transport.request("DELETE", f"/objects/{id}", params={"cascade": "true"})
         for key_id in keys:
-            old = self._old_key(key_id)
-            if old and _retirable(old):
-                self.keyring.delete_key(key_id)
+            self._retire_if_ours(key_id)
 
     # --- publishing ----------------------------------------------------------------------------
 
@@ -146,7 +148,7 @@ class StoreRepository:
             copy = self.transport.json("POST", "/objects", body)
             self.transport.json("PUT", self._publication(id), {"objectId": copy["id"]})
         except TelentirError:
-            self.keyring.delete_key(key_id)
+            self.keyring.retire(key_id)
             raise
         self._drop_copies(id, keep=copy["id"])
         return str(copy["id"])
@@ -202,19 +204,35 @@ class StoreRepository:
             raise
         return record
 
+    def _retire_if_ours(self, key_id: str) -> None:
+        """Delete a key no object uses now, if this client or the console made it (best effort, as `retire`)."""
+        try:
+            key = self._old_key(key_id)
+        except TelentirError:
+            return
+        if key and _retirable(key):
+            self.keyring.retire(key_id)
+
     def _drop_copies(self, id: str, keep: str | None = None) -> None:
-        """Delete the published copies under an item (objects whose key this client made to publish), but `keep`."""
-        for child in self._children(id):
+        """Delete the published copies under an item (objects whose key this client made to publish), but `keep`.
+
+        Best effort, after the publication changed: what it cannot delete now stays under the item.
+        """
+        try:
+            children = self._children(id)
+        except TelentirError:
+            return
+        for child in children:
             if child["id"] == keep:
                 continue
-            key = self._old_key(child["key_id"])
-            if key and key.get("metadata", {}).get("purpose") == PUBLISH_PURPOSE and _retirable(key):
-                try:
-                    self.transport.request("DELETE", f"/objects/{child['id']}")
-                except TelentirError as exc:
-                    if exc.status != 404:
-                        raise
-                self.keyring.delete_key(child["key_id"])
+            try:
+                key = self._old_key(child["key_id"])
+                if not (key and key.get("metadata", {}).get("purpose") == PUBLISH_PURPOSE and _retirable(key)):
+                    continue
+                self.transport.request("DELETE", f"/objects/{child['id']}")
+            except TelentirError:
+                continue
+            self.keyring.retire(child["key_id"])
 
 
 def _retirable(key: Mapping[str, Any]) -> bool:
