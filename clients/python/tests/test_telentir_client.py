@@ -87,6 +87,13 @@ def test_connect_reads_the_root_and_exposes_every_store(telentir: Telentir) -> N
     assert caught.value.status == 404 and caught.value.code == "not_found"
 
 
+def test_the_servers_url_without_api_works_too(new_user: Callable[..., dict[str, Any]], server: ServerProcess) -> None:
+    with Telentir.connect(api_key=new_user()["api_key"], api=server.url + "/") as client:
+        assert client._transport.api == server.url + "/api"
+        object_id = client.contacts.create({"name": "Ada"})
+        assert client.contacts.get(object_id)["name"] == "Ada"
+
+
 def test_a_bad_api_key_is_a_401_at_connect(api_url: str) -> None:
     with pytest.raises(TelentirError) as caught:
         Telentir.connect(api_key="tlk_not-a-key", api=api_url)

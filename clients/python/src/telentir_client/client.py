@@ -149,13 +149,14 @@ class Telentir:
         `api_key` defaults to `$TELENTIR_API_KEY`, `api` (the server's `/api` URL) to `$TELENTIR_API`
         or `http://127.0.0.1:8000/api`. `private_keys` maps the names of BYOK servers to their private
         keys (PEM, or base64 PKCS#8 DER) held by this program. Bad credentials: TelentirError 401.
+        The server's own URL (without `/api`) works too.
         """
         key = api_key or os.environ.get(API_KEY_VARIABLE, "")
         if not key:
             raise TelentirError(401, "unauthorized", f"No API key: pass api_key= or set {API_KEY_VARIABLE}.")
         transport = Transport(api or os.environ.get(API_VARIABLE) or DEFAULT_API, key, timeout)
         try:
-            root = transport.json("GET", "/root")
+            root = _read_root(transport)
             if not isinstance(root, dict) or not isinstance(root.get("stores"), dict):
                 raise TelentirError(200, INVALID_RESPONSE, "GET /root did not answer a root.")
             keyring = Keyring(transport, root, private_keys or {})
@@ -261,3 +262,14 @@ class Telentir:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _read_root(transport: Transport) -> Any:
+    """`GET /root`; given the server's URL rather than its `/api` URL, the root is found under `/api`."""
+    try:
+        return transport.json("GET", "/root")
+    except TelentirError as exc:
+        if exc.status != 404 or transport.api.endswith("/api"):
+            raise
+    transport.api += "/api"
+    return transport.json("GET", "/root")
