@@ -21,11 +21,12 @@ $(BIN)/.installed: requirements.lock requirements-dev.lock
 run: $(BIN)/.installed
 	TELENTIR_SIGNUP=$${TELENTIR_SIGNUP:-open} exec $(BIN)/python -m telentir.devrun --port $(PORT) --scraper-port $(SCRAPER_PORT)
 
-## lint: ruff (lint and format check) and mypy; any finding fails
+## lint: ruff (lint and format check) and mypy (the server, then the Python client, strict); any finding fails
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd clients/python && $(CURDIR)/$(BIN)/mypy
 
 ## test: the static checks, then the whole suite (embedded), then its storage-bound modules on PostgreSQL + S3 + Redis
 test: lint
