@@ -139,6 +139,15 @@ def stop() -> None:
     _servers.stop()
 
 
+def watch_process(pid: int, *match: str) -> None:
+    """Have the watchdog stop process `pid` (if its command line still holds every `match`) at the session's end.
+
+    For the servers tests start for themselves (tests/redis_server.py): a killed pytest leaves none behind.
+    """
+    with _servers.lock:
+        _servers.remember({"process": pid, "match": list(match)})
+
+
 def _free_port() -> int:
     from .support import free_port
 
@@ -167,7 +176,7 @@ def _start_redis() -> str:
             start_new_session=True,
         )
         _servers.children.append(proc)
-        _servers.remember({"process": proc.pid, "name": "redis-server"})
+        _servers.remember({"process": proc.pid, "match": ["redis-server", str(port)]})
         url = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:

@@ -5,7 +5,7 @@ own, so Ctrl-C at the terminal and a kill of pytest's process group leave it run
 writes one JSON line to its stdin for each thing to undo, as it makes it:
 
     {"folder": "/tmp/telentir-test-redis-x1"}
-    {"process": 4242, "name": "redis-server"}
+    {"process": 4242, "match": ["redis-server", "40123"]}
     {"postgres": "/tmp/telentir-test-postgres-x2/data", "pg_ctl": "/usr/lib/.../bin/pg_ctl", "uid": 101, "gid": 104}
 
 When its stdin ends (pytest closed it at the end of the session, or pytest died: killed, timed
@@ -31,7 +31,7 @@ def undo(items: list[dict[str, Any]]) -> None:
     for item in reversed(items):
         try:
             if "process" in item:
-                _stop_process(int(item["process"]), str(item["name"]))
+                _stop_process(int(item["process"]), [str(needle) for needle in item["match"]])
             elif "postgres" in item:
                 _stop_postgres(item)
             elif "folder" in item:
@@ -40,24 +40,27 @@ def undo(items: list[dict[str, Any]]) -> None:
             print(f"service_watchdog: could not undo {item}: {exc}", file=sys.stderr)
 
 
-def _is_running(pid: int, name: str) -> bool:
-    """Process `pid` is alive (not a zombie) and still the program we started (a pid is reused once reaped)."""
+def _is_running(pid: int, match: list[str]) -> bool:
+    """Process `pid` is alive (not a zombie) and still the one we started (its command line holds every `match`).
+
+    A pid is reused once its process is reaped: the program's name and its port tell ours apart.
+    """
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
     zombie = any(line.startswith("State:") and "Z" in line.split()[1:2] for line in status.splitlines())
-    return not zombie and name.encode() in command
+    return not zombie and all(needle.encode() in command for needle in match)
 
 
-def _stop_process(pid: int, name: str) -> None:
+def _stop_process(pid: int, match: list[str]) -> None:
     """SIGTERM, then SIGKILL after ten seconds."""
-    if not _is_running(pid, name):
+    if not _is_running(pid, match):
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while _is_running(pid, name):
+    while _is_running(pid, match):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             return

@@ -63,11 +63,14 @@ def test_overrides_replace_the_private_servers(monkeypatch: pytest.MonkeyPatch) 
     assert postgres_url() == "postgresql://admin@db.example:5433/postgres"
 
 
-# Starts both servers in a child process, prints their URLs and folders, then is killed outright.
+# Starts both servers and a test's own redis-server (tests/redis_server.py) in a child process,
+# prints their URLs and the folders, then is killed outright.
 KILLED_PYTEST = """
-import os, signal, sys
+import os, signal
 from tests import private_services as ps
-print(ps.redis_url(), ps.postgres_url(), flush=True)
+from tests.redis_server import RedisServer
+own = RedisServer(ps._servers.folder("own-redis")).start()
+print(ps.redis_url(), ps.postgres_url(), own.url, flush=True)
 print(" ".join(item["folder"] for item in ps._servers.undo if "folder" in item), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -85,8 +88,8 @@ def test_a_killed_pytest_leaves_no_server_and_no_folder_behind() -> None:
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
     urls, folders = child.stdout.splitlines()
-    redis_at, postgres_at = urls.split()
-    assert len(folders.split()) == 2 and all(folder.startswith(OWN_FOLDER) for folder in folders.split())
+    redis_at, postgres_at, own_redis_at = urls.split()
+    assert len(folders.split()) == 3 and all(folder.startswith(OWN_FOLDER) for folder in folders.split())
 
     def gone() -> bool:
         if any(Path(folder).exists() for folder in folders.split()):
@@ -96,16 +99,19 @@ def test_a_killed_pytest_leaves_no_server_and_no_folder_behind() -> None:
             return False
         except psycopg.OperationalError:
             pass
-        client = redis.Redis.from_url(redis_at, socket_timeout=2)
-        try:
-            client.ping()
-            return False
-        except redis.ConnectionError:
-            return True
-        finally:
-            client.close()
+        return not any(_answers(url) for url in (redis_at, own_redis_at))
 
     wait_until(gone, timeout=60, message="the watchdog to stop both servers and remove their folders")
+
+
+def _answers(redis_at: str) -> bool:
+    client = redis.Redis.from_url(redis_at, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
 
 
 def test_make_test_names_a_missing_program_before_running_anything() -> None:
