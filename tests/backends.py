@@ -5,7 +5,8 @@
 again, unchanged, with every server and runtime they build pointed at PostgreSQL, an S3
 server and Redis. The backend reaches `support.server_env` and `support.test_config`
 through one environment variable (set for the session by conftest), so test modules need
-not know which backend they run on.
+not know which backend they run on. PostgreSQL and Redis are the run's private servers
+(tests/private_services.py), or those TELENTIR_TEST_POSTGRES_URL / TELENTIR_TEST_REDIS_URL name.
 
 Each data folder gets a throwaway database of its own, named from the folder's path
 (`telentir_test_<run>_<hash>`), and a prefix of the run's bucket: a test that starts from
