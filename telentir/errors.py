@@ -115,7 +115,13 @@ class UpstreamTimeout(ApiError):
 
 # The storage engines an EngineUnavailable names (also the values of the metric's `engine` label).
 ENGINES = ("postgresql", "sqlite", "s3", "redis")
-ENGINE_TITLES = {"postgresql": "PostgreSQL", "sqlite": "The SQLite database", "s3": "The S3 store", "redis": "Redis"}
+ENGINE_TITLES = {
+    "postgresql": "PostgreSQL",
+    "sqlite": "The SQLite database",
+    "s3": "The S3 store",
+    "redis": "Redis",
+    "storage": "A storage engine",
+}
 
 
 class EngineUnavailable(ServiceUnavailable):
@@ -127,7 +133,9 @@ class EngineUnavailable(ServiceUnavailable):
 
     retry_after = 2
 
-    def __init__(self, engine: str, cause: str = "", *, code: str | None = None, message: str | None = None) -> None:
+    def __init__(
+        self, engine: str = "storage", cause: str = "", *, code: str | None = None, message: str | None = None
+    ) -> None:
         title = ENGINE_TITLES.get(engine, engine)
         super().__init__(message or f"{title} is unavailable right now; retry in a moment.", code=code)
         self.engine, self.cause = engine, cause
@@ -141,7 +149,7 @@ class InsufficientStorage(ApiError):
 
     status, code = 507, "insufficient_storage"
 
-    def __init__(self, where: str, cause: str = "") -> None:
+    def __init__(self, where: str = "the data folder", cause: str = "") -> None:
         super().__init__(
             f"The server has no storage space left ({where}); nothing was written. Reads and deletes still work; "
             "writes resume once the operator frees space."

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import crypto
 from .config import Config, ConfigError
+from .errors import EngineUnavailable, InsufficientStorage
 from .metrics import Metrics
 from .pubsub import create_broker
 from .pubsub.doorbell import Doorbell, PublishStats
@@ -238,6 +239,9 @@ class Periodic:
                 return
             try:
                 self.task()
+            except (EngineUnavailable, InsufficientStorage) as exc:
+                # An engine away or a full disk: the storage layer logged it once; no traceback per round.
+                log.info("%s: %s; will retry", self._thread.name, exc.message)
             except Exception:
                 log.exception("%s failed; will retry", self._thread.name)
 

@@ -171,6 +171,7 @@ def feed(
     slots = rt.stream_slots
     slot = slots.acquire(req.user_id)
     pubsub: PubSub | None = None
+    opened = False
     try:
         pubsub = rt.broker.pubsub()
         revocation = events.revocation_channel(req.user_id, guard.credential.id)
@@ -178,6 +179,7 @@ def feed(
         # Read once subscribed and before answering: whatever commits later rings our doorbell.
         newest = events.newest_id(rt)
         _check_still_valid(rt, guard)
+        opened = True
         yield Item("open")
         last = yield from _replay(rt, req, newest, guard)
         yield IDLE
@@ -193,6 +195,12 @@ def feed(
         yield from _follow(rt, req, guard, pubsub, last, is_closed)
     except CredentialEnded as ended:
         log.info("event stream of %s ended: %s", req.user_id, ended)
+    except EngineUnavailable as exc:
+        if not opened:
+            raise  # still a JSON 503 before the stream's headers
+        # The database went away mid-stream (logged once by the storage layer): end cleanly, and
+        # the client resumes from Last-Event-ID once it is back; nothing is lost meanwhile.
+        log.info("event stream of %s ended: %s", req.user_id, exc.message)
     finally:
         # Free the subscription and the slot at once, whatever ended the stream.
         if pubsub is not None:
