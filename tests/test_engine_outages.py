@@ -26,11 +26,15 @@ import requests
 from telentir.runtime import Runtime
 
 from . import backends
+from .connect_support import PRICE
 from .fault_proxy import FaultProxy
+from .money_support import billing_env, billing_runtime, funded_user, job_row, ledger_counts, post_leads, stored_records
+from .scraper_fixture import TestScraper
 from .sse_client import Refused, StreamEnded, open_stream
-from .support import FIXED_MASTER_KEY, ServerProcess, assert_error, make_user, runtime_over, wait_until
+from .support import Api, ServerProcess, assert_error, make_user, wait_until
 
 CUT_SECONDS = 5.0
+LEASE = 3.0
 METRICS_TOKEN = "outage-metrics-token-123"
 ENGINE_URLS = {"postgresql": "TELENTIR_DATABASE_URL", "redis": "TELENTIR_BROKER_URL", "s3": "TELENTIR_S3_ENDPOINT_URL"}
 TITLES = {
@@ -57,15 +61,15 @@ class Node:
 
 
 @pytest.fixture(scope="module")
-def node(storage_backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    """One node (two workers) whose three engines each sit behind a FaultProxy."""
+def node(storage_backend: str, tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> Iterator[Node]:
+    """One node (two workers, a short job lease, the test scraper) whose three engines each sit behind a FaultProxy."""
     if backends.active() is None:
         pytest.skip("engine outages are tested on --backend postgres-s3-redis")
     data_dir = tmp_path_factory.mktemp("outages") / "data"
     direct = backends.env_for(data_dir)
     proxies: dict[str, FaultProxy] = {}
     env = {
-        "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
+        **billing_env(scraper.url, TELENTIR_JOB_LEASE_SECONDS=str(LEASE)),
         "TELENTIR_METRICS_TOKEN": METRICS_TOKEN,
         "TELENTIR_SSE_HEARTBEAT_SECONDS": "1",
         "TELENTIR_LOG_LEVEL": "INFO",
@@ -78,7 +82,7 @@ def node(storage_backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     server = ServerProcess(data_dir, env, workers=2, threads=8)
     try:
         server.start(timeout=60)
-        with closing(runtime_over(data_dir)) as rt:  # the engines themselves, never cut
+        with closing(billing_runtime(data_dir)) as rt:  # the engines themselves, never cut
             yield Node(server, rt, proxies)
     finally:
         server.stop()
@@ -277,3 +281,46 @@ def test_a_503_answer_has_the_error_shape(node: Node) -> None:
     finally:
         node.proxies["postgresql"].restore()
     wait_until(lambda: _readyz(node.server.url).status_code == 200, timeout=60)
+
+
+def test_a_lead_job_cut_off_from_postgresql_settles_exactly_once(node: Node) -> None:
+    """PostgreSQL cut while a job writes leads: the job is settled once afterwards, and charges what it stored."""
+    rt, server = node.rt, node.server
+    asked = 60
+    user = funded_user(rt, "payg", asked * PRICE)
+    api = Api(server.url, user["api_key"])
+    answer: dict[str, Any] = {}
+
+    def run() -> None:
+        answer["resp"] = post_leads(api, {"credits": asked, "mode": "slow", "delay_ms": 150}, timeout=180)
+
+    job_thread = threading.Thread(target=run, daemon=True)
+    job_thread.start()
+    job = wait_until(
+        lambda: rt.db.query_one("SELECT * FROM jobs WHERE user_id = ? AND created >= 3", (user["id"],)), timeout=30
+    )
+    node.proxies["postgresql"].cut()
+    time.sleep(CUT_SECONDS)
+    node.proxies["postgresql"].restore()
+    job_thread.join(timeout=180)
+    assert not job_thread.is_alive()
+    resp = answer["resp"]
+    assert resp.status_code in (204, 503), resp.text  # never a 500
+    if resp.status_code == 503:
+        assert resp.headers["Retry-After"]
+
+    row = wait_until(
+        lambda: (r := job_row(rt, job["id"]))["settlement"] == "settled" and r["status"] != "running" and r,
+        timeout=4 * LEASE + 30,
+        message="the job to settle",
+    )
+    # Exactly once: one reservation, at most one charge and one refund, and the money adds up.
+    time.sleep(2 * LEASE)  # a second settlement (a sweep, the job's own thread) would land by now
+    row = job_row(rt, job["id"])
+    counts = ledger_counts(rt, job["id"])
+    assert counts["reserve"] == 1 and counts.get("charge", 0) <= 1 and counts.get("refund", 0) <= 1, counts
+    stored = stored_records(rt, user["id"])
+    assert row["created"] == stored and row["charged"] == stored * PRICE, (row, stored)
+    assert row["charged"] + row["refunded"] == asked * PRICE, row
+    assert api.get("/credits").json()["amount"] == asked * PRICE - row["charged"]
+    api.close()
