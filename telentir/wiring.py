@@ -95,11 +95,11 @@ def open_blobs(config: Config, health: EngineHealth | None = None) -> BlobStore:
 
 
 def free_space_of(config: Config, health: EngineHealth) -> FreeSpace:
-    """The free-space check of the folders this configuration writes to (else the data folder)."""
+    """The free-space check of the local folders data is written to (none on PostgreSQL + S3)."""
     folders = [] if config.uses_postgres else [config.database_path.parent]
     if not config.uses_s3:
         folders.append(config.blob_path)
-    return FreeSpace(folders or [config.data_dir], config.min_free_bytes, health)
+    return FreeSpace(folders, config.min_free_bytes, health)
 
 
 def migrate(config: Config) -> list[Migration]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 WRITE_LOCK = 0x74656C656E746972
 POOL_TIMEOUT_SECONDS = 10.0
 OUTAGE_POOL_TIMEOUT_SECONDS = 1.0
+# After a fresh connection failed, requests fail at once for this long instead of each trying
+# again (on a silent network each try would hold the write lock for the connect timeout).
+RECONNECT_PAUSE_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 5  # unless the URL sets connect_timeout: a dead host fails in seconds
 ENGINE = "postgresql"
 # SQLSTATEs of a connection the server ended: admin or crash shutdown, not accepting connections yet.
@@ -128,6 +132,7 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, pool_size: int = 20, health: EngineHealth | None = None) -> None:
         self.url = url
         self.health = health or EngineHealth()
+        self._fresh_failed_at = -RECONNECT_PAUSE_SECONDS
         self._connect_kwargs: dict[str, Any] = {"autocommit": True, "row_factory": _row_factory}
         if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(url):
             self._connect_kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
@@ -190,9 +195,13 @@ class PostgresDatabase(Database):
 
     def _fresh(self) -> tuple[psycopg.Connection[Any], Release]:
         """A new connection outside the pool (closed on release), for a retry."""
+        if time.monotonic() - self._fresh_failed_at < RECONNECT_PAUSE_SECONDS:
+            self.health.failed(ENGINE, "a connection attempt failed a moment ago")
+            raise EngineUnavailable(ENGINE, "a connection attempt failed a moment ago")
         try:
             conn = psycopg.connect(self.url, **self._connect_kwargs)
         except psycopg.Error as exc:
+            self._fresh_failed_at = time.monotonic()
             self.raise_mapped(exc)
         return conn, conn.close
 

@@ -6,8 +6,9 @@ working on a disk that creates have filled: a delete is a SQLite transaction too
 needs room in the write-ahead log, and room in the database file for the checkpoint that
 copies the log's pages back (up to SQLite's 1,000-page auto-checkpoint, 4 MiB).
 
-The file systems asked are those of the SQLite database and of the ciphertext folder (when
-they are local), else the data folder's. `statvfs` is asked at most once a second while
+The file systems asked are those of the SQLite database and of the ciphertext folder, when
+they are local; with PostgreSQL and S3 nothing is asked (their own disks are theirs to watch,
+and their errors are mapped where they are met). `statvfs` is asked at most once a second while
 space is plentiful, so the check costs nothing per request; within NEAR_BYTES of the
 reserve it is asked every time, so a burst of writes cannot overshoot into the reserve.
 """
