@@ -8,7 +8,7 @@ names it commits, and deleted only after the commit that forgets it. Objects are
 `<prefix><blob id>`; nothing else under the prefix is touched.
 
 Outages: botocore retries in its standard mode (transient errors, throttling such as
-`SlowDown`, 5xx) within a bounded budget of MAX_ATTEMPTS, each connection attempt given
+`SlowDown`, 5xx) within a bounded budget of MAX_ATTEMPTS retries, each connection attempt given
 CONNECT_TIMEOUT_SECONDS and each read READ_TIMEOUT_SECONDS, so a dead endpoint fails in
 seconds. What still fails (unreachable, timeouts, 5xx, throttling, any refusal but a missing
 key on read) is `EngineUnavailable("s3")`: 503 with Retry-After. A failed PUT leaves no row
@@ -30,7 +30,7 @@ from .health import EngineHealth
 DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
 # One client serves every thread of the process; its connection pool is sized for them.
 MAX_POOL_CONNECTIONS = 64
-# botocore's standard retry mode: this many attempts in all, with backoff; then 503.
+# botocore's standard retry mode: this many retries after the first attempt, with backoff; then 503.
 MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT_SECONDS = 3.0
 READ_TIMEOUT_SECONDS = 20.0
