@@ -318,9 +318,18 @@ class PostgresDatabase(Database):
             if conn is not None and not conn.closed and not conn.broken:
                 return True
             self._claims.pop(task, None)
-            conn = psycopg.connect(self.url, autocommit=True)
             key = int.from_bytes(hashlib.sha256(f"telentir:{task}".encode()).digest()[:8], "big", signed=True)
-            if _value(conn, "SELECT pg_try_advisory_lock(%s)", (key,)):
+            options = {name: value for name, value in self._connect_kwargs.items() if name != "row_factory"}
+            try:
+                conn = psycopg.connect(self.url, **options)
+            except psycopg.Error as exc:
+                self.raise_mapped(exc)  # the server is away: no claim this round
+            try:
+                claimed = bool(_value(conn, "SELECT pg_try_advisory_lock(%s)", (key,)))
+            except psycopg.Error as exc:
+                conn.close()
+                self.raise_mapped(exc)
+            if claimed:
                 self._claims[task] = conn
                 return True
             conn.close()
