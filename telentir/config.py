@@ -606,8 +606,8 @@ SETTINGS: tuple[Setting, ...] = (
         "min_free_bytes",
         _non_negative_int,
         "Free disk space kept in reserve: below it, data-plane writes (POST, PUT, PATCH) answer 507 "
-        "`insufficient_storage` while reads and deletes keep working. The server keeps at least 8 MiB "
-        "(room for deletes on a disk creates filled) whatever this says.",
+        "`insufficient_storage` while reads and deletes keep working. The server keeps at least 8 MiB free "
+        "(an eighth of a disk under 64 MiB) whatever this says: room for deletes on a disk creates filled.",
     ),
     Setting(
         "TELENTIR_BLOB_URL",

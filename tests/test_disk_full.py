@@ -30,6 +30,9 @@ from .support import FIXED_MASTER_KEY, ServerProcess, assert_error, make_user, r
 OBJECT_BYTES = 20_000
 METRICS_TOKEN = "disk-full-metrics-token"
 
+# Real servers, a filling disk or outages of several seconds, on a loaded box: generous time.
+pytestmark = pytest.mark.timeout(600)
+
 
 def _mount_tmpfs(folder: Path, size: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,9 @@ TITLES = {
     "s3": "The S3 store is unavailable",
 }
 
+# Real servers, a filling disk or outages of several seconds, on a loaded box: generous time.
+pytestmark = pytest.mark.timeout(600)
+
 
 def _via(url: str, port: int) -> str:
     """`url` with its host and port replaced by the proxy's (user and path kept)."""
