@@ -188,3 +188,41 @@ def test_an_outage_is_logged_once_and_its_end_once(caplog: pytest.LogCaptureFixt
     assert messages[0].startswith("PostgreSQL is unavailable: connection refused")
     assert messages[1].startswith("PostgreSQL is back") and "6 of them" in messages[1]
     assert counted == ["postgresql"] * 6 and not health.is_away("postgresql")
+
+
+# --- the one error handler: before-request hooks and a stray full disk ----------------------------
+
+
+def test_an_engine_away_in_the_authentication_hook_is_a_503_with_retry_after(
+    client: Any, rt: Any, user: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def away(*args: Any, **kwargs: Any) -> Any:
+        raise EngineUnavailable("postgresql", "AdminShutdown: terminating connection due to administrator command")
+
+    monkeypatch.setattr(rt.db, "query_one", away)
+    monkeypatch.setattr(rt.db, "query", away)
+    resp = client.get("/api/root", headers={"Authorization": f"Bearer {user['api_key']}"})
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "2"
+    body = resp.get_json()
+    assert body["error"] == "service_unavailable" and "PostgreSQL" in body["message"]
+    assert "AdminShutdown" not in body["message"]  # the driver's words stay in the log
+
+
+def test_a_full_disk_met_outside_the_storage_layer_is_a_507(
+    client: Any, user: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from telentir.services import objects
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(objects, "create_object", full)
+    resp = client.put(
+        "/api/objects",
+        json={"keyId": "key_3x9TQm2ZkW8pLr4VbN7cYd", "content": "00ff", "authTag": "ab" * 16},
+        headers={"Authorization": f"Bearer {user['api_key']}"},
+    )
+    assert resp.status_code == 507, resp.get_data(as_text=True)
+    assert resp.get_json()["error"] == "insufficient_storage"
