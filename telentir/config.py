@@ -303,6 +303,7 @@ class Config:
     topup_max_usd: int = 500
     topup_price_id: str | None = None
     job_lease_seconds: float = 30.0
+    min_free_bytes: int = 0
 
     @property
     def uses_postgres(self) -> bool:
@@ -599,6 +600,14 @@ SETTINGS: tuple[Setting, ...] = (
         "database_pool_size",
         _positive_int,
         "PostgreSQL connections each process keeps at most (a statement borrows one; a transaction holds one).",
+    ),
+    Setting(
+        "TELENTIR_MIN_FREE_BYTES",
+        "min_free_bytes",
+        _non_negative_int,
+        "Free disk space kept in reserve: below it, data-plane writes (POST, PUT, PATCH) answer 507 "
+        "`insufficient_storage` while reads and deletes keep working. The server keeps at least 8 MiB free "
+        "(an eighth of a disk under 64 MiB) whatever this says: room for deletes on a disk creates filled.",
     ),
     Setting(
         "TELENTIR_BLOB_URL",

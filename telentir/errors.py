@@ -13,7 +13,9 @@
     ├── RateLimited (429 rate_limited, carries retry_after seconds)
     ├── UpstreamFailed (502 upstream_failed)
     ├── ServiceUnavailable (503 service_unavailable)
-    └── UpstreamTimeout (504 upstream_timeout)
+    │   └── EngineUnavailable (503 service_unavailable, names the storage engine, Retry-After)
+    ├── UpstreamTimeout (504 upstream_timeout)
+    └── InsufficientStorage (507 insufficient_storage: the disk is full)
 
 Services raise these without knowing about Flask; `telentir.api.errors` turns them
 into responses.
@@ -109,6 +111,50 @@ class ServiceUnavailable(ApiError):
 
 class UpstreamTimeout(ApiError):
     status, code = 504, "upstream_timeout"
+
+
+# The storage engines an EngineUnavailable names (also the values of the metric's `engine` label).
+ENGINES = ("postgresql", "sqlite", "s3", "redis")
+ENGINE_TITLES = {
+    "postgresql": "PostgreSQL",
+    "sqlite": "The SQLite database",
+    "s3": "The S3 store",
+    "redis": "Redis",
+    "storage": "A storage engine",
+}
+
+
+class EngineUnavailable(ServiceUnavailable):
+    """A storage engine (PostgreSQL, SQLite, S3, Redis) could not be reached: retry in a moment.
+
+    Raised by the storage layer, which maps its driver's connection failures, timeouts and
+    throttling here; `cause` is the driver's own words, for the log only (never the client).
+    """
+
+    retry_after = 2
+
+    def __init__(
+        self, engine: str = "storage", cause: str = "", *, code: str | None = None, message: str | None = None
+    ) -> None:
+        title = ENGINE_TITLES.get(engine, engine)
+        super().__init__(message or f"{title} is unavailable right now; retry in a moment.", code=code)
+        self.engine, self.cause = engine, cause
+
+
+class InsufficientStorage(ApiError):
+    """No space left where data is written (a full disk or quota, or below TELENTIR_MIN_FREE_BYTES).
+
+    Nothing was written; reads and deletes keep working, and writes resume once space is freed.
+    """
+
+    status, code = 507, "insufficient_storage"
+
+    def __init__(self, where: str = "the data folder", cause: str = "") -> None:
+        super().__init__(
+            f"The server has no storage space left ({where}); nothing was written. Reads and deletes still work; "
+            "writes resume once the operator frees space."
+        )
+        self.where, self.cause = where, cause
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:

@@ -39,6 +39,12 @@ _COUNTERS = (
     ("telentir_lead_refunds_total", "Refunds of unused reservations.", ("billing",)),
     ("telentir_lead_refunded_cents_total", "Reserved credit given back, in cents.", ("billing",)),
     ("telentir_limit_refusals_total", "Requests refused by an abuse limit (docs/security.md), by limit.", ("limit",)),
+    (
+        "telentir_engine_unavailable_total",
+        "Operations refused (503) because a storage engine could not be reached, by engine.",
+        ("engine",),
+    ),
+    ("telentir_disk_full_total", "Writes refused (507) for want of disk space.", ()),
 )
 
 
@@ -112,6 +118,14 @@ class Metrics:
     def limit_refused(self, limit: str) -> None:
         """One request refused by the abuse limit named `limit` (its setting's name, lower case, without TELENTIR_)."""
         self._count("telentir_limit_refusals_total", limit=limit)
+
+    def engine_unavailable(self, engine: str) -> None:
+        """An operation failed because `engine` (postgresql, sqlite, s3, redis) could not be reached."""
+        self._count("telentir_engine_unavailable_total", engine=engine)
+
+    def disk_full(self) -> None:
+        """A write was refused for want of disk space (a full disk, or below TELENTIR_MIN_FREE_BYTES)."""
+        self._count("telentir_disk_full_total")
 
     def hub_backlog_cut(self) -> None:
         """The SSE hub cut a stream whose client stopped reading."""

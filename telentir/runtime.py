@@ -25,6 +25,8 @@ from .services.stripe_gateway import StripeGateway
 from .sms import SmsSender
 from .storage.blobs import BlobStore
 from .storage.db import Database
+from .storage.health import EngineHealth
+from .storage.space import FreeSpace
 from .streaming.reads import RecentReads
 from .streaming.slots import StreamSlots
 
@@ -64,6 +66,9 @@ class Runtime:
     job_runner: JobRunner
     metrics: Metrics
     stripe: StripeGateway | None = None
+    # Engines away and a full disk, as the storage layer reports them; the free-space check.
+    health: EngineHealth = field(default_factory=EngineHealth)
+    space: FreeSpace = field(default_factory=lambda: FreeSpace([], 0, EngineHealth()))
     # Started on the first live SSE stream (`streaming.hub.hub_for`), under `hub_lock`.
     sse_hub: SSEHub | None = None
     hub_lock: threading.Lock = field(default_factory=threading.Lock)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import crypto
 from .config import Config, ConfigError
+from .errors import EngineUnavailable, InsufficientStorage
 from .metrics import Metrics
 from .pubsub import create_broker
 from .pubsub.doorbell import Doorbell, PublishStats
@@ -25,7 +26,9 @@ from .services.stripe_gateway import make_gateway
 from .sms import make_sender
 from .storage.blobs import BlobStore, FileBlobStore
 from .storage.db import Database, SqliteDatabase
+from .storage.health import DISK, EngineHealth
 from .storage.schema import Migration
+from .storage.space import FreeSpace
 from .streaming.reads import RecentReads
 from .streaming.slots import StreamSlots
 
@@ -68,25 +71,35 @@ def _holds_sealed_secrets(database_path: Path) -> bool:
         db.close()
 
 
-def open_database(config: Config) -> Database:
+def open_database(config: Config, health: EngineHealth | None = None) -> Database:
     """The configured database, not yet opened for use (PostgreSQL's driver is imported only if configured)."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     if config.uses_postgres:
         from .storage.postgres import PostgresDatabase
 
         assert config.database_url is not None
-        return PostgresDatabase(config.database_url, pool_size=config.database_pool_size)
-    return SqliteDatabase(config.database_path, synchronous=config.synchronous, cache_mib=config.sqlite_cache_mib)
+        return PostgresDatabase(config.database_url, pool_size=config.database_pool_size, health=health)
+    return SqliteDatabase(
+        config.database_path, synchronous=config.synchronous, cache_mib=config.sqlite_cache_mib, health=health
+    )
 
 
-def open_blobs(config: Config) -> BlobStore:
+def open_blobs(config: Config, health: EngineHealth | None = None) -> BlobStore:
     """The configured ciphertext store (boto3 is imported only for an S3 bucket)."""
     if config.uses_s3:
         from .storage.s3 import S3BlobStore
 
         assert config.blob_url is not None
-        return S3BlobStore.from_url(config.blob_url, endpoint_url=config.s3_endpoint_url)
-    return FileBlobStore(config.blob_path)
+        return S3BlobStore.from_url(config.blob_url, endpoint_url=config.s3_endpoint_url, health=health)
+    return FileBlobStore(config.blob_path, health=health)
+
+
+def free_space_of(config: Config, health: EngineHealth) -> FreeSpace:
+    """The free-space check of the local folders data is written to (none on PostgreSQL + S3)."""
+    folders = [] if config.uses_postgres else [config.database_path.parent]
+    if not config.uses_s3:
+        folders.append(config.blob_path)
+    return FreeSpace(folders, config.min_free_bytes, health)
 
 
 def migrate(config: Config) -> list[Migration]:
@@ -98,16 +111,16 @@ def migrate(config: Config) -> list[Migration]:
         db.close()
 
 
-def open_storage(config: Config) -> tuple[Database, BlobStore]:
+def open_storage(config: Config, health: EngineHealth | None = None) -> tuple[Database, BlobStore]:
     """Open the database (created if new; an older one is refused until migrated) and the blob store."""
-    db = open_database(config)
+    db = open_database(config, health)
     try:
         db.open_schema()
     except BaseException:
         db.close()
         raise
     try:
-        return db, open_blobs(config)
+        return db, open_blobs(config, health)
     except BaseException:
         db.close()
         raise
@@ -116,14 +129,15 @@ def open_storage(config: Config) -> tuple[Database, BlobStore]:
 def build_runtime(config: Config) -> Runtime:
     """Load the master key, open storage and the platform keypair (creating them once), build the components."""
     master_key = master_key_for(config)
-    db, blobs = open_storage(config)
+    metrics = Metrics.from_environment()
+    health = EngineHealth(lambda where: metrics.disk_full() if where == DISK else metrics.engine_unavailable(where))
+    db, blobs = open_storage(config, health)
     try:
         platform = ensure_platform_key(db, master_key, config.server_name)
     except BaseException:
         db.close()
         raise
     broker = create_broker(config.broker_url)
-    metrics = Metrics.from_environment()
     stats = PublishStats(on_count=metrics.broker_publish)
     # The in-process broker reaches this process only: the box's other workers hear through their sockets.
     peers = PeerDoorbells(socket_folder(config.data_dir)) if broker.in_process else None
@@ -142,6 +156,8 @@ def build_runtime(config: Config) -> Runtime:
         job_runner=JobRunner(config.connect_workers),
         metrics=metrics,
         stripe=make_gateway(config),
+        health=health,
+        space=free_space_of(config, health),
     )
     rt.closers.append(rt.doorbell.close)
     if rt.stripe is not None:
@@ -223,6 +239,9 @@ class Periodic:
                 return
             try:
                 self.task()
+            except (EngineUnavailable, InsufficientStorage) as exc:
+                # An engine away or a full disk: the storage layer logged it once; no traceback per round.
+                log.info("%s: %s; will retry", self._thread.name, exc.message)
             except Exception:
                 log.exception("%s failed; will retry", self._thread.name)
 

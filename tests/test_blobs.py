@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from telentir.errors import InsufficientStorage
 from telentir.storage import blobs as blobs_module
 from telentir.storage.blobs import FileBlobStore
 
@@ -82,7 +83,7 @@ def test_a_failed_write_leaves_no_temp_file(store, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(InsufficientStorage):  # a full disk is a 507, not an unexplained 500
         store.write(b"second")
     assert not [p for p in _all_files(store.root) if p.name.endswith(".tmp")]
 

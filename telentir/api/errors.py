@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from flask import Flask, Response, jsonify
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
-from ..errors import ApiError, error_body
+from ..errors import ApiError, InsufficientStorage, error_body
 
 log = logging.getLogger("telentir.api")
 
@@ -59,6 +60,10 @@ def _malformed_body(exc: Exception) -> Response:
 
 
 def _unexpected_error(exc: Exception) -> Response:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # A full disk met outside the storage layer's mapping: still the operator's 507, not our 500.
+        log.warning("no space left on device: %s", exc)
+        return _api_error(InsufficientStorage("writing to disk", str(exc)))
     # Details go to the log only; the client learns nothing about our internals.
     log.exception("unhandled error")
     response = jsonify(error_body("internal_error", "Something went wrong on our side; try again later."))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 
 from ..services import roots
 from .common import runtime, verified_user
@@ -18,9 +18,19 @@ def data_plane_user() -> dict[str, Any]:
     return user
 
 
+# Requests that add data: refused early (507) when free space is below TELENTIR_MIN_FREE_BYTES.
+_GROWING_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
 def guard() -> None:
-    """`before_request` hook of every data-plane blueprint: 401/403 before anything else."""
+    """`before_request` hook of every data-plane blueprint: 401/403 before anything else, then 507 on a full disk.
+
+    Only writes that add data are refused for want of space: reads and deletes go on, so an
+    operator (or a user) can make room.
+    """
     data_plane_user()
+    if request.method in _GROWING_METHODS:
+        runtime().space.check_writable()
 
 
 class DataPlaneBlueprint(Blueprint):

@@ -44,7 +44,8 @@ _STATUS_TEXT = {
     415: "Body is not JSON",
     429: "Rate limited (see Retry-After)",
     502: "The SMS provider failed",
-    503: "A dependency is unavailable, or the process is full",
+    503: "A dependency is unavailable (a storage engine away: see Retry-After), or the process is full",
+    507: "No disk space left for the write (insufficient_storage); nothing was written",
 }
 NO_CONTENT = {"description": "Done (no body)"}
 TIMESTAMP_EXAMPLE = "2026-11-29T07:31:56.123Z"
@@ -118,6 +119,10 @@ def _op(
         statuses.add(403)
     if body is not None:
         statuses |= {413, 415}
+    if auth is not None:
+        statuses.add(503)  # every credential is looked up in the database, which may be away
+    if auth == "verified" and body is not None:
+        statuses.add(507)  # a data-plane write on a full disk
     operation: dict[str, Any] = {"summary": summary, "responses": {str(ok_status): ok}}
     for status in sorted(statuses):
         operation["responses"][str(status)] = _error(status)
@@ -415,7 +420,7 @@ BILLING_EXAMPLE = {
 
 def _system_paths() -> dict[str, Any]:
     health = _object({"status": {"const": "ok"}, "pid": {"type": "integer"}})
-    checks = _object({"database": {"type": "boolean"}, "broker": {"type": "boolean"}})
+    checks = _object({name: {"type": "boolean"} for name in ("database", "blobs", "broker", "disk")})
     ready = _object({"status": {"const": "ok"}, "checks": checks})
     return {
         "/healthz": {
@@ -423,8 +428,11 @@ def _system_paths() -> dict[str, Any]:
         },
         "/readyz": {
             "get": _op(
-                "Database writable and broker reachable (503 names what is not)",
-                _json(ready, example={"status": "ok", "checks": {"database": True, "broker": True}}),
+                "Database writable, blob store and broker reachable, disk not full (503 names what is not)",
+                _json(
+                    ready,
+                    example={"status": "ok", "checks": {"database": True, "blobs": True, "broker": True, "disk": True}},
+                ),
                 (503,),
                 auth=None,
             )

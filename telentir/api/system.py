@@ -5,12 +5,15 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..errors import NotFound, Unauthorized
+from ..errors import ENGINE_TITLES, ApiError, NotFound, Unauthorized
 from ..metrics import CONTENT_TYPE
+from ..runtime import Runtime
 from ..services import platform, usage
+from ..storage.health import DISK
 from .common import runtime, verified_user
 
 bp = Blueprint("system", __name__)
@@ -25,33 +28,87 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """The database is writable and the broker answers."""
-    checks = {"database": _database_writable(), "broker": _broker_reachable()}
+    """Ready to serve: the database writable, the blob store and the broker reachable, the disk not full.
+
+    503 otherwise, naming what is away (`unavailable`: the engines, or `disk`), so a load
+    balancer stops sending traffic and an operator reads the cause from one answer.
+    """
+    rt = runtime()
+    checks = {
+        "database": _database_writable(rt),
+        "blobs": _blobs_reachable(rt),
+        "broker": _broker_reachable(rt),
+        "disk": not rt.space.full(),
+    }
     ready = all(checks.values())
-    body = {"status": "ok" if ready else "unavailable", "checks": checks}
+    body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
     if not ready:
-        body.update(error="service_unavailable", message="A dependency is not ready: see checks.")
+        away = [_engine_of(rt, check) for check, ok in checks.items() if not ok]
+        body.update(
+            unavailable=away,
+            error="insufficient_storage" if away == ["disk"] else "service_unavailable",
+            message=f"Not ready: {', '.join(_describe(rt, name) for name in away)}; see checks.",
+        )
     return jsonify(body), 200 if ready else 503
 
 
-def _database_writable() -> bool:
+def _engine_of(rt: Runtime, check: str) -> str:
+    """The engine (or `disk`) behind a readiness check, as `unavailable` names it."""
+    if check == "database":
+        return "postgresql" if rt.config.uses_postgres else "sqlite"
+    if check == "blobs":
+        return "s3" if rt.config.uses_s3 else "files"
+    if check == "broker":
+        return "redis"
+    return DISK
+
+
+def _describe(rt: Runtime, name: str) -> str:
+    if name == DISK:
+        return f"the disk is full ({rt.space.free_bytes():,} bytes free)"
+    if name == "files":
+        return f"the ciphertext folder {rt.blobs.describe()} is not writable"
+    return f"{ENGINE_TITLES.get(name, name)} is unavailable"
+
+
+def _database_writable(rt: Runtime) -> bool:
     try:
-        with runtime().db.atomic() as tx:
+        with rt.db.atomic() as tx:
             # A write that changes nothing still needs the write lock and a writable file.
             tx.execute("UPDATE platform_servers SET name = name WHERE 1 = 0")
         return True
+    except ApiError:
+        return False  # the storage layer logged it, once per outage
     except Exception:
         log.exception("readiness: database check failed")
         return False
 
 
-def _broker_reachable() -> bool:
-    broker = runtime().broker
+def _blobs_reachable(rt: Runtime) -> bool:
     try:
-        return broker is None or bool(broker.ping())
-    except Exception:
-        log.exception("readiness: broker check failed")
+        rt.blobs.ping()
+        return True
+    except ApiError:
         return False
+    except Exception:
+        log.exception("readiness: blob store check failed")
+        return False
+
+
+def _broker_reachable(rt: Runtime) -> bool:
+    broker = rt.broker
+    try:
+        reachable = broker is None or bool(broker.ping())
+    except Exception as exc:
+        log.debug("readiness: broker check failed", exc_info=True)
+        reachable, cause = False, str(exc)
+    else:
+        cause = "PING got no answer"
+    if reachable:
+        rt.health.ok("redis")
+    elif not broker.in_process:
+        rt.health.failed("redis", cause)
+    return reachable
 
 
 @bp.get("/api/server")

@@ -9,7 +9,7 @@ import queue
 import threading
 from collections.abc import Callable
 
-from telentir.pubsub.base import Broker
+from telentir.pubsub.base import Broker, BrokerUnavailable
 from telentir.pubsub.peers import PeerDoorbells
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class Doorbell:
         # An in-process broker cannot hang: ringing it inline spares every write a hand-off to
         # the publisher thread (two context switches and a GIL hand-off, measured on create).
         self.inline = broker.in_process
+        self._broker_away = False  # publishes fail for want of the broker (logged once per outage)
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue(max_pending)
         self._thread = threading.Thread(target=self._run, name="telentir-doorbell", daemon=True)
         if not self.inline:
@@ -78,11 +79,26 @@ class Doorbell:
         try:
             self.broker.publish(*item)
             self.stats.count(True)
+        except BrokerUnavailable as exc:
+            self.stats.count(False)
+            # Once per outage, not once per write: every publish fails while the broker is away.
+            if not self._broker_away:
+                self._broker_away = True
+                log.warning(
+                    "event broker unavailable (%s); doorbells are dropped and streams catch up from "
+                    "the event table at their heartbeat until it is back",
+                    exc,
+                )
+            return
         except Exception:
             self.stats.count(False)
             log.warning(
                 "broker publish failed on %s; streams will catch up from the event table", item[0], exc_info=True
             )
+            return
+        if self._broker_away:
+            self._broker_away = False
+            log.warning("event broker is back; doorbells ring again")
 
     def close(self) -> None:
         """Ring what is queued, then stop (waits a few seconds at most)."""

@@ -25,7 +25,7 @@ import requests
 import urllib3
 
 from .. import crypto
-from ..errors import BadRequest, NotFound, RateLimited, ServiceUnavailable
+from ..errors import BadRequest, EngineUnavailable, InsufficientStorage, NotFound, RateLimited, ServiceUnavailable
 from ..ids import is_id, new_id, now_iso
 from ..money import MAX_LEADS_PER_JOB
 from ..runtime import Runtime
@@ -260,6 +260,12 @@ def run_job(rt: Runtime, job: dict[str, Any], cancel: threading.Event) -> None:
     except LeaseLost:
         log.warning("job %s was taken over by another process; this one stops writing it", job["id"])
         return
+    except (EngineUnavailable, InsufficientStorage) as exc:
+        # An engine away or a full disk (logged once by the storage layer): the job ends, its
+        # records committed so far are charged, the rest refunded. If the database is still
+        # away, settling fails too, and the lease sweep settles the job once it is back.
+        log.warning("ingestion job %s failed: %s", job["id"], exc.message)
+        outcome.status, outcome.error = "failed", exc.message
     except Exception as exc:  # the job must settle whatever went wrong
         log.exception("ingestion job %s failed", job["id"])
         outcome.status, outcome.error = "failed", f"internal error: {type(exc).__name__}"
@@ -375,7 +381,11 @@ class RecordWriter:
         try:
             while not self._closed.wait(interval / 4):
                 if self.pending and time.monotonic() - self._first_pending >= interval:
-                    self.flush()
+                    try:
+                        self.flush()
+                    except (EngineUnavailable, InsufficientStorage) as exc:
+                        # That batch is not written (nor counted, nor charged); later ones may be.
+                        log.warning("a batch of job %s was not written: %s", self.job["id"], exc.message)
         except LeaseLost:
             pass  # `lease_lost` is set: the job thread stops at its next frame
         except Exception:

@@ -7,21 +7,34 @@ only past a grace period for a bucket shared by several nodes (a blob written a 
 ago may belong to a row about to commit). `telentir.storage.s3` holds the S3 store.
 
 The file store: sharded folders, atomic durable writes (temp file, fsync, rename, fsync
-folder).
+folder). A full disk (ENOSPC, or EDQUOT past a quota) is `InsufficientStorage` (507): the
+temp files of the failed write are removed, so nothing is left half-written.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import InsufficientStorage
+from .health import DISK, EngineHealth
+
 BLOB_ID = re.compile(r"[A-Za-z0-9_-]{20,64}")
 _TMP_NAME = re.compile(r"[A-Za-z0-9_-]{20,64}\.[0-9a-f]{8}\.tmp")
+# The errors of a full disk: no space left, or the writer's disk quota used up.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether `exc` is a full disk or quota (ENOSPC, EDQUOT)."""
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
 
 
 def new_blob_id() -> str:
@@ -64,17 +77,41 @@ class BlobStore(Protocol):
         """Where the blobs live, for messages."""
         ...
 
+    def ping(self) -> None:
+        """Raise unless the store can be reached (for /readyz): EngineUnavailable, or OSError for a folder."""
+        ...
+
 
 class FileBlobStore:
     """Files under `root`, named by server-made ids, sharded by their first two characters."""
 
-    def __init__(self, root: Path, durable: bool = True) -> None:
+    def __init__(self, root: Path, durable: bool = True, health: EngineHealth | None = None) -> None:
         self.root = Path(root)
         self.durable = durable
+        self.health = health or EngineHealth()
+
+    @contextmanager
+    def _space_checked(self) -> Iterator[None]:
+        """A full disk as InsufficientStorage (reported once per episode); a write that got through ends one."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_no_space(exc):
+                raise
+            cause = f"{os.strerror(exc.errno or errno.ENOSPC)} writing a ciphertext file under {self.root}"
+            self.health.failed(DISK, cause)
+            raise InsufficientStorage("writing a ciphertext file", cause) from exc
+        self.health.ok(DISK)
 
     def describe(self) -> str:
         """The folder."""
         return str(self.root)
+
+    def ping(self) -> None:
+        """Raise PermissionError unless the folder exists (it is made if missing) and may be written."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"{self.root} is not writable")
 
     def new_id(self) -> str:
         """A fresh random blob id (never derived from client input)."""
@@ -89,7 +126,11 @@ class FileBlobStore:
         return self.root / blob_id[:2] / blob_id
 
     def write(self, data: bytes) -> str:
-        """Durably store `data` under a new id and return the id."""
+        """Durably store `data` under a new id and return the id (InsufficientStorage on a full disk)."""
+        with self._space_checked():
+            return self._write(data)
+
+    def _write(self, data: bytes) -> str:
         blob_id = self.new_id()
         path = self.path_for(blob_id)
         self._ensure_dir(path.parent)
@@ -101,16 +142,22 @@ class FileBlobStore:
                     fh.flush()
                     os.fsync(fh.fileno())
             os.replace(tmp, path)
+            if self.durable:
+                fsync_dir(path.parent)
         except BaseException:
-            # A full disk must not also leave litter behind until the next start-up sweep.
+            # A full disk must not also leave litter behind until the next start-up sweep: no
+            # row names this blob yet, so it goes whole.
             tmp.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             raise
-        if self.durable:
-            fsync_dir(path.parent)
         return blob_id
 
     def write_many(self, items: list[bytes]) -> list[str]:
         """Durably store several blobs; cheaper than `write` each (one fsync per folder, not per file)."""
+        with self._space_checked():
+            return self._write_many(items)
+
+    def _write_many(self, items: list[bytes]) -> list[str]:
         written: list[tuple[str, Path, Path]] = []
         try:
             for data in items:
@@ -126,14 +173,14 @@ class FileBlobStore:
                         os.fsync(fh.fileno())
             for _, tmp, path in written:
                 os.replace(tmp, path)
+            if self.durable:
+                for folder in {path.parent for _, _, path in written}:
+                    fsync_dir(folder)
         except BaseException:
             for _, tmp, path in written:
                 tmp.unlink(missing_ok=True)
                 path.unlink(missing_ok=True)
             raise
-        if self.durable:
-            for folder in {path.parent for _, _, path in written}:
-                fsync_dir(folder)
         return [blob_id for blob_id, _, _ in written]
 
     def _ensure_dir(self, directory: Path) -> None:

@@ -12,6 +12,10 @@ transaction of every node. Services rely on it (check, then insert; read a balan
 reserve), and so do event ids: they are assigned and committed in one order, so a stream
 that has read id N never later finds a smaller id appear.
 
+A full disk (SQLITE_FULL writing the file or its WAL) is `InsufficientStorage` (507) and a
+database still locked after the busy timeout `EngineUnavailable("sqlite")` (503): the
+transaction is rolled back whole, its after-rollback hooks remove the files written for it.
+
 SQLite here: one connection per thread, never shared: WAL so readers never wait for the
 writer, `busy_timeout` so writers queue instead of failing, foreign keys on, and writes in
 short `BEGIN IMMEDIATE` transactions (taking the write lock up front avoids the deadlock of
@@ -27,12 +31,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
+from ..errors import EngineUnavailable, InsufficientStorage
 from . import schema
+from .health import DISK, EngineHealth
 from .writer_lock import SingletonClaim, WriterLock
 
 BUSY_TIMEOUT_MS = 30_000
+# SQLite's primary result codes (the low byte of an extended code) that are no bug of ours.
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL = 5, 6, 13
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +180,9 @@ class Database(ABC):
 class SqliteTransaction(Transaction):
     """A write transaction on one SQLite connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, db: SqliteDatabase | None = None) -> None:
         super().__init__()
-        self.conn = conn
+        self.conn, self._db = conn, db
 
     def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         """Run one statement inside the transaction."""
@@ -182,6 +190,10 @@ class SqliteTransaction(Transaction):
             return self.conn.execute(sql, params)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            if self._db is None:
+                raise
+            self._db.raise_mapped(exc)
 
     def insert(self, sql: str, params: Any = ()) -> int:
         """Run one INSERT and return the new row's id."""
@@ -195,6 +207,10 @@ class SqliteTransaction(Transaction):
             self.conn.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            if self._db is None:
+                raise
+            self._db.raise_mapped(exc)
 
     def lock_user(self, user_id: str) -> None:
         """Nothing to do: SQLite's single writer already serialises every write transaction."""
@@ -206,8 +222,11 @@ class SqliteDatabase(Database):
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path, synchronous: str = "NORMAL", cache_mib: int = 2) -> None:
+    def __init__(
+        self, path: Path, synchronous: str = "NORMAL", cache_mib: int = 2, health: EngineHealth | None = None
+    ) -> None:
         self.path = Path(path)
+        self.health = health or EngineHealth()
         self.synchronous = synchronous
         self.cache_mib = cache_mib
         self._local = threading.local()
@@ -277,13 +296,31 @@ class SqliteDatabase(Database):
             self._idle = [c for c in self._idle if c is not conn]
         conn.close()
 
+    def raise_mapped(self, exc: sqlite3.OperationalError) -> NoReturn:
+        """Raise a full disk as InsufficientStorage, a lock never granted as EngineUnavailable, else `exc` itself."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == SQLITE_FULL or "disk is full" in str(exc):
+            cause = f"{exc} (the SQLite database {self.path} or its write-ahead log)"
+            self.health.failed(DISK, cause)
+            raise InsufficientStorage("writing the database", cause) from exc
+        if code in (SQLITE_BUSY, SQLITE_LOCKED) or "database is locked" in str(exc):
+            self.health.failed("sqlite", str(exc))
+            raise EngineUnavailable("sqlite", str(exc)) from exc
+        raise exc
+
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         """Run a read and return all rows."""
-        return self.conn.execute(sql, params).fetchall()
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            self.raise_mapped(exc)
 
     def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
         """Run a read and return the first row or None."""
-        row: sqlite3.Row | None = self.conn.execute(sql, params).fetchone()
+        try:
+            row: sqlite3.Row | None = self.conn.execute(sql, params).fetchone()
+        except sqlite3.OperationalError as exc:
+            self.raise_mapped(exc)
         return row
 
     @contextmanager
@@ -292,10 +329,13 @@ class SqliteDatabase(Database):
         conn = self.conn
         if conn.in_transaction:
             raise RuntimeError("nested write transaction")
-        tx = SqliteTransaction(conn)
+        tx = SqliteTransaction(conn, self)
         # Writers queue on a lock rather than in SQLite's busy handler (see writer_lock.py).
         with self._writer:
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                self.raise_mapped(exc)
             try:
                 yield tx
             except BaseException:
@@ -303,9 +343,12 @@ class SqliteDatabase(Database):
                 raise
             try:
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 _roll_back(conn, tx)
+                if isinstance(exc, sqlite3.OperationalError):
+                    self.raise_mapped(exc)
                 raise
+        self.health.ok(DISK)
         tx.committed()
 
     def open_schema(self, migrate: bool = False) -> list[schema.Migration]:

@@ -13,27 +13,55 @@ stream could read id 11 while 10 is still uncommitted, and skip 10 for ever). It
 measured on the 2-core box with two nodes writing small transactions: about 1,100/s with
 the lock against 2,400/s without (bench/RESULTS.md, "Scale-out"). Reads need no lock and
 borrow a pooled connection per statement, so an open event stream holds none.
+
+Outages: every failure to reach the server (refused, reset, `AdminShutdown` on a restart, a
+pool timeout, a serialization failure or deadlock) is `EngineUnavailable("postgresql")`, 503
+with Retry-After. A statement that finds its pooled connection dead is retried once on a
+fresh connection when that is safe: a read always; a write transaction only when the dead
+connection failed at BEGIN (nothing of it ran yet). A connection lost during COMMIT leaves
+the outcome unknown: the transaction's after-rollback hooks are not run then, so the blobs
+it wrote stay (the sweeper removes them if the rows never landed) and no row can lose its
+blob. While an outage is open a request waits at most OUTAGE_POOL_TIMEOUT_SECONDS for a
+pooled connection, and one that gets none tries a fresh connection: the pool's reconnection
+backs off, a node must not wait for it once the server is back.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
 from psycopg.rows import RowMaker
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ..errors import EngineUnavailable, InsufficientStorage
 from . import schema
 from .db import Cursor, Database, IntegrityError, Transaction, split_script
 from .dialect import postgres_ddl, to_pyformat
+from .health import EngineHealth
+
+log = logging.getLogger(__name__)
 
 # The advisory lock of write transactions (any 64-bit number nobody else uses: "telentir" in ASCII).
 WRITE_LOCK = 0x74656C656E746972
-POOL_TIMEOUT_SECONDS = 30.0
+POOL_TIMEOUT_SECONDS = 10.0
+OUTAGE_POOL_TIMEOUT_SECONDS = 1.0
+# After a fresh connection failed, requests fail at once for this long instead of each trying
+# again (on a silent network each try would hold the write lock for the connect timeout).
+RECONNECT_PAUSE_SECONDS = 1.0
+CONNECT_TIMEOUT_SECONDS = 5  # unless the URL sets connect_timeout: a dead host fails in seconds
+ENGINE = "postgresql"
+# SQLSTATEs of a connection the server ended: admin or crash shutdown, not accepting connections yet.
+_SERVER_ENDED = frozenset({"57P01", "57P02", "57P03"})
+
+T = TypeVar("T")
+Release = Callable[[], None]
 
 
 class PgRow(tuple[Any, ...]):
@@ -74,8 +102,8 @@ class PostgresTransaction(Transaction):
         """Run one statement inside the transaction."""
         try:
             return self.conn.execute(self._db.translate(sql), params)
-        except psycopg.errors.IntegrityError as exc:
-            raise IntegrityError(str(exc)) from exc
+        except psycopg.Error as exc:
+            self._db.raise_mapped(exc)
 
     def insert(self, sql: str, params: Any = ()) -> int:
         """Run one INSERT and return the new row's `id` (RETURNING id)."""
@@ -88,8 +116,8 @@ class PostgresTransaction(Transaction):
         try:
             with self.conn.cursor() as cursor:
                 cursor.executemany(self._db.translate(sql), rows)
-        except psycopg.errors.IntegrityError as exc:
-            raise IntegrityError(str(exc)) from exc
+        except psycopg.Error as exc:
+            self._db.raise_mapped(exc)
 
     def lock_user(self, user_id: str) -> None:
         """Hold the user's row (FOR UPDATE) until commit: one user's money moves one transaction at a time."""
@@ -101,8 +129,13 @@ class PostgresDatabase(Database):
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, pool_size: int = 20) -> None:
+    def __init__(self, url: str, pool_size: int = 20, health: EngineHealth | None = None) -> None:
         self.url = url
+        self.health = health or EngineHealth()
+        self._fresh_failed_at = -RECONNECT_PAUSE_SECONDS
+        self._connect_kwargs: dict[str, Any] = {"autocommit": True, "row_factory": _row_factory}
+        if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(url):
+            self._connect_kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         self._sql_cache: dict[str, str] = {}
         self._local = threading.local()  # the connection of this thread's open transaction, if any
         # This process's writers queue here, not each on a pooled connection waiting for the lock.
@@ -113,7 +146,7 @@ class PostgresDatabase(Database):
             url,
             min_size=1,
             max_size=max(2, pool_size),
-            kwargs={"autocommit": True, "row_factory": _row_factory},
+            kwargs=self._connect_kwargs,
             timeout=POOL_TIMEOUT_SECONDS,
             name="telentir",
             open=False,
@@ -132,43 +165,146 @@ class PostgresDatabase(Database):
             translated = self._sql_cache[sql] = to_pyformat(sql)
         return translated
 
-    @contextmanager
-    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
-        # Inside this thread's transaction, reads see its own writes, as they do on SQLite.
+    # --- failures ------------------------------------------------------------------------
+
+    def raise_mapped(self, exc: psycopg.Error) -> NoReturn:
+        """Raise a driver error as the service layer knows it: IntegrityError, 503/507, else `exc` itself."""
+        if isinstance(exc, psycopg.errors.IntegrityError):
+            raise IntegrityError(str(exc)) from exc
+        if isinstance(exc, psycopg.errors.DiskFull):
+            self.health.failed(ENGINE, f"the server's disk is full: {_first_line(exc)}")
+            raise InsufficientStorage("the PostgreSQL server's disk", _first_line(exc)) from exc
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            # Connection failures, shutdowns, pool timeouts, serialization failures and deadlocks:
+            # nothing a client did wrong, all worth a retry in a moment.
+            self.health.failed(ENGINE, f"{type(exc).__name__}: {_first_line(exc)}")
+            raise EngineUnavailable(ENGINE, _first_line(exc)) from exc
+        raise exc
+
+    # --- connections ---------------------------------------------------------------------
+
+    def _checkout(self) -> tuple[psycopg.Connection[Any], Release]:
+        """A pooled connection, or a fresh one when the pool has none in time (mapped errors)."""
+        timeout = OUTAGE_POOL_TIMEOUT_SECONDS if self.health.is_away(ENGINE) else POOL_TIMEOUT_SECONDS
+        try:
+            conn = self._pool.getconn(timeout=timeout)
+        except PoolTimeout:
+            # The pool may still be backing off its reconnection after an outage.
+            return self._fresh()
+        return conn, lambda: self._pool.putconn(conn)
+
+    def _fresh(self) -> tuple[psycopg.Connection[Any], Release]:
+        """A new connection outside the pool (closed on release), for a retry."""
+        if time.monotonic() - self._fresh_failed_at < RECONNECT_PAUSE_SECONDS:
+            self.health.failed(ENGINE, "a connection attempt failed a moment ago")
+            raise EngineUnavailable(ENGINE, "a connection attempt failed a moment ago")
+        try:
+            conn = psycopg.connect(self.url, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            self._fresh_failed_at = time.monotonic()
+            self.raise_mapped(exc)
+        return conn, conn.close
+
+    def _after_lost(self, exc: psycopg.Error) -> None:
+        """A pooled connection was found dead: drop the pool's other dead ones too (a restart kills them all)."""
+        log.info("PostgreSQL connection lost (%s); retrying on a fresh connection", _first_line(exc))
+        try:
+            self._pool.check()
+        except Exception:
+            log.debug("checking the pool's connections failed", exc_info=True)
+
+    def _read(self, run: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run a read; on a dead pooled connection once more on a fresh one (a read is always safe to repeat)."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            yield conn
-            return
-        with self._pool.connection() as pooled:
-            yield pooled
+        if conn is not None:  # inside this thread's transaction: reads see its own writes, as on SQLite
+            try:
+                return run(conn)
+            except psycopg.Error as exc:
+                self.raise_mapped(exc)
+        conn, release = self._checkout()
+        try:
+            result = run(conn)
+        except psycopg.Error as exc:
+            release()
+            if not _connection_lost(exc):
+                self.raise_mapped(exc)
+            self._after_lost(exc)
+            conn, release = self._fresh()
+            try:
+                result = run(conn)
+            except psycopg.Error as again:
+                release()
+                self.raise_mapped(again)
+        release()
+        self.health.ok(ENGINE)
+        return result
 
     def query(self, sql: str, params: Any = ()) -> list[Any]:
         """Run a read and return all rows."""
-        with self._reading() as conn:
-            return conn.execute(self.translate(sql), params).fetchall()
+        statement = self.translate(sql)
+        return self._read(lambda conn: conn.execute(statement, params).fetchall())
 
     def query_one(self, sql: str, params: Any = ()) -> Any:
         """Run a read and return the first row or None."""
-        with self._reading() as conn:
-            return conn.execute(self.translate(sql), params).fetchone()
+        statement = self.translate(sql)
+        return self._read(lambda conn: conn.execute(statement, params).fetchone())
+
+    def _begin_write(self) -> tuple[psycopg.Connection[Any], Release]:
+        """A connection in a write transaction holding the write lock; retried once on a fresh one if it was dead.
+
+        Safe to retry: nothing of the transaction has run when BEGIN or the lock fails.
+        """
+        conn, release = self._checkout()
+        try:
+            _begin(conn)
+            return conn, release
+        except psycopg.Error as exc:
+            release()
+            if not _connection_lost(exc):
+                self.raise_mapped(exc)
+            self._after_lost(exc)
+        conn, release = self._fresh()
+        try:
+            _begin(conn)
+        except psycopg.Error as exc:
+            release()
+            self.raise_mapped(exc)
+        return conn, release
 
     @contextmanager
     def atomic(self) -> Iterator[PostgresTransaction]:
         """A write transaction holding the cluster-wide write lock: COMMIT, or ROLLBACK on any exception."""
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("nested write transaction")
-        with self._write_lock, self._pool.connection() as conn:
+        with self._write_lock:
+            conn, release = self._begin_write()
             tx = PostgresTransaction(conn, self)
             self._local.conn = conn
             try:
-                with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                    yield tx
+                yield tx
             except BaseException:
+                self._local.conn = None
+                _roll_back_quietly(conn)
+                release()
                 tx.rolled_back()
                 raise
-            finally:
-                self._local.conn = None
+            self._local.conn = None
+            try:
+                conn.execute(b"COMMIT")
+            except psycopg.Error as exc:
+                release()
+                if _connection_lost(exc):
+                    # COMMIT may have reached the server: keep what the rows may name (no rollback hooks).
+                    log.warning(
+                        "PostgreSQL connection lost during COMMIT (%s): the transaction may or may not have "
+                        "committed; the blobs it wrote are kept for the sweeper to judge",
+                        _first_line(exc),
+                    )
+                else:
+                    tx.rolled_back()  # refused at COMMIT (a serialization failure): nothing committed
+                self.raise_mapped(exc)
+            release()
+        self.health.ok(ENGINE)
         tx.committed()
 
     def claim_singleton(self, task: str) -> bool:
@@ -182,9 +318,18 @@ class PostgresDatabase(Database):
             if conn is not None and not conn.closed and not conn.broken:
                 return True
             self._claims.pop(task, None)
-            conn = psycopg.connect(self.url, autocommit=True)
             key = int.from_bytes(hashlib.sha256(f"telentir:{task}".encode()).digest()[:8], "big", signed=True)
-            if _value(conn, "SELECT pg_try_advisory_lock(%s)", (key,)):
+            options = {name: value for name, value in self._connect_kwargs.items() if name != "row_factory"}
+            try:
+                conn = psycopg.connect(self.url, **options)
+            except psycopg.Error as exc:
+                self.raise_mapped(exc)  # the server is away: no claim this round
+            try:
+                claimed = bool(_value(conn, "SELECT pg_try_advisory_lock(%s)", (key,)))
+            except psycopg.Error as exc:
+                conn.close()
+                self.raise_mapped(exc)
+            if claimed:
                 self._claims[task] = conn
                 return True
             conn.close()
@@ -242,6 +387,37 @@ class PostgresDatabase(Database):
         for conn in claims:
             conn.close()
         self._pool.close()
+
+
+def _begin(conn: psycopg.Connection[Any]) -> None:
+    """BEGIN and take the write lock, in one round trip."""
+    conn.execute(b"BEGIN; SELECT pg_advisory_xact_lock(%d)" % WRITE_LOCK)
+
+
+def _roll_back_quietly(conn: psycopg.Connection[Any]) -> None:
+    """ROLLBACK if the connection still can (a dead one has nothing left to roll back)."""
+    if conn.closed or conn.broken:
+        return
+    try:
+        conn.execute(b"ROLLBACK")
+    except psycopg.Error:
+        log.debug("ROLLBACK failed", exc_info=True)
+
+
+def _connection_lost(exc: psycopg.Error) -> bool:
+    """Whether `exc` says the connection itself is gone (not a pool timeout, not a refused statement)."""
+    if isinstance(exc, PoolTimeout):
+        return False
+    if isinstance(exc, psycopg.InterfaceError):
+        return True  # "the connection is closed"
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _SERVER_ENDED
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _value(conn: psycopg.Connection[Any], sql: str, params: Any = ()) -> Any:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ..errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from ..errors import BadRequest, EngineUnavailable, Forbidden, NotFound, Unauthorized
 from ..pubsub import BrokerError, PubSub, compile_glob, escape_glob
 from ..runtime import Runtime
 from ..services import credentials, events, objects
@@ -29,6 +29,7 @@ from .reads import REPLAY_CHUNK, Row
 
 log = logging.getLogger(__name__)
 CLOSED_CHECK_SECONDS = 1.0
+BROKER_ENGINE = "redis"  # the engine name of an unreachable broker (only Redis can be away)
 MAX_FILTER_LENGTH = 200
 MAX_CURSOR = 2**63 - 1  # the largest id SQLite can hold: a larger cursor cannot be compared with one
 
@@ -170,13 +171,15 @@ def feed(
     slots = rt.stream_slots
     slot = slots.acquire(req.user_id)
     pubsub: PubSub | None = None
+    opened = False
     try:
         pubsub = rt.broker.pubsub()
         revocation = events.revocation_channel(req.user_id, guard.credential.id)
-        _subscribe(pubsub, req.pattern, escape_glob(revocation))
+        _subscribe(rt, pubsub, req.pattern, escape_glob(revocation))
         # Read once subscribed and before answering: whatever commits later rings our doorbell.
         newest = events.newest_id(rt)
         _check_still_valid(rt, guard)
+        opened = True
         yield Item("open")
         last = yield from _replay(rt, req, newest, guard)
         yield IDLE
@@ -192,6 +195,12 @@ def feed(
         yield from _follow(rt, req, guard, pubsub, last, is_closed)
     except CredentialEnded as ended:
         log.info("event stream of %s ended: %s", req.user_id, ended)
+    except EngineUnavailable as exc:
+        if not opened:
+            raise  # still a JSON 503 before the stream's headers
+        # The database went away mid-stream (logged once by the storage layer): end cleanly, and
+        # the client resumes from Last-Event-ID once it is back; nothing is lost meanwhile.
+        log.info("event stream of %s ended: %s", req.user_id, exc.message)
     finally:
         # Free the subscription and the slot at once, whatever ended the stream.
         if pubsub is not None:
@@ -213,7 +222,9 @@ def _check_still_valid(rt: Runtime, guard: StreamGuard) -> None:
         raise Unauthorized("The credential has been revoked.") from ended
 
 
-def _subscribe(pubsub: PubSub, *patterns: str) -> None:
+def _subscribe(rt: Runtime, pubsub: PubSub, *patterns: str) -> None:
+    """Subscribe and wait for the broker's confirmation; 503 `broker_unavailable` (with Retry-After) if none comes."""
+    cause = "no subscription confirmation within 5 s"
     try:
         pubsub.psubscribe(*patterns)
         confirmed, deadline = 0, time.monotonic() + 5
@@ -222,10 +233,15 @@ def _subscribe(pubsub: PubSub, *patterns: str) -> None:
             if message is not None and message["type"] == "psubscribe":
                 confirmed += 1
                 if confirmed == len(patterns):
+                    rt.health.ok(BROKER_ENGINE)
                     return
     except BrokerError as exc:
-        log.warning("event broker unavailable: %s", exc)
-    raise ServiceUnavailable("The event broker is not answering; retry shortly.", code="broker_unavailable")
+        cause = str(exc)
+    # Logged once per outage (the health record); a new stream subscribes again once the broker is back.
+    rt.health.failed(BROKER_ENGINE, cause)
+    raise EngineUnavailable(
+        BROKER_ENGINE, cause, code="broker_unavailable", message="The event broker is not answering; retry shortly."
+    )
 
 
 def _replay(rt: Runtime, req: FeedRequest, newest: int, guard: StreamGuard) -> Generator[Item, None, int]:

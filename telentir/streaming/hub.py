@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import EngineUnavailable
 from ..pubsub import BrokerError, BrokerUnavailable, PubSub
 from ..runtime import Runtime
 from ..services import credentials
@@ -248,6 +249,11 @@ class SSEHub:
                         self._deliver(stream, stream.pending, batches)
                     elif now >= stream.next_beat and self._still_valid(stream, checked):
                         self._deliver(stream, None, {}, heartbeat=True)
+                except EngineUnavailable as exc:
+                    # The database is away (logged once by the storage layer): the stream ends and
+                    # its client resumes from Last-Event-ID once it is back.
+                    log.info("event stream of %s ended: %s", stream.req.user_id, exc.message)
+                    self._end(stream)
                 except Exception:
                     # One stream's failure (a read error) ends that stream, not the hub.
                     log.exception("event stream of %s failed; it ends and the client resumes", stream.req.user_id)

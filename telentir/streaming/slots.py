@@ -5,17 +5,23 @@ and counted in one write transaction, so two workers can never both take the las
 caps protect the box's threads and memory, so they count the streams of this host only (on a
 shared PostgreSQL, each node keeps its own). A process killed with its streams open leaves
 rows behind: they are dropped when a cap is reached (if their process is gone) and, for the
-whole host, when the server starts.
+whole host, when the server starts. A slot that cannot be given back because the database is
+away (a stream ended by the outage) is kept in memory and given back by the next
+transaction here that succeeds, so an outage leaks no slots.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 
-from ..errors import RateLimited, ServiceUnavailable
+from ..errors import EngineUnavailable, RateLimited, ServiceUnavailable
 from ..ids import now_iso
 from ..storage.db import Database, Transaction
+
+log = logging.getLogger(__name__)
 
 
 class StreamSlots:
@@ -24,6 +30,8 @@ class StreamSlots:
     def __init__(self, db: Database, max_total: int, max_per_user: int) -> None:
         self.db, self.max_total, self.max_per_user = db, max_total, max_per_user
         self.host = socket.gethostname()
+        self._unreleased: set[int] = set()  # slots whose release failed (the database was away)
+        self._lock = threading.Lock()
 
     @property
     def open(self) -> int:
@@ -33,6 +41,7 @@ class StreamSlots:
     def acquire(self, user_id: str) -> int:
         """Take a slot for one of `user_id`'s streams and return its id, or raise 503 (box full) / 429 (user's cap)."""
         with self.db.atomic() as tx:
+            self._give_back(tx)
             if self._full(tx, user_id):
                 self._refuse(tx, user_id)
             return tx.insert(
@@ -41,9 +50,28 @@ class StreamSlots:
             )
 
     def release(self, slot_id: int) -> None:
-        """Give a slot back."""
-        with self.db.atomic() as tx:
+        """Give a slot back (later, if the database is away now)."""
+        with self._lock:
+            self._unreleased.add(slot_id)
+        try:
+            with self.db.atomic() as tx:
+                self._give_back(tx)
+        except EngineUnavailable:
+            log.info("stream slot %d is given back once the database is back", slot_id)
+
+    def _give_back(self, tx: Transaction) -> None:
+        """Delete the slots waiting to be given back, inside `tx` (they wait again if it rolls back)."""
+        with self._lock:
+            pending, self._unreleased = self._unreleased, set()
+        if not pending:
+            return
+        tx.after_rollback(lambda: self._wait_again(pending))
+        for slot_id in sorted(pending):
             tx.execute("DELETE FROM stream_slots WHERE id = ?", (slot_id,))
+
+    def _wait_again(self, slots: set[int]) -> None:
+        with self._lock:
+            self._unreleased |= slots
 
     def forget_host(self) -> int:
         """Drop every slot of this host (at start-up, before any worker serves); returns how many."""
