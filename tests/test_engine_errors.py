@@ -15,8 +15,9 @@ from telentir.storage.health import EngineHealth
 from telentir.storage.postgres import PostgresDatabase
 from telentir.storage.s3 import MAX_ATTEMPTS, S3BlobStore, _new_client
 
-from .backends import ADMIN_URL, throwaway_database
+from .backends import throwaway_database
 from .fault_proxy import FaultProxy
+from .private_services import postgres_url
 from .support import wait_until
 
 # --- PostgreSQL: a dead pooled connection -------------------------------------------------------
@@ -36,7 +37,7 @@ def pg() -> Iterator[tuple[PostgresDatabase, list[str]]]:
 def _kill_connections(db: PostgresDatabase) -> int:
     """Terminate every server process of the database (as a PostgreSQL restart does); returns how many."""
     name = psycopg.conninfo.conninfo_to_dict(db.url)["dbname"]
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+    with psycopg.connect(postgres_url(), autocommit=True) as admin:
         rows = admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
