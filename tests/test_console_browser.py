@@ -16,24 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from telentir.runtime import Runtime
 from telentir.services import accounts, credentials, keyring, objects
 
 from .console_support import (
     PASSWORD,
-    Watched,
     ids_in_list,
     item,
     item_json,
-    launch,
     open_plaintext,
     phone_code,
     sign_in_with_api_key,
     sign_in_with_password,
     wait_until_live,
-    watch,
 )
 from .dataplane_support import encrypt, load_public, wrap
 from .scraper_fixture import TestScraper
@@ -65,15 +62,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> It
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium for the module."""
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def person(server_rt: Runtime, request: pytest.FixtureRequest) -> dict[str, Any]:
     """A verified user with a password and an API key (`api_key`)."""
@@ -94,22 +82,6 @@ def api(server: ServerProcess, person: dict[str, Any]) -> Iterator[Api]:
     client = Api(server.url, person["api_key"])
     yield client
     client.close()
-
-
-@pytest.fixture
-def open_page(browser: Browser) -> Iterator[Any]:
-    """Factory: a watched page in a fresh browser profile. None may raise a CSP violation or script error."""
-    opened: list[Watched] = []
-
-    def factory(**options: Any) -> Watched:
-        watched = watch(browser.new_context(accept_downloads=True, **options))
-        opened.append(watched)
-        return watched
-
-    yield factory
-    for watched in opened:
-        watched.page.context.close()
-    assert [problem for watched in opened for problem in watched.problems] == []
 
 
 def create_item(page: Page, value: dict[str, Any]) -> str:

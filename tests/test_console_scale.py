@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from telentir import crypto
 from telentir.config import load_config
 from telentir.services import accounts, credentials, keyring, objects, roots
 from telentir.wiring import build_runtime
 
-from .console_support import item_json, launch, sign_in_with_api_key, watch
+from .console_support import item_json, sign_in_with_api_key, watch
 from .support import FIXED_MASTER_KEY, Api, ServerProcess
 
 pytestmark = pytest.mark.timeout(240)
@@ -78,15 +78,6 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
     server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY}).start()
     yield server, api_key, ids
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium for the module."""
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 def test_ten_thousand_items_are_paged_and_each_page_turns_quickly(
