@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 @pytest.fixture
 def person(server_rt: Runtime, request: pytest.FixtureRequest) -> dict[str, Any]:
     """A verified user with a password and an API key (`api_key`)."""
-    email = f"{request.node.name[:40]}-{os.getpid()}@example.com"
+    email = f"{request.node.name[:30]}-{uuid.uuid4().hex[:12]}@example.com"
     user = accounts.create_user(server_rt, email, "+15555550100", password=PASSWORD, verified=True)
     user["api_key"] = credentials.create_api_key(server_rt, user["id"], "test")["key"]
     return user
@@ -104,7 +104,8 @@ def test_a_csv_is_imported_searched_and_exported_all_decrypted_in_the_page(
 
     expect(page.get_by_role("button", name="Import…")).to_be_visible()
     import_file(page, source)
-    expect(page.get_by_text(f"Imported {ROWS} items")).to_be_visible(timeout=60_000)
+    expect(page.locator("#import-status")).to_have_text(f"Imported {ROWS} items", timeout=60_000)
+    expect(page.get_by_text(f"Imported {ROWS} items")).to_be_visible()
     progress = page.get_by_role("progressbar", name="Import progress")
     assert progress.evaluate("bar => [bar.value, bar.max]") == [ROWS, ROWS]
 
@@ -137,3 +138,192 @@ def test_a_csv_is_imported_searched_and_exported_all_decrypted_in_the_page(
     keys = [api.get(f"/keys/{child['key_id']}").json() for child in children]
     assert len({key["id"] for key in keys}) == ROWS and len({key["iv"] for key in keys}) == ROWS
     assert_nothing_plain_sent(watched, [contact(n)[field] for n in range(ROWS) for field in ("name", "email", "note")])
+
+
+# --- JSON and NDJSON, nested values, Export JSON ---------------------------------------------------------
+
+
+def test_json_and_ndjson_files_import_and_export_json_gives_them_back(
+    server: ServerProcess, person: dict[str, Any], api: Api, open_page: Any, tmp_path: Path
+) -> None:
+    page = open_page().page
+    sign_in_with_api_key(page, server.url, person["api_key"])
+    array = [
+        {"name": "Ada", "tags": ["math", "engines"], "address": {"city": "London", "zip": "W1"}, "calls": 3},
+        {"name": "Alan", "tags": ["enigma"], "address": {"city": "Bletchley"}, "calls": 12},
+    ]
+    lines = [{"name": "Grace", "tags": [], "calls": 7}, {"name": "Edsger", "address": None, "calls": 1}]
+    (tmp_path / "people.json").write_text(json.dumps(array))
+    (tmp_path / "more.ndjson").write_text("\n".join(json.dumps(value) for value in lines) + "\n\n")
+    import_file(page, tmp_path / "people.json")
+    expect(page.locator("#import-status")).to_have_text("Imported 2 items")
+    import_file(page, tmp_path / "more.ndjson")
+    expect(page.locator("#import-status")).to_have_text("Imported 2 items")
+    expect(page.locator("#items tbody tr")).to_have_count(4)
+
+    ada = page.locator("#items tbody tr", has_text="Ada")
+    expect(ada).to_contain_text("math, engines")  # an array of scalars, compact
+    expect(ada).to_contain_text('{"city":"London","zip":"W1"}')  # an object, as short JSON
+
+    # Sorted by a number column: numerically, and the header says so.
+    table = items_table(page)
+    table.get_by_role("button", name="calls", exact=True).click()
+    expect(table.get_by_role("columnheader", name="calls")).to_have_attribute("aria-sort", "ascending")
+    expect(table.get_by_role("button", name="calls", exact=True)).to_be_focused()
+    assert table.locator("tbody tr td:nth-child(2)").all_inner_texts() == ["Edsger", "Ada", "Grace", "Alan"]
+    table.get_by_role("button", name="calls", exact=True).click()
+    expect(table.get_by_role("columnheader", name="calls")).to_have_attribute("aria-sort", "descending")
+    assert table.locator("tbody tr td:nth-child(2)").all_inner_texts() == ["Alan", "Grace", "Ada", "Edsger"]
+    table.get_by_role("button", name="name", exact=True).click()
+    assert table.locator("tbody tr td:nth-child(2)").all_inner_texts() == ["Ada", "Alan", "Edsger", "Grace"]
+    expect(table.get_by_role("columnheader", name="calls")).not_to_have_attribute("aria-sort", "descending")
+
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export JSON").click()
+    assert download.value.suggested_filename == "contacts.json"
+    by_name = lambda value: value["name"]  # noqa: E731 (an import writes a few rows at a time: any order)
+    assert sorted(json.loads(Path(download.value.path()).read_text()), key=by_name) == sorted(
+        array + lines, key=by_name
+    )
+    expect(page.locator("#export-status")).to_have_text("Exported 4 items to contacts.json.")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text())))
+    assert rows[0] == ["name", "tags", "address", "calls"]  # the union of the fields, in the order first seen
+    assert ["Ada", '["math","engines"]', '{"city":"London","zip":"W1"}', "3"] in rows
+    assert ["Edsger", "", "null", "1"] in rows and ["Grace", "[]", "", "7"] in rows and len(rows) == 5
+    assert sorted(store_values(api), key=by_name) == sorted(array + lines, key=by_name)
+
+
+# --- bad files and Cancel -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("ragged.csv", "name,email\nA,a@x\nB,b@x,extra\n", "Row 3 has 3 values but the header names 2 columns."),
+        ("open-quote.csv", 'name\n"never closed\n', "a quoted value is never closed."),
+        ("header-only.csv", "name,email\n", "The file has a header row but no rows to import."),
+        ("numbers.json", "[1, 2]", "Item 1 is not a JSON object."),
+        ("broken.json", '[{"name": "A"},', "This is not JSON"),
+        ("mixed.ndjson", '{"name": "A"}\nnot json\n', "Line 2 is not JSON"),
+        ("empty.csv", "", "The file is empty."),
+    ],
+)
+def test_a_bad_file_gets_a_clear_message_and_creates_nothing(
+    server: ServerProcess,
+    person: dict[str, Any],
+    api: Api,
+    open_page: Any,
+    tmp_path: Path,
+    name: str,
+    text: str,
+    message: str,
+) -> None:
+    watched = open_page()
+    page = watched.page
+    sign_in_with_api_key(page, server.url, person["api_key"])
+    (tmp_path / name).write_text(text)
+    import_file(page, tmp_path / name)
+    error = page.locator("#import-error")
+    expect(error).to_contain_text(f"{name} cannot be imported: ")
+    expect(error).to_contain_text(message)
+    expect(error).to_contain_text("Nothing was created.")
+    expect(page.get_by_role("button", name="Import…")).to_be_focused()
+    assert store_values(api) == []
+    assert not [r for r in watched.requests if r.method in ("POST", "PUT") and "/api/" in r.url]
+
+
+def test_cancel_stops_an_import_and_says_how_far_it_got(
+    server: ServerProcess, person: dict[str, Any], api: Api, open_page: Any, tmp_path: Path
+) -> None:
+    page = open_page().page
+    sign_in_with_api_key(page, server.url, person["api_key"])
+    total = 400
+    (tmp_path / "many.csv").write_text(contacts_csv(total))
+    with page.expect_file_chooser() as chooser:  # the button opens the file picker
+        page.get_by_role("button", name="Import…").click()
+    chooser.value.set_files(str(tmp_path / "many.csv"))
+    page.wait_for_function("() => document.querySelector('#import-progress').value >= 10")
+    page.get_by_role("button", name="Cancel").click()
+    status = page.locator("#import-status")
+    expect(status).to_contain_text("Import cancelled: imported ")
+    created = int(status.inner_text().split("imported ")[1].split(" of")[0])
+    assert 10 <= created < total and status.inner_text().endswith(f"of {total} items")
+    expect(page.get_by_role("button", name="Cancel")).to_be_hidden()
+    # Requests already on the wire when Cancel was pressed may still land (at most one per lane); then nothing.
+    stored = len(store_values(api))
+    assert created <= stored <= created + 4
+    expect(page.locator('[data-store="contacts"] .store-count')).to_have_text(str(stored))
+    page.wait_for_timeout(1000)
+    assert len(store_values(api)) == stored
+
+
+# --- the item dialog: JSON, edit, related items, publish, delete -----------------------------------------------
+
+
+def test_the_item_dialog_edits_relates_publishes_and_deletes(
+    server: ServerProcess, person: dict[str, Any], api: Api, open_page: Any, tmp_path: Path
+) -> None:
+    watched = open_page()
+    page = watched.page
+    sign_in_with_api_key(page, server.url, person["api_key"])
+    (tmp_path / "one.json").write_text(json.dumps([{"name": "Lin Q", "email": "lin@example.net"}]))
+    import_file(page, tmp_path / "one.json")
+    expect(page.locator("#import-status")).to_have_text("Imported 1 item")
+    expect(page.locator("#items tbody tr")).to_have_count(1)
+    (item_id,) = ids_in_list(page)
+
+    page.locator("#items tbody tr").get_by_role("button", name="Open").click()
+    expect(page.get_by_role("dialog", name=f"Item {item_id}")).to_be_visible()
+    dialog = page.locator("#detail")  # its name follows the item it shows
+    assert json.loads(dialog.locator("#detail-json").inner_text()) == {"name": "Lin Q", "email": "lin@example.net"}
+    expect(dialog.locator("#related-status")).to_have_text("No related items.")
+
+    # A related item, made from the dialog, then opened from its list.
+    dialog.get_by_role("button", name="New related item").click()
+    page.get_by_label("Content (JSON)").fill('{"call": "Follow-up ZQ-19", "minutes": 4}')
+    page.get_by_role("button", name="Save").click()
+    related = dialog.locator("#related-list li")
+    expect(related).to_have_count(1)
+    expect(related).to_contain_text("call: Follow-up ZQ-19")
+    child_id = related.get_attribute("data-id")
+    related.get_by_role("button", name="Open").click()
+    expect(page.get_by_role("dialog", name=f"Item {child_id}")).to_be_visible()
+    expect(dialog.locator("#detail-json")).to_contain_text("Follow-up ZQ-19")
+    assert [c["id"] for c in api.get(f"/objects/{item_id}/related").json()] == [child_id]
+    root = api.get("/root").json()
+    assert open_plaintext(api, root, child_id) == {"call": "Follow-up ZQ-19", "minutes": 4}
+    dialog.get_by_role("button", name=f"Back to {item_id}").click()
+    expect(page.locator("#detail-title")).to_have_text(f"Item {item_id}")
+
+    # Edit: a new key and IV; the table shows the new value.
+    dialog.get_by_role("button", name="Edit").click()
+    page.get_by_label("Content (JSON)").fill('{"name": "Lin Q", "email": "lin.q@example.net"}')
+    page.get_by_role("button", name="Save").click()
+    expect(dialog.locator("#detail-json")).to_contain_text("lin.q@example.net")
+    expect(page.locator(f'#items .item[data-id="{item_id}"]')).to_contain_text("lin.q@example.net")
+    assert open_plaintext(api, root, item_id) == {"name": "Lin Q", "email": "lin.q@example.net"}
+
+    # Publish under a type: a copy encrypted for the platform's server is what the publication points at.
+    dialog.get_by_label("Publish as type").fill("campaigns")
+    dialog.get_by_role("button", name="Publish").click()
+    expect(dialog.locator("#publication-list")).to_contain_text("Published as campaigns")
+    (publication,) = api.get("/objects/publish/campaigns").json()
+    assert publication["related_id"] == item_id and publication["object_id"] != item_id
+    copy = api.get(f"/objects/{publication['object_id']}").json()
+    platform = api.get("/server").json()["current"]
+    assert api.get(f"/keys/{copy['key_id']}").json()["server"] == platform
+    expect(related).to_have_count(1)  # the copy is listed as the publication, not as a related item
+    dialog.get_by_role("button", name="Unpublish").click()
+    expect(dialog.locator("#publication-list")).to_contain_text("Not published.")
+    assert api.get("/objects/publish/campaigns").json() == []
+    assert api.get(f"/objects/{copy['id']}").status_code == 404
+    assert api.get(f"/keys/{copy['key_id']}").status_code == 404
+
+    dialog.get_by_role("button", name="Delete").click()
+    dialog.get_by_role("button", name="Delete for good").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#items tbody tr")).to_have_count(0)
+    assert api.get(f"/objects/{item_id}").status_code == 404
+    assert_nothing_plain_sent(watched, ["Lin Q", "lin@example.net", "lin.q@example.net", "Follow-up ZQ-19"])
