@@ -21,7 +21,7 @@ export class Collection {
     });
     this.done.catch(() => {}); // a failure is shown where it happens; waiters see it too
     this.version = 0; // moves on every change, so cached views know they are stale
-    this.cache = { columns: null, sorted: null, sortKey: null, version: -1 };
+    this.cache = { columns: null, sorted: null, sortKey: null, search: null, version: -1 };
   }
 
   get size() {
@@ -112,7 +112,12 @@ export class Collection {
     const needle = query.trim().toLowerCase();
     const sorted = this.sorted(sort);
     if (!needle) return sorted;
-    return sorted.filter((entry) => entry.opened?.ok && entry.opened.haystack.includes(needle));
+    // Typing narrows a search: a query that extends the last one only looks among the last one's matches.
+    const last = this.cache.search;
+    const among = last && last.from === sorted && needle.startsWith(last.needle) ? last.matches : sorted;
+    const matches = among.filter((entry) => entry.opened?.ok && entry.opened.haystack.includes(needle));
+    this.cache.search = { from: sorted, needle, matches };
+    return matches;
   }
 
   sorted(sort) {
@@ -133,7 +138,7 @@ export class Collection {
 
   refresh() {
     if (this.cache.version === this.version) return;
-    this.cache = { columns: null, sorted: null, sortKey: null, version: this.version };
+    this.cache = { columns: null, sorted: null, sortKey: null, search: null, version: this.version };
   }
 }
 

@@ -149,15 +149,23 @@ export class StoresView {
     else this.finish(collection);
   }
 
+  // The rest of the store, a thousand at a time. Reading a page and its key records runs ahead while the
+  // page before decrypts: the workers are never idle waiting for the network, nor the network for them.
   async readRest(collection, cursor, signal) {
     let after = cursor;
+    let decrypting = Promise.resolve();
     try {
       while (after && collection === this.collection) {
         const query = `limit=${NEXT_READ}&after=${encodeURIComponent(after)}`;
         const answer = await this.app.api.request("GET", `/objects/${collection.storeId}/related?${query}`, { signal });
-        await this.take(collection, answer.data, signal);
+        const fresh = this.join(collection, answer.data);
+        const records = await this.app.vault.keyRecords(fresh.map((object) => object.key_id), signal);
+        await decrypting;
+        decrypting = this.decryptAll(collection, fresh, signal, records);
+        decrypting.catch(() => {}); // awaited (and its failure reported) on the next turn
         after = answer.headers.get("X-Next-Cursor");
       }
+      await decrypting;
       this.finish(collection);
     } catch (error) {
       this.readFailed(collection, error);
@@ -166,10 +174,19 @@ export class StoresView {
 
   // Objects read from the server join the collection and are decrypted in bulk (the workers).
   async take(collection, objects, signal) {
+    await this.decryptAll(collection, this.join(collection, objects), signal);
+  }
+
+  // The objects the collection does not hold yet (nor saw deleted) join it, to be decrypted.
+  join(collection, objects) {
     const fresh = objects.filter((object) => !collection.get(object.id) && !collection.deleted.has(object.id));
     for (const object of fresh) collection.put(object);
     this.scheduleRender();
-    const opened = fresh.length ? await this.app.vault.openMany(fresh, signal) : [];
+    return fresh;
+  }
+
+  async decryptAll(collection, fresh, signal, records = null) {
+    const opened = fresh.length ? await this.app.vault.openMany(fresh, signal, records) : [];
     fresh.forEach((object, index) => {
       const entry = collection.get(object.id);
       if (entry && entry.object === object) entry.opened = opened[index]; // else replaced or removed meanwhile
@@ -257,7 +274,8 @@ export class StoresView {
     const rows = view.slice(first, first + PAGE_SIZE);
     this.table.render(collection.columns(), rows, this.sort);
     const expected = Math.min(PAGE_SIZE, total - first);
-    const ready = rows.length >= expected && rows.every((entry) => entry.opened);
+    const read = collection.total !== null || collection.complete; // the first page has been read
+    const ready = read && rows.length >= expected && rows.every((entry) => entry.opened);
     $("#items").dataset.state = collection.failed ? "failed" : ready ? "ready" : "loading";
     let info = collection.complete || collection.total !== null ? "No items yet" : "Loading…";
     if (searching) info = "No items match";

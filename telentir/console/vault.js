@@ -151,8 +151,9 @@ export class Vault {
 
   // Many objects opened at once (a whole store, for its search): their key records are read 100 per
   // request and the objects decrypted by the worker pool. Answers what open() answers, in order.
-  async openMany(objects, signal) {
-    const records = await this.keyRecords(objects.map((object) => object.key_id), signal);
+  // `records` (from keyRecords) may be given, read ahead while other objects decrypt.
+  async openMany(objects, signal, records = null) {
+    records ??= await this.keyRecords(objects.map((object) => object.key_id), signal);
     const known = objects.filter((object) => records.has(object.key_id));
     const results = await this.decryptors.open(
       known.map((object) => ({ content: object.content, auth_tag: object.auth_tag, key: records.get(object.key_id) })),
