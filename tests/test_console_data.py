@@ -327,3 +327,19 @@ def test_the_item_dialog_edits_relates_publishes_and_deletes(
     expect(page.locator("#items tbody tr")).to_have_count(0)
     assert api.get(f"/objects/{item_id}").status_code == 404
     assert_nothing_plain_sent(watched, ["Lin Q", "lin@example.net", "lin.q@example.net", "Follow-up ZQ-19"])
+
+
+def test_at_phone_width_the_table_scrolls_in_its_box_and_the_page_does_not(
+    server: ServerProcess, person: dict[str, Any], open_page: Any, tmp_path: Path
+) -> None:
+    page = open_page(viewport={"width": 375, "height": 740}, is_mobile=True).page
+    sign_in_with_api_key(page, server.url, person["api_key"])
+    wide = {f"field{n}": f"a fairly long value number {n}" for n in range(8)}
+    (tmp_path / "wide.json").write_text(json.dumps([wide, wide]))
+    import_file(page, tmp_path / "wide.json")
+    expect(page.locator("#items tbody tr")).to_have_count(2)
+    assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+    box = page.locator("#items").locator("xpath=..")
+    assert box.evaluate("box => box.scrollWidth > box.clientWidth")  # the table scrolls sideways, on its own
+    page.get_by_role("searchbox", name="Search this store").fill("number 7")
+    expect(page.locator("#search-status")).to_have_text("2 of 2 items")

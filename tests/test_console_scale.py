@@ -70,8 +70,8 @@ DECRYPT_ALL = """async ([store, total]) => {
   return performance.now() - start;
 }"""
 
-# Typing `text` one key at a time: for each keystroke, the filter and the table's page (synchronous, as
-# the input event runs it) and the time until the next frame is painted.
+# Typing `text` one key at a time: for each keystroke, [the filter and the table's new page, as the input
+# event runs them (the page measures it), the time until the next frame is painted].
 TYPE = """async (text) => {
   const box = document.querySelector('#store-search');
   const times = [];
@@ -79,8 +79,9 @@ TYPE = """async (text) => {
     const start = performance.now();
     box.value = text.slice(0, i);
     box.dispatchEvent(new Event('input', { bubbles: true }));
+    const filter = Number(document.querySelector('#items').dataset.filterMs);
     await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
-    times.push(performance.now() - start);
+    times.push([filter, performance.now() - start]);
   }
   return times;
 }"""
@@ -187,17 +188,19 @@ def test_ten_thousand_items_show_at_once_decrypt_for_search_and_export(
     expect(page.locator("#import-status")).to_have_text(f"Imported {IMPORTED:,} items", timeout=int(IMPORT_S * 1000))
     import_s = time.monotonic() - started
 
-    median = sorted(keystrokes)[len(keystrokes) // 2]
+    filters = sorted(filter_ms for filter_ms, _ in keystrokes)
+    frames = sorted(frame_ms for _, frame_ms in keystrokes)
     print(
         f"\nconsole over 10,000 items: first page {first_page_ms:.0f} ms;"
         f" whole store decrypted {decrypt_ms / 1000:.1f} s;"
-        f" keystrokes max {max(keystrokes):.0f} ms (median {median:.0f});"
+        f" keystroke filter max {filters[-1]:.0f} ms (median {filters[len(filters) // 2]:.0f}),"
+        f" to the next frame max {frames[-1]:.0f} ms (median {frames[len(frames) // 2]:.0f});"
         f" page turns {[round(t) for t in turns]} ms; export CSV {export_s:.1f} s;"
         f" import of {IMPORTED:,} rows {import_s:.1f} s"
     )
     assert first_page_ms < FIRST_PAGE_S * 1000
     assert decrypt_ms < DECRYPT_S * 1000
-    assert max(keystrokes) < KEYSTROKE_MS, keystrokes
+    assert frames[-1] < KEYSTROKE_MS, keystrokes
     assert max(turns) < PAGE_TURN_MS, turns
     assert export_s < EXPORT_S
     assert import_s < IMPORT_S

@@ -10,6 +10,10 @@ import { $, count, say, show } from "./dom.js";
 // the page two connections; four keeps both busy without queueing a file's worth of requests.
 const AT_ONCE = 4;
 const SERVER = "default"; // imports are encrypted for the custodial server, like the editor's default
+// A busy server answers 429 or 503 and changes nothing: such a request is tried again, a little later.
+const RETRIES = 3;
+const RETRY_STATUSES = new Set([429, 503]);
+const RETRY_DELAY_MS = 1000;
 
 export class ImportError extends Error {}
 
@@ -86,13 +90,13 @@ export class Importer {
 
   async createOne(collection, value, signal) {
     const { api, vault } = this.view.app;
-    const sealed = await vault.seal(SERVER, value);
+    const sealed = await retrying(() => vault.seal(SERVER, value), signal);
     const known = { value, keyRecord: sealed.keyRecord };
     this.view.expect(sealed.keyId, known);
     let record;
     try {
       const body = { keyId: sealed.keyId, content: sealed.content, authTag: sealed.authTag, relatedId: collection.storeId };
-      record = await api.post("/objects", body, { signal });
+      record = await retrying(() => api.post("/objects", body, { signal }), signal);
     } catch (error) {
       // Not created (or not known to be): its key is no one's. An aborted request may still have landed;
       // its event then shows the item, under a key that is kept.
@@ -109,6 +113,17 @@ export class Importer {
     bar.max = Math.max(total, 1);
     bar.value = done;
     if (text) $("#import-status").textContent = text;
+  }
+}
+
+async function retrying(request, signal) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await request();
+    } catch (error) {
+      if (attempt > RETRIES || !RETRY_STATUSES.has(error.status) || signal.aborted) throw error;
+      await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS * attempt));
+    }
   }
 }
 

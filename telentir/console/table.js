@@ -53,7 +53,9 @@ export class ItemsTable {
       "Open",
       h("span", { class: "visually-hidden" }, ` item ${object.id}`),
     );
-    const updated = h("td", {}, h("time", { datetime: object.updated_at }, when(object.updated_at)));
+    // To the minute (UTC) in the table; the full time, marked UTC, is the element's title.
+    const time = h("time", { datetime: object.updated_at, title: when(object.updated_at) }, shortTime(object.updated_at));
+    const updated = h("td", {}, time);
     const first = h("td", {}, open);
     if (!opened?.ok) {
       const text = opened ? opened.reason : "Decrypting…";
@@ -66,6 +68,10 @@ export class ItemsTable {
       : [h("td", { colspan: Math.max(columns.length, 1) }, compact(opened.value.data))];
     return h("tr", { class: "item", dataset: { id: object.id, state } }, first, cells, updated);
   }
+}
+
+function shortTime(iso) {
+  return iso ? iso.slice(0, 16).replace("T", " ") : "";
 }
 
 function valueCell(value) {
