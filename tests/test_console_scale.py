@@ -57,17 +57,20 @@ NAVIGATE = """async (selector) => {
   return performance.now() - start;
 }"""
 
-# Milliseconds from a click on the store until its whole store is decrypted (the progress gone).
-DECRYPT_ALL = """async ([store, total]) => {
+# From a click on a store: [milliseconds until its first page is ready (shown and decrypted), milliseconds
+# until the whole store is decrypted (the progress gone, the count final)].
+OPEN_STORE = """async ([store, total]) => {
+  const table = document.querySelector('#items');
   const start = performance.now();
   document.querySelector(`#store-list [data-store="${store}"]`).click();
-  await new Promise((resolve) => {
-    const done = () => document.querySelector('#decrypt-panel').hidden
-      && document.querySelector('#search-status').textContent === total;
-    const check = () => (done() ? resolve() : setTimeout(check, 20));
-    setTimeout(check, 20);
+  const until = (done) => new Promise((resolve) => {
+    const check = () => (done() ? resolve(performance.now() - start) : setTimeout(check, 5));
+    setTimeout(check, 0);
   });
-  return performance.now() - start;
+  const firstPage = await until(() => table.dataset.state === 'ready');
+  const whole = await until(() => document.querySelector('#decrypt-panel').hidden
+    && document.querySelector('#search-status').textContent === total);
+  return [firstPage, whole];
 }"""
 
 # Typing `text` one key at a time: for each keystroke, [the filter and the table's new page, as the input
@@ -136,15 +139,13 @@ def test_ten_thousand_items_show_at_once_decrypt_for_search_and_export(
     page = watched.page
     sign_in_with_api_key(page, server.url, api_key)
     expect(page.locator('[data-store="contacts"] .store-count')).to_have_text("10,000")
-    expect(page.locator("#search-status")).to_have_text("10,000 items", timeout=60_000)
 
-    # From a click on the store: its first page, then the whole store decrypted (a fresh read each time).
+    # From a click on the store (read afresh): its first page, then the whole store decrypted for search.
     page.locator('[data-store="calls"]').click()
-    first_page_ms = page.evaluate(NAVIGATE, '[data-store="contacts"]')
+    expect(page.locator("#items")).to_have_attribute("aria-label", "Items of calls")
+    first_page_ms, decrypt_ms = page.evaluate(OPEN_STORE, ["contacts", "10,000 items"])
     expect(page.locator("#page-info")).to_have_text("Items 1–100 of 10,000")
     assert page.locator("#items .item[data-state=decrypted]").count() == PAGE
-    page.locator('[data-store="calls"]').click()
-    decrypt_ms = page.evaluate(DECRYPT_ALL, ["contacts", "10,000 items"])
     assert elements(page) < MAX_ELEMENTS
     assert item_json(page, ids[0]) == contact(0)
 

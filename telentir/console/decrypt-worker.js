@@ -19,7 +19,7 @@ self.onmessage = async ({ data }) => {
   self.postMessage({ id: data.id, results });
 };
 
-// {ok, text, value, haystack} or {ok: false, reason}; the reasons read as the page's own (vault.js).
+// {ok, value, haystack} or {ok: false, reason}; the reasons read as the page's own (vault.js).
 async function open(item) {
   if (item.content === null) return { ok: false, reason: "Cannot decrypt: its content is gone." };
   let aes;
@@ -35,7 +35,7 @@ async function open(item) {
     return { ok: false, reason: "Cannot decrypt: the ciphertext does not authenticate under its key." };
   }
   const value = parseContent(text);
-  return { ok: true, text, value, haystack: searchText(value) };
+  return { ok: true, value, haystack: searchText(value) };
 }
 
 function contentKey(record) {
