@@ -70,7 +70,10 @@ export function parseCsv(text) {
     }
     const record = {};
     cells.forEach((cell, column) => {
-      if (cell !== "") record[header[column]] = nested(cell);
+      // defineProperty: a column named __proto__ is a field like any other, not the record's prototype.
+      if (cell === "") return;
+      const field = { value: nested(cell), enumerable: true, writable: true, configurable: true };
+      Object.defineProperty(record, header[column], field);
     });
     return record;
   });
