@@ -343,3 +343,28 @@ def test_at_phone_width_the_table_scrolls_in_its_box_and_the_page_does_not(
     assert box.evaluate("box => box.scrollWidth > box.clientWidth")  # the table scrolls sideways, on its own
     page.get_by_role("searchbox", name="Search this store").fill("number 7")
     expect(page.locator("#search-status")).to_have_text("2 of 2 items")
+
+
+def test_without_its_workers_the_page_decrypts_the_store_itself(
+    server: ServerProcess, person: dict[str, Any], open_page: Any, tmp_path: Path
+) -> None:
+    first = open_page().page
+    sign_in_with_api_key(first, server.url, person["api_key"])
+    (tmp_path / "few.json").write_text(json.dumps([{"name": f"Worker-less {n}"} for n in range(3)]))
+    import_file(first, tmp_path / "few.json")
+    expect(first.locator("#import-status")).to_have_text("Imported 3 items")
+
+    page = open_page().page
+    refused: list[str] = []
+
+    def refuse(route: Any) -> None:  # the worker script cannot load
+        refused.append(route.request.url)
+        route.abort()
+
+    page.route("**/console/decrypt-worker.js", refuse)
+    sign_in_with_api_key(page, server.url, person["api_key"])
+    expect(page.locator("#items tbody tr[data-state=decrypted]")).to_have_count(3)
+    assert refused  # the workers were asked for, and failed
+    expect(page.locator("#search-status")).to_have_text("3 items")
+    page.get_by_role("searchbox", name="Search this store").fill("less 2")
+    expect(page.locator("#items tbody tr")).to_have_count(1)
