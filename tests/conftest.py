@@ -228,3 +228,37 @@ def fake() -> Iterator[FakeStripe]:
     """The fake Stripe API (its record of calls is the module's)."""
     with FakeStripe() as service:
         yield service
+
+
+# --- the console's browser tests: Debian's Chromium --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium (Playwright) for the module."""
+    from playwright.sync_api import sync_playwright  # only the browser tests need it
+
+    from .console_support import launch
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Factory: a watched page in a fresh browser profile. None may raise a CSP violation or script error."""
+    from .console_support import Watched, watch
+
+    opened: list[Watched] = []
+
+    def factory(**options: Any) -> Watched:
+        watched = watch(browser.new_context(accept_downloads=True, **options))
+        opened.append(watched)
+        return watched
+
+    yield factory
+    for watched in opened:
+        watched.page.context.close()
+    assert [problem for watched in opened for problem in watched.problems] == []

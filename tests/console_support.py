@@ -117,19 +117,25 @@ def wait_until_live(page: Page) -> None:
 
 
 def item(page: Page, object_id: str) -> Any:
-    """The list entry of one object."""
-    return page.locator(f'.item[data-id="{object_id}"]')
+    """The table row of one object."""
+    return page.locator(f'#items .item[data-id="{object_id}"]')
 
 
 def item_json(page: Page, object_id: str) -> Any:
-    """The decrypted JSON an item shows."""
-    entry = item(page, object_id)
-    expect(entry).to_have_attribute("data-state", "decrypted")
-    return json.loads(entry.locator("pre").inner_text())
+    """The decrypted JSON an item holds, as its dialog shows it (the dialog is closed again)."""
+    row = item(page, object_id)
+    expect(row).to_have_attribute("data-state", "decrypted")
+    row.get_by_role("button", name="Open").click()
+    dialog = page.get_by_role("dialog", name=f"Item {object_id}")
+    expect(dialog).to_be_visible()
+    value = json.loads(dialog.locator("#detail-json").inner_text())
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    return value
 
 
 def ids_in_list(page: Page) -> list[str]:
-    """The object ids on the open page, in order."""
+    """The object ids of the table's open page, in order."""
     return page.locator("#items .item").evaluate_all("items => items.map(i => i.dataset.id)")
 
 

@@ -16,24 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from telentir.runtime import Runtime
 from telentir.services import accounts, credentials, keyring, objects
 
 from .console_support import (
     PASSWORD,
-    Watched,
     ids_in_list,
     item,
     item_json,
-    launch,
     open_plaintext,
     phone_code,
     sign_in_with_api_key,
     sign_in_with_password,
     wait_until_live,
-    watch,
 )
 from .dataplane_support import encrypt, load_public, wrap
 from .scraper_fixture import TestScraper
@@ -65,15 +62,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> It
     process.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """One headless Chromium for the module."""
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def person(server_rt: Runtime, request: pytest.FixtureRequest) -> dict[str, Any]:
     """A verified user with a password and an API key (`api_key`)."""
@@ -94,22 +82,6 @@ def api(server: ServerProcess, person: dict[str, Any]) -> Iterator[Api]:
     client = Api(server.url, person["api_key"])
     yield client
     client.close()
-
-
-@pytest.fixture
-def open_page(browser: Browser) -> Iterator[Any]:
-    """Factory: a watched page in a fresh browser profile. None may raise a CSP violation or script error."""
-    opened: list[Watched] = []
-
-    def factory(**options: Any) -> Watched:
-        watched = watch(browser.new_context(accept_downloads=True, **options))
-        opened.append(watched)
-        return watched
-
-    yield factory
-    for watched in opened:
-        watched.page.context.close()
-    assert [problem for watched in opened for problem in watched.problems] == []
 
 
 def create_item(page: Page, value: dict[str, Any]) -> str:
@@ -150,17 +122,21 @@ def test_a_contact_made_in_the_page_is_stored_encrypted_and_arrives_live_elsewhe
     assert open_plaintext(api, root, object_id) == contact
 
     edited = {**contact, "note": "Nanoseconds-QW77"}
-    first.page.locator(f'.item[data-id="{object_id}"]').get_by_role("button", name="Edit").click()
+    item(first.page, object_id).get_by_role("button", name="Open").click()
+    first.page.get_by_role("dialog", name=f"Item {object_id}").get_by_role("button", name="Edit").click()
     first.page.get_by_label("Content (JSON)").fill(json.dumps(edited))
     first.page.get_by_role("button", name="Save").click()
-    expect(item(second.page, object_id).locator("pre")).to_contain_text("Nanoseconds-QW77")
+    expect(first.page.locator("#detail-json")).to_contain_text("Nanoseconds-QW77")
+    first.page.get_by_role("button", name="Close").click()
+    expect(item(second.page, object_id)).to_contain_text("Nanoseconds-QW77")  # the table's note column
     assert item_json(first.page, object_id) == edited
     updated = api.get(f"/objects/{object_id}").json()
     assert updated["key_id"] != record["key_id"]  # re-encrypted under a new key and IV, not the old pair
     assert api.get(f"/keys/{record['key_id']}").status_code == 404  # the console's old key is gone
     assert open_plaintext(api, root, object_id) == edited
 
-    first.page.locator(f'.item[data-id="{object_id}"]').get_by_role("button", name="Delete").click()
+    item(first.page, object_id).get_by_role("button", name="Open").click()
+    first.page.get_by_role("dialog", name=f"Item {object_id}").get_by_role("button", name="Delete").click()
     first.page.get_by_role("button", name="Delete for good").click()
     expect(item(first.page, object_id)).to_have_count(0)
     expect(item(second.page, object_id)).to_have_count(0)  # gone live there too
@@ -245,7 +221,7 @@ def test_the_console_is_usable_with_the_keyboard_alone(
     page.keyboard.press("Tab")
     expect(page.get_by_role("button", name="Save")).to_be_focused()
     page.keyboard.press("Enter")
-    expect(page.locator("#items .item pre")).to_contain_text("Keyboard Person")
+    expect(page.locator("#items .item")).to_contain_text("Keyboard Person")
     outline = page.evaluate(
         "() => { const b = document.querySelector('#new-item'); b.focus(); return getComputedStyle(b).outlineStyle; }"
     )
@@ -341,7 +317,9 @@ def test_a_byok_server_generated_in_the_page_decrypts_items_written_for_it(
     page.get_by_role("button", name="Stores").click()
     page.locator('[data-store="campaigns"]').click()
     assert item_json(page, created["id"]) == secret
-    expect(item(page, created["id"])).to_contain_text("server: laptop")
+    item(page, created["id"]).get_by_role("button", name="Open").click()
+    expect(page.locator("#detail-meta")).to_contain_text("encrypted for server laptop")
+    page.get_by_role("button", name="Close").click()
 
     # A reload forgets the private key; the item says why it cannot be read, until the key is given back.
     page.reload()
@@ -395,8 +373,10 @@ def test_an_item_can_be_written_for_a_byok_server_from_the_page(
     page.get_by_label("Encrypt for server").select_option("phone")
     page.get_by_role("button", name="Save").click()
     row = page.locator("#items .item").last
-    expect(row).to_contain_text("server: phone")
+    expect(row).to_contain_text("call back")
     object_id = row.get_attribute("data-id")
+    row.get_by_role("button", name="Open").click()
+    expect(page.locator("#detail-meta")).to_contain_text("encrypted for server phone")
     key = api.get(f"/keys/{api.get(f'/objects/{object_id}').json()['key_id']}").json()
     assert key["server"] == "phone"
     assert key["metadata"] == {"createdBy": "telentir-console"}
@@ -429,8 +409,7 @@ def test_a_connect_job_fills_the_store_live_and_shows_its_summary(
     expect(page.locator("#job-summary")).to_contain_text("6 / 6 / 6")
     expect(page.locator("#items .item[data-state=decrypted]")).to_have_count(6)
     expect(page.locator('[data-store="tasks"] .store-count')).to_have_text("6")
-    first = page.locator("#items .item pre").first.inner_text()
-    assert json.loads(first)["name"] == "Lead 0"  # the scraper's first record, decrypted
+    assert item_json(page, ids_in_list(page)[0])["name"] == "Lead 0"  # the scraper's first record, decrypted
     page.get_by_role("button", name="Ingestion and credits").click()
     expect(page.locator("#billing")).to_contain_text("Leads used this month6")
 
@@ -460,11 +439,25 @@ def test_the_readme_screenshot(server: ServerProcess, server_rt: Runtime, open_p
     accounts.create_user(server_rt, "ada@example.com", "+15555550100", password=PASSWORD, verified=True)
     page = open_page(viewport={"width": 1200, "height": 760}).page
     sign_in_with_password(page, server.url, "ada@example.com")
-    for contact in (
-        {"name": "Ada Lovelace", "email": "ada@example.com", "company": "Analytical Engines"},
-        {"name": "Alan Turing", "email": "alan@example.com", "tags": ["bletchley", "enigma"]},
-    ):
-        create_item(page, contact)
+    people = [
+        ("Ada Lovelace", "ada@example.com", "Analytical Engines", ["math", "engines"], "London"),
+        ("Alan Turing", "alan@example.com", "Bletchley Park", ["enigma"], "Wilmslow"),
+        ("Grace Hopper", "grace@example.com", "US Navy", ["cobol", "compilers"], "Arlington"),
+        ("Edsger Dijkstra", "edsger@example.com", "Eindhoven", ["algorithms"], "Nuenen"),
+        ("Barbara Liskov", "barbara@example.com", "MIT", ["abstraction"], "Cambridge"),
+        ("Donald Knuth", "don@example.com", "Stanford", ["tex", "taocp"], "Stanford"),
+        ("Frances Allen", "fran@example.com", "IBM", ["optimisation"], "Peru, NY"),
+        ("Tony Hoare", "tony@example.com", "Oxford", ["quicksort", "csp"], "Cambridge"),
+    ]
+    contacts = [
+        {"name": name, "email": email, "company": company, "tags": tags, "address": {"city": city}}
+        for name, email, company, tags, city in people
+    ]
+    (tmp_path / "people.json").write_text(json.dumps(contacts))
+    page.locator("#import-file").set_input_files(str(tmp_path / "people.json"))
+    expect(page.locator("#import-status")).to_have_text(f"Imported {len(contacts)} items")
+    page.locator("#items").get_by_role("button", name="name", exact=True).click()
+    expect(page.locator("#items tbody tr")).to_have_count(len(contacts))
     target = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "console.png")
     target = target if target.is_absolute() else ROOT / target
     page.screenshot(path=str(target))

@@ -193,3 +193,37 @@ def test_another_users_store_is_not_counted(new_live_user: Any) -> None:
     _, other = new_live_user()
     store = owner.get("/root").json()["stores"]["tasks"]["id"]
     assert_error(other.get(f"/objects/{store}/related", params={"limit": 1, "count": "true"}), 404)
+
+
+# --- key records in batches (the console's search opens a whole store) ----------------------------
+
+
+def test_key_records_are_read_a_hundred_at_a_time_and_only_the_callers(new_live_user: Any) -> None:
+    _, api = new_live_user()
+    _, other = new_live_user()
+    mine = [api.post("/keys", json={"server": "default"}).json() for _ in range(3)]
+    theirs = other.post("/keys", json={"server": "default"}).json()
+    gone = api.post("/keys", json={"server": "default"}).json()
+    assert api.delete(f"/keys/{gone['id']}").status_code == 204
+    asked = [mine[2]["id"], theirs["id"], mine[0]["id"], gone["id"], mine[2]["id"], mine[1]["id"]]
+    resp = api.get("/keys", params={"ids": ",".join(asked)})
+    assert resp.status_code == 200
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.json() == [mine[2], mine[0], mine[1]]  # in the order asked, once each; not theirs, not gone
+    assert resp.json()[0] == api.get(f"/keys/{mine[2]['id']}").json()  # the very record GET /keys/{id} answers
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [None, "", ",", "key_x", "obj_" + "a" * 22, "key_" + "a" * 22 + ",", ",".join(f"key_{n:022d}" for n in range(101))],
+)
+def test_a_bad_batch_of_key_ids_is_a_400(new_live_user: Any, ids: str | None) -> None:
+    _, api = new_live_user()
+    assert_error(api.get("/keys", params={} if ids is None else {"ids": ids}), 400, "invalid_request")
+
+
+def test_a_hundred_key_ids_are_enough(new_live_user: Any) -> None:
+    _, api = new_live_user()
+    key = api.post("/keys", json={"server": "default"}).json()
+    ids = [key["id"], *(f"key_{n:022d}" for n in range(99))]
+    assert api.get("/keys", params={"ids": ",".join(ids)}).json() == [key]

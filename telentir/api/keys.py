@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 
 from ..errors import BadRequest
+from ..ids import is_id
 from ..services import keyring
 from ..wire import bool_value, decode_key_material, metadata_value
 from .common import json_body, runtime
 from .guard import DataPlaneBlueprint, data_plane_user
 
 bp = DataPlaneBlueprint("keys", __name__)
+# GET /keys?ids=: 100 ids of 26 characters keep the request line under 3 KB, within any proxy's limit.
+MAX_BATCH = 100
 
 
 def _create() -> dict[str, Any]:
@@ -32,6 +35,22 @@ def put_key() -> tuple[Response, int]:
 def post_key() -> tuple[Response, int]:
     """Create a key (as the SDK calls it): answers the key record."""
     return jsonify(_create()), 201
+
+
+@bp.get("/keys")
+def get_keys() -> Response:
+    """Up to 100 key records at once (`ids`, comma-separated): the caller's, in the order asked."""
+    response = jsonify(keyring.get_keys(runtime(), data_plane_user()["id"], _batch_ids(request.args.get("ids"))))
+    response.headers["Cache-Control"] = "no-store"  # wrapped keys: nothing for a cache to keep
+    return response
+
+
+def _batch_ids(raw: str | None) -> list[str]:
+    """The distinct key ids of `?ids=`, in order; 400 unless 1 to MAX_BATCH well-formed key ids."""
+    ids = list(dict.fromkeys(raw.split(","))) if raw else []
+    if not 1 <= len(ids) <= MAX_BATCH or not all(is_id(key_id, "key") for key_id in ids):
+        raise BadRequest(f"ids must be 1 to {MAX_BATCH} key ids (key_…), separated by commas.")
+    return ids
 
 
 @bp.get("/keys/<key_id>")

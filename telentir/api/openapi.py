@@ -661,9 +661,16 @@ def _server_paths() -> dict[str, Any]:
 
 def _key_paths() -> dict[str, Any]:
     key_id = [_path("key_id", _id("key"), "key_ id; anything else is a 404")]
+    one_id = _id("key")["pattern"].strip("^$")
+    batch_ids = {"type": "string", "pattern": f"^{one_id}(,{one_id}){{0,99}}$", "example": EXAMPLE_IDS["key"]}
     write_example = {"server": "default", "metadata": {"label": "contacts 2026"}}
     return {
         "/api/keys": {
+            "get": _op(
+                "Up to 100 key records at once, in the order asked; ids that are not the caller's are left out",
+                _json({"type": "array", "items": _ref("Key")}, example=[KEY_EXAMPLE]),
+                params=[{**_query("ids", batch_ids, "1 to 100 key ids, separated by commas"), "required": True}],
+            ),
             "put": _op(
                 "Create a key (as documented): answers its id",
                 {**_json(_id("key"), example=EXAMPLE_IDS["key"]), "description": "Created"},

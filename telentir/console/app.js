@@ -77,7 +77,10 @@ class Console {
       if (button.dataset.view === name) button.setAttribute("aria-current", "page");
       else button.removeAttribute("aria-current");
     }
-    for (const [other, view] of Object.entries(this.views)) show(view.section, other === name);
+    for (const [other, view] of Object.entries(this.views)) {
+      show(view.section, other === name);
+      if (other !== name) view.hide?.();
+    }
     await this.views[name].show();
     if (focus) this.views[name].section.querySelector("h2").focus();
   }

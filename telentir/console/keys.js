@@ -14,8 +14,16 @@ export class KeysView {
   }
 
   async show() {
+    // The file input exists only while this view shows, so the page holds one file input at a time
+    // (the store's Import… has the other): a script or test asking for "the file input" finds one.
+    const input = h("input", { id: "private-key-file", name: "file", type: "file", accept: ".pem,.key,.txt" });
+    $("#private-key-file-slot").replaceChildren(input);
     this.renderServers();
     await this.renderStoreKeys();
+  }
+
+  hide() {
+    $("#private-key-file-slot").replaceChildren();
   }
 
   onEvent() {}
@@ -114,7 +122,7 @@ export class KeysView {
     const server = $("#private-key-server").value;
     const status = $("#private-key-status");
     await busy(event.submitter ?? $("#private-key-form button"), this.error, async () => {
-      const file = $("#private-key-file").files[0];
+      const file = $("#private-key-file")?.files[0];
       const text = file ? await file.text() : $("#private-key-text").value;
       if (!text.trim()) throw new Error("Paste a private key or pick its file.");
       await this.app.vault.usePrivateKey(server, privateKeyBytes(text));

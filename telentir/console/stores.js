@@ -1,30 +1,48 @@
-// The stores: item counts, one page of a store's items at a time (decrypted here), the editor, live updates.
+// The stores: item counts, and the open store as a table. The store is read and decrypted whole, in the
+// background (first page first), into this page's memory: the table sorts, pages and searches it there.
+// Nothing decrypted is ever sent anywhere; live events keep it current.
 
-import { CONSOLE_KEY_METADATA } from "./vault.js";
-import { $, busy, count, h, say, when } from "./dom.js";
+import { Collection } from "./collection.js";
+import { Detail } from "./detail.js";
+import { Editor } from "./editor.js";
+import { Exporter } from "./exporter.js";
+import { Importer } from "./importer.js";
+import { ItemsTable } from "./table.js";
+import { openedValue } from "./vault.js";
+import { $, count, h, say, show } from "./dom.js";
 
-// One page of items is all the DOM ever holds, whatever the store's size.
+// One page of rows is all the table ever holds, whatever the store's size.
 export const PAGE_SIZE = 100;
+const FIRST_READ = 100; // the first page, shown as soon as it decrypts
+const NEXT_READ = 1000; // then the rest of the store, a thousand at a time
 const COUNT_REFRESH_MS = 500;
 const STREAMS_WAIT_MS = 5000;
+const RENDER_DELAY_MS = 120;
 
 export class StoresView {
   constructor(app) {
     this.app = app;
     this.section = $("#stores-view");
-    this.list = $("#items");
     this.error = $("#store-error");
-    this.store = null; // the open store's name
+    this.collection = null; // the open store's items (collection.js)
     this.counts = new Map(); // store name -> items
-    this.cursors = [null]; // the `after` of every page up to the open one
-    this.next = null; // the open page's X-Next-Cursor
-    this.rows = new Map(); // object id -> {object, opened, element, ready}
-    this.published = new Map(); // object id -> Set of publication types
-    this.generation = 0; // drops the answer of a page load that a newer one replaced
-    this.editor = new Editor(this);
-    $("#new-item").addEventListener("click", () => this.editor.open(null));
+    this.page = 0;
+    this.sort = null; // {field, direction}
+    this.query = "";
+    this.expected = new Map(); // key id -> opened: our own writes on their way (their events need no decrypt)
+    this.reader = null; // AbortController of the open store's background read
+    this.table = new ItemsTable($("#items"), {
+      onSort: (field) => this.sortBy(field),
+      onOpen: (id) => this.detail.open(id),
+    });
+    this.editor = new Editor(app);
+    this.detail = new Detail(this);
+    this.importer = new Importer(this);
+    this.exporter = new Exporter(this);
+    $("#new-item").addEventListener("click", () => this.newItem());
     $("#prev-page").addEventListener("click", () => this.turn(-1));
     $("#next-page").addEventListener("click", () => this.turn(1));
+    $("#store-search").addEventListener("input", (event) => this.search(event.target.value));
     this.renderStoreList();
   }
 
@@ -32,8 +50,12 @@ export class StoresView {
     return this.app.vault.root.stores;
   }
 
+  get store() {
+    return this.collection?.name ?? null;
+  }
+
   get storeId() {
-    return this.stores[this.store].id;
+    return this.collection.storeId;
   }
 
   storeNamed(id) {
@@ -57,10 +79,10 @@ export class StoresView {
   }
 
   async show() {
-    // Streams first: a page read after they are open misses nothing (duplicates are dropped).
+    // Streams first: a store read after they are open misses nothing (duplicates are dropped).
     await Promise.race([this.app.feed.opened(), new Promise((resolve) => setTimeout(resolve, STREAMS_WAIT_MS))]);
     this.refreshCounts();
-    if (this.store === null) await this.select("contacts");
+    if (this.collection === null) await this.select("contacts");
   }
 
   async refreshCounts() {
@@ -80,184 +102,280 @@ export class StoresView {
   setCount(name, n) {
     this.counts.set(name, n);
     $(`#store-list [data-store="${name}"] .store-count`).textContent = count(n);
-    if (name === this.store) this.renderPageInfo();
+    if (name === this.store && !this.collection.complete) this.collection.total = n;
   }
 
+  // --- reading a store ------------------------------------------------------------------------
+
+  // Open a store: resolves when its first page shows; the rest is read and decrypted in the background.
   async select(name) {
-    this.store = name;
     for (const button of document.querySelectorAll("#store-list button")) {
       if (button.dataset.store === name) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
     }
     $("#store-name").textContent = name;
-    this.cursors = [null];
-    this.published.clear();
-    await Promise.all([this.load(), this.loadPublications()]);
-  }
-
-  async turn(step) {
-    if (step > 0 && this.next) this.cursors.push(this.next);
-    else if (step < 0 && this.cursors.length > 1) this.cursors.pop();
-    else return;
-    await this.load();
+    this.table.label(name);
+    this.reader?.abort();
+    this.reader = new AbortController();
+    this.collection = new Collection(name, this.stores[name].id);
+    this.page = 0;
+    this.sort = null;
+    this.query = "";
+    $("#store-search").value = "";
+    say(this.error, "");
+    this.render();
+    await this.readFirst(this.collection, this.reader.signal);
   }
 
   reload() {
-    return this.load();
+    return this.select(this.store);
   }
 
-  // Read the open page; rows show at once and fill in as each item decrypts.
-  async load() {
-    const generation = ++this.generation;
-    const after = this.cursors.at(-1);
-    this.list.dataset.state = "loading";
-    const query = `limit=${PAGE_SIZE}&count=true${after ? `&after=${encodeURIComponent(after)}` : ""}`;
+  async readFirst(collection, signal) {
     let answer;
     try {
-      answer = await this.app.api.request("GET", `/objects/${this.storeId}/related?${query}`);
+      answer = await this.app.api.request("GET", `/objects/${collection.storeId}/related?limit=${FIRST_READ}&count=true`, {
+        signal,
+      });
     } catch (error) {
-      if (generation === this.generation) {
-        say(this.error, error.message);
-        this.list.dataset.state = "failed";
-      }
-      return;
+      return this.readFailed(collection, error);
     }
-    if (generation !== this.generation) return;
-    say(this.error, "");
-    this.next = answer.headers.get("X-Next-Cursor");
-    this.rows.clear();
-    this.list.replaceChildren(...answer.data.map((object) => this.row(object)));
-    this.setCount(this.store, Number(answer.headers.get("X-Total-Count")));
-    await Promise.all([...this.rows.values()].map((entry) => entry.ready));
-    if (generation === this.generation) this.list.dataset.state = "ready";
+    if (collection !== this.collection) return;
+    collection.total = Number(answer.headers.get("X-Total-Count"));
+    this.setCount(collection.name, collection.total);
+    await this.take(collection, answer.data, signal);
+    const next = answer.headers.get("X-Next-Cursor");
+    if (next) this.readRest(collection, next, signal);
+    else this.finish(collection);
   }
 
-  async loadPublications() {
+  // The rest of the store, a thousand at a time. Reading a page and its key records runs ahead while the
+  // page before decrypts: the workers are never idle waiting for the network, nor the network for them.
+  async readRest(collection, cursor, signal) {
+    let after = cursor;
+    let decrypting = Promise.resolve();
     try {
-      const publications = await this.app.api.get(`/objects/publish/${this.store}`);
-      for (const publication of publications) this.markPublished(publication.related_id, publication.type);
-    } catch {
-      // badges are a nicety: the items still show
+      while (after && collection === this.collection) {
+        const query = `limit=${NEXT_READ}&after=${encodeURIComponent(after)}`;
+        const answer = await this.app.api.request("GET", `/objects/${collection.storeId}/related?${query}`, { signal });
+        const fresh = this.join(collection, answer.data);
+        const records = await this.app.vault.keyRecords(fresh.map((object) => object.key_id), signal);
+        await decrypting;
+        decrypting = this.decryptAll(collection, fresh, signal, records);
+        decrypting.catch(() => {}); // awaited (and its failure reported) on the next turn
+        after = answer.headers.get("X-Next-Cursor");
+      }
+      await decrypting;
+      this.finish(collection);
+    } catch (error) {
+      this.readFailed(collection, error);
     }
   }
 
-  markPublished(id, type) {
-    if (!this.published.has(id)) this.published.set(id, new Set());
-    this.published.get(id).add(type);
-    const entry = this.rows.get(id);
-    if (entry) this.paint(entry);
+  // Objects read from the server join the collection and are decrypted in bulk (the workers).
+  async take(collection, objects, signal) {
+    await this.decryptAll(collection, this.join(collection, objects), signal);
   }
 
-  renderPageInfo() {
-    const total = this.counts.get(this.store) ?? 0;
-    const first = (this.cursors.length - 1) * PAGE_SIZE + 1;
-    let text = total ? "No items on this page" : "No items yet";
-    if (this.rows.size) text = `Items ${count(first)}–${count(first + this.rows.size - 1)} of ${count(total)}`;
-    $("#page-info").textContent = text;
-    $("#prev-page").disabled = this.cursors.length === 1;
-    $("#next-page").disabled = !this.next;
+  // The objects the collection does not hold yet (nor saw deleted) join it, to be decrypted.
+  join(collection, objects) {
+    const fresh = objects.filter((object) => !collection.get(object.id) && !collection.deleted.has(object.id));
+    for (const object of fresh) collection.put(object);
+    this.scheduleRender();
+    return fresh;
   }
 
-  row(object) {
-    const entry = { object, opened: null, element: h("li", { class: "item", dataset: { id: object.id } }) };
-    this.rows.set(object.id, entry);
-    this.decrypt(entry);
-    return entry.element;
-  }
-
-  decrypt(entry) {
-    const object = entry.object;
-    entry.opened = null;
-    this.paint(entry);
-    entry.ready = this.app.vault.open(object).then((opened) => {
-      if (entry.object !== object) return; // replaced meanwhile by a newer version
-      entry.opened = opened;
-      this.paint(entry);
+  async decryptAll(collection, fresh, signal, records = null) {
+    const opened = fresh.length ? await this.app.vault.openMany(fresh, signal, records) : [];
+    fresh.forEach((object, index) => {
+      const entry = collection.get(object.id);
+      if (entry && entry.object === object) entry.opened = opened[index]; // else replaced or removed meanwhile
     });
+    collection.changed();
+    if (collection === this.collection) this.render();
+  }
+
+  finish(collection) {
+    collection.finish();
+    if (collection === this.collection) {
+      this.setCount(collection.name, collection.size);
+      this.render();
+    }
+  }
+
+  readFailed(collection, error) {
+    if (error.name === "AbortError" || collection !== this.collection) return;
+    collection.fail(error);
+    say(this.error, `The store could not be read: ${error.message}`);
+    this.render();
   }
 
   // A private key was added: items that could not be decrypted may open now.
   retryUndecrypted() {
-    for (const entry of this.rows.values()) if (entry.opened && !entry.opened.ok) this.decrypt(entry);
+    const collection = this.collection;
+    if (!collection) return;
+    for (const entry of collection.entries.values()) {
+      if (entry.opened && !entry.opened.ok) this.decrypt(collection, entry.object);
+    }
   }
 
-  paint(entry) {
-    const { object, opened } = entry;
-    const badges = [...(this.published.get(object.id) ?? [])].map((type) =>
-      h("span", { class: "tag published" }, `published: ${type}`),
-    );
-    const head = h(
-      "div",
-      { class: "item-head" },
-      h("code", { class: "item-id" }, object.id),
-      opened?.ok ? h("span", { class: "tag" }, `server: ${opened.server}`) : null,
-      badges,
-      h("time", { datetime: object.updated_at }, when(object.updated_at)),
-    );
-    let body = h("p", { class: "hint" }, "Decrypting…");
-    if (opened && !opened.ok) body = h("p", { class: "undecryptable" }, opened.reason);
-    if (opened?.ok) body = h("pre", { class: "json", tabindex: "0" }, pretty(opened.value));
-    const label = h("span", { class: "visually-hidden" }, ` item ${object.id}`);
-    const actions = h(
-      "div",
-      { class: "item-actions" },
-      h("button", { type: "button", disabled: !opened?.ok, onclick: () => this.editor.open(entry) }, "Edit", label),
-      h("button", { type: "button", onclick: () => this.confirmDelete(entry) }, "Delete", label.cloneNode(true)),
-    );
-    entry.element.replaceChildren(head, body, actions);
-    entry.element.dataset.state = opened ? (opened.ok ? "decrypted" : "undecryptable") : "decrypting";
-  }
-
-  confirmDelete(entry) {
-    const actions = entry.element.querySelector(".item-actions");
-    const yes = h("button", { type: "button", class: "danger", onclick: (e) => this.remove(entry, e.target) }, "Delete for good");
-    const no = h("button", { type: "button", onclick: () => this.paint(entry) }, "Keep");
-    actions.replaceChildren(h("span", {}, "Delete this item?"), yes, no);
-    yes.focus();
-  }
-
-  async remove(entry, button) {
-    const id = entry.object.id;
-    await busy(button, this.error, async () => {
-      await this.app.api.del(`/objects/${id}`);
-      const next = entry.element.nextElementSibling ?? entry.element.previousElementSibling;
-      this.drop(id);
-      (next?.querySelector("button") ?? $("#new-item")).focus();
-      await this.app.vault.retireKey(entry.opened?.keyRecord);
+  decrypt(collection, object) {
+    const entry = collection.put(object, null);
+    this.app.vault.open(object).then((opened) => {
+      if (entry.object !== object) return; // replaced meanwhile by a newer version
+      entry.opened = opened;
+      collection.changed();
+      this.scheduleRender();
     });
   }
 
-  // Remove a row of the open page; false if it was not there.
-  drop(id) {
-    const entry = this.rows.get(id);
-    if (!entry) return false;
-    entry.element.remove();
-    this.rows.delete(id);
-    this.setCount(this.store, Math.max(0, (this.counts.get(this.store) ?? 1) - 1));
+  // --- the table --------------------------------------------------------------------------------
+
+  search(query) {
+    this.query = query;
+    this.page = 0;
+    const started = performance.now();
+    this.render();
+    // How long the filter and the table's page took: the console's tests and bench read it.
+    $("#items").dataset.filterMs = (performance.now() - started).toFixed(1);
+  }
+
+  sortBy(field) {
+    const direction = this.sort?.field === field && this.sort.direction === "ascending" ? "descending" : "ascending";
+    this.sort = { field, direction };
+    this.page = 0;
+    this.render();
+    this.table.element.querySelector(`th button[data-field="${CSS.escape(field)}"]`)?.focus();
+  }
+
+  turn(step) {
+    this.page = Math.max(0, this.page + step);
+    this.render();
+  }
+
+  scheduleRender() {
+    if (this.renderTimer) return;
+    this.renderTimer = setTimeout(() => {
+      this.renderTimer = null;
+      this.render();
+    }, RENDER_DELAY_MS);
+  }
+
+  // The open page of the filtered, sorted items, the pager, the search status and the decrypt progress.
+  render() {
+    const collection = this.collection;
+    if (!collection) return;
+    const view = collection.view(this.query, this.sort);
+    const searching = this.query.trim() !== "";
+    const total = searching ? view.length : collection.known;
+    const pages = Math.max(1, Math.ceil(total / PAGE_SIZE));
+    this.page = Math.min(this.page, pages - 1);
+    const first = this.page * PAGE_SIZE;
+    const rows = view.slice(first, first + PAGE_SIZE);
+    this.table.render(collection.columns(), rows, this.sort);
+    const expected = Math.min(PAGE_SIZE, total - first);
+    const read = collection.total !== null || collection.complete; // the first page has been read
+    const ready = read && rows.length >= expected && rows.every((entry) => entry.opened);
+    $("#items").dataset.state = collection.failed ? "failed" : ready ? "ready" : "loading";
+    let info = collection.complete || collection.total !== null ? "No items yet" : "Loading…";
+    if (searching) info = "No items match";
+    if (total > 0 && first < total) info = `Items ${count(first + 1)}–${count(first + expected)} of ${count(total)}`;
+    $("#page-info").textContent = info;
+    $("#prev-page").disabled = this.page === 0;
+    $("#next-page").disabled = this.page >= pages - 1;
+    this.renderStatus(view.length, searching);
+  }
+
+  renderStatus(matches, searching) {
+    const collection = this.collection;
+    const known = collection.known;
+    const opened = collection.openedCount();
+    let status = `${count(known)} ${known === 1 ? "item" : "items"}`;
+    if (searching) status = `${count(matches)} of ${status}`;
+    if (searching && !collection.complete && !collection.failed) status += " (still decrypting the rest)";
+    const status$ = $("#search-status");
+    if (status$.textContent !== status) status$.textContent = status;
+    const decrypting = !collection.complete && !collection.failed && collection.total !== null;
+    show($("#decrypt-panel"), decrypting);
+    if (decrypting) {
+      const bar = $("#decrypt-progress");
+      bar.max = Math.max(known, 1);
+      bar.value = opened;
+      $("#decrypt-text").textContent = `Decrypting the store for search: ${count(opened)} of ${count(known)} items`;
+    }
+  }
+
+  // --- writes and live changes ------------------------------------------------------------------
+
+  newItem() {
+    const collection = this.collection;
+    this.editor.open({ relatedId: collection.storeId, label: `New item in ${collection.name}` }, (record, known) =>
+      this.ownWrite(record, known),
+    );
+  }
+
+  // A write of this page's (editor, import, detail): its plaintext is known, nothing to decrypt.
+  ownWrite(record, known) {
+    const collection = this.collection;
+    if (!collection || record.related_object_id !== collection.storeId) return;
+    const opened = openedValue(known.value, known.keyRecord);
+    const fresh = !collection.get(record.id);
+    collection.put(record, opened);
+    if (fresh) this.added(collection);
+    this.scheduleRender();
+  }
+
+  // An import is about to create an object under this key: its event needs no decrypt.
+  expect(keyId, known) {
+    this.expected.set(keyId, openedValue(known.value, known.keyRecord));
+  }
+
+  unexpect(keyId) {
+    this.expected.delete(keyId);
+  }
+
+  added(collection) {
+    if (collection.total !== null) collection.total += 1;
+    this.setCount(collection.name, collection.known);
+  }
+
+  // A new item of the open store, ours or from any client.
+  arrived(object) {
+    const collection = this.collection;
+    if (collection.get(object.id) || collection.deleted.has(object.id)) return; // already here: our own write
+    const known = this.expected.get(object.key_id);
+    if (known) collection.put(object, known);
+    else this.decrypt(collection, object);
+    this.added(collection);
+    this.scheduleRender();
+  }
+
+  // An item was deleted (here or by any client).
+  removed(id) {
+    const collection = this.collection;
+    collection.deleted.add(id);
+    if (!collection.remove(id)) return false;
+    if (collection.total !== null) collection.total = Math.max(0, collection.total - 1);
+    this.setCount(collection.name, collection.known);
+    this.scheduleRender();
+    this.detail.gone(id);
     return true;
   }
 
-  // A new item of the open store (ours, or from any client): it goes at the end of the last page.
-  arrived(object) {
-    if (this.rows.has(object.id)) return; // already shown: our own write and its event
-    this.setCount(this.store, (this.counts.get(this.store) ?? 0) + 1);
-    if (this.next === null && this.rows.size < PAGE_SIZE) this.list.append(this.row(object));
-    else if (this.next === null) this.next = [...this.rows.keys()].at(-1); // it starts the next page
-    this.renderPageInfo();
-  }
-
   replaced(object) {
-    const entry = this.rows.get(object.id);
+    const collection = this.collection;
+    const entry = collection.get(object.id);
     if (!entry) return;
-    if (object.related_object_id !== this.storeId) return void this.drop(object.id);
+    if (object.related_object_id !== collection.storeId) return void this.removed(object.id);
     const same = ["content", "auth_tag", "key_id"].every((field) => entry.object[field] === object[field]);
     if (same) {
-      // The same ciphertext (our own edit, echoed by its event): keep the object a decryption may be running for.
-      Object.assign(entry.object, object);
-      return void this.paint(entry);
+      // The same ciphertext (our own edit, echoed by its event): keep what it decrypted to.
+      entry.object = object;
+      collection.changed();
+      this.scheduleRender();
+      return;
     }
-    entry.object = object;
-    this.decrypt(entry);
+    this.decrypt(collection, object);
   }
 
   async refresh(id) {
@@ -265,14 +383,14 @@ export class StoresView {
     try {
       object = await this.app.api.get(`/objects/${id}`);
     } catch (error) {
-      if (error.status === 404) this.drop(id);
+      if (error.status === 404) this.removed(id);
       return;
     }
     this.replaced(object);
   }
 
   onEvent({ type, data }) {
-    if (!this.store) return;
+    if (!this.collection) return;
     if (type === "resync") {
       this.refreshCounts();
       this.reload();
@@ -281,80 +399,10 @@ export class StoresView {
       if (store === this.store) this.arrived(data);
       else if (store !== null) this.setCount(store, (this.counts.get(store) ?? 0) + 1);
     } else if (type === "object_updated") {
-      if (this.rows.has(data.object_id)) this.refresh(data.object_id);
+      if (this.collection.get(data.object_id)) this.refresh(data.object_id);
       else this.recount();
     } else if (type === "object_deleted") {
-      if (!this.drop(data.object_id)) this.recount();
-    } else if (type === "publish") {
-      this.markPublished(data.related_id, data.type);
+      if (!this.removed(data.object_id)) this.recount();
     }
   }
 }
-
-function pretty(value) {
-  return value.json ? JSON.stringify(value.data, null, 2) : value.data;
-}
-
-// The dialog that creates or edits an item: JSON in, ciphertext out.
-class Editor {
-  constructor(view) {
-    this.view = view;
-    this.dialog = $("#editor");
-    this.form = $("#editor-form");
-    this.error = $("#editor-error");
-    this.entry = null;
-    this.form.addEventListener("submit", (event) => this.save(event));
-    $("#editor-cancel").addEventListener("click", () => this.dialog.close());
-  }
-
-  open(entry) {
-    this.entry = entry;
-    const vault = this.view.app.vault;
-    $("#editor-title").textContent = entry ? `Edit ${entry.object.id}` : `New item in ${this.view.store}`;
-    $("#editor-json").value = entry ? pretty(entry.opened.value) : "{\n  \n}";
-    const current = entry?.opened?.server ?? "default";
-    const servers = vault.servers().filter((server) => !server.deprecated);
-    $("#editor-server").replaceChildren(
-      ...servers.map((server) => h("option", { value: server.name, selected: server.name === current }, server.name)),
-    );
-    say(this.error, "");
-    this.dialog.showModal();
-    $("#editor-json").focus();
-  }
-
-  async save(event) {
-    event.preventDefault();
-    let value;
-    try {
-      value = JSON.parse($("#editor-json").value);
-    } catch (error) {
-      return say(this.error, `This is not JSON: ${error.message}`);
-    }
-    const server = $("#editor-server").value;
-    await busy(this.form.querySelector("button[type=submit]"), this.error, () => this.write(server, value));
-  }
-
-  async write(server, value) {
-    const { api, vault } = this.view.app;
-    const sealed = await vault.seal(server, value);
-    const entry = this.entry;
-    let record;
-    try {
-      const body = { keyId: sealed.keyId, content: sealed.content, authTag: sealed.authTag };
-      if (entry) record = await api.patch(`/objects/${entry.object.id}`, body);
-      else record = await api.post("/objects", { ...body, relatedId: this.view.storeId });
-    } catch (error) {
-      await vault.retireKey({ id: sealed.keyId, metadata: CONSOLE_KEY_METADATA }); // the write failed: its key is no one's
-      throw error;
-    }
-    if (entry) {
-      const old = entry.opened.keyRecord;
-      this.view.replaced(record);
-      if (old.id !== record.key_id) await vault.retireKey(old);
-    } else {
-      this.view.arrived(record);
-    }
-    this.dialog.close();
-  }
-}
-

@@ -5,13 +5,23 @@
 // reload forgets the BYOK ones (the person gives them again).
 
 import * as webcrypto from "./crypto.js";
+import { Decryptors } from "./decryptors.js";
+import { parseContent, searchText } from "./values.js";
 
 // Key records the console made (one per object it wrote) carry this metadata, so that
 // replacing or deleting that object can delete its key too. No other key is ever deleted.
 export const CONSOLE_KEY_METADATA = { createdBy: "telentir-console" };
 const CACHE_LIMIT = 5000;
+const KEYS_PER_READ = 100; // GET /api/keys?ids= takes up to 100
+const KEY_READS_AT_ONCE = 2; // the connections the event streams leave free
 
 export class CannotDecrypt extends Error {}
+
+// What open() answers for content this page wrote itself: its plaintext is known, nothing to decrypt.
+export function openedValue(data, keyRecord) {
+  const value = { json: true, data };
+  return { ok: true, text: JSON.stringify(data), value, haystack: searchText(value), server: keyRecord.server, keyRecord };
+}
 
 export class Vault {
   constructor(api, root) {
@@ -20,11 +30,13 @@ export class Vault {
     this.privateKeys = new Map(); // server name -> CryptoKey (RSA-OAEP, decrypt/unwrap)
     this.publicKeys = new Map(); // server name -> Promise<CryptoKey>
     this.contentKeys = new Map(); // key id -> Promise<{record, aes}>, most recently used last
+    this.decryptors = new Decryptors();
   }
 
   async init() {
     const custodial = this.root.servers.default.privateKey;
     this.privateKeys.set("default", await webcrypto.importPrivateKey(webcrypto.base64ToBytes(custodial)));
+    this.decryptors.useKeys(this.privateKeys);
     return this;
   }
 
@@ -77,6 +89,7 @@ export class Vault {
   }
 
   forgetFailures() {
+    this.decryptors.useKeys(this.privateKeys);
     for (const [id, entry] of this.contentKeys) if (entry.failed) this.contentKeys.delete(id);
   }
 
@@ -128,24 +141,75 @@ export class Vault {
       } catch {
         throw new CannotDecrypt("the ciphertext does not authenticate under its key.");
       }
-      return { ok: true, text, value: parseJson(text), server: record.server, keyRecord: record };
+      const value = parseContent(text);
+      return { ok: true, text, value, haystack: searchText(value), server: record.server, keyRecord: record };
     } catch (error) {
       if (error instanceof CannotDecrypt) return { ok: false, reason: `Cannot decrypt: ${error.message}` };
       return { ok: false, reason: `Cannot decrypt now: ${error.message}`, retry: true };
     }
   }
 
-  // Encrypt `value` as JSON for `server` under a fresh key: {keyId, content, authTag}.
-  // Only the wrapped key, the IV and the ciphertext are sent.
-  async seal(server, value) {
-    const sealed = await webcrypto.sealForServer(await this.publicKey(server), JSON.stringify(value));
+  // Many objects opened at once (a whole store, for its search): their key records are read 100 per
+  // request and the objects decrypted by the worker pool. Answers what open() answers, in order.
+  // `records` (from keyRecords) may be given, read ahead while other objects decrypt.
+  async openMany(objects, signal, records = null) {
+    records ??= await this.keyRecords(objects.map((object) => object.key_id), signal);
+    const known = objects.filter((object) => records.has(object.key_id));
+    const results = await this.decryptors.open(
+      known.map((object) => ({ content: object.content, auth_tag: object.auth_tag, key: records.get(object.key_id) })),
+    );
+    const opened = new Map(known.map((object, index) => [object, results[index]]));
+    return objects.map((object) => {
+      const result = opened.get(object);
+      if (!result) return { ok: false, reason: "Cannot decrypt: its key no longer exists." };
+      if (!result.ok) return result;
+      const keyRecord = records.get(object.key_id);
+      return { ...result, server: keyRecord.server, keyRecord };
+    });
+  }
+
+  // key id -> key record, for the ids that are the caller's keys.
+  async keyRecords(keyIds, signal) {
+    const ids = [...new Set(keyIds.filter(Boolean))];
+    const chunks = [];
+    for (let i = 0; i < ids.length; i += KEYS_PER_READ) chunks.push(ids.slice(i, i + KEYS_PER_READ));
+    const records = new Map();
+    const reader = async () => {
+      while (chunks.length) {
+        const chunk = chunks.shift();
+        for (const record of await this.api.get(`/keys?ids=${chunk.join(",")}`, { signal })) {
+          records.set(record.id, record);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: KEY_READS_AT_ONCE }, reader));
+    return records;
+  }
+
+  // The platform's current server and its public key (GET /api/server): what publishing encrypts for.
+  platform() {
+    if (!this.platformKey) {
+      this.platformKey = this.api.get("/server").then(async (answer) => {
+        const spki = answer.keys[answer.current]["application/pkix-spki"];
+        return { name: answer.current, publicKey: await webcrypto.importPublicKey(webcrypto.base64ToBytes(spki)) };
+      });
+      this.platformKey.catch(() => (this.platformKey = null)); // ask again next time
+    }
+    return this.platformKey;
+  }
+
+  // Encrypt `value` as JSON for `server` under a fresh key: {keyId, keyRecord, content, authTag}.
+  // Only the wrapped key, the IV and the ciphertext are sent. `publicKey` defaults to the server's in the root.
+  async seal(server, value, publicKey = null) {
+    const key = publicKey ?? (await this.publicKey(server));
+    const sealed = await webcrypto.sealForServer(key, JSON.stringify(value));
     const record = await this.api.post("/keys", {
       server,
       key: sealed.key,
       iv: sealed.iv,
       metadata: CONSOLE_KEY_METADATA,
     });
-    return { keyId: record.id, content: sealed.content, authTag: sealed.authTag };
+    return { keyId: record.id, keyRecord: record, content: sealed.content, authTag: sealed.authTag };
   }
 
   // Delete a key the console made for one object, now that the object no longer uses it.
@@ -157,13 +221,5 @@ export class Vault {
     } catch {
       // already gone, or a store's default key: nothing to undo
     }
-  }
-}
-
-function parseJson(text) {
-  try {
-    return { json: true, data: JSON.parse(text) };
-  } catch {
-    return { json: false, data: text };
   }
 }

@@ -169,6 +169,17 @@ def get_key(rt: Runtime, user_id: str, key_id: str) -> dict[str, Any]:
     return key_record(_key_row(rt, user_id, key_id))
 
 
+def get_keys(rt: Runtime, user_id: str, key_ids: list[str]) -> list[dict[str, Any]]:
+    """The caller's key records among `key_ids` (well-formed, distinct), in the order asked; others are left out."""
+    marks = ", ".join("?" * len(key_ids))
+    rows = rt.db.query(
+        f"SELECT * FROM keys WHERE user_id = ? AND id IN ({marks})",  # noqa: S608 (placeholders only)
+        (user_id, *key_ids),
+    )
+    found = {row["id"]: row for row in rows}
+    return [key_record(found[key_id]) for key_id in key_ids if key_id in found]
+
+
 def update_key(rt: Runtime, user_id: str, key_id: str, changes: dict[str, Any]) -> dict[str, Any]:
     """PATCH /keys/{id}: metadata, deprecated, and/or key+iv (re-wrap for the same server)."""
     row = _key_row(rt, user_id, key_id)
