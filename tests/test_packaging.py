@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,3 +183,17 @@ def test_init_users_and_serve_work_from_another_folder(served: tuple[str, str]) 
     for path in ("/console", "/console/app.js", "/console/console.css"):  # the console ships in the package
         page = requests.get(url + path, timeout=30)
         assert page.status_code == 200 and page.headers["Content-Security-Policy"], (path, page.status_code)
+
+
+def test_the_changelog_s_newest_release_is_the_package_version() -> None:
+    """CHANGELOG.md (Keep a Changelog): `## [Unreleased]` first, then releases newest first, the newest being ours."""
+    headings = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    names = [name for name, _ in headings]
+    assert names[0] == "Unreleased", names
+    releases = [(name, date) for name, date in headings[1:]]
+    assert releases and all(re.fullmatch(r"\d+\.\d+\.\d+", name) and date for name, date in releases), headings
+    assert releases[0][0] == telentir.__version__
+    versions = [tuple(int(part) for part in name.split(".")) for name, _ in releases]
+    assert versions == sorted(versions, reverse=True) and [d for _, d in releases] == sorted(
+        (d for _, d in releases), reverse=True
+    )
