@@ -20,12 +20,14 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -204,10 +206,29 @@ class Podman:
         self("run", "--detach", "--name", name, *options, *env_args, image, *command)
         return Container(self, name)
 
+    def sweep_stale(self, older_than: float = 3 * 3600) -> None:
+        """Remove what earlier runs made and could not remove (a killed run), once it is `older_than` seconds old.
+
+        A run still going is younger than that: the whole module takes minutes.
+        """
+        limit = time.time() - older_than
+        ours = re.compile(r"(localhost/)?telentir-test-[0-9a-f]{8}-")
+        for item in json.loads(self("ps", "--all", "--format=json").stdout or "[]"):
+            names = [name for name in item.get("Names") or [] if ours.match(name)]
+            if names and item.get("Created", limit) < limit:
+                self("rm", "--force", "--volumes", "--time=0", names[0], check=False, timeout=60)
+        for item in json.loads(self("volume", "ls", "--format=json").stdout or "[]"):
+            if ours.match(item["Name"]) and _timestamp(item["CreatedAt"]) < limit:
+                self("volume", "rm", "--force", item["Name"], check=False)
+        for item in json.loads(self("images", "--format=json").stdout or "[]"):
+            names = [name for name in item.get("Names") or [] if ours.match(name)]
+            if names and item.get("Created", limit) < limit:
+                self("rmi", "--force", names[0], check=False, timeout=120)
+
     def cleanup(self) -> None:
         """Remove every container (with its anonymous volumes), named volume and image this run made."""
-        for name in reversed(self.containers):
-            self("rm", "--force", "--volumes", "--time=5", name, check=False, timeout=60)
+        if self.containers:  # one command: podman removes them in parallel
+            self("rm", "--force", "--volumes", "--time=5", *self.containers, check=False, timeout=300)
         for name in self.volumes:
             self("volume", "rm", "--force", name, check=False)
         for image in self.images:
@@ -258,6 +279,12 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _timestamp(text: str) -> float:
+    """An RFC 3339 time as podman writes it (nanoseconds, Z or an offset), in seconds since the epoch."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text).timestamp()
 
 
 def _check(command: list[str], timeout: float) -> None:

@@ -2,13 +2,14 @@
 
 The image is built once per run on a Debian base made here (`BASE_IMAGE`, tests/podman.py),
 then: one container on the host's network (so it reaches the test scraper on loopback)
-serves, takes a user and an API key through `podman exec`, runs as uid 10001, stops on
-SIGTERM settling a running connect job, and a new container on the same volumes has the
-key and the data; a second container with a read-only root, a tmpfs /tmp and a network of
-its own (nothing but its loopback) serves on the image's own command and passes the image's
-HEALTHCHECK; two containers as two nodes on PostgreSQL, S3 (moto) and Redis share writes
-and streams. Every container, volume and image made here is removed at the end; only the
-base image is kept, for the next run.
+serves, takes a user and an API key through `podman exec`, runs as uid 10001, and stops on
+SIGTERM settling a running connect job; a new container on the same volumes, with a
+read-only root, only a tmpfs /tmp and a network of its own (nothing but its loopback),
+serves on the image's own command, passes the image's HEALTHCHECK and has the key, the
+data and the settled job; two containers as two nodes on PostgreSQL, S3 (moto) and Redis
+share writes and streams. On vfs storage each new container costs a copy of the image, so
+the scenarios share four containers. Every container, volume and image made here is
+removed at the end; only the base image is kept, for the next run.
 
 Skipped when podman is not installed (`bash .ci/run` installs it, with mmdebstrap and runc).
 """
@@ -54,6 +55,7 @@ def podman() -> Iterator[Podman]:
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (bash .ci/run installs it: apt-get install podman mmdebstrap runc)")
     runner = Podman()
+    runner.sweep_stale()
     try:
         yield runner
     finally:
@@ -104,6 +106,7 @@ class Deployment:
     data: str
     keys: str
     env: dict[str, str]
+    label: str = "node"
     port: int = field(default_factory=free_port)
     container: Container | None = None
     started: int = 0
@@ -116,7 +119,7 @@ class Deployment:
         """A new container on the volumes, serving on the host's loopback (the scraper is there too)."""
         self.started += 1
         self.container = self.podman.start(
-            f"node{self.started}",
+            f"{self.label}{self.started}",
             self.image,
             # The image's HEALTHCHECK asks port 8000; this node listens on a free port of the host.
             options=[
@@ -188,7 +191,7 @@ def _master_key(container: Container) -> str:
     return _exec_ok(container, "cat", "/keys/master.key").strip()
 
 
-def test_the_image_is_built_on_the_given_base(podman: Podman, image: str) -> None:
+def test_the_image_is_built_on_the_given_base(podman: Podman, image: str, deployment: Deployment) -> None:
     inspected = podman.inspect_image(image)
     config = inspected["Config"]
     assert config["User"] == "telentir"
@@ -199,8 +202,7 @@ def test_the_image_is_built_on_the_given_base(podman: Podman, image: str) -> Non
     assert healthcheck is not None and healthcheck["Test"][0] == "CMD", inspected
     # The base made here: Debian's python3 (/usr) under a venv at /usr/local; the official image's is /usr/local itself.
     code = "import sys; print(sys.prefix, sys.base_prefix)"
-    done = podman("run", "--rm", "--network=none", image, "python", "-c", code)
-    assert done.stdout.split() == ["/usr/local", "/usr"], "BASE_IMAGE chose the base"
+    assert _exec_ok(deployment.running(), "python", "-c", code).split() == ["/usr/local", "/usr"], "the base made here"
 
 
 def test_the_container_answers_healthz_and_runs_as_uid_10001(deployment: Deployment) -> None:
@@ -271,7 +273,12 @@ def stopped(deployment: Deployment, account: Account, scraper: TestScraper) -> S
     vault = Vault(Api(deployment.url, account.key), {"id": account.user_id, "email": account.email})
     key = vault.new_key()
     plaintext = b"kept across a restart " * 50
-    account.written = {"key": key, "id": vault.put(key, plaintext)["id"], "plaintext": plaintext}
+    account.written = {
+        "key": key,
+        "id": vault.put(key, plaintext)["id"],
+        "plaintext": plaintext,
+        "store": vault.store(),
+    }
     master_key = _master_key(container)
 
     answers: list[requests.Response | BaseException] = []
@@ -305,74 +312,100 @@ def test_sigterm_stops_the_container_within_10_s_with_status_0(stopped: StopReco
     assert stopped.sent_before_stop < SLOW_JOB["credits"], "the job must still have been running at the stop"
 
 
-def test_started_again_on_the_same_volumes_the_key_data_and_settled_job_are_there(
-    stopped: StopRecord, deployment: Deployment, account: Account
-) -> None:
-    container = deployment.running()  # a new container on the same two volumes
-    assert deployment.started >= 2
-    assert _master_key(container) == stopped.master_key
-    api = Api(deployment.url, account.key)
-    vault = Vault(api, {"id": account.user_id, "email": account.email})
-    written = account.written
-    assert vault.read(written["key"], written["id"]) == written["plaintext"]
-    # The job the stop cut short: answered, interrupted and settled by the stopping server.
-    answer = stopped.answer
-    assert isinstance(answer, requests.Response), answer
-    assert answer.status_code == 204, answer.text
-    job = api.get(f"/connect/jobs/{answer.headers['X-Connect-Job']}").json()
-    assert (job["status"], job["credits"]["settlement"]) == ("interrupted", "settled"), job
-    assert 1 <= job["created"] < SLOW_JOB["credits"], job
-    assert job["credits"]["used"] == job["created"] and job["credits"]["charged"] == 0, job  # all in the allowance
-    assert len(vault.related_ids(vault.store("contacts"))) == job["created"]
-
-
-# --- a read-only root with a tmpfs /tmp, on the image's own command and HEALTHCHECK -----------
+# --- started again: a new container on the same volumes, read-only, on the image's own command --------
 
 
 @pytest.fixture(scope="module")
-def read_only(podman: Podman, image: str) -> Container:
-    """The image's CMD (port 8000) on a network of its own (loopback only), root read-only, tmpfs /tmp only."""
-    return podman.start(
-        "readonly",
+def restarted(podman: Podman, image: str, deployment: Deployment, stopped: StopRecord) -> Container:
+    """A new container on the stopped node's volumes, as hardened as it gets: the image's CMD (port 8000)
+    on a network of its own (its loopback only), the root read-only and only /tmp a tmpfs. Waits until
+    the image's HEALTHCHECK passes.
+
+    (A container made on vfs storage costs a copy of the whole image: one container serves both checks.)
+    """
+    container = podman.start(
+        "restarted",
         image,
         options=[
             "--network=none",
             "--read-only",
-            "--read-only-tmpfs=false",  # podman would add tmpfs /run, /var/tmp too; Docker does not
+            "--read-only-tmpfs=false",  # podman would add tmpfs /run and /var/tmp too; Docker does not
             "--tmpfs=/tmp",
-            f"--volume={podman.volume('ro-data')}:/data",
-            f"--volume={podman.volume('ro-keys')}:/keys",
+            f"--volume={deployment.data}:/data",
+            f"--volume={deployment.keys}:/keys",
         ],
     )
 
-
-def test_a_read_only_root_with_a_tmpfs_tmp_serves_and_passes_the_healthcheck(
-    podman: Podman, read_only: Container
-) -> None:
     # `podman healthcheck run` runs the image's HEALTHCHECK command in the container (no systemd
-    # needed for that; only podman's periodic timers need it): 0 once the server answers.
+    # needed for that; only podman's periodic timers need it): status 0 once the server answers.
     def passes() -> bool:
-        assert read_only.running(), read_only.logs()[-4000:]
-        return podman("healthcheck", "run", read_only.name, check=False).returncode == 0
+        assert container.running(), container.logs()[-4000:]
+        return podman("healthcheck", "run", container.name, check=False).returncode == 0
 
     wait_until(
-        passes, timeout=90, interval=0.5, message=lambda: f"the HEALTHCHECK to pass:\n{read_only.logs()[-3000:]}"
+        passes, timeout=90, interval=0.5, message=lambda: f"the HEALTHCHECK to pass:\n{container.logs()[-3000:]}"
     )
-    refused = read_only.exec("touch", "/app/probe")
+    return container
+
+
+# In the restarted container's own network: a GET on 127.0.0.1:8000 from inside, its status and JSON.
+_GET_INSIDE = """
+import sys, urllib.error, urllib.request
+headers = {"Authorization": "Bearer " + sys.argv[2]}
+request = urllib.request.Request("http://127.0.0.1:8000" + sys.argv[1], headers=headers)
+try:
+    answer = urllib.request.urlopen(request, timeout=20)
+except urllib.error.HTTPError as error:
+    answer = error
+print(answer.getcode())
+print(answer.read().decode())
+"""
+
+
+def _get_inside(container: Container, path: str, key: str) -> tuple[int, Any]:
+    status, _, body = _exec_ok(container, "python", "-c", _GET_INSIDE, path, key).partition("\n")
+    return int(status), json.loads(body) if body.strip() else None
+
+
+def test_a_read_only_root_with_a_tmpfs_tmp_serves_and_passes_the_healthcheck(
+    podman: Podman, restarted: Container, account: Account
+) -> None:
+    assert podman("healthcheck", "run", restarted.name, check=False).returncode == 0
+    refused = restarted.exec("touch", "/app/probe")
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
+    status, root = _get_inside(restarted, "/api/root", account.key)
+    assert status == 200 and len(root["stores"]) == 8
+    assert _get_inside(restarted, "/api/root", account.key + "x")[0] == 401
+    # The CLI writes through the volumes too.
     cli = ("python", "-m", "telentir")
-    _exec_ok(read_only, *cli, "users", "create", "ro@example.com", "--phone", "+15555550123", "--verified")
-    key = _exec_ok(read_only, *cli, "api-keys", "create", "ro@example.com").strip().splitlines()[-1]
-    status = _exec_ok(
-        read_only, "python", "-c",
-        "import sys, urllib.request\n"
-        "headers = {'Authorization': 'Bearer ' + sys.argv[1]}\n"
-        "request = urllib.request.Request('http://127.0.0.1:8000/api/root', headers=headers)\n"
-        "print(urllib.request.urlopen(request, timeout=10).status)",
-        key,
-    )  # fmt: skip
-    assert status.strip() == "200"
-    assert read_only.exec("test", "-s", "/keys/master.key").returncode == 0
+    _exec_ok(restarted, *cli, "users", "create", "ro@example.com", "--phone", "+15555550123", "--verified")
+    key = _exec_ok(restarted, *cli, "api-keys", "create", "ro@example.com").strip().splitlines()[-1]
+    assert _get_inside(restarted, "/api/root", key)[0] == 200
+
+
+def test_started_again_on_the_same_volumes_the_key_data_and_settled_job_are_there(
+    stopped: StopRecord, restarted: Container, account: Account
+) -> None:
+    assert _master_key(restarted) == stopped.master_key
+    written = account.written
+    status, record = _get_inside(restarted, f"/api/objects/{written['id']}", account.key)
+    assert status == 200, record
+    key: LocalKey = written["key"]
+    assert (
+        decrypt(key.aes, key.iv, bytes.fromhex(record["content"]), bytes.fromhex(record["auth_tag"]))
+        == (written["plaintext"])
+    )
+    # The job the stop cut short: answered, interrupted and settled by the stopping server.
+    answer = stopped.answer
+    assert isinstance(answer, requests.Response), answer
+    assert answer.status_code == 204, answer.text
+    status, job = _get_inside(restarted, f"/api/connect/jobs/{answer.headers['X-Connect-Job']}", account.key)
+    assert status == 200, job
+    assert (job["status"], job["credits"]["settlement"]) == ("interrupted", "settled"), job
+    assert 1 <= job["created"] < SLOW_JOB["credits"], job
+    assert job["credits"]["used"] == job["created"] and job["credits"]["charged"] == 0, job  # all in the allowance
+    status, items = _get_inside(restarted, f"/api/objects/{written['store']}/related", account.key)
+    assert status == 200 and len(items) == job["created"], items
 
 
 # --- two containers as two nodes on PostgreSQL + S3 + Redis ----------------------------------
@@ -420,7 +453,10 @@ def two_nodes(podman: Podman, image: str, tmp_path_factory: pytest.TempPathFacto
             "TELENTIR_INLINE_MAX_BYTES": "64",  # larger ciphertexts go to the bucket
             **AWS_ENV,
         }
-        a, b = (Deployment(podman, image, podman.volume(f"{n}-data"), podman.volume(f"{n}-keys"), env) for n in "ab")
+        a, b = (
+            Deployment(podman, image, podman.volume(f"{n}-data"), podman.volume(f"{n}-keys"), env, f"node-{n}")
+            for n in "ab"
+        )
         try:
             a.start()
             b.start()
