@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 SCRAPER_PORT ?= 8001
 
-.PHONY: run test lint lock clean
+.PHONY: run test test-deps lint lock clean
 
 # The venv holds exactly what requirements-dev.lock pins (pip itself included), hashes checked:
 # a clone installs next month what was tested today. `make lock` is the only way a pin moves.
@@ -21,16 +21,23 @@ $(BIN)/.installed: requirements.lock requirements-dev.lock
 run: $(BIN)/.installed
 	TELENTIR_SIGNUP=$${TELENTIR_SIGNUP:-open} exec $(BIN)/python -m telentir.devrun --port $(PORT) --scraper-port $(SCRAPER_PORT)
 
-## lint: ruff (lint and format check) and mypy; any finding fails
+## lint: ruff (lint and format check) and mypy (the server, then the Python client, strict); any finding fails
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	cd clients/python && $(CURDIR)/$(BIN)/mypy
 
-## test: the static checks, then the whole suite (embedded), then its storage-bound modules on PostgreSQL + S3 + Redis
-test: lint
+## test: the static checks, then the whole suite (embedded), then its storage-bound modules on PostgreSQL + S3 + Redis;
+## nothing needs to be running: each pass starts a private Redis and PostgreSQL of its own (tests/private_services.py)
+test: test-deps lint
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --backend postgres-s3-redis
+
+## test-deps: fail at once, saying what to install, if a program the suite starts is missing
+## (redis-server; PostgreSQL's initdb and pg_ctl, found in /usr/lib/postgresql/<version>/bin); `bash .ci/run` installs them
+test-deps: $(BIN)/.installed
+	@$(BIN)/python -m tests.private_services --check
 
 ## lock: re-pin every package, with hashes (Linux, CPython 3.11): requirements.lock (runtime, the image installs it)
 ## from requirements.txt, then requirements-dev.lock (what `make test` installs) from requirements-dev.txt within it;

@@ -30,6 +30,7 @@ from .seed import BenchUser, make_user, open_runtime, seed_objects
 from .server import MemoryWatch, Server, free_port
 
 OBJECT_BYTES = 1024
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,16 @@ QUICK = Sizes(1, 0, 4, 200, 500, 10, 10, 1, 200, (1, 2))
 class Bench:
     """Holds the run's folder, results and table rows."""
 
-    def __init__(self, sizes: Sizes, workdir: Path, worker_class: str = "gthread", workers: int | None = None) -> None:
+    def __init__(
+        self,
+        sizes: Sizes,
+        workdir: Path,
+        worker_class: str = "gthread",
+        workers: int | None = None,
+        redis_url: str = DEFAULT_REDIS_URL,
+    ) -> None:
         self.sizes, self.workdir, self.worker_class, self.workers = sizes, workdir, worker_class, workers
+        self.redis_url = redis_url
         self.results: dict[str, Any] = {}
         self.baseline_rps: float | None = None
 
@@ -263,7 +272,7 @@ def _wait_http(url: str) -> None:
 def scenario_scaling(bench: Bench) -> None:
     """Create and read with 1, 2, 4 workers on the Redis broker."""
     for workers in bench.sizes.scaling_workers:
-        scenario_http(bench, workers, {"TELENTIR_BROKER_URL": "redis://127.0.0.1:6379/0"}, suffix=f"_redis_w{workers}")
+        scenario_http(bench, workers, {"TELENTIR_BROKER_URL": bench.redis_url}, suffix=f"_redis_w{workers}")
 
 
 def scenario_scale_out(bench: Bench) -> None:
@@ -420,12 +429,16 @@ def main(argv: list[str] | None = None) -> int:
         default="gthread",
         help="the gunicorn worker every scenario's server runs (serve --worker-class)",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help=f"the Redis of the Redis scenarios (scaling, scale_out); default {DEFAULT_REDIS_URL}",
+    )
     args = parser.parse_args(argv)
-    bench = Bench(QUICK if args.quick else FULL, Path(tempfile.mkdtemp(prefix="telentir-bench-")), args.worker_class)
+    # The quick run leaves out the peer and scale-out scenarios: they need the local PostgreSQL.
     chosen = args.only or [s for s in SCENARIOS if not (args.quick and s in ("peer", "scale_out"))]
     workdir = Path(tempfile.mkdtemp(prefix="telentir-bench-"))
-    bench = Bench(QUICK if args.quick else FULL, workdir, args.worker_class, args.workers)
-    chosen = args.only or [s for s in SCENARIOS if not (args.quick and s == "peer")]
+    bench = Bench(QUICK if args.quick else FULL, workdir, args.worker_class, args.workers, args.redis_url)
     failed = []
     try:
         for name in ["http"] + [s for s in chosen if s != "http"] if "http" in chosen else chosen:

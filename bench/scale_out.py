@@ -2,7 +2,7 @@
 
 Every node is a separate `telentir serve` with its own data folder; they share one
 PostgreSQL database, one bucket on a local S3-compatible server (moto's standalone server,
-from the dev requirements) and the local Redis. "Two nodes" drives both at once, half the
+from the dev requirements) and the Redis of `--redis-url`. "Two nodes" drives both at once, half the
 connections each, as an L4 balancer spreading connections would; the figure is their sum.
 """
 
@@ -24,7 +24,6 @@ from .server import Server, free_port
 
 DATABASE = "telentir_bench_scale"
 PG_URL = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 BUCKET = "telentir-bench"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -52,12 +51,12 @@ def _start_s3(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the S3 server did not start")
 
 
-def _engines(s3_url: str) -> dict[str, str]:
+def _engines(s3_url: str, redis_url: str) -> dict[str, str]:
     return {
         "TELENTIR_DATABASE_URL": PG_URL,
         "TELENTIR_BLOB_URL": f"s3://{BUCKET}/bench",
         "TELENTIR_S3_ENDPOINT_URL": s3_url,
-        "TELENTIR_BROKER_URL": REDIS_URL,
+        "TELENTIR_BROKER_URL": redis_url,
         **AWS_ENV,
     }
 
@@ -89,7 +88,7 @@ def run(bench: Any, create_load: Any, auth: Any, object_bytes: int) -> None:
     _psql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     _psql(f"CREATE DATABASE {DATABASE}")
     s3, s3_url = _start_s3(bench.workdir)
-    engines = _engines(s3_url)
+    engines = _engines(s3_url, bench.redis_url)
     os.environ.update(AWS_ENV)  # for the seeding runtime's S3 client
     servers: list[Server] = []
     try:
@@ -98,7 +97,7 @@ def run(bench: Any, create_load: Any, auth: Any, object_bytes: int) -> None:
             database_url=PG_URL,
             blob_url=engines["TELENTIR_BLOB_URL"],
             s3_endpoint_url=s3_url,
-            broker_url=REDIS_URL,
+            broker_url=bench.redis_url,
         )
         user = make_user(rt, "scale")
         ids = seed_objects(rt, user, min(bench.sizes.read_objects, 20_000), object_bytes)

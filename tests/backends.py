@@ -5,7 +5,8 @@
 again, unchanged, with every server and runtime they build pointed at PostgreSQL, an S3
 server and Redis. The backend reaches `support.server_env` and `support.test_config`
 through one environment variable (set for the session by conftest), so test modules need
-not know which backend they run on.
+not know which backend they run on. PostgreSQL and Redis are the run's private servers
+(tests/private_services.py), or those TELENTIR_TEST_POSTGRES_URL / TELENTIR_TEST_REDIS_URL name.
 
 Each data folder gets a throwaway database of its own, named from the folder's path
 (`telentir_test_<run>_<hash>`), and a prefix of the run's bucket: a test that starts from
@@ -30,14 +31,13 @@ from typing import Any
 import psycopg
 import requests
 
+from .private_services import postgres_url, redis_url
 from .support import free_port
 
 EMBEDDED = "embedded"
 SCALE_OUT = "postgres-s3-redis"
 BACKENDS = (EMBEDDED, SCALE_OUT)
 ENV_VAR = "TELENTIR_TEST_BACKEND"
-ADMIN_URL = os.environ.get("TELENTIR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TELENTIR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 # The integration modules whose servers read and write storage: they run on both backends.
@@ -179,7 +179,7 @@ class ScaleOutSession:
         self.s3 = MotoServer(workdir)
 
     def start(self) -> dict[str, Any]:
-        """Start the S3 server, make the bucket, check PostgreSQL and Redis; returns the session settings."""
+        """Start the S3 server, make the bucket, start (or reach) PostgreSQL and Redis; returns the session settings."""
         import boto3
 
         self.s3.start()
@@ -187,19 +187,19 @@ class ScaleOutSession:
         client = boto3.client("s3", endpoint_url=self.s3.url, **_boto_credentials())
         client.create_bucket(Bucket=bucket)
         client.close()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        with psycopg.connect(postgres_url(), autocommit=True) as admin:
             admin.execute("SELECT 1")
         return {
             "run": self.run,
-            "admin_url": ADMIN_URL,
+            "admin_url": postgres_url(),
             "bucket": bucket,
             "s3_url": self.s3.url,
-            "redis_url": REDIS_URL,
+            "redis_url": redis_url(),
         }
 
     def stop(self) -> None:
         """Drop every database of the run and stop the S3 server."""
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        with psycopg.connect(postgres_url(), autocommit=True) as admin:
             names = [
                 row[0]
                 for row in admin.execute(
@@ -223,9 +223,9 @@ def _boto_credentials() -> dict[str, str]:
 def throwaway_database() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test (dropped after); yields its URL."""
     name = f"telentir_test_{secrets.token_hex(6)}"
-    url = create_database({"admin_url": ADMIN_URL}, name)
+    url = create_database({"admin_url": postgres_url()}, name)
     try:
         yield url
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        with psycopg.connect(postgres_url(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())

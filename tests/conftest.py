@@ -19,7 +19,7 @@ from telentir import close_app, create_app
 from telentir.runtime import Runtime
 from telentir.storage.db import SqliteDatabase
 
-from . import backends
+from . import backends, private_services
 from .cluster import Cluster
 from .dataplane_support import Vault
 from .events_support import Account, account
@@ -40,6 +40,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=backends.EMBEDDED,
         help="embedded (SQLite, files, in-process broker) or postgres-s3-redis (the storage-bound modules only).",
     )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the session's private Redis and PostgreSQL (tests/private_services.py), if it started them."""
+    private_services.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -205,7 +210,7 @@ def streams() -> Iterator[list[SSEStream]]:
 
 @pytest.fixture(scope="module")
 def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A dedicated redis-server of the module's own (not the shared 6379), which its tests may stop."""
+    """A dedicated redis-server of the module's own (not the session's), which its tests may stop."""
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()

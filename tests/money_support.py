@@ -20,7 +20,6 @@ from .connect_support import PLANS, connect_env
 from .fake_stripe import FakeStripe
 from .support import FIXED_MASTER_KEY, Api, make_user, runtime_over
 
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
 TXNS = r"/v1/customers/[^/]+/balance_transactions"
 
 

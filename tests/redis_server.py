@@ -7,6 +7,7 @@ from pathlib import Path
 
 import redis
 
+from .private_services import watch_process
 from .support import free_port, wait_until
 
 
@@ -44,6 +45,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
         )
         wait_until(self.answers, timeout=10, message="redis-server to answer PING")
+        watch_process(self.pid(), "redis-server", str(self.port))  # stopped even if pytest is killed
         return self
 
     def stop(self) -> None:

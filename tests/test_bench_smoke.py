@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from .private_services import redis_url
 from .support import ROOT
 
 EXPECTED = {
@@ -22,7 +23,7 @@ EXPECTED = {
 def test_quick_benchmark_produces_every_scenario(tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--redis-url", redis_url()],
         check=False,
         cwd=ROOT,
         capture_output=True,

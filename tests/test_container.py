@@ -32,11 +32,12 @@ import boto3
 import pytest
 import requests
 
-from .backends import AWS_ENV, REDIS_URL, MotoServer, throwaway_database
+from .backends import AWS_ENV, MotoServer, throwaway_database
 from .connect_support import connect_env
 from .dataplane_support import LocalKey, Vault, decrypt
 from .money_support import post_leads
 from .podman import Container, Podman
+from .private_services import redis_url
 from .scraper_fixture import TestScraper
 from .support import FIXED_MASTER_KEY, ROOT, Api, free_port, wait_until
 
@@ -449,7 +450,7 @@ def two_nodes(podman: Podman, image: str, tmp_path_factory: pytest.TempPathFacto
             "TELENTIR_DATABASE_URL": database_url,
             "TELENTIR_BLOB_URL": f"s3://{BUCKET}/nodes",
             "TELENTIR_S3_ENDPOINT_URL": s3.url,
-            "TELENTIR_BROKER_URL": REDIS_URL,
+            "TELENTIR_BROKER_URL": redis_url(),
             "TELENTIR_INLINE_MAX_BYTES": "64",  # larger ciphertexts go to the bucket
             **AWS_ENV,
         }

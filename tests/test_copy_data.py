@@ -16,6 +16,7 @@ from telentir.runtime import Runtime
 
 from .backends import AWS_ENV, MotoServer, throwaway_database
 from .dataplane_support import Vault
+from .private_services import redis_url
 from .support import FIXED_MASTER_KEY, ROOT, Api, ServerProcess, make_user, runtime_over, server_env
 
 BUCKET = "telentir-copy"
@@ -103,7 +104,7 @@ def test_copy_data_moves_a_default_folder_and_every_object_reads_back(tmp_path: 
                 "TELENTIR_DATABASE_URL": url,
                 "TELENTIR_BLOB_URL": f"s3://{BUCKET}/prod",
                 "TELENTIR_S3_ENDPOINT_URL": s3.url,
-                "TELENTIR_BROKER_URL": "redis://127.0.0.1:6379/0",
+                "TELENTIR_BROKER_URL": redis_url(),
                 "TELENTIR_EVENT_RETENTION_SECONDS": str(10**9),
                 **AWS_ENV,
             },

@@ -23,6 +23,7 @@ from telentir.pubsub.redis_backend import RedisBroker
 from telentir.runtime import Runtime
 
 from .events_support import HEARTBEAT, STREAM_SETTINGS, account
+from .private_services import redis_url
 from .redis_server import RedisServer, wait_for_numpat
 from .sse_client import (
     Refused,
@@ -33,8 +34,6 @@ from .sse_client import (
     open_stream,
 )
 from .support import FIXED_MASTER_KEY, ServerProcess, make_user, running_server, runtime_over, wait_until
-
-SHARED_REDIS = "redis://127.0.0.1:6379"
 
 
 @pytest.fixture
@@ -209,7 +208,7 @@ def test_the_in_process_broker_is_rung_before_the_write_answers(tmp_path) -> Non
     finally:
         bell.close()
         subscriber.close()
-    remote = Doorbell(RedisBroker("redis://127.0.0.1:6379/0"), PublishStats())
+    remote = Doorbell(RedisBroker(redis_url()), PublishStats())
     try:
         assert not remote.inline
     finally:

@@ -23,7 +23,6 @@ from telentir.services import credits, ingest, leases, settlement
 from .connect_support import PLANS, PRICE
 from .fake_stripe import FakeStripe
 from .money_support import (
-    SHARED_REDIS,
     TXNS,
     billing_env,
     billing_runtime,
@@ -36,6 +35,7 @@ from .money_support import (
     stored_records,
     worker_pids,
 )
+from .private_services import redis_url
 from .scraper_fixture import TestScraper
 from .support import Api, ServerProcess, running_server, runtime_over, wait_until
 
@@ -46,7 +46,7 @@ FUNDS, ASKED, WRITTEN = 10 * PRICE, 10, 4
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper, fake: FakeStripe) -> Iterator[ServerProcess]:
     """Two gunicorn workers on Redis, a short lease; users are local or Stripe as they are linked."""
-    env = billing_env(scraper.url, fake, TELENTIR_BROKER_URL=SHARED_REDIS, TELENTIR_JOB_LEASE_SECONDS=str(LEASE))
+    env = billing_env(scraper.url, fake, TELENTIR_BROKER_URL=redis_url(), TELENTIR_JOB_LEASE_SECONDS=str(LEASE))
     with running_server(tmp_path_factory, "leases", workers=2, **env) as process:
         yield process
         scraper.stopping.set()  # the stalled streams of killed workers end

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from telentir import __version__, close_app, create_app
 from telentir.services import accounts, credentials, credits
 
+from .private_services import redis_url
 from .scraper_fixture import TestScraper
 from .sse_client import HttpConnection, must_open, worker_pid
 from .support import FIXED_MASTER_KEY, ServerProcess, assert_error, runtime_over, wait_until
@@ -115,7 +116,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) 
     env = {
         "TELENTIR_MASTER_KEY": FIXED_MASTER_KEY,
         "TELENTIR_METRICS_TOKEN": TOKEN,
-        "TELENTIR_BROKER_URL": "redis://127.0.0.1:6379/9",
+        "TELENTIR_BROKER_URL": redis_url(9),
         "SCRAPER_HOSTNAME": scraper.url,
         "TELENTIR_SSE_HEARTBEAT_SECONDS": "1",
     }

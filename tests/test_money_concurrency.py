@@ -24,7 +24,6 @@ from .connect_support import PRICE
 from .connect_support import TINY_ALLOWANCE as ALLOWANCE
 from .fake_stripe import FakeStripe
 from .money_support import (
-    SHARED_REDIS,
     billing_env,
     billing_runtime,
     funded_user,
@@ -32,6 +31,7 @@ from .money_support import (
     stored_records,
     user_jobs,
 )
+from .private_services import redis_url
 from .scraper_fixture import TestScraper
 from .support import Api, ServerProcess, running_server
 
@@ -44,7 +44,7 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper, fake: FakeStripe
 ) -> Iterator[ServerProcess]:
     """N gunicorn workers on Redis, Stripe configured (users are in Stripe mode when linked)."""
-    env = billing_env(scraper.url, fake, TELENTIR_BROKER_URL=SHARED_REDIS, TELENTIR_CONNECT_PER_USER="16")
+    env = billing_env(scraper.url, fake, TELENTIR_BROKER_URL=redis_url(), TELENTIR_CONNECT_PER_USER="16")
     with running_server(tmp_path_factory, f"money{request.param}", workers=request.param, **env) as process:
         yield process
 

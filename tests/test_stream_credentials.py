@@ -26,6 +26,7 @@ from telentir.runtime import Runtime
 from telentir.services import credentials, events
 
 from .conftest import make_user
+from .private_services import redis_url
 from .sse_client import (
     HttpConnection,
     KeyWriter,
@@ -43,7 +44,6 @@ HEARTBEAT = 1.0
 # How late past one heartbeat an end may be seen: scheduling on a shared two-core machine.
 SLACK = 0.75
 PASSWORD = "correct horse battery"
-SHARED_REDIS = "redis://127.0.0.1:6379"
 
 
 def _start(
@@ -308,8 +308,8 @@ def _monotonic(wall: float) -> float:
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Two gunicorn workers on the shared Redis."""
-    srv = _start(tmp_path_factory, "creds-two-workers", workers=2, TELENTIR_BROKER_URL=SHARED_REDIS)
+    """Two gunicorn workers on the suite's Redis."""
+    srv = _start(tmp_path_factory, "creds-two-workers", workers=2, TELENTIR_BROKER_URL=redis_url())
     yield srv
     srv.stop()
 

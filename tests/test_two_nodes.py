@@ -17,9 +17,10 @@ from telentir.runtime import Runtime
 from telentir.services import credits
 from telentir.wiring import build_runtime
 
-from .backends import AWS_ENV, REDIS_URL, MotoServer, throwaway_database
+from .backends import AWS_ENV, MotoServer, throwaway_database
 from .cluster import Cluster
 from .dataplane_support import Vault, decrypt
+from .private_services import redis_url
 from .scraper_fixture import TestScraper
 from .support import FIXED_MASTER_KEY, Api, make_user, wait_until
 
@@ -49,7 +50,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> I
             "TELENTIR_DATABASE_URL": url,
             "TELENTIR_BLOB_URL": f"s3://{BUCKET}/cluster",
             "TELENTIR_S3_ENDPOINT_URL": s3.url,
-            "TELENTIR_BROKER_URL": REDIS_URL,
+            "TELENTIR_BROKER_URL": redis_url(),
             "TELENTIR_INLINE_MAX_BYTES": "64",
             "TELENTIR_PLANS": PLANS,
             "SCRAPER_HOSTNAME": scraper.url,
@@ -92,7 +93,7 @@ def rt(cluster: Cluster) -> Iterator[Runtime]:
                 "database_url": cluster.env["TELENTIR_DATABASE_URL"],
                 "blob_url": cluster.env["TELENTIR_BLOB_URL"],
                 "s3_endpoint_url": cluster.env["TELENTIR_S3_ENDPOINT_URL"],
-                "broker_url": REDIS_URL,
+                "broker_url": redis_url(),
             },
             environ={},
         )

@@ -24,17 +24,16 @@ from telentir.runtime import Runtime
 from telentir.storage.db import SqliteDatabase
 
 from .events_support import STREAM_SETTINGS, Account, account, stored_ids
+from .private_services import redis_url
 from .scraper_fixture import TestScraper
 from .sse_client import HttpConnection, SSEStream, connections_by_worker, must_open, open_stream, worker_pid
 from .support import Api, ServerProcess, make_user, running_server, runtime_over, wait_until
-
-SHARED_REDIS = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module", params=["in-process", "redis"])
 def box(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """Two workers on the embedded default (no TELENTIR_BROKER_URL: the in-process broker), then on Redis."""
-    broker = {"TELENTIR_BROKER_URL": SHARED_REDIS} if request.param == "redis" else {}
+    broker = {"TELENTIR_BROKER_URL": redis_url()} if request.param == "redis" else {}
     with running_server(tmp_path_factory, "box", workers=2, **STREAM_SETTINGS, **broker) as server:
         yield server
 

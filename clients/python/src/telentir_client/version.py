@@ -1,0 +1,3 @@
+"""The client's version (the distribution's, read by setuptools)."""
+
+__version__ = "0.1.0"
