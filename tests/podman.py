@@ -24,6 +24,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class Podman:
     containers: list[str] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    removals: list[threading.Thread] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.store.mkdir(parents=True, exist_ok=True)
@@ -225,10 +227,21 @@ class Podman:
             if names and item.get("Created", limit) < limit:
                 self("rmi", "--force", names[0], check=False, timeout=120)
 
+    def discard(self, container: Container) -> None:
+        """Remove a container no longer needed, in the background (vfs deletes a whole copy of the image)."""
+        self.containers.remove(container.name)
+        removal = threading.Thread(
+            target=self, args=("rm", "--force", "--volumes", "--time=5", container.name), kwargs={"check": False}
+        )
+        removal.start()
+        self.removals.append(removal)
+
     def cleanup(self) -> None:
         """Remove every container (with its anonymous volumes), named volume and image this run made."""
         if self.containers:  # one command: podman removes them in parallel
             self("rm", "--force", "--volumes", "--time=5", *self.containers, check=False, timeout=300)
+        for removal in self.removals:
+            removal.join(timeout=300)
         for name in self.volumes:
             self("volume", "rm", "--force", name, check=False)
         for image in self.images:
@@ -236,6 +249,7 @@ class Podman:
         self.containers.clear()
         self.volumes.clear()
         self.images.clear()
+        self.removals.clear()
 
 
 @dataclass
