@@ -11,7 +11,7 @@ import requests
 import simple_websocket
 from prometheus_client.parser import text_string_to_metric_families
 
-from telentir import close_app, create_app
+from telentir import __version__, close_app, create_app
 from telentir.services import accounts, credentials, credits
 
 from .private_services import redis_url
@@ -85,7 +85,7 @@ def test_metrics_parse_and_count_requests_by_route_template(metrics_app):
     assert value(parsed, requests_total, method="GET", route="/api/objects/<object_id>", status="401") == 3
     assert value(parsed, requests_total, method="GET", route="unmatched", status="404") == 1
     assert value(parsed, "telentir_http_request_duration_seconds_count", method="GET", route="unmatched") == 1
-    assert value(parsed, "telentir_build_info", version="0.2.0") == 1
+    assert value(parsed, "telentir_build_info", version=__version__) == 1
     assert value(parsed, "telentir_database_bytes") > 0
     assert (("telentir_open_streams", frozenset({("transport", "sse")}))) in parsed
 

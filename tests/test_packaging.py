@@ -1,13 +1,17 @@
-"""The package installs: `pip install <checkout>` into a fresh venv gives a `telentir` command that works anywhere."""
+"""The package: `python -m build` makes a wheel and an sdist; the wheel in a fresh venv gives a `telentir` command."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,11 +23,21 @@ from .support import ROOT, free_port, wait_until
 
 # What a source distribution of the project holds; the rest of the checkout must not be needed.
 SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE", "schema.sql", "telentir")
+# Building, and installing the lock's pins into a fresh venv, take longer than one test's default limit.
+pytestmark = pytest.mark.timeout(900)
+
+
+@dataclass
+class Built:
+    """What `python -m build` made from a copy of the sources: the wheel and the sdist."""
+
+    wheel: Path
+    sdist: Path
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv (outside the checkout) with the project pip-installed from a copy of its sources; its bin/."""
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """`python -m build` (sdist, then the wheel from it) over a copy of the package's sources, offline."""
     work = tmp_path_factory.mktemp("packaging")
     source = work / "source"
     source.mkdir()
@@ -33,17 +47,53 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(origin, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(origin, source / name)
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    dist = work / "dist"
+    # --no-isolation: the build backend (setuptools, pinned in requirements-dev.lock) is the venv's,
+    # so building needs no network.
     done = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(source)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source)],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (wheel,) = dist.glob("telentir_server-*.whl")
+    (sdist,) = dist.glob("telentir_server-*.tar.gz")
+    return Built(wheel, sdist)
+
+
+@pytest.fixture(scope="module")
+def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv (outside the checkout) with the lock's pins, then the wheel; its bin/."""
+    venv = tmp_path_factory.mktemp("venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    for args in (
+        ["--require-hashes", "--no-deps", "-r", str(ROOT / "requirements.lock")],  # exactly what the image installs
+        [str(built.wheel)],  # its dependencies are all there: nothing else is fetched
+    ):
+        done = subprocess.run([*pip, *args], capture_output=True, text=True, timeout=900, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
     return venv / "bin"
+
+
+def test_the_wheel_and_the_sdist_hold_the_package_and_its_data(built: Built) -> None:
+    version = telentir.__version__
+    assert built.wheel.name == f"telentir_server-{version}-py3-none-any.whl"
+    assert built.sdist.name == f"telentir_server-{version}.tar.gz"
+    with zipfile.ZipFile(built.wheel) as wheel:
+        names = set(wheel.namelist())
+        entry_points = wheel.read(f"telentir_server-{version}.dist-info/entry_points.txt").decode()
+        schema = wheel.read("telentir/schema.sql")
+    assert {"telentir/__main__.py", "telentir/py.typed", "telentir/console/app.js"} <= names
+    assert any(name.startswith("telentir/storage/migrations/") and name.endswith(".sql") for name in names)
+    assert schema == (ROOT / "schema.sql").read_bytes()  # the link's content, not a link
+    assert "telentir = telentir.cli:main" in entry_points
+    assert not any(name.startswith("tests/") for name in names)
+    with tarfile.open(built.sdist) as sdist:
+        members = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    assert {"pyproject.toml", "README.md", "LICENSE", "telentir/schema.sql", "telentir/cli.py"} <= members
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -133,3 +183,17 @@ def test_init_users_and_serve_work_from_another_folder(served: tuple[str, str]) 
     for path in ("/console", "/console/app.js", "/console/console.css"):  # the console ships in the package
         page = requests.get(url + path, timeout=30)
         assert page.status_code == 200 and page.headers["Content-Security-Policy"], (path, page.status_code)
+
+
+def test_the_changelog_s_newest_release_is_the_package_version() -> None:
+    """CHANGELOG.md (Keep a Changelog): `## [Unreleased]` first, then releases newest first, the newest being ours."""
+    headings = re.findall(r"^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?$", (ROOT / "CHANGELOG.md").read_text(), re.M)
+    names = [name for name, _ in headings]
+    assert names[0] == "Unreleased", names
+    releases = [(name, date) for name, date in headings[1:]]
+    assert releases and all(re.fullmatch(r"\d+\.\d+\.\d+", name) and date for name, date in releases), headings
+    assert releases[0][0] == telentir.__version__
+    versions = [tuple(int(part) for part in name.split(".")) for name, _ in releases]
+    assert versions == sorted(versions, reverse=True) and [d for _, d in releases] == sorted(
+        (d for _, d in releases), reverse=True
+    )
