@@ -17,6 +17,7 @@ from typing import Any
 
 from .crypto import CryptoError, parse_master_key
 from .money import MAX_INCLUDED_LEADS, MAX_LEAD_PRICE
+from .wire import is_plain_path
 
 
 class ConfigError(ValueError):
@@ -108,6 +109,14 @@ def _sms_backend(text: str) -> str:
     if value not in ("log", "twilio"):
         raise ValueError("must be log or twilio")
     return value
+
+
+def _connector_paths(text: str) -> tuple[str, ...]:
+    paths = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    bad = [path for path in paths if not is_plain_path(path)]
+    if not paths or bad:
+        raise ValueError("must be comma-separated paths such as /get-leads (segments of A-Z a-z 0-9 - _)")
+    return paths
 
 
 SIGNUP_MODES = ("closed", "invite", "open")
@@ -253,6 +262,7 @@ class Config:
     sse_hub: bool = True
     sse_max_streams: int = 200
     sse_max_streams_per_user: int = 50
+    sse_fair_share_users: int = 8
     event_retention_seconds: int = 7 * 24 * 3600
     event_retention_count: int = 1_000_000
     event_prune_interval_seconds: float = 60.0
@@ -289,6 +299,12 @@ class Config:
     connect_max_records: int = 100_000
     connect_batch_size: int = 200
     connect_batch_seconds: float = 0.5
+    connect_paths: tuple[str, ...] | None = None
+    billed_paths: tuple[str, ...] = ("/get-leads",)
+    quota_bytes_per_user: int | None = None
+    max_api_keys_per_user: int = 100
+    max_servers_per_user: int = 20
+    rsa_generations_per_hour: int = 10
     stripe_timeout_seconds: float = 10.0
     refund_retry_seconds: float = 60.0
     database_url: str | None = field(default=None, repr=False)  # may carry a password
@@ -313,6 +329,15 @@ class Config:
     def uses_s3(self) -> bool:
         """Ciphertext lives in an S3-compatible bucket rather than in local files."""
         return bool(self.blob_url) and str(self.blob_url).startswith("s3://")
+
+    @property
+    def streams_per_user(self) -> int:
+        """The per-user stream cap in force: TELENTIR_SSE_MAX_STREAMS_PER_USER, never above a fair share of the box.
+
+        The share is the box's cap divided by TELENTIR_SSE_FAIR_SHARE_USERS (at least 1): with the
+        defaults (200, 50, 8) a user holds at most 25 streams, so it takes 8 users to fill the box.
+        """
+        return min(self.sse_max_streams_per_user, max(1, self.sse_max_streams // self.sse_fair_share_users))
 
     @property
     def worker_count(self) -> int:
@@ -407,7 +432,15 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_SSE_MAX_STREAMS_PER_USER",
         "sse_max_streams_per_user",
         _positive_int,
-        "Open event streams one user may hold on the server (all workers together); 429 past it.",
+        "Open event streams one user may hold on the server (all workers together); 429 past it. "
+        "Never more than the fair share below.",
+    ),
+    Setting(
+        "TELENTIR_SSE_FAIR_SHARE_USERS",
+        "sse_fair_share_users",
+        _positive_int,
+        "Users it takes to fill TELENTIR_SSE_MAX_STREAMS: one user holds at most max(1, that cap // this) streams, "
+        "so a few users cannot deny streams to everyone; 1 turns the fair share off.",
     ),
     Setting(
         "TELENTIR_EVENT_RETENTION_SECONDS",
@@ -576,6 +609,45 @@ SETTINGS: tuple[Setting, ...] = (
         "connect_batch_seconds",
         _positive_float,
         "Longest a received record waits before its batch commits.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_PATHS",
+        "connect_paths",
+        _connector_paths,
+        "Comma-separated scraper paths `POST /api/connect` may call (compared without case; 400 otherwise). "
+        "Unset: any well-formed path.",
+    ),
+    Setting(
+        "TELENTIR_BILLED_PATHS",
+        "billed_paths",
+        _connector_paths,
+        "Comma-separated scraper paths whose records spend lead credits (compared without case).",
+    ),
+    Setting(
+        "TELENTIR_QUOTA_BYTES_PER_USER",
+        "quota_bytes_per_user",
+        _positive_int,
+        "Ciphertext bytes one user may store (objects, ingested records included); a write past it is a 413 "
+        "`quota_exceeded`. Unset: no quota.",
+    ),
+    Setting(
+        "TELENTIR_MAX_API_KEYS_PER_USER",
+        "max_api_keys_per_user",
+        _positive_int,
+        "Live (unrevoked) API keys one user may hold; creating one more is a 409 `too_many_api_keys`.",
+    ),
+    Setting(
+        "TELENTIR_MAX_SERVERS_PER_USER",
+        "max_servers_per_user",
+        _positive_int,
+        "Servers one user may register with `POST /api/servers`; one more is a 409 `too_many_servers`.",
+    ),
+    Setting(
+        "TELENTIR_RSA_GENERATIONS_PER_HOUR",
+        "rsa_generations_per_hour",
+        _positive_int,
+        "Key pairs one user may have the server generate (`POST /api/servers` with `generate`) per rolling hour; "
+        "429 with Retry-After past it.",
     ),
     Setting(
         "TELENTIR_STRIPE_TIMEOUT_SECONDS", "stripe_timeout_seconds", _positive_float, "Timeout of each Stripe call."

@@ -1,5 +1,8 @@
 """Caps on open event streams, across every worker process of the box: in total and per user.
 
+The per-user cap is a fair share of the box's (`Config.streams_per_user`): a few users
+holding their whole cap leave room for everyone else.
+
 Each open stream is a row of `stream_slots` naming the host and process serving it, taken
 and counted in one write transaction, so two workers can never both take the last slot. The
 caps protect the box's threads and memory, so they count the streams of this host only (on a
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 
 from ..errors import RateLimited, ServiceUnavailable
 from ..ids import now_iso
@@ -21,8 +25,11 @@ from ..storage.db import Database, Transaction
 class StreamSlots:
     """Takes and gives back stream slots, refusing past the caps (503 in total, 429 per user)."""
 
-    def __init__(self, db: Database, max_total: int, max_per_user: int) -> None:
+    def __init__(
+        self, db: Database, max_total: int, max_per_user: int, on_refused: Callable[[str], None] | None = None
+    ) -> None:
         self.db, self.max_total, self.max_per_user = db, max_total, max_per_user
+        self.on_refused = on_refused or (lambda limit: None)  # told the limit's name at each refusal (a metric)
         self.host = socket.gethostname()
 
     @property
@@ -78,10 +85,15 @@ class StreamSlots:
     def _refuse(self, tx: Transaction, user_id: str) -> None:
         total, _ = self._counts(tx, user_id)
         if total >= self.max_total:
+            self.on_refused("sse_max_streams")
             raise ServiceUnavailable(
                 "Too many open event streams on this server; retry shortly.", code="too_many_streams"
             )
-        raise RateLimited(retry_after=5, message="You have too many open event streams; close one first.")
+        self.on_refused("sse_max_streams_per_user")
+        raise RateLimited(
+            retry_after=5,
+            message=f"You have {self.max_per_user} open event streams, your share of this server; close one first.",
+        )
 
 
 def _alive(pid: int) -> bool:
