@@ -13,7 +13,10 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash   TEXT,
     plan            TEXT NOT NULL,
     stripe_customer_id TEXT,
-    created_at      TEXT NOT NULL
+    created_at      TEXT NOT NULL,
+    -- The sum of the sizes of the user's objects, moved in each write's transaction
+    -- (TELENTIR_QUOTA_BYTES_PER_USER reads this one row).
+    stored_bytes    INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -303,3 +306,19 @@ CREATE TABLE IF NOT EXISTS stream_slots (
     opened_at   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS stream_slots_user ON stream_slots(host, user_id);
+
+-- One row per RSA key pair generated for a user by POST /api/servers (TELENTIR_RSA_GENERATIONS_PER_HOUR),
+-- counted in a rolling hour; older rows are dropped as the user's next generation is counted.
+CREATE TABLE IF NOT EXISTS key_generations (
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    at          REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS key_generations_user ON key_generations(user_id, at);
+
+-- One row per RSA key pair generated for a user by POST /api/servers (TELENTIR_RSA_GENERATIONS_PER_HOUR),
+-- counted in a rolling hour; older rows are dropped as the user's next generation is counted.
+CREATE TABLE IF NOT EXISTS key_generations (
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    at          REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS key_generations_user ON key_generations(user_id, at);

@@ -167,7 +167,11 @@ def scenario_fanout(bench: Bench, users: int, label: str, name: str = "") -> Non
     rt = open_runtime(data)
     people = [make_user(rt, f"fan{i}") for i in range(users)]
     rt.close()
-    env = {"TELENTIR_SSE_MAX_STREAMS": str(n + 50), "TELENTIR_SSE_MAX_STREAMS_PER_USER": str(n + 50)}
+    env = {
+        "TELENTIR_SSE_MAX_STREAMS": str(n + 50),
+        "TELENTIR_SSE_MAX_STREAMS_PER_USER": str(n + 50),
+        "TELENTIR_SSE_FAIR_SHARE_USERS": "1",  # one user may hold every stream here: this measures fan-out
+    }
     server = bench.server(data, env, threads=n + 64)
     try:
         before = server.rss_bytes()

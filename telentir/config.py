@@ -17,6 +17,7 @@ from typing import Any
 
 from .crypto import CryptoError, parse_master_key
 from .money import MAX_INCLUDED_LEADS, MAX_LEAD_PRICE
+from .wire import is_plain_path
 
 
 class ConfigError(ValueError):
@@ -108,6 +109,14 @@ def _sms_backend(text: str) -> str:
     if value not in ("log", "twilio"):
         raise ValueError("must be log or twilio")
     return value
+
+
+def _connector_paths(text: str) -> tuple[str, ...]:
+    paths = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    bad = [path for path in paths if not is_plain_path(path)]
+    if not paths or bad:
+        raise ValueError("must be comma-separated paths such as /get-leads (segments of A-Z a-z 0-9 - _)")
+    return paths
 
 
 SIGNUP_MODES = ("closed", "invite", "open")
@@ -253,6 +262,7 @@ class Config:
     sse_hub: bool = True
     sse_max_streams: int = 200
     sse_max_streams_per_user: int = 50
+    sse_fair_share_users: int = 8
     event_retention_seconds: int = 7 * 24 * 3600
     event_retention_count: int = 1_000_000
     event_prune_interval_seconds: float = 60.0
@@ -289,6 +299,12 @@ class Config:
     connect_max_records: int = 100_000
     connect_batch_size: int = 200
     connect_batch_seconds: float = 0.5
+    connect_paths: tuple[str, ...] | None = None
+    billed_paths: tuple[str, ...] = ("/get-leads",)
+    quota_bytes_per_user: int | None = None
+    max_api_keys_per_user: int = 100
+    max_servers_per_user: int = 20
+    rsa_generations_per_hour: int = 10
     stripe_timeout_seconds: float = 10.0
     refund_retry_seconds: float = 60.0
     database_url: str | None = field(default=None, repr=False)  # may carry a password
@@ -314,6 +330,16 @@ class Config:
     def uses_s3(self) -> bool:
         """Ciphertext lives in an S3-compatible bucket rather than in local files."""
         return bool(self.blob_url) and str(self.blob_url).startswith("s3://")
+
+    @property
+    def stream_fair_share(self) -> int:
+        """A user's fair share of the box's streams: TELENTIR_SSE_MAX_STREAMS // TELENTIR_SSE_FAIR_SHARE_USERS (≥ 1).
+
+        Past it a user opens more streams (up to TELENTIR_SSE_MAX_STREAMS_PER_USER) only while half
+        the box's cap is free (`StreamSlots`): that half is kept for users below their share, so
+        with the defaults it takes at least five users to fill the box.
+        """
+        return max(1, self.sse_max_streams // self.sse_fair_share_users)
 
     @property
     def worker_count(self) -> int:
@@ -408,7 +434,15 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_SSE_MAX_STREAMS_PER_USER",
         "sse_max_streams_per_user",
         _positive_int,
-        "Open event streams one user may hold on the server (all workers together); 429 past it.",
+        "Open event streams one user may hold on the server (all workers together); 429 past it. "
+        "Past the fair share below, only while half of TELENTIR_SSE_MAX_STREAMS is free.",
+    ),
+    Setting(
+        "TELENTIR_SSE_FAIR_SHARE_USERS",
+        "sse_fair_share_users",
+        _positive_int,
+        "A user's fair share of streams is max(1, TELENTIR_SSE_MAX_STREAMS // this); past it a user opens more only "
+        "while half the box's cap is free, kept for users below their share; 1 turns the fair share off.",
     ),
     Setting(
         "TELENTIR_EVENT_RETENTION_SECONDS",
@@ -577,6 +611,45 @@ SETTINGS: tuple[Setting, ...] = (
         "connect_batch_seconds",
         _positive_float,
         "Longest a received record waits before its batch commits.",
+    ),
+    Setting(
+        "TELENTIR_CONNECT_PATHS",
+        "connect_paths",
+        _connector_paths,
+        "Comma-separated scraper paths `POST /api/connect` may call (compared without case; 400 otherwise). "
+        "Unset: any well-formed path.",
+    ),
+    Setting(
+        "TELENTIR_BILLED_PATHS",
+        "billed_paths",
+        _connector_paths,
+        "Comma-separated scraper paths whose records spend lead credits (compared without case).",
+    ),
+    Setting(
+        "TELENTIR_QUOTA_BYTES_PER_USER",
+        "quota_bytes_per_user",
+        _positive_int,
+        "Ciphertext bytes one user may store (objects, ingested records included); a write past it is a 413 "
+        "`quota_exceeded`. Unset: no quota.",
+    ),
+    Setting(
+        "TELENTIR_MAX_API_KEYS_PER_USER",
+        "max_api_keys_per_user",
+        _positive_int,
+        "Live (unrevoked) API keys one user may hold; creating one more is a 409 `too_many_api_keys`.",
+    ),
+    Setting(
+        "TELENTIR_MAX_SERVERS_PER_USER",
+        "max_servers_per_user",
+        _positive_int,
+        "Servers one user may register with `POST /api/servers`; one more is a 409 `too_many_servers`.",
+    ),
+    Setting(
+        "TELENTIR_RSA_GENERATIONS_PER_HOUR",
+        "rsa_generations_per_hour",
+        _positive_int,
+        "Key pairs one user may have the server generate (`POST /api/servers` with `generate`) per rolling hour; "
+        "429 with Retry-After past it.",
     ),
     Setting(
         "TELENTIR_STRIPE_TIMEOUT_SECONDS", "stripe_timeout_seconds", _positive_float, "Timeout of each Stripe call."

@@ -9,6 +9,7 @@
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── Conflict (409 conflict)
     ├── PayloadTooLarge (413 payload_too_large)
+    │   └── QuotaExceeded (413 quota_exceeded)
     ├── UnsupportedMediaType (415 unsupported_media_type)
     ├── RateLimited (429 rate_limited, carries retry_after seconds)
     ├── UpstreamFailed (502 upstream_failed)
@@ -87,6 +88,10 @@ class Conflict(ApiError):
 
 class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
+
+
+class QuotaExceeded(PayloadTooLarge):
+    code = "quota_exceeded"
 
 
 class UnsupportedMediaType(ApiError):

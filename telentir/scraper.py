@@ -19,11 +19,10 @@ from urllib.parse import urlsplit
 import requests
 
 from .errors import BadRequest
+from .wire import MAX_PATH_CHARS, is_plain_path
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
-# C0 and C1 controls, space, backslash, query, fragment, `//`, dot segments, escapes.
-_BAD_PATH = re.compile(r"[\x00-\x20\x7f-\x9f\\#?]|//|(^|/)\.\.?(/|$)|%")
 
 
 class FrameTooLarge(ValueError):
@@ -103,9 +102,13 @@ class SSEParser:
 
 
 def check_path(path: Any) -> str:
-    """A path on the scraper host only: leading /, no scheme, host, `//`, `..`, escapes or control characters."""
-    if not isinstance(path, str) or not path.startswith("/") or len(path) > 512 or _BAD_PATH.search(path):
-        raise BadRequest("path must be a plain path on the scraper service, like /get-leads.")
+    """`path` if it is a plain path on the scraper host (see `is_plain_path`); 400 otherwise."""
+    if not is_plain_path(path):
+        raise BadRequest(
+            "path must be a plain path on the scraper service, like /get-leads: segments of letters, digits, "
+            f"'-' and '_' joined by single '/', at most {MAX_PATH_CHARS} characters."
+        )
+    assert isinstance(path, str)
     return path
 
 

@@ -20,6 +20,15 @@ TAG_MIN, TAG_MAX = 12, 16
 MAX_METADATA_DEPTH = 32
 _HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# A connector path has one spelling: a scraper framework that ignores `;…`, serves `.json`
+# suffixes or decodes `%2F` would answer a path the server never recognised (so never billed).
+_PLAIN_PATH_RE = re.compile(r"(?:/[A-Za-z0-9_-]+)+")
+MAX_PATH_CHARS = 512
+
+
+def is_plain_path(path: Any) -> bool:
+    """Whether `path` is segments of `[A-Za-z0-9_-]` joined by single `/`, after a leading `/`."""
+    return isinstance(path, str) and len(path) <= MAX_PATH_CHARS and _PLAIN_PATH_RE.fullmatch(path) is not None
 
 
 def pick(body: dict[str, Any], *names: str) -> Any:

@@ -151,7 +151,9 @@ def build_runtime(config: Config) -> Runtime:
         broker=broker,
         publish_stats=stats,
         doorbell=Doorbell(broker, stats, peers),
-        stream_slots=StreamSlots(db, config.sse_max_streams, config.sse_max_streams_per_user),
+        stream_slots=StreamSlots(
+            db, config.sse_max_streams, config.sse_max_streams_per_user, config.stream_fair_share, metrics.limit_refused
+        ),
         recent_reads=RecentReads(),
         job_runner=JobRunner(config.connect_workers),
         metrics=metrics,

@@ -78,6 +78,7 @@ SCALE_OUT_MODULES = (
     "test_request_logs",
     "test_malformed_http",
     "test_sse_hub",
+    "test_resource_limits",
     "test_gevent_worker",
     "test_engine_outages",
 )

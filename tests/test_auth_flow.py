@@ -172,6 +172,7 @@ def test_get_auth_shape_before_and_after_verification(live_server, apis):
             "lastName": "Lovelace",
             "phoneVerified": False,
         },
+        "usage": {"bytes": 0, "quotaBytes": None},  # no root yet, and no TELENTIR_QUOTA_BYTES_PER_USER
     }
     assert re.fullmatch(r"usr_[A-Za-z0-9]{22}", body["auth"]["id"])
     session.post("/auth/phone/send")

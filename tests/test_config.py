@@ -100,6 +100,18 @@ def test_explicit_paths_win_over_the_data_dir(tmp_path):
         ("TELENTIR_AUTH_MAX_ATTEMPTS", "3", "auth_max_attempts", 3),
         ("TELENTIR_AUTH_WINDOW_SECONDS", "10", "auth_window_seconds", 10),
         ("TELENTIR_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        (
+            "TELENTIR_CONNECT_PATHS",
+            "/get-leads, /Search/Companies",
+            "connect_paths",
+            ("/get-leads", "/Search/Companies"),
+        ),
+        ("TELENTIR_BILLED_PATHS", "/get-leads,/premium", "billed_paths", ("/get-leads", "/premium")),
+        ("TELENTIR_QUOTA_BYTES_PER_USER", "200000", "quota_bytes_per_user", 200_000),
+        ("TELENTIR_MAX_API_KEYS_PER_USER", "5", "max_api_keys_per_user", 5),
+        ("TELENTIR_MAX_SERVERS_PER_USER", "5", "max_servers_per_user", 5),
+        ("TELENTIR_RSA_GENERATIONS_PER_HOUR", "5", "rsa_generations_per_hour", 5),
+        ("TELENTIR_SSE_FAIR_SHARE_USERS", "4", "sse_fair_share_users", 4),
     ],
 )
 def test_environment_values_are_parsed(env, value, attr, expected):
@@ -192,6 +204,11 @@ BAD_VALUES = [
     ("TELENTIR_TOPUP_MAX_USD", "1000000"),
     ("TELENTIR_SIGNUP", "sometimes"),
     ("TELENTIR_SIGNUP", "invite-only"),
+    ("TELENTIR_CONNECT_PATHS", "get-leads"),
+    ("TELENTIR_CONNECT_PATHS", "/get-leads;x"),
+    ("TELENTIR_CONNECT_PATHS", " , "),
+    ("TELENTIR_BILLED_PATHS", "/get-leads.json"),
+    ("TELENTIR_BILLED_PATHS", "/get-leads/"),
 ]
 
 

@@ -164,9 +164,10 @@ def test_allowance_exhausted_and_no_balance_is_zero(new_buyer, scraper, rt):
     assert scraper.request_count() == before and job["credits"]["granted"] == 0
 
 
-@pytest.mark.parametrize("alias", ["/get-leads/", "/GET-LEADS", "/Get-Leads/"])
+@pytest.mark.parametrize("alias", ["/GET-LEADS", "/Get-Leads", "/get-LEADS"])
 def test_spellings_of_the_leads_path_are_billed_like_it(new_buyer, scraper, rt, alias):
     # Many routers (Express by default) serve these as /get-leads: they must not be free leads.
+    # (A trailing slash, `;x`, `.json` and the like are refused outright: see HOSTILE_PATHS.)
     broke, funded = new_buyer("payg", 0), new_buyer("payg", 2 * PRICE)
     before = scraper.request_count()
     assert run_connect(broke.api, {"credits": 5}, path=alias)["credits"]["granted"] == 0
@@ -260,6 +261,20 @@ HOSTILE_PATHS = [
     "@evil.com",
     "evil.com/x",
     "/" + "a" * 600,
+    # Spellings a scraper framework may serve as /get-leads: never sent, so never free leads.
+    "/get-leads;x",
+    "/get-leads.json",
+    "/get-leads%2F",
+    "/get-leads/",
+    "\\get-leads",
+    "//get-leads",
+    "/./get-leads",
+    "/get-leads//",
+    "/get-leads/.",
+    "/get-leads:x",
+    "/get-leads~",
+    "/get-l\u0435ads",  # a Cyrillic e
+    "/",
     "",
     None,
     7,

@@ -229,3 +229,21 @@ def test_the_upgraded_fixture_keeps_its_password_and_its_event_log(upgraded_serv
         assert len(ids) == 11 and ids == sorted(ids)
     finally:
         api.close()
+
+
+def test_the_upgraded_fixture_counts_each_user_s_stored_bytes(upgraded_server: ServerProcess) -> None:
+    """Migration 6 fills `stored_bytes` from the objects already there (the quota's running count)."""
+    with sqlite3.connect(upgraded_server.data_dir / "telentir.db") as conn:
+        rows = conn.execute(
+            "SELECT u.id, u.stored_bytes, (SELECT COALESCE(SUM(size), 0) FROM objects o WHERE o.user_id = u.id) "
+            "FROM users u"
+        ).fetchall()
+    conn.close()
+    assert rows and all(stored == summed for _, stored, summed in rows), rows
+    assert any(stored > 0 for _, stored, _ in rows)
+    api = Api(upgraded_server.url, EXPECTED["api_key"])
+    try:
+        usage = api.get("/auth").json()["usage"]
+    finally:
+        api.close()
+    assert usage["quotaBytes"] is None and usage["bytes"] in {stored for _, stored, _ in rows}

@@ -176,6 +176,7 @@ def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         **STREAM_SETTINGS,
         "TELENTIR_SSE_MAX_STREAMS": "3",
         "TELENTIR_SSE_MAX_STREAMS_PER_USER": "2",
+        "TELENTIR_SSE_FAIR_SHARE_USERS": "1",  # 2 of 3 per user: more than a fair share, on purpose
         "TELENTIR_AUTH_MAX_ATTEMPTS": "3",
     }
     with running_server(tmp_path_factory, "capped", workers=2, **settings) as server:

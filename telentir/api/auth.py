@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from ..errors import Unauthorized
-from ..services import accounts, credentials
+from ..services import accounts, credentials, quotas
 from .common import authenticated_user, bearer_credential, client_addr, json_body, runtime
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
@@ -49,9 +49,11 @@ def login() -> Response:
 
 @bp.get("/auth")
 def whoami() -> Response:
-    """The calling user's profile."""
+    """The calling user's profile and storage use."""
     user = authenticated_user()
-    return jsonify({"status": _status(user), "auth": accounts.public_profile(user)})
+    return jsonify(
+        {"status": _status(user), "auth": accounts.public_profile(user), "usage": quotas.usage(runtime(), user)}
+    )
 
 
 @bp.get("/auth/logout")

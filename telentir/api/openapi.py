@@ -25,13 +25,13 @@ from ..services.credentials import MAX_KEY_NAME
 from ..services.events import FILTERS
 from ..services.roots import STORES
 from ..streaming.feed import MAX_CURSOR, MAX_FILTER_LENGTH
+from ..wire import MAX_PATH_CHARS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
 EVENT_TYPES = list(FILTERS)
 FILTER_NAMES = sorted({name for filters in FILTERS.values() for name, _ in filters})
 MAX_PAGE = 1000  # GET /objects/{id}/related (api/objects.py)
-MAX_PATH = 512  # POST /connect `path` (telentir/scraper.py)
 
 _STATUS_TEXT = {
     400: "Malformed or invalid input (the message names the field)",
@@ -39,8 +39,8 @@ _STATUS_TEXT = {
     402: "Stripe declined the card (stripe_card_error)",
     403: "Phone not verified, forbidden, a refused sign-up, or a cookie write without X-Requested-With",
     404: "Not found (or not yours)",
-    409: "Conflict with existing state",
-    413: "Body or metadata too large",
+    409: "Conflict with existing state, or a per-user ceiling reached (too_many_api_keys, too_many_servers)",
+    413: "Body or metadata too large, or past the user's storage quota (quota_exceeded)",
     415: "Body is not JSON",
     429: "Rate limited (see Retry-After)",
     502: "The SMS provider failed",
@@ -284,7 +284,7 @@ def _job_schema() -> dict[str, Any]:
             "id": _id("job"),
             "status": {"enum": ["reserving", "running", "succeeded", "failed", "cancelled", "interrupted"]},
             "repository": {"enum": list(STORES)},
-            "path": _string(1, MAX_PATH, pattern="^/"),
+            "path": _string(1, MAX_PATH_CHARS, pattern="^/"),
             "created": count,
             "skipped": count,
             "credits": credits,
@@ -480,6 +480,12 @@ def _auth_paths() -> dict[str, Any]:
                     "phoneVerified": {"type": "boolean"},
                 }
             ),
+            "usage": _object(
+                {
+                    "bytes": {"type": "integer", "minimum": 0, "description": "ciphertext stored by the user"},
+                    "quotaBytes": _nullable({"type": "integer", "minimum": 1}),
+                }
+            ),
         }
     )
     register_fields = {
@@ -541,6 +547,7 @@ def _auth_paths() -> dict[str, Any]:
                             "lastName": "Lovelace",
                             "phoneVerified": True,
                         },
+                        "usage": {"bytes": 182_304, "quotaBytes": None},
                     },
                 ),
                 auth="user",
@@ -573,8 +580,9 @@ def _auth_paths() -> dict[str, Any]:
         },
         "/api/api-keys": {
             "put": _op(
-                "Create an API key (the only time `key` is shown)",
+                "Create an API key (the only time `key` is shown); 409 too_many_api_keys past the ceiling",
                 {**_json(_ref("ApiKey"), example={**API_KEY_EXAMPLE, "key": "tlk_Zm9vYmFy"}), "description": "Created"},
+                (409,),
                 auth="user",
                 ok_status=201,
                 body=_object({}, {"name": _nullable(_string(1, MAX_KEY_NAME, pattern=r"\S"))}),
@@ -632,12 +640,13 @@ def _server_paths() -> dict[str, Any]:
                 _json({"type": "array", "items": _ref("Server")}, example=[SERVER_EXAMPLE]),
             ),
             "post": _op(
-                "Register a server (generate a keypair, or upload_public an RSA public key)",
+                "Register a server (generate a keypair, or upload_public an RSA public key); "
+                "409 too_many_servers past the ceiling, 429 past the hourly key generations",
                 {
                     **_json(created, example={"name": "laptop", "publicKey": "MIIB", "privateKey": None}),
                     "description": "Created",
                 },
-                (409,),
+                (409, 429),
                 ok_status=201,
                 body=_object(
                     {"name": NAME, "mode": {"enum": ["generate", "upload_public"]}},
@@ -859,7 +868,12 @@ def _connect_paths() -> dict[str, Any]:
     body = _object(
         {
             "repository": {"enum": list(STORES)},
-            "path": _string(1, MAX_PATH, pattern="^/", description="a plain path on SCRAPER_HOSTNAME (§7)"),
+            "path": _string(
+                2,
+                MAX_PATH_CHARS,
+                pattern="^(/[A-Za-z0-9_-]+)+$",
+                description="a plain path on SCRAPER_HOSTNAME: segments of A-Z a-z 0-9 - _ joined by single / (§7)",
+            ),
         },
         {
             "params": {

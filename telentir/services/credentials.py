@@ -19,7 +19,7 @@ import jwt
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
-from . import events
+from . import events, quotas
 
 API_KEY_PREFIX = "tlk_"
 MAX_KEY_NAME = 100
@@ -64,6 +64,7 @@ def create_api_key(rt: Runtime, user_id: str, name: Any = None) -> dict[str, Any
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     record = {"id": new_id("ak"), "name": name.strip(), "created_at": now_iso()}
     with rt.db.atomic() as tx:
+        quotas.check_api_keys(rt, tx, user_id)
         tx.execute(
             "INSERT INTO api_keys (id, user_id, name, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
             (record["id"], user_id, record["name"], _hash_key(key), record["created_at"]),

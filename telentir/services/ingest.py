@@ -30,9 +30,9 @@ from ..ids import is_id, new_id, now_iso
 from ..money import MAX_LEADS_PER_JOB
 from ..runtime import Runtime
 from ..scraper import FrameTooLarge, check_path, scraper_url, stream_frames
-from . import credits, keyring, objects, roots, settlement
+from ..wire import is_plain_path
+from . import credits, keyring, objects, quotas, roots, settlement
 from .leases import LeaseLost
-from .settlement import LEADS_PATH
 from .stripe_gateway import StripeCallFailed
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class ConnectRequest:
     repository: str
     path: str
     params: dict[str, Any]
+    billed: bool  # the path spends lead credits (TELENTIR_BILLED_PATHS)
 
 
 def parse_request(rt: Runtime, body: dict[str, Any]) -> ConnectRequest:
@@ -55,18 +56,34 @@ def parse_request(rt: Runtime, body: dict[str, Any]) -> ConnectRequest:
     repository = body.get("repository")
     if repository not in roots.STORES:
         raise BadRequest(f"repository must be one of {', '.join(roots.STORES)}.")
-    path = _canonical(check_path(body.get("path")))
+    path, billed = _resolve_path(rt, body.get("path"))
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise BadRequest("params must be a JSON object.")
     if len(json.dumps(params).encode()) > rt.config.connect_max_params_bytes:
         raise BadRequest(f"params must be at most {rt.config.connect_max_params_bytes} bytes as JSON.")
-    return ConnectRequest(repository, path, params)
+    return ConnectRequest(repository, path, params, billed)
 
 
-def _canonical(path: str) -> str:
-    """`/get-leads` however spelled: routers that ignore case or a trailing slash would serve it unbilled."""
-    return LEADS_PATH if path.rstrip("/").lower() == LEADS_PATH else path
+def _resolve_path(rt: Runtime, raw: Any) -> tuple[str, bool]:
+    """The path as the scraper will be called (the configured spelling) and whether it is billed; 400 otherwise.
+
+    Compared without case: a scraper router that ignores case would serve `/GET-LEADS` unbilled.
+    """
+    if not is_plain_path(raw):
+        rt.metrics.limit_refused("connect_path")
+    path = check_path(raw)
+    billed = _spelled_as(path, rt.config.billed_paths)
+    allowed = rt.config.connect_paths
+    if allowed is not None and _spelled_as(path, allowed) is None:
+        rt.metrics.limit_refused("connect_paths")
+        raise BadRequest(f"path must be one of {', '.join(allowed)} on this server.")
+    return billed or _spelled_as(path, allowed or ()) or path, billed is not None
+
+
+def _spelled_as(path: str, paths: tuple[str, ...]) -> str | None:
+    """The entry of `paths` equal to `path` without case, if any."""
+    return next((known for known in paths if known.lower() == path.lower()), None)
 
 
 def _requested_credits(params: dict[str, Any]) -> int:
@@ -83,6 +100,7 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: st
     """
     if not rt.config.scraper_hostname:
         raise ServiceUnavailable("No scraper service is configured (SCRAPER_HOSTNAME).", code="no_scraper")
+    quotas.refuse_when_full(rt, user["id"])  # before anything is reserved or the scraper called
     store_id = roots.store_object_ids(rt, user["id"])[req.repository]
     job = {
         "id": job_id,
@@ -93,7 +111,7 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: st
         "params": req.params,
         "created_at": now_iso(),
     }
-    if req.path != LEADS_PATH:
+    if not req.billed:
         return _insert_job(rt, job, "none", None, status="running")
     requested = _requested_credits(req.params)
     if credits.uses_stripe(rt, user):
@@ -273,12 +291,12 @@ def run_job(rt: Runtime, job: dict[str, Any], cancel: threading.Event) -> None:
 
 
 def _limit(rt: Runtime, job: dict[str, Any]) -> int:
-    return job["granted"] if job["path"] == LEADS_PATH else rt.config.connect_max_records
+    return job["granted"] if settlement.is_billed(job) else rt.config.connect_max_records
 
 
 def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
     params = json.loads(job["params"]) if isinstance(job["params"], str) else job["params"]
-    if job["path"] == LEADS_PATH:
+    if settlement.is_billed(job):
         params = {**params, "credits": job["granted"]}
     writer = RecordWriter(rt, job).start()
     deadline = time.monotonic() + rt.config.connect_max_seconds
@@ -295,6 +313,8 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
         ):
             if _take_frame(frame, writer, outcome) or writer.count >= _limit(rt, job) or _stop(rt, outcome):
                 break
+            if writer.quota_full.is_set():
+                break
             if writer.lease_lost.is_set():
                 raise LeaseLost(job["id"])
     except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):  # JobTimeout is a TimeoutError
@@ -307,8 +327,18 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
     finally:
         session.close()
         writer.close()
+    if writer.quota_full.is_set():
+        outcome.status, outcome.error = "failed", _quota_full_error(rt)
     if outcome.cancel.is_set() and outcome.status == "succeeded":
         outcome.status, outcome.error = "cancelled", "The client disconnected."
+
+
+def _quota_full_error(rt: Runtime) -> str:
+    quota = rt.config.quota_bytes_per_user or 0
+    return (
+        f"Your storage quota ({quota:,} bytes, TELENTIR_QUOTA_BYTES_PER_USER) is full: "
+        "the records that did not fit were not stored or charged."
+    )
 
 
 def _stop(rt: Runtime, outcome: Outcome) -> bool:
@@ -363,6 +393,7 @@ class RecordWriter:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.lease_lost = threading.Event()  # set when a batch was refused: another process settled the job
+        self.quota_full = threading.Event()  # set when a record did not fit the user's quota: the job ends
         self._flusher = threading.Thread(target=self._flush_on_time, name=f"flush-{job['id']}", daemon=True)
 
     def start(self) -> RecordWriter:
@@ -420,19 +451,43 @@ class RecordWriter:
         user_id, store_id = self.job["user_id"], self.job["store_id"]
         with self.rt.db.atomic() as tx:
             tx.after_rollback(lambda: self.rt.blobs.delete_many(b for b in blob_ids if b))
+            kept = self._within_quota(tx, batch)
+            tx.after_commit(lambda: self.rt.blobs.delete_many(b for b in blob_ids[kept:] if b))
             # Only while this process holds the job: once another settled it, a record
             # written now would be a lead nobody paid for.
             counted = tx.execute(
                 "UPDATE jobs SET created = created + ? WHERE id = ? AND owner = ? AND status = 'running'",
-                (len(batch), self.job["id"], self.rt.job_runner.owner),
+                (kept, self.job["id"], self.rt.job_runner.owner),
             ).rowcount
             if not counted:
                 self.lease_lost.set()
                 raise LeaseLost(self.job["id"])
-            for (wrapped, iv, ciphertext, tag), blob_id in zip(batch, blob_ids, strict=True):
+            for (wrapped, iv, ciphertext, tag), blob_id in zip(batch[:kept], blob_ids[:kept], strict=True):
                 key_id = keyring.insert_key(self.rt, tx, user_id, keyring.DEFAULT_SERVER, wrapped, iv)
                 objects.insert_object(self.rt, tx, user_id, key_id, blob_id, ciphertext, tag, store_id, "{}")
-            tx.after_commit(lambda: self.rt.metrics.records_ingested(len(batch)))
+            tx.after_commit(lambda: self.rt.metrics.records_ingested(kept))
+
+    def _within_quota(self, tx: Any, batch: list[tuple[bytes, bytes, bytes, bytes]]) -> int:
+        """How many of the batch's records, in order, fit the user's quota; the rest end the job (`quota_full`).
+
+        Read inside the write transaction: exact against every other write of the user, anywhere.
+        The job's `created` counts only the records kept, so settlement charges exactly those.
+        """
+        if self.quota_full.is_set():
+            return 0  # the job is ending: a smaller record after the one that did not fit is not kept either
+        room = quotas.room(self.rt, tx, self.job["user_id"])
+        if room is None:
+            return len(batch)
+        kept = 0
+        for _, _, ciphertext, _ in batch:
+            if len(ciphertext) > room:
+                break
+            room -= len(ciphertext)
+            kept += 1
+        if kept < len(batch) and not self.quota_full.is_set():
+            self.quota_full.set()
+            self.rt.metrics.limit_refused("quota_bytes_per_user")
+        return kept
 
     def _write_large(self, contents: list[bytes]) -> list[str | None]:
         """Blob ids for the ciphertexts too large for the row (None for the rest), files made durable."""

@@ -12,7 +12,7 @@ from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import IntegrityError, Transaction, set_clause
 from ..wire import is_name, key_record
-from . import events
+from . import events, quotas
 
 DEFAULT_SERVER = "default"
 MODES = ("generate", "upload_public")
@@ -52,9 +52,12 @@ def register_server(rt: Runtime, user_id: str, name: str, mode: Any, public_key:
         raise BadRequest('mode must be "generate" or "upload_public".')
     if name == DEFAULT_SERVER or _is_platform_server(rt, name):
         raise Conflict(f"The server name {name!r} is reserved.", code="server_exists")
+    if mode == "generate":
+        _before_generating(rt, user_id, name)
     private_b64, public_b64 = _server_keys(mode, public_key)
     try:
         with rt.db.atomic() as tx:
+            quotas.check_servers(rt, tx, user_id)  # again: another request may have registered one meanwhile
             tx.execute(
                 "INSERT INTO servers (user_id, name, mode, public_key, created_at) VALUES (?, ?, ?, ?, ?)",
                 (user_id, name, mode, public_b64, now_iso()),
@@ -62,6 +65,15 @@ def register_server(rt: Runtime, user_id: str, name: str, mode: Any, public_key:
     except IntegrityError as exc:
         raise Conflict(f"You already have a server named {name!r}.", code="server_exists") from exc
     return {"name": name, "publicKey": public_b64, "privateKey": private_b64}
+
+
+def _before_generating(rt: Runtime, user_id: str, name: str) -> None:
+    """Refuse, before the costly key generation, what would be refused after it; then count the generation."""
+    with rt.db.atomic() as tx:
+        if tx.execute("SELECT 1 FROM servers WHERE user_id = ? AND name = ?", (user_id, name)).fetchone():
+            raise Conflict(f"You already have a server named {name!r}.", code="server_exists")
+        quotas.check_servers(rt, tx, user_id)
+        quotas.count_generation(rt, tx, user_id)
 
 
 def _server_keys(mode: str, public_key: Any) -> tuple[str | None, str]:

@@ -18,7 +18,7 @@ from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import Transaction, set_clause
 from ..wire import object_record
-from . import events
+from . import events, quotas
 
 LIST_CHUNK = 256
 READ_ATTEMPTS = 100
@@ -43,9 +43,16 @@ def insert_object(
     tag: bytes,
     related_id: str | None,
     metadata: str,
+    *,
+    enforce_quota: bool = True,
 ) -> str:
-    """Insert an object row (content in the row, or in the already-written blob) and its event, inside `tx`."""
-    return str(_insert_row(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata)["id"])
+    """Insert an object row (content in the row, or in the already-written blob) and its event, inside `tx`.
+
+    Its bytes count towards the user's quota; past it (unless `enforce_quota` is off) the
+    transaction is refused with 413 `quota_exceeded`.
+    """
+    row = _insert_row(rt, tx, user_id, key_id, blob_id, content, tag, related_id, metadata, enforce_quota)
+    return str(row["id"])
 
 
 def _insert_row(
@@ -58,6 +65,7 @@ def _insert_row(
     tag: bytes,
     related_id: str | None,
     metadata: str,
+    enforce_quota: bool = True,
 ) -> dict[str, Any]:
     """insert_object, returning the row as written."""
     object_id, now = new_id("obj"), now_iso()
@@ -80,6 +88,7 @@ def _insert_row(
         ":related_id, :metadata, :created_at, :updated_at)",
         row,
     )
+    quotas.add_bytes(rt, tx, user_id, len(content), enforce=enforce_quota)
     # A file-backed (large) ciphertext is not copied into the event row: streams read it from
     # the object when they send the event (see event_content).
     events.append(rt, tx, "object_created", user_id, _created_payload(row, None if blob_id else content), now)
@@ -195,8 +204,11 @@ def update_object(rt: Runtime, user_id: str, object_id: str, changes: dict[str, 
             tx.after_rollback(lambda: rt.blobs.delete(new_blob))
         if content is not None:
             changes.update(blob=new_blob, inline_content=None if new_blob else content, size=len(content))
-        old_blob = _locked_row(tx, user_id, object_id)["blob"]
+        old = _locked_row(tx, user_id, object_id)
+        old_blob = old["blob"]
         _apply_update(rt, tx, user_id, object_id, changes)
+        if content is not None:
+            quotas.add_bytes(rt, tx, user_id, len(content) - int(old["size"]))
         if content is not None and old_blob is not None:
             tx.after_commit(lambda: rt.blobs.delete(old_blob))
     return get_object(rt, user_id, object_id)
@@ -275,9 +287,10 @@ def _subtree(tx: Transaction, object_id: str) -> list[str]:
 
 
 def _remove_objects(rt: Runtime, tx: Transaction, user_id: str, ids: list[str]) -> list[str]:
-    now, blobs, doomed = now_iso(), [], set(ids)
+    now, blobs, doomed, freed = now_iso(), [], set(ids), 0
     for object_id in ids:
-        row = tx.execute("SELECT blob, related_id, n FROM objects WHERE id = ?", (object_id,)).fetchone()
+        row = tx.execute("SELECT blob, related_id, n, size FROM objects WHERE id = ?", (object_id,)).fetchone()
+        freed += int(row["size"])
         if row["blob"] is not None:
             blobs.append(row["blob"])
         if row["related_id"] is not None:
@@ -292,6 +305,7 @@ def _remove_objects(rt: Runtime, tx: Transaction, user_id: str, ids: list[str]) 
         events.append(
             rt, tx, "object_deleted", user_id, {"object_id": object_id, "user_id": user_id, "deleted_at": now}, now
         )
+    quotas.add_bytes(rt, tx, user_id, -freed)
     return blobs
 
 

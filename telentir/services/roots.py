@@ -57,7 +57,10 @@ def ensure_root(rt: Runtime, user_id: str) -> None:
         )
         for (store, aes, iv), (blob_id, ciphertext, tag) in zip(material, blobs, strict=True):
             key_id = keyring.insert_key(rt, tx, user_id, keyring.DEFAULT_SERVER, crypto.wrap_key(public_key, aes), iv)
-            object_id = objects.insert_object(rt, tx, user_id, key_id, blob_id, ciphertext, tag, None, "{}")
+            # Counted, never refused: a user at their quota still gets the root their data hangs from.
+            object_id = objects.insert_object(
+                rt, tx, user_id, key_id, blob_id, ciphertext, tag, None, "{}", enforce_quota=False
+            )
             tx.execute(
                 "INSERT INTO stores (user_id, name, object_id, default_key) VALUES (?, ?, ?, ?)",
                 (user_id, store, object_id, key_id),

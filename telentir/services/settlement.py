@@ -25,7 +25,6 @@ from .stripe_gateway import IDEMPOTENCY_HORIZON_SECONDS, StripeCallFailed, Strip
 
 log = logging.getLogger(__name__)
 
-LEADS_PATH = "/get-leads"
 INTERRUPTED = "The server stopped while the job was running."
 
 
@@ -39,9 +38,14 @@ class Bill:
     refund: int
 
 
+def is_billed(job: dict[str, Any]) -> bool:
+    """Whether the job spends lead credits: decided when it started (TELENTIR_BILLED_PATHS then), kept in `billing`."""
+    return bool(job["billing"] != "none")
+
+
 def bill_of(job: dict[str, Any]) -> Bill:
     """Charge the leads written (allowance first), refund the rest of the reservation."""
-    used = job["created"] if job["path"] == LEADS_PATH else 0
+    used = job["created"] if is_billed(job) else 0
     allowance_used = min(used, job["allowance_part"])
     charged = min(used - allowance_used, job["granted"] - job["allowance_part"]) * job["price"]
     return Bill(used, allowance_used, charged, job["reserved"] - charged)

@@ -1,5 +1,9 @@
 """Caps on open event streams, across every worker process of the box: in total and per user.
 
+Past its fair share of the box (`Config.stream_fair_share`), a user opens another stream only
+while half the box's cap is free: that half is kept for users below their
+share, so a few users holding their whole per-user cap never deny streams to everyone.
+
 Each open stream is a row of `stream_slots` naming the host and process serving it, taken
 and counted in one write transaction, so two workers can never both take the last slot. The
 caps protect the box's threads and memory, so they count the streams of this host only (on a
@@ -16,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 
 from ..errors import EngineUnavailable, RateLimited, ServiceUnavailable
 from ..ids import now_iso
@@ -27,8 +32,18 @@ log = logging.getLogger(__name__)
 class StreamSlots:
     """Takes and gives back stream slots, refusing past the caps (503 in total, 429 per user)."""
 
-    def __init__(self, db: Database, max_total: int, max_per_user: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        max_total: int,
+        max_per_user: int,
+        fair_share: int | None = None,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
         self.db, self.max_total, self.max_per_user = db, max_total, max_per_user
+        self.fair_share = fair_share or max_total  # None: no share (one user may fill the box)
+        self.reserved = max_total // 2  # the last half: only for users below their fair share
+        self.on_refused = on_refused or (lambda limit: None)  # told the limit's name at each refusal (a metric)
         self.host = socket.gethostname()
         self._unreleased: set[int] = set()  # slots whose release failed (the database was away)
         self._lock = threading.Lock()
@@ -84,7 +99,11 @@ class StreamSlots:
 
     def _over_caps(self, tx: Transaction, user_id: str) -> bool:
         total, mine = self._counts(tx, user_id)
-        return total >= self.max_total or mine >= self.max_per_user
+        return total >= self.max_total or mine >= self.max_per_user or self._past_share(total, mine)
+
+    def _past_share(self, total: int, mine: int) -> bool:
+        """Whether a user already at its fair share would eat into the half kept for others."""
+        return mine >= self.fair_share and total >= self.max_total - self.reserved
 
     def _counts(self, tx: Transaction, user_id: str) -> tuple[int, int]:
         row = tx.execute(
@@ -106,10 +125,15 @@ class StreamSlots:
     def _refuse(self, tx: Transaction, user_id: str) -> None:
         total, _ = self._counts(tx, user_id)
         if total >= self.max_total:
+            self.on_refused("sse_max_streams")
             raise ServiceUnavailable(
                 "Too many open event streams on this server; retry shortly.", code="too_many_streams"
             )
-        raise RateLimited(retry_after=5, message="You have too many open event streams; close one first.")
+        self.on_refused("sse_max_streams_per_user")
+        raise RateLimited(
+            retry_after=5,
+            message="You hold your share of this server's open event streams; close one first.",
+        )
 
 
 def _alive(pid: int) -> bool:
