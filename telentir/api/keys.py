@@ -9,7 +9,7 @@ from flask import Response, jsonify
 from ..errors import BadRequest
 from ..services import keyring
 from ..wire import bool_value, decode_key_material, metadata_value
-from .common import json_body, runtime
+from .common import json_body, no_store, runtime
 from .guard import DataPlaneBlueprint, data_plane_user
 
 bp = DataPlaneBlueprint("keys", __name__)
@@ -29,18 +29,21 @@ def put_key() -> tuple[Response, int]:
 
 
 @bp.post("/keys")
+@no_store
 def post_key() -> tuple[Response, int]:
     """Create a key (as the SDK calls it): answers the key record."""
     return jsonify(_create()), 201
 
 
 @bp.get("/keys/<key_id>")
+@no_store
 def get_key(key_id: str) -> Response:
     """A key record: the wrapped key and IV in hex."""
     return jsonify(keyring.get_key(runtime(), data_plane_user()["id"], key_id))
 
 
 @bp.patch("/keys/<key_id>")
+@no_store
 def patch_key(key_id: str) -> Response:
     """Change metadata, deprecation, or re-wrap with key+iv."""
     body = json_body()
