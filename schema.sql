@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS phone_codes (
 -- "sms:phone:<digits>", ...), kept until `expires_at`, the end of its limit's window. Every
 -- worker and node counts in this one table, inside the write transaction that checks it.
 CREATE TABLE IF NOT EXISTS limit_events (
+    id          INTEGER PRIMARY KEY,
     bucket      TEXT NOT NULL,
     at          REAL NOT NULL,
     expires_at  REAL NOT NULL

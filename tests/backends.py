@@ -79,6 +79,8 @@ SCALE_OUT_MODULES = (
     "test_malformed_http",
     "test_sse_hub",
     "test_gevent_worker",
+    "test_account_limits",
+    "test_ratelimit",
 )
 
 

@@ -47,10 +47,9 @@ class Limit:
 
 @dataclass(frozen=True)
 class Charge:
-    """The events one `charge` counted, to be forgiven with `refund`."""
+    """The events one `charge` counted (their row ids), to be forgiven with `refund`."""
 
-    buckets: tuple[str, ...]
-    at: float
+    ids: tuple[int, ...]
 
 
 def charge(rt: Runtime, limits: Sequence[Limit]) -> Charge:
@@ -59,26 +58,19 @@ def charge(rt: Runtime, limits: Sequence[Limit]) -> Charge:
     with rt.db.atomic() as tx:
         tx.execute("DELETE FROM limit_events WHERE expires_at <= ?", (now,))
         refused = _refusal(tx, limits, now)
-        if refused is None:
-            for limit in limits:
-                tx.execute(
-                    "INSERT INTO limit_events (bucket, at, expires_at) VALUES (?, ?, ?)",
-                    (limit.bucket, now, now + limit.window),
-                )
+        ids = () if refused is not None else tuple(_count(tx, limit, now) for limit in limits)
     if refused is not None:
         limit, wait = refused
         rt.metrics.limit_refused(limit.name)
         raise RateLimited(retry_after=math.ceil(wait))
-    return Charge(tuple(limit.bucket for limit in limits), now)
+    return Charge(ids)
 
 
 def refund(rt: Runtime, counted: Charge) -> None:
     """Forget the events of a charge that turned out not to count."""
     with rt.db.atomic() as tx:
-        for bucket in counted.buckets:
-            # Another event of the same bucket in the same microsecond goes too: at worst one
-            # event less is counted, never one more.
-            tx.execute("DELETE FROM limit_events WHERE bucket = ? AND at = ?", (bucket, counted.at))
+        for event_id in counted.ids:
+            tx.execute("DELETE FROM limit_events WHERE id = ?", (event_id,))
 
 
 def clear(rt: Runtime, bucket: str) -> None:
@@ -107,6 +99,13 @@ def network_of(addr: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, IPV6_NETWORK_BITS), strict=False))
     return str(ip)
+
+
+def _count(tx: Transaction, limit: Limit, now: float) -> int:
+    """Count one event in the limit's bucket; its row id."""
+    return tx.insert(
+        "INSERT INTO limit_events (bucket, at, expires_at) VALUES (?, ?, ?)", (limit.bucket, now, now + limit.window)
+    )
 
 
 def _refusal(tx: Transaction, limits: Sequence[Limit], now: float) -> tuple[Limit, float] | None:

@@ -4,6 +4,7 @@
 -- auth_failures are not carried over: their buckets are named differently now, and they
 -- would have expired within TELENTIR_AUTH_WINDOW_SECONDS anyway.
 CREATE TABLE limit_events (
+    id          INTEGER PRIMARY KEY,
     bucket      TEXT NOT NULL,
     at          REAL NOT NULL,
     expires_at  REAL NOT NULL
