@@ -277,6 +277,7 @@ class Config:
     auth_address_max_attempts: int = 20
     auth_account_max_attempts: int = 20
     auth_max_delay_seconds: int = 60
+    auth_account_window_seconds: int = 24 * 3600
     auth_window_seconds: int = 900
     sms_per_phone_per_hour: int = 5
     signups_per_address_per_hour: int = 10
@@ -512,8 +513,16 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_AUTH_ACCOUNT_MAX_ATTEMPTS",
         "auth_account_max_attempts",
         _positive_int,
-        "Failed sign-ins (or phone-code checks) of one account from all addresses in one window before "
-        "each further attempt must wait (429 with a short Retry-After that doubles per failure).",
+        "Failed sign-ins (or phone-code checks) of one account from all addresses in "
+        "TELENTIR_AUTH_ACCOUNT_WINDOW_SECONDS before each further attempt must wait (429 with a short "
+        "Retry-After that doubles per failure).",
+    ),
+    Setting(
+        "TELENTIR_AUTH_ACCOUNT_WINDOW_SECONDS",
+        "auth_account_window_seconds",
+        _positive_int,
+        "The window, in seconds, over which the failures of one account from all addresses are counted: "
+        "long, so that guessing spread over many addresses stays at one guess per longest wait.",
     ),
     Setting(
         "TELENTIR_AUTH_MAX_DELAY_SECONDS",

@@ -1,15 +1,19 @@
 """Failed attempts at a secret (a password, a one-time code), counted per account and client address.
 
-Three limits, each over TELENTIR_AUTH_WINDOW_SECONDS, counted with `ratelimit`:
-- one account from one address: TELENTIR_AUTH_MAX_ATTEMPTS failures lock that pair until
+Three limits, counted with `ratelimit`:
+- one account from one address: TELENTIR_AUTH_MAX_ATTEMPTS failures in
+  TELENTIR_AUTH_WINDOW_SECONDS (15 minutes) lock that pair until
   the oldest leaves the window. Only the pair: the owner, from another address, still
   gets in, so failures cannot be used to lock anybody out;
-- one address, whatever the accounts: TELENTIR_AUTH_ADDRESS_MAX_ATTEMPTS failures lock
-  the address (one password tried on many accounts);
-- one account, whatever the addresses: past TELENTIR_AUTH_ACCOUNT_MAX_ATTEMPTS failures
-  every further attempt waits a delay that doubles with each failure, up to
-  TELENTIR_AUTH_MAX_DELAY_SECONDS. Guessing spread over many addresses slows to one guess
-  per delay; the owner waits at most that delay, never a lockout.
+- one address, whatever the accounts: TELENTIR_AUTH_ADDRESS_MAX_ATTEMPTS failures in that
+  window lock the address (one password tried on many accounts);
+- one account, whatever the addresses: past TELENTIR_AUTH_ACCOUNT_MAX_ATTEMPTS failures in
+  TELENTIR_AUTH_ACCOUNT_WINDOW_SECONDS (a day) every further attempt waits a delay that
+  doubles with each failure, up to TELENTIR_AUTH_MAX_DELAY_SECONDS. Guessing spread over
+  many addresses slows to one guess per longest delay (60 an hour by default); the owner
+  waits at most that delay, never a lockout. The window is long on purpose: over a short
+  one the oldest failures would keep leaving it and the delay would never reach its
+  ceiling (a 15-minute window settles near 25 failures and a 36-second delay).
 
 An attempt is counted as a failure *before* its outcome is known (`begin`), in the
 transaction that checks the limits, and forgiven when it succeeds (`succeeded`):
@@ -70,7 +74,7 @@ def _limits(rt: Runtime, secret: Secret, account: str, network: str) -> list[rat
         ratelimit.Limit(
             f"{kind}:account:{account}",
             config.auth_account_max_attempts,
-            window,
+            float(config.auth_account_window_seconds),
             "auth_account_max_attempts",
             throttle=float(config.auth_max_delay_seconds),
         ),
