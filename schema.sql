@@ -43,12 +43,18 @@ CREATE TABLE IF NOT EXISTS phone_codes (
     attempts    INTEGER NOT NULL DEFAULT 0
 );
 
--- Failed attempts for rate limiting, per bucket ("account:<email>", "addr:<ip>", ...).
-CREATE TABLE IF NOT EXISTS auth_failures (
-    bucket  TEXT NOT NULL,
-    at      REAL NOT NULL
+-- What the abuse limits count (telentir/services/ratelimit.py): one row per counted event
+-- (a failed sign-in, a text sent, a sign-up) in its bucket ("sign_in:pair:<email> <addr>",
+-- "sms:phone:<digits>", ...), kept until `expires_at`, the end of its limit's window. Every
+-- worker and node counts in this one table, inside the write transaction that checks it.
+CREATE TABLE IF NOT EXISTS limit_events (
+    id          INTEGER PRIMARY KEY,
+    bucket      TEXT NOT NULL,
+    at          REAL NOT NULL,
+    expires_at  REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS auth_failures_bucket ON auth_failures(bucket, at);
+CREATE INDEX IF NOT EXISTS limit_events_bucket ON limit_events(bucket, expires_at);
+CREATE INDEX IF NOT EXISTS limit_events_expiry ON limit_events(expires_at);
 
 -- The platform's own servers: the current one holds a sealed private key (it signs JWTs);
 -- remote ones are public keys only.

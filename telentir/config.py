@@ -284,7 +284,13 @@ class Config:
     twilio_from_number: str | None = None
     phone_code_ttl_seconds: int = 600
     auth_max_attempts: int = 5
+    auth_address_max_attempts: int = 20
+    auth_account_max_attempts: int = 20
+    auth_max_delay_seconds: int = 60
+    auth_account_window_seconds: int = 24 * 3600
     auth_window_seconds: int = 900
+    sms_per_phone_per_hour: int = 5
+    signups_per_address_per_hour: int = 10
     log_level: str = "INFO"
     workers: int | None = None
     log_format: str = "auto"
@@ -527,9 +533,58 @@ SETTINGS: tuple[Setting, ...] = (
         "TELENTIR_AUTH_MAX_ATTEMPTS",
         "auth_max_attempts",
         _positive_int,
-        "Failed logins or code checks allowed per account and per address in one window.",
+        "Failed sign-ins (or phone-code checks) of one account from one client address in one window; "
+        "past it that address is refused for that account (429) until the window frees. The owner, "
+        "from another address, is not affected.",
     ),
-    Setting("TELENTIR_AUTH_WINDOW_SECONDS", "auth_window_seconds", _positive_int, "Length of that window."),
+    Setting(
+        "TELENTIR_AUTH_ADDRESS_MAX_ATTEMPTS",
+        "auth_address_max_attempts",
+        _positive_int,
+        "Failed sign-ins (or phone-code checks) from one client address, whatever the accounts, in one "
+        "window; past it the address is refused (429) until the window frees.",
+    ),
+    Setting(
+        "TELENTIR_AUTH_ACCOUNT_MAX_ATTEMPTS",
+        "auth_account_max_attempts",
+        _positive_int,
+        "Failed sign-ins (or phone-code checks) of one account from all addresses in "
+        "TELENTIR_AUTH_ACCOUNT_WINDOW_SECONDS before each further attempt must wait (429 with a short "
+        "Retry-After that doubles per failure).",
+    ),
+    Setting(
+        "TELENTIR_AUTH_ACCOUNT_WINDOW_SECONDS",
+        "auth_account_window_seconds",
+        _positive_int,
+        "The window, in seconds, over which the failures of one account from all addresses are counted: "
+        "long, so that guessing spread over many addresses stays at one guess per longest wait.",
+    ),
+    Setting(
+        "TELENTIR_AUTH_MAX_DELAY_SECONDS",
+        "auth_max_delay_seconds",
+        _positive_int,
+        "Longest of those waits between attempts on one account (a slowdown, never a lockout).",
+    ),
+    Setting(
+        "TELENTIR_AUTH_WINDOW_SECONDS",
+        "auth_window_seconds",
+        _positive_int,
+        "The window, in seconds, over which sign-in and phone-code failures are counted.",
+    ),
+    Setting(
+        "TELENTIR_SMS_PER_PHONE_PER_HOUR",
+        "sms_per_phone_per_hour",
+        _positive_int,
+        "Texts sent to one phone number in any hour, whichever accounts ask (the server and all its "
+        "nodes together); 429 past it, nothing sent.",
+    ),
+    Setting(
+        "TELENTIR_SIGNUPS_PER_ADDRESS_PER_HOUR",
+        "signups_per_address_per_hour",
+        _positive_int,
+        "Sign-ups (`POST /api/auth/register`) from one client address (an IPv6 /64) in any hour, the "
+        "server and all its nodes together; 429 past it, no account made.",
+    ),
     Setting(
         "TELENTIR_LOG_LEVEL",
         "log_level",

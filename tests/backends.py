@@ -81,6 +81,8 @@ SCALE_OUT_MODULES = (
     "test_resource_limits",
     "test_gevent_worker",
     "test_engine_outages",
+    "test_account_limits",
+    "test_ratelimit",
 )
 
 

@@ -133,6 +133,11 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
         yield start
 
 
+# Open for sign-up; trusting one proxy hop lets a test that makes many accounts give each its
+# own client address (X-Forwarded-For), since sign-ups per address are limited.
+LIVE_SETTINGS = {"TELENTIR_SIGNUP": "open", "TELENTIR_PROXY_HOPS": "1"}
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory, storage_backend: str) -> Iterator[ServerProcess | Cluster]:
     """One real gunicorn server for the session, open for sign-up (tests make their own users).
@@ -141,11 +146,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, storage_backend: str) 
     for one server then also runs across two (a stream on one node, writes on the other).
     """
     if storage_backend == backends.EMBEDDED:
-        with running_server(tmp_path_factory, "live", TELENTIR_SIGNUP="open") as server:
+        with running_server(tmp_path_factory, "live", **LIVE_SETTINGS) as server:
             yield server
         return
     root = tmp_path_factory.mktemp("live-cluster")
-    env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SIGNUP": "open", **backends.env_for(root / "a" / "data")}
+    env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, **LIVE_SETTINGS, **backends.env_for(root / "a" / "data")}
     cluster = Cluster(root, env, 1)
     try:
         yield cluster.start()

@@ -33,11 +33,18 @@ def unique_phone() -> str:
     return "+1555" + "".join(secrets.choice("0123456789") for _ in range(7))
 
 
+def fresh_addr() -> str:
+    """A random client address, given as X-Forwarded-For to a server trusting one proxy hop."""
+    return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(256)}"
+
+
 def signup(
     server_url: str, email: str | None = None, phone: str | None = None, headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Register through the API; returns email, phone, token and the registration response body."""
+    """Register through the API (from an address of its own: sign-ups per address are limited); returns
+    email, phone, token and the registration response body."""
     email, phone = email or unique_email(), phone or unique_phone()
+    headers = {"X-Forwarded-For": fresh_addr()} if headers is None else headers
     body = {
         "firstName": "Ada",
         "lastName": "Lovelace",
@@ -46,7 +53,7 @@ def signup(
         "password": PASSWORD,
         "confirmPassword": PASSWORD,
     }
-    with requests.post(server_url + "/api/auth/register", json=body, headers=headers or {}, timeout=30) as resp:
+    with requests.post(server_url + "/api/auth/register", json=body, headers=headers, timeout=30) as resp:
         assert resp.status_code == 201, resp.text
         return {
             "email": email,
@@ -224,7 +231,8 @@ def test_logout_by_cookie_revokes_that_token(verified, live_server, apis):
     token = login(apis(), verified["email"]).json()["token"]
     with requests.Session() as browser:
         browser.cookies.set("token", token)
-        assert browser.get(live_server.url + "/api/auth/logout", timeout=30).status_code == 200
+        logout = browser.get(live_server.url + "/api/auth/logout", headers={"X-Requested-With": "test"}, timeout=30)
+        assert logout.status_code == 200
     assert_error(apis(token).get("/auth"), 401)
 
 
@@ -418,19 +426,30 @@ def test_403_phone_not_verified_on_the_data_plane(new_live_user):
 
 # --- rate limits (a dedicated server, so the shared one is not poisoned) --------------
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3  # failures per account and address
+ADDRESS_MAX_ATTEMPTS = 6  # failures per address, whatever the accounts
+ACCOUNT_MAX_ATTEMPTS = 8  # failures per account, whatever the addresses, before each attempt waits
+MAX_DELAY = 4  # seconds, the longest wait past ACCOUNT_MAX_ATTEMPTS
+TEXTS_PER_PHONE = 3
 
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server allowing 3 failures per window, trusting one proxy hop (so tests can vary the address); open sign-up."""
-    settings = {"TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS), "TELENTIR_PROXY_HOPS": "1", "TELENTIR_SIGNUP": "open"}
+    """A server with small failure limits, trusting one proxy hop (so tests can vary the address); open sign-up."""
+    settings = {
+        "TELENTIR_AUTH_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        "TELENTIR_AUTH_ADDRESS_MAX_ATTEMPTS": str(ADDRESS_MAX_ATTEMPTS),
+        "TELENTIR_AUTH_ACCOUNT_MAX_ATTEMPTS": str(ACCOUNT_MAX_ATTEMPTS),
+        "TELENTIR_AUTH_MAX_DELAY_SECONDS": str(MAX_DELAY),
+        "TELENTIR_SMS_PER_PHONE_PER_HOUR": str(TEXTS_PER_PHONE),
+        "TELENTIR_PROXY_HOPS": "1",
+        "TELENTIR_SIGNUP": "open",
+    }
     with running_server(tmp_path_factory, "ratelimit", **settings) as server:
         yield server
 
 
-def _addr() -> str:
-    return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(256)}"
+_addr = fresh_addr
 
 
 def _login_from(api: Api, addr: str, email: str, password: str) -> requests.Response:
@@ -453,23 +472,25 @@ def test_wrong_password_and_unknown_email_give_the_identical_401(limited, apis):
     assert wrong_password.json()["error"] == "invalid_credentials"
 
 
-def test_repeated_wrong_passwords_per_account_are_429(limited, apis):
+def test_wrong_passwords_lock_the_account_for_that_address_only(limited, apis):
     account = signup(limited.url)
-    api = apis(url=limited.url)
+    api, attacker = apis(url=limited.url), _addr()
     for _ in range(MAX_ATTEMPTS):
-        assert_error(_login_from(api, _addr(), account["email"], "wrong password"), 401)
-    # even the right password, from yet another address, waits now
-    _assert_429(_login_from(api, _addr(), account["email"], PASSWORD))
-    _assert_429(_login_from(api, _addr(), account["email"].upper(), PASSWORD))
-    # other accounts are not affected
+        assert_error(_login_from(api, attacker, account["email"], "wrong password"), 401)
+    # even the right password waits now, from that address, however the email is spelt
+    _assert_429(_login_from(api, attacker, account["email"], PASSWORD))
+    _assert_429(_login_from(api, attacker, account["email"].upper(), PASSWORD))
+    # the owner, from another address, is not locked out
+    assert _login_from(api, _addr(), account["email"], PASSWORD).status_code == 200
+    # and the attacker's address may still try other accounts
     other = signup(limited.url)
-    assert _login_from(api, _addr(), other["email"], PASSWORD).status_code == 200
+    assert _login_from(api, attacker, other["email"], PASSWORD).status_code == 200
 
 
 def test_repeated_wrong_passwords_per_address_are_429(limited, apis):
     api = apis(url=limited.url)
     addr = _addr()
-    for _ in range(MAX_ATTEMPTS):
+    for _ in range(ADDRESS_MAX_ATTEMPTS):  # one password tried on many accounts
         assert_error(_login_from(api, addr, unique_email(), "wrong password"), 401)
     account = signup(limited.url)
     _assert_429(_login_from(api, addr, account["email"], PASSWORD))
@@ -477,15 +498,41 @@ def test_repeated_wrong_passwords_per_address_are_429(limited, apis):
     assert _login_from(api, _addr(), account["email"], PASSWORD).status_code == 200
 
 
-def test_a_successful_login_resets_the_account_count(limited, apis):
+def test_guessing_spread_over_addresses_is_slowed_not_locked(limited, apis):
     account = signup(limited.url)
     api = apis(url=limited.url)
-    for _ in range(MAX_ATTEMPTS - 1):
+    for _ in range(ACCOUNT_MAX_ATTEMPTS):
         assert_error(_login_from(api, _addr(), account["email"], "wrong password"), 401)
+    # Past the ceiling every attempt, from any address, waits a delay doubling per failure (1, 2,
+    # 4 s, capped at MAX_DELAY): guess on when allowed until the delay is long enough that no load
+    # on the box can make the next request miss it.
+    waits = []
+    for _ in range(12):
+        resp = _login_from(api, _addr(), account["email"], "wrong password")
+        if resp.status_code == 429:
+            waits.append(int(resp.headers["Retry-After"]))
+            if waits[-1] >= MAX_DELAY - 1:
+                break
+            time.sleep(waits[-1])
+        else:
+            assert_error(resp, 401)
+    assert waits and waits[-1] >= MAX_DELAY - 1 and max(waits) <= MAX_DELAY, waits
+    # the owner too waits that delay (not a lockout), then signs in
+    owner = _login_from(api, _addr(), account["email"], PASSWORD)
+    _assert_429(owner, window=MAX_DELAY)
+    time.sleep(int(owner.headers["Retry-After"]))
     assert _login_from(api, _addr(), account["email"], PASSWORD).status_code == 200
+
+
+def test_a_successful_login_resets_the_count_of_its_address(limited, apis):
+    account = signup(limited.url)
+    api, addr = apis(url=limited.url), _addr()
     for _ in range(MAX_ATTEMPTS - 1):
-        assert_error(_login_from(api, _addr(), account["email"], "wrong password"), 401)
-    assert _login_from(api, _addr(), account["email"], PASSWORD).status_code == 200
+        assert_error(_login_from(api, addr, account["email"], "wrong password"), 401)
+    assert _login_from(api, addr, account["email"], PASSWORD).status_code == 200
+    for _ in range(MAX_ATTEMPTS - 1):
+        assert_error(_login_from(api, addr, account["email"], "wrong password"), 401)
+    assert _login_from(api, addr, account["email"], PASSWORD).status_code == 200
 
 
 def test_repeated_wrong_codes_are_429(limited, apis):
@@ -499,14 +546,14 @@ def test_repeated_wrong_codes_are_429(limited, apis):
     for _ in range(MAX_ATTEMPTS):
         assert_error(session.post("/auth/phone/verify", json={"code": wrong}), 400, "invalid_code")
     _assert_429(session.post("/auth/phone/verify", json={"code": code}))
-    # per account: a different address does not help either
+    # counted per account and address, like sign-in: from another address the code still works
     session.session.headers["X-Forwarded-For"] = _addr()
-    _assert_429(session.post("/auth/phone/verify", json={"code": code}))
+    assert session.post("/auth/phone/verify", json={"code": code}).status_code == 200
 
 
 def test_repeated_wrong_codes_per_address_are_429(limited, apis):
     addr = _addr()
-    for _ in range(MAX_ATTEMPTS):
+    for _ in range(ADDRESS_MAX_ATTEMPTS):
         account = signup(limited.url)
         session = apis(account["token"], url=limited.url)
         session.session.headers["X-Forwarded-For"] = addr
@@ -519,9 +566,10 @@ def test_repeated_wrong_codes_per_address_are_429(limited, apis):
 def test_repeated_code_sends_are_429(limited, apis):
     account = signup(limited.url)
     session = apis(account["token"], url=limited.url)
-    for _ in range(MAX_ATTEMPTS):
+    for _ in range(TEXTS_PER_PHONE):
         assert session.post("/auth/phone/send").status_code == 200
-    _assert_429(session.post("/auth/phone/send"))
+    _assert_429(session.post("/auth/phone/send"), window=3600)
+    assert len(read_codes(limited, account["phone"], count=TEXTS_PER_PHONE)) == TEXTS_PER_PHONE
 
 
 # --- in-process checks of what the real server cannot show cheaply ---------------------
@@ -542,7 +590,7 @@ class _CapturingSender:
 def small_limit_app(tmp_path: Path) -> Iterator[Any]:
     from telentir import close_app, create_app
 
-    app = create_app(config_over(tmp_path / "data", log_level="WARNING", auth_max_attempts=2))
+    app = create_app(config_over(tmp_path / "data", log_level="WARNING", auth_address_max_attempts=2))
     yield app
     close_app(app)
 
@@ -639,9 +687,9 @@ def _in_parallel(calls: list[Any]) -> list[requests.Response]:
 
 def test_parallel_wrong_passwords_cannot_outrun_the_limit(limited, apis):
     account = signup(limited.url)
-    clients = [apis(url=limited.url) for _ in range(12)]
+    clients, addr = [apis(url=limited.url) for _ in range(12)], _addr()
     responses = _in_parallel(
-        [lambda api=api: _login_from(api, _addr(), account["email"], "wrong password") for api in clients]
+        [lambda api=api: _login_from(api, addr, account["email"], "wrong password") for api in clients]
     )
     codes = sorted(resp.status_code for resp in responses)
     assert codes == [401] * MAX_ATTEMPTS + [429] * (len(clients) - MAX_ATTEMPTS)
@@ -649,13 +697,11 @@ def test_parallel_wrong_passwords_cannot_outrun_the_limit(limited, apis):
 
 def test_parallel_wrong_codes_cannot_outrun_the_limit(limited, apis):
     account = signup(limited.url)
-    clients = [apis(account["token"], url=limited.url) for _ in range(10)]
+    clients, addr = [apis(account["token"], url=limited.url) for _ in range(10)], _addr()
     clients[0].post("/auth/phone/send")
     responses = _in_parallel(
         [
-            lambda api=api: api.post(
-                "/auth/phone/verify", json={"code": "not-it"}, headers={"X-Forwarded-For": _addr()}
-            )
+            lambda api=api: api.post("/auth/phone/verify", json={"code": "not-it"}, headers={"X-Forwarded-For": addr})
             for api in clients
         ]
     )

@@ -166,8 +166,8 @@ def test_a_failed_commit_rolls_back_and_leaves_the_connection_usable(db, tmp_pat
     assert not store.path_for(blob).exists()
     assert db.query("SELECT * FROM api_keys") == []
     with db.atomic() as tx:  # the thread's connection still works
-        tx.execute("INSERT INTO auth_failures (bucket, at) VALUES ('b', 1)")
-    assert db.query_one("SELECT COUNT(*) FROM auth_failures")[0] == 1
+        tx.execute("INSERT INTO limit_events (bucket, at, expires_at) VALUES ('b', 1, 2)")
+    assert db.query_one("SELECT COUNT(*) FROM limit_events")[0] == 1
 
 
 def test_an_exception_in_the_block_rolls_back_and_runs_only_rollback_hooks(db):
@@ -176,10 +176,10 @@ def test_an_exception_in_the_block_rolls_back_and_runs_only_rollback_hooks(db):
         with db.atomic() as tx:
             tx.after_rollback(lambda: hooks.append("rollback"))
             tx.after_commit(lambda: hooks.append("commit"))
-            tx.execute("INSERT INTO auth_failures (bucket, at) VALUES ('b', 1)")
+            tx.execute("INSERT INTO limit_events (bucket, at, expires_at) VALUES ('b', 1, 2)")
             raise KeyError("boom")
     assert hooks == ["rollback"]
-    assert db.query("SELECT * FROM auth_failures") == []
+    assert db.query("SELECT * FROM limit_events") == []
 
 
 def test_a_commit_runs_only_commit_hooks_and_a_failing_hook_does_not_undo_it(db):
@@ -188,9 +188,9 @@ def test_a_commit_runs_only_commit_hooks_and_a_failing_hook_does_not_undo_it(db)
         tx.after_commit(lambda: 1 / 0)
         tx.after_commit(lambda: hooks.append("commit"))
         tx.after_rollback(lambda: hooks.append("rollback"))
-        tx.execute("INSERT INTO auth_failures (bucket, at) VALUES ('b', 1)")
+        tx.execute("INSERT INTO limit_events (bucket, at, expires_at) VALUES ('b', 1, 2)")
     assert hooks == ["commit"]
-    assert db.query_one("SELECT COUNT(*) FROM auth_failures")[0] == 1
+    assert db.query_one("SELECT COUNT(*) FROM limit_events")[0] == 1
 
 
 def test_nested_write_transactions_are_refused(db):

@@ -89,8 +89,13 @@ class Folder:
         self.rt.close()
 
 
+# Every sign-up here comes from one address; the limit of sign-ups per address has tests of its own.
+NO_SIGNUP_LIMIT = {"TELENTIR_SIGNUPS_PER_ADDRESS_PER_HOUR": "1000"}
+
+
 def _server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> Iterator[tuple[ServerProcess, Folder]]:
-    srv = ServerProcess(tmp_path_factory.mktemp(name) / "data", {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, **env})
+    settings = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, **NO_SIGNUP_LIMIT, **env}
+    srv = ServerProcess(tmp_path_factory.mktemp(name) / "data", settings)
     srv.start()
     folder = Folder(srv)
     yield srv, folder

@@ -60,7 +60,9 @@ def test_the_header_still_carries_api_keys_whatever_the_cookie(live_server: Serv
 
 def test_logout_with_an_api_key_cookie_leaves_the_key_working(live_server: ServerProcess, new_live_user: User) -> None:
     user, api = new_live_user()
-    resp = cookie_get(live_server, "/auth/logout", user["api_key"])
+    # a cookie-only logout needs the CSRF header (a cross-site link must not log anybody out)
+    assert_error(cookie_get(live_server, "/auth/logout", user["api_key"]), 403, "csrf_header_missing")
+    resp = cookie_get(live_server, "/auth/logout", user["api_key"], **{"X-Requested-With": "test"})
     assert resp.status_code == 200 and resp.json() == {"status": "logout"}
     assert api.get("/auth").status_code == 200
 

@@ -8,7 +8,15 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..errors import Unauthorized
 from ..services import accounts, credentials, quotas
-from .common import authenticated_user, bearer_credential, client_addr, json_body, runtime
+from .common import (
+    authenticated_user,
+    bearer_credential,
+    client_addr,
+    json_body,
+    no_store,
+    require_csrf_header,
+    runtime,
+)
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
 
@@ -29,15 +37,17 @@ def _with_token_cookie(payload: dict[str, Any], token: str, status: int, remembe
 
 
 @bp.post("/auth/register")
+@no_store
 def register() -> Response:
     """Create an account if TELENTIR_SIGNUP allows; the phone must be verified before the data plane opens."""
     accounts.check_signup_open(runtime())  # a closed server answers 403 whatever the body
-    user = accounts.register(runtime(), json_body())
+    user = accounts.register(runtime(), json_body(), client_addr())
     token = credentials.issue_token(runtime(), user["id"])
     return _with_token_cookie({"status": "phone_not_verified", "token": token}, token, 201)
 
 
 @bp.post("/auth/login")
+@no_store
 def login() -> Response:
     """Exchange email + password for a session token."""
     body = json_body()
@@ -59,6 +69,9 @@ def whoami() -> Response:
 @bp.get("/auth/logout")
 def logout() -> Response:
     """Revoke the session token(s) used (header and cookie) and clear the cookie."""
+    # A cross-site link or <img> would otherwise log the user out: with the cookie alone, the
+    # request must prove it comes from a page that can set headers (not another site's).
+    require_csrf_header()
     # Both: requests authenticate with the header first, so revoking only the cookie's token
     # would leave a header-borne session alive after "logout".
     for credential in {request.cookies.get("token"), _optional_bearer()}:
@@ -91,6 +104,7 @@ def verify_phone() -> Response:
 
 
 @bp.put("/api-keys")
+@no_store
 def create_api_key() -> tuple[Response, int]:
     """Create an API key; the answer is the only time the key is shown."""
     record = credentials.create_api_key(runtime(), authenticated_user()["id"], json_body(required=False).get("name"))

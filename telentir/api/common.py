@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import current_app, g, request
+from flask import current_app, g, make_response, request
 
 from ..errors import BadRequest, Forbidden, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
 from ..request_log import USER_KEY
@@ -21,6 +22,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 # cannot add without a CORS preflight this server never approves (docs/protocol.md §1.2).
 CSRF_HEADER = "X-Requested-With"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def no_store(view: F) -> F:
+    """Mark every answer of a view `Cache-Control: no-store`: it carries a secret (a private key, a
+    token, a key) that no browser cache, proxy or CDN may keep."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        response = make_response(view(*args, **kwargs))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return cast(F, wrapped)
 
 
 def runtime() -> Runtime:

@@ -10,7 +10,7 @@ from ..errors import BadRequest
 from ..ids import is_id
 from ..services import keyring
 from ..wire import bool_value, decode_key_material, metadata_value
-from .common import json_body, runtime
+from .common import json_body, no_store, runtime
 from .guard import DataPlaneBlueprint, data_plane_user
 
 bp = DataPlaneBlueprint("keys", __name__)
@@ -32,6 +32,7 @@ def put_key() -> tuple[Response, int]:
 
 
 @bp.post("/keys")
+@no_store
 def post_key() -> tuple[Response, int]:
     """Create a key (as the SDK calls it): answers the key record."""
     return jsonify(_create()), 201
@@ -54,12 +55,14 @@ def _batch_ids(raw: str | None) -> list[str]:
 
 
 @bp.get("/keys/<key_id>")
+@no_store
 def get_key(key_id: str) -> Response:
     """A key record: the wrapped key and IV in hex."""
     return jsonify(keyring.get_key(runtime(), data_plane_user()["id"], key_id))
 
 
 @bp.patch("/keys/<key_id>")
+@no_store
 def patch_key(key_id: str) -> Response:
     """Change metadata, deprecation, or re-wrap with key+iv."""
     body = json_body()

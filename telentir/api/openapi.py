@@ -99,6 +99,12 @@ def _error(status: int) -> dict[str, Any]:
     return response
 
 
+def _secret(ok: dict[str, Any]) -> dict[str, Any]:
+    """An answer carrying a secret (a token, a private or wrapped key): `Cache-Control: no-store`."""
+    no_store = {"required": True, "schema": {"const": "no-store"}, "description": "never cached: a secret"}
+    return {**ok, "headers": {**ok.get("headers", {}), "Cache-Control": no_store}}
+
+
 def _op(
     summary: str,
     ok: dict[str, Any],
@@ -514,9 +520,9 @@ def _auth_paths() -> dict[str, Any]:
         "/api/auth/register": {
             "post": _op(
                 "Create an account (sets the token cookie) if TELENTIR_SIGNUP allows it: else 403 signup_closed, "
-                "invite_required or invite_invalid",
-                {**token, "description": "Created"},
-                (403, 409),
+                "invite_required or invite_invalid; 429 past the sign-ups of one address in an hour",
+                _secret({**token, "description": "Created"}),
+                (403, 409, 429),
                 auth=None,
                 ok_status=201,
                 body=_object(register_fields, names),
@@ -526,7 +532,7 @@ def _auth_paths() -> dict[str, Any]:
         "/api/auth/login": {
             "post": _op(
                 "Log in (sets the token cookie)",
-                token,
+                _secret(token),
                 (401, 429),
                 auth=None,
                 body=credentials,
@@ -555,8 +561,10 @@ def _auth_paths() -> dict[str, Any]:
         },
         "/api/auth/logout": {
             "get": _op(
-                "Log out: revoke the session tokens of the header and cookie, clear the cookie",
+                "Log out: revoke the session tokens of the header and cookie, clear the cookie "
+                "(with the cookie alone, X-Requested-With is needed: else 403 csrf_header_missing)",
                 _json(_object({"status": {"const": "logout"}}), example={"status": "logout"}),
+                (403,),
                 auth=None,
             )
         },
@@ -581,7 +589,12 @@ def _auth_paths() -> dict[str, Any]:
         "/api/api-keys": {
             "put": _op(
                 "Create an API key (the only time `key` is shown); 409 too_many_api_keys past the ceiling",
-                {**_json(_ref("ApiKey"), example={**API_KEY_EXAMPLE, "key": "tlk_Zm9vYmFy"}), "description": "Created"},
+                _secret(
+                    {
+                        **_json(_ref("ApiKey"), example={**API_KEY_EXAMPLE, "key": "tlk_Zm9vYmFy"}),
+                        "description": "Created",
+                    }
+                ),
                 (409,),
                 auth="user",
                 ok_status=201,
@@ -631,7 +644,7 @@ def _server_paths() -> dict[str, Any]:
         "/api/root": {
             "get": _op(
                 "The caller's root: stores, default keys, servers",
-                _json(root, example={"stores": {}, "servers": {}}),
+                _secret(_json(root, example={"stores": {}, "servers": {}})),
             )
         },
         "/api/servers": {
@@ -642,10 +655,12 @@ def _server_paths() -> dict[str, Any]:
             "post": _op(
                 "Register a server (generate a keypair, or upload_public an RSA public key); "
                 "409 too_many_servers past the ceiling, 429 past the hourly key generations",
-                {
-                    **_json(created, example={"name": "laptop", "publicKey": "MIIB", "privateKey": None}),
-                    "description": "Created",
-                },
+                _secret(
+                    {
+                        **_json(created, example={"name": "laptop", "publicKey": "MIIB", "privateKey": None}),
+                        "description": "Created",
+                    }
+                ),
                 (409, 429),
                 ok_status=201,
                 body=_object(
@@ -690,7 +705,7 @@ def _key_paths() -> dict[str, Any]:
             ),
             "post": _op(
                 "Create a key (as the SDK calls it): answers the record",
-                {**_json(_ref("Key"), example=KEY_EXAMPLE), "description": "Created"},
+                _secret({**_json(_ref("Key"), example=KEY_EXAMPLE), "description": "Created"}),
                 (409,),
                 ok_status=201,
                 body=_ref("KeyWrite"),
@@ -698,10 +713,10 @@ def _key_paths() -> dict[str, Any]:
             ),
         },
         "/api/keys/{key_id}": {
-            "get": _op("A key record", _json(_ref("Key"), example=KEY_EXAMPLE), (404,), params=key_id),
+            "get": _op("A key record", _secret(_json(_ref("Key"), example=KEY_EXAMPLE)), (404,), params=key_id),
             "patch": _op(
                 "Change metadata or deprecated, or re-wrap (key and iv together)",
-                _json(_ref("Key"), example=KEY_EXAMPLE),
+                _secret(_json(_ref("Key"), example=KEY_EXAMPLE)),
                 (404, 409),
                 params=key_id,
                 body=_ref("KeyPatch"),

@@ -7,13 +7,14 @@ from flask import Response, jsonify
 from ..errors import BadRequest
 from ..services import keyring, roots
 from ..wire import bool_value, name_value
-from .common import json_body, runtime
+from .common import json_body, no_store, runtime
 from .guard import DataPlaneBlueprint, data_plane_user
 
 bp = DataPlaneBlueprint("root", __name__)
 
 
 @bp.get("/root")
+@no_store
 def get_root() -> Response:
     """The caller's stores, default keys and servers (custodial private key included)."""
     return jsonify(roots.root_document(runtime(), data_plane_user()["id"]))
@@ -26,6 +27,7 @@ def list_servers() -> Response:
 
 
 @bp.post("/servers")
+@no_store
 def register_server() -> tuple[Response, int]:
     """Register a server: `generate` a keypair (private key returned once) or `upload_public`."""
     body = json_body()

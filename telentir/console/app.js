@@ -1,6 +1,6 @@
 // The console's entry point: sign-in, the session (API client, keys, live streams), the tabs.
 
-import { Api } from "./api.js";
+import { Api, CSRF_HEADER } from "./api.js";
 import { $, say, show } from "./dom.js";
 import { IngestView } from "./ingest.js";
 import { KeysView } from "./keys.js";
@@ -102,7 +102,12 @@ class Console {
     if (this.feed) this.feed.stop();
     if (this.api.mode === "session") {
       try {
-        await fetch("/api/auth/logout", { credentials: "same-origin", cache: "no-store" });
+        // The header proves a page of ours asks: a cookie-only logout is refused (a cross-site link).
+        await fetch("/api/auth/logout", {
+          credentials: "same-origin",
+          cache: "no-store",
+          headers: { [CSRF_HEADER]: "telentir-console" },
+        });
       } catch {
         // the cookie is cleared below by the reload either way if the server is gone
       }

@@ -16,7 +16,7 @@ from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from ..ids import new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import IntegrityError, Transaction
-from . import invites, ratelimit
+from . import attempts, invites, ratelimit, texts
 
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
 _PHONE_RE = re.compile(r"\+?[0-9]{7,15}")
@@ -101,25 +101,25 @@ def create_user(
     """Create a user (password optional, plan None: TELENTIR_DEFAULT_PLAN); Conflict if the email is taken."""
     if plan is not None and plan not in rt.config.plans:
         raise BadRequest(f"Unknown plan {plan!r}; the catalog has {', '.join(rt.config.plans)}.")
-    row = _user_row(rt, email, phone, first_name, last_name, password, verified)
+    row = _user_row(rt, email, phone, first_name, last_name, verified)
     row["plan"] = plan or row["plan"]
+    if password is not None:
+        row["password_hash"] = hash_password(_check_password_rules(password))
     with _email_unique():
         with rt.db.atomic() as tx:
             _insert_user(tx, row)
     return get_user(rt, str(row["id"]))
 
 
-def _user_row(
-    rt: Runtime, email: Any, phone: Any, first_name: Any, last_name: Any, password: Any, verified: bool
-) -> dict[str, Any]:
-    """A validated users row (the password hashed), not yet written; BadRequest for bad input."""
+def _user_row(rt: Runtime, email: Any, phone: Any, first_name: Any, last_name: Any, verified: bool) -> dict[str, Any]:
+    """A validated users row, not yet written, without its password hash (hashed last); BadRequest for bad input."""
     return {
         "id": new_id("usr"),
         "email": normalize_email(email),
         "phone": normalize_phone(phone),
         "first_name": _name(first_name, "firstName"),
         "last_name": _name(last_name, "lastName"),
-        "password_hash": None if password is None else hash_password(_check_password_rules(password)),
+        "password_hash": None,
         "phone_verified": int(bool(verified)),
         "plan": rt.config.default_plan,
         "created_at": now_iso(),
@@ -192,8 +192,13 @@ def check_signup_open(rt: Runtime) -> None:
         )
 
 
-def register(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
-    """Self-service sign-up under TELENTIR_SIGNUP: with `invite`, the body's code is used up with the new account."""
+def register(rt: Runtime, body: dict[str, Any], client_addr: str) -> dict[str, Any]:
+    """Self-service sign-up under TELENTIR_SIGNUP: with `invite`, the body's code is used up with the new account.
+
+    Every sign-up with valid fields counts against its client address
+    (TELENTIR_SIGNUPS_PER_ADDRESS_PER_HOUR) before the password is hashed, whether or not
+    it then succeeds: the scrypt run is what an attacker would make us pay for.
+    """
     check_signup_open(rt)
     code = invites.required_code(body.get("invite")) if rt.config.signup == "invite" else None
     if code is not None:
@@ -201,9 +206,9 @@ def register(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
     password = _check_password_rules(body.get("password"))
     if body.get("confirmPassword") != password:
         raise BadRequest("confirmPassword must equal password.")
-    row = _user_row(
-        rt, body.get("email"), body.get("phone"), body.get("firstName"), body.get("lastName"), password, False
-    )
+    row = _user_row(rt, body.get("email"), body.get("phone"), body.get("firstName"), body.get("lastName"), False)
+    _count_signup(rt, client_addr)
+    row["password_hash"] = hash_password(password)
     with _email_unique():
         with rt.db.atomic() as tx:
             invite_id = None
@@ -213,6 +218,15 @@ def register(rt: Runtime, body: dict[str, Any]) -> dict[str, Any]:
             if invite_id is not None:
                 invites.mark_used(tx, invite_id, row["id"])
     return get_user(rt, str(row["id"]))
+
+
+def _count_signup(rt: Runtime, client_addr: str) -> None:
+    """Count a sign-up against its address; RateLimited (nothing counted or created) past the hourly limit."""
+    network = ratelimit.network_of(client_addr)
+    most = rt.config.signups_per_address_per_hour
+    ratelimit.charge(
+        rt, [ratelimit.Limit(f"signup:addr:{network}", most, ratelimit.HOUR, "signups_per_address_per_hour")]
+    )
 
 
 # --- login ----------------------------------------------------------------------------
@@ -227,14 +241,13 @@ def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str,
         or len(email) > MAX_EMAIL
     ):
         raise BadRequest("email and password must be strings (an email of at most 320 characters).")
-    buckets = [f"login:account:{email.strip().lower()}", f"login:addr:{client_addr}"]
-    attempts = ratelimit.charge(rt, buckets)  # counted up front: parallel guesses cannot slip through
+    # Counted (as a failure) up front: parallel guesses cannot slip through. An unknown email counts like a known one.
+    attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(email), client_addr)
     row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
     # Checked even without an account (against nothing), so a wrong email costs as long as a wrong password.
     if not check_password(row["password_hash"] if row is not None else None, password) or row is None:
         raise Unauthorized("The email or password is incorrect.", code="invalid_credentials", extra={"status": "error"})
-    ratelimit.refund(rt, attempts)
-    ratelimit.clear(rt, buckets[0])
+    attempts.succeeded(rt, attempt)
     return dict(row)
 
 
@@ -247,28 +260,28 @@ def _code_hash(rt: Runtime, user_id: str, code: str) -> str:
 
 
 def send_phone_code(rt: Runtime, user: dict[str, Any]) -> None:
-    """Create a fresh one-time code and send it by SMS (rate limited per account)."""
+    """Create a fresh one-time code and send it by SMS (at most TELENTIR_SMS_PER_PHONE_PER_HOUR to one phone)."""
     if user["phone_verified"]:
         raise Conflict("This phone number is already verified.", code="already_verified")
-    # Every send counts against the bucket, so nobody can use us to flood a phone.
-    ratelimit.charge(rt, [f"sms:{user['id']}"])
     code = f"{secrets.randbelow(10**6):06d}"
-    with rt.db.atomic() as tx:
-        tx.execute(
-            "INSERT INTO phone_codes (user_id, code_hash, expires_at, attempts) VALUES (?, ?, ?, 0) "
-            "ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, expires_at = excluded.expires_at, "
-            "attempts = 0",
-            (user["id"], _code_hash(rt, user["id"], code), time.time() + rt.config.phone_code_ttl_seconds),
-        )
-    rt.sms.send(user["phone"], f"Your Telentir verification code is {code}")
+
+    def store_code() -> None:  # only once the text is allowed: a refused send leaves the old code valid
+        with rt.db.atomic() as tx:
+            tx.execute(
+                "INSERT INTO phone_codes (user_id, code_hash, expires_at, attempts) VALUES (?, ?, ?, 0) "
+                "ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, "
+                "expires_at = excluded.expires_at, attempts = 0",
+                (user["id"], _code_hash(rt, user["id"], code), time.time() + rt.config.phone_code_ttl_seconds),
+            )
+
+    texts.send(rt, user["phone"], f"Your Telentir verification code is {code}", prepare=store_code)
 
 
 def verify_phone_code(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> None:
     """Check a code: right → phone verified; wrong, expired or used up → one 400."""
     if not isinstance(code, str) or not code.strip():
         raise BadRequest("code must be the string sent by SMS.")
-    buckets = [f"code:account:{user['id']}", f"code:addr:{client_addr}"]
-    attempts = ratelimit.charge(rt, buckets)
+    attempt = attempts.begin(rt, attempts.Secret.PHONE_CODE, user["id"], client_addr)
     with rt.db.atomic() as tx:
         # Use up one of the code's tries before comparing, so parallel guesses share the budget.
         tx.execute("UPDATE phone_codes SET attempts = attempts + 1 WHERE user_id = ?", (user["id"],))
@@ -282,4 +295,4 @@ def verify_phone_code(rt: Runtime, user: dict[str, Any], code: Any, client_addr:
     if not ok:
         raise BadRequest("The code is not valid; request a new one if it has expired.", code="invalid_code")
     set_phone_verified(rt, user["id"])
-    ratelimit.refund(rt, attempts)
+    attempts.succeeded(rt, attempt)
