@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Event, Ping, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
-from .events_support import STREAM_SETTINGS, Account
+from .events_support import Account
 from .support import ServerProcess, running_server
 
 LIMIT = 64 * 1024
@@ -34,14 +34,18 @@ METRICS_TOKEN = "ws-limits-metrics-token"
 
 @pytest.fixture(scope="module", params=["gthread", "gevent"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One worker (so its memory is the one measured), 1 s heartbeat, metrics on."""
+    """One worker (so its memory is the one measured), metrics on.
+
+    The heartbeat (the server's ping interval) is long: a test busy writing does not read,
+    and a ping left unanswered for an interval closes the socket.
+    """
     with running_server(
         tmp_path_factory,
         f"wslimits-{request.param}",
         workers=1,
         worker_class=request.param,
         TELENTIR_METRICS_TOKEN=METRICS_TOKEN,
-        **STREAM_SETTINGS,
+        TELENTIR_SSE_HEARTBEAT_SECONDS="60",
     ) as srv:
         yield srv
 
@@ -70,11 +74,13 @@ class RawSocket:
         self.pending: list[Event] = []
 
     def next_event(self, timeout: float = 30.0) -> Event:
-        """The next protocol event from the server; fails on end of stream or timeout."""
+        """The next protocol event from the server but pings (answered); fails on end of stream or timeout."""
         deadline = time.monotonic() + timeout
         while True:
             for event in self.conn.events():
-                return event
+                if not isinstance(event, Ping):
+                    return event
+                self.sock.sendall(self.conn.send(event.response()))
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             data = self.sock.recv(65536)
             assert data, "the server closed the connection without a close frame"

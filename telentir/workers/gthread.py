@@ -40,7 +40,7 @@ from gunicorn.workers.gthread import ThreadWorker as GunicornThreadWorker
 from . import HeaderTimeout, JsonErrorPages, StopsJobs, count_header_timeout, header_timeout, send_error
 
 HEAD_READ = 64 * 1024  # bytes read from a connection per readiness
-ACCEPT_PAUSE_SECONDS = 0.001  # after each accept, with several workers (see ThreadWorker.accept)
+ACCEPT_PAUSE_SECONDS = 0.002  # after each accept, with several workers (see ThreadWorker.accept)
 REFUSED_LINGER_SECONDS = 2.0  # how long a refused connection's input is read and dropped (gunicorn's own linger)
 _HEAD_END = b"\r\n\r\n"
 _BARE_LF = re.compile(rb"(?<!\r)\n")  # gunicorn refuses a head with one at once: no need to wait for more
