@@ -1,6 +1,8 @@
 # Telentir server: one container; data in the /data volume, the master key apart in /keys.
 #   docker build -t telentir .
-#   docker run -d --name telentir -p 8000:8000 -v telentir-data:/data -v telentir-keys:/keys telentir
+#   docker run -d --name telentir -p 127.0.0.1:8000:8000 -v telentir-data:/data -v telentir-keys:/keys telentir
+# Published on loopback: a TLS proxy goes in front (docs/deploy.md); it alone can bound how
+# many connections one address opens (docs/security.md).
 # docs/deploy.md: the first user, the key as a Docker secret, backups, upgrades.
 # Pinned base image: the same Python as development and CI.
 FROM python:3.11.7-slim-bookworm

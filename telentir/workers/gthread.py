@@ -217,13 +217,16 @@ class ThreadWorker(StopsJobs, JsonErrorPages, GunicornThreadWorker):
             self._stop_capped = True
             for head in self.heads.values():
                 head.deadline = min(head.deadline, now + STOP_KEEPALIVE_LINGER)
-        for conn, head in list(self.heads.items()):
+        # Oldest first, stopping at the first still in time: the loop runs this often.
+        while self.heads:
+            conn, head = next(iter(self.heads.items()))
             if head.deadline > now:
                 break
             self._forget_head(conn)
             count_header_timeout(self)
             self._refuse(conn, 408, "Request Timeout", HeaderTimeout(self.header_timeout))
-        for conn, deadline in list(self.refused.items()):
+        while self.refused:
+            conn, deadline = next(iter(self.refused.items()))
             if deadline > now:
                 break
             self._close(conn)
