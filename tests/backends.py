@@ -79,6 +79,9 @@ SCALE_OUT_MODULES = (
     "test_malformed_http",
     "test_sse_hub",
     "test_gevent_worker",
+    "test_short_bodies",
+    "test_ws_limits",
+    "test_slow_clients",
 )
 
 
