@@ -2,7 +2,8 @@
 #   docker build -t telentir .
 #   docker run -d --name telentir -p 127.0.0.1:8000:8000 -v telentir-data:/data -v telentir-keys:/keys telentir
 # The port is published on loopback only: put the TLS proxy of docs/deploy.md §1 in front of it
-# (and set TELENTIR_PROXY_HOPS=1, TELENTIR_COOKIE_SECURE=true) rather than exposing plain HTTP.
+# (and set TELENTIR_PROXY_HOPS=1, TELENTIR_COOKIE_SECURE=true) rather than exposing plain HTTP;
+# it alone can bound how many connections one address opens (docs/security.md).
 # docs/deploy.md §3: the first user, the key as a secret, compose.yaml, read-only root, backups.
 #
 # The base is the same Python as development and CI. BASE_IMAGE swaps it for any image whose

@@ -24,6 +24,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     from . import logs
     from .api import register_blueprints
     from .api.errors import register_error_handlers
+    from .body import CompleteBodies
     from .request_log import RequestLog
     from .wiring import build_runtime, start_background
 
@@ -45,6 +46,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore
     rt = app.extensions["telentir"] = build_runtime(config)
+    # A body that ends before its Content-Length is a 400, never a shorter body (telentir/body.py).
+    app.wsgi_app = CompleteBodies(app.wsgi_app)  # type: ignore[method-assign]
     # Outermost, so the request id and the log line cover every answer, errors included; a
     # client's X-Request-ID is taken only from a trusted proxy.
     app.wsgi_app = RequestLog(app.wsgi_app, rt.metrics, trust_request_id=config.proxy_hops > 0)  # type: ignore

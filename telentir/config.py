@@ -254,6 +254,7 @@ class Config:
     server_name: str = "telentir"
     broker_url: str = "memory://"
     max_body_bytes: int = 16 * 1024 * 1024
+    header_timeout_seconds: float = 10.0
     max_metadata_bytes: int = 16 * 1024
     inline_max_bytes: int = 16 * 1024
     sse_heartbeat_seconds: float = 15.0
@@ -397,6 +398,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Event broker: `memory://` (the workers of one box) or `redis://host:port/db` (any number of boxes).",
     ),
     Setting("TELENTIR_MAX_BODY_BYTES", "max_body_bytes", _positive_int, "Largest request body accepted (413 past it)."),
+    Setting(
+        "TELENTIR_HEADER_TIMEOUT_SECONDS",
+        "header_timeout_seconds",
+        _positive_float,
+        "A connection that has not sent its whole request header block within this many seconds gets 408 and is "
+        "closed; until then it holds no worker thread.",
+    ),
     Setting(
         "TELENTIR_MAX_METADATA_BYTES",
         "max_metadata_bytes",

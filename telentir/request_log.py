@@ -80,7 +80,7 @@ class RequestLog:
         try:
             body = self.app(environ, start)
         except StopIteration:
-            # flask-sock under gunicorn: the WebSocket has run and ended after its `101`.
+            # The event WebSocket under gunicorn (api/events.py): it has run and ended after its `101`.
             self._finish(exchange, 101)
             raise
         except BaseException:

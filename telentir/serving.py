@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -261,9 +262,32 @@ class MasterState:
     lock: FolderLock
 
 
+OPEN_FILES_WANTED = 65536  # gunicorn's worker_connections (10000) per worker, with room for the rest
+
+
+def raise_open_files_limit(wanted: int = OPEN_FILES_WANTED) -> int:
+    """Raise the soft limit on open files toward the hard one (the workers inherit it); the limit now.
+
+    Many distributions start a process with a soft limit of 1024: a worker past it cannot
+    accept (gunicorn then restarts it), so a few hundred idle or slow connections per worker
+    would take the server down. The hard limit is the operator's, never exceeded.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
+            return soft
+        return target
+    return soft
+
+
 def on_starting(server: Any) -> None:
     """gunicorn master hook, before binding: validate settings, take the data folder or refuse."""
     use_multiprocess_metrics()
+    raise_open_files_limit()
     try:
         config = load_config()
         logs.configure(config.log_level, config.log_format)

@@ -83,6 +83,9 @@ SCALE_OUT_MODULES = (
     "test_engine_outages",
     "test_account_limits",
     "test_ratelimit",
+    "test_short_bodies",
+    "test_ws_limits",
+    "test_slow_clients",
 )
 
 

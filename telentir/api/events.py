@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Response, g, request, stream_with_context
-from flask_sock import Sock
+from simple_websocket import ConnectionClosed
 
 from ..errors import BadRequest
 from ..metrics import Metrics
@@ -14,12 +15,12 @@ from ..streaming import feed as streams
 from ..streaming.frames import retry_frame, socket_message, sse_frame
 from ..streaming.hub import handoff_for
 from ..streaming.sockets import client_gone_check
+from ..streaming.websocket import LIMIT_NAME, EventSocket, wait_closed
 from .common import authenticated_principal, require_same_origin, runtime
 from .guard import data_plane_user, guard
 
 bp = Blueprint("events", __name__, url_prefix="/api")
 bp.before_request(guard)
-sock = Sock()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 WS_CREDENTIAL_ENDED = 1008  # the close code of a WebSocket whose credential was revoked or expired
@@ -106,7 +107,54 @@ def _close_socket_feed(exc: BaseException | None) -> None:
         feed.close()
 
 
-@sock.route("/ws/events/<event_type>", bp=bp)
+def _websocket_view(handler: Callable[..., None]) -> Callable[..., Response]:
+    """A view running `handler(ws, **view_args)` over an EventSocket, as flask-sock's `Sock.route` does.
+
+    Ours rather than flask-sock's, whose socket keeps every message a client sends and
+    inflates compressed ones without limit (telentir/streaming/websocket.py).
+    """
+
+    @wraps(handler)
+    def view(**kwargs: Any) -> Response:
+        metrics = runtime().metrics
+        ws = EventSocket(
+            request.environ,
+            ping_interval=runtime().config.sse_heartbeat_seconds,  # keeps idle mirrors alive behind proxies
+            on_refused=lambda: metrics.limit_refused(LIMIT_NAME),
+        )
+        try:
+            handler(ws, **kwargs)
+        except ConnectionClosed:
+            pass
+        try:
+            ws.close()
+        except (ConnectionClosed, OSError):
+            pass  # closed already (by either side)
+        if ws.refused:  # its reader drains what the client still sends: the connection stays until then
+            wait_closed(ws)
+        return _SocketDone(ws.mode)
+
+    return view
+
+
+class _SocketDone(Response):
+    """What the view returns once the WebSocket has ended: nothing more goes on the connection."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
+        if self.mode == "gunicorn":
+            # gunicorn (either worker) sent nothing: stopping its iteration closes the connection.
+            raise StopIteration()
+        if self.mode == "werkzeug":
+            return super().__call__(environ, start_response)
+        return []
+
+
+@bp.route("/ws/events/<event_type>", websocket=True)
+@_websocket_view
 def event_socket(ws: Any, event_type: str) -> None:
     """The same stream over a WebSocket: each event one JSON text message {id, event, data}."""
     # Credentials, the request, a stream slot and the subscription were all taken before the

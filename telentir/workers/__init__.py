@@ -10,6 +10,10 @@ its log line and access-log entry) and replace only the page with `{"error", "me
     gthread → telentir.workers.gthread.ThreadWorker   (the default)
     gevent  → telentir.workers.ggevent.GeventWorker   (`serve --worker-class gevent`)
 
+Both also bound a slow client: a connection that has not sent its whole request head
+within TELENTIR_HEADER_TIMEOUT_SECONDS is answered 408 (`request_timeout`) and closed, and
+under gthread it holds no thread meanwhile (see gthread.py).
+
 Each lives in its own module so that the thread worker never imports gevent.
 """
 
@@ -21,6 +25,7 @@ import re
 import secrets
 from typing import Any
 
+from ..config import Config
 from ..errors import error_body
 
 log = logging.getLogger(__name__)
@@ -36,12 +41,41 @@ MAX_DETAIL = 200  # characters of gunicorn's description kept in the message (it
 _ANSWERS = {
     400: ("invalid_request", "The HTTP request is malformed: {detail}."),
     403: ("forbidden", "The request is forbidden."),
+    408: ("request_timeout", "The request did not arrive in full within {detail} seconds."),
     414: ("uri_too_long", "The request line is too long."),
     417: ("expectation_failed", "The Expect header cannot be met: {detail}."),
     431: ("request_header_fields_too_large", "The request has too many headers, or one is too large."),
     501: ("not_implemented", "The request uses a transfer coding this server does not support: {detail}."),
 }
 _INTERNAL = ("internal_error", "Something went wrong on our side; try again later.")
+
+
+HEADER_TIMEOUT_LIMIT = "header_timeout_seconds"  # the `limit` label of telentir_limit_refusals_total
+
+
+class HeaderTimeout(Exception):
+    """A client did not finish its request head in time (its str is the timeout, in seconds)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"{seconds:g}")
+
+
+def app_runtime(worker: Any) -> Any:
+    """The Telentir runtime of the app a worker serves (None before it is loaded, or for another app)."""
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("telentir")
+
+
+def header_timeout(worker: Any) -> float:
+    """TELENTIR_HEADER_TIMEOUT_SECONDS, as the worker's app read it."""
+    runtime = app_runtime(worker)
+    return float(runtime.config.header_timeout_seconds if runtime is not None else Config.header_timeout_seconds)
+
+
+def count_header_timeout(worker: Any) -> None:
+    """One connection refused with 408: telentir_limit_refusals_total{limit="header_timeout_seconds"}."""
+    runtime = app_runtime(worker)
+    if runtime is not None:
+        runtime.metrics.limit_refused(HEADER_TIMEOUT_LIMIT)
 
 
 class _PageCatcher:
@@ -75,8 +109,7 @@ class StopsJobs:
     def handle_exit(self, sig: Any, frame: Any) -> None:
         """gunicorn's handling, then the jobs' stop flag (an Event: safe to set from a signal handler)."""
         super().handle_exit(sig, frame)  # type: ignore[misc]
-        extensions = getattr(getattr(self, "wsgi", None), "extensions", {})
-        runtime = extensions.get("telentir")
+        runtime = app_runtime(self)
         if runtime is not None:
             runtime.job_runner.stopping.set()
 
@@ -89,10 +122,7 @@ class JsonErrorPages:
         catcher = _PageCatcher(client)
         super().handle_error(req, catcher, addr, exc)  # type: ignore[misc]
         status, reason = _status_line(bytes(catcher.written))
-        try:
-            _send(client, error_response(status, reason, exc))
-        except OSError:
-            log.debug("could not send the error answer: the client is gone")
+        send_error(client, status, reason, exc)
 
 
 def _status_line(page: bytes) -> tuple[int, str]:
@@ -108,12 +138,20 @@ def error_response(status: int, reason: str, exc: BaseException) -> bytes:
     body = json.dumps(error_body(code, message.format(detail=detail)), separators=(",", ":")).encode()
     # A request gunicorn could not parse never reached the app's request log: its id is made here.
     request_id = secrets.token_hex(12)
-    log.info("refused malformed HTTP with %d (request id %s)", status, request_id)
+    log.info("refused HTTP with %d before the app (request id %s)", status, request_id)
     head = (
         f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
         f"X-Request-ID: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
+
+
+def send_error(sock: Any, status: int, reason: str, exc: BaseException) -> None:
+    """Answer a request the worker refuses itself, without blocking on a client that does not read."""
+    try:
+        _send(sock, error_response(status, reason, exc))
+    except OSError:
+        log.debug("could not send the error answer: the client is gone")
 
 
 def _send(sock: Any, data: bytes) -> None:
