@@ -88,7 +88,7 @@ def twofa_setup() -> Response:
 def twofa_enable() -> Response:
     """Turn 2FA on with a code of the pending secret; the answer is the only time the recovery codes are shown."""
     user = session_principal().user
-    codes = twofactor.enable(runtime(), user, json_body().get("code"))
+    codes = accounts.enable_second_factor(runtime(), user, json_body().get("code"), client_addr())
     return jsonify({"recoveryCodes": codes})
 
 

@@ -265,6 +265,18 @@ def verify_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_ad
     attempts.succeeded(rt, attempt)
 
 
+def enable_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> list[str]:
+    """Turn 2FA on with a code of the pending secret (wrong codes counted like sign-in attempts); the recovery codes."""
+    attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(user["email"]), client_addr)
+    try:
+        codes = twofactor.enable(rt, user, code)
+    except Conflict:  # nothing was guessed: the state was wrong
+        ratelimit.refund(rt, attempt.charge)
+        raise
+    attempts.succeeded(rt, attempt)
+    return codes
+
+
 def disable_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> None:
     """Turn 2FA off with a current code (TOTP or recovery), counted like sign-in attempts."""
     twofactor.require_enabled(user)
