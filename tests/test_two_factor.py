@@ -13,6 +13,7 @@ import re
 import struct
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -361,3 +362,46 @@ def test_the_cli_sets_a_password_and_revokes_sessions(server, account) -> None:
     assert _login(server, account["email"], account["addr"], NEW_PASSWORD).status_code == 200
     refused = run_cli(server.data_dir, "users", "set-password", account["email"], "--password", "short", env=env)
     assert refused.returncode != 0
+
+
+def test_one_code_sent_twice_at_once_signs_in_once(server, account) -> None:
+    secret, _ = _enable(account)
+    _wait_for_fresh_step()
+    code = _next_step_code(secret)
+    apis = [_api(server, _limited_token(server, account), account["addr"]) for _ in range(4)]
+    with ThreadPoolExecutor(len(apis)) as pool:
+        answers = list(pool.map(lambda api: api.post("/auth/2fa/verify", json={"code": code}), apis))
+    assert sorted(a.status_code for a in answers) == [200, 400, 400, 400], [a.text for a in answers]
+
+
+def test_wrong_enable_codes_are_limited_like_sign_in(server, account) -> None:
+    session: Api = account["session"]
+    secret = session.post("/auth/2fa/setup").json()["secret"]
+    wrong = f"{(int(totp(secret)) + 500_000) % 1_000_000:06d}"
+    for _ in range(5):
+        assert_error(session.post("/auth/2fa/enable", json={"code": wrong}), 400, "invalid_code")
+    assert_error(session.post("/auth/2fa/enable", json={"code": wrong}), 429)
+
+
+def test_a_limited_token_opens_no_websocket(server, account) -> None:
+    _enable(account)
+    limited = _limited_token(server, account)
+    url = server.url + "/api/ws/events/object_created"
+    resp = requests.get(
+        url,
+        headers={
+            "Authorization": f"Bearer {limited}",
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
+        },
+        timeout=30,
+    )
+    assert_error(resp, 403, "2fa_required")
+
+
+def test_a_reset_confirm_for_an_unknown_email_is_invalid_code(server) -> None:
+    anon = _api(server, None, fresh_addr())
+    body = {"email": "nobody-at-all@example.com", "code": "123456", "newPassword": NEW_PASSWORD}
+    assert_error(anon.post("/auth/password/reset/confirm", json=body), 400, "invalid_code")
