@@ -16,7 +16,32 @@ CREATE TABLE IF NOT EXISTS users (
     created_at      TEXT NOT NULL,
     -- The sum of the sizes of the user's objects, moved in each write's transaction
     -- (TELENTIR_QUOTA_BYTES_PER_USER reads this one row).
-    stored_bytes    INTEGER NOT NULL DEFAULT 0
+    stored_bytes    INTEGER NOT NULL DEFAULT 0,
+    -- Two-factor sign-in (telentir/services/twofactor.py): the TOTP secret sealed under the
+    -- master key (context "totp:<user id>"), pending until totp_enabled is 1; the last time
+    -- step whose code was accepted (each step's code works once).
+    totp_secret_sealed BLOB,
+    totp_enabled    INTEGER NOT NULL DEFAULT 0,
+    totp_last_step  INTEGER,
+    -- Every session token carries the epoch it was issued under: bumping it (a password
+    -- change or reset) revokes every session of the user at once.
+    session_epoch   INTEGER NOT NULL DEFAULT 0
+);
+
+-- The single-use recovery codes of a user with 2FA on, as SHA-256 hashes.
+CREATE TABLE IF NOT EXISTS recovery_codes (
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    code_hash   TEXT NOT NULL,
+    used_at     TEXT,
+    PRIMARY KEY (user_id, code_hash)
+);
+
+-- The pending password-reset code of a user (sent by SMS).
+CREATE TABLE IF NOT EXISTS password_reset_codes (
+    user_id     TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    code_hash   TEXT NOT NULL,
+    expires_at  REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS api_keys (

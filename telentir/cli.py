@@ -22,7 +22,7 @@ from .maintenance import backup as backups
 from .maintenance import rotate, verify
 from .money import MAX_GRANT, format_amount
 from .runtime import Runtime
-from .services import accounts, credentials, credits, invites, stripe_events
+from .services import accounts, credentials, credits, invites, stripe_events, twofactor
 from .storage import schema
 from .storage.blobs import BlobStore
 from .storage.db import SqliteDatabase
@@ -409,6 +409,40 @@ def users_verify_phone(email: str) -> None:
         user = accounts.find_user_by_email(rt, email)
         accounts.set_phone_verified(rt, user["id"])
         click.echo(f"Phone verified for {user['email']}")
+
+
+@users.command("disable-2fa")
+@click.argument("email")
+def users_disable_2fa(email: str) -> None:
+    """Turn a user's two-factor sign-in off (a lost phone): the TOTP secret and recovery codes go.
+
+    Example: python -m telentir users disable-2fa ada@example.com
+    """
+    with _runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        was_on = bool(user["totp_enabled"])
+        twofactor.disable(rt, user["id"])
+        click.echo(f"Two-factor sign-in {'turned off' if was_on else 'was already off'} for {user['email']}")
+
+
+@users.command("set-password")
+@click.argument("email")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="The new password (prompted for when omitted).",
+)
+def users_set_password(email: str, password: str) -> None:
+    """Set a user's password; every session of the user is signed out (API keys keep working).
+
+    Example: python -m telentir users set-password ada@example.com
+    """
+    with _runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        accounts.set_password(rt, user["id"], password)
+        click.echo(f"Password set for {user['email']}; every session of theirs is signed out")
 
 
 @main.group("api-keys")

@@ -47,6 +47,7 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "
 SCALE_OUT_MODULES = (
     "test_smoke",
     "test_auth_flow",
+    "test_two_factor",
     "test_dataplane_flows",
     "test_dataplane_behaviour",
     "test_dataplane_bad_input",

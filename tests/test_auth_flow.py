@@ -178,6 +178,7 @@ def test_get_auth_shape_before_and_after_verification(live_server, apis):
             "firstName": "Ada",
             "lastName": "Lovelace",
             "phoneVerified": False,
+            "twoFactorEnabled": False,
         },
         "usage": {"bytes": 0, "quotaBytes": None},  # no root yet, and no TELENTIR_QUOTA_BYTES_PER_USER
     }

@@ -6,9 +6,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..errors import Unauthorized
-from ..services import accounts, credentials, quotas
+from ..errors import Conflict, Unauthorized
+from ..services import accounts, credentials, quotas, twofactor
 from .common import (
+    authenticated_principal,
     authenticated_user,
     bearer_credential,
     client_addr,
@@ -16,6 +17,7 @@ from .common import (
     no_store,
     require_csrf_header,
     runtime,
+    session_principal,
 )
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
@@ -53,17 +55,96 @@ def login() -> Response:
     body = json_body()
     remember = bool(body.get("remember"))
     user = accounts.login(runtime(), body.get("email"), body.get("password"), client_addr())
+    if user["totp_enabled"]:
+        # No cookie: the limited token must not replace a browser's session, and it only
+        # reaches POST /api/auth/2fa/verify (sent as a bearer token).
+        limited = credentials.issue_token(runtime(), user["id"], limited=True)
+        return jsonify({"status": "2fa_required", "token": limited})
     token = credentials.issue_token(runtime(), user["id"], remember=remember)
     return _with_token_cookie({"status": _status(user), "token": token}, token, 200, remember)
 
 
 @bp.get("/auth")
 def whoami() -> Response:
-    """The calling user's profile and storage use."""
-    user = authenticated_user()
-    return jsonify(
-        {"status": _status(user), "auth": accounts.public_profile(user), "usage": quotas.usage(runtime(), user)}
+    """The calling user's profile and storage use (`status: 2fa_required` for a sign-in token awaiting its code)."""
+    principal = authenticated_principal(allow_limited=True)
+    user = principal.user
+    status = "2fa_required" if principal.limited else _status(user)
+    return jsonify({"status": status, "auth": accounts.public_profile(user), "usage": quotas.usage(runtime(), user)})
+
+
+# --- two-factor sign-in -----------------------------------------------------------------
+
+
+@bp.post("/auth/2fa/setup")
+@no_store
+def twofa_setup() -> Response:
+    """A new pending TOTP secret and its otpauth URL (replacing a pending one)."""
+    return jsonify(twofactor.setup(runtime(), session_principal().user))
+
+
+@bp.post("/auth/2fa/enable")
+@no_store
+def twofa_enable() -> Response:
+    """Turn 2FA on with a code of the pending secret; the answer is the only time the recovery codes are shown."""
+    user = session_principal().user
+    codes = accounts.enable_second_factor(runtime(), user, json_body().get("code"), client_addr())
+    return jsonify({"recoveryCodes": codes})
+
+
+@bp.post("/auth/2fa/verify")
+@no_store
+def twofa_verify() -> Response:
+    """Exchange a sign-in token and a TOTP or recovery code for a full session (cookie too)."""
+    principal = authenticated_principal(allow_limited=True)
+    if not principal.limited:
+        raise Conflict("This session is already signed in in full.", code="2fa_not_required")
+    code = json_body().get("code")
+    accounts.verify_second_factor(runtime(), principal.user, code, client_addr())
+    # The sign-in token is spent: it cannot be exchanged twice.
+    bearer = bearer_credential()
+    if bearer is not None:
+        credentials.revoke_token(runtime(), bearer)
+    token = credentials.issue_token(runtime(), principal.user["id"])
+    return _with_token_cookie({"status": "ok", "token": token}, token, 200)
+
+
+@bp.post("/auth/2fa/disable")
+def twofa_disable() -> Response:
+    """Turn 2FA off, with a current code (TOTP or recovery)."""
+    accounts.disable_second_factor(runtime(), session_principal().user, json_body().get("code"), client_addr())
+    return jsonify({"status": "ok"})
+
+
+# --- passwords --------------------------------------------------------------------------
+
+
+@bp.post("/auth/password")
+@no_store
+def change_password() -> Response:
+    """Change the password: every session of the user is revoked, and the answer carries a new one."""
+    user = session_principal().user
+    body = json_body()
+    accounts.change_password(runtime(), user, body.get("currentPassword"), body.get("newPassword"), client_addr())
+    token = credentials.issue_token(runtime(), user["id"])
+    return _with_token_cookie({"status": "ok", "token": token}, token, 200)
+
+
+@bp.post("/auth/password/reset")
+def request_password_reset() -> tuple[Response, int]:
+    """Text a reset code to the account's verified phone; 202 whether or not there is such an account."""
+    accounts.request_password_reset(runtime(), json_body().get("email"))
+    return jsonify({"status": "accepted"}), 202
+
+
+@bp.post("/auth/password/reset/confirm")
+def confirm_password_reset() -> Response:
+    """Set a new password with the texted code; every session of the user is revoked."""
+    body = json_body()
+    accounts.confirm_password_reset(
+        runtime(), body.get("email"), body.get("code"), body.get("newPassword"), client_addr()
     )
+    return jsonify({"status": "ok"})
 
 
 @bp.get("/auth/logout")

@@ -134,15 +134,32 @@ def require_same_origin() -> None:
         raise Forbidden("A cookie-authenticated WebSocket must come from this server's own pages.", code="forbidden")
 
 
-def authenticated_principal() -> credentials.Principal:
-    """The calling user and the credential used (cached for the request); 401 without a valid credential."""
+def authenticated_principal(allow_limited: bool = False) -> credentials.Principal:
+    """The calling user and the credential used (cached for the request); 401 without a valid credential.
+
+    A sign-in token still waiting for its second factor is a 403 `2fa_required`, unless the
+    route is one it may reach (`allow_limited`: GET /api/auth, POST /api/auth/2fa/verify).
+    """
     if "principal" not in g:
         credential = bearer_credential()
         if credential is None:
             raise Unauthorized("Authentication required: send Authorization: Bearer <token or API key>.")
         g.principal = credentials.authenticate_principal(runtime(), credential)
         note_user(g.principal.user["id"])
-    return cast(credentials.Principal, g.principal)
+    principal = cast(credentials.Principal, g.principal)
+    if principal.limited and not allow_limited:
+        raise Forbidden(
+            "Sign-in is waiting for the second factor: POST /api/auth/2fa/verify {code}.", code="2fa_required"
+        )
+    return principal
+
+
+def session_principal() -> credentials.Principal:
+    """The caller, who must hold a full session token (not an API key): else 403 `session_required`."""
+    principal = authenticated_principal()
+    if not principal.is_session:
+        raise Forbidden("This needs a signed-in session, not an API key.", code="session_required")
+    return principal
 
 
 def authenticated_user() -> dict[str, Any]:

@@ -179,13 +179,13 @@ NAME = {
     "description": "trimmed and lowercased, then 1-64 of a-z 0-9 _ - (§1.5)",
     "example": "laptop",
 }
-STATUS = {"enum": ["ok", "phone_not_verified"]}
+STATUS = {"enum": ["ok", "phone_not_verified", "2fa_required"]}
 
 
 def _record_schemas() -> dict[str, Any]:
     return {
         "Error": _object(
-            {"error": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}, "message": _string(1)},
+            {"error": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_]*$"}, "message": _string(1)},
             description="Every non-2xx answer; some add fields (login's status, /readyz's checks).",
         ),
         "Object": _object(
@@ -484,6 +484,7 @@ def _auth_paths() -> dict[str, Any]:
                     "firstName": {"type": "string"},
                     "lastName": {"type": "string"},
                     "phoneVerified": {"type": "boolean"},
+                    "twoFactorEnabled": {"type": "boolean"},
                 }
             ),
             "usage": _object(
@@ -531,8 +532,9 @@ def _auth_paths() -> dict[str, Any]:
         },
         "/api/auth/login": {
             "post": _op(
-                "Log in (sets the token cookie)",
-                _secret(token),
+                "Log in (sets the token cookie); with two-factor sign-in on, status 2fa_required and a "
+                "limited token for POST /api/auth/2fa/verify instead (no cookie)",
+                _secret({**token, "headers": {"Set-Cookie": {**cookie["Set-Cookie"], "required": False}}}),
                 (401, 429),
                 auth=None,
                 body=credentials,
@@ -552,6 +554,7 @@ def _auth_paths() -> dict[str, Any]:
                             "firstName": "Ada",
                             "lastName": "Lovelace",
                             "phoneVerified": True,
+                            "twoFactorEnabled": False,
                         },
                         "usage": {"bytes": 182_304, "quotaBytes": None},
                     },
@@ -586,6 +589,8 @@ def _auth_paths() -> dict[str, Any]:
                 body_example={"code": "123456"},
             )
         },
+        **_two_factor_paths(),
+        **_password_paths(),
         "/api/api-keys": {
             "put": _op(
                 "Create an API key (the only time `key` is shown); 409 too_many_api_keys past the ceiling",
@@ -616,6 +621,106 @@ def _auth_paths() -> dict[str, Any]:
                 auth="user",
                 ok_status=204,
                 params=[_path("key_id", _id("ak"), "ak_ id; anything else is a 404")],
+            )
+        },
+    }
+
+
+CODE = _string(1, 64, pattern=r"\S", description="a 6-digit TOTP code, or (where allowed) a recovery code")
+
+
+def _two_factor_paths() -> dict[str, Any]:
+    cookie = {"Set-Cookie": {"required": True, "schema": {"type": "string", "pattern": "^token="}}}
+    example_base32 = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    setup_example = {
+        "secret": example_base32,
+        "otpauthUrl": f"otpauth://totp/Telentir:ada@example.com?secret={example_base32}&issuer=Telentir",
+    }
+    setup = _object({"secret": _string(32, pattern="^[A-Z2-7]+$"), "otpauthUrl": _string(1)})
+    recovery = _object({"recoveryCodes": {"type": "array", "items": _string(8), "minItems": 10, "maxItems": 10}})
+    ok = _object({"status": {"const": "ok"}})
+    verified = _object({"status": {"const": "ok"}, "token": _string(1)})
+    return {
+        "/api/auth/2fa/setup": {
+            "post": _op(
+                "A new pending TOTP secret and its otpauth URL (a session, not an API key: else 403 "
+                "session_required); 409 2fa_already_enabled",
+                _secret(_json(setup, example=setup_example)),
+                (403, 409),
+                auth="user",
+            )
+        },
+        "/api/auth/2fa/enable": {
+            "post": _op(
+                "Turn two-factor sign-in on with a code of the pending secret: ten single-use recovery codes, "
+                "shown this once; 400 invalid_code; 409 2fa_not_set_up",
+                _secret(_json(recovery, example={"recoveryCodes": ["K7QD-M2XA-P9TF-WR3H"] * 10})),
+                (403, 409, 429),
+                auth="user",
+                body=_object({"code": CODE}),
+                body_example={"code": "123456"},
+            )
+        },
+        "/api/auth/2fa/verify": {
+            "post": _op(
+                "Exchange the limited token of a login and a TOTP or recovery code for a full session (sets the "
+                "token cookie); 400 invalid_code; 409 2fa_not_required for a full session or an API key",
+                _secret({**_json(verified, example=TOKEN_EXAMPLE), "headers": cookie}),
+                (409, 429),
+                auth="user",
+                body=_object({"code": CODE}),
+                body_example={"code": "123456"},
+            )
+        },
+        "/api/auth/2fa/disable": {
+            "post": _op(
+                "Turn two-factor sign-in off with a current code (a session); 400 invalid_code; 409 2fa_not_enabled",
+                _json(ok, example={"status": "ok"}),
+                (403, 409, 429),
+                auth="user",
+                body=_object({"code": CODE}),
+                body_example={"code": "123456"},
+            )
+        },
+    }
+
+
+def _password_paths() -> dict[str, Any]:
+    cookie = {"Set-Cookie": {"required": True, "schema": {"type": "string", "pattern": "^token="}}}
+    password = _string(MIN_PASSWORD, MAX_PASSWORD)
+    verified = _object({"status": {"const": "ok"}, "token": _string(1)})
+    email = _string(0, MAX_EMAIL)
+    return {
+        "/api/auth/password": {
+            "post": _op(
+                "Change the password (a session): every session of the user is revoked and the answer carries a "
+                "new one (sets the token cookie); API keys stay; 400 invalid_password",
+                _secret({**_json(verified, example=TOKEN_EXAMPLE), "headers": cookie}),
+                (403, 429),
+                auth="user",
+                body=_object({"currentPassword": _string(0, MAX_PASSWORD), "newPassword": password}),
+                body_example={"currentPassword": "correct horse battery", "newPassword": "a brand new passphrase"},
+            )
+        },
+        "/api/auth/password/reset": {
+            "post": _op(
+                "Text a one-time reset code to the account's verified phone; 202 whether or not the account exists",
+                _json(_object({"status": {"const": "accepted"}}), "Accepted", example={"status": "accepted"}),
+                auth=None,
+                ok_status=202,
+                body=_object({"email": email}),
+                body_example={"email": "ada@example.com"},
+            )
+        },
+        "/api/auth/password/reset/confirm": {
+            "post": _op(
+                "Set a new password with the texted code: every session revoked; 400 invalid_code; 429 past the "
+                "sign-in attempts",
+                _json(_object({"status": {"const": "ok"}}), example={"status": "ok"}),
+                (429,),
+                auth=None,
+                body=_object({"email": email, "code": CODE, "newPassword": password}),
+                body_example={"email": "ada@example.com", "code": "123456", "newPassword": "a brand new passphrase"},
             )
         },
     }

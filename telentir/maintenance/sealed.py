@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..services.keyring import server_context
 from ..services.platform import secret_context
+from ..services.twofactor import totp_context
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,13 @@ class SealedSecret:
         """A person-readable name for reports."""
         if self.table == "platform_servers":
             return f"platform server {self.where['name']!r}"
+        if self.table == "users":
+            return f"user {self.where['id']} (TOTP secret)"
         return f"server {self.where['name']!r} of {self.where['user_id']}"
 
 
 def sealed_secrets(conn: sqlite3.Connection) -> Iterator[SealedSecret]:
-    """The platform servers' private keys and the users' custodial private keys."""
+    """The platform servers' private keys, the users' custodial private keys and their TOTP secrets."""
     for name, sealed in conn.execute(
         "SELECT name, private_key_sealed FROM platform_servers WHERE private_key_sealed IS NOT NULL ORDER BY name"
     ):
@@ -38,13 +41,18 @@ def sealed_secrets(conn: sqlite3.Connection) -> Iterator[SealedSecret]:
         "ORDER BY user_id, name"
     ):
         yield SealedSecret("servers", {"user_id": user_id, "name": name}, server_context(user_id, name), sealed)
+    for user_id, sealed in conn.execute(
+        "SELECT id, totp_secret_sealed FROM users WHERE totp_secret_sealed IS NOT NULL ORDER BY id"
+    ):
+        yield SealedSecret("users", {"id": user_id}, totp_context(user_id), sealed)
 
 
 def count_sealed(conn: sqlite3.Connection) -> int:
     """How many secrets `sealed_secrets` yields."""
     platform = conn.execute("SELECT COUNT(*) FROM platform_servers WHERE private_key_sealed IS NOT NULL").fetchone()
     servers = conn.execute("SELECT COUNT(*) FROM servers WHERE private_key_sealed IS NOT NULL").fetchone()
-    return int(platform[0]) + int(servers[0])
+    totp = conn.execute("SELECT COUNT(*) FROM users WHERE totp_secret_sealed IS NOT NULL").fetchone()
+    return int(platform[0]) + int(servers[0]) + int(totp[0])
 
 
 def reseal(conn: sqlite3.Connection, secret: SealedSecret, sealed: bytes) -> None:
@@ -53,6 +61,8 @@ def reseal(conn: sqlite3.Connection, secret: SealedSecret, sealed: bytes) -> Non
         conn.execute(
             "UPDATE platform_servers SET private_key_sealed = ? WHERE name = ?", (sealed, secret.where["name"])
         )
+    elif secret.table == "users":
+        conn.execute("UPDATE users SET totp_secret_sealed = ? WHERE id = ?", (sealed, secret.where["id"]))
     else:
         conn.execute(
             "UPDATE servers SET private_key_sealed = ? WHERE user_id = ? AND name = ?",

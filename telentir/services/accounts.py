@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from ..errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized
 from ..ids import new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import IntegrityError, Transaction
-from . import attempts, invites, ratelimit, texts
+from . import attempts, credentials, invites, ratelimit, texts, twofactor
 
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
 _PHONE_RE = re.compile(r"\+?[0-9]{7,15}")
@@ -81,9 +81,9 @@ def _name(value: Any, field: str) -> str:
     return value.strip()
 
 
-def _check_password_rules(password: Any) -> str:
+def _check_password_rules(password: Any, field: str = "password") -> str:
     if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise BadRequest(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long.")
+        raise BadRequest(f"{field} must be {MIN_PASSWORD} to {MAX_PASSWORD} characters long.")
     return password
 
 
@@ -180,6 +180,7 @@ def public_profile(user: dict[str, Any]) -> dict[str, Any]:
         "firstName": user["first_name"],
         "lastName": user["last_name"],
         "phoneVerified": bool(user["phone_verified"]),
+        "twoFactorEnabled": bool(user["totp_enabled"]),
     }
 
 
@@ -247,8 +248,121 @@ def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str,
     # Checked even without an account (against nothing), so a wrong email costs as long as a wrong password.
     if not check_password(row["password_hash"] if row is not None else None, password) or row is None:
         raise Unauthorized("The email or password is incorrect.", code="invalid_credentials", extra={"status": "error"})
-    attempts.succeeded(rt, attempt)
+    if row["totp_enabled"]:
+        # Half the way in: this attempt was no failure, but the earlier ones (wrong codes
+        # included) are forgiven only once the second factor is right (verify_second_factor).
+        ratelimit.refund(rt, attempt.charge)
+    else:
+        attempts.succeeded(rt, attempt)
     return dict(row)
+
+
+def verify_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> None:
+    """Check a TOTP or recovery code of a signing-in user; wrong codes count with wrong passwords."""
+    attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(user["email"]), client_addr)
+    if not twofactor.check_code(rt, user["id"], code):
+        raise twofactor.invalid_code()
+    attempts.succeeded(rt, attempt)
+
+
+def enable_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> list[str]:
+    """Turn 2FA on with a code of the pending secret (wrong codes counted like sign-in attempts); the recovery codes."""
+    attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(user["email"]), client_addr)
+    try:
+        codes = twofactor.enable(rt, user, code)
+    except Conflict:  # nothing was guessed: the state was wrong
+        ratelimit.refund(rt, attempt.charge)
+        raise
+    attempts.succeeded(rt, attempt)
+    return codes
+
+
+def disable_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> None:
+    """Turn 2FA off with a current code (TOTP or recovery), counted like sign-in attempts."""
+    twofactor.require_enabled(user)
+    verify_second_factor(rt, user, code, client_addr)
+    twofactor.disable(rt, user["id"])
+
+
+# --- password change and reset ----------------------------------------------------------
+
+
+def change_password(rt: Runtime, user: dict[str, Any], current: Any, new: Any, client_addr: str) -> None:
+    """Check the current password (counted like sign-in), set the new one and revoke every session."""
+    if not isinstance(current, str) or len(current) > MAX_PASSWORD:
+        raise BadRequest("currentPassword must be a string.")
+    new_password = _check_password_rules(new, "newPassword")
+    attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(user["email"]), client_addr)
+    if not check_password(user["password_hash"], current):
+        raise BadRequest("The current password is incorrect.", code="invalid_password")
+    attempts.succeeded(rt, attempt)
+    set_password(rt, user["id"], new_password)
+
+
+def set_password(rt: Runtime, user_id: str, password: Any) -> None:
+    """Set a user's password and revoke every session of theirs (API keys stay)."""
+    digest = hash_password(_check_password_rules(password))
+    with rt.db.atomic() as tx:
+        tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (digest, user_id))
+        tx.execute("DELETE FROM password_reset_codes WHERE user_id = ?", (user_id,))
+        credentials.revoke_all_sessions(rt, tx, user_id)
+
+
+def request_password_reset(rt: Runtime, email: Any) -> None:
+    """Text a one-time reset code to the account's verified phone; silently nothing otherwise.
+
+    The caller answers 202 whatever happens, so the answer tells nobody whether the email has
+    an account (nor whether its phone's hourly text limit is reached).
+    """
+    if not isinstance(email, str) or len(email) > MAX_EMAIL:
+        raise BadRequest("email must be a string of at most 320 characters.")
+    row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
+    if row is None or not row["phone_verified"]:
+        return
+    user_id = row["id"]
+    code = f"{secrets.randbelow(10**6):06d}"
+
+    def store_code() -> None:  # only once the text is allowed
+        with rt.db.atomic() as tx:
+            tx.execute(
+                "INSERT INTO password_reset_codes (user_id, code_hash, expires_at, attempts) VALUES (?, ?, ?, 0) "
+                "ON CONFLICT (user_id) DO UPDATE SET code_hash = excluded.code_hash, "
+                "expires_at = excluded.expires_at, attempts = 0",
+                (user_id, _code_hash(rt, user_id, "reset:" + code), time.time() + rt.config.phone_code_ttl_seconds),
+            )
+
+    try:
+        texts.send(rt, row["phone"], f"Your Telentir password reset code is {code}", prepare=store_code)
+    except RateLimited:
+        return  # the phone had its texts this hour: nothing sent, and the answer does not say so
+
+
+def confirm_password_reset(rt: Runtime, email: Any, code: Any, new: Any, client_addr: str) -> None:
+    """Check the texted code (counted like sign-in attempts), set the new password, revoke every session."""
+    if not isinstance(email, str) or len(email) > MAX_EMAIL:
+        raise BadRequest("email must be a string of at most 320 characters.")
+    if not isinstance(code, str) or not 0 < len(code.strip()) <= 64:
+        raise BadRequest("code must be the string sent by SMS.")
+    new_password = _check_password_rules(new, "newPassword")
+    attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(email), client_addr)
+    user = rt.db.query_one("SELECT id FROM users WHERE email = ?", (email.strip(),))
+    row = None
+    if user is not None:
+        with rt.db.atomic() as tx:
+            # One of the code's tries is used before comparing, so parallel guesses share the budget.
+            tx.execute("UPDATE password_reset_codes SET attempts = attempts + 1 WHERE user_id = ?", (user["id"],))
+            row = tx.execute("SELECT * FROM password_reset_codes WHERE user_id = ?", (user["id"],)).fetchone()
+    ok = (
+        user is not None
+        and row is not None
+        and row["expires_at"] > time.time()
+        and row["attempts"] <= CODE_ATTEMPTS
+        and hmac.compare_digest(row["code_hash"], _code_hash(rt, user["id"], "reset:" + code.strip()))
+    )
+    if not ok or user is None:
+        raise BadRequest("The code is not valid; request a new one if it has expired.", code="invalid_code")
+    set_password(rt, user["id"], new_password)  # deletes the code: it works once
+    attempts.succeeded(rt, attempt)
 
 
 # --- phone codes ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ import jwt
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
+from ..storage.db import Transaction
 from . import events, quotas
 
 API_KEY_PREFIX = "tlk_"
@@ -26,6 +27,7 @@ MAX_KEY_NAME = 100
 # Writing last_used_at on every request would turn each read into a write.
 LAST_USED_RESOLUTION_SECONDS = 60
 SESSION_PREFIX = "jti_"  # a session token's credential id is its `jti` behind this prefix
+LIMITED_TTL_SECONDS = 300  # how long a sign-in token waits for its second factor
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Credential:
 
     id: str  # an API key's id (`ak_…`), or SESSION_PREFIX + a session token's `jti`
     expires_at: float | None = None  # a session token's `exp` (Unix time); API keys do not expire
+    user_id: str | None = None  # a session token's user, whose session epoch it must still match
+    epoch: int = 0  # the user's session epoch the token was issued under
 
     def seconds_left(self, now: float | None = None) -> float | None:
         """Seconds until the credential expires (negative once it has), None if it never does."""
@@ -48,6 +52,14 @@ class Principal:
 
     user: dict[str, Any]
     credential: Credential
+    # A sign-in token waiting for its second factor: it answers GET /api/auth and
+    # POST /api/auth/2fa/verify only.
+    limited: bool = False
+
+    @property
+    def is_session(self) -> bool:
+        """Whether the credential is a session token (not an API key)."""
+        return self.credential.id.startswith(SESSION_PREFIX)
 
 
 def _hash_key(key: str) -> str:
@@ -97,12 +109,34 @@ def revoke_api_key(rt: Runtime, key_id: str, user_id: str | None = None) -> None
 # --- session tokens -------------------------------------------------------------------
 
 
-def issue_token(rt: Runtime, user_id: str, remember: bool = False) -> str:
-    """An RS256 JWT signed with the platform key, verifiable with `GET /api/server`'s JWK."""
+def issue_token(rt: Runtime, user_id: str, remember: bool = False, limited: bool = False) -> str:
+    """An RS256 JWT signed with the platform key, verifiable with `GET /api/server`'s JWK.
+
+    It carries the user's session epoch (`sep`): bumping the epoch revokes it. A `limited`
+    token (`2fa: "pending"`) lives LIMITED_TTL_SECONDS and only reaches the second factor.
+    """
     now = int(time.time())
     ttl = rt.config.jwt_remember_ttl_seconds if remember else rt.config.jwt_ttl_seconds
-    claims = {"sub": user_id, "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(16), "iss": rt.platform.name}
+    epoch = rt.db.query_value("SELECT session_epoch FROM users WHERE id = ?", (user_id,))
+    claims: dict[str, Any] = {
+        "sub": user_id,
+        "iat": now,
+        "exp": now + (LIMITED_TTL_SECONDS if limited else ttl),
+        "jti": secrets.token_urlsafe(16),
+        "iss": rt.platform.name,
+        "sep": int(epoch or 0),
+    }
+    if limited:
+        claims["2fa"] = "pending"
     return jwt.encode(claims, rt.platform.private_key, algorithm="RS256", headers={"kid": rt.platform.name})
+
+
+def revoke_all_sessions(rt: Runtime, tx: Transaction, user_id: str) -> None:
+    """Revoke every session token of the user (in `tx`): their epoch is left behind. API keys stay.
+
+    Open streams of those sessions see it at their next heartbeat (`why_ended`).
+    """
+    tx.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?", (user_id,))
 
 
 def _decode_token(rt: Runtime, token: str) -> dict[str, Any]:
@@ -159,7 +193,12 @@ def why_ended(rt: Runtime, credential: Credential) -> str | None:
         return "token_expired"
     if credential.id.startswith(SESSION_PREFIX):
         jti = credential.id.removeprefix(SESSION_PREFIX)
-        revoked = rt.db.query_value("SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?)", (jti,))
+        row = rt.db.query_row(
+            "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS revoked, "
+            "(SELECT session_epoch FROM users WHERE id = ?) AS epoch",
+            (jti, credential.user_id),
+        )
+        revoked = row["revoked"] or (credential.user_id is not None and row["epoch"] != credential.epoch)
     else:
         revoked = rt.db.query_value(
             "SELECT NOT EXISTS (SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL)", (credential.id,)
@@ -178,8 +217,11 @@ def _user_of_token(rt: Runtime, token: str) -> Principal:
         raise Unauthorized("The session has been logged out; log in again.")
     if row["id"] is None:
         raise Unauthorized("The credential is not valid.")
-    credential = Credential(SESSION_PREFIX + claims["jti"], float(claims["exp"]))
-    return Principal(_without(dict(row), "token_revoked"), credential)
+    epoch = int(claims.get("sep", 0))
+    if row["session_epoch"] != epoch:  # the password changed (or was reset) since
+        raise Unauthorized("The session has been revoked; log in again.")
+    credential = Credential(SESSION_PREFIX + claims["jti"], float(claims["exp"]), row["id"], epoch)
+    return Principal(_without(dict(row), "token_revoked"), credential, limited=claims.get("2fa") == "pending")
 
 
 def _user_of_api_key(rt: Runtime, key: str) -> Principal:
