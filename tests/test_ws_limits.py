@@ -100,11 +100,15 @@ class RawSocket:
 
     def close_code(self, timeout: float = 30.0) -> int:
         """The code of the server's close frame, skipping any message before it."""
+        return self.close_frame(timeout)[0]
+
+    def close_frame(self, timeout: float = 30.0) -> tuple[int, str]:
+        """The code and reason of the server's close frame, skipping any message before it."""
         deadline = time.monotonic() + timeout
         while True:
             event = self.next_event(max(0.1, deadline - time.monotonic()))
             if isinstance(event, CloseConnection):
-                return int(event.code)
+                return int(event.code), str(event.reason)
 
     def close(self) -> None:
         self.sock.close()
@@ -210,7 +214,7 @@ def test_a_deflate_bomb_is_cut_while_inflating(server: ServerProcess, new_accoun
     before = memory(worker(server))
     writer = sending(lambda: ws.send_frame(bomb, compressed=True))
     try:
-        assert ws.close_code() == 1009
+        assert ws.close_frame() == (1009, "Message is too big")  # the same reason as a plain message's
     finally:
         writer.join(timeout=30)
         ws.close()

@@ -32,6 +32,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 MAX_CLIENT_MESSAGE_BYTES = 64 * 1024  # docs/protocol.md: the mirror reads at most a small message
+TOO_BIG_MESSAGE = "Message is too big"  # the reason of every 1009 close, plain or compressed
 LIMIT_NAME = "websocket_message_bytes"  # the `limit` label of telentir_limit_refusals_total
 RECEIVE_BYTES = 16 * 1024  # one read from the socket (simple-websocket's default is 4 KiB)
 # After refusing a message, the rest of it is read and dropped for this long (or until the
@@ -152,6 +153,8 @@ class EventSocket(Server):
             self.close_reason, self.close_message = event.code, event.reason
             if self.deflate.refused:
                 self._refused()
+                # wsproto names its own close "error in extension": say what it was, as for a plain message.
+                return self.ws.send(CloseConnection(CloseReason.MESSAGE_TOO_BIG, TOO_BIG_MESSAGE)), False
             return self.ws.send(event.response()), False
         if isinstance(event, Ping):
             return self.ws.send(event.response()), True
@@ -160,7 +163,7 @@ class EventSocket(Server):
         elif isinstance(event, (TextMessage, BytesMessage)) and not self._count(event):
             self.close_reason = CloseReason.MESSAGE_TOO_BIG
             self._refused()
-            return self.ws.send(CloseConnection(CloseReason.MESSAGE_TOO_BIG, "Message is too big")), False
+            return self.ws.send(CloseConnection(CloseReason.MESSAGE_TOO_BIG, TOO_BIG_MESSAGE)), False
         return b"", True
 
     def _count(self, event: TextMessage | BytesMessage) -> bool:
