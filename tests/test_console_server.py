@@ -215,11 +215,18 @@ def test_key_records_are_read_a_hundred_at_a_time_and_only_the_callers(new_live_
 
 @pytest.mark.parametrize(
     "ids",
-    [None, "", ",", "key_x", "obj_" + "a" * 22, "key_" + "a" * 22 + ",", ",".join(f"key_{n:022d}" for n in range(101))],
+    ["", ",", "key_x", "obj_" + "a" * 22, "key_" + "a" * 22 + ",", ",".join(f"key_{n:022d}" for n in range(101))],
 )
-def test_a_bad_batch_of_key_ids_is_a_400(new_live_user: Any, ids: str | None) -> None:
+def test_a_bad_batch_of_key_ids_is_a_400(new_live_user: Any, ids: str) -> None:
     _, api = new_live_user()
-    assert_error(api.get("/keys", params={} if ids is None else {"ids": ids}), 400, "invalid_request")
+    assert_error(api.get("/keys", params={"ids": ids}), 400, "invalid_request")
+
+
+def test_get_keys_without_ids_is_still_a_405(new_live_user: Any) -> None:
+    _, api = new_live_user()
+    resp = api.get("/keys")
+    assert_error(resp, 405, "method_not_allowed")
+    assert "PUT" in resp.headers["Allow"] and "POST" in resp.headers["Allow"]
 
 
 def test_a_hundred_key_ids_are_enough(new_live_user: Any) -> None:

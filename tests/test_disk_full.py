@@ -215,10 +215,13 @@ def test_sqlite_full_is_insufficient_storage_and_the_database_stays_whole(tmp_pa
         with pytest.raises(InsufficientStorage):
             for n in range(10_000):
                 with db.atomic() as tx:
-                    tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", (f"{n}-" + "x" * 4000, n))
+                    tx.execute(
+                        "INSERT INTO limit_events (bucket, at, expires_at) VALUES (?, ?, ?)",
+                        (f"{n}-" + "x" * 4000, n, n),
+                    )
                 kept += 1
         assert kept > 10
-        assert db.query_value("SELECT count(*) FROM auth_failures") == kept
+        assert db.query_value("SELECT count(*) FROM limit_events") == kept
         db.close()
     finally:
         _unmount(folder)

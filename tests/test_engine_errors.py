@@ -58,8 +58,8 @@ def test_a_write_failing_at_begin_is_retried_and_commits_once(pg: tuple[Postgres
     db.query_value("SELECT 1")
     _kill_connections(db)
     with db.atomic() as tx:
-        tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", ("retried", 1.0))
-    assert db.query_value("SELECT count(*) FROM auth_failures WHERE bucket = 'retried'") == 1
+        tx.execute("INSERT INTO limit_events (bucket, at, expires_at) VALUES (?, ?, ?)", ("retried", 1.0, 2.0))
+    assert db.query_value("SELECT count(*) FROM limit_events WHERE bucket = 'retried'") == 1
     assert failures == []
 
 
@@ -71,13 +71,13 @@ def test_a_connection_lost_inside_a_transaction_is_a_503_and_nothing_commits(
     with pytest.raises(EngineUnavailable) as info:
         with db.atomic() as tx:
             tx.after_rollback(lambda: rolled_back.append(True))
-            tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", ("lost", 1.0))
+            tx.execute("INSERT INTO limit_events (bucket, at, expires_at) VALUES (?, ?, ?)", ("lost", 1.0, 2.0))
             _kill_connections(db)
-            tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", ("lost", 2.0))
+            tx.execute("INSERT INTO limit_events (bucket, at, expires_at) VALUES (?, ?, ?)", ("lost", 2.0, 3.0))
     assert info.value.status == 503 and info.value.retry_after and info.value.engine == "postgresql"
     assert rolled_back == [True]  # the blobs such a transaction wrote are removed
     assert failures == ["postgresql"]
-    assert db.query_value("SELECT count(*) FROM auth_failures WHERE bucket = 'lost'") == 0  # and it serves again
+    assert db.query_value("SELECT count(*) FROM limit_events WHERE bucket = 'lost'") == 0  # and it serves again
 
 
 def test_a_server_away_is_a_503_and_the_database_serves_again_once_it_is_back() -> None:
@@ -95,11 +95,13 @@ def test_a_server_away_is_a_503_and_the_database_serves_again_once_it_is_back() 
                 db.query_value("SELECT 1")
             with pytest.raises(EngineUnavailable):
                 with db.atomic() as tx:
-                    tx.execute("INSERT INTO auth_failures (bucket, at) VALUES (?, ?)", ("never", 1.0))
+                    tx.execute(
+                        "INSERT INTO limit_events (bucket, at, expires_at) VALUES (?, ?, ?)", ("never", 1.0, 2.0)
+                    )
             assert failures and set(failures) == {"postgresql"} and db.health.is_away("postgresql")
             proxy.restore()
             wait_until(lambda: _answers(db), timeout=30, message="the database to serve again")
-            assert db.query_value("SELECT count(*) FROM auth_failures WHERE bucket = 'never'") == 0
+            assert db.query_value("SELECT count(*) FROM limit_events WHERE bucket = 'never'") == 0
         finally:
             db.close()
             proxy.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import werkzeug.exceptions
 from flask import Response, jsonify, request
 
 from ..errors import BadRequest
@@ -41,6 +42,9 @@ def post_key() -> tuple[Response, int]:
 @bp.get("/keys")
 def get_keys() -> Response:
     """Up to 100 key records at once (`ids`, comma-separated): the caller's, in the order asked."""
+    if "ids" not in request.args:
+        # Before this route, GET /keys was a 405: a client that has no batch in mind still sees that.
+        raise werkzeug.exceptions.MethodNotAllowed(valid_methods=["PUT", "POST", "OPTIONS"])
     response = jsonify(keyring.get_keys(runtime(), data_plane_user()["id"], _batch_ids(request.args.get("ids"))))
     response.headers["Cache-Control"] = "no-store"  # wrapped keys: nothing for a cache to keep
     return response

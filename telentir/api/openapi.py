@@ -39,6 +39,7 @@ _STATUS_TEXT = {
     402: "Stripe declined the card (stripe_card_error)",
     403: "Phone not verified, forbidden, a refused sign-up, or a cookie write without X-Requested-With",
     404: "Not found (or not yours)",
+    405: "Method not allowed on this path (see Allow)",
     409: "Conflict with existing state, or a per-user ceiling reached (too_many_api_keys, too_many_servers)",
     413: "Body or metadata too large, or past the user's storage quota (quota_exceeded)",
     415: "Body is not JSON",
@@ -796,8 +797,10 @@ def _key_paths() -> dict[str, Any]:
     return {
         "/api/keys": {
             "get": _op(
-                "Up to 100 key records at once, in the order asked; ids that are not the caller's are left out",
+                "Up to 100 key records at once, in the order asked; ids that are not the caller's are left out "
+                "(without `ids`, 405 as before this batch read existed)",
                 _json({"type": "array", "items": _ref("Key")}, example=[KEY_EXAMPLE]),
+                (405,),
                 params=[{**_query("ids", batch_ids, "1 to 100 key ids, separated by commas"), "required": True}],
             ),
             "put": _op(
