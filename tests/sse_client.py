@@ -401,13 +401,16 @@ def assert_refused(refused: Refused, status: int, code: str) -> dict[str, Any]:
     return dict(body)
 
 
-def connections_by_worker(base_url: str, each: int, attempts: int = 5) -> dict[int, list[HttpConnection]]:
+def connections_by_worker(base_url: str, each: int, timeout: float = 60.0) -> dict[int, list[HttpConnection]]:
     """Keep-alive connections grouped by the pid of the worker holding them: two workers, `each` apiece.
 
     One worker may win every accept when connections arrive one by one, so they are opened in
-    a burst (the accept queue then fills and both workers take from it).
+    a burst (the accept queue then fills and both workers take from it). A worker that was just
+    started or replaced is still importing the app (gunicorn does not preload) and accepts
+    nothing until it is done, so bursts are retried until `timeout`, not a fixed number of times.
     """
-    for _ in range(attempts):
+    deadline = time.monotonic() + timeout
+    while True:
         burst = [HttpConnection(base_url) for _ in range(32)]  # all connect before any is served
         grouped: dict[int, list[HttpConnection]] = defaultdict(list)
         for conn in burst:
@@ -420,7 +423,10 @@ def connections_by_worker(base_url: str, each: int, attempts: int = 5) -> dict[i
             return {pid: conns[:each] for pid, conns in enough.items()}
         for conn in burst:
             conn.close()
-    raise AssertionError(f"no burst of connections in {attempts} reached two workers {each} times each")
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    raise AssertionError(f"no burst of connections in {timeout} s reached two workers {each} times each")
 
 
 def must_open(base_url: str, event_type: str, credential: str | None, **kwargs: Any) -> SSEStream:
