@@ -3,7 +3,9 @@
 `Runtime` is a plain record of typed components, built once per app by
 `telentir.wiring.build_runtime` and kept on `app.extensions["telentir"]`. Services take it
 as their first argument, so they run the same from a route, a job, the CLI or a test. This
-module wires nothing and starts nothing: it sits below every service.
+module wires nothing and starts nothing: it sits below every service, and holds components
+that do too (`telentir.components`, storage, pubsub, the stream slots and shared reads;
+`tests/test_layers.py` keeps it so).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import crypto
+from .components.job_runner import JobRunner
+from .components.stripe_gateway import StripeGateway
 from .config import Config
 from .metrics import Metrics
 from .pubsub import Broker
 from .pubsub.doorbell import Doorbell, PublishStats
-from .services.job_runner import JobRunner
-from .services.stripe_gateway import StripeGateway
 from .sms import SmsSender
 from .storage.blobs import BlobStore
 from .storage.db import Database

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import crypto
+from .components.job_runner import JobRunner
+from .components.stripe_gateway import make_gateway
 from .config import Config, ConfigError
 from .errors import EngineUnavailable, InsufficientStorage
 from .metrics import Metrics
@@ -20,9 +22,7 @@ from .pubsub.doorbell import Doorbell, PublishStats
 from .pubsub.peers import PeerDoorbells, socket_folder
 from .runtime import Runtime
 from .services import events, leases, maintenance, settlement
-from .services.job_runner import JobRunner
 from .services.platform import ensure_platform_key, holds_sealed_secrets
-from .services.stripe_gateway import make_gateway
 from .sms import make_sender
 from .storage.blobs import BlobStore, FileBlobStore
 from .storage.db import Database, SqliteDatabase

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import requests
 
+from telentir.components.stripe_gateway import StripeMisconfigured
 from telentir.runtime import Runtime
 from telentir.services import credits, settlement
-from telentir.services.stripe_gateway import StripeMisconfigured
 
 from .connect_support import (
     FUNDED,

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import requests
 
+from telentir.components.stripe_gateway import StripeGateway
 from telentir.config import load_config
 from telentir.ids import iso
 from telentir.runtime import Runtime
-from telentir.services.stripe_gateway import StripeGateway
 
 from .connect_support import PRICE
 from .fake_stripe import FakeStripe

@@ -21,11 +21,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import stripe
 
+from ..components.stripe_gateway import StripeGateway, map_error
 from ..config import Config, origin_of
 from ..errors import BadRequest, Conflict
 from ..money import CURRENCY
 from ..runtime import Runtime
-from .stripe_gateway import StripeGateway, map_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

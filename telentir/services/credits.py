@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ..components.stripe_gateway import StripeGateway, StripeUnavailable
 from ..errors import BadRequest, NotFound
 from ..ids import now_iso
 from ..money import CURRENCY, AmountOutOfRange, check_balance, check_grant
 from ..runtime import Runtime
 from ..storage.db import Transaction
-from .stripe_gateway import StripeGateway, StripeUnavailable
 
 
 def month_of(moment: datetime | None = None) -> str:

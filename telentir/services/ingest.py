@@ -25,6 +25,7 @@ import requests
 import urllib3
 
 from .. import crypto
+from ..components.stripe_gateway import StripeCallFailed
 from ..errors import BadRequest, EngineUnavailable, InsufficientStorage, NotFound, RateLimited, ServiceUnavailable
 from ..ids import is_id, new_id, now_iso
 from ..money import MAX_LEADS_PER_JOB
@@ -33,7 +34,6 @@ from ..scraper import FrameTooLarge, check_path, scraper_url, stream_frames
 from ..wire import is_plain_path
 from . import credits, keyring, objects, quotas, roots, settlement
 from .leases import LeaseLost
-from .stripe_gateway import StripeCallFailed
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..components.stripe_gateway import IDEMPOTENCY_HORIZON_SECONDS, StripeCallFailed, StripeGateway
 from ..ids import now_iso
 from ..runtime import Runtime
 from ..storage.db import Transaction
 from . import credits, leases
-from .stripe_gateway import IDEMPOTENCY_HORIZON_SECONDS, StripeCallFailed, StripeGateway
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import stripe
 
+from ..components.stripe_gateway import StripeGateway, StripeUnavailable
 from ..errors import ApiError, BadRequest, Conflict
 from ..ids import now_iso
 from ..money import CURRENCY
@@ -34,7 +35,6 @@ from ..runtime import Runtime
 from ..storage.db import Transaction
 from . import credits
 from .billing import LIVE_STATUSES, call_stripe, newest_live, require_stripe
-from .stripe_gateway import StripeGateway, StripeUnavailable
 
 log = logging.getLogger(__name__)
 
