@@ -24,18 +24,22 @@ from typing import Any
 import requests
 import urllib3
 
-from .. import crypto
 from ..components.stripe_gateway import StripeCallFailed
 from ..errors import BadRequest, EngineUnavailable, InsufficientStorage, NotFound, RateLimited, ServiceUnavailable
 from ..ids import is_id, new_id, now_iso
 from ..money import MAX_LEADS_PER_JOB
 from ..runtime import Runtime
 from ..scraper import FrameTooLarge, check_path, scraper_url, stream_frames
+from ..storage.rows import JobRow
 from ..wire import is_plain_path
-from . import credits, keyring, objects, quotas, roots, settlement
+from . import credits, job_states, quotas, roots, settlement
+from .job_states import JobStatus, Settlement
 from .leases import LeaseLost
+from .record_writer import RecordWriter
 
 log = logging.getLogger(__name__)
+
+_OPEN = job_states.sql_in(job_states.OPEN_STATUSES)
 
 
 # --- validation and start ---------------------------------------------------------------
@@ -93,7 +97,7 @@ def _requested_credits(params: dict[str, Any]) -> int:
     return value
 
 
-def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: str) -> dict[str, Any]:
+def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: str) -> JobRow:
     """Create the job row and reserve its credits; returns the job row (status running or finished).
 
     The caller holds `job_id` (`JobRunner.hold`), so the row is heartbeaten from its first commit.
@@ -112,7 +116,7 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: st
         "created_at": now_iso(),
     }
     if not req.billed:
-        return _insert_job(rt, job, "none", None, status="running")
+        return _insert_job(rt, job, "none", None, status=JobStatus.RUNNING)
     requested = _requested_credits(req.params)
     if credits.uses_stripe(rt, user):
         return _start_stripe_job(rt, user, job, requested)
@@ -121,15 +125,13 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: st
         # two jobs, in any processes, can never spend the same credit.
         credits.lock_user(tx, user["id"])
         grant = credits.compute_grant(rt, user, requested, credits.local_balance(rt, user["id"]))
-        row = _insert_job(
-            rt, job, "local", None, grant=grant, tx=tx, status="running" if grant.granted else "succeeded"
-        )
+        row = _insert_job(rt, job, "local", None, grant=grant, tx=tx, status=_first_status(grant))
         _reserve_rows(tx, job, grant, "local")
     rt.metrics.lead_reserved("local", grant.reserved)
     return row
 
 
-def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], requested: int) -> dict[str, Any]:
+def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], requested: int) -> JobRow:
     customer, gateway = user["stripe_customer_id"], credits.require_gateway(rt)
     watermark = credits.ledger_watermark(rt)  # before the read: see credits.unconfirmed_reservations
     credit = gateway.credit_balance(customer)
@@ -139,15 +141,7 @@ def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], re
         grant = credits.compute_grant(rt, user, requested, available)
         # The job row records the pending reservation before Stripe is called: every other
         # grant for this user, in any process, subtracts it until it is settled.
-        row = _insert_job(
-            rt,
-            job,
-            "stripe",
-            customer,
-            grant=grant,
-            tx=tx,
-            status="reserving" if grant.reserved else ("running" if grant.granted else "succeeded"),
-        )
+        row = _insert_job(rt, job, "stripe", customer, grant=grant, tx=tx, status=_first_status(grant, stripe=True))
         _reserve_rows(tx, job, grant, "stripe", allowance_only=True)
     if not grant.reserved:
         return row
@@ -159,34 +153,41 @@ def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], re
     return _confirm_reservation(rt, row, txn)
 
 
+def _first_status(grant: credits.Grant, stripe: bool = False) -> JobStatus:
+    """Reserving while Stripe holds the credits, else running; a job granted no lead is done as it is written."""
+    if stripe and grant.reserved:
+        return JobStatus.RESERVING
+    return JobStatus.RUNNING if grant.granted else JobStatus.SUCCEEDED
+
+
 def _reservation_failed(rt: Runtime, job_id: str, exc: StripeCallFailed) -> None:
     if exc.applied_unknown:  # no answer, or Stripe failed on its side: maybe it happened. Resolve it later.
-        settlement.mark_reserve_unknown(rt, job_id, "failed", "Stripe could not be reached to reserve credits.")
+        settlement.mark_reserve_unknown(rt, job_id, JobStatus.FAILED, "Stripe could not be reached to reserve credits.")
     else:
         settlement.mark_reserve_refused(rt, job_id, f"Stripe refused the reservation: {exc.message}")
 
 
-def _confirm_reservation(rt: Runtime, row: dict[str, Any], txn: str) -> dict[str, Any]:
+def _confirm_reservation(rt: Runtime, row: JobRow, txn: str) -> JobRow:
     """Record the confirmed reservation and let the job run, if this process still holds it."""
     with rt.db.atomic() as tx:
-        confirmed = tx.execute(
-            "UPDATE jobs SET status = 'running' WHERE id = ? AND owner = ? AND status = 'reserving'",
-            (row["id"], rt.job_runner.owner),
-        ).rowcount
+        confirmed = job_states.move(
+            tx, row["id"], job_states.RESERVING, job_states.RUNNING, held_by=rt.job_runner.owner
+        )
         if confirmed:
             credits.ledger_row(
                 tx, row["user_id"], row["id"], "reserve", amount=-row["reserved"], source="stripe", external_id=txn
             )
             tx.after_commit(lambda: rt.metrics.lead_reserved("stripe", row["reserved"]))
     if not confirmed:  # taken over meanwhile: the taker resolves the reservation
-        return {**row, "status": "interrupted"}
-    return {**row, "status": "running"}
+        return {**row, "status": JobStatus.INTERRUPTED}
+    return {**row, "status": JobStatus.RUNNING}
 
 
 def _check_open_jobs(rt: Runtime, tx: Any, user_id: str) -> None:
     """429 when the user already runs TELENTIR_CONNECT_PER_USER jobs, in any process (counted in the write lock)."""
     running = tx.execute(
-        "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('running', 'reserving')", (user_id,)
+        f"SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN {_OPEN}",  # noqa: S608 (enum values only)
+        (user_id,),
     ).fetchone()[0]
     if running >= rt.config.connect_per_user:
         raise RateLimited(
@@ -201,50 +202,55 @@ def _insert_job(
     billing: str,
     customer: str | None,
     *,
-    status: str,
+    status: JobStatus,
     grant: credits.Grant | None = None,
     tx: Any = None,
-) -> dict[str, Any]:
+) -> JobRow:
     g = grant or credits.Grant(0, 0, 0, 0)
-    is_open = status in ("running", "reserving")
-    row = {
-        **job,
-        "params": json.dumps(job["params"]),
-        "billing": billing,
-        "customer_id": customer,
-        "status": status,
-        "requested": g.requested,
-        "granted": g.granted,
-        "allowance_part": g.allowance_part,
-        "price": g.price,
-        "reserved": g.reserved,
-        "started_at": job["created_at"],
-        "finished_at": None if is_open else job["created_at"],
-        "settlement": "open" if is_open else "settled",
-        "owner": rt.job_runner.owner if is_open else None,
-        "heartbeat_at": time.time() if is_open else None,
-    }
-    sql = (
-        "INSERT INTO jobs (id, user_id, status, repository, store_id, path, params, billing, customer_id, requested, "
-        "granted, allowance_part, price, reserved, settlement, created_at, started_at, finished_at, owner, "
-        "heartbeat_at) VALUES (:id, :user_id, :status, :repository, :store_id, :path, :params, :billing, "
-        ":customer_id, :requested, :granted, :allowance_part, :price, :reserved, :settlement, :created_at, "
-        ":started_at, :finished_at, :owner, :heartbeat_at)"
+    is_open = status in job_states.OPEN_STATUSES
+    row = JobRow(
+        id=job["id"],
+        user_id=job["user_id"],
+        status=status.value,
+        repository=job["repository"],
+        store_id=job["store_id"],
+        path=job["path"],
+        params=json.dumps(job["params"]),
+        billing=billing,
+        customer_id=customer,
+        created=0,
+        skipped=0,
+        requested=g.requested,
+        granted=g.granted,
+        allowance_part=g.allowance_part,
+        allowance_used=0,
+        price=g.price,
+        reserved=g.reserved,
+        used=0,
+        charged=0,
+        refunded=0,
+        settlement=(Settlement.OPEN if is_open else Settlement.SETTLED).value,
+        error=None,
+        created_at=job["created_at"],
+        started_at=job["created_at"],
+        finished_at=None if is_open else job["created_at"],
+        owner=rt.job_runner.owner if is_open else None,
+        heartbeat_at=time.time() if is_open else None,
     )
     if tx is not None:
-        _write_job(rt, tx, sql, row, is_open)
+        _write_job(rt, tx, row, is_open)
     else:
         with rt.db.atomic() as own:
-            _write_job(rt, own, sql, row, is_open)
+            _write_job(rt, own, row, is_open)
     if not is_open:  # nothing to run (no lead granted): the job is done as it is written
         rt.metrics.job_settled(status, billing, 0, 0)
     return row
 
 
-def _write_job(rt: Runtime, tx: Any, sql: str, row: dict[str, Any], is_open: bool) -> None:
+def _write_job(rt: Runtime, tx: Any, row: JobRow, is_open: bool) -> None:
     if is_open:
         _check_open_jobs(rt, tx, row["user_id"])
-    tx.execute(sql, row)
+    job_states.insert(tx, row)
 
 
 def _reserve_rows(
@@ -264,13 +270,13 @@ def _reserve_rows(
 class Outcome:
     """How a job's stream ended."""
 
-    status: str = "succeeded"
+    status: JobStatus = JobStatus.SUCCEEDED
     error: str | None = None
     skipped: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-def run_job(rt: Runtime, job: dict[str, Any], cancel: threading.Event) -> None:
+def run_job(rt: Runtime, job: JobRow, cancel: threading.Event) -> None:
     """Stream, write, settle. Never raises: every ending is recorded on the job."""
     outcome = Outcome(cancel=cancel)
     try:
@@ -283,19 +289,19 @@ def run_job(rt: Runtime, job: dict[str, Any], cancel: threading.Event) -> None:
         # records committed so far are charged, the rest refunded. If the database is still
         # away, settling fails too, and the lease sweep settles the job once it is back.
         log.warning("ingestion job %s failed: %s", job["id"], exc.message)
-        outcome.status, outcome.error = "failed", exc.message
+        outcome.status, outcome.error = JobStatus.FAILED, exc.message
     except Exception as exc:  # the job must settle whatever went wrong
         log.exception("ingestion job %s failed", job["id"])
-        outcome.status, outcome.error = "failed", f"internal error: {type(exc).__name__}"
+        outcome.status, outcome.error = JobStatus.FAILED, f"internal error: {type(exc).__name__}"
     settlement.settle(rt, job["id"], outcome.status, outcome.error, outcome.skipped)
 
 
-def _limit(rt: Runtime, job: dict[str, Any]) -> int:
+def _limit(rt: Runtime, job: JobRow) -> int:
     return job["granted"] if settlement.is_billed(job) else rt.config.connect_max_records
 
 
-def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
-    params = json.loads(job["params"]) if isinstance(job["params"], str) else job["params"]
+def _ingest(rt: Runtime, job: JobRow, outcome: Outcome) -> None:
+    params = json.loads(job["params"])
     if settlement.is_billed(job):
         params = {**params, "credits": job["granted"]}
     writer = RecordWriter(rt, job).start()
@@ -318,19 +324,19 @@ def _ingest(rt: Runtime, job: dict[str, Any], outcome: Outcome) -> None:
             if writer.lease_lost.is_set():
                 raise LeaseLost(job["id"])
     except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):  # JobTimeout is a TimeoutError
-        outcome.status, outcome.error = "failed", "The scraper timed out."
+        outcome.status, outcome.error = JobStatus.FAILED, "The scraper timed out."
     except FrameTooLarge as exc:
-        outcome.status, outcome.error = "failed", str(exc)
+        outcome.status, outcome.error = JobStatus.FAILED, str(exc)
     except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
         # A dropped connection mid-stream surfaces from urllib3 or http.client, not requests.
-        outcome.status, outcome.error = "failed", f"The scraper failed: {_describe(exc)}"
+        outcome.status, outcome.error = JobStatus.FAILED, f"The scraper failed: {_describe(exc)}"
     finally:
         session.close()
         writer.close()
     if writer.quota_full.is_set():
-        outcome.status, outcome.error = "failed", _quota_full_error(rt)
-    if outcome.cancel.is_set() and outcome.status == "succeeded":
-        outcome.status, outcome.error = "cancelled", "The client disconnected."
+        outcome.status, outcome.error = JobStatus.FAILED, _quota_full_error(rt)
+    if outcome.cancel.is_set() and outcome.status == JobStatus.SUCCEEDED:
+        outcome.status, outcome.error = JobStatus.CANCELLED, "The client disconnected."
 
 
 def _quota_full_error(rt: Runtime) -> str:
@@ -343,8 +349,8 @@ def _quota_full_error(rt: Runtime) -> str:
 
 def _stop(rt: Runtime, outcome: Outcome) -> bool:
     """Whether the job should end now: this process is stopping (the job settles as interrupted), or its client left."""
-    if rt.job_runner.stopping.is_set() and outcome.status == "succeeded":
-        outcome.status, outcome.error = "interrupted", "The server stopped while the job was running."
+    if rt.job_runner.stopping.is_set() and outcome.status == JobStatus.SUCCEEDED:
+        outcome.status, outcome.error = JobStatus.INTERRUPTED, settlement.INTERRUPTED
         return True
     return outcome.cancel.is_set()
 
@@ -352,7 +358,7 @@ def _stop(rt: Runtime, outcome: Outcome) -> bool:
 def _take_frame(frame: Any, writer: RecordWriter, outcome: Outcome) -> bool:
     """Handle one frame; True when it ends the stream (an `error` event)."""
     if frame.event == "error":
-        outcome.status, outcome.error = "failed", f"The scraper reported an error: {frame.data[:500]}"
+        outcome.status, outcome.error = JobStatus.FAILED, f"The scraper reported an error: {frame.data[:500]}"
         return True
     if frame.event != "message":  # progress or other named events are not records: never bill them
         outcome.skipped += 1
@@ -374,129 +380,6 @@ def _describe(exc: Exception) -> str:
     return type(exc).__name__
 
 
-class RecordWriter:
-    """Encrypts records for the user's `default` server and commits them in batches.
-
-    A batch commits when it is full, or at the latest `connect_batch_seconds` after its first
-    record: a flusher thread sees to the second even while the scraper is silent.
-    """
-
-    def __init__(self, rt: Runtime, job: dict[str, Any]) -> None:
-        self.rt, self.job = rt, job
-        row = rt.db.query_row(
-            "SELECT public_key FROM servers WHERE user_id = ? AND name = ?", (job["user_id"], keyring.DEFAULT_SERVER)
-        )
-        self.public_key = crypto.load_public_key(row["public_key"])
-        self.pending: list[tuple[bytes, bytes, bytes, bytes]] = []
-        self.count = 0
-        self._first_pending = 0.0
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self.lease_lost = threading.Event()  # set when a batch was refused: another process settled the job
-        self.quota_full = threading.Event()  # set when a record did not fit the user's quota: the job ends
-        self._flusher = threading.Thread(target=self._flush_on_time, name=f"flush-{job['id']}", daemon=True)
-
-    def start(self) -> RecordWriter:
-        """Start the timed flusher."""
-        self._flusher.start()
-        return self
-
-    def close(self) -> None:
-        """Stop the flusher and commit what is pending."""
-        self._closed.set()
-        self._flusher.join()
-        self.flush()
-
-    def _flush_on_time(self) -> None:
-        interval = self.rt.config.connect_batch_seconds
-        try:
-            while not self._closed.wait(interval / 4):
-                if self.pending and time.monotonic() - self._first_pending >= interval:
-                    try:
-                        self.flush()
-                    except (EngineUnavailable, InsufficientStorage) as exc:
-                        # That batch is not written (nor counted, nor charged); later ones may be.
-                        log.warning("a batch of job %s was not written: %s", self.job["id"], exc.message)
-        except LeaseLost:
-            pass  # `lease_lost` is set: the job thread stops at its next frame
-        except Exception:
-            log.exception("timed flush of job %s failed; the job thread flushes at its end", self.job["id"])
-        finally:
-            self.rt.db.release_thread_connection()
-
-    def add(self, record: dict[str, Any]) -> None:
-        """Encrypt one record under a fresh key and IV; commit when the batch is full or old."""
-        aes, iv = crypto.new_aes_key(), crypto.new_iv()
-        ciphertext, tag = crypto.aes_gcm_encrypt(aes, iv, json.dumps(record, separators=(",", ":")).encode())
-        item = (crypto.wrap_key(self.public_key, aes), iv, ciphertext, tag)
-        with self._lock:
-            if not self.pending:
-                self._first_pending = time.monotonic()
-            self.pending.append(item)
-            self.count += 1
-            full = len(self.pending) >= self.rt.config.connect_batch_size
-        if full:
-            self.flush()
-
-    def flush(self) -> None:
-        """Commit the pending records (files first, then one transaction)."""
-        with self._lock:
-            self._commit()
-
-    def _commit(self) -> None:
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []
-        blob_ids = self._write_large([item[2] for item in batch])
-        user_id, store_id = self.job["user_id"], self.job["store_id"]
-        with self.rt.db.atomic() as tx:
-            tx.after_rollback(lambda: self.rt.blobs.delete_many(b for b in blob_ids if b))
-            kept = self._within_quota(tx, batch)
-            tx.after_commit(lambda: self.rt.blobs.delete_many(b for b in blob_ids[kept:] if b))
-            # Only while this process holds the job: once another settled it, a record
-            # written now would be a lead nobody paid for.
-            counted = tx.execute(
-                "UPDATE jobs SET created = created + ? WHERE id = ? AND owner = ? AND status = 'running'",
-                (kept, self.job["id"], self.rt.job_runner.owner),
-            ).rowcount
-            if not counted:
-                self.lease_lost.set()
-                raise LeaseLost(self.job["id"])
-            for (wrapped, iv, ciphertext, tag), blob_id in zip(batch[:kept], blob_ids[:kept], strict=True):
-                key_id = keyring.insert_key(self.rt, tx, user_id, keyring.DEFAULT_SERVER, wrapped, iv)
-                objects.insert_object(self.rt, tx, user_id, key_id, blob_id, ciphertext, tag, store_id, "{}")
-            tx.after_commit(lambda: self.rt.metrics.records_ingested(kept))
-
-    def _within_quota(self, tx: Any, batch: list[tuple[bytes, bytes, bytes, bytes]]) -> int:
-        """How many of the batch's records, in order, fit the user's quota; the rest end the job (`quota_full`).
-
-        Read inside the write transaction: exact against every other write of the user, anywhere.
-        The job's `created` counts only the records kept, so settlement charges exactly those.
-        """
-        if self.quota_full.is_set():
-            return 0  # the job is ending: a smaller record after the one that did not fit is not kept either
-        room = quotas.room(self.rt, tx, self.job["user_id"])
-        if room is None:
-            return len(batch)
-        kept = 0
-        for _, _, ciphertext, _ in batch:
-            if len(ciphertext) > room:
-                break
-            room -= len(ciphertext)
-            kept += 1
-        if kept < len(batch) and not self.quota_full.is_set():
-            self.quota_full.set()
-            self.rt.metrics.limit_refused("quota_bytes_per_user")
-        return kept
-
-    def _write_large(self, contents: list[bytes]) -> list[str | None]:
-        """Blob ids for the ciphertexts too large for the row (None for the rest), files made durable."""
-        limit = self.rt.config.inline_max_bytes
-        large = [c for c in contents if len(c) > limit]
-        written = iter(self.rt.blobs.write_many(large) if large else [])
-        return [next(written) if len(c) > limit else None for c in contents]
-
-
 # --- the request ------------------------------------------------------------------------------
 
 
@@ -507,7 +390,7 @@ def connect(rt: Runtime, user: dict[str, Any], req: ConnectRequest, client_gone:
     runner.hold(job_id)  # heartbeat the job's lease from its first commit to its settlement
     try:
         job = start_job(rt, user, req, job_id)
-        if job["status"] == "running":
+        if job["status"] == JobStatus.RUNNING:
             cancel = threading.Event()
             future = runner.submit(lambda: run_job(rt, job, cancel))
             _wait(future, cancel, client_gone)

@@ -20,6 +20,11 @@ import time
 
 from ..runtime import Runtime
 from ..storage.db import Transaction
+from .job_states import OPEN_STATUSES, PENDING_STEPS, sql_in
+
+# Written into the statements (as the `jobs_status` and `jobs_settlement` indexes are used).
+_OPEN = sql_in(OPEN_STATUSES)
+_PENDING = sql_in(PENDING_STEPS)
 
 
 class LeaseLost(Exception):
@@ -48,7 +53,7 @@ def heartbeat(rt: Runtime) -> int:
 def expired_runs(rt: Runtime, force: bool = False) -> list[str]:
     """Reserving or running jobs whose owner's lease has run out."""
     rows = rt.db.query(
-        "SELECT id FROM jobs WHERE status IN ('reserving', 'running') "
+        f"SELECT id FROM jobs WHERE status IN {_OPEN} "  # noqa: S608 (enum values only)
         "AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ?) ORDER BY created_at",
         (cutoff(rt, force),),
     )
@@ -58,7 +63,7 @@ def expired_runs(rt: Runtime, force: bool = False) -> list[str]:
 def expired_steps(rt: Runtime, force: bool = False) -> list[str]:
     """Jobs with a pending Stripe step that nobody works on now."""
     rows = rt.db.query(
-        "SELECT id FROM jobs WHERE settlement IN ('refund_pending', 'reserve_unknown') "
+        f"SELECT id FROM jobs WHERE settlement IN {_PENDING} "  # noqa: S608 (enum values only)
         "AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ?) ORDER BY created_at",
         (cutoff(rt, force),),
     )
@@ -70,7 +75,7 @@ def claim_run(rt: Runtime, job_id: str, force: bool = False) -> bool:
     with rt.db.atomic() as tx:
         return (
             tx.execute(
-                "UPDATE jobs SET owner = ?, heartbeat_at = ? WHERE id = ? AND status IN ('reserving', 'running') "
+                f"UPDATE jobs SET owner = ?, heartbeat_at = ? WHERE id = ? AND status IN {_OPEN} "  # noqa: S608
                 "AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ?)",
                 (rt.job_runner.owner, time.time(), job_id, cutoff(rt, force)),
             ).rowcount
@@ -83,8 +88,8 @@ def claim_step(rt: Runtime, job_id: str, force: bool = False) -> bool:
     with rt.db.atomic() as tx:
         return (
             tx.execute(
-                "UPDATE jobs SET owner = ?, heartbeat_at = ? WHERE id = ? "
-                "AND settlement IN ('refund_pending', 'reserve_unknown') "
+                "UPDATE jobs SET owner = ?, heartbeat_at = ? WHERE id = ? "  # noqa: S608 (enum values only)
+                f"AND settlement IN {_PENDING} "
                 "AND (owner IS NULL OR heartbeat_at IS NULL OR heartbeat_at < ?)",
                 (rt.job_runner.owner, time.time(), job_id, cutoff(rt, force)),
             ).rowcount

@@ -15,17 +15,19 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from ..components.stripe_gateway import IDEMPOTENCY_HORIZON_SECONDS, StripeCallFailed, StripeGateway
 from ..ids import now_iso
 from ..runtime import Runtime
 from ..storage.db import Transaction
-from . import credits, leases
+from ..storage.rows import JobRow, as_row, as_row_or_none
+from . import credits, job_states, leases
+from .job_states import JobState, JobStatus, Settlement
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "The server stopped while the job was running."
+_RUNNING = JobStatus.RUNNING.value
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,12 @@ class Bill:
     refund: int
 
 
-def is_billed(job: dict[str, Any]) -> bool:
+def is_billed(job: JobRow) -> bool:
     """Whether the job spends lead credits: decided when it started (TELENTIR_BILLED_PATHS then), kept in `billing`."""
     return bool(job["billing"] != "none")
 
 
-def bill_of(job: dict[str, Any]) -> Bill:
+def bill_of(job: JobRow) -> Bill:
     """Charge the leads written (allowance first), refund the rest of the reservation."""
     used = job["created"] if is_billed(job) else 0
     allowance_used = min(used, job["allowance_part"])
@@ -55,7 +57,7 @@ def bill_of(job: dict[str, Any]) -> Bill:
 
 
 def settle(
-    rt: Runtime, job_id: str, status: str, error: str | None, skipped: int = 0, *, refund_now: bool = True
+    rt: Runtime, job_id: str, status: JobStatus, error: str | None, skipped: int = 0, *, refund_now: bool = True
 ) -> bool:
     """Close a running job this process holds; False (and nothing done) if another process took it.
 
@@ -65,11 +67,14 @@ def settle(
     owner, gateway = rt.job_runner.owner, credits.gateway(rt)
     refund_now = refund_now and gateway is not None
     with rt.db.atomic() as tx:
-        row = rt.db.query_one("SELECT * FROM jobs WHERE id = ? AND owner = ? AND status = 'running'", (job_id, owner))
+        row = as_row_or_none(
+            JobRow,
+            rt.db.query_one("SELECT * FROM jobs WHERE id = ? AND owner = ? AND status = ?", (job_id, owner, _RUNNING)),
+        )
         if row is None:
             log.warning("job %s was settled by another process: this one's lease had expired", job_id)
             return False
-        pending = _close(rt, tx, dict(row), status, error, skipped, keep_lease=refund_now)
+        pending = _close(rt, tx, row, status, error, skipped, keep_lease=refund_now)
     if pending and refund_now and gateway is not None:
         try:
             _finish_refund(rt, gateway, _job(rt, job_id))
@@ -79,7 +84,7 @@ def settle(
 
 
 def _close(
-    rt: Runtime, tx: Transaction, job: dict[str, Any], status: str, error: str | None, skipped: int, keep_lease: bool
+    rt: Runtime, tx: Transaction, job: JobRow, status: JobStatus, error: str | None, skipped: int, keep_lease: bool
 ) -> bool:
     """Write the job's final numbers and ledger rows; True when a Stripe refund is still to be sent."""
     bill, stripe = bill_of(job), job["billing"] == "stripe"
@@ -94,28 +99,35 @@ def _close(
     if bill.refund > 0 and not stripe:
         credits.ledger_row(tx, job["user_id"], job["id"], "refund", amount=bill.refund, source="local")
     keep = pending and keep_lease
-    tx.execute(
-        "UPDATE jobs SET status = ?, error = ?, skipped = skipped + ?, used = ?, allowance_used = ?, charged = ?, "
-        "refunded = ?, settlement = ?, finished_at = ?, owner = ?, heartbeat_at = ? WHERE id = ?",
-        (
-            status,
-            error,
-            skipped,
-            bill.used,
-            bill.allowance_used,
-            bill.charged,
-            0 if stripe else bill.refund,
-            "refund_pending" if pending else "settled",
-            now_iso(),
-            job["owner"] if keep else None,
-            time.time() if keep else None,
+    _moved(
+        job_states.move(
+            tx,
             job["id"],
+            job_states.RUNNING,
+            JobState(status, Settlement.REFUND_PENDING if pending else Settlement.SETTLED),
+            held_by=job["owner"],
+            error=error,
+            skipped=job["skipped"] + skipped,
+            used=bill.used,
+            allowance_used=bill.allowance_used,
+            charged=bill.charged,
+            refunded=0 if stripe else bill.refund,
+            finished_at=now_iso(),
+            owner=job["owner"] if keep else None,
+            heartbeat_at=time.time() if keep else None,
         ),
+        job,
     )
     return pending
 
 
-def release_allowance(tx: Transaction, job: dict[str, Any], leads: int) -> None:
+def _moved(moved: bool, job: JobRow) -> None:
+    """A job read in this transaction, under the write lock, cannot have changed: if it did, write nothing."""
+    if not moved:
+        raise RuntimeError(f"job {job['id']} changed under this transaction; nothing of it is written")
+
+
+def release_allowance(tx: Transaction, job: JobRow, leads: int) -> None:
     """Give `leads` of the job's month allowance back."""
     if leads > 0:
         credits.ledger_row(
@@ -126,31 +138,43 @@ def release_allowance(tx: Transaction, job: dict[str, Any], leads: int) -> None:
 # --- a Stripe reservation that did not complete --------------------------------------------
 
 
-def mark_reserve_unknown(rt: Runtime, job_id: str, status: str, error: str) -> None:
+def mark_reserve_unknown(rt: Runtime, job_id: str, status: JobStatus, error: str) -> None:
     """Stripe may or may not have made the reservation: free the allowance, resolve the money later."""
-    _end_reservation(rt, job_id, status, error, "reserve_unknown")
+    _end_reservation(rt, job_id, JobState(status, Settlement.RESERVE_UNKNOWN), error)
 
 
 def mark_reserve_refused(rt: Runtime, job_id: str, error: str) -> None:
     """Stripe refused the reservation (nothing moved): the job fails with nothing reserved."""
-    _end_reservation(rt, job_id, "failed", error, "settled")
+    _end_reservation(rt, job_id, JobState(JobStatus.FAILED, Settlement.SETTLED), error)
 
 
-def _end_reservation(rt: Runtime, job_id: str, status: str, error: str, settlement: str) -> None:
+def _end_reservation(rt: Runtime, job_id: str, after: JobState, error: str) -> None:
     with rt.db.atomic() as tx:
-        row = rt.db.query_one(
-            "SELECT * FROM jobs WHERE id = ? AND owner = ? AND status = 'reserving'", (job_id, rt.job_runner.owner)
+        job = as_row_or_none(
+            JobRow,
+            rt.db.query_one(
+                "SELECT * FROM jobs WHERE id = ? AND owner = ? AND status = ?",
+                (job_id, rt.job_runner.owner, JobStatus.RESERVING.value),
+            ),
         )
-        if row is None:
+        if job is None:
             return  # another process took the job over and resolves it
-        job = dict(row)
         release_allowance(tx, job, job["allowance_part"])
-        tx.execute(
-            "UPDATE jobs SET status = ?, settlement = ?, reserved = ?, error = ?, finished_at = ?, owner = NULL, "
-            "heartbeat_at = NULL WHERE id = ?",
-            (status, settlement, job["reserved"] if settlement == "reserve_unknown" else 0, error, now_iso(), job_id),
+        unknown = after.settlement == Settlement.RESERVE_UNKNOWN
+        moved = job_states.move(
+            tx,
+            job_id,
+            job_states.RESERVING,
+            after,
+            held_by=job["owner"],
+            reserved=job["reserved"] if unknown else 0,
+            error=error,
+            finished_at=now_iso(),
+            owner=None,
+            heartbeat_at=None,
         )
-        tx.after_commit(lambda: rt.metrics.job_settled(status, job["billing"], 0, 0))
+        _moved(moved, job)
+        tx.after_commit(lambda: rt.metrics.job_settled(after.status, job["billing"], 0, 0))
 
 
 # --- jobs whose owner went quiet ----------------------------------------------------------------
@@ -177,10 +201,12 @@ def sweep_expired(rt: Runtime, force: bool = False, refund_now: bool = False) ->
 def _settle_orphan(rt: Runtime, job_id: str, refund_now: bool) -> bool:
     status = rt.db.query_value("SELECT status FROM jobs WHERE id = ?", (job_id,))
     log.warning("settling job %s: the process running it stopped heartbeating", job_id)
-    if status == "reserving":
-        mark_reserve_unknown(rt, job_id, "interrupted", "The server stopped while reserving credits with Stripe.")
+    if status == JobStatus.RESERVING:
+        mark_reserve_unknown(
+            rt, job_id, JobStatus.INTERRUPTED, "The server stopped while reserving credits with Stripe."
+        )
         return True
-    return settle(rt, job_id, "interrupted", INTERRUPTED, refund_now=refund_now)
+    return settle(rt, job_id, JobStatus.INTERRUPTED, INTERRUPTED, refund_now=refund_now)
 
 
 def recover(rt: Runtime) -> dict[str, int]:
@@ -219,57 +245,62 @@ def retry_pending(rt: Runtime, force: bool = False) -> int:
     return done
 
 
-def _finish_step(rt: Runtime, gateway: StripeGateway, job: dict[str, Any]) -> None:
-    if job["settlement"] == "reserve_unknown":
+def _finish_step(rt: Runtime, gateway: StripeGateway, job: JobRow) -> None:
+    if job["settlement"] == Settlement.RESERVE_UNKNOWN:
         job = _resolve_reservation(rt, gateway, job)
-    if job["settlement"] == "refund_pending":
+    if job["settlement"] == Settlement.REFUND_PENDING:
         _finish_refund(rt, gateway, job)
 
 
-def _resolve_reservation(rt: Runtime, gateway: StripeGateway, job: dict[str, Any]) -> dict[str, Any]:
+def _resolve_reservation(rt: Runtime, gateway: StripeGateway, job: JobRow) -> JobRow:
     """Find out whether the reservation happened; if it did, record it and make its refund pending."""
-    job_id, customer = job["id"], job["customer_id"]
+    job_id, customer = job["id"], _customer_of(job)
     if _within_horizon(job["created_at"]):
         # Re-issued with its key, the debit returns the original if it happened, or happens now;
         # either way the full amount is then credited back: the net effect is exactly zero.
         txn: str | None = gateway.debit(customer, job["reserved"], f"Lead credits reserved for {job_id}", job_id)
     else:
         txn = gateway.find_transaction(customer, job_id, "reserve", since=_epoch(job["created_at"]))
+    unknown = _with_settlement(job, Settlement.RESERVE_UNKNOWN)
     with rt.db.atomic() as tx:
         if txn is None:  # past the horizon and not in Stripe: it never happened
-            tx.execute(
-                "UPDATE jobs SET reserved = 0, settlement = 'settled' WHERE id = ? AND settlement = 'reserve_unknown'",
-                (job_id,),
-            )
-            return {**job, "reserved": 0, "settlement": "settled"}
-        moved = tx.execute(
-            "UPDATE jobs SET settlement = 'refund_pending' WHERE id = ? AND settlement = 'reserve_unknown'", (job_id,)
-        ).rowcount
+            job_states.move(tx, job_id, unknown, _with_settlement(job, Settlement.SETTLED), reserved=0)
+            return {**job, "reserved": 0, "settlement": Settlement.SETTLED}
+        moved = job_states.move(tx, job_id, unknown, _with_settlement(job, Settlement.REFUND_PENDING))
         if moved:
             credits.ledger_row(
                 tx, job["user_id"], job_id, "reserve", amount=-job["reserved"], source="stripe", external_id=txn
             )
             tx.after_commit(lambda: rt.metrics.lead_reserved("stripe", job["reserved"]))
-    return {**job, "settlement": "refund_pending"}
+    return {**job, "settlement": Settlement.REFUND_PENDING}
 
 
-def _finish_refund(rt: Runtime, gateway: StripeGateway, job: dict[str, Any]) -> None:
+def _with_settlement(job: JobRow, settlement: Settlement) -> JobState:
+    """The job's (ended) status with `settlement`: what a Stripe step expects, or leaves."""
+    return JobState(JobStatus(job["status"]), settlement)
+
+
+def _finish_refund(rt: Runtime, gateway: StripeGateway, job: JobRow) -> None:
     """Send (or find) the refund of a settled job, then record it once."""
     job_id, refund = job["id"], job["reserved"] - job["charged"]
     txn = _refund_transaction(gateway, job, refund)
     with rt.db.atomic() as tx:
-        moved = tx.execute(
-            "UPDATE jobs SET refunded = ?, settlement = 'settled', owner = NULL, heartbeat_at = NULL "
-            "WHERE id = ? AND settlement = 'refund_pending'",
-            (refund, job_id),
-        ).rowcount
+        moved = job_states.move(
+            tx,
+            job_id,
+            _with_settlement(job, Settlement.REFUND_PENDING),
+            _with_settlement(job, Settlement.SETTLED),
+            refunded=refund,
+            owner=None,
+            heartbeat_at=None,
+        )
         if moved:
             credits.ledger_row(tx, job["user_id"], job_id, "refund", amount=refund, source="stripe", external_id=txn)
             tx.after_commit(lambda: rt.metrics.lead_refunded("stripe", refund))
 
 
-def _refund_transaction(gateway: StripeGateway, job: dict[str, Any], refund: int) -> str:
-    job_id, customer, description = job["id"], job["customer_id"], f"Unused lead credits of {job['id']}"
+def _refund_transaction(gateway: StripeGateway, job: JobRow, refund: int) -> str:
+    job_id, customer, description = job["id"], _customer_of(job), f"Unused lead credits of {job['id']}"
     # The job's creation is the earliest its refund key can have been used (its finished_at may be
     # later than a first attempt: a restored job is settled again).
     if not _within_horizon(job["created_at"]):
@@ -288,8 +319,15 @@ def _keep_pending(rt: Runtime, job_id: str, exc: StripeCallFailed) -> None:
     log.warning("Stripe step of job %s stays pending: %s", job_id, exc.message)
 
 
-def _job(rt: Runtime, job_id: str) -> dict[str, Any]:
-    return dict(rt.db.query_row("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+def _customer_of(job: JobRow) -> str:
+    """The Stripe customer of a job with a Stripe step: every Stripe-billed job names one from its start."""
+    if job["customer_id"] is None:
+        raise RuntimeError(f"job {job['id']} has a Stripe step but no Stripe customer")
+    return job["customer_id"]
+
+
+def _job(rt: Runtime, job_id: str) -> JobRow:
+    return as_row(JobRow, rt.db.query_row("SELECT * FROM jobs WHERE id = ?", (job_id,)))
 
 
 def _epoch(iso_moment: str) -> float:

@@ -11,8 +11,9 @@ from typing import Any
 from ..metrics import gauge_family
 from ..runtime import Runtime
 from ..version import __version__
+from .job_states import JobStatus
 
-JOB_STATUSES = ("reserving", "running", "succeeded", "failed", "cancelled", "interrupted")
+JOB_STATUSES = tuple(status.value for status in JobStatus)
 
 
 def scrape_gauges(rt: Runtime) -> list[Any]:
