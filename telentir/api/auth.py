@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..errors import Conflict, Unauthorized
 from ..services import accounts, credentials, quotas, twofactor
+from ..storage.rows import UserRow
 from .common import (
     authenticated_principal,
     authenticated_user,
@@ -23,7 +24,7 @@ from .common import (
 bp = Blueprint("auth", __name__, url_prefix="/api")
 
 
-def _status(user: dict[str, Any]) -> str:
+def _status(user: UserRow) -> str:
     return "ok" if user["phone_verified"] else "phone_not_verified"
 
 

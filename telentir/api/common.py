@@ -13,6 +13,7 @@ from ..errors import BadRequest, Forbidden, PayloadTooLarge, PhoneNotVerified, U
 from ..request_log import USER_KEY
 from ..runtime import Runtime
 from ..services import credentials
+from ..storage.rows import UserRow
 from .inputs import check_json_text
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -162,7 +163,7 @@ def session_principal() -> credentials.Principal:
     return principal
 
 
-def authenticated_user() -> dict[str, Any]:
+def authenticated_user() -> UserRow:
     """The calling user (cached for the request); 401 without a valid credential."""
     return authenticated_principal().user
 
@@ -172,7 +173,7 @@ def note_user(user_id: str) -> None:
     request.environ[USER_KEY] = user_id
 
 
-def verified_user() -> dict[str, Any]:
+def verified_user() -> UserRow:
     """The calling user, who must have a verified phone (the data-plane guard, objectAuth)."""
     user = authenticated_user()
     if not user["phone_verified"]:

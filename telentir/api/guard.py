@@ -8,10 +8,11 @@ from typing import Any
 from flask import Blueprint, request
 
 from ..services import roots
+from ..storage.rows import UserRow
 from .common import runtime, verified_user
 
 
-def data_plane_user() -> dict[str, Any]:
+def data_plane_user() -> UserRow:
     """The verified caller, whose root exists from here on."""
     user = verified_user()
     roots.ensure_root(runtime(), user["id"])

@@ -16,6 +16,7 @@ from ..errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, Una
 from ..ids import new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import IntegrityError, Transaction
+from ..storage.rows import UserRow, as_row, as_row_or_none
 from . import attempts, credentials, invites, ratelimit, texts, twofactor
 
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
@@ -97,7 +98,7 @@ def create_user(
     password: Any = None,
     verified: bool = False,
     plan: str | None = None,
-) -> dict[str, Any]:
+) -> UserRow:
     """Create a user (password optional, plan None: TELENTIR_DEFAULT_PLAN); Conflict if the email is taken."""
     if plan is not None and plan not in rt.config.plans:
         raise BadRequest(f"Unknown plan {plan!r}; the catalog has {', '.join(rt.config.plans)}.")
@@ -144,25 +145,25 @@ def _email_unique() -> Iterator[None]:
         raise Conflict("An account with this email already exists.", code="email_taken") from exc
 
 
-def get_user(rt: Runtime, user_id: str) -> dict[str, Any]:
+def get_user(rt: Runtime, user_id: str) -> UserRow:
     """The user row as a dict; NotFound if absent."""
-    row = rt.db.query_one("SELECT * FROM users WHERE id = ?", (user_id,))
+    row = as_row_or_none(UserRow, rt.db.query_one("SELECT * FROM users WHERE id = ?", (user_id,)))
     if row is None:
         raise NotFound("No such user.")
-    return dict(row)
+    return row
 
 
-def find_user_by_email(rt: Runtime, email: str) -> dict[str, Any]:
+def find_user_by_email(rt: Runtime, email: str) -> UserRow:
     """The user with this email (case-insensitive); NotFound if absent."""
-    row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
+    row = as_row_or_none(UserRow, rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),)))
     if row is None:
         raise NotFound(f"No user with email {email!r}.")
-    return dict(row)
+    return row
 
 
-def list_users(rt: Runtime) -> list[dict[str, Any]]:
+def list_users(rt: Runtime) -> list[UserRow]:
     """Every user, oldest first."""
-    return [dict(r) for r in rt.db.query("SELECT * FROM users ORDER BY created_at, id")]
+    return [as_row(UserRow, r) for r in rt.db.query("SELECT * FROM users ORDER BY created_at, id")]
 
 
 def set_phone_verified(rt: Runtime, user_id: str) -> None:
@@ -172,7 +173,7 @@ def set_phone_verified(rt: Runtime, user_id: str) -> None:
         tx.execute("DELETE FROM phone_codes WHERE user_id = ?", (user_id,))
 
 
-def public_profile(user: dict[str, Any]) -> dict[str, Any]:
+def public_profile(user: UserRow) -> dict[str, Any]:
     """The `auth` object of `GET /api/auth`."""
     return {
         "id": user["id"],
@@ -193,7 +194,7 @@ def check_signup_open(rt: Runtime) -> None:
         )
 
 
-def register(rt: Runtime, body: dict[str, Any], client_addr: str) -> dict[str, Any]:
+def register(rt: Runtime, body: dict[str, Any], client_addr: str) -> UserRow:
     """Self-service sign-up under TELENTIR_SIGNUP: with `invite`, the body's code is used up with the new account.
 
     Every sign-up with valid fields counts against its client address
@@ -233,7 +234,7 @@ def _count_signup(rt: Runtime, client_addr: str) -> None:
 # --- login ----------------------------------------------------------------------------
 
 
-def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str, Any]:
+def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> UserRow:
     """Check email + password under rate limits; the same 401 whichever part was wrong."""
     if (
         not isinstance(email, str)
@@ -244,7 +245,7 @@ def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str,
         raise BadRequest("email and password must be strings (an email of at most 320 characters).")
     # Counted (as a failure) up front: parallel guesses cannot slip through. An unknown email counts like a known one.
     attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(email), client_addr)
-    row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
+    row = as_row_or_none(UserRow, rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),)))
     # Checked even without an account (against nothing), so a wrong email costs as long as a wrong password.
     if not check_password(row["password_hash"] if row is not None else None, password) or row is None:
         raise Unauthorized("The email or password is incorrect.", code="invalid_credentials", extra={"status": "error"})
@@ -254,10 +255,10 @@ def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> dict[str,
         ratelimit.refund(rt, attempt.charge)
     else:
         attempts.succeeded(rt, attempt)
-    return dict(row)
+    return row
 
 
-def verify_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> None:
+def verify_second_factor(rt: Runtime, user: UserRow, code: Any, client_addr: str) -> None:
     """Check a TOTP or recovery code of a signing-in user; wrong codes count with wrong passwords."""
     attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(user["email"]), client_addr)
     if not twofactor.check_code(rt, user["id"], code):
@@ -265,7 +266,7 @@ def verify_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_ad
     attempts.succeeded(rt, attempt)
 
 
-def enable_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> list[str]:
+def enable_second_factor(rt: Runtime, user: UserRow, code: Any, client_addr: str) -> list[str]:
     """Turn 2FA on with a code of the pending secret (wrong codes counted like sign-in attempts); the recovery codes."""
     attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(user["email"]), client_addr)
     try:
@@ -277,7 +278,7 @@ def enable_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_ad
     return codes
 
 
-def disable_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> None:
+def disable_second_factor(rt: Runtime, user: UserRow, code: Any, client_addr: str) -> None:
     """Turn 2FA off with a current code (TOTP or recovery), counted like sign-in attempts."""
     twofactor.require_enabled(user)
     verify_second_factor(rt, user, code, client_addr)
@@ -287,7 +288,7 @@ def disable_second_factor(rt: Runtime, user: dict[str, Any], code: Any, client_a
 # --- password change and reset ----------------------------------------------------------
 
 
-def change_password(rt: Runtime, user: dict[str, Any], current: Any, new: Any, client_addr: str) -> None:
+def change_password(rt: Runtime, user: UserRow, current: Any, new: Any, client_addr: str) -> None:
     """Check the current password (counted like sign-in), set the new one and revoke every session."""
     if not isinstance(current, str) or len(current) > MAX_PASSWORD:
         raise BadRequest("currentPassword must be a string.")
@@ -373,7 +374,7 @@ def _code_hash(rt: Runtime, user_id: str, code: str) -> str:
     return hmac.new(rt.master_key, f"{user_id}:{code}".encode(), hashlib.sha256).hexdigest()
 
 
-def send_phone_code(rt: Runtime, user: dict[str, Any]) -> None:
+def send_phone_code(rt: Runtime, user: UserRow) -> None:
     """Create a fresh one-time code and send it by SMS (at most TELENTIR_SMS_PER_PHONE_PER_HOUR to one phone)."""
     if user["phone_verified"]:
         raise Conflict("This phone number is already verified.", code="already_verified")
@@ -391,7 +392,7 @@ def send_phone_code(rt: Runtime, user: dict[str, Any]) -> None:
     texts.send(rt, user["phone"], f"Your Telentir verification code is {code}", prepare=store_code)
 
 
-def verify_phone_code(rt: Runtime, user: dict[str, Any], code: Any, client_addr: str) -> None:
+def verify_phone_code(rt: Runtime, user: UserRow, code: Any, client_addr: str) -> None:
     """Check a code: right → phone verified; wrong, expired or used up → one 400."""
     if not isinstance(code, str) or not code.strip():
         raise BadRequest("code must be the string sent by SMS.")

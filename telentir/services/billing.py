@@ -26,6 +26,7 @@ from ..config import Config, origin_of
 from ..errors import BadRequest, Conflict
 from ..money import CURRENCY
 from ..runtime import Runtime
+from ..storage.rows import UserRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,7 +113,7 @@ def with_query(url: str, name: str, value: str) -> str:
 # --- the customer -----------------------------------------------------------------------------
 
 
-def ensure_customer(rt: Runtime, user: dict[str, Any]) -> str:
+def ensure_customer(rt: Runtime, user: UserRow) -> str:
     """The user's Stripe customer, created on first use and remembered (this links the user: Stripe mode)."""
     if user.get("stripe_customer_id"):
         return str(user["stripe_customer_id"])
@@ -138,14 +139,14 @@ def _request_key(purpose: str) -> str:
     return f"telentir:{purpose}:{uuid.uuid4().hex}"
 
 
-def _metadata(user: dict[str, Any], purpose: str, **extra: str) -> dict[str, str]:
+def _metadata(user: UserRow, purpose: str, **extra: str) -> dict[str, str]:
     return {"telentir_user": str(user["id"]), "purpose": purpose, **extra}
 
 
 # --- the three routes -------------------------------------------------------------------------
 
 
-def create_topup_session(rt: Runtime, user: dict[str, Any], return_to: str | None) -> str:
+def create_topup_session(rt: Runtime, user: UserRow, return_to: str | None) -> str:
     """`POST /api/credits/add`: a Checkout Session (payment mode) for a credit top-up; its URL."""
     gateway = require_stripe(rt)
     back = return_url(rt.config, return_to)
@@ -187,7 +188,7 @@ def topup_line(config: Config) -> dict[str, Any]:
     return line
 
 
-def create_portal_session(rt: Runtime, user: dict[str, Any], return_to: str | None) -> str:
+def create_portal_session(rt: Runtime, user: UserRow, return_to: str | None) -> str:
     """`GET /api/billing/portal`: a customer-portal session; its URL."""
     gateway = require_stripe(rt)
     back = return_url(rt.config, return_to)
@@ -211,7 +212,7 @@ def parse_plan_request(config: Config, body: dict[str, Any]) -> tuple[str, bool]
     return plan, mode == "upgrade"
 
 
-def create_plan_checkout(rt: Runtime, user: dict[str, Any], body: dict[str, Any], return_to: str | None) -> str:
+def create_plan_checkout(rt: Runtime, user: UserRow, body: dict[str, Any], return_to: str | None) -> str:
     """`POST /api/billing/plan`: Checkout for a subscription, or (upgrade) the subscription changed in place."""
     gateway = require_stripe(rt)
     back = return_url(rt.config, return_to)
@@ -233,7 +234,7 @@ def create_plan_checkout(rt: Runtime, user: dict[str, Any], body: dict[str, Any]
     return str(session["url"])
 
 
-def _subscription_checkout(config: Config, user: dict[str, Any], customer: str, plan: str, back: str) -> dict[str, Any]:
+def _subscription_checkout(config: Config, user: UserRow, customer: str, plan: str, back: str) -> dict[str, Any]:
     metadata = _metadata(user, "plan", plan=plan)
     return {
         "mode": "subscription",
@@ -254,7 +255,7 @@ def newest_live(subscriptions: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def change_subscription(
-    rt: Runtime, gateway: StripeGateway, user: dict[str, Any], subscription: dict[str, Any], plan: str
+    rt: Runtime, gateway: StripeGateway, user: UserRow, subscription: dict[str, Any], plan: str
 ) -> None:
     """Move a subscription to the plan's price, prorated; the webhook that follows sets the plan."""
     price = rt.config.plans[plan]["stripePriceId"]

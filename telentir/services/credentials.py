@@ -20,6 +20,7 @@ from ..errors import BadRequest, NotFound, Unauthorized
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import Transaction
+from ..storage.rows import UserRow, as_row
 from . import events, quotas
 
 API_KEY_PREFIX = "tlk_"
@@ -50,7 +51,7 @@ class Credential:
 class Principal:
     """Who is calling: the user row and the credential used."""
 
-    user: dict[str, Any]
+    user: UserRow
     credential: Credential
     # A sign-in token waiting for its second factor: it answers GET /api/auth and
     # POST /api/auth/2fa/verify only.
@@ -170,7 +171,7 @@ def revoke_token(rt: Runtime, token: str) -> None:
             events.append_revocation(rt, tx, claims["sub"], SESSION_PREFIX + claims["jti"])
 
 
-def authenticate(rt: Runtime, credential: str) -> dict[str, Any]:
+def authenticate(rt: Runtime, credential: str) -> UserRow:
     """The user a bearer credential (JWT or API key) stands for; Unauthorized otherwise."""
     return authenticate_principal(rt, credential).user
 
@@ -221,7 +222,7 @@ def _user_of_token(rt: Runtime, token: str) -> Principal:
     if row["session_epoch"] != epoch:  # the password changed (or was reset) since
         raise Unauthorized("The session has been revoked; log in again.")
     credential = Credential(SESSION_PREFIX + claims["jti"], float(claims["exp"]), row["id"], epoch)
-    return Principal(_without(dict(row), "token_revoked"), credential, limited=claims.get("2fa") == "pending")
+    return Principal(_user_in(row, "token_revoked"), credential, limited=claims.get("2fa") == "pending")
 
 
 def _user_of_api_key(rt: Runtime, key: str) -> Principal:
@@ -235,13 +236,15 @@ def _user_of_api_key(rt: Runtime, key: str) -> Principal:
         raise Unauthorized("The credential is not valid.")
     _touch_api_key(rt, row["api_key_id"], row["api_key_used_at"])
     credential = Credential(row["api_key_id"])
-    return Principal(_without(dict(row), "api_key_id", "api_key_used_at", "api_key_revoked_at"), credential)
+    return Principal(_user_in(row, "api_key_id", "api_key_used_at", "api_key_revoked_at"), credential)
 
 
-def _without(record: dict[str, Any], *names: str) -> dict[str, Any]:
-    for name in names:
+def _user_in(row: Any, *others: str) -> UserRow:
+    """The user of a row that also holds the columns `others`."""
+    record = dict(row)
+    for name in others:
         del record[name]
-    return record
+    return as_row(UserRow, record)
 
 
 def _touch_api_key(rt: Runtime, key_id: str, last_used_at: str | None) -> None:

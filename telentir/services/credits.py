@@ -24,6 +24,7 @@ from ..ids import now_iso
 from ..money import CURRENCY, AmountOutOfRange, check_balance, check_grant
 from ..runtime import Runtime
 from ..storage.db import Transaction
+from ..storage.rows import UserRow
 
 
 def month_of(moment: datetime | None = None) -> str:
@@ -31,7 +32,7 @@ def month_of(moment: datetime | None = None) -> str:
     return (moment or datetime.now(UTC)).strftime("%Y-%m")
 
 
-def plan_of(rt: Runtime, user: dict[str, Any]) -> dict[str, Any] | None:
+def plan_of(rt: Runtime, user: UserRow) -> dict[str, Any] | None:
     """The user's plan from the catalog, with its key; None if the plan left the catalog."""
     plan = rt.config.plans.get(user["plan"])
     return None if plan is None else {"key": user["plan"], **plan}
@@ -98,15 +99,22 @@ def require_gateway(rt: Runtime) -> StripeGateway:
     return rt.stripe
 
 
-def uses_stripe(rt: Runtime, user: dict[str, Any]) -> bool:
+def stripe_customer(rt: Runtime, user: UserRow) -> str | None:
+    """The user's Stripe customer when Stripe mode applies (Stripe configured, the user has one), else None."""
+    customer = user["stripe_customer_id"]
+    return customer if customer and gateway(rt) is not None else None
+
+
+def uses_stripe(rt: Runtime, user: UserRow) -> bool:
     """Stripe mode applies when configured and the user has a Stripe customer."""
-    return gateway(rt) is not None and bool(user.get("stripe_customer_id"))
+    return stripe_customer(rt, user) is not None
 
 
-def balance(rt: Runtime, user: dict[str, Any]) -> int:
+def balance(rt: Runtime, user: UserRow) -> int:
     """The prepaid balance: the Stripe credit in Stripe mode, else the local ledger's."""
-    if uses_stripe(rt, user):
-        return require_gateway(rt).credit_balance(user["stripe_customer_id"])
+    customer = stripe_customer(rt, user)
+    if customer is not None:
+        return require_gateway(rt).credit_balance(customer)
     return local_balance(rt, user["id"])
 
 
@@ -130,7 +138,7 @@ class Grant:
         return self.paid_part * self.price
 
 
-def compute_grant(rt: Runtime, user: dict[str, Any], requested: int, prepaid: int) -> Grant:
+def compute_grant(rt: Runtime, user: UserRow, requested: int, prepaid: int) -> Grant:
     """Clamp `requested` to the remaining allowance plus what `prepaid` buys."""
     plan = plan_of(rt, user)
     remaining = max(0, (plan["includedLeads"] if plan else 0) - allowance_used(rt, user["id"]))
@@ -216,15 +224,15 @@ def grant_credits(rt: Runtime, user_id: str, amount: int, note: str = "granted b
     return balance
 
 
-def credits_document(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
+def credits_document(rt: Runtime, user: UserRow) -> dict[str, Any]:
     """`GET /api/credits`."""
     return {"amount": balance(rt, user), "currency": CURRENCY}
 
 
-def billing_state(rt: Runtime, user: dict[str, Any]) -> dict[str, Any]:
+def billing_state(rt: Runtime, user: UserRow) -> dict[str, Any]:
     """`GET /api/billing/state`: plan, this month's usage, card, balance, a failed subscription payment."""
-    stripe_mode = uses_stripe(rt, user)
-    has_card = require_gateway(rt).has_card(user["stripe_customer_id"]) if stripe_mode else False
+    customer = stripe_customer(rt, user)
+    has_card = require_gateway(rt).has_card(customer) if customer is not None else False
     leads = int(
         rt.db.query_value(
             "SELECT COALESCE(SUM(used), 0) FROM jobs WHERE user_id = ? AND substr(created_at, 1, 7) = ?",

@@ -2,9 +2,10 @@
 
 A job: validate → reserve credits (ledger; Stripe when configured) → job row → thread pool:
 read SSE frames, encrypt each record under a fresh key wrapped for the user's `default`
-server, commit in batches (each batch also moves the job's `created` counter, so the summary
-never claims a record that is not stored) → settle: charge what was used, refund the rest
-(`services/settlement.py`). The process running a job holds its lease (`services/leases.py`):
+server, commit in batches (`services/record_writer.py`; each batch also moves the job's
+`created` counter, so the summary never claims a record that is not stored) → settle: charge
+what was used, refund the rest (`services/settlement.py`). Every change of the job's status
+and settlement goes through `services/job_states.py`. The process running a job holds its lease (`services/leases.py`):
 if it dies, another live process settles the job once the lease expires, and a batch
 committed after that is refused, so a job never writes more records than it was settled for.
 """
@@ -30,7 +31,7 @@ from ..ids import is_id, new_id, now_iso
 from ..money import MAX_LEADS_PER_JOB
 from ..runtime import Runtime
 from ..scraper import FrameTooLarge, check_path, scraper_url, stream_frames
-from ..storage.rows import JobRow
+from ..storage.rows import JobRow, UserRow, as_row_or_none
 from ..wire import is_plain_path
 from . import credits, job_states, quotas, roots, settlement
 from .job_states import JobStatus, Settlement
@@ -97,7 +98,7 @@ def _requested_credits(params: dict[str, Any]) -> int:
     return value
 
 
-def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: str) -> JobRow:
+def start_job(rt: Runtime, user: UserRow, req: ConnectRequest, job_id: str) -> JobRow:
     """Create the job row and reserve its credits; returns the job row (status running or finished).
 
     The caller holds `job_id` (`JobRunner.hold`), so the row is heartbeaten from its first commit.
@@ -118,8 +119,9 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: st
     if not req.billed:
         return _insert_job(rt, job, "none", None, status=JobStatus.RUNNING)
     requested = _requested_credits(req.params)
-    if credits.uses_stripe(rt, user):
-        return _start_stripe_job(rt, user, job, requested)
+    customer = credits.stripe_customer(rt, user)
+    if customer is not None:
+        return _start_stripe_job(rt, user, customer, job, requested)
     with rt.db.atomic() as tx:
         # Allowance and balance are read inside the write transaction, after the user's lock:
         # two jobs, in any processes, can never spend the same credit.
@@ -131,8 +133,8 @@ def start_job(rt: Runtime, user: dict[str, Any], req: ConnectRequest, job_id: st
     return row
 
 
-def _start_stripe_job(rt: Runtime, user: dict[str, Any], job: dict[str, Any], requested: int) -> JobRow:
-    customer, gateway = user["stripe_customer_id"], credits.require_gateway(rt)
+def _start_stripe_job(rt: Runtime, user: UserRow, customer: str, job: dict[str, Any], requested: int) -> JobRow:
+    gateway = credits.require_gateway(rt)
     watermark = credits.ledger_watermark(rt)  # before the read: see credits.unconfirmed_reservations
     credit = gateway.credit_balance(customer)
     with rt.db.atomic() as tx:
@@ -383,7 +385,7 @@ def _describe(exc: Exception) -> str:
 # --- the request ------------------------------------------------------------------------------
 
 
-def connect(rt: Runtime, user: dict[str, Any], req: ConnectRequest, client_gone: Callable[[], bool]) -> str:
+def connect(rt: Runtime, user: UserRow, req: ConnectRequest, client_gone: Callable[[], bool]) -> str:
     """POST /api/connect: run a job to its end (or the client's departure); returns the job id."""
     runner = rt.job_runner
     job_id = new_id("job")
@@ -412,7 +414,7 @@ def _wait(future: Future[None], cancel: threading.Event, client_gone: Callable[[
 def job_summary(rt: Runtime, user_id: str, job_id: str) -> dict[str, Any]:
     """`GET /api/connect/jobs/{id}`: the caller's job only."""
     row = (
-        rt.db.query_one("SELECT * FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id))
+        as_row_or_none(JobRow, rt.db.query_one("SELECT * FROM jobs WHERE id = ? AND user_id = ?", (job_id, user_id)))
         if is_id(job_id, "job")
         else None
     )

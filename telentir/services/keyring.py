@@ -11,6 +11,7 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import IntegrityError, Transaction, set_clause
+from ..storage.rows import KeyRow, as_row
 from ..wire import is_name, key_record
 from . import events, quotas
 
@@ -165,7 +166,7 @@ def create_key(
     return get_key(rt, user_id, key_id)
 
 
-def _key_row(rt: Runtime, user_id: str, key_id: str) -> Any:
+def _key_row(rt: Runtime, user_id: str, key_id: str) -> KeyRow:
     row = (
         rt.db.query_one("SELECT * FROM keys WHERE id = ? AND user_id = ?", (key_id, user_id))
         if is_id(key_id, "key")
@@ -173,7 +174,7 @@ def _key_row(rt: Runtime, user_id: str, key_id: str) -> Any:
     )
     if row is None:
         raise NotFound("No such key.")
-    return row
+    return as_row(KeyRow, row)
 
 
 def get_key(rt: Runtime, user_id: str, key_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import Transaction, set_clause
+from ..storage.rows import ObjectRow, as_row, as_row_or_none
 from ..wire import object_record
 from . import events, quotas
 
@@ -66,10 +67,10 @@ def _insert_row(
     related_id: str | None,
     metadata: str,
     enforce_quota: bool = True,
-) -> dict[str, Any]:
+) -> ObjectRow:
     """insert_object, returning the row as written."""
     object_id, now = new_id("obj"), now_iso()
-    row = {
+    row: ObjectRow = {
         "id": object_id,
         "user_id": user_id,
         "key_id": key_id,
@@ -95,7 +96,7 @@ def _insert_row(
     return row
 
 
-def _created_payload(row: dict[str, Any], content: bytes | None) -> dict[str, Any]:
+def _created_payload(row: ObjectRow, content: bytes | None) -> dict[str, Any]:
     return {
         "id": row["id"],
         "user_id": row["user_id"],
@@ -149,7 +150,7 @@ def create_object(
     return object_record(row, content)
 
 
-def _row(rt: Runtime, user_id: str, object_id: str) -> Any:
+def _row(rt: Runtime, user_id: str, object_id: str) -> ObjectRow:
     row = (
         rt.db.query_one("SELECT * FROM objects WHERE id = ? AND user_id = ?", (object_id, user_id))
         if is_id(object_id, "obj")
@@ -157,7 +158,7 @@ def _row(rt: Runtime, user_id: str, object_id: str) -> Any:
     )
     if row is None:
         raise NotFound("No such object.")
-    return row
+    return as_row(ObjectRow, row)
 
 
 def get_object(rt: Runtime, user_id: str, object_id: str) -> dict[str, Any]:
@@ -168,19 +169,19 @@ def get_object(rt: Runtime, user_id: str, object_id: str) -> dict[str, Any]:
     return record
 
 
-def _with_content(rt: Runtime, row: Any) -> dict[str, Any] | None:
+def _with_content(rt: Runtime, row: ObjectRow) -> dict[str, Any] | None:
     """The record of `row` with its ciphertext; None if the object was deleted meanwhile.
 
     Reads take no lock, and a patch or delete removes the old file right after its commit:
     a row read a moment before that commit names a file that is gone. Read the row again.
     """
     for _ in range(READ_ATTEMPTS):
-        if row["blob"] is None:
-            return object_record(row, bytes(row["inline_content"]))
+        if row["blob"] is None:  # then the content is in the row (the table's CHECK)
+            return object_record(row, bytes(row["inline_content"] or b""))
         try:
             return object_record(row, rt.blobs.read(row["blob"]))
         except FileNotFoundError:
-            fresh = rt.db.query_one("SELECT * FROM objects WHERE n = ?", (row["n"],))
+            fresh = as_row_or_none(ObjectRow, rt.db.query_one("SELECT * FROM objects WHERE n = ?", (row["n"],)))
             if fresh is None:
                 return None
             if fresh["blob"] == row["blob"]:
@@ -214,12 +215,12 @@ def update_object(rt: Runtime, user_id: str, object_id: str, changes: dict[str, 
     return get_object(rt, user_id, object_id)
 
 
-def _locked_row(tx: Transaction, user_id: str, object_id: str) -> Any:
+def _locked_row(tx: Transaction, user_id: str, object_id: str) -> ObjectRow:
     # Re-read inside the write transaction: a concurrent delete may have won the lock first.
     row = tx.execute("SELECT * FROM objects WHERE id = ? AND user_id = ?", (object_id, user_id)).fetchone()
     if row is None:
         raise NotFound("No such object.")
-    return row
+    return as_row(ObjectRow, row)
 
 
 def _apply_update(rt: Runtime, tx: Transaction, user_id: str, object_id: str, changes: dict[str, Any]) -> None:

@@ -16,11 +16,11 @@ workers and nodes: two concurrent writes can never both take the last byte or th
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from ..errors import Conflict, QuotaExceeded, RateLimited
 from ..runtime import Runtime
 from ..storage.db import Transaction
+from ..storage.rows import UserRow
 
 GENERATION_WINDOW_SECONDS = 3600
 
@@ -74,7 +74,7 @@ def refuse_when_full(rt: Runtime, user_id: str) -> None:
         )
 
 
-def usage(rt: Runtime, user: dict[str, Any]) -> dict[str, int | None]:
+def usage(rt: Runtime, user: UserRow) -> dict[str, int | None]:
     """`usage` of `GET /api/auth`: the user's stored ciphertext bytes and the quota (None: unlimited)."""
     return {"bytes": int(user["stored_bytes"]), "quotaBytes": rt.config.quota_bytes_per_user}
 

@@ -33,6 +33,7 @@ from ..ids import now_iso
 from ..money import CURRENCY
 from ..runtime import Runtime
 from ..storage.db import Transaction
+from ..storage.rows import UserRow, as_row, as_row_or_none
 from . import credits
 from .billing import LIVE_STATUSES, call_stripe, newest_live, require_stripe
 
@@ -183,16 +184,17 @@ def _effect_of(rt: Runtime, gateway: StripeGateway, event: dict[str, Any]) -> Ef
 # --- whose is it ------------------------------------------------------------------------------
 
 
-def user_for(rt: Runtime, user_id: object, customer: object) -> dict[str, Any] | None:
+def user_for(rt: Runtime, user_id: object, customer: object) -> UserRow | None:
     """The user named in metadata (`telentir_user`), else the one linked to the customer."""
     if isinstance(user_id, str):
         row = rt.db.query_one("SELECT * FROM users WHERE id = ?", (user_id,))
         if row is not None:
-            return dict(row)
+            return as_row(UserRow, row)
     customer_id = customer.get("id") if isinstance(customer, dict) else customer
     if isinstance(customer_id, str):
-        row = rt.db.query_one("SELECT * FROM users WHERE stripe_customer_id = ?", (customer_id,))
-        return None if row is None else dict(row)
+        return as_row_or_none(
+            UserRow, rt.db.query_one("SELECT * FROM users WHERE stripe_customer_id = ?", (customer_id,))
+        )
     return None
 
 
@@ -233,7 +235,7 @@ def topup_amount(session: dict[str, Any]) -> int:
 
 
 def topup_effect(
-    rt: Runtime, gateway: StripeGateway, user: dict[str, Any], session: dict[str, Any], event_id: str | None
+    rt: Runtime, gateway: StripeGateway, user: UserRow, session: dict[str, Any], event_id: str | None
 ) -> Effect:
     """Credit a paid top-up to the customer's Stripe balance (once per session); the ledger row follows."""
     amount, customer = topup_amount(session), _id_of(session.get("customer"))
@@ -262,9 +264,7 @@ def topup_effect(
     return write
 
 
-def _plan_bought(
-    rt: Runtime, gateway: StripeGateway, user: dict[str, Any], session: dict[str, Any], created: int
-) -> Effect:
+def _plan_bought(rt: Runtime, gateway: StripeGateway, user: UserRow, session: dict[str, Any], created: int) -> Effect:
     plan, subscription = _obj(session.get("metadata")).get("plan"), _id_of(session.get("subscription"))
     if not isinstance(plan, str) or plan not in rt.config.plans or subscription is None:
         return _ignored(f"plan {plan!r} is not in the catalog, or the session has no subscription", user["id"])
@@ -467,7 +467,7 @@ class SyncReport:
     has_card: bool
 
 
-def sync_customer(rt: Runtime, user: dict[str, Any]) -> SyncReport:
+def sync_customer(rt: Runtime, user: UserRow) -> SyncReport:
     """Re-read a user's subscriptions, paid top-ups and balance from Stripe and repair the local view."""
     gateway = require_stripe(rt)
     customer = user.get("stripe_customer_id")
@@ -496,14 +496,12 @@ def sync_customer(rt: Runtime, user: dict[str, Any]) -> SyncReport:
     )
 
 
-def _is_topup_of(session: dict[str, Any], user: dict[str, Any]) -> bool:
+def _is_topup_of(session: dict[str, Any], user: UserRow) -> bool:
     metadata = _obj(session.get("metadata"))
     return metadata.get("purpose") == "topup" and metadata.get("telentir_user") in (None, user["id"])
 
 
-def _sync_topup(
-    rt: Runtime, gateway: StripeGateway, user: dict[str, Any], session: dict[str, Any]
-) -> tuple[str, int] | None:
+def _sync_topup(rt: Runtime, gateway: StripeGateway, user: UserRow, session: dict[str, Any]) -> tuple[str, int] | None:
     effect = topup_effect(rt, gateway, user, session, None)
     with rt.db.atomic() as tx:
         outcome = effect(tx)

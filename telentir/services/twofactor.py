@@ -21,6 +21,7 @@ from urllib.parse import quote
 from ..errors import BadRequest, Conflict
 from ..ids import now_iso
 from ..runtime import Runtime
+from ..storage.rows import UserRow
 
 STEP_SECONDS = 30
 DIGITS = 6
@@ -53,7 +54,7 @@ def _b32(secret: bytes) -> str:
     return base64.b32encode(secret).decode().rstrip("=")
 
 
-def setup(rt: Runtime, user: dict[str, Any]) -> dict[str, str]:
+def setup(rt: Runtime, user: UserRow) -> dict[str, str]:
     """A fresh pending secret (replacing any pending one) and its otpauth URL; Conflict when 2FA is on."""
     secret = secrets.token_bytes(SECRET_BYTES)
     sealed = rt.seal(secret, totp_context(user["id"]))
@@ -69,7 +70,7 @@ def setup(rt: Runtime, user: dict[str, Any]) -> dict[str, str]:
     return {"secret": encoded, "otpauthUrl": f"otpauth://totp/{label}?secret={encoded}&issuer={ISSUER}"}
 
 
-def enable(rt: Runtime, user: dict[str, Any], code: Any) -> list[str]:
+def enable(rt: Runtime, user: UserRow, code: Any) -> list[str]:
     """Turn 2FA on with a code of the pending secret; returns the ten recovery codes (shown this once)."""
     row = _totp_row(rt, user["id"])
     if row["totp_enabled"]:
@@ -111,7 +112,7 @@ def disable(rt: Runtime, user_id: str) -> None:
         tx.execute("DELETE FROM recovery_codes WHERE user_id = ?", (user_id,))
 
 
-def require_enabled(user: dict[str, Any]) -> None:
+def require_enabled(user: UserRow) -> None:
     """Conflict `2fa_not_enabled` unless the user has 2FA on."""
     if not user["totp_enabled"]:
         raise Conflict("Two-factor sign-in is not on.", code="2fa_not_enabled")

@@ -1,9 +1,9 @@
 """The rows of the tables services read most, as the type checker sees them.
 
 `Database.query` returns rows of whatever the driver makes (`sqlite3.Row`, a psycopg row):
-read by column name, they behave alike. The functions that read users, API keys, servers,
-keys, objects and jobs turn them into these dicts at one place (`as_row`), so mypy checks
-every field name and type after that. Each TypedDict names exactly its table's columns
+read by column name, they behave alike. The functions that read whole users, keys, objects
+and jobs rows turn them into these dicts at one place (`as_row`), so mypy checks every field
+name and type after that. Each TypedDict names exactly its table's columns
 (`schema.sql`; `tests/test_rows.py` keeps them equal). Integer flags (`phone_verified`,
 `deprecated`…) are 0 or 1, as stored.
 """
@@ -31,30 +31,6 @@ class UserRow(TypedDict):
     totp_enabled: int
     totp_last_step: int | None
     session_epoch: int
-
-
-class ApiKeyRow(TypedDict):
-    """An `api_keys` row: a named credential (only its hash is stored)."""
-
-    id: str
-    user_id: str
-    name: str
-    key_hash: str
-    created_at: str
-    last_used_at: str | None
-    revoked_at: str | None
-
-
-class ServerRow(TypedDict):
-    """A `servers` row: one of a user's keypairs, named; objects' keys are wrapped for it."""
-
-    user_id: str
-    name: str
-    mode: str  # custodial | generate | upload_public
-    public_key: str
-    private_key_sealed: bytes | None
-    deprecated: int
-    created_at: str
 
 
 class KeyRow(TypedDict):
@@ -120,7 +96,7 @@ class JobRow(TypedDict):
     heartbeat_at: float | None
 
 
-RowT = TypeVar("RowT", UserRow, ApiKeyRow, ServerRow, KeyRow, ObjectRow, JobRow)
+RowT = TypeVar("RowT", UserRow, KeyRow, ObjectRow, JobRow)
 
 
 def as_row(kind: type[RowT], row: Any) -> RowT:
