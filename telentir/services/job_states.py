@@ -124,11 +124,6 @@ def state_of(job: JobRow) -> JobState:
     return JobState(JobStatus(job["status"]), Settlement(job["settlement"]))
 
 
-def is_open(state: JobState) -> bool:
-    """Whether the job still runs (or reserves to run)."""
-    return state.status in OPEN_STATUSES
-
-
 def check(before: JobState | None, after: JobState) -> None:
     """Refuse a move the table does not allow."""
     if after not in ALLOWED.get(before, frozenset()):
