@@ -11,12 +11,6 @@ import click
 from ..services import invites
 from .common import runtime
 
-
-@click.group("invites")
-def invites_group() -> None:
-    """Manage sign-up invites (used when TELENTIR_SIGNUP=invite)."""
-
-
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -33,6 +27,11 @@ class Duration(click.ParamType):
         if match is None:
             self.fail(f"{value!r} is not a duration such as 30m, 12h or 7d", param, ctx)
         return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+@click.group("invites")
+def invites_group() -> None:
+    """Manage sign-up invites (used when TELENTIR_SIGNUP=invite)."""
 
 
 @invites_group.command("create")
