@@ -1,16 +1,21 @@
 """The per-request cost of the app alone: Flask's test client in one thread, no sockets, no gunicorn.
 
-    python -m bench.inprocess            # microseconds per create, read and baseline request
+    python -m bench.inprocess            # µs per noop, baseline, read and create request, and the ratios
+    python -m bench.inprocess --json     # one JSON line: {"noop_us", "baseline_us", "read_us", "create_us"}
 
 What the HTTP scenarios cannot separate (their load tool shares the box's two cores), this
-does: the Python work one request costs. It uses only `create_app` and the services, so the
-same file runs against an older checkout for a before/after (`cd old && python
-/path/to/bench/inprocess.py`); profile it with `python -m cProfile -s tottime`.
+does: the Python work one request costs. `noop` is a bare Flask route (no hooks, no auth) in
+an app of its own, through the same test client in the same run: the floor that Flask and
+the test client cost, so the ratios to it say what this server adds, whatever the box's load.
+It uses only `create_app` and the services, so the same file runs against an older checkout
+for a before/after (`cd old && python /path/to/bench/inprocess.py`); profile it with
+`python -m cProfile -s tottime`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -21,28 +26,62 @@ from typing import Any
 
 sys.path.insert(0, os.getcwd())  # the checkout being measured, when run as a script from it
 
+from flask import Flask
+
 from telentir import close_app, create_app
 from telentir.services import accounts, credentials, keyring, roots
 
 MASTER_KEY = "11" * 32
-ROUNDS = 3  # the best of three rounds: the box's other load only ever adds time
+ROUNDS = 10  # the best of ten rounds: the box's other load only ever adds time
+ORDER = ("noop", "baseline", "read", "create")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print µs per request for create, read and the baseline, the best of three rounds each."""
+    """Print µs per request for noop, baseline, read and create (the best of ROUNDS rounds), or one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=500, help="requests per round")
+    parser.add_argument("--requests", type=int, default=200, help="requests per round")
+    parser.add_argument("--json", action="store_true", help='print one JSON line {"noop_us", "baseline_us", …}')
     args = parser.parse_args(argv)
+    if args.requests < 1:
+        parser.error("--requests must be at least 1")
     with tempfile.TemporaryDirectory() as folder:
         app = create_app({"data_dir": str(Path(folder) / "data"), "master_key": MASTER_KEY, "log_level": "WARNING"})
         try:
-            for name, request in _requests(app).items():
-                _time(request, args.requests // 2)  # warm-up: caches, prepared statements
-                best = min(_time(request, args.requests) for _ in range(ROUNDS))
-                print(f"{name:9} {best * 1e6:7.0f} µs")
+            micros = _measure({"noop": _noop_request(), **_requests(app)}, args.requests)
         finally:
             close_app(app)
+    if args.json:
+        print(json.dumps({f"{name}_us": round(micros[name], 1) for name in ORDER}))
+    else:
+        for name in ORDER:
+            print(f"{name:9} {micros[name]:7.0f} µs  {micros[name] / micros['noop']:5.2f}× noop")
     return 0
+
+
+def _measure(requests: dict[str, Callable[[], None]], count: int) -> dict[str, float]:
+    """µs per request of each, the best of ROUNDS rounds of `count`, after a warm-up of half as many.
+
+    The rounds interleave the requests, so a burst of the box's other load lands on all of them
+    alike and the ratios hold. Creates come first in each round: the reads pick among their objects.
+    """
+    order = ("create", "read", "baseline", "noop")
+    for name in order:
+        _time(requests[name], max(1, count // 2))  # warm-up: caches, prepared statements
+    rounds = [{name: _time(requests[name], count) for name in order} for _ in range(ROUNDS)]
+    return {name: min(one[name] for one in rounds) * 1e6 for name in order}
+
+
+def _noop_request() -> Callable[[], None]:
+    """A bare route in an app of its own: no before/after hooks, no middleware, no auth."""
+    app = Flask("noop")
+    app.add_url_rule("/noop", "noop", lambda: {"ok": True})
+    client = app.test_client()
+
+    def noop() -> None:
+        answer = client.get("/noop")
+        assert answer.status_code == 200, answer.data
+
+    return noop
 
 
 def _requests(app: Any) -> dict[str, Callable[[], None]]:

@@ -38,3 +38,37 @@ def test_quick_benchmark_produces_every_scenario(tmp_path):
     assert results["5_fanout_one_user"]["delivered"] == results["5_fanout_one_user"]["expected"] > 0
     assert results["6_ingest"]["records"] > 0
     assert "2_create" in done.stdout  # the table is printed
+
+
+def test_inprocess_json_prints_one_line_of_positive_microseconds():
+    """`python -m bench.inprocess --json`: the line the "no cost added" budget is read from (issue 21)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--json", "--requests", "4"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout
+    figures = json.loads(lines[0])
+    assert set(figures) == {"noop_us", "baseline_us", "read_us", "create_us"}
+    for name, value in figures.items():
+        assert isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, (name, value)
+
+
+def test_inprocess_prints_the_noop_line_and_the_ratios():
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--requests", "2"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = [line.split()[0] for line in done.stdout.splitlines()]
+    assert names == ["noop", "baseline", "read", "create"], done.stdout
+    assert all(line.endswith("× noop") for line in done.stdout.splitlines()), done.stdout

@@ -93,7 +93,7 @@ def test_the_wheel_and_the_sdist_hold_the_package_and_its_data(built: Built) -> 
     assert not any(name.startswith("tests/") for name in names)
     with tarfile.open(built.sdist) as sdist:
         members = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
-    assert {"pyproject.toml", "README.md", "LICENSE", "telentir/schema.sql", "telentir/cli.py"} <= members
+    assert {"pyproject.toml", "README.md", "LICENSE", "telentir/schema.sql", "telentir/cli/__init__.py"} <= members
 
 
 def _env(data_dir: Path) -> dict[str, str]:

@@ -85,11 +85,8 @@ def usage(rt: Runtime, user: UserRow) -> dict[str, int | None]:
 def check_api_keys(rt: Runtime, tx: Transaction, user_id: str) -> None:
     """409 `too_many_api_keys` when the user already holds TELENTIR_MAX_API_KEYS_PER_USER live keys."""
     limit = rt.config.max_api_keys_per_user
-    live = tx.execute("SELECT COUNT(*) FROM api_keys WHERE user_id = ? AND revoked_at IS NULL", (user_id,)).fetchone()[
-        0
-    ]
-    if live >= limit:
-        rt.metrics.limit_refused("max_api_keys_per_user")
+    live = "SELECT COUNT(*) FROM api_keys WHERE user_id = ? AND revoked_at IS NULL"
+    if _at_ceiling(rt, tx, live, user_id, limit, "max_api_keys_per_user"):
         raise Conflict(
             f"You already have {limit} live API keys, the most this server allows; revoke one first.",
             code="too_many_api_keys",
@@ -99,15 +96,20 @@ def check_api_keys(rt: Runtime, tx: Transaction, user_id: str) -> None:
 def check_servers(rt: Runtime, tx: Transaction, user_id: str) -> None:
     """409 `too_many_servers` when the user has registered TELENTIR_MAX_SERVERS_PER_USER servers."""
     limit = rt.config.max_servers_per_user
-    registered = tx.execute(
-        "SELECT COUNT(*) FROM servers WHERE user_id = ? AND mode != 'custodial'", (user_id,)
-    ).fetchone()[0]
-    if registered >= limit:
-        rt.metrics.limit_refused("max_servers_per_user")
+    registered = "SELECT COUNT(*) FROM servers WHERE user_id = ? AND mode != 'custodial'"
+    if _at_ceiling(rt, tx, registered, user_id, limit, "max_servers_per_user"):
         raise Conflict(
             f"You already have {limit} servers, the most this server allows; deprecate and reuse one instead.",
             code="too_many_servers",
         )
+
+
+def _at_ceiling(rt: Runtime, tx: Transaction, count_sql: str, user_id: str, limit: int, setting: str) -> bool:
+    """Whether the user's rows that `count_sql` counts (in `tx`) have reached `limit`; a refusal is counted if so."""
+    if tx.execute(count_sql, (user_id,)).fetchone()[0] < limit:
+        return False
+    rt.metrics.limit_refused(setting)
+    return True
 
 
 def count_generation(rt: Runtime, tx: Transaction, user_id: str) -> None:

@@ -221,23 +221,32 @@ class PostgresDatabase(Database):
                 return run(conn)
             except psycopg.Error as exc:
                 self.raise_mapped(exc)
+        result, _, release = self._retried_once(run)
+        release()
+        self.health.ok(ENGINE)
+        return result
+
+    def _retried_once(self, run: Callable[[psycopg.Connection[Any]], T]) -> tuple[T, psycopg.Connection[Any], Release]:
+        """Run `run` on a pooled connection, and once more on a fresh one if that connection was dead.
+
+        Only for work that is safe to repeat: a read, or BEGIN and the write lock (nothing of the
+        transaction has run yet). Returns the result and the connection, still held: the caller
+        releases it. A failure releases it and comes out mapped.
+        """
         conn, release = self._checkout()
         try:
-            result = run(conn)
+            return run(conn), conn, release
         except psycopg.Error as exc:
             release()
             if not _connection_lost(exc):
                 self.raise_mapped(exc)
             self._after_lost(exc)
-            conn, release = self._fresh()
-            try:
-                result = run(conn)
-            except psycopg.Error as again:
-                release()
-                self.raise_mapped(again)
-        release()
-        self.health.ok(ENGINE)
-        return result
+        conn, release = self._fresh()
+        try:
+            return run(conn), conn, release
+        except psycopg.Error as exc:
+            release()
+            self.raise_mapped(exc)
 
     def query(self, sql: str, params: Any = ()) -> list[Any]:
         """Run a read and return all rows."""
@@ -250,25 +259,8 @@ class PostgresDatabase(Database):
         return self._read(lambda conn: conn.execute(statement, params).fetchone())
 
     def _begin_write(self) -> tuple[psycopg.Connection[Any], Release]:
-        """A connection in a write transaction holding the write lock; retried once on a fresh one if it was dead.
-
-        Safe to retry: nothing of the transaction has run when BEGIN or the lock fails.
-        """
-        conn, release = self._checkout()
-        try:
-            _begin(conn)
-            return conn, release
-        except psycopg.Error as exc:
-            release()
-            if not _connection_lost(exc):
-                self.raise_mapped(exc)
-            self._after_lost(exc)
-        conn, release = self._fresh()
-        try:
-            _begin(conn)
-        except psycopg.Error as exc:
-            release()
-            self.raise_mapped(exc)
+        """A connection in a write transaction holding the write lock; retried once on a fresh one if it was dead."""
+        _, conn, release = self._retried_once(_begin)
         return conn, release
 
     @contextmanager
