@@ -56,8 +56,8 @@ class Config:
     inline_max_bytes: int = setting(
         16 * 1024,
         parsers.non_negative_int,
-        'Ciphertexts up to this size live in the database row; larger ones in files (0: always files). See "Where'
-        ' ciphertext lives" in docs/architecture.md.',
+        "Ciphertexts up to this size live in the database row; larger ones in files (0: always files). "
+        "See “Where ciphertext lives” in docs/architecture.md.",
     )
     sse_heartbeat_seconds: float = setting(
         15.0,
@@ -402,8 +402,8 @@ class Config:
     job_lease_seconds: float = setting(
         30.0,
         parsers.positive_float,
-        "A running job whose process has not heartbeaten for this long is settled by another live process (its "
-        'owner heartbeats every third of it). See "Jobs, leases and money" in docs/architecture.md.',
+        "A running job whose process has not heartbeaten for this long is settled by another live process "
+        "(its owner heartbeats every third of it). See “Jobs, leases and money” in docs/architecture.md.",
     )
 
     @property
