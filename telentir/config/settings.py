@@ -19,7 +19,11 @@ from .table import Setting, rows_of, setting
 
 @dataclass(frozen=True)
 class Config:
-    """The server's typed settings; build it with `load_config`, which parses and checks every value."""
+    """The server's typed settings; build it with `load_config`, which parses and checks every value.
+
+    Each field is one setting (see `setting`); the properties below derive from them. `Config(...)` itself
+    checks nothing: it is for tests that want a value no parser would let through.
+    """
 
     data_dir: Path = setting(Path("data"), parsers.path, "Folder for the database, blobs and master key.")
     database: Path | None = setting(None, parsers.path, "SQLite database file (default `<data dir>/telentir.db`).")
