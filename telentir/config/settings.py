@@ -21,8 +21,8 @@ from .table import Setting, rows_of, setting
 class Config:
     """The server's typed settings; build it with `load_config`, which parses and checks every value.
 
-    Each field is one setting (see `setting`); the properties below derive from them. `Config(...)` itself
-    checks nothing: it is for tests that want a value no parser would let through.
+    Each field is one setting (see `setting`); the properties below derive from them.
+    `Config(...)` itself checks nothing: only `load_config` does.
     """
 
     data_dir: Path = setting(Path("data"), parsers.path, "Folder for the database, blobs and master key.")
