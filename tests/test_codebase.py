@@ -190,22 +190,22 @@ def test_the_runtime_has_no_untyped_bag_of_components() -> None:
     assert untyped == []
 
 
-def test_the_readme_layout_names_every_module() -> None:
-    """The README's Layout section stays complete: every module and package of telentir/ is named there."""
-    readme = (ROOT / "README.md").read_text()
-    layout = readme[readme.index("## Layout") : readme.index("## Threads")]
+def test_the_architecture_layout_names_every_module() -> None:
+    """docs/architecture.md's Layout section stays complete: every module and package of telentir/ is named there."""
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    layout = architecture[architecture.index("## Layout") : architecture.index("## Threads")]
     missing = [
         str(path.relative_to(ROOT))
         for path in PACKAGE.rglob("*.py")
         if path.stem not in layout and not (path.name == "__init__.py" and f"{path.parent.name}/" in layout)
     ]
-    assert missing == [], f"add to the README's Layout section: {missing}"
+    assert missing == [], f"add to docs/architecture.md's Layout section: {missing}"
 
 
-def test_the_readme_threads_section_names_every_thread_the_code_starts() -> None:
-    """Every thread name the package gives (`name=` or `thread_name_prefix=`) appears in the README's Threads table."""
-    readme = (ROOT / "README.md").read_text()
-    threads = readme[readme.index("## Threads") :]
+def test_the_architecture_threads_section_names_every_thread_the_code_starts() -> None:
+    """Every thread the package names (`name=`, `thread_name_prefix=`) is in docs/architecture.md's Threads table."""
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    threads = architecture[architecture.index("## Threads") :]
     names = set()
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -219,4 +219,4 @@ def test_the_readme_threads_section_names_every_thread_the_code_starts() -> None
     starting = {name for name in names if name.startswith(("telentir-", "f'flush-", 'f"flush-'))}
     assert {"telentir-event-pruner", "telentir-doorbell", "telentir-connect"} <= starting, starting
     missing = [name for name in starting if name.split("{")[0].strip("f'\"") not in threads]
-    assert missing == [], f"add to the README's Threads table: {missing}"
+    assert missing == [], f"add to docs/architecture.md's Threads table: {missing}"
