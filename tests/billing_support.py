@@ -95,7 +95,7 @@ def stripe_server(data_dir: Path, fake: FakeStripe, env: dict[str, str]) -> Iter
     try:
         yield server
     finally:
-        server.stop()
+        server.discard()
 
 
 class SdkError(Exception):

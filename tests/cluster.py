@@ -148,7 +148,7 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        """Stop the proxy and the nodes."""
+        """Stop the proxy and discard the nodes (the cluster's tests are done with it)."""
         self.proxy.stop()
         for node in self.nodes.values():
-            node.stop()
+            node.discard()

@@ -196,6 +196,14 @@ class ServerProcess:
         """SIGKILL the master and workers at once: a crash."""
         self._signal(signal.SIGKILL)
 
+    def discard(self) -> None:
+        """End a server its tests are done with, at once (SIGKILL): its folder goes with the temporary directory.
+
+        A graceful stop takes about a second (a worker notices SIGTERM at its next poll) and
+        proves nothing at teardown; a test that checks the graceful stop calls `stop()` itself.
+        """
+        self.kill()
+
     def _signal(self, sig: int) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -219,7 +227,7 @@ def running_server(
     worker_class: str | None = None,
     **env: str,
 ) -> Iterator[ServerProcess]:
-    """A started server over a fresh data folder `<name>N/data`, with the fixed master key plus `env`; stopped on exit.
+    """A started server over a fresh data folder `<name>N/data`, the fixed master key plus `env`; discarded on exit.
 
     The one way tests start servers: the `server_factory` fixture for a test's own, directly for
     a module's or the session's shared one.
@@ -229,7 +237,7 @@ def running_server(
     try:
         yield server.start()
     finally:
-        server.stop()
+        server.discard()
 
 
 class Api:

@@ -100,7 +100,7 @@ def _server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> 
     folder = Folder(srv)
     yield srv, folder
     folder.close()
-    srv.stop()
+    srv.discard()
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The default catalog, no Stripe, no billing settings at all."""
     process = ServerProcess(tmp_path_factory.mktemp("local") / "data", {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY})
     yield process.start()
-    process.stop()
+    process.discard()
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) -> It
     process = ServerProcess(tmp_path_factory.mktemp("console") / "data", env).start()
     yield process
     scraper.stopping.set()
-    process.stop()
+    process.discard()
 
 
 def create_item(page: Page, value: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SSE_RETRY_MS": "500"}
     process = ServerProcess(tmp_path_factory.mktemp("console-data") / "data", env).start()
     yield process
-    process.stop()
+    process.discard()
 
 
 def contact(n: int) -> dict[str, str]:

@@ -123,7 +123,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
     _, api_key, ids = seed(data_dir)
     server = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY}).start()
     yield server, api_key, ids
-    server.stop()
+    server.discard()
 
 
 def elements(page: Page) -> int:

@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("encoding") / "data"
     srv = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_SIGNUP": "open"}).start()
     yield srv
-    srv.stop()
+    srv.discard()
 
 
 @pytest.fixture

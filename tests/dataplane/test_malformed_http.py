@@ -30,7 +30,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     data_dir = tmp_path_factory.mktemp(f"malformed-{request.param}") / "data"
     srv = ServerProcess(data_dir, {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY}, worker_class=request.param).start()
     yield srv
-    srv.stop()
+    srv.discard()
 
 
 def exchange(server: ServerProcess, data: bytes) -> bytes:

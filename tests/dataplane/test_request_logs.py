@@ -44,7 +44,7 @@ def server(tmp_path: Path):
     }
     srv = ServerProcess(tmp_path / "data", env).start()
     yield srv
-    srv.stop()
+    srv.discard()
 
 
 def test_a_full_session_logs_every_request_and_no_secret(server):

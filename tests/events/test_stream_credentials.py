@@ -70,7 +70,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     worker_class = "gevent" if request.param == "gevent" else None
     srv = _start(tmp_path_factory, f"creds-{request.param}", worker_class=worker_class, TELENTIR_SSE_HUB=hub)
     yield srv
-    srv.stop()
+    srv.discard()
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +311,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     """Two gunicorn workers on the suite's Redis."""
     srv = _start(tmp_path_factory, "creds-two-workers", workers=2, TELENTIR_BROKER_URL=redis_url())
     yield srv
-    srv.stop()
+    srv.discard()
 
 
 @pytest.fixture

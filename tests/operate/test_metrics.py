@@ -121,7 +121,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper) 
         wait_until(lambda: len(set(worker_pids(server, 60))) == 2, timeout=30, message="the second worker to boot")
         yield server
     finally:
-        server.stop()
+        server.discard()
 
 
 def worker_pids(server: ServerProcess, connections: int) -> list[int]:

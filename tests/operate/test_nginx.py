@@ -167,7 +167,7 @@ def behind_nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ser
         yield server, proxy, verified_user(server.data_dir)[1]
     finally:
         proxy.stop()
-        server.stop()
+        server.discard()
 
 
 def test_the_deployment_guide_shows_the_tested_file():

@@ -96,7 +96,7 @@ def node(storage_backend: str, tmp_path_factory: pytest.TempPathFactory, scraper
         with closing(billing_runtime(data_dir)) as rt:  # the engines themselves, never cut
             yield Node(server, rt, proxies)
     finally:
-        server.stop()
+        server.discard()
         for proxy in proxies.values():
             proxy.stop()
 
