@@ -32,7 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The module's server: memory broker, 1 s heartbeat, retry 1500 ms, the default stream caps.
 
     The filter scenario holds more of one user's streams (one per filter) than its fair share:
-    on a quiet box that is allowed (tests/test_resource_limits.py tests the share).
+    on a quiet box that is allowed (tests/dataplane/test_resource_limits.py tests the share).
     """
     with running_server(tmp_path_factory, "sse", **STREAM_SETTINGS) as srv:
         yield srv
@@ -351,7 +351,7 @@ def test_every_event_type_carries_the_spec_payload(scenario: Scenario, kind: str
 
 @pytest.fixture(scope="module")
 def capped_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server allowing 3 streams in all and 2 per user (the fair share off: tests/test_resource_limits.py has it)."""
+    """A server allowing 3 streams in all and 2 per user (the fair share off: test_resource_limits.py has it)."""
     settings = {
         **STREAM_SETTINGS,
         "TELENTIR_SSE_MAX_STREAMS": "3",

@@ -67,7 +67,7 @@ def test_the_default_is_one_server_with_its_two_volumes_and_the_key_as_a_secret(
     assert set(mounts) == {"/data", "/keys"} and set(mounts.values()) <= set(compose["volumes"])
     _assert_key_is_a_secret(compose, server)
     assert all(port.startswith("127.0.0.1:") for port in server["ports"]), "plain HTTP stays on the host's loopback"
-    assert server["read_only"] is True and server["tmpfs"] == ["/tmp"]  # what tests/test_container.py runs
+    assert server["read_only"] is True and server["tmpfs"] == ["/tmp"]  # what tests/operate/test_container.py runs
 
 
 def _assert_key_is_a_secret(compose: dict[str, Any], server: dict[str, Any]) -> None:
