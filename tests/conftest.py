@@ -41,7 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--backend",
         choices=backends.BACKENDS,
         default=backends.EMBEDDED,
-        help="embedded (SQLite, files, in-process broker) or postgres-s3-redis (the storage-bound modules only).",
+        help="embedded (SQLite, files, in-process broker) or postgres-s3-redis (the tests marked scale_out only).",
     )
 
 
@@ -58,9 +58,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.scale_out)
     if config.getoption("--backend") == backends.EMBEDDED:
         return
-    keep = [item for item in items if item.get_closest_marker("scale_out") is not None]
-    config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("scale_out") is None])
-    items[:] = keep
+    marked = {item: item.get_closest_marker("scale_out") is not None for item in items}
+    config.hook.pytest_deselected(items=[item for item in items if not marked[item]])
+    items[:] = [item for item in items if marked[item]]
 
 
 def _package_scale_out(item: pytest.Item) -> bool:
