@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 SCRAPER_PORT ?= 8001
 
-.PHONY: run test test-deps lint lock clean
+.PHONY: run test test-fast test-deps lint lock clean
 
 # The venv holds exactly what requirements-dev.lock pins (pip itself included), hashes checked:
 # a clone installs next month what was tested today. `make lock` is the only way a pin moves.
@@ -35,11 +35,16 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 	cd clients/python && $(CURDIR)/$(BIN)/mypy
 
-## test: the static checks, then the whole suite (embedded), then its storage-bound modules on PostgreSQL + S3 + Redis;
+## test: the static checks, then the whole suite (embedded), then its tests marked `scale_out` on PostgreSQL + S3 + Redis;
 ## nothing needs to be running: each pass starts a private Redis and PostgreSQL of its own (tests/private_services.py)
 test: test-deps lint
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --backend postgres-s3-redis
+
+## test-fast: the unit tests alone, in process (no server, no Redis, no PostgreSQL), in under a minute:
+## tests/unit and the Python client's units; `make test` runs them too, with everything else
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest tests/unit clients/python/tests/test_telentir_client_units.py
 
 ## test-deps: fail at once, saying what to install, if a program the suite starts is missing
 ## (redis-server; PostgreSQL's initdb and pg_ctl, found in /usr/lib/postgresql/<version>/bin); `bash .ci/run` installs them

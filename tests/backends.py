@@ -1,9 +1,9 @@
 """The storage backends the integration suite runs on: `embedded` and `postgres-s3-redis`.
 
 `pytest` runs on the embedded default (SQLite, files, in-process broker); `pytest
---backend postgres-s3-redis` runs the storage-bound integration modules (SCALE_OUT_MODULES)
-again, unchanged, with every server and runtime they build pointed at PostgreSQL, an S3
-server and Redis. The backend reaches `support.server_env` and `support.test_config`
+--backend postgres-s3-redis` runs the storage-bound integration tests (marked `scale_out`: see
+`runs_scale_out`) again, unchanged, with every server and runtime they build pointed at
+PostgreSQL, an S3 server and Redis. The backend reaches `support.server_env` and `support.test_config`
 through one environment variable (set for the session by conftest), so test modules need
 not know which backend they run on. PostgreSQL and Redis are the run's private servers
 (tests/private_services.py), or those TELENTIR_TEST_POSTGRES_URL / TELENTIR_TEST_REDIS_URL name.
@@ -23,7 +23,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,56 +38,25 @@ EMBEDDED = "embedded"
 SCALE_OUT = "postgres-s3-redis"
 BACKENDS = (EMBEDDED, SCALE_OUT)
 ENV_VAR = "TELENTIR_TEST_BACKEND"
+SCALE_OUT_MARK = "scale_out"
+EMBEDDED_ONLY_MARK = "embedded_only"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
-# The integration modules whose servers read and write storage: they run on both backends.
-# Left out on purpose: the modules that test the embedded engines themselves (SQLite files and
-# locks, the ciphertext files' order under kill -9, backup/restore, the in-process broker and
-# peer doorbells, migrations of a SQLite file) and those that start no server (unit, docs).
-SCALE_OUT_MODULES = (
-    "test_smoke",
-    "test_auth_flow",
-    "test_two_factor",
-    "test_dataplane_flows",
-    "test_dataplane_behaviour",
-    "test_dataplane_bad_input",
-    "test_dataplane_isolation",
-    "test_events_sse",
-    "test_events_replay",
-    "test_events_ws",
-    "test_connect",
-    "test_cli_credits",
-    "test_error_shape",
-    "test_connect_stripe",
-    "test_billing_checkout",
-    "test_billing_webhooks",
-    "test_billing_cli",
-    "test_console_server",
-    "test_job_leases",
-    "test_money_concurrency",
-    "test_signup_policy",
-    "test_stream_credentials",
-    "test_amount_bounds",
-    "test_stripe_failures",
-    "test_metrics",
-    "test_fuzz",
-    "test_input_encoding",
-    "test_stream_cursors",
-    "test_token_cookie",
-    "test_client_gone",
-    "test_stream_reads",
-    "test_request_logs",
-    "test_malformed_http",
-    "test_sse_hub",
-    "test_resource_limits",
-    "test_gevent_worker",
-    "test_engine_outages",
-    "test_account_limits",
-    "test_ratelimit",
-    "test_short_bodies",
-    "test_ws_limits",
-    "test_slow_clients",
-)
+
+def runs_scale_out(package_scale_out: bool, marks: Iterable[str]) -> bool:
+    """Whether a test also runs on PostgreSQL + S3 + Redis, from its package's SCALE_OUT and its marks.
+
+    A package's conftest says whether its modules run there (`SCALE_OUT`); a module says otherwise
+    with `pytestmark = pytest.mark.embedded_only("why")` (in a package that does) or
+    `pytestmark = pytest.mark.scale_out` (in one that does not). Left out on purpose: the modules
+    that test the embedded engines themselves (SQLite files and locks, the ciphertext files' order
+    under kill -9, backup/restore, the in-process broker and peer doorbells, migrations of a
+    SQLite file), those that bring their own engines, and those that start no server.
+    """
+    names = set(marks)
+    if EMBEDDED_ONLY_MARK in names:
+        return False
+    return package_scale_out or SCALE_OUT_MARK in names
 
 
 def active() -> dict[str, Any] | None:

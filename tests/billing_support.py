@@ -18,11 +18,6 @@ from typing import Any
 
 import requests
 
-from telentir.config import load_config
-from telentir.runtime import Runtime
-from telentir.wiring import build_runtime
-
-from .backends import overrides_for
 from .fake_stripe import FakeStripe
 from .support import FIXED_MASTER_KEY, ServerProcess
 
@@ -100,12 +95,7 @@ def stripe_server(data_dir: Path, fake: FakeStripe, env: dict[str, str]) -> Iter
     try:
         yield server
     finally:
-        server.stop()
-
-
-def runtime_over(data_dir: Path, env: dict[str, str]) -> Runtime:
-    """A Runtime over a server's data folder with the server's settings (on the session's storage backend)."""
-    return build_runtime(load_config({"data_dir": data_dir, **overrides_for(data_dir)}, environ=env))
+        server.discard()
 
 
 class SdkError(Exception):

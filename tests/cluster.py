@@ -60,7 +60,7 @@ class RoundRobinProxy:
     def stop(self) -> None:
         """Stop accepting and cut every connection."""
         self._stopped.set()
-        self._listener.close()
+        _close_listener(self._listener)
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
@@ -70,6 +70,15 @@ class RoundRobinProxy:
                 pass
             sock.close()
         self._thread.join(timeout=5)
+
+
+def _close_listener(listener: socket.socket) -> None:
+    """Close a listening socket and wake the thread blocked in its accept(), which close() alone does not on Linux."""
+    try:
+        listener.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    listener.close()
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -148,7 +157,7 @@ class Cluster:
         return self
 
     def stop(self) -> None:
-        """Stop the proxy and the nodes."""
+        """Stop the proxy and discard the nodes (the cluster's tests are done with it)."""
         self.proxy.stop()
         for node in self.nodes.values():
-            node.stop()
+            node.discard()

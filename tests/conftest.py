@@ -1,11 +1,17 @@
-"""Fixtures shared by the test modules: an in-process app, real servers and runtimes over their data, the fakes.
+"""What every test package shares: the storage backend of the run, an in-process app, real servers and runtimes
+over their data, the scraper and the Stripe fake. A package's own fixtures live in its conftest.py.
 
 A module that wants the `server_rt` or `new_account` fixtures defines its own `server`.
+
+Which tests also run on PostgreSQL + S3 + Redis (`--backend postgres-s3-redis`) is the `scale_out`
+marker: every test of a package whose conftest says `SCALE_OUT = True`, unless its module is marked
+`embedded_only(reason)`, and every test of a module marked `scale_out` in another package.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -17,19 +23,16 @@ from flask.testing import FlaskClient
 
 from telentir import close_app, create_app
 from telentir.runtime import Runtime
-from telentir.storage.db import SqliteDatabase
 
 from . import backends, private_services
 from .cluster import Cluster
-from .dataplane_support import Vault
 from .events_support import Account, account
 from .fake_stripe import FakeStripe
-from .redis_server import RedisServer
 from .scraper_fixture import TestScraper
 from .sse_client import SSEStream
 from .support import FIXED_MASTER_KEY, Api, ServerProcess, config_over, make_user, running_server, runtime_over
 
-# --- in process: an app, its runtime and a user; a bare database -----------------------------------
+# --- the run: its storage backend, and which tests run on it -----------------------------------
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,7 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--backend",
         choices=backends.BACKENDS,
         default=backends.EMBEDDED,
-        help="embedded (SQLite, files, in-process broker) or postgres-s3-redis (the storage-bound modules only).",
+        help="embedded (SQLite, files, in-process broker) or postgres-s3-redis (the tests marked scale_out only).",
     )
 
 
@@ -48,16 +51,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On the scale-out backend, run only the modules that exercise storage (backends.SCALE_OUT_MODULES)."""
+    """Mark the tests of the PostgreSQL + S3 + Redis pass `scale_out`; on that backend, run only them."""
+    for item in items:
+        marks = {mark.name for mark in item.iter_markers()}
+        if backends.runs_scale_out(_package_scale_out(item), marks):
+            item.add_marker(pytest.mark.scale_out)
     if config.getoption("--backend") == backends.EMBEDDED:
         return
-    keep = [
-        item
-        for item in items
-        if item.module is not None and item.module.__name__.split(".")[-1] in backends.SCALE_OUT_MODULES
-    ]
-    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
-    items[:] = keep
+    marked = {item: item.get_closest_marker("scale_out") is not None for item in items}
+    config.hook.pytest_deselected(items=[item for item in items if not marked[item]])
+    items[:] = [item for item in items if marked[item]]
+
+
+def _package_scale_out(item: pytest.Item) -> bool:
+    """The SCALE_OUT its package's conftest declares (False for a package that declares none)."""
+    module = getattr(item, "module", None)
+    conftest = sys.modules.get(f"{module.__package__}.conftest") if module is not None else None
+    return bool(getattr(conftest, "SCALE_OUT", False))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,6 +88,9 @@ def storage_backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
     finally:
         patch.undo()
         session.stop()
+
+
+# --- in process: an app, its runtime and a user
 
 
 @pytest.fixture
@@ -105,15 +118,6 @@ def client(app: Flask) -> FlaskClient:
 def user(rt: Runtime) -> dict[str, Any]:
     """A phone-verified user with an API key (`user["api_key"]`)."""
     return make_user(rt)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[SqliteDatabase]:
-    """A bare database (schema applied) in a fresh folder, for storage-level tests."""
-    database = SqliteDatabase(tmp_path / "t.db")
-    database.open_schema()
-    yield database
-    database.close()
 
 
 # --- real servers, and runtimes over their data ------------------------------------------------------
@@ -181,13 +185,6 @@ def new_live_user(live_server: ServerProcess, live_rt: Runtime) -> Iterator[Call
         api.close()
 
 
-@pytest.fixture
-def vault(new_live_user: Callable[..., tuple[dict[str, Any], Api]]) -> Vault:
-    """A fresh verified user's vault on the live server: their client, keys and cryptography."""
-    user, api = new_live_user()
-    return Vault(api, user)
-
-
 @pytest.fixture(scope="module")
 def server_rt(server: ServerProcess) -> Iterator[Runtime]:
     """A runtime over the data folder of the module's own `server` fixture."""
@@ -210,15 +207,7 @@ def streams() -> Iterator[list[SSEStream]]:
         stream.close()
 
 
-# --- the services around them: Redis, the scraper, Stripe ---------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A dedicated redis-server of the module's own (not the session's), which its tests may stop."""
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
+# --- the services around them: the scraper, Stripe ---------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -235,35 +224,14 @@ def fake() -> Iterator[FakeStripe]:
         yield service
 
 
-# --- the console's browser tests: Debian's Chromium --------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium (Playwright) for the module."""
-    from playwright.sync_api import sync_playwright  # only the browser tests need it
-
-    from .console_support import launch
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
-    """Factory: a watched page in a fresh browser profile. None may raise a CSP violation or script error."""
-    from .console_support import Watched, watch
-
-    opened: list[Watched] = []
-
-    def factory(**options: Any) -> Watched:
-        watched = watch(browser.new_context(accept_downloads=True, **options))
-        opened.append(watched)
-        return watched
-
-    yield factory
-    for watched in opened:
-        watched.page.context.close()
-    assert [problem for watched in opened for problem in watched.problems] == []
+@pytest.fixture(autouse=True)
+def healthy_stripe(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses the fake starts with no failure armed and nothing left to deliver."""
+    if "fake" not in request.fixturenames:
+        yield
+        return
+    fake: FakeStripe = request.getfixturevalue("fake")
+    fake.clear_failures()
+    fake.take_outbox()
+    yield
+    fake.clear_failures()

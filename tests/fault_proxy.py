@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 
-from .cluster import _pipe
+from .cluster import _close_listener, _pipe
 from .support import free_port
 
 
@@ -69,7 +69,7 @@ class FaultProxy:
         """Stop accepting and cut everything."""
         self._stopped.set()
         self.cut()
-        self._listener.close()
+        _close_listener(self._listener)
         self._thread.join(timeout=5)
 
 

@@ -49,23 +49,26 @@ def wait_until(
         time.sleep(interval)
 
 
-def config_over(data_dir: Path | str, **overrides: Any) -> Config:
+def config_over(data_dir: Path | str, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
     """Settings over `data_dir` with the fixed master key, on the session's storage backend, plus `overrides`.
 
-    Nothing is read from the environment (the backend's engines come from `tests/backends.py`).
+    `environ` is a server's environment (its TELENTIR_* and STRIPE_* settings), read as that server
+    reads it; nothing else is read from the process environment (the backend's engines come from
+    `tests/backends.py`).
     """
     from .backends import overrides_for  # backends uses free_port from here
 
     values = {"data_dir": data_dir, "master_key": FIXED_MASTER_KEY, **overrides_for(Path(data_dir)), **overrides}
-    return load_config(values, environ={})
+    return load_config(values, environ=dict(environ or {}))
 
 
-def runtime_over(data_dir: Path | str, **overrides: Any) -> Runtime:
+def runtime_over(data_dir: Path | str, environ: Mapping[str, str] | None = None, **overrides: Any) -> Runtime:
     """A Runtime over `data_dir` (a server's or the CLI's), to make users and read rows; the caller closes it.
 
-    `with contextlib.closing(runtime_over(...)) as rt:` for one that closes itself.
+    `environ`: the server's settings as its environment (see `config_over`), so the runtime sees
+    what the server sees. `with contextlib.closing(runtime_over(...)) as rt:` closes itself.
     """
-    return build_runtime(config_over(data_dir, **overrides))
+    return build_runtime(config_over(data_dir, environ, **overrides))
 
 
 def make_user(rt: Runtime, verified: bool = True, password: str | None = None) -> dict[str, Any]:
@@ -193,6 +196,14 @@ class ServerProcess:
         """SIGKILL the master and workers at once: a crash."""
         self._signal(signal.SIGKILL)
 
+    def discard(self) -> None:
+        """End a server its tests are done with, at once (SIGKILL): its folder goes with the temporary directory.
+
+        A graceful stop takes about a second (a worker notices SIGTERM at its next poll) and
+        proves nothing at teardown; a test that checks the graceful stop calls `stop()` itself.
+        """
+        self.kill()
+
     def _signal(self, sig: int) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -216,7 +227,7 @@ def running_server(
     worker_class: str | None = None,
     **env: str,
 ) -> Iterator[ServerProcess]:
-    """A started server over a fresh data folder `<name>N/data`, with the fixed master key plus `env`; stopped on exit.
+    """A started server over a fresh data folder `<name>N/data`, the fixed master key plus `env`; discarded on exit.
 
     The one way tests start servers: the `server_factory` fixture for a test's own, directly for
     a module's or the session's shared one.
@@ -226,7 +237,7 @@ def running_server(
     try:
         yield server.start()
     finally:
-        server.stop()
+        server.discard()
 
 
 class Api:

@@ -1,0 +1,314 @@
+"""Job leases: a job whose process died is settled exactly once, by a live process, within the lease time.
+
+The finding: a job cut short by one worker's death was settled only when the whole server
+restarted. Now every running job names its owner and the owner's heartbeat; a live worker
+claims a job whose heartbeat is older than TELENTIR_JOB_LEASE_SECONDS and settles it, and
+the claim is a conditional UPDATE that exactly one process wins.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from telentir.runtime import Runtime
+from telentir.services import credits, ingest, leases, settlement
+
+from ..connect_support import PLANS, PRICE
+from ..fake_stripe import FakeStripe
+from ..money_support import (
+    TXNS,
+    billing_env,
+    billing_runtime,
+    funded_user,
+    job_row,
+    ledger_counts,
+    owner_pid,
+    post_leads,
+    sigkill,
+    stored_records,
+    worker_pids,
+)
+from ..private_services import redis_url
+from ..scraper_fixture import TestScraper
+from ..support import Api, ServerProcess, running_server, runtime_over, wait_until
+
+LEASE = 3.0
+FUNDS, ASKED, WRITTEN = 10 * PRICE, 10, 4
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper, fake: FakeStripe) -> Iterator[ServerProcess]:
+    """Two gunicorn workers on Redis, a short lease; users are local or Stripe as they are linked."""
+    env = billing_env(scraper.url, fake, TELENTIR_BROKER_URL=redis_url(), TELENTIR_JOB_LEASE_SECONDS=str(LEASE))
+    with running_server(tmp_path_factory, "leases", workers=2, **env) as process:
+        yield process
+        scraper.stopping.set()  # the stalled streams of killed workers end
+
+
+@pytest.fixture
+def start_stalled(server: ServerProcess, rt: Runtime) -> Iterator[Callable[..., tuple[dict[str, Any], Api]]]:
+    """Factory: a funded user whose lead job wrote WRITTEN records and then waits on a silent scraper."""
+    threads: list[threading.Thread] = []
+    apis: list[Api] = []
+
+    def factory(stripe: FakeStripe | None = None) -> tuple[dict[str, Any], Api]:
+        user = funded_user(rt, "payg", FUNDS, stripe)
+        api = Api(server.url, user["api_key"])
+        apis.append(api)
+        threads.append(threading.Thread(target=_post_quietly, args=(api,)))
+        threads[-1].start()
+        return user, api
+
+    yield factory
+    for thread in threads:
+        thread.join(timeout=5)  # the request died with its worker
+    for api in apis:
+        api.close()
+
+
+def _post_quietly(api: Api) -> None:
+    try:
+        post_leads(api, {"credits": ASKED, "mode": "stall", "after": WRITTEN}, timeout=120)
+    except Exception:  # its worker is killed under it: the connection drops
+        pass
+
+
+def wait_for_records(rt: Runtime, user_id: str) -> dict[str, Any]:
+    return wait_until(
+        lambda: rt.db.query_one("SELECT * FROM jobs WHERE user_id = ? AND created >= ?", (user_id, WRITTEN)),
+        timeout=20,
+    )
+
+
+def wait_settled(rt: Runtime, job_id: str, since: float) -> tuple[dict[str, Any], float]:
+    """The job once settled by someone, and how long after `since` that took."""
+    row = wait_until(
+        lambda: (r := job_row(rt, job_id))["settlement"] == "settled" and r["status"] != "running" and r,
+        timeout=4 * LEASE + 10,
+    )
+    return row, time.monotonic() - since
+
+
+def assert_settled_once(rt: Runtime, row: dict[str, Any], user_id: str) -> None:
+    assert (row["status"], row["used"], row["charged"], row["refunded"]) == (
+        "interrupted",
+        WRITTEN,
+        WRITTEN * PRICE,
+        FUNDS - WRITTEN * PRICE,
+    ), row
+    assert row["owner"] is None and row["error"] == settlement.INTERRUPTED
+    assert ledger_counts(rt, row["id"]) == {"reserve": 1, "charge": 1, "refund": 1}
+    assert stored_records(rt, user_id) == WRITTEN  # nothing was written after the settlement
+
+
+def assert_server_serves_on(server: ServerProcess, rt: Runtime) -> None:
+    user = funded_user(rt, "payg", 2 * PRICE)
+    api = Api(server.url, user["api_key"])
+    try:
+        resp = post_leads(api, {"credits": 2})
+        assert resp.status_code == 204, resp.text
+        assert api.get(f"/connect/jobs/{resp.headers['X-Connect-Job']}").json()["status"] == "succeeded"
+    finally:
+        api.close()
+
+
+# --- one worker of two killed mid-job --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("billing", ["local", "stripe"])
+def test_a_job_of_a_killed_worker_is_settled_once_by_the_other_within_the_lease(
+    server, rt, fake, start_stalled, billing
+):
+    user, api = start_stalled(fake if billing == "stripe" else None)
+    job = wait_for_records(rt, user["id"])
+    victim = owner_pid(job)
+    assert victim in worker_pids(server.proc.pid)
+    killed_at = time.monotonic()
+    sigkill(victim)
+
+    row, took = wait_settled(rt, job["id"], killed_at)
+    # The lease runs out LEASE after the last heartbeat, then the next sweep (every LEASE/3) claims it.
+    assert took < 2 * LEASE + 2, took
+    assert_settled_once(rt, row, user["id"])
+    summary = api.get(f"/connect/jobs/{job['id']}").json()
+    assert (summary["status"], summary["credits"]["charged"]) == ("interrupted", WRITTEN * PRICE)
+    assert api.get("/credits").json()["amount"] == FUNDS - WRITTEN * PRICE
+    if billing == "stripe":
+        customer = user["stripe_customer_id"]
+        assert [t["amount"] for t in fake.transactions(customer)] == [FUNDS, -(FUNDS - WRITTEN * PRICE)]
+        assert fake.credit_of(customer) == FUNDS - WRITTEN * PRICE
+    assert server.proc.poll() is None
+    assert_server_serves_on(server, rt)
+
+
+def test_every_worker_killed_and_replaced_settles_the_job_once(server, rt, start_stalled):
+    user, _ = start_stalled()
+    job = wait_for_records(rt, user["id"])
+    master = server.proc.pid
+    killed = worker_pids(master)
+    killed_at = time.monotonic()
+    for pid in killed:
+        sigkill(pid)
+
+    row, took = wait_settled(rt, job["id"], killed_at)
+    assert took < 2 * LEASE + 10, took  # gunicorn first boots the replacements
+    assert_settled_once(rt, row, user["id"])
+    assert server.proc.poll() is None and not (worker_pids(master) & killed)
+    assert_server_serves_on(server, rt)
+
+
+def test_a_worker_killed_while_stripe_reserves_leaves_a_reservation_that_is_undone_once(
+    server, rt, fake, start_stalled
+):
+    fake.fail("POST", TXNS, "hang_after", key=r"telentir:.*:reserve")  # Stripe did it; the answer never comes
+    user, _ = start_stalled(fake)
+    customer = user["stripe_customer_id"]
+    job = wait_until(
+        lambda: (
+            fake.transactions(customer)
+            and rt.db.query_one("SELECT * FROM jobs WHERE user_id = ? AND status = 'reserving'", (user["id"],))
+        ),
+        timeout=20,
+    )
+    killed_at = time.monotonic()
+    sigkill(owner_pid(job))
+
+    row, _ = wait_settled(rt, job["id"], killed_at)
+    assert (row["status"], row["reserved"], row["refunded"], row["charged"]) == ("interrupted", FUNDS, FUNDS, 0)
+    assert [t["amount"] for t in fake.transactions(customer)] == [FUNDS, -FUNDS]
+    assert fake.credit_of(customer) == FUNDS
+    reserves = [c for c in fake.money_calls(customer) if c.idempotency_key == f"telentir:{job['id']}:reserve"]
+    assert len(reserves) == 2 and reserves[1].replayed  # resolved with the same key: no second debit
+    assert ledger_counts(rt, job["id"]) == {"reserve": 1, "refund": 1}
+    assert stored_records(rt, user["id"]) == 0
+
+
+# --- in one process: a late owner, and racing claimants ---------------------------------------------
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def local_runtime(folder: Path, scraper: TestScraper, **overrides: Any) -> Runtime:
+    """A runtime with no background threads: its heartbeats happen only when the test calls them."""
+    settings = {
+        "plans": PLANS,
+        "log_level": "WARNING",
+        "scraper_hostname": scraper.url,
+        "job_lease_seconds": 0.5,
+        "connect_batch_size": 5,
+        "connect_batch_seconds": 0.05,
+        **overrides,
+    }
+    return runtime_over(folder, **settings)
+
+
+def test_a_late_owner_loses_its_job_and_writes_nothing_more(folder, scraper):
+    owner, taker = local_runtime(folder, scraper), local_runtime(folder, scraper)
+    try:
+        user = funded_user(owner, "payg", 200 * PRICE)
+        request = ingest.parse_request(
+            owner, {"repository": "contacts", "path": "/get-leads", "params": {"credits": 200, "mode": "slow"}}
+        )
+        done: list[str] = []
+        thread = threading.Thread(target=lambda: done.append(ingest.connect(owner, user, request, lambda: False)))
+        thread.start()
+        # The owner never heartbeats (no lease thread): once it has written, its lease runs out.
+        row = wait_until(lambda: owner.db.query_one("SELECT * FROM jobs WHERE created >= 10"), timeout=20)
+        wait_until(lambda: time.time() - job_row(taker, row["id"])["heartbeat_at"] > 0.5, timeout=5)
+        assert settlement.sweep_expired(taker) == 1
+        thread.join(timeout=30)
+        assert done == [row["id"]]
+
+        final = job_row(taker, row["id"])
+        assert final["status"] == "interrupted" and final["used"] < 200
+        assert stored_records(taker, user["id"]) == final["used"] == final["created"]  # no unpaid record
+        assert final["charged"] == final["used"] * PRICE
+        assert ledger_counts(taker, row["id"]) == {"reserve": 1, "charge": 1, "refund": 1}
+        assert credits.local_balance(taker, user["id"]) == 200 * PRICE - final["charged"]
+    finally:
+        owner.close()
+        taker.close()
+
+
+def test_racing_claimants_settle_an_expired_job_exactly_once(folder, scraper):
+    starter = local_runtime(folder, scraper)
+    claimants = [local_runtime(folder, scraper) for _ in range(4)]
+    try:
+        user = funded_user(starter, "payg", FUNDS)
+        request = ingest.parse_request(
+            starter, {"repository": "contacts", "path": "/get-leads", "params": {"credits": ASKED}}
+        )
+        job = ingest.start_job(starter, user, request, "job_" + "R" * 22)  # its process "dies" right here
+        assert job["status"] == "running"
+        wait_until(lambda: leases.expired_runs(claimants[0]), timeout=5)
+        barrier, settled = threading.Barrier(len(claimants)), []
+
+        def claim(rt: Runtime) -> None:
+            barrier.wait()
+            settled.append(settlement.sweep_expired(rt))
+
+        threads = [threading.Thread(target=claim, args=(rt,)) for rt in claimants]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sorted(settled) == [0, 0, 0, 1]
+        row = job_row(starter, job["id"])
+        assert (row["status"], row["charged"], row["refunded"]) == ("interrupted", 0, FUNDS)
+        assert ledger_counts(starter, job["id"]) == {"reserve": 1, "charge": 1, "refund": 1}
+        assert credits.local_balance(starter, user["id"]) == FUNDS
+    finally:
+        for rt in [starter, *claimants]:
+            rt.close()
+
+
+def test_a_heartbeaten_job_is_not_claimed_by_another_process(folder, scraper):
+    owner, other = (local_runtime(folder, scraper, job_lease_seconds=30) for _ in range(2))
+    try:
+        user = funded_user(owner, "payg", FUNDS)
+        body = {"repository": "contacts", "path": "/get-leads", "params": {"credits": 2}}
+        request = ingest.parse_request(owner, body)
+        job_id = "job_" + "H" * 22
+        owner.job_runner.hold(job_id)
+        ingest.start_job(owner, user, request, job_id)
+        assert leases.heartbeat(owner) == 1
+        assert leases.expired_runs(other) == [] and not leases.claim_run(other, job_id)
+        assert settlement.sweep_expired(other) == 0
+        row = job_row(other, job_id)
+        assert row["status"] == "running" and row["owner"] == owner.job_runner.owner
+    finally:
+        owner.close()
+        other.close()
+
+
+def test_a_graceful_stop_settles_a_running_job_before_the_process_ends(
+    tmp_path_factory: pytest.TempPathFactory, scraper: TestScraper
+) -> None:
+    """SIGTERM: the job stops at its next record, charges what it wrote and refunds the rest, then the server exits."""
+    env = billing_env(scraper.url)
+    with running_server(tmp_path_factory, "graceful", workers=1, **env) as server:
+        with closing(billing_runtime(server.data_dir)) as rt:
+            user = funded_user(rt, "payg", 10 * PRICE)
+            api = Api(server.url, user["api_key"])
+            answers: list[Any] = []
+            slow = {"credits": 10, "mode": "slow", "delay_ms": 300}
+            client = threading.Thread(target=lambda: answers.append(post_leads(api, slow, timeout=60)), daemon=True)
+            client.start()
+            job_id = wait_until(lambda: rt.db.query_value("SELECT max(id) FROM jobs WHERE user_id = ?", (user["id"],)))
+            wait_until(lambda: job_row(rt, job_id)["created"] >= 1, timeout=15)
+            server.stop()  # SIGTERM to gunicorn: workers finish gracefully
+            client.join(timeout=30)
+            row = job_row(rt, job_id)  # settled by the stopping process: nothing has run since
+    assert (row["status"], row["settlement"]) == ("interrupted", "settled"), row
+    assert 1 <= row["used"] < 10 and row["charged"] == row["used"] * PRICE
+    assert row["refunded"] == 10 * PRICE - row["charged"]

@@ -1,0 +1,74 @@
+"""The benchmark harness runs end to end (`python -m bench --quick`), so it cannot rot."""
+
+import json
+import subprocess
+import sys
+
+from ..private_services import redis_url
+from ..support import ROOT
+
+EXPECTED = {
+    "1_baseline",
+    "2_create",
+    "3_read",
+    "4_listing",
+    "5_fanout_one_user",
+    "5_fanout_many_users",
+    "6_ingest",
+    "2_create_redis_w1",
+    "3_read_redis_w2",
+}
+
+
+def test_quick_benchmark_produces_every_scenario(tmp_path):
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--redis-url", redis_url()],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())["results"]
+    assert set(results) >= EXPECTED, sorted(results)
+    for name in ("1_baseline", "2_create", "3_read"):
+        assert results[name]["rps"] > 0 and results[name]["errors"] == 0, results[name]
+    assert results["5_fanout_one_user"]["delivered"] == results["5_fanout_one_user"]["expected"] > 0
+    assert results["6_ingest"]["records"] > 0
+    assert "2_create" in done.stdout  # the table is printed
+
+
+def test_inprocess_json_prints_one_line_of_positive_microseconds():
+    """`python -m bench.inprocess --json`: the line the "no cost added" budget is read from (issue 21)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--json", "--requests", "4"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout
+    figures = json.loads(lines[0])
+    assert set(figures) == {"noop_us", "baseline_us", "read_us", "create_us"}
+    for name, value in figures.items():
+        assert isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, (name, value)
+
+
+def test_inprocess_prints_the_noop_line_and_the_ratios():
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--requests", "2"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = [line.split()[0] for line in done.stdout.splitlines()]
+    assert names == ["noop", "baseline", "read", "create"], done.stdout
+    assert all(line.endswith("× noop") for line in done.stdout.splitlines()), done.stdout
