@@ -8,7 +8,7 @@
 #
 # The base is the same Python as development and CI. BASE_IMAGE swaps it for any image whose
 # `python` and `pip` are /usr/local/bin's and which has groupadd/useradd (the test suite builds
-# one from Debian's packages: tests/test_container.py).
+# one from Debian's packages: tests/operate/test_container.py).
 ARG BASE_IMAGE=python:3.11.7-slim-bookworm
 FROM ${BASE_IMAGE}
 

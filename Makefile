@@ -22,7 +22,7 @@ run: $(BIN)/.installed
 	TELENTIR_SIGNUP=$${TELENTIR_SIGNUP:-open} exec $(BIN)/python -m telentir.devrun --port $(PORT) --scraper-port $(SCRAPER_PORT)
 
 ## docs: regenerate docs/configuration.md from the settings' declaration (telentir/config/settings.py);
-## tests/test_configuration_doc.py fails until it is run after a setting changes
+## tests/unit/test_configuration_doc.py fails until it is run after a setting changes
 .PHONY: docs
 docs: $(BIN)/.installed
 	$(BIN)/python -m telentir.config.docs > docs/configuration.md.tmp

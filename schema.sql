@@ -1,6 +1,6 @@
 -- The whole current schema: a new database is created from this file alone, at the newest
 -- version. Older databases are upgraded by telentir/storage/migrations/NNNN_*.sql (see its
--- README); tests/test_migrations.py keeps the two in step.
+-- README); tests/operate/test_migrations.py keeps the two in step.
 -- Timestamps are ISO 8601 UTC strings with milliseconds ("2026-11-29T07:31:56.123Z").
 
 CREATE TABLE IF NOT EXISTS users (

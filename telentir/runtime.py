@@ -5,7 +5,7 @@
 as their first argument, so they run the same from a route, a job, the CLI or a test. This
 module wires nothing and starts nothing: it sits below every service, and holds components
 that do too (`telentir.components`, storage, pubsub, the stream slots and shared reads;
-`tests/test_layers.py` keeps it so).
+`tests/unit/test_layers.py` keeps it so).
 """
 
 from __future__ import annotations

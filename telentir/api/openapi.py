@@ -2,8 +2,8 @@
 
 Written by hand from the wire contract (docs/protocol.md) and kept exact: request schemas
 with their required fields, patterns and bounds, every status a route can answer, response
-schemas real answers satisfy, and an example per operation. `tests/test_openapi.py` checks
-that every route is here; `tests/test_fuzz.py` runs Schemathesis against this document.
+schemas real answers satisfy, and an example per operation. `tests/unit/test_openapi.py` checks
+that every route is here; `tests/dataplane/test_fuzz.py` runs Schemathesis against this document.
 
 Each route is one `_op(...)` call in the `_…_paths()` function of its area: adding a route
 is adding an entry there. Statuses every route shares are added by `_op` itself: 400 (query

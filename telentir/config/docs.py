@@ -1,6 +1,6 @@
 """docs/configuration.md, written from the declaration: `python -m telentir.config.docs > docs/configuration.md`.
 
-`make docs` runs that command; tests/test_configuration_doc.py fails when the file and the declaration differ.
+`make docs` runs that command; tests/unit/test_configuration_doc.py fails when the file and the declaration differ.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Both backends speak redis-py's ``PubSub`` dialect -- ``publish``/``pubsub()``,
 ``subscribe``/``psubscribe``, ``get_message(timeout=...)``, ``listen()``, message dicts
 with ``type``/``pattern``/``channel``/``data`` -- so the code above is backend-agnostic
 and the in-memory broker can be held to redis-py's own tests
-(``tests/test_pubsub_conformance.py`` runs the same suite against both):
+(``tests/events/test_pubsub_conformance.py`` runs the same suite against both):
 
 - ``memory://[?max_queue=N]``: :class:`~telentir.pubsub.memory.MemoryBroker`, for a
   single process (tests, development, one gunicorn worker).

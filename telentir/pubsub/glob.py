@@ -3,7 +3,7 @@
 Redis matches PSUBSCRIBE patterns with ``stringmatchlen`` (``src/util.c``), which is
 not ``fnmatch``: ``[^a]`` negates (fnmatch uses ``[!a]``), ``\\`` escapes inside and
 outside brackets, and a few edge cases behave in ways worth knowing (all checked
-against a real Redis 7 server by ``tests/test_pubsub_conformance.py``):
+against a real Redis 7 server by ``tests/events/test_pubsub_conformance.py``):
 
 - a non-empty pattern never matches the empty string, so ``*`` does not match ``""``;
 - ``[`` with no closing ``]`` is a class running to the end of the pattern

@@ -4,7 +4,7 @@
 read by column name, they behave alike. The functions that read whole users, keys, objects
 and jobs rows turn them into these dicts at one place (`as_row`), so mypy checks every field
 name and type after that. Each TypedDict names exactly its table's columns
-(`schema.sql`; `tests/test_rows.py` keeps them equal). Integer flags (`phone_verified`,
+(`schema.sql`; `tests/unit/test_rows.py` keeps them equal). Integer flags (`phone_verified`,
 `deprecated`…) are 0 or 1, as stored.
 """
 

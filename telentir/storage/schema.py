@@ -4,7 +4,7 @@ Version 1 is the first release's schema. Each later version is one file in
 `telentir/storage/migrations/`, named `NNNN_what_it_does.sql` (NNNN = the version it
 upgrades *to*), whose first line is a `-- ` comment saying what it does. `schema.sql` is
 always the whole current schema, so a new database is created in one step at the newest
-version, and `tests/test_migrations.py` checks that migrating the oldest database gives
+version, and `tests/operate/test_migrations.py` checks that migrating the oldest database gives
 the very same schema.
 
 A database is upgraded only on purpose: at `serve` start-up and by `telentir migrate`,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from telentir.config import SETTINGS, docs, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "configuration.md"
 
 

@@ -22,7 +22,7 @@ from telentir.services.job_states import (
 from telentir.storage.db import SqliteDatabase
 from telentir.storage.rows import JobRow, as_row
 
-from .support import ROOT
+from ..support import ROOT
 
 S, F, C, INT = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED
 RESERVING, RUNNING = job_states.RESERVING, job_states.RUNNING

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "telentir"
+PACKAGE = Path(__file__).resolve().parents[2] / "telentir"
 
 # Lowest first. A module is in the first layer whose prefix names it; the rest are unranked
 # (settings, errors, streaming…): they may be imported by anyone, but what they import counts.

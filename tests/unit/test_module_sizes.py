@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import ROOT
+from ..support import ROOT
 
 MAX_LINES = 500
 MODULES = sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "telentir").rglob("*.py"))
