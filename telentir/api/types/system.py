@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -55,8 +55,7 @@ def _event_query(event_type: str) -> type[Schema]:
         UNSET,
     )
     name = "".join(word.title() for word in event_type.split("_")) + "Query"
-    query: type[Schema] = msgspec.defstruct(name, [*filters, owner, since], bases=(Schema,), kw_only=True)
-    return query
+    return cast(type[Schema], msgspec.defstruct(name, [*filters, owner, since], bases=(Schema,), kw_only=True))
 
 
 # Each event type's query: the document has one path per type, since the filters differ (§6).
