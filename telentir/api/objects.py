@@ -7,13 +7,23 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from flask import Response, jsonify, request, stream_with_context
-from msgspec import Meta
+from msgspec import UNSET, Meta
 
 from ..errors import BadRequest, NotFound
 from ..ids import is_id
 from ..services import objects, publishing
-from ..wire import decode_ciphertext, has_any, id_field, metadata_value, name_value, optional_id_field, pick
-from .common import json_body, runtime
+from ..wire import (
+    ciphertext_bytes,
+    decode_ciphertext,
+    has_any,
+    id_field,
+    metadata_value,
+    name_value,
+    optional_id_field,
+    pick,
+    present,
+)
+from .common import json_body, runtime, typed_body
 from .guard import DataPlaneBlueprint, data_plane_user
 from .registry import Answer, Header, operation
 from .types.base import EXAMPLE_IDS, Name, ObjId
@@ -50,11 +60,11 @@ PAGE_HEADERS = (
 
 
 def _create() -> dict[str, Any]:
-    body = json_body()
-    key_id = id_field(pick(body, *KEY_ALIASES), "keyId", "key")
-    content, tag = decode_ciphertext(body)
-    related_id = optional_id_field(pick(body, *RELATED_ALIASES), "relatedId", "obj")
-    metadata = metadata_value(body.get("metadata"), runtime().config.max_metadata_bytes)
+    body = typed_body(ObjectCreate)
+    key_id = id_field(pick(present(body, *KEY_ALIASES), *KEY_ALIASES), "keyId", "key")
+    content, tag = ciphertext_bytes(body.content, pick(present(body, *TAG_ALIASES), *TAG_ALIASES), body.encoding)
+    related_id = optional_id_field(pick(present(body, *RELATED_ALIASES), *RELATED_ALIASES), "relatedId", "obj")
+    metadata = metadata_value(None if body.metadata is UNSET else body.metadata, runtime().config.max_metadata_bytes)
     return objects.create_object(runtime(), data_plane_user()["id"], key_id, content, tag, related_id, metadata)
 
 
@@ -216,8 +226,8 @@ def _json_array(records: Iterator[dict[str, Any]]) -> Iterator[str]:
 )
 def publish(pub_type: str, related_id: str) -> Response:
     """Publish `objectId` for `related_id` under a logical type (replaces an earlier one)."""
-    body = json_body()
-    object_id = id_field(pick(body, "objectId", "object_id"), "objectId", "obj")
+    aliases = ("objectId", "object_id")
+    object_id = id_field(pick(present(typed_body(PublishBody), *aliases), *aliases), "objectId", "obj")
     related = _path_object_id(related_id)
     return jsonify(
         publishing.publish(runtime(), data_plane_user()["id"], name_value(pub_type, "type"), related, object_id)

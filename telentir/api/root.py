@@ -9,8 +9,8 @@ from msgspec import Meta
 
 from ..errors import BadRequest
 from ..services import keyring, roots
-from ..wire import bool_value, name_value
-from .common import json_body, no_store, runtime
+from ..wire import name_value
+from .common import json_body, no_store, runtime, typed_body
 from .guard import DataPlaneBlueprint, data_plane_user
 from .registry import Answer, operation
 from .types.data import RootDocument, ServerCreate, ServerCreated, ServerPatch, ServerRecord
@@ -90,5 +90,5 @@ def register_server() -> tuple[Response, int]:
 )
 def update_server(name: str) -> Response:
     """Deprecate (or un-deprecate) a registered server."""
-    deprecated = bool_value(json_body().get("deprecated"), "deprecated")
+    deprecated = typed_body(ServerPatch).deprecated
     return jsonify(keyring.set_server_deprecated(runtime(), data_plane_user()["id"], name.lower(), deprecated))

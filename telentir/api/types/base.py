@@ -60,7 +60,8 @@ JobId = Annotated[str, id_of("job")]
 Timestamp = Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$", examples=[TIMESTAMP_EXAMPLE])]
 Hex = Annotated[str, Meta(pattern="^([0-9a-f]{2})*$", description="lowercase hex")]
 B64Url = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]+$", description="base64url DER, no padding")]
-Binary = Annotated[str, text(description="hex, or base64 (standard or URL-safe, padding optional) (§1.7)")]
+# Its patterns (hex or base64, by the encoding rule) are the body's: see data.CIPHERTEXT_ENCODINGS.
+Binary = Annotated[str, Meta(description="hex, or base64 (standard or URL-safe, padding optional) (§1.7)")]
 Count = Annotated[int, Meta(ge=0)]
 Metadata = Annotated[
     dict[str, Any], Meta(description="any JSON object, at most 16 KiB as compact JSON, 32 levels deep")
