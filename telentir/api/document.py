@@ -159,7 +159,10 @@ def _parameters(described: Operation, schemas: _Schemas) -> list[dict[str, Any]]
     params = [_param(name, "path", True, schemas.of(type_)) for name, type_ in described.path.items()]
     if described.query is not None:
         for field in msgspec.structs.fields(described.query):
-            params.append(_param(field.encode_name, "query", field.required, schemas.of(field.type)))
+            schema = schemas.of(field.type)
+            if field.default not in (msgspec.NODEFAULT, msgspec.UNSET):
+                schema["default"] = field.default
+            params.append(_param(field.encode_name, "query", field.required, schema))
     for header in described.headers:
         params.append(_param(header.name, "header", header.required, schemas.of(header.type)))
     return params

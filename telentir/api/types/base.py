@@ -107,6 +107,3 @@ def one_alias_at_most(*groups: tuple[str, ...]) -> dict[str, Any]:
     """`extra_schema` of a body where each group's fields are optional aliases, one at most sent."""
     pairs = [[a, b] for group in groups for i, a in enumerate(group) for b in group[i + 1 :]]
     return {"not": {"anyOf": [{"required": pair} for pair in pairs]}}
-
-
-TOGETHER_KEY_IV = {"dependentRequired": {"key": ["iv"], "iv": ["key"]}}

@@ -9,7 +9,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ...services.events import FILTERS
 from ...streaming.feed import MAX_FILTER_LENGTH
-from .base import ASCII_PATTERN, Cursor, Schema, UserId, text
+from .base import Cursor, Schema, UserId, text
 
 EVENT_TYPES = list(FILTERS)
 EventType = Annotated[str, Meta(extra_json_schema={"enum": EVENT_TYPES}, examples=["object_created"])]
@@ -19,7 +19,6 @@ WebSocketKey = Annotated[str, Meta(pattern="^[!-~]([ -~]*[!-~])?$", description=
 Upgrade = Annotated[str, Meta(pattern="^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$", description="websocket")]
 ConnectionUpgrade = Annotated[str, Meta(pattern="^[Uu][Pp][Gg][Rr][Aa][Dd][Ee]$", description="Upgrade")]
 WebSocketVersion = Annotated[str, Meta(pattern="^13$", description="the WebSocket version: 13")]
-AsciiText = Annotated[str, Meta(pattern=ASCII_PATTERN)]
 
 
 class Health(Schema):
