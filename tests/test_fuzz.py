@@ -7,10 +7,11 @@ fixed seed, derandomized: the same requests on every run.
 
 The checks (CHECKS): no 5xx; status, content type, headers and body as documented; a
 request that violates the document refused (so the document is no stricter than the
-server) and a request it allows accepted; 401 without credentials; 405 with a true `Allow` for undocumented methods.
-`positive_data_acceptance`: a request the document allows is not refused (no 400), except on the
-operations of STATE_RULES, where a rule rests on the server's state or a secret (a texted code, the
-caller's servers, an RSA key that must parse), which JSON Schema cannot say.
+server), and one it allows accepted (`positive_data_acceptance`: no 400, so the document is
+no looser than the server); 401 without credentials; 405 with a true `Allow` for
+undocumented methods. The exceptions to "accepted" are the operations of STATE_RULES, where
+a rule rests on the server's state or a secret (a texted code, the caller's servers, an RSA
+key that must parse), which JSON Schema cannot say.
 
 Event streams never end by themselves: the client reads at most one event or until
 STREAM_SECONDS of silence, which is enough to check the status, headers and framing. The

@@ -4,7 +4,9 @@ import re
 
 from flask import Flask
 
+from telentir.errors import BadRequest
 from telentir.services.events import EVENT_TYPES
+from telentir.streaming.feed import parse_request
 
 
 def _routes(app: Flask) -> set[tuple[str, str]]:
@@ -55,3 +57,20 @@ def test_integer_limits_are_integers(client):
     text = client.get("/api/openapi.json").get_data(as_text=True)
     bounds = re.findall(r'"(?:minimum|maximum|minLength|maxLength|minItems|maxItems)":\s*([^,}]+)', text)
     assert bounds and all(re.fullmatch("[0-9]+", bound) for bound in bounds), bounds
+
+
+def test_the_cursor_pattern_is_what_the_server_reads(client):
+    """Last-Event-ID and since: the document's pattern accepts exactly the cursors the server takes."""
+    doc = client.get("/api/openapi.json").get_json()
+    params = doc["paths"]["/api/events/key_created"]["get"]["parameters"]
+    pattern = next(p["schema"]["pattern"] for p in params if p["name"] == "Last-Event-ID")
+    top = 2**63 - 1
+    values = ["", "0", "007", str(top), str(top + 1), "0" * 40 + str(top), "9" * 19, "1" * 20, "-1", "1e3", "١"]
+    values += [str(top - n) for n in range(0, 10**6, 9973)] + [str(top + n) for n in range(1, 10**6, 9973)]
+    for value in values:
+        try:
+            parse_request("usr_" + "a" * 22, "key_created", {"since": value}, None)
+            taken = True
+        except BadRequest:
+            taken = False
+        assert (re.search(pattern, value) is not None) == taken, value

@@ -37,8 +37,18 @@ TIMESTAMP_EXAMPLE = "2026-11-29T07:31:56.123Z"
 EXAMPLE_IDS = {prefix: f"{prefix}_3x9TQm2ZkW8pLr4VbN7cYd" for prefix in PREFIXES}
 # true/false (any case) or 1/0, as api/objects.py reads a flag.
 FLAG_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$"
-# An event id: ASCII digits (empty: no cursor); the value's bound, MAX_CURSOR, is checked by the server.
-CURSOR_PATTERN = f"^([0-9]{{1,{len(str(MAX_CURSOR))}}})?$"
+
+
+def digits_up_to(limit: int) -> str:
+    """A regex of the ASCII numbers 0 to `limit`, leading zeros allowed (as the server reads them)."""
+    top = str(limit)
+    shorter = [f"[0-9]{{1,{len(top) - 1}}}"] if len(top) > 1 else []
+    same = [f"{top[:i]}[0-{int(digit) - 1}][0-9]{{{len(top) - i - 1}}}" for i, digit in enumerate(top) if digit != "0"]
+    return f"0*({'|'.join([*shorter, *same, top])})"
+
+
+# An event id, or empty: no cursor.
+CURSOR_PATTERN = f"^({digits_up_to(MAX_CURSOR)})?$"
 
 
 def text(min_length: int = 0, max_length: int | None = None, **extra: Any) -> Meta:
