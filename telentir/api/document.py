@@ -109,8 +109,7 @@ def _operation(described: Operation, operation_id: str, schemas: _Schemas) -> di
         "summary": described.summary,
         "responses": {str(described.ok.status): _answer(described.ok, described.secret, schemas)},
     }
-    error = {"$ref": REF.format(name="Error")}
-    schemas.of(Error)
+    error = schemas.of(Error)  # a $ref to the Error component
     for status in described.statuses():
         answer: dict[str, Any] = {
             "description": STATUS_TEXT[status],
