@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
+
+import msgspec
 
 from .crypto import IV_BYTES, CryptoError, b64decode_any, hexdecode
 from .errors import BadRequest, PayloadTooLarge
@@ -31,7 +34,7 @@ def is_plain_path(path: Any) -> bool:
     return isinstance(path, str) and len(path) <= MAX_PATH_CHARS and _PLAIN_PATH_RE.fullmatch(path) is not None
 
 
-def pick(body: dict[str, Any], *names: str) -> Any:
+def pick(body: Mapping[str, Any], *names: str) -> Any:
     """The value of the first alias present; 400 if two aliases disagree."""
     present = [(n, body[n]) for n in names if n in body]
     if len({json.dumps(v, sort_keys=True) for _, v in present}) > 1:
@@ -44,10 +47,19 @@ def has_any(body: dict[str, Any], *names: str) -> bool:
     return any(n in body for n in names)
 
 
-def explicit_encoding(body: dict[str, Any]) -> str | None:
+def present(fields: Any, *names: str) -> dict[str, Any]:
+    """The fields among `names` a decoded body (a Struct) was sent with, for `pick`."""
+    return {name: value for name in names if (value := getattr(fields, name)) is not msgspec.UNSET}
+
+
+def explicit_encoding(body: Mapping[str, Any]) -> str | None:
     """`encoding` from the body: hex, base64 or absent."""
-    encoding = body.get("encoding")
-    if encoding is None:
+    return encoding_value(body.get("encoding"))
+
+
+def encoding_value(encoding: Any) -> str | None:
+    """An `encoding` field: hex, base64 or absent (None)."""
+    if encoding is None or encoding is msgspec.UNSET:
         return None
     if encoding not in ("hex", "base64"):
         raise BadRequest('encoding must be "hex" or "base64".')
@@ -68,21 +80,26 @@ def decode_field(value: Any, field: str, encoding: str) -> bytes:
         raise BadRequest(f"{field} is not valid {encoding}.") from exc
 
 
-def decode_ciphertext(body: dict[str, Any]) -> tuple[bytes, bytes]:
-    """`content` and `authTag` as bytes, by the spec's rule (explicit, else from the tag)."""
-    content, tag = body.get("content"), pick(body, "authTag", "auth_tag")
+def decode_ciphertext(body: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    """`content` and `authTag` of a body as bytes, by the spec's rule (explicit, else from the tag)."""
+    return ciphertext_bytes(body.get("content"), pick(body, "authTag", "auth_tag"), body.get("encoding"))
+
+
+def ciphertext_bytes(content: Any, tag: Any, encoding_field: Any) -> tuple[bytes, bytes]:
+    """`content` and `authTag` as bytes: in `encoding_field`'s encoding, else hex when the tag looks it."""
     if content is None or tag is None:
         raise BadRequest("content and authTag are both required.")
     if not isinstance(tag, str):
         raise BadRequest("authTag must be a hex or base64 string.")
-    encoding = explicit_encoding(body) or ("hex" if _looks_hex(tag, range(TAG_MIN, TAG_MAX + 1)) else "base64")
+    explicit = encoding_value(encoding_field)
+    encoding = explicit or ("hex" if _looks_hex(tag, range(TAG_MIN, TAG_MAX + 1)) else "base64")
     tag_bytes = decode_field(tag, "authTag", encoding)
     if not TAG_MIN <= len(tag_bytes) <= TAG_MAX:
         raise BadRequest(f"authTag must decode to {TAG_MIN}-{TAG_MAX} bytes, not {len(tag_bytes)}.")
     return decode_field(content, "content", encoding), tag_bytes
 
 
-def decode_key_material(body: dict[str, Any]) -> tuple[bytes | None, bytes | None]:
+def decode_key_material(body: Mapping[str, Any]) -> tuple[bytes | None, bytes | None]:
     """`key` and `iv` as bytes (both None when absent), deciding the encoding from the IV."""
     key, iv = body.get("key"), body.get("iv")
     explicit = explicit_encoding(body)  # checked even with nothing to decode: a bad value is still bad input

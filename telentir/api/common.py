@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+import msgspec
 from flask import current_app, g, make_response, request
 
 from ..errors import BadRequest, Forbidden, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
@@ -17,6 +18,7 @@ from ..storage.rows import UserRow
 from .inputs import check_json_text
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 # A cookie is an ambient credential: a page on another site can make the browser send it.
 # A request that changes state with the cookie must carry this header, which such a page
@@ -62,6 +64,14 @@ def json_body(required: bool = True) -> dict[str, Any]:
         raise BadRequest("The body must be a JSON object.")
     check_json_text(body)
     return body
+
+
+def typed_body(shape: type[T]) -> T:
+    """The JSON body (as `json_body` reads it) decoded as `shape`; 400 naming the field that does not fit."""
+    try:
+        return msgspec.convert(json_body(), shape)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"{exc}.") from exc
 
 
 def _body_bytes() -> bytes:

@@ -4,13 +4,18 @@ import re
 
 from flask import Flask
 
+from telentir.errors import BadRequest
+from telentir.services.events import EVENT_TYPES
+from telentir.streaming.feed import parse_request
+
 
 def _routes(app: Flask) -> set[tuple[str, str]]:
+    """Every (path, method) of the app; an event route once per event type, as the document has it."""
     routes = set()
     for rule in app.url_map.iter_rules():
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
-        for method in rule.methods - {"HEAD", "OPTIONS"}:
-            routes.add((path, method.lower()))
+        paths = [path.replace("{event_type}", name) for name in EVENT_TYPES] if "{event_type}" in path else [path]
+        routes |= {(each, method.lower()) for each in paths for method in rule.methods - {"HEAD", "OPTIONS"}}
     return routes
 
 
@@ -34,3 +39,38 @@ def test_operations_declare_responses_and_errors(client):
                 if code[0] in "45":
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, method, code)
+
+
+def test_operations_are_named_and_tagged_once(client):
+    doc = client.get("/api/openapi.json").get_json()
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert all(re.fullmatch("[a-z][a-z0-9_]*", i) for i in ids), ids
+    tags = {tag["name"] for tag in doc["tags"]}
+    for ops in doc["paths"].values():
+        for op in ops.values():
+            assert len(op["tags"]) == 1 and op["tags"][0] in tags, op["operationId"]
+
+
+def test_integer_limits_are_integers(client):
+    """A bound written as a float (2**63 as 9.223372036854776e+18) is one generators round."""
+    text = client.get("/api/openapi.json").get_data(as_text=True)
+    bounds = re.findall(r'"(?:minimum|maximum|minLength|maxLength|minItems|maxItems)":\s*([^,}]+)', text)
+    assert bounds and all(re.fullmatch("[0-9]+", bound) for bound in bounds), bounds
+
+
+def test_the_cursor_pattern_is_what_the_server_reads(client):
+    """Last-Event-ID and since: the document's pattern accepts exactly the cursors the server takes."""
+    doc = client.get("/api/openapi.json").get_json()
+    params = doc["paths"]["/api/events/key_created"]["get"]["parameters"]
+    pattern = next(p["schema"]["pattern"] for p in params if p["name"] == "Last-Event-ID")
+    top = 2**63 - 1
+    values = ["", "0", "007", str(top), str(top + 1), "0" * 40 + str(top), "9" * 19, "1" * 20, "-1", "1e3", "١"]
+    values += [str(top - n) for n in range(0, 10**6, 9973)] + [str(top + n) for n in range(1, 10**6, 9973)]
+    for value in values:
+        try:
+            parse_request("usr_" + "a" * 22, "key_created", {"since": value}, None)
+            taken = True
+        except BadRequest:
+            taken = False
+        assert (re.search(pattern, value) is not None) == taken, value
