@@ -42,7 +42,7 @@ function row(entry) {
     { class: "audit-entry" },
     h("td", {}, when(entry.at)),
     h("td", {}, entry.action),
-    h("td", {}, entry.ip ?? ""),
-    h("td", {}, entry.credential ?? ""),
+    h("td", {}, entry.ip ?? "—"),
+    h("td", {}, entry.credential ?? "—"),
   );
 }

@@ -24,10 +24,11 @@ export class TwoFactorPanel {
     this.render(auth.twoFactorEnabled);
   }
 
+  // The state's controls, after `extra` (the recovery codes, once; a status line).
   render(enabled, ...extra) {
     this.dispose();
     say(this.error, "");
-    this.body.replaceChildren(...(enabled ? this.onView() : this.offView()), ...extra);
+    this.body.replaceChildren(...extra, ...(enabled ? this.onView() : this.offView()));
   }
 
   offView() {
