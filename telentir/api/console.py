@@ -28,7 +28,7 @@ CSP = "; ".join(
         "default-src 'none'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self' data:",
+        "img-src 'self' data: blob:",  # blob: the 2FA QR code, fetched with the credential
         "connect-src 'self'",
         "form-action 'self'",
         "base-uri 'none'",

@@ -82,6 +82,18 @@ export class Api {
     return error;
   }
 
+  // GET /api + path as a Blob (the 2FA QR code, the account's export), with the credential; throws ApiError.
+  async blob(path) {
+    let response;
+    try {
+      response = await fetch(`/api${path}`, this.init());
+    } catch {
+      throw new ApiError(0, "network", "The server cannot be reached.");
+    }
+    if (!response.ok) throw await this.failure(response);
+    return await response.blob();
+  }
+
   async get(path, options) {
     return (await this.request("GET", path, options)).data;
   }
@@ -96,5 +108,18 @@ export class Api {
 
   async del(path, options) {
     return (await this.request("DELETE", path, options)).data;
+  }
+}
+
+// The limited token of a sign-in awaiting its second factor (POST /api/auth/2fa/verify). It goes as a
+// bearer token, but with cookies on: the full session the answer sets as the cookie is kept.
+export class PendingSignIn extends Api {
+  constructor(token) {
+    super();
+    this.token = token;
+  }
+
+  headers(extra = {}) {
+    return { ...super.headers(extra), Authorization: `Bearer ${this.token}` };
   }
 }

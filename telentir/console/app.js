@@ -1,5 +1,6 @@
 // The console's entry point: sign-in, the session (API client, keys, live streams), the tabs.
 
+import { AccountView } from "./account.js";
 import { Api, CSRF_HEADER } from "./api.js";
 import { $, say, show } from "./dom.js";
 import { IngestView } from "./ingest.js";
@@ -10,6 +11,7 @@ import { StoresView } from "./stores.js";
 import { Vault } from "./vault.js";
 
 const EVENT_TYPES = ["object_created", "object_updated", "object_deleted", "publish"];
+const NOTICE_SLOT = "telentir.notice"; // a message for the next page (the account is deleted)
 const STATUS_TEXT = { live: "Live", connecting: "Connecting…", reconnecting: "Reconnecting…", stopped: "Offline" };
 
 class Console {
@@ -39,6 +41,8 @@ class Console {
       this.signIn.show(new Api(), "login");
     } finally {
       show($("#loading"), false);
+      this.notify(sessionStorage.getItem(NOTICE_SLOT));
+      sessionStorage.removeItem(NOTICE_SLOT);
     }
   }
 
@@ -49,7 +53,12 @@ class Console {
     api.onUnauthorized = () => this.ended();
     const root = await api.get("/root");
     this.vault = await new Vault(api, root).init();
-    this.views = { stores: new StoresView(this), keys: new KeysView(this), ingest: new IngestView(this) };
+    this.views = {
+      stores: new StoresView(this),
+      keys: new KeysView(this),
+      ingest: new IngestView(this),
+      account: new AccountView(this),
+    };
     this.feed = new LiveFeed(api, EVENT_TYPES, {
       onEvent: (event) => this.dispatch(event),
       onState: (state) => this.showState(state),
@@ -96,6 +105,14 @@ class Console {
     this.feed = null;
     Api.forget();
     this.notify("Your session has ended. Reload the page to sign in again.");
+  }
+
+  // DELETE /account answered: every credential is gone. A fresh page (no keys in memory) says so.
+  accountDeleted() {
+    if (this.feed) this.feed.stop();
+    Api.forget();
+    sessionStorage.setItem(NOTICE_SLOT, "Your account is deleted.");
+    location.replace("/console");
   }
 
   async signOut() {

@@ -59,8 +59,9 @@ export function toJson(entries) {
   )}\n`;
 }
 
-function download(name, text, type) {
-  const url = URL.createObjectURL(new Blob([text], { type }));
+// Offer `content` (text or a Blob) as a file download named `name`.
+export function download(name, content, type) {
+  const url = URL.createObjectURL(new Blob([content], { type }));
   const link = document.createElement("a");
   link.href = url;
   link.download = name;

@@ -1,17 +1,20 @@
-// Sign-in: email and password (the session cookie), the phone step when needed, or an API key.
+// Sign-in: email and password (the session cookie), the two-factor code and the phone step when needed,
+// or an API key.
 
-import { Api } from "./api.js";
-import { $, busy, say, show } from "./dom.js";
+import { Api, PendingSignIn } from "./api.js";
+import { $, busy, h, say, show } from "./dom.js";
 
 export class SignIn {
   constructor(app) {
     this.app = app;
     this.api = new Api();
+    this.pending = null; // the limited token of a sign-in awaiting its code
     this.section = $("#signin-view");
     this.error = $("#signin-error");
     $("#login-form").addEventListener("submit", (event) => this.login(event));
     $("#phone-send").addEventListener("click", (event) => this.sendCode(event));
     $("#phone-form").addEventListener("submit", (event) => this.verify(event));
+    $("#twofa-form").addEventListener("submit", (event) => this.verifyCode(event));
     $("#apikey-form").addEventListener("submit", (event) => this.useApiKey(event));
   }
 
@@ -29,7 +32,11 @@ export class SignIn {
     show($("#login-form"), step === "login");
     show($("#apikey-details"), step === "login");
     show($("#phone-form"), step === "phone");
-    (step === "phone" ? $("#phone-send") : $("#login-email")).focus();
+    show($("#twofa-form"), step === "twofa");
+    // The code field exists only at this step: the page holds one field named like "Code" at a time.
+    $("#twofa-slot").replaceChildren(...(step === "twofa" ? codeField() : []));
+    const focus = { phone: "#phone-send", twofa: "#twofa-code" }[step] ?? "#login-email";
+    $(focus).focus();
   }
 
   async login(event) {
@@ -39,6 +46,10 @@ export class SignIn {
     await busy(form.querySelector("button"), this.error, async () => {
       const answer = await api.post("/auth/login", { email: form.email.value, password: form.password.value });
       form.password.value = "";
+      if (answer.status === "2fa_required") {
+        this.pending = new PendingSignIn(answer.token);
+        return this.step("twofa");
+      }
       await this.continue(api, answer.status);
     });
   }
@@ -67,6 +78,19 @@ export class SignIn {
     });
   }
 
+  // The TOTP or recovery code: the limited token becomes a full session (the cookie), then on as usual.
+  async verifyCode(event) {
+    event.preventDefault();
+    const form = event.target;
+    await busy(form.querySelector("button[type=submit]"), this.error, async () => {
+      await this.pending.post("/auth/2fa/verify", { code: form.code.value.trim() });
+      this.pending = null;
+      const session = new Api();
+      const auth = await session.get("/auth");
+      await this.continue(session, auth.status);
+    });
+  }
+
   async useApiKey(event) {
     event.preventDefault();
     const form = event.target;
@@ -78,4 +102,18 @@ export class SignIn {
       await this.continue(api, auth.status);
     });
   }
+}
+
+function codeField() {
+  return [
+    h("label", { for: "twofa-code" }, "Authentication code"),
+    h("input", {
+      id: "twofa-code",
+      name: "code",
+      autocomplete: "one-time-code",
+      spellcheck: "false",
+      maxlength: "64",
+      required: true,
+    }),
+  ];
 }

@@ -66,8 +66,27 @@ def setup(rt: Runtime, user: UserRow) -> dict[str, str]:
     if not changed:
         raise Conflict("Two-factor sign-in is already on; disable it first.", code="2fa_already_enabled")
     encoded = _b32(secret)
-    label = quote(f"{ISSUER}:{user['email']}", safe=":@")
-    return {"secret": encoded, "otpauthUrl": f"otpauth://totp/{label}?secret={encoded}&issuer={ISSUER}"}
+    return {"secret": encoded, "otpauthUrl": otpauth_url(user["email"], encoded)}
+
+
+def otpauth_url(email: str, encoded_secret: str) -> str:
+    """The otpauth URL an authenticator app reads (from a QR code): issuer, account and base32 secret."""
+    label = quote(f"{ISSUER}:{email}", safe=":@")
+    return f"otpauth://totp/{label}?secret={encoded_secret}&issuer={ISSUER}"
+
+
+def pending_otpauth_url(rt: Runtime, user: UserRow) -> str:
+    """The otpauth URL of the pending secret (set up, not yet enabled); Conflict `2fa_not_set_up` when none is.
+
+    An enabled secret is never shown again: only a pending one, while the person scans it.
+    """
+    row = _totp_row(rt, user["id"])
+    if row["totp_enabled"] or row["totp_secret_sealed"] is None:
+        raise Conflict(
+            "No two-factor secret is pending: set one up first (POST /api/auth/2fa/setup).", code="2fa_not_set_up"
+        )
+    secret = rt.unseal(bytes(row["totp_secret_sealed"]), totp_context(user["id"]))
+    return otpauth_url(user["email"], _b32(secret))
 
 
 def enable(rt: Runtime, user: UserRow, code: Any) -> list[str]:
