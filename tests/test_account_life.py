@@ -167,7 +167,12 @@ def test_disabled_accounts_get_account_disabled_everywhere_until_enabled(
 ) -> None:
     session: Api = account["session"]
     key = _api(server, _api_key(session), account["addr"])
-    assert _cli(server, "users", "disable", account["email"]).returncode == 0
+    stream = must_open(server.url, "object_created", account["token"])
+    try:
+        assert _cli(server, "users", "disable", account["email"]).returncode == 0
+        stream.frames_until_end(timeout=HEARTBEAT * 2 + 10)  # an open stream ends within a heartbeat
+    finally:
+        stream.close()
     assert_error(session.get("/auth"), 403, "account_disabled")
     assert_error(session.get("/root"), 403, "account_disabled")
     assert_error(key.get("/root"), 403, "account_disabled")

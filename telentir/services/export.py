@@ -29,7 +29,8 @@ def lines(rt: Runtime, user: UserRow) -> Iterator[bytes]:
 def records(rt: Runtime, user: UserRow) -> Iterator[dict[str, Any]]:
     """The export's records, account first, then servers, keys, objects (oldest first) and publications."""
     user_id = user["id"]
-    root = roots.root_document(rt, user_id)
+    # Read, never made: exporting creates nothing (a user whose phone is unverified has no root yet).
+    root = roots.root_document(rt, user_id) if roots.has_root(rt, user_id) else {"stores": {}, "servers": {}}
     yield {"kind": "account", **accounts.public_profile(user), "stores": root["stores"]}
     yield from _servers(rt, user_id, root["servers"])
     for row in _paged(rt, "SELECT * FROM keys WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?", user_id, "id", ""):
