@@ -13,11 +13,18 @@ from .dataplane_support import Vault, decrypt, load_private, unwrap
 from .support import Api, ServerProcess, assert_error, running_server
 from .test_auth_flow import fresh_addr, read_code, signup
 
+EXPORTS_PER_HOUR = 3
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the module: open sign-up, behind one proxy hop; small ciphertexts inline, larger in files."""
-    settings = {"TELENTIR_SIGNUP": "open", "TELENTIR_PROXY_HOPS": "1", "TELENTIR_INLINE_MAX_BYTES": "64"}
+    settings = {
+        "TELENTIR_SIGNUP": "open",
+        "TELENTIR_PROXY_HOPS": "1",
+        "TELENTIR_INLINE_MAX_BYTES": "64",
+        "TELENTIR_EXPORTS_PER_USER_PER_HOUR": str(EXPORTS_PER_HOUR),
+    }
     with running_server(tmp_path_factory, "export", **settings) as srv:
         yield srv
 
@@ -92,3 +99,11 @@ def test_export_is_audited_and_takes_any_credential(server: ServerProcess, sessi
     audit = session.get("/audit").json()["items"]
     assert audit[0]["action"] == "account_exported" and audit[0]["credential"] == "api_key"
     assert_error(Api(server.url).get("/account/export"), 401)
+
+
+def test_exports_per_user_are_limited(server: ServerProcess, session: Api) -> None:
+    for _ in range(EXPORTS_PER_HOUR):
+        assert _export(session)[0]["kind"] == "account"
+    refused = session.get("/account/export")
+    assert_error(refused, 429)
+    assert int(refused.headers["Retry-After"]) > 0

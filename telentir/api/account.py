@@ -65,14 +65,14 @@ def delete_account() -> tuple[str, int]:
         media="application/x-ndjson",
         example='{"kind":"account","id":"usr_3x9TQm2ZkW8pLr4VbN7cYd","email":"ada@example.com"}\n',
     ),
-    errors=(403,),
+    errors=(403, 429),
     auth="user",
     secret=True,
 )
 def export_account() -> Response:
     """Stream the caller's data, page by page (constant memory)."""
     user = authenticated_user()
-    audit.record_alone(runtime(), user["id"], "account_exported")
+    export.start(runtime(), user["id"])
     body = stream_with_context(export.lines(runtime(), user))
     return Response(body, mimetype="application/x-ndjson", headers={"Cache-Control": "no-store"})
 

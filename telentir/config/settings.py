@@ -246,6 +246,12 @@ class Config:
         "Sign-ups (`POST /api/auth/register`) from one client address (an IPv6 /64) in any hour, the server and "
         "all its nodes together; 429 past it, no account made.",
     )
+    exports_per_user_per_hour: int = setting(
+        20,
+        parsers.positive_int,
+        "Exports (`GET /api/account/export`, each reads the whole account) one user may start in any hour; "
+        "429 past it.",
+    )
     password_resets_per_address_per_hour: int = setting(
         10,
         parsers.positive_int,

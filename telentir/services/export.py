@@ -15,9 +15,16 @@ from typing import Any
 from ..runtime import Runtime
 from ..storage.rows import ObjectRow, UserRow, as_row
 from ..wire import key_record, object_record
-from . import accounts, keyring, roots
+from . import accounts, audit, keyring, ratelimit, roots
 
 PAGE = 200
+
+
+def start(rt: Runtime, user_id: str) -> None:
+    """Count an export against TELENTIR_EXPORTS_PER_USER_PER_HOUR (RateLimited past it) and audit it."""
+    most = rt.config.exports_per_user_per_hour
+    ratelimit.charge(rt, [ratelimit.Limit(f"export:user:{user_id}", most, ratelimit.HOUR, "exports_per_user_per_hour")])
+    audit.record_alone(rt, user_id, "account_exported")
 
 
 def lines(rt: Runtime, user: UserRow) -> Iterator[bytes]:
