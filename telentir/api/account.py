@@ -43,7 +43,7 @@ def note_actor() -> None:
     errors=(403, 429),
     auth="user",
     body=AccountDelete,
-    body_example={"password": "correct horse battery"},
+    body_example={"password": "the account's password"},
 )
 def delete_account() -> tuple[str, int]:
     """Delete the caller's account and everything it owns."""

@@ -12,6 +12,8 @@ from .base import Schema, Timestamp
 
 # The query values arrive as text; the server reads them as decimal integers (400 otherwise).
 Digits = Annotated[str, Meta(pattern="^[0-9]{1,18}$")]
+# 1 to MAX_LIMIT (500), as written.
+PageSize = Annotated[str, Meta(pattern="^([1-9][0-9]?|[1-4][0-9][0-9]|500)$")]
 
 
 class AccountDelete(Schema):
@@ -25,7 +27,7 @@ class AuditQuery(Schema):
     """GET /audit's query: a page of `limit` entries older than the entry `before`."""
 
     limit: (
-        Annotated[Digits, Meta(description=f"1 to {MAX_LIMIT} entries (default 50)", examples=["50"])] | UnsetType
+        Annotated[PageSize, Meta(description=f"1 to {MAX_LIMIT} entries (default 50)", examples=["50"])] | UnsetType
     ) = UNSET
     before: Annotated[Digits, Meta(description="the `next` of the previous page")] | UnsetType = UNSET
 
