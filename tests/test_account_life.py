@@ -117,6 +117,7 @@ def test_delete_with_2fa_needs_a_right_code(server: ServerProcess, account: dict
     codes = session.post("/auth/2fa/enable", json={"code": totp(secret)}).json()["recoveryCodes"]
     assert_error(session.delete("/account", json={"password": PASSWORD}), 400, "invalid_code")
     assert_error(session.delete("/account", json={"password": PASSWORD, "code": "000000x"}), 400, "invalid_code")
+    assert_error(session.delete("/account", json={"password": PASSWORD, "code": 123456}), 400, "invalid_code")
     assert session.delete("/account", json={"password": PASSWORD, "code": codes[0]}).status_code == 204
     assert_error(session.get("/auth"), 401)
 

@@ -374,7 +374,8 @@ def confirm_password_reset(rt: Runtime, email: Any, code: Any, new: Any, client_
         raise BadRequest("code must be the string sent by SMS.")
     new_password = _check_password_rules(new, "newPassword")
     attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(email), client_addr)
-    user = rt.db.query_one("SELECT id FROM users WHERE email = ?", (email.strip(),))
+    audit.act_as(credential="reset_code")
+    user = rt.db.query_one("SELECT id FROM users WHERE email = ? AND deleted_at IS NULL", (email.strip(),))
     row = None
     if user is not None:
         with rt.db.atomic() as tx:

@@ -30,7 +30,7 @@ ACCOUNT_DELETED = "account_deleted"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acts: the client address and the kind of credential (`session`, `api_key`, `password`, `cli`)."""
+    """Who acts: the client address and the kind of credential (session, api_key, password, reset_code, cli)."""
 
     ip: str | None = None
     credential: str | None = None

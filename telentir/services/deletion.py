@@ -58,10 +58,18 @@ def delete_own_account(rt: Runtime, user: UserRow, password: Any, code: Any, cli
     attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(user["email"]), client_addr)
     if not accounts.check_password(user["password_hash"], password):
         raise BadRequest("The password is incorrect.", code="invalid_password")
-    if user["totp_enabled"] and (code is None or not twofactor.check_code(rt, user["id"], code)):
+    if user["totp_enabled"] and not _code_is_right(rt, user["id"], code):
         raise twofactor.invalid_code()
     attempts.succeeded(rt, attempt)
     return delete_account(rt, user["id"])
+
+
+def _code_is_right(rt: Runtime, user_id: str, code: Any) -> bool:
+    """Whether `code` is a right TOTP or recovery code (used up if so); missing or malformed is wrong."""
+    try:
+        return isinstance(code, str) and twofactor.check_code(rt, user_id, code)
+    except BadRequest:
+        return False
 
 
 def delete_account(rt: Runtime, user_id: str) -> str | None:

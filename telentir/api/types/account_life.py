@@ -39,7 +39,10 @@ class AuditEntry(Schema):
     at: Timestamp
     action: Annotated[str, Meta(pattern="^[a-z0-9_]+$", examples=["login"])]
     ip: str | None
-    credential: Annotated[str | None, Meta(description="session, api_key, password (a sign-in) or cli (the operator)")]
+    credential: Annotated[
+        str | None,
+        Meta(description="session, api_key, password (a sign-in), reset_code (a password reset) or cli (the operator)"),
+    ]
     detail: Annotated[dict[str, Any], Meta(description="what changed (an API key's id and name…); never a secret")]
 
 
