@@ -189,6 +189,7 @@ def revoke_token(rt: Runtime, token: str, audit_as: str | None = None) -> None:
         if added:
             events.append_revocation(rt, tx, claims["sub"], SESSION_PREFIX + claims["jti"])
         if added and audit_as is not None:
+            audit.act_as(credential="session")  # the session being logged out is the credential used
             audit.record(tx, claims["sub"], audit_as)
 
 
