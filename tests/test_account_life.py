@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from telentir.errors import Unauthorized
 from telentir.runtime import Runtime
+from telentir.services import accounts, credentials, keyring, maintenance, objects, roots
 from telentir.serving import prepare
 
 from .dataplane_support import Vault
@@ -257,7 +259,7 @@ def test_a_deletion_killed_midway_is_finished_by_the_next_start(tmp_path: Path) 
     env = {"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY, "TELENTIR_INLINE_MAX_BYTES": "0"}
     rt = runtime_over(data, inline_max_bytes=0)
     try:
-        user_id, email, blobs = _user_with_objects(rt, 12)
+        user_id, email, api_key, blobs = _user_with_objects(rt, 12)
     finally:
         rt.close()
     out = tmp_path / "deleter.out"
@@ -282,7 +284,9 @@ def test_a_deletion_killed_midway_is_finished_by_the_next_start(tmp_path: Path) 
         assert rt.db.query_value("SELECT COUNT(*) FROM objects WHERE user_id = ?", (user_id,)) > 0
         row = rt.db.query_one("SELECT email, deleted_at FROM users WHERE id = ?", (user_id,))
         assert row["deleted_at"] is not None and row["email"] != email
-        assert email not in [u["email"] for u in _listed(rt)]
+        assert email not in [u["email"] for u in accounts.list_users(rt)]
+        with pytest.raises(Unauthorized):
+            credentials.authenticate(rt, api_key)
     finally:
         rt.close()
 
@@ -291,8 +295,6 @@ def test_a_deletion_killed_midway_is_finished_by_the_next_start(tmp_path: Path) 
     rt = runtime_over(data, inline_max_bytes=0)
     try:
         if not report["finished_deletions"]:
-            from telentir.services import maintenance
-
             maintenance.account_upkeep(rt)
         assert rt.db.query_one("SELECT 1 FROM users WHERE id = ?", (user_id,)) is None
         assert rt.db.query_value("SELECT COUNT(*) FROM objects WHERE user_id = ?", (user_id,)) == 0
@@ -305,19 +307,12 @@ def test_a_deletion_killed_midway_is_finished_by_the_next_start(tmp_path: Path) 
         rt.close()
 
 
-def _user_with_objects(rt: Runtime, count: int) -> tuple[str, str, list[str]]:
-    """A user with `count` objects in files, made through the services; id, email and blob names."""
-    from telentir.services import accounts, keyring, objects, roots
-
+def _user_with_objects(rt: Runtime, count: int) -> tuple[str, str, str, list[str]]:
+    """A user with an API key and `count` objects in files, made through the services; id, email, key, blobs."""
     user = accounts.create_user(rt, f"doomed-{os.urandom(4).hex()}@example.com", "+15555550100", verified=True)
     roots.ensure_root(rt, user["id"])
     key = keyring.create_key(rt, user["id"], "default", os.urandom(32), os.urandom(12), "{}")
     for n in range(count):
         objects.create_object(rt, user["id"], key["id"], os.urandom(200 + n), os.urandom(16), None, "{}")
-    return user["id"], user["email"], _blob_names(rt, user["id"])
-
-
-def _listed(rt: Runtime) -> list[Any]:
-    from telentir.services import accounts
-
-    return list(accounts.list_users(rt))
+    api_key = credentials.create_api_key(rt, user["id"], "doomed")["key"]
+    return user["id"], user["email"], api_key, _blob_names(rt, user["id"])

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+from telentir.errors import Conflict
 from telentir.ids import iso
 from telentir.runtime import Runtime
-from telentir.services import audit, maintenance
+from telentir.services import audit, credentials, maintenance
 
 from .operate_support import run_cli
-from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, running_server, runtime_over
+from .support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, make_user, running_server, runtime_over
 from .test_auth_flow import PASSWORD, fresh_addr, read_code, signup
 from .test_two_factor import totp
 
@@ -176,5 +177,17 @@ def test_entries_past_retention_are_pruned(tmp_path: Path) -> None:
             tx.execute("UPDATE audit SET at = ? WHERE user_id = 'usr_old'", (old,))
         maintenance.account_upkeep(rt)
         assert [r["user_id"] for r in rt.db.query("SELECT user_id FROM audit")] == ["usr_new"]
+    finally:
+        rt.close()
+
+
+def test_an_entry_commits_with_its_change_or_not_at_all(tmp_path: Path) -> None:
+    rt: Runtime = runtime_over(tmp_path / "data", max_api_keys_per_user=1)
+    try:
+        user = make_user(rt)  # holds the one API key it may have
+        with pytest.raises(Conflict):
+            credentials.create_api_key(rt, user["id"], "one too many")
+        actions = [r["action"] for r in rt.db.query("SELECT action FROM audit WHERE user_id = ?", (user["id"],))]
+        assert actions == ["api_key_created"]  # the refused key wrote no entry
     finally:
         rt.close()
