@@ -25,8 +25,28 @@ CREATE TABLE IF NOT EXISTS users (
     totp_last_step  INTEGER,
     -- Every session token carries the epoch it was issued under: bumping it (a password
     -- change or reset) revokes every session of the user at once.
-    session_epoch   INTEGER NOT NULL DEFAULT 0
+    session_epoch   INTEGER NOT NULL DEFAULT 0,
+    -- Set by `telentir users disable`: every credential and sign-in is refused (account_disabled).
+    disabled_at     TEXT,
+    -- Set by the first step of an account's deletion (services/deletion.py): from then on no
+    -- credential works and no read finds the user; a restart finishes a deletion cut short.
+    deleted_at      TEXT
 );
+
+-- What happened to an account (services/audit.py), written in the transaction of the change it
+-- records; never a secret. user_id is no foreign key: a deleted account's `account_deleted`
+-- entry outlives the user row. Pruned after TELENTIR_AUDIT_RETENTION_DAYS.
+CREATE TABLE IF NOT EXISTS audit (
+    id          INTEGER PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    ip          TEXT,
+    credential  TEXT,
+    detail      TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS audit_user ON audit(user_id, id);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 
 -- The single-use recovery codes of a user with 2FA on, as SHA-256 hashes.
 CREATE TABLE IF NOT EXISTS recovery_codes (

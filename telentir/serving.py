@@ -50,7 +50,7 @@ def prepare(config: Config, lock: FolderLock | None = None) -> dict[str, int]:
 
 
 def _prepare_locked(config: Config) -> dict[str, int]:
-    from .services import maintenance
+    from .services import deletion, maintenance
 
     master_key_for(config)  # a key file missing next to sealed data refuses before anything changes
     applied = migrate(config)
@@ -65,6 +65,8 @@ def _prepare_locked(config: Config) -> dict[str, int]:
         return {
             "migrations": len(applied),
             **_recover_jobs(rt),
+            # Before the sweep; a bucket's deletions are finished by the workers' pruner (botocore, as below).
+            "finished_deletions": 0 if config.uses_s3 else deletion.finish_pending(rt),
             "swept_blobs": 0 if config.uses_s3 else maintenance.sweep_blobs(rt),
             "freed_stream_slots": rt.stream_slots.forget_host(),
         }

@@ -212,8 +212,14 @@ def tend_leases(rt: Runtime, refunds: Periodic | None) -> None:
 
 
 def prune_if_ours(rt: Runtime) -> int:
-    """Prune the event log if this process is the deployment's pruner (one at a time); returns events removed."""
-    return events.prune(rt) if rt.db.claim_singleton("event-pruner") else 0
+    """Prune the event and audit logs if this process is the pruner (one of the deployment); returns events removed.
+
+    The pruner also finishes account deletions a crash cut short (`maintenance.account_upkeep`).
+    """
+    if not rt.db.claim_singleton("event-pruner"):
+        return 0
+    maintenance.account_upkeep(rt)
+    return events.prune(rt)
 
 
 class Periodic:

@@ -4,12 +4,40 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import auth, billing, connect, console, document, events, keys, objects, root, system, webhooks
-from .twofactor_qr import bp as twofactor_qr_bp
+from . import (
+    account,
+    auth,
+    billing,
+    connect,
+    console,
+    document,
+    events,
+    keys,
+    objects,
+    root,
+    system,
+    twofactor_qr,
+    webhooks,
+)
+
+BLUEPRINT_MODULES = (
+    system,
+    auth,
+    twofactor_qr,
+    account,
+    root,
+    keys,
+    objects,
+    events,
+    connect,
+    billing,
+    webhooks,
+    document,
+    console,
+)
 
 
 def register_blueprints(app: Flask) -> None:
     """Mount every blueprint."""
-    for module in (system, auth, root, keys, objects, events, connect, billing, webhooks, document, console):
+    for module in BLUEPRINT_MODULES:
         app.register_blueprint(module.bp)
-    app.register_blueprint(twofactor_qr_bp)

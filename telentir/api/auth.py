@@ -214,7 +214,7 @@ def twofa_verify() -> Response:
     if not principal.limited:
         raise Conflict("This session is already signed in in full.", code="2fa_not_required")
     code = json_body().get("code")
-    accounts.verify_second_factor(runtime(), principal.user, code, client_addr())
+    accounts.sign_in_with_second_factor(runtime(), principal.user, code, client_addr())
     # The sign-in token is spent: it cannot be exchanged twice.
     bearer = bearer_credential()
     if bearer is not None:
@@ -272,13 +272,14 @@ def change_password() -> Response:
     "Passwords",
     "Text a one-time reset code to the account's verified phone; 202 whether or not the account exists",
     ok=Answer(status=202, type=Status, description="Accepted", example={"status": "accepted"}),
+    errors=(429,),
     auth=None,
     body=ResetRequest,
     body_example={"email": "ada@example.com"},
 )
 def request_password_reset() -> tuple[Response, int]:
     """Text a reset code to the account's verified phone; 202 whether or not there is such an account."""
-    accounts.request_password_reset(runtime(), json_body().get("email"))
+    accounts.request_password_reset(runtime(), json_body().get("email"), client_addr())
     return jsonify({"status": "accepted"}), 202
 
 
@@ -321,7 +322,7 @@ def logout() -> Response:
     # would leave a header-borne session alive after "logout".
     for credential in {request.cookies.get("token"), _optional_bearer()}:
         if credential and not credential.startswith(credentials.API_KEY_PREFIX):
-            credentials.revoke_token(runtime(), credential)
+            credentials.revoke_token(runtime(), credential, audit_as="logout")
     response = jsonify({"status": "logout"})
     response.delete_cookie("token", path="/")
     return response

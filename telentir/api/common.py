@@ -13,7 +13,7 @@ from flask import current_app, g, make_response, request
 from ..errors import BadRequest, Forbidden, PayloadTooLarge, PhoneNotVerified, Unauthorized, UnsupportedMediaType
 from ..request_log import USER_KEY
 from ..runtime import Runtime
-from ..services import credentials
+from ..services import audit, credentials
 from ..storage.rows import UserRow
 from .inputs import check_json_text
 
@@ -157,6 +157,7 @@ def authenticated_principal(allow_limited: bool = False) -> credentials.Principa
             raise Unauthorized("Authentication required: send Authorization: Bearer <token or API key>.")
         g.principal = credentials.authenticate_principal(runtime(), credential)
         note_user(g.principal.user["id"])
+        audit.act_as(credential="session" if g.principal.is_session else "api_key")
     principal = cast(credentials.Principal, g.principal)
     if principal.limited and not allow_limited:
         raise Forbidden(

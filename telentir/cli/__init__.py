@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from ..version import __version__
-from . import api_keys, backups, billing, copy_data, folder, invites, master_key, server, users
+from . import api_keys, audit, backups, billing, copy_data, folder, invites, master_key, server, users
 from .server import DEMO_EMAIL, ensure_demo_user
 
 __all__ = ["DEMO_EMAIL", "ensure_demo_user", "main"]
@@ -38,5 +38,6 @@ for command in (
     billing.credits_group,
     billing.billing_group,
     invites.invites_group,
+    audit.audit_log,
 ):
     main.add_command(command)

@@ -12,6 +12,7 @@ from ..config import Config, ConfigError, load_config
 from ..crypto import CryptoError
 from ..errors import ApiError
 from ..runtime import Runtime
+from ..services import audit
 from ..storage.schema import SchemaError
 from ..wiring import build_runtime
 
@@ -31,6 +32,7 @@ def runtime() -> Iterator[Runtime]:
         rt = build_runtime(load_config())
     except (ConfigError, CryptoError, SchemaError) as exc:  # CryptoError: an unreadable master key file
         raise click.ClickException(str(exc)) from exc
+    audit.act_as(credential="cli")  # what the operator changes is audited as theirs
     try:
         yield rt
     except ApiError as exc:

@@ -1,10 +1,11 @@
-"""`users`: create and list users; their phone, two-factor sign-in, password, plan and Stripe customer."""
+"""`users`: create, list, disable, enable and delete users; their phone, two-factor sign-in, password, plan and
+Stripe customer."""
 
 from __future__ import annotations
 
 import click
 
-from ..services import accounts, credits, twofactor
+from ..services import accounts, credits, deletion, twofactor
 from .common import runtime
 
 
@@ -128,3 +129,48 @@ def users_set_stripe_customer(email: str, customer_id: str | None) -> None:
         user = accounts.find_user_by_email(rt, email)
         credits.set_stripe_customer(rt, user["id"], customer_id)
         click.echo(f"{user['email']} linked to {customer_id}" if customer_id else f"{user['email']} unlinked")
+
+
+@users.command("disable")
+@click.argument("email")
+def users_disable(email: str) -> None:
+    """Disable a user: every session, API key and sign-in is refused (account_disabled) until enabled.
+
+    Example: python -m telentir users disable ada@example.com
+    """
+    with runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        deletion.set_disabled(rt, user["id"], True)
+        click.echo(f"{user['email']} is disabled: every credential and sign-in is refused")
+
+
+@users.command("enable")
+@click.argument("email")
+def users_enable(email: str) -> None:
+    """Enable a disabled user again: their sessions and API keys work as before.
+
+    Example: python -m telentir users enable ada@example.com
+    """
+    with runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        deletion.set_disabled(rt, user["id"], False)
+        click.echo(f"{user['email']} is enabled")
+
+
+@users.command("delete")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Confirm: the account and everything it owns are erased for good.")
+def users_delete(email: str, yes: bool) -> None:
+    """Delete a user for good: credentials, keys, objects (their ciphertext erased), servers, jobs, API keys.
+
+    A Stripe customer is left alone: its id is printed, to close it in Stripe.
+    Example: python -m telentir users delete ada@example.com --yes
+    """
+    if not yes:
+        raise click.ClickException(f"Deleting {email} erases the account and all its data for good: add --yes.")
+    with runtime() as rt:
+        user = accounts.find_user_by_email(rt, email)
+        customer = deletion.delete_account(rt, user["id"])
+        click.echo(f"Deleted {user['email']} ({user['id']}) and everything it owned")
+        if customer:
+            click.echo(f"Stripe customer {customer} was left alone: close it in Stripe if it should go too")

@@ -110,6 +110,11 @@ class Config:
         "At most this many events are kept; older ones are pruned.",
     )
     event_prune_interval_seconds: float = setting(60.0, parsers.positive_float, "How often the background pruner runs.")
+    audit_retention_days: int = setting(
+        365,
+        parsers.positive_int,
+        "Audit log entries (`GET /api/audit`, `telentir audit`) older than this many days are pruned.",
+    )
     plans: dict[str, dict[str, Any]] = setting(
         DEFAULT_PLANS,
         billing.plans,
@@ -240,6 +245,18 @@ class Config:
         parsers.positive_int,
         "Sign-ups (`POST /api/auth/register`) from one client address (an IPv6 /64) in any hour, the server and "
         "all its nodes together; 429 past it, no account made.",
+    )
+    exports_per_user_per_hour: int = setting(
+        20,
+        parsers.positive_int,
+        "Exports (`GET /api/account/export`, each reads the whole account) one user may start in any hour; "
+        "429 past it.",
+    )
+    password_resets_per_address_per_hour: int = setting(
+        10,
+        parsers.positive_int,
+        "Password reset requests (`POST /api/auth/password/reset`) from one client address (an IPv6 /64) in any "
+        "hour, the server and all its nodes together; 429 past it, nothing sent.",
     )
     log_level: str = setting(
         "INFO",

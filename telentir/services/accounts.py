@@ -17,7 +17,7 @@ from ..ids import new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import IntegrityError, Transaction
 from ..storage.rows import UserRow, as_row, as_row_or_none
-from . import attempts, credentials, invites, ratelimit, texts, twofactor
+from . import attempts, audit, credentials, invites, ratelimit, texts, twofactor
 
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
 _PHONE_RE = re.compile(r"\+?[0-9]{7,15}")
@@ -155,7 +155,9 @@ def get_user(rt: Runtime, user_id: str) -> UserRow:
 
 def find_user_by_email(rt: Runtime, email: str) -> UserRow:
     """The user with this email (case-insensitive); NotFound if absent."""
-    row = as_row_or_none(UserRow, rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),)))
+    row = as_row_or_none(
+        UserRow, rt.db.query_one("SELECT * FROM users WHERE email = ? AND deleted_at IS NULL", (email.strip(),))
+    )
     if row is None:
         raise NotFound(f"No user with email {email!r}.")
     return row
@@ -163,7 +165,8 @@ def find_user_by_email(rt: Runtime, email: str) -> UserRow:
 
 def list_users(rt: Runtime) -> list[UserRow]:
     """Every user, oldest first."""
-    return [as_row(UserRow, r) for r in rt.db.query("SELECT * FROM users ORDER BY created_at, id")]
+    rows = rt.db.query("SELECT * FROM users WHERE deleted_at IS NULL ORDER BY created_at, id")
+    return [as_row(UserRow, r) for r in rows]
 
 
 def set_phone_verified(rt: Runtime, user_id: str) -> None:
@@ -245,16 +248,23 @@ def login(rt: Runtime, email: Any, password: Any, client_addr: str) -> UserRow:
         raise BadRequest("email and password must be strings (an email of at most 320 characters).")
     # Counted (as a failure) up front: parallel guesses cannot slip through. An unknown email counts like a known one.
     attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(email), client_addr)
-    row = as_row_or_none(UserRow, rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),)))
+    row = as_row_or_none(
+        UserRow, rt.db.query_one("SELECT * FROM users WHERE email = ? AND deleted_at IS NULL", (email.strip(),))
+    )
+    audit.act_as(credential="password")
     # Checked even without an account (against nothing), so a wrong email costs as long as a wrong password.
     if not check_password(row["password_hash"] if row is not None else None, password) or row is None:
+        if row is not None:
+            audit.record_alone(rt, row["id"], "login_failed")
         raise Unauthorized("The email or password is incorrect.", code="invalid_credentials", extra={"status": "error"})
+    credentials.check_usable(row)  # a disabled account: 403 account_disabled, once the password was right
     if row["totp_enabled"]:
         # Half the way in: this attempt was no failure, but the earlier ones (wrong codes
         # included) are forgiven only once the second factor is right (verify_second_factor).
         ratelimit.refund(rt, attempt.charge)
     else:
         attempts.succeeded(rt, attempt)
+        audit.record_alone(rt, row["id"], "login")
     return row
 
 
@@ -262,8 +272,15 @@ def verify_second_factor(rt: Runtime, user: UserRow, code: Any, client_addr: str
     """Check a TOTP or recovery code of a signing-in user; wrong codes count with wrong passwords."""
     attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(user["email"]), client_addr)
     if not twofactor.check_code(rt, user["id"], code):
+        audit.record_alone(rt, user["id"], "2fa_failed")
         raise twofactor.invalid_code()
     attempts.succeeded(rt, attempt)
+
+
+def sign_in_with_second_factor(rt: Runtime, user: UserRow, code: Any, client_addr: str) -> None:
+    """The second step of a sign-in: the code checked, the sign-in recorded."""
+    verify_second_factor(rt, user, code, client_addr)
+    audit.record_alone(rt, user["id"], "login", {"secondFactor": True})
 
 
 def enable_second_factor(rt: Runtime, user: UserRow, code: Any, client_addr: str) -> list[str]:
@@ -273,6 +290,9 @@ def enable_second_factor(rt: Runtime, user: UserRow, code: Any, client_addr: str
         codes = twofactor.enable(rt, user, code)
     except Conflict:  # nothing was guessed: the state was wrong
         ratelimit.refund(rt, attempt.charge)
+        raise
+    except BadRequest:
+        audit.record_alone(rt, user["id"], "2fa_failed")
         raise
     attempts.succeeded(rt, attempt)
     return codes
@@ -300,24 +320,32 @@ def change_password(rt: Runtime, user: UserRow, current: Any, new: Any, client_a
     set_password(rt, user["id"], new_password)
 
 
-def set_password(rt: Runtime, user_id: str, password: Any) -> None:
-    """Set a user's password and revoke every session of theirs (API keys stay)."""
+def set_password(rt: Runtime, user_id: str, password: Any, action: str = "password_changed") -> None:
+    """Set a user's password and revoke every session of theirs (API keys stay); audited as `action`."""
     digest = hash_password(_check_password_rules(password))
     with rt.db.atomic() as tx:
         tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (digest, user_id))
         tx.execute("DELETE FROM password_reset_codes WHERE user_id = ?", (user_id,))
         credentials.revoke_all_sessions(rt, tx, user_id)
+        audit.record(tx, user_id, action)
 
 
-def request_password_reset(rt: Runtime, email: Any) -> None:
+def request_password_reset(rt: Runtime, email: Any, client_addr: str) -> None:
     """Text a one-time reset code to the account's verified phone; silently nothing otherwise.
 
     The caller answers 202 whatever happens, so the answer tells nobody whether the email has
-    an account (nor whether its phone's hourly text limit is reached).
+    an account (nor whether its phone's hourly text limit is reached). Every valid request
+    counts against its client address (TELENTIR_PASSWORD_RESETS_PER_ADDRESS_PER_HOUR): past
+    it, 429 whether or not the account exists.
     """
     if not isinstance(email, str) or len(email) > MAX_EMAIL:
         raise BadRequest("email must be a string of at most 320 characters.")
-    row = rt.db.query_one("SELECT * FROM users WHERE email = ?", (email.strip(),))
+    network = ratelimit.network_of(client_addr)
+    most = rt.config.password_resets_per_address_per_hour
+    ratelimit.charge(
+        rt, [ratelimit.Limit(f"reset:addr:{network}", most, ratelimit.HOUR, "password_resets_per_address_per_hour")]
+    )
+    row = rt.db.query_one("SELECT * FROM users WHERE email = ? AND deleted_at IS NULL", (email.strip(),))
     if row is None or not row["phone_verified"]:
         return
     user_id = row["id"]
@@ -346,7 +374,8 @@ def confirm_password_reset(rt: Runtime, email: Any, code: Any, new: Any, client_
         raise BadRequest("code must be the string sent by SMS.")
     new_password = _check_password_rules(new, "newPassword")
     attempt = attempts.begin(rt, attempts.Secret.SIGN_IN, attempts.sign_in_account(email), client_addr)
-    user = rt.db.query_one("SELECT id FROM users WHERE email = ?", (email.strip(),))
+    audit.act_as(credential="reset_code")
+    user = rt.db.query_one("SELECT id FROM users WHERE email = ? AND deleted_at IS NULL", (email.strip(),))
     row = None
     if user is not None:
         with rt.db.atomic() as tx:
@@ -362,7 +391,7 @@ def confirm_password_reset(rt: Runtime, email: Any, code: Any, new: Any, client_
     )
     if not ok or user is None:
         raise BadRequest("The code is not valid; request a new one if it has expired.", code="invalid_code")
-    set_password(rt, user["id"], new_password)  # deletes the code: it works once
+    set_password(rt, user["id"], new_password, "password_reset")  # deletes the code: it works once
     attempts.succeeded(rt, attempt)
 
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import jwt
 
-from ..errors import BadRequest, NotFound, Unauthorized
+from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
 from ..ids import is_id, new_id, now_iso
 from ..runtime import Runtime
 from ..storage.db import Transaction
 from ..storage.rows import UserRow, as_row
-from . import events, quotas
+from . import audit, events, quotas
 
 API_KEY_PREFIX = "tlk_"
 MAX_KEY_NAME = 100
@@ -82,6 +82,7 @@ def create_api_key(rt: Runtime, user_id: str, name: Any = None) -> dict[str, Any
             "INSERT INTO api_keys (id, user_id, name, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
             (record["id"], user_id, record["name"], _hash_key(key), record["created_at"]),
         )
+        audit.record(tx, user_id, "api_key_created", {"apiKeyId": record["id"], "name": record["name"]})
     return {**record, "key": key, "last_used_at": None}
 
 
@@ -100,11 +101,29 @@ def revoke_api_key(rt: Runtime, key_id: str, user_id: str | None = None) -> None
     if not is_id(key_id, "ak"):
         raise NotFound("No such API key.")
     with rt.db.atomic() as tx:
-        row = tx.execute("SELECT user_id FROM api_keys WHERE id = ? AND revoked_at IS NULL", (key_id,)).fetchone()
+        row = tx.execute("SELECT user_id, name FROM api_keys WHERE id = ? AND revoked_at IS NULL", (key_id,)).fetchone()
         if row is None or (user_id is not None and row["user_id"] != user_id):
             raise NotFound("No such API key.")
         tx.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now_iso(), key_id))
         events.append_revocation(rt, tx, row["user_id"], key_id)
+        audit.record(tx, row["user_id"], "api_key_revoked", {"apiKeyId": key_id, "name": row["name"]})
+
+
+def revoke_every_credential(rt: Runtime, tx: Transaction, user_id: str) -> None:
+    """Revoke every session and API key of the user in `tx` (their streams end at the revocation)."""
+    revoke_all_sessions(rt, tx, user_id)
+    keys = tx.execute("SELECT id FROM api_keys WHERE user_id = ? AND revoked_at IS NULL", (user_id,)).fetchall()
+    tx.execute("UPDATE api_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL", (now_iso(), user_id))
+    for key in keys:
+        events.append_revocation(rt, tx, user_id, key["id"])
+
+
+def check_usable(user: UserRow) -> None:
+    """Refuse a deleted account (401, as if absent) and a disabled one (403 `account_disabled`)."""
+    if user["deleted_at"] is not None:
+        raise Unauthorized("The credential is not valid.")
+    if user["disabled_at"] is not None:
+        raise Forbidden("This account is disabled; ask the server's operator.", code="account_disabled")
 
 
 # --- session tokens -------------------------------------------------------------------
@@ -155,8 +174,8 @@ def _decode_token(rt: Runtime, token: str) -> dict[str, Any]:
         raise Unauthorized("The credential is not valid.") from exc
 
 
-def revoke_token(rt: Runtime, token: str) -> None:
-    """Log a session token out for the rest of its life (no-op for an invalid token)."""
+def revoke_token(rt: Runtime, token: str, audit_as: str | None = None) -> None:
+    """Log a session token out for the rest of its life (no-op for an invalid token); audited as `audit_as`."""
     try:
         claims = _decode_token(rt, token)
     except Unauthorized:
@@ -169,6 +188,9 @@ def revoke_token(rt: Runtime, token: str) -> None:
         ).rowcount
         if added:
             events.append_revocation(rt, tx, claims["sub"], SESSION_PREFIX + claims["jti"])
+        if added and audit_as is not None:
+            audit.act_as(credential="session")  # the session being logged out is the credential used
+            audit.record(tx, claims["sub"], audit_as)
 
 
 def authenticate(rt: Runtime, credential: str) -> UserRow:
@@ -196,13 +218,16 @@ def why_ended(rt: Runtime, credential: Credential) -> str | None:
         jti = credential.id.removeprefix(SESSION_PREFIX)
         row = rt.db.query_row(
             "SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = ?) AS revoked, "
-            "(SELECT session_epoch FROM users WHERE id = ?) AS epoch",
+            "(SELECT session_epoch FROM users WHERE id = ? AND disabled_at IS NULL AND deleted_at IS NULL) AS epoch",
             (jti, credential.user_id),
         )
         revoked = row["revoked"] or (credential.user_id is not None and row["epoch"] != credential.epoch)
     else:
+        # A disabled or deleted account's keys end their streams like revoked ones.
         revoked = rt.db.query_value(
-            "SELECT NOT EXISTS (SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL)", (credential.id,)
+            "SELECT NOT EXISTS (SELECT 1 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = ? "
+            "AND k.revoked_at IS NULL AND u.disabled_at IS NULL AND u.deleted_at IS NULL)",
+            (credential.id,),
         )
     return "credential_revoked" if revoked else None
 
@@ -216,13 +241,15 @@ def _user_of_token(rt: Runtime, token: str) -> Principal:
     )
     if row["token_revoked"]:
         raise Unauthorized("The session has been logged out; log in again.")
-    if row["id"] is None:
+    if row["id"] is None or row["deleted_at"] is not None:
         raise Unauthorized("The credential is not valid.")
     epoch = int(claims.get("sep", 0))
     if row["session_epoch"] != epoch:  # the password changed (or was reset) since
         raise Unauthorized("The session has been revoked; log in again.")
     credential = Credential(SESSION_PREFIX + claims["jti"], float(claims["exp"]), row["id"], epoch)
-    return Principal(_user_in(row, "token_revoked"), credential, limited=claims.get("2fa") == "pending")
+    user = _user_in(row, "token_revoked")
+    check_usable(user)
+    return Principal(user, credential, limited=claims.get("2fa") == "pending")
 
 
 def _user_of_api_key(rt: Runtime, key: str) -> Principal:
@@ -234,9 +261,10 @@ def _user_of_api_key(rt: Runtime, key: str) -> Principal:
     )
     if row is None or row["api_key_revoked_at"] is not None:
         raise Unauthorized("The credential is not valid.")
+    user = _user_in(row, "api_key_id", "api_key_used_at", "api_key_revoked_at")
+    check_usable(user)
     _touch_api_key(rt, row["api_key_id"], row["api_key_used_at"])
-    credential = Credential(row["api_key_id"])
-    return Principal(_user_in(row, "api_key_id", "api_key_used_at", "api_key_revoked_at"), credential)
+    return Principal(user, Credential(row["api_key_id"]))
 
 
 def _user_in(row: Any, *others: str) -> UserRow:

@@ -13,7 +13,7 @@ from ..runtime import Runtime
 from ..storage.db import IntegrityError, Transaction, set_clause
 from ..storage.rows import KeyRow, as_row
 from ..wire import is_name, key_record
-from . import events, quotas
+from . import audit, events, quotas
 
 DEFAULT_SERVER = "default"
 MODES = ("generate", "upload_public")
@@ -63,6 +63,7 @@ def register_server(rt: Runtime, user_id: str, name: str, mode: Any, public_key:
                 "INSERT INTO servers (user_id, name, mode, public_key, created_at) VALUES (?, ?, ?, ?, ?)",
                 (user_id, name, mode, public_b64, now_iso()),
             )
+            audit.record(tx, user_id, "server_created", {"name": name, "mode": mode})
     except IntegrityError as exc:
         raise Conflict(f"You already have a server named {name!r}.", code="server_exists") from exc
     return {"name": name, "publicKey": public_b64, "privateKey": private_b64}
@@ -99,6 +100,8 @@ def set_server_deprecated(rt: Runtime, user_id: str, name: str, deprecated: bool
             "UPDATE servers SET deprecated = ? WHERE user_id = ? AND name = ? AND mode != 'custodial'",
             (int(deprecated), user_id, name),
         ).rowcount
+        if changed:
+            audit.record(tx, user_id, "server_updated", {"name": name, "deprecated": deprecated})
     if not changed:
         raise NotFound("No such server.")
     return next(s for s in list_servers(rt, user_id) if s["name"] == name)
@@ -221,3 +224,4 @@ def delete_key(rt: Runtime, user_id: str, key_id: str) -> None:
             events.append(
                 rt, tx, "key_deleted", user_id, {"key_id": key_id, "user_id": user_id, "deleted_at": now}, now
             )
+            audit.record(tx, user_id, "key_deleted", {"keyId": key_id})

@@ -1,4 +1,4 @@
-"""Upkeep of storage: sweeping blobs no row names, on one process of the deployment at a time."""
+"""Upkeep of storage: sweeping blobs no row names, pruning the audit log, finishing deletions; one process at a time."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from ..runtime import Runtime
+from . import audit, deletion
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,16 @@ def sweep_blobs(rt: Runtime) -> int:
     if removed:
         log.warning("blob sweep removed %d unreferenced blob(s) from %s", removed, rt.blobs.describe())
     return removed
+
+
+def account_upkeep(rt: Runtime) -> None:
+    """Prune the audit log past TELENTIR_AUDIT_RETENTION_DAYS; finish account deletions a crash cut short.
+
+    Run by the event pruner (one process of the deployment at a time): on shared storage a
+    node that never restarts still finishes another node's interrupted deletion.
+    """
+    audit.prune(rt)
+    deletion.finish_pending(rt)
 
 
 def _referenced_check(rt: Runtime) -> Callable[[str], bool]:

@@ -22,6 +22,7 @@ from ..errors import BadRequest, Conflict
 from ..ids import now_iso
 from ..runtime import Runtime
 from ..storage.rows import UserRow
+from . import audit
 
 STEP_SECONDS = 30
 DIGITS = 6
@@ -107,6 +108,7 @@ def enable(rt: Runtime, user: UserRow, code: Any) -> list[str]:
                 "INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)",
                 (user["id"], _recovery_hash(recovery)),
             )
+        audit.record(tx, user["id"], "2fa_enabled")
     return codes
 
 
@@ -129,6 +131,7 @@ def disable(rt: Runtime, user_id: str) -> None:
             (user_id,),
         )
         tx.execute("DELETE FROM recovery_codes WHERE user_id = ?", (user_id,))
+        audit.record(tx, user_id, "2fa_disabled")
 
 
 def require_enabled(user: UserRow) -> None:

@@ -31,6 +31,8 @@ class UserRow(TypedDict):
     totp_enabled: int
     totp_last_step: int | None
     session_epoch: int
+    disabled_at: str | None
+    deleted_at: str | None
 
 
 class KeyRow(TypedDict):
