@@ -11,7 +11,7 @@ import pytest
 
 from ..dataplane_support import Vault, decrypt, load_private, unwrap
 from ..support import Api, ServerProcess, assert_error, running_server
-from ..test_auth_flow import fresh_addr, read_code, signup
+from .test_auth_flow import fresh_addr, read_code, signup
 
 EXPORTS_PER_HOUR = 3
 

@@ -34,8 +34,8 @@ from ..support import (
     server_env,
     wait_for_output,
 )
-from ..test_auth_flow import PASSWORD, fresh_addr, read_code, signup
-from ..test_two_factor import totp
+from .test_auth_flow import PASSWORD, fresh_addr, read_code, signup
+from .test_two_factor import totp
 
 HEARTBEAT = 1.0
 RESETS_PER_ADDRESS = 3

@@ -18,8 +18,8 @@ from telentir.services import audit, credentials, maintenance
 
 from ..operate_support import run_cli
 from ..support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, make_user, running_server, runtime_over
-from ..test_auth_flow import PASSWORD, fresh_addr, read_code, signup
-from ..test_two_factor import totp
+from .test_auth_flow import PASSWORD, fresh_addr, read_code, signup
+from .test_two_factor import totp
 
 NEW_PASSWORD = "a brand new passphrase"
 

@@ -192,7 +192,7 @@ def test_two_factor_on_from_the_account_tab_then_sign_in_asks_for_the_code(
 def test_the_account_tab_tells_an_api_key_what_needs_a_password_sign_in(
     server: ServerProcess, person: dict[str, Any], open_page: Any
 ) -> None:
-    from .console_support import sign_in_with_api_key
+    from ..console_support import sign_in_with_api_key
 
     page = open_page().page
     sign_in_with_api_key(page, server.url, person["api_key"])
