@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, Response, jsonify, request
+from msgspec import Meta
 
 from ..errors import Conflict, Unauthorized
 from ..services import accounts, credentials, quotas, twofactor
@@ -20,8 +21,55 @@ from .common import (
     runtime,
     session_principal,
 )
+from .registry import Answer, Header, operation
+from .types.accounts import (
+    ApiKey,
+    ApiKeyCreate,
+    AuthToken,
+    CodeBody,
+    Login,
+    NewSession,
+    PasswordChange,
+    RecoveryCodes,
+    Register,
+    ResetConfirm,
+    ResetRequest,
+    Status,
+    TwoFactorSetup,
+    WhoAmI,
+)
+from .types.base import ApiKeyId
+from .types.examples import API_KEY_EXAMPLE, EXAMPLE_IDS, TOKEN_EXAMPLE
 
 bp = Blueprint("auth", __name__, url_prefix="/api")
+
+SET_COOKIE = Header("Set-Cookie", Annotated[str, Meta(pattern="^token=")])
+CODE_EXAMPLE = {"code": "123456"}
+SIGNUP_EXAMPLE = {
+    "firstName": "Ada",
+    "lastName": "Lovelace",
+    "email": "ada@example.com",
+    "phone": "+44 20 7946 0958",
+    "password": "correct horse battery",
+    "confirmPassword": "correct horse battery",
+}
+PROFILE_EXAMPLE = {
+    "status": "ok",
+    "auth": {
+        "id": EXAMPLE_IDS["usr"],
+        "email": "ada@example.com",
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "phoneVerified": True,
+        "twoFactorEnabled": False,
+    },
+    "usage": {"bytes": 182_304, "quotaBytes": None},
+}
+SETUP_EXAMPLE = {
+    "secret": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+    "otpauthUrl": "otpauth://totp/Telentir:ada@example.com?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Telentir",
+}
+NEW_SESSION = Answer(type=NewSession, example=TOKEN_EXAMPLE, headers=(SET_COOKIE,))
 
 
 def _status(user: UserRow) -> str:
@@ -40,6 +88,18 @@ def _with_token_cookie(payload: dict[str, Any], token: str, status: int, remembe
 
 
 @bp.post("/auth/register")
+@operation(
+    "register",
+    "Auth",
+    "Create an account (sets the token cookie) if TELENTIR_SIGNUP allows it: else 403 signup_closed, "
+    "invite_required or invite_invalid; 429 past the sign-ups of one address in an hour",
+    ok=Answer(status=201, type=AuthToken, description="Created", example=TOKEN_EXAMPLE, headers=(SET_COOKIE,)),
+    errors=(403, 409, 429),
+    auth=None,
+    body=Register,
+    body_example=SIGNUP_EXAMPLE,
+    secret=True,
+)
 @no_store
 def register() -> Response:
     """Create an account if TELENTIR_SIGNUP allows; the phone must be verified before the data plane opens."""
@@ -50,6 +110,18 @@ def register() -> Response:
 
 
 @bp.post("/auth/login")
+@operation(
+    "login",
+    "Auth",
+    "Log in (sets the token cookie); with two-factor sign-in on, status 2fa_required and a "
+    "limited token for POST /api/auth/2fa/verify instead (no cookie)",
+    ok=Answer(type=AuthToken, example=TOKEN_EXAMPLE, headers=(Header("Set-Cookie", SET_COOKIE.type, required=False),)),
+    errors=(401, 429),
+    auth=None,
+    body=Login,
+    body_example={"email": "ada@example.com", "password": "correct horse battery", "remember": True},
+    secret=True,
+)
 @no_store
 def login() -> Response:
     """Exchange email + password for a session token."""
@@ -66,6 +138,13 @@ def login() -> Response:
 
 
 @bp.get("/auth")
+@operation(
+    "get_profile",
+    "Auth",
+    "The caller's profile",
+    ok=Answer(type=WhoAmI, example=PROFILE_EXAMPLE),
+    auth="user",
+)
 def whoami() -> Response:
     """The calling user's profile and storage use (`status: 2fa_required` for a sign-in token awaiting its code)."""
     principal = authenticated_principal(allow_limited=True)
@@ -78,6 +157,16 @@ def whoami() -> Response:
 
 
 @bp.post("/auth/2fa/setup")
+@operation(
+    "setup_two_factor",
+    "Two-factor",
+    "A new pending TOTP secret and its otpauth URL (a session, not an API key: else 403 "
+    "session_required); 409 2fa_already_enabled",
+    ok=Answer(type=TwoFactorSetup, example=SETUP_EXAMPLE),
+    errors=(403, 409),
+    auth="user",
+    secret=True,
+)
 @no_store
 def twofa_setup() -> Response:
     """A new pending TOTP secret and its otpauth URL (replacing a pending one)."""
@@ -85,6 +174,18 @@ def twofa_setup() -> Response:
 
 
 @bp.post("/auth/2fa/enable")
+@operation(
+    "enable_two_factor",
+    "Two-factor",
+    "Turn two-factor sign-in on with a code of the pending secret: ten single-use recovery codes, "
+    "shown this once; 400 invalid_code; 409 2fa_not_set_up",
+    ok=Answer(type=RecoveryCodes, example={"recoveryCodes": ["K7QD-M2XA-P9TF-WR3H"] * 10}),
+    errors=(403, 409, 429),
+    auth="user",
+    body=CodeBody,
+    body_example=CODE_EXAMPLE,
+    secret=True,
+)
 @no_store
 def twofa_enable() -> Response:
     """Turn 2FA on with a code of the pending secret; the answer is the only time the recovery codes are shown."""
@@ -94,6 +195,18 @@ def twofa_enable() -> Response:
 
 
 @bp.post("/auth/2fa/verify")
+@operation(
+    "verify_two_factor",
+    "Two-factor",
+    "Exchange the limited token of a login and a TOTP or recovery code for a full session (sets the "
+    "token cookie); 400 invalid_code; 409 2fa_not_required for a full session or an API key",
+    ok=NEW_SESSION,
+    errors=(409, 429),
+    auth="user",
+    body=CodeBody,
+    body_example=CODE_EXAMPLE,
+    secret=True,
+)
 @no_store
 def twofa_verify() -> Response:
     """Exchange a sign-in token and a TOTP or recovery code for a full session (cookie too)."""
@@ -111,6 +224,16 @@ def twofa_verify() -> Response:
 
 
 @bp.post("/auth/2fa/disable")
+@operation(
+    "disable_two_factor",
+    "Two-factor",
+    "Turn two-factor sign-in off with a current code (a session); 400 invalid_code; 409 2fa_not_enabled",
+    ok=Answer(type=Status, example={"status": "ok"}),
+    errors=(403, 409, 429),
+    auth="user",
+    body=CodeBody,
+    body_example=CODE_EXAMPLE,
+)
 def twofa_disable() -> Response:
     """Turn 2FA off, with a current code (TOTP or recovery)."""
     accounts.disable_second_factor(runtime(), session_principal().user, json_body().get("code"), client_addr())
@@ -121,6 +244,18 @@ def twofa_disable() -> Response:
 
 
 @bp.post("/auth/password")
+@operation(
+    "change_password",
+    "Passwords",
+    "Change the password (a session): every session of the user is revoked and the answer carries a "
+    "new one (sets the token cookie); API keys stay; 400 invalid_password",
+    ok=NEW_SESSION,
+    errors=(403, 429),
+    auth="user",
+    body=PasswordChange,
+    body_example={"currentPassword": "correct horse battery", "newPassword": "a brand new passphrase"},
+    secret=True,
+)
 @no_store
 def change_password() -> Response:
     """Change the password: every session of the user is revoked, and the answer carries a new one."""
@@ -132,6 +267,15 @@ def change_password() -> Response:
 
 
 @bp.post("/auth/password/reset")
+@operation(
+    "request_password_reset",
+    "Passwords",
+    "Text a one-time reset code to the account's verified phone; 202 whether or not the account exists",
+    ok=Answer(status=202, type=Status, description="Accepted", example={"status": "accepted"}),
+    auth=None,
+    body=ResetRequest,
+    body_example={"email": "ada@example.com"},
+)
 def request_password_reset() -> tuple[Response, int]:
     """Text a reset code to the account's verified phone; 202 whether or not there is such an account."""
     accounts.request_password_reset(runtime(), json_body().get("email"))
@@ -139,6 +283,16 @@ def request_password_reset() -> tuple[Response, int]:
 
 
 @bp.post("/auth/password/reset/confirm")
+@operation(
+    "confirm_password_reset",
+    "Passwords",
+    "Set a new password with the texted code: every session revoked; 400 invalid_code; 429 past the sign-in attempts",
+    ok=Answer(type=Status, example={"status": "ok"}),
+    errors=(429,),
+    auth=None,
+    body=ResetConfirm,
+    body_example={"email": "ada@example.com", "code": "123456", "newPassword": "a brand new passphrase"},
+)
 def confirm_password_reset() -> Response:
     """Set a new password with the texted code; every session of the user is revoked."""
     body = json_body()
@@ -149,6 +303,15 @@ def confirm_password_reset() -> Response:
 
 
 @bp.get("/auth/logout")
+@operation(
+    "logout",
+    "Auth",
+    "Log out: revoke the session tokens of the header and cookie, clear the cookie "
+    "(with the cookie alone, X-Requested-With is needed: else 403 csrf_header_missing)",
+    ok=Answer(type=Status, example={"status": "logout"}),
+    errors=(403,),
+    auth=None,
+)
 def logout() -> Response:
     """Revoke the session token(s) used (header and cookie) and clear the cookie."""
     # A cross-site link or <img> would otherwise log the user out: with the cookie alone, the
@@ -172,6 +335,14 @@ def _optional_bearer() -> str | None:
 
 
 @bp.post("/auth/phone/send")
+@operation(
+    "send_phone_code",
+    "Auth",
+    "Send a one-time code by SMS",
+    ok=Answer(type=Status, example={"status": "sent"}),
+    errors=(409, 429, 502),
+    auth="user",
+)
 def send_phone_code() -> Response:
     """Send a one-time code to the account's phone."""
     accounts.send_phone_code(runtime(), authenticated_user())
@@ -179,6 +350,16 @@ def send_phone_code() -> Response:
 
 
 @bp.post("/auth/phone/verify")
+@operation(
+    "verify_phone",
+    "Auth",
+    "Verify the phone with the code",
+    ok=Answer(type=Status, example={"status": "ok"}),
+    errors=(429,),
+    auth="user",
+    body=CodeBody,
+    body_example=CODE_EXAMPLE,
+)
 def verify_phone() -> Response:
     """Check the one-time code and mark the phone verified."""
     accounts.verify_phone_code(runtime(), authenticated_user(), json_body().get("code"), client_addr())
@@ -186,6 +367,18 @@ def verify_phone() -> Response:
 
 
 @bp.put("/api-keys")
+@operation(
+    "create_api_key",
+    "Auth",
+    "Create an API key (the only time `key` is shown); 409 too_many_api_keys past the ceiling",
+    ok=Answer(status=201, type=ApiKey, description="Created", example={**API_KEY_EXAMPLE, "key": "tlk_Zm9vYmFy"}),
+    errors=(409,),
+    auth="user",
+    body=ApiKeyCreate,
+    body_required=False,
+    body_example={"name": "CI"},
+    secret=True,
+)
 @no_store
 def create_api_key() -> tuple[Response, int]:
     """Create an API key; the answer is the only time the key is shown."""
@@ -194,12 +387,28 @@ def create_api_key() -> tuple[Response, int]:
 
 
 @bp.get("/api-keys")
+@operation(
+    "list_api_keys",
+    "Auth",
+    "The caller's live API keys, oldest first",
+    ok=Answer(type=list[ApiKey], example=[API_KEY_EXAMPLE]),
+    auth="user",
+)
 def list_api_keys() -> Response:
     """The caller's API keys, without the secrets."""
     return jsonify(credentials.list_api_keys(runtime(), authenticated_user()["id"]))
 
 
 @bp.delete("/api-keys/<key_id>")
+@operation(
+    "revoke_api_key",
+    "Auth",
+    "Revoke an API key at once",
+    ok=Answer(status=204, description="Done (no body)"),
+    errors=(404,),
+    auth="user",
+    path={"key_id": Annotated[ApiKeyId, Meta(description="ak_ id; anything else is a 404")]},
+)
 def revoke_api_key(key_id: str) -> tuple[str, int]:
     """Revoke an API key at once."""
     credentials.revoke_api_key(runtime(), key_id, authenticated_user()["id"])

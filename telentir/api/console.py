@@ -7,17 +7,22 @@ Content-Security-Policy (no inline script or style, nothing from another origin)
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from flask import Blueprint, Response, jsonify, send_from_directory
+from msgspec import Meta
 
 from ..errors import NotFound
 from .common import runtime
+from .registry import Answer, operation
+from .types.system import ConsoleConfig
 
 bp = Blueprint("console", __name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "console"
 # Served types, by extension; anything else in the folder (or outside it) is a 404.
 MIMETYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+ConsoleFile = Annotated[str, Meta(min_length=1, description="a file of the console, e.g. app.js; else a 404")]
 CSP = "; ".join(
     (
         "default-src 'none'",
@@ -50,18 +55,44 @@ def _secure(response: Response) -> Response:
 
 @bp.get("/console")
 @bp.get("/console/")
+@operation(
+    "get_console",
+    "Console",
+    "The browser console",
+    ok=Answer(type=str, description="The console's page", media="text/html", example="<!doctype html>"),
+    auth=None,
+    other_paths={"/console/": "get_console_slash"},
+)
 def index() -> Response:
     """The console's page."""
     return _asset("index.html")
 
 
 @bp.get("/console/config.json")
+@operation(
+    "get_console_config",
+    "Console",
+    "What the console needs to know of this server",
+    ok=Answer(type=ConsoleConfig, description="Whether Stripe top-ups are configured", example={"stripe": False}),
+    auth=None,
+)
 def config() -> Response:
     """What the console needs to know of this server: whether Stripe top-ups exist."""
     return jsonify({"stripe": runtime().config.stripe_secret_key is not None})
 
 
 @bp.get("/console/<path:name>")
+@operation(
+    "get_console_file",
+    "Console",
+    "A console file",
+    ok=Answer(
+        type=str, description="A console file (script, style)", media="*/*", example="export function start() {}"
+    ),
+    errors=(404,),
+    auth=None,
+    path={"name": ConsoleFile},
+)
 def asset(name: str) -> Response:
     """A file of the console (scripts, styles, images)."""
     return _asset(name)

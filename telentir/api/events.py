@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
 from functools import wraps
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, Response, g, request, stream_with_context
+from msgspec import Meta
 from simple_websocket import ConnectionClosed
 
 from ..errors import BadRequest
@@ -18,12 +19,27 @@ from ..streaming.sockets import client_gone_check
 from ..streaming.websocket import LIMIT_NAME, EventSocket, wait_closed
 from .common import authenticated_principal, require_same_origin, runtime
 from .guard import data_plane_user, guard
+from .registry import Answer, Header, operation
+from .types.base import Cursor
+from .types.system import (
+    EVENT_QUERIES,
+    ConnectionUpgrade,
+    EventType,
+    SseFrame,
+    Upgrade,
+    WebSocketKey,
+    WebSocketVersion,
+)
 
 bp = Blueprint("events", __name__, url_prefix="/api")
 bp.before_request(guard)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 WS_CREDENTIAL_ENDED = 1008  # the close code of a WebSocket whose credential was revoked or expired
+EVENT_PATH = {"event_type": Annotated[EventType, Meta(description="one of the seven; else 404")]}
+# One documented path per event type: the filters a stream takes are its type's (docs/protocol.md §6).
+EACH_TYPE = {"expand": "event_type", "query_by": EVENT_QUERIES}
+LAST_EVENT_ID = Header("Last-Event-ID", Annotated[Cursor, Meta(description="resume after this event id")], False)
 
 
 def _feed_request(event_type: str) -> streams.FeedRequest:
@@ -52,6 +68,22 @@ def _stream_guard() -> streams.StreamGuard:
 
 
 @bp.get("/events/<event_type>")
+@operation(
+    "stream_{}_events",
+    "Events",
+    "Server-Sent Events of one type",
+    ok=Answer(
+        type=SseFrame,
+        media="text/event-stream",
+        description="text/event-stream: `retry:`, then `id`/`event`/`data` frames and `: keep-alive` comments; "
+        "`event: resync` first when the cursor is older than what is kept or ahead of the newest id",
+        example="retry: 3000\n\n",
+    ),
+    errors=(404, 429, 503),
+    path=EVENT_PATH,
+    **EACH_TYPE,
+    headers=(LAST_EVENT_ID,),
+)
 def event_stream(event_type: str) -> Response:
     """Stream events of one type as SSE: replay after Last-Event-ID, then live, with heartbeats."""
     is_closed, handoff = client_gone_check(request.environ), handoff_for(runtime(), request.environ)
@@ -154,6 +186,22 @@ class _SocketDone(Response):
 
 
 @bp.route("/ws/events/<event_type>", websocket=True)
+@operation(
+    "stream_{}_events_websocket",
+    "Events",
+    "WebSocket mirror: each event a JSON text message {id, event, data}",
+    ok=Answer(status=101, description="Switching protocols (WebSocket)"),
+    errors=(404, 429, 503),
+    path=EVENT_PATH,
+    **EACH_TYPE,
+    headers=(
+        LAST_EVENT_ID,
+        Header("Sec-WebSocket-Version", WebSocketVersion),
+        Header("Sec-WebSocket-Key", WebSocketKey),
+        Header("Upgrade", Upgrade),
+        Header("Connection", ConnectionUpgrade),
+    ),
+)
 @_websocket_view
 def event_socket(ws: Any, event_type: str) -> None:
     """The same stream over a WebSocket: each event one JSON text message {id, event, data}."""

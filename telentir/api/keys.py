@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import werkzeug.exceptions
 from flask import Response, jsonify, request
+from msgspec import Meta
 
 from ..errors import BadRequest
 from ..ids import is_id
@@ -13,10 +14,15 @@ from ..services import keyring
 from ..wire import bool_value, decode_key_material, metadata_value
 from .common import json_body, no_store, runtime
 from .guard import DataPlaneBlueprint, data_plane_user
+from .registry import Answer, operation
+from .types.base import KeyId
+from .types.data import MAX_BATCH, KeyPatch, KeyRecord, KeysQuery, KeyWrite
+from .types.examples import EXAMPLE_IDS, KEY_EXAMPLE
+
+KEY_PATH = {"key_id": Annotated[KeyId, Meta(description="key_ id; anything else is a 404")]}
+WRITE_EXAMPLE = {"server": "default", "metadata": {"label": "contacts 2026"}}
 
 bp = DataPlaneBlueprint("keys", __name__)
-# GET /keys?ids=: 100 ids of 26 characters keep the request line under 3 KB, within any proxy's limit.
-MAX_BATCH = 100
 
 
 def _create() -> dict[str, Any]:
@@ -27,12 +33,31 @@ def _create() -> dict[str, Any]:
 
 
 @bp.put("/keys")
+@operation(
+    "create_key_id",
+    "Keys",
+    "Create a key (as documented): answers its id",
+    ok=Answer(status=201, type=KeyId, description="Created", example=EXAMPLE_IDS["key"]),
+    errors=(409,),
+    body=KeyWrite,
+    body_example=WRITE_EXAMPLE,
+)
 def put_key() -> tuple[Response, int]:
     """Create a key (as documented): answers the new key id as a JSON string."""
     return jsonify(_create()["id"]), 201
 
 
 @bp.post("/keys")
+@operation(
+    "create_key",
+    "Keys",
+    "Create a key (as the SDK calls it): answers the record",
+    ok=Answer(status=201, type=KeyRecord, description="Created", example=KEY_EXAMPLE),
+    errors=(409,),
+    body=KeyWrite,
+    body_example=WRITE_EXAMPLE,
+    secret=True,
+)
 @no_store
 def post_key() -> tuple[Response, int]:
     """Create a key (as the SDK calls it): answers the key record."""
@@ -40,6 +65,15 @@ def post_key() -> tuple[Response, int]:
 
 
 @bp.get("/keys")
+@operation(
+    "get_keys",
+    "Keys",
+    f"Up to {MAX_BATCH} key records at once, in the order asked; ids that are not the caller's are left out "
+    "(without `ids`, 405 as before this batch read existed)",
+    ok=Answer(type=list[KeyRecord], example=[KEY_EXAMPLE]),
+    errors=(405,),
+    query=KeysQuery,
+)
 def get_keys() -> Response:
     """Up to 100 key records at once (`ids`, comma-separated): the caller's, in the order asked."""
     if "ids" not in request.args:
@@ -59,6 +93,15 @@ def _batch_ids(raw: str | None) -> list[str]:
 
 
 @bp.get("/keys/<key_id>")
+@operation(
+    "get_key",
+    "Keys",
+    "A key record",
+    ok=Answer(type=KeyRecord, example=KEY_EXAMPLE),
+    errors=(404,),
+    path=KEY_PATH,
+    secret=True,
+)
 @no_store
 def get_key(key_id: str) -> Response:
     """A key record: the wrapped key and IV in hex."""
@@ -66,6 +109,17 @@ def get_key(key_id: str) -> Response:
 
 
 @bp.patch("/keys/<key_id>")
+@operation(
+    "update_key",
+    "Keys",
+    "Change metadata or deprecated, or re-wrap (key and iv together)",
+    ok=Answer(type=KeyRecord, example=KEY_EXAMPLE),
+    errors=(404, 409),
+    path=KEY_PATH,
+    body=KeyPatch,
+    body_example={"deprecated": True},
+    secret=True,
+)
 @no_store
 def patch_key(key_id: str) -> Response:
     """Change metadata, deprecation, or re-wrap with key+iv."""
@@ -84,6 +138,14 @@ def patch_key(key_id: str) -> Response:
 
 
 @bp.delete("/keys/<key_id>")
+@operation(
+    "delete_key",
+    "Keys",
+    "Delete a key record (objects under it stay)",
+    ok=Answer(status=204, description="Done (no body)"),
+    errors=(404, 409),
+    path=KEY_PATH,
+)
 def delete_key(key_id: str) -> tuple[str, int]:
     """Delete a key record (objects under it stay)."""
     keyring.delete_key(runtime(), data_plane_user()["id"], key_id)

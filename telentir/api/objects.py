@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Response, jsonify, request, stream_with_context
+from msgspec import Meta
 
 from ..errors import BadRequest, NotFound
 from ..ids import is_id
@@ -14,14 +15,38 @@ from ..services import objects, publishing
 from ..wire import decode_ciphertext, has_any, id_field, metadata_value, name_value, optional_id_field, pick
 from .common import json_body, runtime
 from .guard import DataPlaneBlueprint, data_plane_user
+from .registry import Answer, Header, operation
+from .types.base import EXAMPLE_IDS, Name, ObjId
+from .types.data import (
+    DEFAULT_PAGE,
+    KEY_ALIASES,
+    MAX_PAGE,
+    RELATED_ALIASES,
+    TAG_ALIASES,
+    DeleteQuery,
+    ObjectCreate,
+    ObjectPatch,
+    ObjectRecord,
+    Publication,
+    PublishBody,
+    RelatedQuery,
+)
+from .types.examples import OBJECT_EXAMPLE, PUBLICATION_EXAMPLE
 
 bp = DataPlaneBlueprint("objects", __name__)
 
-KEY_ALIASES = ("keyId", "key_id")
-TAG_ALIASES = ("authTag", "auth_tag")
-RELATED_ALIASES = ("relatedId", "relatedObjectId", "related_object_id")
-MAX_PAGE = 1000
-DEFAULT_PAGE = 100
+OBJECT_PATH = {"object_id": Annotated[ObjId, Meta(description="obj_ id; anything else is a 404")]}
+PUBLISH_PATH = {
+    "pub_type": Annotated[Name, Meta(description="a name (§1.5), e.g. a store name; else 400", examples=["campaigns"])],
+    "related_id": Annotated[ObjId, Meta(description="obj_ id; anything else is a 404")],
+}
+CREATE_EXAMPLE = {"keyId": EXAMPLE_IDS["key"], "content": "q83vEjRWeJA=", "authTag": "AAECAwQFBgcICQoLDA0ODw=="}
+CREATED = Answer(status=201, type=ObjectRecord, description="Created", example=OBJECT_EXAMPLE)
+NO_CONTENT = Answer(status=204, description="Done (no body)")
+PAGE_HEADERS = (
+    Header("X-Next-Cursor", ObjId, required=False),
+    Header("X-Total-Count", Annotated[str, Meta(pattern="^[0-9]+$")], required=False),
+)
 
 
 def _create() -> dict[str, Any]:
@@ -34,18 +59,44 @@ def _create() -> dict[str, Any]:
 
 
 @bp.put("/objects")
+@operation(
+    "create_object",
+    "Objects",
+    "Create an object (as documented)",
+    ok=CREATED,
+    errors=(404,),
+    body=ObjectCreate,
+    body_example=CREATE_EXAMPLE,
+)
 def put_object() -> tuple[Response, int]:
     """Create an object (as documented)."""
     return jsonify(_create()), 201
 
 
 @bp.post("/objects")
+@operation(
+    "create_object_sdk",
+    "Objects",
+    "Create an object (as the SDK calls it)",
+    ok=CREATED,
+    errors=(404,),
+    body=ObjectCreate,
+    body_example=CREATE_EXAMPLE,
+)
 def post_object() -> tuple[Response, int]:
     """Create an object (as the SDK calls it)."""
     return jsonify(_create()), 201
 
 
 @bp.get("/objects/<object_id>")
+@operation(
+    "get_object",
+    "Objects",
+    "An object",
+    ok=Answer(type=ObjectRecord, example=OBJECT_EXAMPLE),
+    errors=(404,),
+    path=OBJECT_PATH,
+)
 def get_object(object_id: str) -> Response:
     """An object with its ciphertext in hex."""
     return jsonify(objects.get_object(runtime(), data_plane_user()["id"], object_id))
@@ -67,6 +118,16 @@ def _patch_changes(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.patch("/objects/<object_id>")
+@operation(
+    "update_object",
+    "Objects",
+    "Replace fields of an object in place",
+    ok=Answer(type=ObjectRecord, example=OBJECT_EXAMPLE),
+    errors=(404, 409),
+    path=OBJECT_PATH,
+    body=ObjectPatch,
+    body_example={"metadata": {"starred": True}},
+)
 def patch_object(object_id: str) -> Response:
     """Replace fields of an object in place."""
     user_id = data_plane_user()["id"]
@@ -74,6 +135,15 @@ def patch_object(object_id: str) -> Response:
 
 
 @bp.delete("/objects/<object_id>")
+@operation(
+    "delete_object",
+    "Objects",
+    "Delete an object; children detached, or removed with cascade",
+    ok=NO_CONTENT,
+    errors=(404, 409),
+    path=OBJECT_PATH,
+    query=DeleteQuery,
+)
 def delete_object(object_id: str) -> tuple[str, int]:
     """Delete an object; its children are detached, or removed with ?cascade=true."""
     cascade = request.args.get("cascade", "false").lower()
@@ -94,6 +164,15 @@ def _page_limit() -> int | None:
 
 
 @bp.get("/objects/<object_id>/related")
+@operation(
+    "list_related_objects",
+    "Objects",
+    "Children, oldest first (all, streamed; or a page with X-Next-Cursor); count=true adds X-Total-Count",
+    ok=Answer(type=list[ObjectRecord], example=[OBJECT_EXAMPLE], headers=PAGE_HEADERS),
+    errors=(404,),
+    path=OBJECT_PATH,
+    query=RelatedQuery,
+)
 def related(object_id: str) -> Response:
     """Children of an object, oldest first: all (streamed) or a page with X-Next-Cursor; X-Total-Count on request."""
     user_id, limit, count = data_plane_user()["id"], _page_limit(), _wants_count()
@@ -125,6 +204,16 @@ def _json_array(records: Iterator[dict[str, Any]]) -> Iterator[str]:
 
 
 @bp.put("/objects/publish/<pub_type>/<related_id>")
+@operation(
+    "publish_object",
+    "Publishing",
+    "Publish an object for a related object (replaces an earlier one)",
+    ok=Answer(type=Publication, example=PUBLICATION_EXAMPLE),
+    errors=(404,),
+    path=PUBLISH_PATH,
+    body=PublishBody,
+    body_example={"objectId": EXAMPLE_IDS["obj"]},
+)
 def publish(pub_type: str, related_id: str) -> Response:
     """Publish `objectId` for `related_id` under a logical type (replaces an earlier one)."""
     body = json_body()
@@ -136,6 +225,14 @@ def publish(pub_type: str, related_id: str) -> Response:
 
 
 @bp.delete("/objects/publish/<pub_type>/<related_id>")
+@operation(
+    "unpublish_object",
+    "Publishing",
+    "Unpublish (the ciphertext stays)",
+    ok=NO_CONTENT,
+    errors=(404,),
+    path=PUBLISH_PATH,
+)
 def unpublish(pub_type: str, related_id: str) -> tuple[str, int]:
     """Remove a publication; the ciphertext stays."""
     publishing.unpublish(runtime(), data_plane_user()["id"], name_value(pub_type, "type"), _path_object_id(related_id))
@@ -143,6 +240,13 @@ def unpublish(pub_type: str, related_id: str) -> tuple[str, int]:
 
 
 @bp.get("/objects/publish/<pub_type>")
+@operation(
+    "list_publications",
+    "Publishing",
+    "The caller's publications of a type, oldest first",
+    ok=Answer(type=list[Publication], example=[PUBLICATION_EXAMPLE]),
+    path={"pub_type": PUBLISH_PATH["pub_type"]},
+)
 def list_publications(pub_type: str) -> Response:
     """The caller's publications of one type."""
     return jsonify(publishing.list_publications(runtime(), data_plane_user()["id"], name_value(pub_type, "type")))

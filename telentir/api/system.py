@@ -15,18 +15,38 @@ from ..runtime import Runtime
 from ..services import platform, usage
 from ..storage.health import DISK
 from .common import runtime, verified_user
+from .registry import Answer, operation
+from .types.data import PlatformServers
+from .types.system import Health, Ready
 
 bp = Blueprint("system", __name__)
 log = logging.getLogger(__name__)
 
 
 @bp.get("/healthz")
+@operation(
+    "get_health",
+    "System",
+    "The process is alive",
+    ok=Answer(type=Health, example={"status": "ok", "pid": 12345}),
+    auth=None,
+)
 def healthz() -> Response:
     """The process is alive (`pid` tells which worker answered, for operators and tests)."""
     return jsonify({"status": "ok", "pid": os.getpid()})
 
 
 @bp.get("/readyz")
+@operation(
+    "get_readiness",
+    "System",
+    "Database writable, blob store and broker reachable, disk not full (503 names what is not)",
+    ok=Answer(
+        type=Ready, example={"status": "ok", "checks": dict.fromkeys(("database", "blobs", "broker", "disk"), True)}
+    ),
+    errors=(503,),
+    auth=None,
+)
 def readyz() -> tuple[Response, int]:
     """Ready to serve: the database writable, the blob store and the broker reachable, the disk not full.
 
@@ -112,6 +132,12 @@ def _broker_reachable(rt: Runtime) -> bool:
 
 
 @bp.get("/api/server")
+@operation(
+    "get_platform_servers",
+    "Servers",
+    "Platform server name and public keys (SPKI + JWK)",
+    ok=Answer(type=PlatformServers, example={"current": "telentir", "keys": {}}),
+)
 def server() -> Response:
     """The platform's current server name and public keys (SPKI + JWK)."""
     verified_user()
@@ -119,6 +145,19 @@ def server() -> Response:
 
 
 @bp.get("/metrics")
+@operation(
+    "get_metrics",
+    "System",
+    "Prometheus metrics: needs Authorization: Bearer <TELENTIR_METRICS_TOKEN>; 404 while that is unset",
+    ok=Answer(
+        type=str,
+        description="Prometheus text format",
+        media="text/plain",
+        example='telentir_http_requests_total{method="GET",route="/healthz",status="200"} 3.0\n',
+    ),
+    errors=(401, 404),
+    auth=None,
+)
 def metrics() -> Response:
     """Prometheus metrics: 404 unless TELENTIR_METRICS_TOKEN is set, then only for that bearer token."""
     rt = runtime()
