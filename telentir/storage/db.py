@@ -6,11 +6,11 @@ or rollback). SQL is written once, in the subset both engines accept: `?` or `:n
 placeholders, `ON CONFLICT … DO NOTHING / DO UPDATE` rather than `INSERT OR …`, no
 `PRAGMA`, no SQLite-only functions. `telentir.storage.postgres` translates placeholders.
 
-Every write transaction runs alone, on both engines: SQLite's `BEGIN IMMEDIATE` (one
-writer per file) and, on PostgreSQL, one advisory lock taken at `BEGIN` by every write
-transaction of every node. Services rely on it (check, then insert; read a balance, then
-reserve), and so do event ids: they are assigned and committed in one order, so a stream
-that has read id N never later finds a smaller id appear.
+Write transactions are serialised, so services can check, then insert (read a balance, then
+reserve), and a user's event ids commit in the order they are assigned: a stream that has
+read id N never later finds a smaller id appear. SQLite runs every write alone (`BEGIN
+IMMEDIATE`); PostgreSQL runs `atomic(user_id=…)` alone among that user's writes, and every
+other write alone in the cluster (`telentir.storage.pg_locks`).
 
 A full disk (SQLITE_FULL writing the file or its WAL) is `InsufficientStorage` (507) and a
 database still locked after the busy timeout `EngineUnavailable("sqlite")` (503): the
@@ -29,7 +29,7 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
@@ -78,6 +78,7 @@ class Transaction(ABC):
     def __init__(self) -> None:
         self._on_commit: list[Callable[[], None]] = []
         self._on_rollback: list[Callable[[], None]] = []
+        self.user_id: str | None = None  # whose rows it may write: one user's, or anyone's (None)
 
     @abstractmethod
     def execute(self, sql: str, params: Any = ()) -> Cursor:
@@ -137,8 +138,16 @@ class Database(ABC):
         return self.query_row(sql, params)[0]
 
     @abstractmethod
-    def atomic(self) -> AbstractContextManager[Transaction]:
-        """A write transaction (a context manager yielding a Transaction): COMMIT, or ROLLBACK on any exception."""
+    def atomic(self, user_id: str | None = None) -> AbstractContextManager[Transaction]:
+        """A write transaction (a context manager yielding a Transaction): COMMIT, or ROLLBACK on any exception.
+
+        `user_id`: it writes only that user's rows, and checks nothing another user could
+        change (addresses, phones, rate limits: leave it out); see `telentir.storage.pg_locks`.
+        """
+
+    def settled(self, user_id: str) -> AbstractContextManager[None]:
+        """Reads inside run when no write of `user_id` is in flight: its later events get larger ids."""
+        return nullcontext()
 
     @abstractmethod
     def open_schema(self, migrate: bool = False) -> list[schema.Migration]:
@@ -324,12 +333,13 @@ class SqliteDatabase(Database):
         return row
 
     @contextmanager
-    def atomic(self) -> Iterator[SqliteTransaction]:
-        """A write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception."""
+    def atomic(self, user_id: str | None = None) -> Iterator[SqliteTransaction]:
+        """BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception: alone, whatever `user_id`."""
         conn = self.conn
         if conn.in_transaction:
             raise RuntimeError("nested write transaction")
         tx = SqliteTransaction(conn, self)
+        tx.user_id = user_id
         # Writers queue on a lock rather than in SQLite's busy handler (see writer_lock.py).
         with self._writer:
             try:
