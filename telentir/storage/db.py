@@ -12,14 +12,12 @@ read id N never later finds a smaller id appear. SQLite runs every write alone (
 IMMEDIATE`); PostgreSQL runs `atomic(user_id=…)` alone among that user's writes, and every
 other write alone in the cluster (`telentir.storage.pg_locks`).
 
-A full disk (SQLITE_FULL writing the file or its WAL) is `InsufficientStorage` (507) and a
-database still locked after the busy timeout `EngineUnavailable("sqlite")` (503): the
-transaction is rolled back whole, its after-rollback hooks remove the files written for it.
+A full disk (SQLITE_FULL) is `InsufficientStorage` (507), a lock never granted in the busy
+timeout `EngineUnavailable("sqlite")` (503): rolled back whole, after-rollback hooks run.
 
-SQLite here: one connection per thread, never shared: WAL so readers never wait for the
-writer, `busy_timeout` so writers queue instead of failing, foreign keys on, and writes in
-short `BEGIN IMMEDIATE` transactions (taking the write lock up front avoids the deadlock of
-two readers both upgrading to writers).
+SQLite: a connection per thread; WAL (readers never wait; checkpoints by a thread of their
+own, checkpoints.py); `busy_timeout`; foreign keys; `BEGIN IMMEDIATE` (no two readers
+deadlock upgrading to writers).
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ from typing import Any, NoReturn, Protocol
 
 from ..errors import EngineUnavailable, InsufficientStorage
 from . import schema
+from .checkpoints import BACKSTOP_PAGES, Checkpointer
 from .health import DISK, EngineHealth
 from .writer_lock import SingletonClaim, WriterLock
 
@@ -139,10 +138,9 @@ class Database(ABC):
 
     @abstractmethod
     def atomic(self, user_id: str | None = None) -> AbstractContextManager[Transaction]:
-        """A write transaction (a context manager yielding a Transaction): COMMIT, or ROLLBACK on any exception.
+        """A write transaction (COMMIT, or ROLLBACK on any exception); with `user_id`, of that user's rows only.
 
-        `user_id`: it writes only that user's rows, and checks nothing another user could
-        change (addresses, phones, rate limits: leave it out); see `telentir.storage.pg_locks`.
+        Leave `user_id` out if it checks rows another user's write could change (addresses, phones, rate limits).
         """
 
     def settled(self, user_id: str) -> AbstractContextManager[None]:
@@ -242,6 +240,7 @@ class SqliteDatabase(Database):
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._writer = WriterLock(self.path.with_name(self.path.name + "-writer"))
+        self._checkpoints = Checkpointer(self.connect)
         self._singletons: dict[str, SingletonClaim] = {}
         self._idle: list[sqlite3.Connection] = []  # parked by finished requests, for the next one
         self._closed = False
@@ -260,6 +259,7 @@ class SqliteDatabase(Database):
         conn.execute(f"PRAGMA cache_size = {-1024 * int(self.cache_mib)}")
         # synchronous is validated to NORMAL/FULL by the config, never client input.
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")  # a backstop: see checkpoints.py
         return conn
 
     @property
@@ -359,6 +359,7 @@ class SqliteDatabase(Database):
                     self.raise_mapped(exc)
                 raise
         self.health.ok(DISK)
+        self._checkpoints.committed()
         tx.committed()
 
     def open_schema(self, migrate: bool = False) -> list[schema.Migration]:
@@ -413,6 +414,7 @@ class SqliteDatabase(Database):
         for conn in connections:
             conn.close()
         self._writer.close()
+        self._checkpoints.close()
         for claim in self._singletons.values():
             claim.close()
 
