@@ -33,7 +33,7 @@ from typing import Any, NoReturn, Protocol
 
 from ..errors import EngineUnavailable, InsufficientStorage
 from . import schema
-from .checkpoints import BACKSTOP_PAGES, Checkpointer
+from .checkpoints import Checkpointer
 from .health import DISK, EngineHealth
 from .writer_lock import SingletonClaim, WriterLock
 
@@ -259,7 +259,6 @@ class SqliteDatabase(Database):
         conn.execute(f"PRAGMA cache_size = {-1024 * int(self.cache_mib)}")
         # synchronous is validated to NORMAL/FULL by the config, never client input.
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")  # a backstop: see checkpoints.py
         return conn
 
     @property
