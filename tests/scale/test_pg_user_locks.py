@@ -14,7 +14,7 @@ from telentir.services import events
 from telentir.storage.db import Transaction
 from telentir.storage.postgres import PostgresDatabase
 
-from .backends import throwaway_database
+from ..backends import throwaway_database
 
 WAIT = 10.0  # seconds: what "does not block" may take at most on a loaded box
 BLOCKED = 0.5  # seconds a blocked write is watched still waiting
