@@ -113,6 +113,16 @@ def alias_rule(*groups: tuple[str, ...]) -> dict[str, Any]:
     return {"allOf": [{"oneOf": [{"required": [name]} for name in group]} for group in groups]}
 
 
+def body_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """`extra_schema` for a rule across a body's fields, written as `allOf: [{not: {not: rule}}]`.
+
+    The same constraint as `rule` itself (JSON Schema's `not` of a `not`), but a code generator
+    that models a body from its `properties` (openapi-python-client reads a top-level `anyOf`
+    as the body's type and drops every field) leaves it alone; validators still apply it.
+    """
+    return {"allOf": [{"not": {"not": rule}}]}
+
+
 def one_alias_at_most(*groups: tuple[str, ...]) -> dict[str, Any]:
     """`extra_schema` of a body where each group's fields are optional aliases, one at most sent."""
     pairs = [[a, b] for group in groups for i, a in enumerate(group) for b in group[i + 1 :]]

@@ -25,6 +25,7 @@ from .base import (
     Timestamp,
     UserId,
     alias_rule,
+    body_rule,
     one_alias_at_most,
 )
 
@@ -58,12 +59,14 @@ CIPHERTEXT_ENCODINGS = {
 # A binary field whose encoding another field decides (§1.7): what is sent may still be a 400.
 KeyMaterial = Annotated[str | None, Meta(description="hex, or base64 (§1.7); null: absent")]
 # key and iv: both absent (or null), or both strings (docs/protocol.md §3).
-_KEY_IV_TOGETHER = {
-    "anyOf": [
-        {"properties": {"key": {"type": "null"}, "iv": {"type": "null"}}},
-        {"required": ["key", "iv"], "properties": {"key": {"type": "string"}, "iv": {"type": "string"}}},
-    ]
-}
+_KEY_IV_TOGETHER = body_rule(
+    {
+        "anyOf": [
+            {"properties": {"key": {"type": "null"}, "iv": {"type": "null"}}},
+            {"required": ["key", "iv"], "properties": {"key": {"type": "string"}, "iv": {"type": "string"}}},
+        ]
+    }
+)
 
 
 class ObjectRecord(Schema):
@@ -114,10 +117,14 @@ class ObjectPatch(ObjectFields, kw_only=True):
     extra_schema: ClassVar[dict[str, Any]] = {
         "minProperties": 1,
         **one_alias_at_most(KEY_ALIASES, TAG_ALIASES, RELATED_ALIASES),
-        "anyOf": [
-            {"not": {"anyOf": [{"required": [name]} for name in ("content", *TAG_ALIASES)]}},
-            {"allOf": [alias_rule(("content",), TAG_ALIASES), CIPHERTEXT_ENCODINGS]},
-        ],
+        **body_rule(
+            {
+                "anyOf": [
+                    {"not": {"anyOf": [{"required": [name]} for name in ("content", *TAG_ALIASES)]}},
+                    {"allOf": [alias_rule(("content",), TAG_ALIASES), CIPHERTEXT_ENCODINGS]},
+                ]
+            }
+        ),
     }
 
 
