@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import BadRequest
 from ..ids import now_iso
 from ..runtime import Runtime
+from ..storage.erase import erasing
 from ..storage.rows import UserRow
 from . import accounts, attempts, audit, credentials, twofactor
 
@@ -103,6 +104,11 @@ def finish(rt: Runtime, user_id: str) -> int:
 
     Returns how many objects were erased.
     """
+    with erasing(rt.db):  # inline ciphertext and event payloads overwritten, not only unlinked
+        return _erase(rt, user_id)
+
+
+def _erase(rt: Runtime, user_id: str) -> int:
     erased = 0
     while rows := rt.db.query(
         "SELECT n, blob FROM objects WHERE user_id = ? ORDER BY n LIMIT ?", (user_id, OBJECT_BATCH)

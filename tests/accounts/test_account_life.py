@@ -19,6 +19,7 @@ from telentir.runtime import Runtime
 from telentir.services import accounts, credentials, keyring, maintenance, objects, roots
 from telentir.serving import prepare
 
+from .. import backends
 from ..dataplane_support import Vault
 from ..operate_support import run_cli
 from ..sse_client import SSEStream, must_open, open_stream
@@ -160,6 +161,30 @@ def test_delete_erases_everything_ends_every_credential_and_frees_the_email(
     assert again["token"]
     fresh = _api(server, again["token"], account["addr"]).get("/auth").json()["auth"]
     assert fresh["id"] != user_id and fresh["email"] == account["email"]
+
+
+def test_delete_leaves_no_copy_of_inline_ciphertext_in_the_database_files(
+    tmp_path_factory: pytest.TempPathFactory, storage_backend: str
+) -> None:
+    """Ciphertext kept in the database (small objects) and its event payloads are overwritten, WAL included."""
+    if storage_backend != backends.EMBEDDED:
+        pytest.skip("the SQLite files are the embedded backend's (PostgreSQL: dead rows until VACUUM)")
+    with running_server(tmp_path_factory, "erase", TELENTIR_SIGNUP="open") as srv:
+        made = signup(srv.url, headers={"X-Forwarded-For": fresh_addr()})
+        session = _api(srv, made["token"], fresh_addr())
+        assert session.post("/auth/phone/send").status_code == 200
+        assert session.post("/auth/phone/verify", json={"code": read_code(srv, made["phone"])}).status_code == 200
+        vault = Vault(session, {})
+        key = vault.new_key()
+        contents = [bytes.fromhex(vault.put(key, f"inline {n}".encode() * 40)["content"]) for n in range(5)]
+        files = [path for path in srv.data_dir.rglob("*") if path.is_file()]
+        assert any(contents[0] in path.read_bytes() for path in files)  # the check can see it before
+        assert session.delete("/account", json={"password": PASSWORD}).status_code == 204
+        for path in (path for path in srv.data_dir.rglob("*") if path.is_file()):
+            data = path.read_bytes()
+            for content in contents:
+                assert content not in data and content.hex().encode() not in data, path
+        session.close()
 
 
 # --- the operator's disable, enable and delete --------------------------------------------------
