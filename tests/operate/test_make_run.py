@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,18 @@ def make_run(tmp_path: Path, port: int, scraper_port: int) -> subprocess.Popen[b
     env = server_env(tmp_path / "data", {"TELENTIR_MASTER_KEY": "11" * 32})
     # -o: never rebuild the virtualenv from here (the tests run inside it).
     command = ["make", "--no-print-directory", "-o", ".venv/bin/.installed", "run"]
+    # make as a terminal starts it: SIGINT and SIGQUIT at their defaults. A suite started in the
+    # background by a non-interactive shell inherits them ignored, and make keeps a signal that
+    # was ignored at its start ignored (it would never see the SIGINT this test sends). The
+    # interpreter resets them, then becomes make (same pid): no preexec_fn in a threaded process.
+    reset_then_exec = (
+        "import os, signal, sys\n"
+        "for sig in (signal.SIGINT, signal.SIGQUIT): signal.signal(sig, signal.SIG_DFL)\n"
+        "os.execvp(sys.argv[1], sys.argv[1:])"
+    )
     with open(tmp_path / "make.log", "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [*command, f"PORT={port}", f"SCRAPER_PORT={scraper_port}"],
+            [sys.executable, "-c", reset_then_exec, *command, f"PORT={port}", f"SCRAPER_PORT={scraper_port}"],
             cwd=ROOT,
             env=env,
             stdout=log,
