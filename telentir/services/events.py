@@ -10,6 +10,7 @@ resync (docs/protocol.md §6).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,6 +68,10 @@ def append_revocation(rt: Runtime, tx: Transaction, user_id: str, credential_id:
 def _append(
     rt: Runtime, tx: Transaction, event_type: str, user_id: str, channel: str, payload: dict[str, Any], created_at: str
 ) -> None:
+    if tx.user_id not in (None, user_id):
+        # A transaction scoped to one user is ordered against that user's writes only: another
+        # user's event in it could commit after a larger id of theirs (a bug, not a client error).
+        raise RuntimeError(f"a transaction scoped to user {tx.user_id} wrote an event of user {user_id}")
     data = json.dumps(payload, separators=(",", ":"))
     event_id = tx.insert(
         "INSERT INTO events (user_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -110,6 +115,27 @@ def prune(rt: Runtime) -> int:
         removed += batch
         if batch < PRUNE_BATCH:
             return removed
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """Where the log stands for one user's new stream: newest id, how far it was pruned, oldest id kept."""
+
+    newest: int
+    pruned: int
+    oldest: int | None
+
+
+def horizon(rt: Runtime, user_id: str) -> Horizon:
+    """The log's ends, read at a moment when no write of `user_id` is in flight.
+
+    On PostgreSQL ids are committed in order per user, not across users (another user's
+    larger id may be visible while this user's smaller one is still in flight): read then,
+    every event of the user committed later lies beyond `newest`, and a stream that starts
+    there misses none of them.
+    """
+    with rt.db.settled(user_id):
+        return Horizon(newest_id(rt), pruned_through(rt), oldest_id(rt))
 
 
 def newest_id(rt: Runtime) -> int:

@@ -164,7 +164,7 @@ def create_key(
     """PUT/POST /keys: bind a minted, raw or pre-wrapped AES key to one server."""
     public_key = resolve_server(rt, user_id, server)
     wrapped, iv_bytes = wrapped_material(public_key, key, iv)
-    with rt.db.atomic() as tx:
+    with rt.db.atomic(user_id=user_id) as tx:
         key_id = insert_key(rt, tx, user_id, server.lower(), wrapped, iv_bytes, metadata)
     return get_key(rt, user_id, key_id)
 
@@ -219,7 +219,7 @@ def delete_key(rt: Runtime, user_id: str, key_id: str) -> None:
     if rt.db.query_one("SELECT 1 FROM stores WHERE default_key = ?", (key_id,)):
         raise Conflict("A store's default key cannot be deleted.", code="default_key")
     now = now_iso()
-    with rt.db.atomic() as tx:
+    with rt.db.atomic(user_id=user_id) as tx:
         if tx.execute("DELETE FROM keys WHERE id = ? AND user_id = ?", (key_id, user_id)).rowcount:
             events.append(
                 rt, tx, "key_deleted", user_id, {"key_id": key_id, "user_id": user_id, "deleted_at": now}, now

@@ -140,7 +140,7 @@ def create_object(
     """PUT/POST /objects: store ciphertext under the caller's key, optionally under a parent."""
     # A file is written before the write lock is taken, so concurrent writers overlap their fsyncs.
     blob_id = store_content(rt, content)
-    with rt.db.atomic() as tx:
+    with rt.db.atomic(user_id=user_id) as tx:
         if blob_id is not None:
             tx.after_rollback(lambda: rt.blobs.delete(blob_id))
         _check_references(tx, user_id, key_id, related_id)
@@ -200,7 +200,7 @@ def update_object(rt: Runtime, user_id: str, object_id: str, changes: dict[str, 
     _row(rt, user_id, object_id)  # 404 before any file is written
     content = changes.pop("content", None)
     new_blob = None if content is None else store_content(rt, content)
-    with rt.db.atomic() as tx:
+    with rt.db.atomic(user_id=user_id) as tx:
         if new_blob is not None:
             tx.after_rollback(lambda: rt.blobs.delete(new_blob))
         if content is not None:
@@ -271,7 +271,7 @@ def delete_object(rt: Runtime, user_id: str, object_id: str, cascade: bool) -> N
     _row(rt, user_id, object_id)
     if is_store(rt, object_id):
         raise Conflict("A store object of the root cannot be deleted.", code="store_object")
-    with rt.db.atomic() as tx:
+    with rt.db.atomic(user_id=user_id) as tx:
         _locked_row(tx, user_id, object_id)
         doomed = _subtree(tx, object_id) if cascade else [object_id]
         blobs = _remove_objects(rt, tx, user_id, doomed)

@@ -28,7 +28,7 @@ def _record(row: Any) -> dict[str, Any]:
 def publish(rt: Runtime, user_id: str, pub_type: str, related_id: str, object_id: str) -> dict[str, Any]:
     """Record (or replace) the publication of `object_id` for `related_id` under `pub_type`."""
     now = now_iso()
-    with rt.db.atomic() as tx:
+    with rt.db.atomic(user_id=user_id) as tx:
         _check_owned(tx, user_id, related_id, "relatedId")
         _check_owned(tx, user_id, object_id, "objectId")
         tx.execute(
@@ -51,7 +51,7 @@ def publish(rt: Runtime, user_id: str, pub_type: str, related_id: str, object_id
 def unpublish(rt: Runtime, user_id: str, pub_type: str, related_id: str) -> None:
     """Remove a publication (the ciphertext stays); 404 if nothing was published there."""
     now = now_iso()
-    with rt.db.atomic() as tx:
+    with rt.db.atomic(user_id=user_id) as tx:
         removed = tx.execute(
             "DELETE FROM publications WHERE user_id = ? AND type = ? AND related_id = ?",
             (user_id, pub_type, related_id),

@@ -1,9 +1,9 @@
 """Per-user ceilings on what one account may make the server store or compute (docs/security.md).
 
 Every count lives in the database and is checked inside the write transaction that would
-pass it. Write transactions run one at a time on both engines (SQLite's `BEGIN IMMEDIATE`,
-PostgreSQL's advisory lock, see `storage/db.py`), so check-then-write is exact across
-workers and nodes: two concurrent writes can never both take the last byte or the last key.
+pass it. Writes of one user's counts run one at a time on both engines (SQLite's `BEGIN
+IMMEDIATE`, PostgreSQL's advisory locks, see `storage/pg_locks.py`), so check-then-write is
+exact across workers and nodes: two concurrent writes can never both take the last byte or the last key.
 
 - Stored ciphertext: `users.stored_bytes`, moved by every object create, patch and delete in
   its own transaction (one row read instead of a sum over the user's objects);

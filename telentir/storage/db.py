@@ -6,20 +6,18 @@ or rollback). SQL is written once, in the subset both engines accept: `?` or `:n
 placeholders, `ON CONFLICT … DO NOTHING / DO UPDATE` rather than `INSERT OR …`, no
 `PRAGMA`, no SQLite-only functions. `telentir.storage.postgres` translates placeholders.
 
-Every write transaction runs alone, on both engines: SQLite's `BEGIN IMMEDIATE` (one
-writer per file) and, on PostgreSQL, one advisory lock taken at `BEGIN` by every write
-transaction of every node. Services rely on it (check, then insert; read a balance, then
-reserve), and so do event ids: they are assigned and committed in one order, so a stream
-that has read id N never later finds a smaller id appear.
+Write transactions are serialised, so services can check, then insert (read a balance, then
+reserve), and a user's event ids commit in the order they are assigned: a stream that has
+read id N never later finds a smaller id appear. SQLite runs every write alone (`BEGIN
+IMMEDIATE`); PostgreSQL runs `atomic(user_id=…)` alone among that user's writes, and every
+other write alone in the cluster (`telentir.storage.pg_locks`).
 
-A full disk (SQLITE_FULL writing the file or its WAL) is `InsufficientStorage` (507) and a
-database still locked after the busy timeout `EngineUnavailable("sqlite")` (503): the
-transaction is rolled back whole, its after-rollback hooks remove the files written for it.
+A full disk (SQLITE_FULL) is `InsufficientStorage` (507), a lock never granted in the busy
+timeout `EngineUnavailable("sqlite")` (503): rolled back whole, after-rollback hooks run.
 
-SQLite here: one connection per thread, never shared: WAL so readers never wait for the
-writer, `busy_timeout` so writers queue instead of failing, foreign keys on, and writes in
-short `BEGIN IMMEDIATE` transactions (taking the write lock up front avoids the deadlock of
-two readers both upgrading to writers).
+SQLite: a connection per thread; WAL (readers never wait; checkpoints by a thread of their
+own, checkpoints.py); `busy_timeout`; foreign keys; `BEGIN IMMEDIATE` (no two readers
+deadlock upgrading to writers).
 """
 
 from __future__ import annotations
@@ -29,12 +27,13 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from ..errors import EngineUnavailable, InsufficientStorage
 from . import schema
+from .checkpoints import Checkpointer
 from .health import DISK, EngineHealth
 from .writer_lock import SingletonClaim, WriterLock
 
@@ -78,6 +77,7 @@ class Transaction(ABC):
     def __init__(self) -> None:
         self._on_commit: list[Callable[[], None]] = []
         self._on_rollback: list[Callable[[], None]] = []
+        self.user_id: str | None = None  # whose rows it may write: one user's, or anyone's (None)
 
     @abstractmethod
     def execute(self, sql: str, params: Any = ()) -> Cursor:
@@ -137,8 +137,15 @@ class Database(ABC):
         return self.query_row(sql, params)[0]
 
     @abstractmethod
-    def atomic(self) -> AbstractContextManager[Transaction]:
-        """A write transaction (a context manager yielding a Transaction): COMMIT, or ROLLBACK on any exception."""
+    def atomic(self, user_id: str | None = None) -> AbstractContextManager[Transaction]:
+        """A write transaction (COMMIT, or ROLLBACK on any exception); with `user_id`, of that user's rows only.
+
+        Leave `user_id` out if it checks rows another user's write could change (addresses, phones, rate limits).
+        """
+
+    def settled(self, user_id: str) -> AbstractContextManager[None]:
+        """Reads inside run when no write of `user_id` is in flight: its later events get larger ids."""
+        return nullcontext()
 
     @abstractmethod
     def open_schema(self, migrate: bool = False) -> list[schema.Migration]:
@@ -233,6 +240,7 @@ class SqliteDatabase(Database):
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._writer = WriterLock(self.path.with_name(self.path.name + "-writer"))
+        self._checkpoints = Checkpointer(self.connect)
         self._singletons: dict[str, SingletonClaim] = {}
         self._idle: list[sqlite3.Connection] = []  # parked by finished requests, for the next one
         self._closed = False
@@ -324,12 +332,13 @@ class SqliteDatabase(Database):
         return row
 
     @contextmanager
-    def atomic(self) -> Iterator[SqliteTransaction]:
-        """A write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception."""
+    def atomic(self, user_id: str | None = None) -> Iterator[SqliteTransaction]:
+        """BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception: alone, whatever `user_id`."""
         conn = self.conn
         if conn.in_transaction:
             raise RuntimeError("nested write transaction")
         tx = SqliteTransaction(conn, self)
+        tx.user_id = user_id
         # Writers queue on a lock rather than in SQLite's busy handler (see writer_lock.py).
         with self._writer:
             try:
@@ -349,6 +358,7 @@ class SqliteDatabase(Database):
                     self.raise_mapped(exc)
                 raise
         self.health.ok(DISK)
+        self._checkpoints.committed()
         tx.committed()
 
     def open_schema(self, migrate: bool = False) -> list[schema.Migration]:
@@ -403,6 +413,7 @@ class SqliteDatabase(Database):
         for conn in connections:
             conn.close()
         self._writer.close()
+        self._checkpoints.close()
         for claim in self._singletons.values():
             claim.close()
 

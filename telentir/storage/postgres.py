@@ -4,15 +4,10 @@ Imported only when TELENTIR_DATABASE_URL names PostgreSQL. The services' SQL is 
 they write for SQLite (see `telentir.storage.db`): placeholders are translated once per
 statement text and cached; rows index by position and by name like `sqlite3.Row`.
 
-Write transactions run one at a time across every node: each takes one advisory lock
-(`pg_advisory_xact_lock(WRITE_LOCK)`) right after BEGIN and holds it until COMMIT. That is
-SQLite's `BEGIN IMMEDIATE` carried over, and what keeps every service guarantee intact:
-check-then-insert, balance-then-reserve, and event ids that are assigned and committed in
-the same order (a sequence hands out ids at INSERT, not at COMMIT: without the lock a
-stream could read id 11 while 10 is still uncommitted, and skip 10 for ever). Its cost,
-measured on the 2-core box with two nodes writing small transactions: about 1,100/s with
-the lock against 2,400/s without (bench/RESULTS.md, "Scale-out"). Reads need no lock and
-borrow a pooled connection per statement, so an open event stream holds none.
+Write transactions take advisory locks at BEGIN: a user's writes run one at a time, writes
+of different users side by side, and every write not marked as one user's alone in the
+cluster; event ids commit in order per user (see `telentir.storage.pg_locks`). Reads need no
+lock and borrow a pooled connection per statement, so an open event stream holds none.
 
 Outages: every failure to reach the server (refused, reset, `AdminShutdown` on a restart, a
 pool timeout, a serialization failure or deadlock) is `EngineUnavailable("postgresql")`, 503
@@ -33,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import psycopg
@@ -41,15 +36,14 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import EngineUnavailable, InsufficientStorage
-from . import schema
+from . import pg_locks, schema
 from .db import Cursor, Database, IntegrityError, Transaction, split_script
 from .dialect import postgres_ddl, to_pyformat
 from .health import EngineHealth
+from .pg_locks import WRITE_LOCK
 
 log = logging.getLogger(__name__)
 
-# The advisory lock of write transactions (any 64-bit number nobody else uses: "telentir" in ASCII).
-WRITE_LOCK = 0x74656C656E746972
 POOL_TIMEOUT_SECONDS = 10.0
 OUTAGE_POOL_TIMEOUT_SECONDS = 1.0
 # After a fresh connection failed, requests fail at once for this long instead of each trying
@@ -138,8 +132,10 @@ class PostgresDatabase(Database):
             self._connect_kwargs["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         self._sql_cache: dict[str, str] = {}
         self._local = threading.local()  # the connection of this thread's open transaction, if any
-        # This process's writers queue here, not each on a pooled connection waiting for the lock.
+        # This process's writers queue here, not each on a pooled connection waiting for a lock:
+        # cluster-wide writers on the first, a user's writers on the stripe of that user.
         self._write_lock = threading.Lock()
+        self._user_queues = pg_locks.UserQueues(running=max(2, pool_size) // 2)
         self._claims: dict[str, psycopg.Connection[Any]] = {}  # task -> the connection holding its lock
         self._claims_lock = threading.Lock()
         self._pool = ConnectionPool(
@@ -258,19 +254,26 @@ class PostgresDatabase(Database):
         statement = self.translate(sql)
         return self._read(lambda conn: conn.execute(statement, params).fetchone())
 
-    def _begin_write(self) -> tuple[psycopg.Connection[Any], Release]:
-        """A connection in a write transaction holding the write lock; retried once on a fresh one if it was dead."""
-        _, conn, release = self._retried_once(_begin)
+    def _begin_write(self, begin: bytes) -> tuple[psycopg.Connection[Any], Release]:
+        """A connection in a write transaction holding its locks; retried once on a fresh one if it was dead."""
+        _, conn, release = self._retried_once(lambda conn: conn.execute(begin))
         return conn, release
 
     @contextmanager
-    def atomic(self) -> Iterator[PostgresTransaction]:
-        """A write transaction holding the cluster-wide write lock: COMMIT, or ROLLBACK on any exception."""
+    def atomic(self, user_id: str | None = None) -> Iterator[PostgresTransaction]:
+        """A write transaction holding the user's lock (or the global one): COMMIT, or ROLLBACK on any exception."""
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("nested write transaction")
-        with self._write_lock:
-            conn, release = self._begin_write()
+        queue: AbstractContextManager[Any]
+        if user_id is None:
+            queue, begin = self._write_lock, pg_locks.BEGIN_GLOBAL
+        else:
+            key = pg_locks.user_key(user_id)
+            queue, begin = self._user_queues.turn(key), pg_locks.begin_user(key)
+        with queue:
+            conn, release = self._begin_write(begin)
             tx = PostgresTransaction(conn, self)
+            tx.user_id = user_id
             self._local.conn = conn
             try:
                 yield tx
@@ -298,6 +301,25 @@ class PostgresDatabase(Database):
             release()
         self.health.ok(ENGINE)
         tx.committed()
+
+    @contextmanager
+    def settled(self, user_id: str) -> Iterator[None]:
+        """Reads inside run in one transaction holding the global lock and the user's lock, both shared.
+
+        Shared: it waits for the user's write in flight (and for a cluster-wide one), not for
+        other readers; until it ends, no write of the user can start, so the ids read inside
+        bound everything of the user committed later.
+        """
+        if getattr(self._local, "conn", None) is not None:
+            raise RuntimeError("settled() inside a transaction")
+        conn, release = self._begin_write(pg_locks.begin_settled(pg_locks.user_key(user_id)))
+        self._local.conn = conn
+        try:
+            yield
+        finally:
+            self._local.conn = None
+            _roll_back_quietly(conn)  # it wrote nothing: ROLLBACK only ends it and frees the locks
+            release()
 
     def claim_singleton(self, task: str) -> bool:
         """Whether this process runs `task` for the deployment: a session advisory lock on a connection of its own.
@@ -379,11 +401,6 @@ class PostgresDatabase(Database):
         for conn in claims:
             conn.close()
         self._pool.close()
-
-
-def _begin(conn: psycopg.Connection[Any]) -> None:
-    """BEGIN and take the write lock, in one round trip."""
-    conn.execute(b"BEGIN; SELECT pg_advisory_xact_lock(%d)" % WRITE_LOCK)
 
 
 def _roll_back_quietly(conn: psycopg.Connection[Any]) -> None:

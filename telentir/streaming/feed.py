@@ -177,11 +177,11 @@ def feed(
         revocation = events.revocation_channel(req.user_id, guard.credential.id)
         _subscribe(rt, pubsub, req.pattern, escape_glob(revocation))
         # Read once subscribed and before answering: whatever commits later rings our doorbell.
-        newest = events.newest_id(rt)
+        log_ends = events.horizon(rt, req.user_id)
         _check_still_valid(rt, guard)
         opened = True
         yield Item("open")
-        last = yield from _replay(rt, req, newest, guard)
+        last = yield from _replay(rt, req, log_ends, guard)
         yield IDLE
 
         def release() -> None:
@@ -244,15 +244,15 @@ def _subscribe(rt: Runtime, pubsub: PubSub, *patterns: str) -> None:
     )
 
 
-def _replay(rt: Runtime, req: FeedRequest, newest: int, guard: StreamGuard) -> Generator[Item, None, int]:
+def _replay(rt: Runtime, req: FeedRequest, log_ends: events.Horizon, guard: StreamGuard) -> Generator[Item, None, int]:
     """Replay stored events after the cursor, after a resync if the log cannot continue it; returns the last id.
 
     A resync's `since` is the smallest id the stream still carries: every matching event
     with an id from `since` on follows, and `since - 1` resumes without another resync.
     """
+    newest, pruned = log_ends.newest, log_ends.pruned
     if req.since is None:
         return newest  # a fresh stream replays nothing: everything from now on arrives live
-    pruned = events.pruned_through(rt)
     head = max(newest, pruned)  # the table may be empty once everything was pruned
     if req.since > head:
         # Ahead of the log (an older backup restored, a cursor from another server): the ids the
@@ -263,7 +263,7 @@ def _replay(rt: Runtime, req: FeedRequest, newest: int, guard: StreamGuard) -> G
         # Everything up to `pruned` may be gone, or (after a restore moved it past the restored
         # ids) no longer the log the client knew: the stream carries what follows it, from the
         # oldest kept id on, and `since - 1` then resumes without another resync.
-        oldest = events.oldest_id(rt)
+        oldest = log_ends.oldest
         start = max(oldest if oldest is not None else pruned + 1, pruned + 1)
         yield _resync(start)
         return (yield from _stored_after(rt, req, start - 1, guard=guard))
@@ -347,8 +347,8 @@ def _follow(
     """Live events: each broker message is a doorbell, and what happened is read from the table.
 
     Two processes may publish their commits out of id order; reading the table after `last`
-    sends every event once, in id order (SQLite commits writers one at a time, so when an id
-    is visible every smaller one is too). A `psubscribe` here is redis-py re-subscribing after
+    sends every event once, in id order (a user's writes commit in id order, so when an id
+    of the user is visible every smaller one of the user is too). A `psubscribe` here is redis-py re-subscribing after
     a reconnect, when doorbells may have been missed: it rings too.
 
     A stream that sent less than `sse_batch_ms` ago holds the next doorbell until then and
