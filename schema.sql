@@ -187,15 +187,22 @@ CREATE INDEX IF NOT EXISTS publications_related ON publications(related_id);
 
 -- The outbox: every change appends its event here in the same transaction. AUTOINCREMENT
 -- so ids are never reused after pruning (a client's Last-Event-ID stays meaningful).
+-- An inline object's object_created event does not repeat its ciphertext: the payload says
+-- `"content":null` and object_n names the object row, which holds the very bytes; before that
+-- row's content changes or the row goes, they are copied here into `content` and object_n is
+-- cleared (services/events.py). Events written before version 10 keep it as hex in the payload.
 CREATE TABLE IF NOT EXISTS events (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id     TEXT NOT NULL,
     type        TEXT NOT NULL,
     channel     TEXT NOT NULL,
     payload     TEXT NOT NULL,
-    created_at  TEXT NOT NULL
+    created_at  TEXT NOT NULL,
+    object_n    INTEGER,
+    content     BLOB
 );
 CREATE INDEX IF NOT EXISTS events_user ON events(user_id, id);
+CREATE INDEX IF NOT EXISTS events_object ON events(object_n) WHERE object_n IS NOT NULL;
 
 -- Retention bookkeeping: every event with id <= pruned_through may have been pruned, so a
 -- stream resuming from an older cursor is told to resync.

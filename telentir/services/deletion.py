@@ -110,6 +110,10 @@ def finish(rt: Runtime, user_id: str) -> int:
 
 def _erase(rt: Runtime, user_id: str) -> int:
     erased = 0
+    # The events first: an inline object's object_created event reads its ciphertext from the
+    # object's row (services/events.py), so none is left to a stream without its bytes.
+    with rt.db.atomic() as tx:
+        tx.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
     while rows := rt.db.query(
         "SELECT n, blob FROM objects WHERE user_id = ? ORDER BY n LIMIT ?", (user_id, OBJECT_BATCH)
     ):

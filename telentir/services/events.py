@@ -48,10 +48,37 @@ def _channel_value(value: Any) -> str:
 
 
 def append(
-    rt: Runtime, tx: Transaction, event_type: str, user_id: str, payload: dict[str, Any], created_at: str
+    rt: Runtime,
+    tx: Transaction,
+    event_type: str,
+    user_id: str,
+    payload: dict[str, Any],
+    created_at: str,
+    *,
+    object_n: int | None = None,
 ) -> None:
-    """Write the event row in `tx` and ring the broker once `tx` commits."""
-    _append(rt, tx, event_type, user_id, channel_for(event_type, user_id, payload), payload, created_at)
+    """Write the event row in `tx` and ring the broker once `tx` commits.
+
+    `object_n`: the object row whose inline content is the event's ciphertext (an inline
+    object's object_created, its payload's `content` None): the bytes are stored once, in that
+    row, until `keep_created_content` copies them here.
+    """
+    channel = channel_for(event_type, user_id, payload)
+    _append(rt, tx, event_type, user_id, channel, payload, created_at, object_n)
+
+
+def keep_created_content(tx: Transaction, object_n: int) -> None:
+    """Before an inline object's content changes or its row goes: its object_created event keeps the bytes.
+
+    The event shared them with the row (object_n); they are copied into the event's own
+    `content`, in the transaction of the change, so a stream reading the event (in one
+    statement, see streaming/feed.py) finds the creation-time ciphertext before and after.
+    """
+    tx.execute(
+        "UPDATE events SET content = (SELECT inline_content FROM objects WHERE n = ?), object_n = NULL "
+        "WHERE object_n = ?",
+        (object_n, object_n),
+    )
 
 
 def revocation_channel(user_id: str, credential_id: str) -> str:
@@ -66,7 +93,14 @@ def append_revocation(rt: Runtime, tx: Transaction, user_id: str, credential_id:
 
 
 def _append(
-    rt: Runtime, tx: Transaction, event_type: str, user_id: str, channel: str, payload: dict[str, Any], created_at: str
+    rt: Runtime,
+    tx: Transaction,
+    event_type: str,
+    user_id: str,
+    channel: str,
+    payload: dict[str, Any],
+    created_at: str,
+    object_n: int | None = None,
 ) -> None:
     if tx.user_id not in (None, user_id):
         # A transaction scoped to one user is ordered against that user's writes only: another
@@ -74,8 +108,8 @@ def _append(
         raise RuntimeError(f"a transaction scoped to user {tx.user_id} wrote an event of user {user_id}")
     data = json.dumps(payload, separators=(",", ":"))
     event_id = tx.insert(
-        "INSERT INTO events (user_id, type, channel, payload, created_at) VALUES (?, ?, ?, ?, ?)",
-        (user_id, event_type, channel, data, created_at),
+        "INSERT INTO events (user_id, type, channel, payload, created_at, object_n) VALUES (?, ?, ?, ?, ?, ?)",
+        (user_id, event_type, channel, data, created_at, object_n),
     )
     # Only the id travels: the message is a doorbell, and streams read the event itself from
     # the table in id order (whatever order doorbells arrive in), so it stays small however

@@ -83,27 +83,32 @@ def _insert_row(
         "created_at": now,
         "updated_at": now,
     }
-    tx.execute(
+    object_n = tx.execute(
         "INSERT INTO objects (id, user_id, key_id, blob, inline_content, size, auth_tag, related_id, metadata, "
         "created_at, updated_at) VALUES (:id, :user_id, :key_id, :blob, :inline_content, :size, :auth_tag, "
-        ":related_id, :metadata, :created_at, :updated_at)",
+        ":related_id, :metadata, :created_at, :updated_at) RETURNING n",
         row,
-    )
+    ).fetchone()[0]
     quotas.add_bytes(rt, tx, user_id, len(content), enforce=enforce_quota)
-    # A file-backed (large) ciphertext is not copied into the event row: streams read it from
-    # the object when they send the event (see event_content).
-    events.append(rt, tx, "object_created", user_id, _created_payload(row, None if blob_id else content), now)
+    # The ciphertext is not copied into the event row. A file-backed (large) one: streams read it
+    # from the object when they send the event (see event_content). An inline one: the event
+    # shares the row's bytes (object_n) until they change (events.keep_created_content).
+    shared = None if blob_id else object_n
+    events.append(rt, tx, "object_created", user_id, _created_payload(row), now, object_n=shared)
     return row
 
 
-def _created_payload(row: ObjectRow, content: bytes | None) -> dict[str, Any]:
+def _created_payload(row: ObjectRow) -> dict[str, Any]:
+    """The stored payload: `content` None, filled in by the streams that send it (streaming/feed.py)."""
     return {
         "id": row["id"],
         "user_id": row["user_id"],
         "metadata": json.loads(row["metadata"]),
         "key_id": row["key_id"],
         "related_object_id": row["related_id"],
-        "content": None if content is None else content.hex(),
+        # Kept as null rather than left out: the key stays in its place in the JSON text, so
+        # the payload a stream sends is the very text events stored before version 10 hold.
+        "content": None,
         "auth_tag": bytes(row["auth_tag"]).hex(),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
@@ -207,6 +212,8 @@ def update_object(rt: Runtime, user_id: str, object_id: str, changes: dict[str, 
             changes.update(blob=new_blob, inline_content=None if new_blob else content, size=len(content))
         old = _locked_row(tx, user_id, object_id)
         old_blob = old["blob"]
+        if content is not None and old_blob is None:
+            events.keep_created_content(tx, old["n"])  # the creation-time bytes outlive the row's
         _apply_update(rt, tx, user_id, object_id, changes)
         if content is not None:
             quotas.add_bytes(rt, tx, user_id, len(content) - int(old["size"]))
@@ -302,6 +309,8 @@ def _remove_objects(rt: Runtime, tx: Transaction, user_id: str, ids: list[str]) 
             )
         _drop_publications(rt, tx, user_id, object_id, now)
         _detach_children(rt, tx, user_id, object_id, now, doomed)
+        if row["blob"] is None:
+            events.keep_created_content(tx, row["n"])  # its object_created event outlives the row
         tx.execute("DELETE FROM objects WHERE id = ?", (object_id,))
         events.append(
             rt, tx, "object_deleted", user_id, {"object_id": object_id, "user_id": user_id, "deleted_at": now}, now

@@ -323,20 +323,29 @@ def events_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None) -> 
 
 
 def _read_rows(rt: Runtime, req: FeedRequest, last: int) -> list[Row]:
-    # The user's revocation records come in the same read, in id order with the events.
+    # The user's revocation records come in the same read, in id order with the events. One
+    # statement reads an event and the object row it shares its ciphertext with (object_n), so
+    # it sees both before or both after a change that copies the bytes into the event.
     rows = rt.db.query(
-        "SELECT id, type, channel, payload FROM events WHERE user_id = ? AND type IN (?, ?) AND id > ? "
-        "ORDER BY id LIMIT ?",
+        "SELECT e.id, e.type, e.channel, e.payload, COALESCE(e.content, o.inline_content) AS content "
+        "FROM events e LEFT JOIN objects o ON o.n = e.object_n "
+        "WHERE e.user_id = ? AND e.type IN (?, ?) AND e.id > ? ORDER BY e.id LIMIT ?",
         (req.user_id, req.event_type, events.REVOKED, last, REPLAY_CHUNK),
     )
-    return [(r["id"], r["channel"], *_payload(rt, r["type"], r["payload"])) for r in rows]
+    return [(r["id"], r["channel"], *_payload(rt, r["type"], r["payload"], r["content"])) for r in rows]
 
 
-def _payload(rt: Runtime, event_type: str, stored: str) -> tuple[dict[str, Any], str]:
-    """The payload and its JSON text (the stored text itself unless file-backed content was added)."""
+def _payload(rt: Runtime, event_type: str, stored: str, content: bytes | None) -> tuple[dict[str, Any], str]:
+    """The payload and its JSON text (the stored text itself unless the ciphertext was added).
+
+    An object_created payload's `content` is the ciphertext's hex: stored in the payload by
+    events written before schema version 10; since then the bytes come with the row (`content`,
+    its own or its object's: events.keep_created_content), or, for a file-backed object, from
+    the object. The text sent is the same either way: the stored JSON with `content` filled in.
+    """
     payload = json.loads(stored)
     if event_type == "object_created" and payload["content"] is None:
-        payload["content"] = objects.event_content(rt, payload["id"])
+        payload["content"] = bytes(content).hex() if content is not None else objects.event_content(rt, payload["id"])
         return payload, json.dumps(payload, separators=(",", ":"))
     return payload, stored
 
