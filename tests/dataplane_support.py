@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import os
 import re
 import secrets
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from requests.structures import CaseInsensitiveDict
 
 from telentir.runtime import Runtime
+from telentir.streaming.feed import SELECT_EVENTS, sent_payload
 
 from .support import Api
 
@@ -207,12 +207,16 @@ def counts(rt: Runtime, user_id: str) -> dict[str, int]:
 
 
 def events_after(rt: Runtime, user_id: str, after: int = 0) -> list[dict[str, Any]]:
-    """The user's event rows with id > after, oldest first, payload parsed."""
-    rows = rt.db.query(
-        "SELECT id, type, channel, payload FROM events WHERE user_id = ? AND id > ? ORDER BY id", (user_id, after)
-    )
+    """The user's event rows with id > after, oldest first, payload as streams send it (parsed)."""
+    rows = rt.db.query(f"{SELECT_EVENTS} WHERE e.user_id = ? AND e.id > ? ORDER BY e.id", (user_id, after))
     return [
-        {"id": r["id"], "type": r["type"], "channel": r["channel"], "payload": json.loads(r["payload"])} for r in rows
+        {
+            "id": r["id"],
+            "type": r["type"],
+            "channel": r["channel"],
+            "payload": sent_payload(rt, r["type"], r["payload"], r["content"])[0],
+        }
+        for r in rows
     ]
 
 

@@ -322,20 +322,25 @@ def events_after(rt: Runtime, req: FeedRequest, last: int, rung: int | None) -> 
             items.append(item)
 
 
+# Event rows with the ciphertext an object_created event shares with its object (see sent_payload).
+SELECT_EVENTS = (
+    "SELECT e.id, e.type, e.channel, e.payload, COALESCE(e.content, o.inline_content) AS content "
+    "FROM events e LEFT JOIN objects o ON o.n = e.object_n"
+)
+
+
 def _read_rows(rt: Runtime, req: FeedRequest, last: int) -> list[Row]:
     # The user's revocation records come in the same read, in id order with the events. One
     # statement reads an event and the object row it shares its ciphertext with (object_n), so
     # it sees both before or both after a change that copies the bytes into the event.
     rows = rt.db.query(
-        "SELECT e.id, e.type, e.channel, e.payload, COALESCE(e.content, o.inline_content) AS content "
-        "FROM events e LEFT JOIN objects o ON o.n = e.object_n "
-        "WHERE e.user_id = ? AND e.type IN (?, ?) AND e.id > ? ORDER BY e.id LIMIT ?",
+        f"{SELECT_EVENTS} WHERE e.user_id = ? AND e.type IN (?, ?) AND e.id > ? ORDER BY e.id LIMIT ?",
         (req.user_id, req.event_type, events.REVOKED, last, REPLAY_CHUNK),
     )
-    return [(r["id"], r["channel"], *_payload(rt, r["type"], r["payload"], r["content"])) for r in rows]
+    return [(r["id"], r["channel"], *sent_payload(rt, r["type"], r["payload"], r["content"])) for r in rows]
 
 
-def _payload(rt: Runtime, event_type: str, stored: str, content: bytes | None) -> tuple[dict[str, Any], str]:
+def sent_payload(rt: Runtime, event_type: str, stored: str, content: bytes | None) -> tuple[dict[str, Any], str]:
     """The payload and its JSON text (the stored text itself unless the ciphertext was added).
 
     An object_created payload's `content` is the ciphertext's hex: stored in the payload by

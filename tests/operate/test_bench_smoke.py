@@ -72,3 +72,38 @@ def test_inprocess_prints_the_noop_line_and_the_ratios():
     names = [line.split()[0] for line in done.stdout.splitlines()]
     assert names == ["noop", "baseline", "read", "create"], done.stdout
     assert all(line.endswith("× noop") for line in done.stdout.splitlines()), done.stdout
+
+
+def test_write_amplification_json_stays_within_three_kilobytes_per_object():
+    """`python -m bench.write_amplification --json`: bytes on disk per 1 KiB object, the goal of issue 25."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.write_amplification", "--json", "--objects", "200"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout
+    figures = json.loads(lines[0])
+    assert figures["objects"] == 200 and figures["object_bytes"] == 1024
+    tables = figures["tables"]
+    assert tables["objects"] > 1024 and tables["events"] > 0, tables  # each object's ciphertext is on disk once
+    assert abs(sum(tables.values()) - figures["bytes_per_object"]) < 1, figures
+    assert figures["bytes_per_object"] <= 3 * 1024, figures  # was 5.6 KB with the ciphertext repeated as hex
+
+
+def test_write_amplification_prints_the_total_and_each_table():
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.write_amplification", "--objects", "5"],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("5 objects of 1024 B: "), done.stdout
+    assert {line.split()[0] for line in done.stdout.splitlines()[2:]} >= {"events", "objects"}, done.stdout
