@@ -220,13 +220,20 @@ def test_the_upgraded_fixture_keeps_its_password_and_its_event_log(upgraded_serv
     try:
         with api.get("/events/object_created", params={"since": "0"}, stream=True, timeout=10) as resp:
             assert resp.status_code == 200
-            ids = []
+            ids, sent = [], {}
             for line in resp.iter_lines(decode_unicode=True):
                 if line.startswith("id: "):
                     ids.append(int(line[4:]))
-                if len(ids) == 11:  # the eight stores and the three objects the fixture made
+                if line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    sent[data["id"]] = data["content"]
+                if len(ids) == 11 and len(sent) == 11:  # the eight stores and the three objects the fixture made
                     break
         assert len(ids) == 11 and ids == sorted(ids)
+        # Events written before version 10 hold an inline ciphertext as hex in their payload: sent as it was.
+        assert {object_id: sent[object_id] for object_id in EXPECTED["objects"]} == {
+            object_id: want["content"] for object_id, want in EXPECTED["objects"].items()
+        }
     finally:
         api.close()
 
