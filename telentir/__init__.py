@@ -31,7 +31,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     if not isinstance(config, Config):
         config = load_config(config)
     logs.configure(config.log_level, config.log_format)
+    from .api.answers import AnswerJSONProvider
+
     app = Flask(__name__, static_folder=None)
+    app.json = AnswerJSONProvider(app)
     # WebSocket pings at the heartbeat interval keep idle mirrors alive behind proxies, as
     # keep-alive comments do for SSE.
     app.config.update(
@@ -41,8 +44,6 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     )
     # `//` in a path (an id like "../") must be a JSON 404, not Werkzeug's HTML redirect.
     app.url_map.merge_slashes = False
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.compact = True  # type: ignore[attr-defined]
     if config.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops)  # type: ignore
     rt = app.extensions["telentir"] = build_runtime(config)

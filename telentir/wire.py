@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .crypto import IV_BYTES, CryptoError, b64decode_any, hexdecode
+from .crypto import IV_BYTES, CryptoError, b64decode_any, hexdecode, is_hex
 from .errors import BadRequest, PayloadTooLarge
 from .ids import is_id
 
@@ -21,7 +21,6 @@ TAG_MIN, TAG_MAX = 12, 16
 # Deep enough for any real envelope; far below what would exhaust the JSON encoder's stack
 # when the record is serialized again for the event row and the answer.
 MAX_METADATA_DEPTH = 32
-_HEX_RE = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # A connector path has one spelling: a scraper framework that ignores `;…`, serves `.json`
 # suffixes or decodes `%2F` would answer a path the server never recognised (so never billed).
@@ -67,7 +66,7 @@ def encoding_value(encoding: Any) -> str | None:
 
 
 def _looks_hex(text: str, sizes: range) -> bool:
-    return len(text) % 2 == 0 and _HEX_RE.fullmatch(text) is not None and len(text) // 2 in sizes
+    return len(text) // 2 in sizes and is_hex(text)
 
 
 def decode_field(value: Any, field: str, encoding: str) -> bytes:

@@ -28,16 +28,24 @@ def check_json_text(body: Any) -> None:
     while stack:  # iteratively: the body may nest as deep as the parser allowed
         value, where = stack.pop()
         if isinstance(value, str):
-            if _NOT_TEXT.search(value):
+            if not _is_clean_text(value):
                 raise BadRequest(f"{where or 'The body'} {TEXT_RULE}.")
         elif isinstance(value, dict):
             for key, item in value.items():
                 path = f"{where}.{key}" if where else str(key)
-                if _NOT_TEXT.search(key):
+                if not _is_clean_text(key):
                     raise BadRequest(f"A field name in {where or 'the body'} {TEXT_RULE}.")
                 stack.append((item, path))
         elif isinstance(value, list):
             stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
+
+
+def _is_clean_text(value: str) -> bool:
+    # ASCII (the common case, a ciphertext's hex say) cannot hold a surrogate: only NUL is
+    # left to look for, and both checks run in C at memory speed, a tenth of the regex.
+    if value.isascii():
+        return "\x00" not in value
+    return _NOT_TEXT.search(value) is None
 
 
 def check_query_and_headers(environ: dict[str, Any]) -> None:

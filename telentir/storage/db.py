@@ -34,7 +34,10 @@ from typing import Any, NoReturn, Protocol
 from ..errors import EngineUnavailable, InsufficientStorage
 from . import schema
 from .checkpoints import Checkpointer
+from .group_commit import GroupCommit
 from .health import DISK, EngineHealth
+from .sqlite_schema import create, immediate, migrate_to_latest, version_of
+from .sqlite_schema import split_script as split_script
 from .writer_lock import SingletonClaim, WriterLock
 
 BUSY_TIMEOUT_MS = 30_000
@@ -241,6 +244,7 @@ class SqliteDatabase(Database):
         self._connections: list[sqlite3.Connection] = []
         self._writer = WriterLock(self.path.with_name(self.path.name + "-writer"))
         self._checkpoints = Checkpointer(self.connect)
+        self._group = GroupCommit(self.connect, self._writer, self.raise_mapped)
         self._singletons: dict[str, SingletonClaim] = {}
         self._idle: list[sqlite3.Connection] = []  # parked by finished requests, for the next one
         self._closed = False
@@ -263,8 +267,8 @@ class SqliteDatabase(Database):
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
-        conn = getattr(self._local, "conn", None)
+        """This thread's connection, opened on first use (inside `atomic()`, the transaction's)."""
+        conn = getattr(self._local, "tx_conn", None) or getattr(self._local, "conn", None)
         if conn is None:
             with self._lock:
                 if self._closed:
@@ -333,14 +337,38 @@ class SqliteDatabase(Database):
 
     @contextmanager
     def atomic(self, user_id: str | None = None) -> Iterator[SqliteTransaction]:
-        """BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on any exception: alone, whatever `user_id`."""
-        conn = self.conn
-        if conn.in_transaction:
+        """A write transaction, grouped with the process's concurrent ones (group_commit.py): alone, whatever `user_id`.
+
+        Returns once it is committed; raises (its statements undone) if the block raised or the COMMIT failed.
+        """
+        if getattr(self._local, "tx_conn", None) is not None or self.conn.in_transaction:
             raise RuntimeError("nested write transaction")
+        if getattr(self._local, "alone", False):
+            yield from self._atomic_alone(user_id)
+            return
+        tx: SqliteTransaction | None = None
+        try:
+            with self._group.member() as conn:
+                tx = SqliteTransaction(conn, self)
+                tx.user_id = user_id
+                self._local.tx_conn = conn  # the block's reads see its own writes
+                try:
+                    yield tx
+                finally:
+                    self._local.tx_conn = None
+        except BaseException:
+            if tx is not None:
+                tx.rolled_back()
+            raise
+        assert tx is not None, "member() yields or raises"
+        self._committed(tx)
+
+    def _atomic_alone(self, user_id: str | None) -> Iterator[SqliteTransaction]:
+        """BEGIN IMMEDIATE on this thread's own connection, then COMMIT, or ROLLBACK on any exception."""
+        conn = self.conn
         tx = SqliteTransaction(conn, self)
         tx.user_id = user_id
-        # Writers queue on a lock rather than in SQLite's busy handler (see writer_lock.py).
-        with self._writer:
+        with self._group.alone():
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -357,6 +385,21 @@ class SqliteDatabase(Database):
                 if isinstance(exc, sqlite3.OperationalError):
                     self.raise_mapped(exc)
                 raise
+        self._committed(tx)
+
+    @contextmanager
+    def writing_alone(self) -> Iterator[sqlite3.Connection]:
+        """This thread's write transactions inside run on its own connection (returned), never grouped.
+
+        For a transaction that needs its connection's own settings (erase.py's `secure_delete`).
+        """
+        self._local.alone = True
+        try:
+            yield self.conn
+        finally:
+            self._local.alone = False
+
+    def _committed(self, tx: SqliteTransaction) -> None:
         self.health.ok(DISK)
         self._checkpoints.committed()
         tx.committed()
@@ -372,11 +415,11 @@ class SqliteDatabase(Database):
         try:
             # WAL is a property of the file: set once, kept by every later connection.
             conn.execute("PRAGMA journal_mode = WAL")
-            with _immediate(conn):
-                if _version_of(conn) == 0:
-                    _create(conn)
-            applied = _migrate(conn) if migrate else []
-            schema.check_version(_version_of(conn))
+            with immediate(conn):
+                if version_of(conn) == 0:
+                    create(conn)
+            applied = migrate_to_latest(conn) if migrate else []
+            schema.check_version(version_of(conn))
             return applied
         finally:
             conn.close()
@@ -395,7 +438,7 @@ class SqliteDatabase(Database):
         """The database's schema version (0 when the file is new)."""
         conn = self.connect()
         try:
-            return _version_of(conn)
+            return version_of(conn)
         finally:
             conn.close()
 
@@ -412,6 +455,7 @@ class SqliteDatabase(Database):
             connections, self._connections, self._idle = self._connections, [], []
         for conn in connections:
             conn.close()
+        self._group.close()
         self._writer.close()
         self._checkpoints.close()
         for claim in self._singletons.values():
@@ -424,61 +468,6 @@ def set_clause(changes: dict[str, Any], allowed: frozenset[str]) -> str:
     if unknown:
         raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
     return ", ".join(f"{column} = :{column}" for column in changes)
-
-
-def split_script(script: str) -> list[str]:
-    """The statements of an SQL script, each whole (`;` inside strings and comments is no end)."""
-    statements, statement = [], ""
-    for line in script.splitlines(keepends=True):
-        statement += line
-        if sqlite3.complete_statement(statement):
-            statements.append(statement)
-            statement = ""
-    return statements
-
-
-def _version_of(conn: sqlite3.Connection) -> int:
-    return schema.version_of(conn)
-
-
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction on a connection of its own (schema work, outside `atomic`)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _create(conn: sqlite3.Connection) -> None:
-    """Fill a new, empty file with the whole current schema; refuse a file that holds something else."""
-    if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
-        raise schema.SchemaError("the database file holds tables but no schema version: it is not Telentir's")
-    _execute_script(conn, schema.schema_sql())
-    conn.execute(f"PRAGMA user_version = {schema.latest_version()}")  # an int: safe to format
-
-
-def _migrate(conn: sqlite3.Connection) -> list[schema.Migration]:
-    """Apply the pending migrations, each in its own transaction with the version it sets."""
-    applied = []
-    for step in schema.pending(_version_of(conn)):
-        with _immediate(conn):
-            if _version_of(conn) >= step.version:
-                continue  # another process applied it meanwhile
-            _execute_script(conn, step.sql)
-            conn.execute(f"PRAGMA user_version = {step.version}")  # an int: safe to format
-        applied.append(step)
-    return applied
-
-
-def _execute_script(conn: sqlite3.Connection, script: str) -> None:
-    # executescript() would COMMIT our transaction first; run statement by statement instead.
-    for statement in split_script(script):
-        conn.execute(statement)
 
 
 def _roll_back(conn: sqlite3.Connection, tx: Transaction) -> None:

@@ -3,10 +3,11 @@
 SQLite leaves a deleted row's bytes in the freed space of its pages, and the WAL keeps older
 page images until a checkpoint copies them back and the file restarts: ciphertext kept inline
 (and the event payloads that repeat it) would stay readable on disk after the account that
-owned it is gone. Inside `erasing`, this thread's connection runs with `secure_delete` (freed
-content overwritten with zeros); at the end a TRUNCATE checkpoint moves every page into the
-database file and empties the WAL. PostgreSQL keeps dead row versions until VACUUM reuses
-their space, which this does not force (docs/deploy.md: deleting an account).
+owned it is gone. Inside `erasing`, this thread writes alone on its own connection (never in a
+group commit, group_commit.py), with `secure_delete` (freed content overwritten with zeros); at
+the end a TRUNCATE checkpoint moves every page into the database file and empties the WAL.
+PostgreSQL keeps dead row versions until VACUUM reuses their space, which this does not force
+(docs/deploy.md: deleting an account).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ def erasing(db: Database) -> Iterator[None]:
     if not isinstance(db, SqliteDatabase):
         yield
         return
-    conn = db.conn  # this thread's connection: the one `atomic()` and `query()` use here
-    conn.execute("PRAGMA secure_delete = ON")
-    try:
-        yield
-    finally:
-        conn.execute("PRAGMA secure_delete = OFF")
+    with db.writing_alone() as conn:  # this thread's own connection, for its transactions and reads
+        conn.execute("PRAGMA secure_delete = ON")
+        try:
+            yield
+        finally:
+            conn.execute("PRAGMA secure_delete = OFF")
     try:
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     except sqlite3.Error:

@@ -351,8 +351,18 @@ def sent_payload(rt: Runtime, event_type: str, stored: str, content: bytes | Non
     payload = json.loads(stored)
     if event_type == "object_created" and payload["content"] is None:
         payload["content"] = bytes(content).hex() if content is not None else objects.event_content(rt, payload["id"])
+        # Spliced in rather than dumped again (every stream of the user reads the event): the
+        # last `"content":null` is the field itself, since only server-made hex and times follow
+        # it (services/objects.py _created_payload), whatever the metadata before it holds.
+        head, found, tail = stored.rpartition(_NULL_CONTENT)
+        if found and payload["content"] is not None:
+            return payload, f'{head}"content":"{payload["content"]}"{tail}'
         return payload, json.dumps(payload, separators=(",", ":"))
     return payload, stored
+
+
+_NULL_CONTENT = '"content":null'
+
 
 
 def _follow(
