@@ -364,7 +364,6 @@ def sent_payload(rt: Runtime, event_type: str, stored: str, content: bytes | Non
 _NULL_CONTENT = '"content":null'
 
 
-
 def _follow(
     rt: Runtime, req: FeedRequest, guard: StreamGuard, pubsub: PubSub, last: int, is_closed: Callable[[], bool]
 ) -> Iterator[Item]:

@@ -32,7 +32,7 @@ def _run_threads(count: int, work: Callable[[int], None]) -> list[BaseException]
         start.wait()
         try:
             work(index)
-        except BaseException as exc:  # noqa: BLE001 - collected for the test's assertions
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
@@ -92,7 +92,7 @@ def test_a_failed_commit_fails_every_writer_of_its_batch_and_keeps_nothing(
                 tx.execute(INSERT, ("first",))
                 inside.set()
                 release.wait(10)  # until the second writer waits for the turn: the batch stays open
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             results["first"] = exc
         else:
             results["first"] = None
@@ -106,7 +106,7 @@ def test_a_failed_commit_fails_every_writer_of_its_batch_and_keeps_nothing(
                     "INSERT INTO api_keys (id, user_id, name, key_hash, created_at) "
                     "VALUES ('ak_x', 'usr_nobody', 'n', 'h', 't')"
                 )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             results["second"] = exc
         else:
             results["second"] = None
