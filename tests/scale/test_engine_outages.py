@@ -141,12 +141,19 @@ class Traffic:
 
 
 class Follower:
-    """An event stream of object_created that resumes from Last-Event-ID whenever it ends; every event id kept."""
+    """An event stream of object_created that resumes from Last-Event-ID whenever it ends; every event id kept.
 
-    def __init__(self, url: str, api_key: str) -> None:
-        self.url, self.api_key = url, api_key
+    It starts from a cursor (`since`, the user's newest event id before the writes), never as
+    a fresh stream: a fresh stream starts at the newest event, so a follower whose first stream
+    ended before carrying any event (an S3 cut while it reads a file-backed event's content)
+    and came back fresh would rightly skip everything committed in between.
+    """
+
+    def __init__(self, url: str, api_key: str, since: int) -> None:
+        self.url, self.api_key, self.since = url, api_key, since
         self.events: list[tuple[int, str]] = []  # (event id, object id)
         self.ended = 0
+        self.opened = threading.Event()  # set once a stream has been opened (answered 200)
         self.refusals: list[Refused] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="follower", daemon=True)
@@ -154,9 +161,11 @@ class Follower:
 
     def _run(self) -> None:
         while not self.stop.is_set():
-            headers = {"Last-Event-ID": str(self.events[-1][0])} if self.events else {}
+            cursor = self.events[-1][0] if self.events else self.since
             try:
-                stream = open_stream(self.url, "object_created", self.api_key, headers=headers, timeout=30)
+                stream = open_stream(
+                    self.url, "object_created", self.api_key, headers={"Last-Event-ID": str(cursor)}, timeout=30
+                )
             except OSError:
                 time.sleep(0.5)
                 continue
@@ -164,6 +173,7 @@ class Follower:
                 self.refusals.append(stream)
                 time.sleep(float(stream.headers.get("retry-after", "1")))
                 continue
+            self.opened.set()
             with stream:
                 try:
                     while not self.stop.is_set():
@@ -198,8 +208,11 @@ def test_an_engine_cut_for_seconds_costs_no_500_and_loses_nothing(node: Node, en
     writes.headers["Authorization"] = f"Bearer {user['api_key']}"
     key_id = writes.put(server.url + "/api/keys", json={"server": "default"}, timeout=30).json()
     traffic = Traffic(server.url, user["api_key"], key_id)
-    follower = Follower(server.url, user["api_key"])
-    wait_until(lambda: follower.ended == 0 and _readyz(server.url).status_code == 200, timeout=30)
+    # The user's newest event id: nothing of theirs is being written, so every later event has a larger one.
+    since = rt.db.query_value("SELECT COALESCE(MAX(id), 0) FROM events WHERE user_id = ?", (user["id"],))
+    follower = Follower(server.url, user["api_key"], since)
+    # A live stream open before the writes start, for the outage to cut.
+    wait_until(lambda: follower.opened.is_set() and _readyz(server.url).status_code == 200, timeout=30)
     writers = [threading.Thread(target=traffic.run, args=(n,), daemon=True) for n in range(3)]
     log_before = len(server.log())
     for writer in writers:
