@@ -8,16 +8,19 @@ placeholders, `ON CONFLICT … DO NOTHING / DO UPDATE` rather than `INSERT OR �
 
 Write transactions are serialised, so services can check, then insert (read a balance, then
 reserve), and a user's event ids commit in the order they are assigned: a stream that has
-read id N never later finds a smaller id appear. SQLite runs every write alone (`BEGIN
-IMMEDIATE`); PostgreSQL runs `atomic(user_id=…)` alone among that user's writes, and every
-other write alone in the cluster (`telentir.storage.pg_locks`).
+read id N never later finds a smaller id appear. SQLite runs one write at a time (`BEGIN
+IMMEDIATE`), the concurrent ones of a process in turn inside one shared transaction that
+commits once for all (`telentir.storage.group_commit`); PostgreSQL runs `atomic(user_id=…)`
+alone among that user's writes, and every other write alone in the cluster
+(`telentir.storage.pg_locks`).
 
 A full disk (SQLITE_FULL) is `InsufficientStorage` (507), a lock never granted in the busy
 timeout `EngineUnavailable("sqlite")` (503): rolled back whole, after-rollback hooks run.
 
-SQLite: a connection per thread; WAL (readers never wait; checkpoints by a thread of their
-own, checkpoints.py); `busy_timeout`; foreign keys; `BEGIN IMMEDIATE` (no two readers
-deadlock upgrading to writers).
+SQLite: a connection per thread for reads, one per process for the grouped writes (a block's
+reads inside `atomic()` use it, and so see its writes); WAL (readers never wait; checkpoints
+by a thread of their own, checkpoints.py); `busy_timeout`; foreign keys; `BEGIN IMMEDIATE`
+(no two readers deadlock upgrading to writers).
 """
 
 from __future__ import annotations

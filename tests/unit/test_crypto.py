@@ -343,7 +343,9 @@ def test_hexdecode_accepts_hex_of_either_case(text, expected):
     assert crypto.hexdecode(text) == expected
 
 
-@pytest.mark.parametrize("text", ["0", "abc", "0g", "00\n", "\n00", " 00", "00 ", "0x00", "00:11", "٠٠", None, b"00"])
+@pytest.mark.parametrize(
+    "text", ["0", "abc", "0g", "00\n", "\n00", " 00", "00 ", "00 11", "00\t11", "0x00", "00:11", "٠٠", None, b"00"]
+)
 def test_hexdecode_rejects_garbage(text):
     with pytest.raises(CryptoError):
         crypto.hexdecode(text)
