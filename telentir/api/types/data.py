@@ -59,14 +59,13 @@ CIPHERTEXT_ENCODINGS = {
 # A binary field whose encoding another field decides (§1.7): what is sent may still be a 400.
 KeyMaterial = Annotated[str | None, Meta(description="hex, or base64 (§1.7); null: absent")]
 # key and iv: both absent (or null), or both strings (docs/protocol.md §3).
-_KEY_IV_TOGETHER = body_rule(
-    {
-        "anyOf": [
-            {"properties": {"key": {"type": "null"}, "iv": {"type": "null"}}},
-            {"required": ["key", "iv"], "properties": {"key": {"type": "string"}, "iv": {"type": "string"}}},
-        ]
-    }
-)
+_KEY_IV_RULE = {
+    "anyOf": [
+        {"properties": {"key": {"type": "null"}, "iv": {"type": "null"}}},
+        {"required": ["key", "iv"], "properties": {"key": {"type": "string"}, "iv": {"type": "string"}}},
+    ]
+}
+_KEY_IV_TOGETHER = body_rule(_KEY_IV_RULE)
 
 
 class ObjectRecord(Schema):
@@ -110,6 +109,9 @@ class ObjectCreate(ObjectFields, kw_only=True):
     }
 
 
+PATCHED_FIELDS = (*KEY_ALIASES, "metadata", *RELATED_ALIASES, "content", *TAG_ALIASES)
+
+
 class ObjectPatch(ObjectFields, kw_only=True):
     """Any of keyId, metadata, relatedId (null detaches), content+authTag together."""
 
@@ -119,9 +121,15 @@ class ObjectPatch(ObjectFields, kw_only=True):
         **one_alias_at_most(KEY_ALIASES, TAG_ALIASES, RELATED_ALIASES),
         **body_rule(
             {
-                "anyOf": [
-                    {"not": {"anyOf": [{"required": [name]} for name in ("content", *TAG_ALIASES)]}},
-                    {"allOf": [alias_rule(("content",), TAG_ALIASES), CIPHERTEXT_ENCODINGS]},
+                "allOf": [
+                    {
+                        "anyOf": [
+                            {"not": {"anyOf": [{"required": [name]} for name in ("content", *TAG_ALIASES)]}},
+                            {"allOf": [alias_rule(("content",), TAG_ALIASES), CIPHERTEXT_ENCODINGS]},
+                        ]
+                    },
+                    # What the route changes; anything else alone ("encoding", an unknown field) is a 400.
+                    {"anyOf": [{"required": [name]} for name in PATCHED_FIELDS]},
                 ]
             }
         ),
@@ -196,7 +204,24 @@ class KeyPatch(Schema):
     key: KeyMaterial | UnsetType = UNSET
     iv: KeyMaterial | UnsetType = UNSET
     encoding: Encoding | UnsetType = UNSET
-    extra_schema: ClassVar[dict[str, Any]] = {"minProperties": 1, **_KEY_IV_TOGETHER}
+    # What the route changes: metadata, deprecated, or a key (with its iv); anything else alone is a 400.
+    extra_schema: ClassVar[dict[str, Any]] = {
+        "minProperties": 1,
+        **body_rule(
+            {
+                "allOf": [
+                    _KEY_IV_RULE,
+                    {
+                        "anyOf": [
+                            {"required": ["metadata"]},
+                            {"required": ["deprecated"]},
+                            {"required": ["key"], "properties": {"key": {"type": "string"}}},
+                        ]
+                    },
+                ]
+            }
+        ),
+    }
 
 
 KeyIds = Annotated[
