@@ -164,11 +164,11 @@ class GroupCommit:
 
     def _begin(self) -> _Batch:
         conn = self._shared()
-        self._writer.__enter__()
+        self._writer.acquire()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
-            self._writer.__exit__(None, None, None)
+            self._writer.release()
             if isinstance(exc, sqlite3.OperationalError):
                 self._raise_mapped(exc)
             raise
@@ -246,7 +246,7 @@ class GroupCommit:
     def _close(self, batch: _Batch, error: BaseException | None) -> None:
         if self._batch is batch:
             self._batch = None
-            self._writer.__exit__(None, None, None)
+            self._writer.release()
         batch.finish(error)
 
     def _engine_error(self, exc: BaseException) -> BaseException:

@@ -26,23 +26,31 @@ class WriterLock:
         self._threads = threading.Lock()
         self._fd: int | None = None
 
-    def __enter__(self) -> WriterLock:
+    def acquire(self) -> None:
+        """Take the lock (the process's, then the box's); any thread of the process may release it."""
         self._threads.acquire()
         try:
             fcntl.flock(self._file(), fcntl.LOCK_EX)
         except BaseException:
             self._threads.release()
             raise
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def release(self) -> None:
+        """Give the lock back to the next writer of the box."""
         try:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._threads.release()
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
 
     def _file(self) -> int:
         if self._fd is None:

@@ -8,40 +8,20 @@ acknowledged change exactly, at most the one in-flight change, and no stray file
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from telentir.serving import prepare
 
-from ..support import ROOT, config_over, runtime_over, wait_for_output
+from ..crash_support import CHILD_PRELUDE, run_and_kill
+from ..support import config_over, runtime_over
 
 pytestmark = pytest.mark.embedded_only("the order of SQLite rows and ciphertext files on local disk under kill -9")
 
-CHILD = textwrap.dedent("""
-    import json, os, random, sys
-
-    from telentir.services import accounts, objects, roots
-    from tests.support import runtime_over
-
-    rt = runtime_over(sys.argv[1], inline_max_bytes=int(sys.argv[3]))
-    user = accounts.create_user(rt, "crash@example.com", "+15555550100", verified=True)
-    roots.ensure_root(rt, user["id"])
-    store = roots.store_object_ids(rt, user["id"])["contacts"]
-    key = rt.db.query_one("SELECT default_key FROM stores WHERE user_id = ? AND name = 'contacts'",
-                          (user["id"],))[0]
+CHILD = CHILD_PRELUDE + textwrap.dedent("""
     rng = random.Random(int(sys.argv[2]))
-
-    def say(**line):
-        print(json.dumps(line), flush=True)
 
     say(op="ready", user=user["id"])
     live = []
@@ -70,37 +50,6 @@ def _content(rt: Any, row: Any) -> bytes:
     return rt.blobs.read(row["blob"]) if row["blob"] is not None else bytes(row["inline_content"])
 
 
-def _run_and_kill(tmp_path: Path, delay: float, seed: int, inline_max: int) -> list[dict[str, Any]]:
-    script = tmp_path / "writer.py"
-    script.write_text(CHILD)
-    out_path = tmp_path / "writer.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELENTIR_")} | {"PYTHONPATH": str(ROOT)}
-    with open(out_path, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "data"), str(seed), str(inline_max)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_output(proc, out_path, b'"ready"', timeout=30, interval=0.01)
-            time.sleep(delay)  # the point: the kill lands at a different moment of the loop for each delay
-            assert proc.poll() is None, out_path.read_text()[-2000:]
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-    lines = out_path.read_text().splitlines()
-    # The last line may have been cut by the kill; every earlier one is whole.
-    parsed = []
-    for line in lines:
-        try:
-            parsed.append(json.loads(line))
-        except ValueError:
-            assert line is lines[-1], line
-    return parsed
-
-
 def _expected(lines: list[dict[str, Any]]) -> tuple[dict[str, tuple[str, str]], dict[str, Any] | None]:
     """Acknowledged state: object id → (content hex, tag hex); and the operation in flight, if any."""
     state: dict[str, tuple[str, str]] = {}
@@ -121,7 +70,7 @@ def _expected(lines: list[dict[str, Any]]) -> tuple[dict[str, tuple[str, str]], 
 @pytest.mark.parametrize("delay,seed", [(0.0, 1), (0.05, 2), (0.15, 3), (0.3, 4), (0.6, 5)])
 def test_killed_writer_leaves_every_acknowledged_change_and_no_stray_file(tmp_path, delay, seed):
     # Odd seeds keep every ciphertext in files (the file write order), even ones in rows.
-    lines = _run_and_kill(tmp_path, delay, seed, 0 if seed % 2 else 16384)
+    lines = run_and_kill(tmp_path, CHILD, [str(seed), str(0 if seed % 2 else 16384)], delay)
     user_id = lines[0]["user"]
     acked, in_flight = _expected(lines[1:])
     if delay >= 0.15:

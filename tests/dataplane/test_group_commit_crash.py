@@ -9,13 +9,7 @@ acknowledged object exactly, at most each thread's one in-flight create, and no 
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +17,14 @@ import pytest
 
 from telentir.serving import prepare
 
-from ..support import ROOT, config_over, runtime_over, wait_for_output
+from ..crash_support import CHILD_PRELUDE, run_and_kill
+from ..support import config_over, runtime_over
 
 pytestmark = pytest.mark.embedded_only("SQLite's group commit and local files under kill -9")
 
 THREADS = 8
 
-CHILD = textwrap.dedent("""
-    import json, os, random, sys, threading
-
-    from telentir.services import accounts, objects, roots
-    from tests.support import runtime_over
-
-    rt = runtime_over(sys.argv[1], inline_max_bytes=int(sys.argv[3]))
-    user = accounts.create_user(rt, "crash@example.com", "+15555550100", verified=True)
-    roots.ensure_root(rt, user["id"])
-    store = roots.store_object_ids(rt, user["id"])["contacts"]
-    key = rt.db.query_one("SELECT default_key FROM stores WHERE user_id = ? AND name = 'contacts'",
-                          (user["id"],))[0]
-    lines = threading.Lock()
-
-    def say(**line):
-        with lines:  # whole lines, one thread at a time
-            print(json.dumps(line), flush=True)
-
+CHILD = CHILD_PRELUDE + textwrap.dedent("""
     def write(thread):
         rng = random.Random(int(sys.argv[2]) * 100 + thread)
         while True:
@@ -60,36 +38,6 @@ CHILD = textwrap.dedent("""
         threading.Thread(target=write, args=(thread,), daemon=True).start()
     threading.Event().wait()
 """)
-
-
-def _run_and_kill(tmp_path: Path, delay: float, seed: int, inline_max: int) -> list[dict[str, Any]]:
-    script = tmp_path / "writers.py"
-    script.write_text(CHILD)
-    out_path = tmp_path / "writers.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELENTIR_")} | {"PYTHONPATH": str(ROOT)}
-    with open(out_path, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "data"), str(seed), str(inline_max), str(THREADS)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_output(proc, out_path, b'"ready"', timeout=30, interval=0.01)
-            time.sleep(delay)  # the kill lands at a different moment for each delay
-            assert proc.poll() is None, out_path.read_text()[-2000:]
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-    lines = out_path.read_text().splitlines()
-    parsed = []
-    for line in lines:
-        try:
-            parsed.append(json.loads(line))
-        except ValueError:
-            assert line is lines[-1], line  # only the last line may have been cut by the kill
-    return parsed
 
 
 def _expected(lines: list[dict[str, Any]]) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str]]]:
@@ -110,7 +58,7 @@ def test_killed_group_of_writers_leaves_every_acknowledged_create_and_no_stray_f
     tmp_path: Path, delay: float, seed: int
 ) -> None:
     # Odd seeds keep every ciphertext in files (written before the shared transaction), even ones in rows.
-    lines = _run_and_kill(tmp_path, delay, seed, 0 if seed % 2 else 16384)
+    lines = run_and_kill(tmp_path, CHILD, [str(seed), str(0 if seed % 2 else 16384), str(THREADS)], delay)
     user_id = lines[0]["user"]
     acked, in_flight = _expected(lines[1:])
     acks = [line for line in lines if line["op"] == "ack"]

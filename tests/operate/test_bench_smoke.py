@@ -20,17 +20,18 @@ EXPECTED = {
 }
 
 
-def test_quick_benchmark_produces_every_scenario(tmp_path):
-    out = tmp_path / "results.json"
+def _bench(*args: str, timeout: int) -> subprocess.CompletedProcess[str]:
+    """`python -m <args>` from the checkout, which must succeed (its output in the failure)."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--redis-url", redis_url()],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, "-m", *args], check=False, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_quick_benchmark_produces_every_scenario(tmp_path):
+    out = tmp_path / "results.json"
+    done = _bench("bench", "--quick", "--out", str(out), "--redis-url", redis_url(), timeout=300)
     results = json.loads(out.read_text())["results"]
     assert set(results) >= EXPECTED, sorted(results)
     for name in ("1_baseline", "2_create", "3_read"):
@@ -42,15 +43,7 @@ def test_quick_benchmark_produces_every_scenario(tmp_path):
 
 def test_inprocess_json_prints_one_line_of_positive_microseconds():
     """`python -m bench.inprocess --json`: the line the "no cost added" budget is read from (issue 21)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.inprocess", "--json", "--requests", "4"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("bench.inprocess", "--json", "--requests", "4", timeout=120)
     lines = done.stdout.splitlines()
     assert len(lines) == 1, done.stdout
     figures = json.loads(lines[0])
@@ -60,15 +53,7 @@ def test_inprocess_json_prints_one_line_of_positive_microseconds():
 
 
 def test_inprocess_prints_the_noop_line_and_the_ratios():
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.inprocess", "--requests", "2"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("bench.inprocess", "--requests", "2", timeout=120)
     names = [line.split()[0] for line in done.stdout.splitlines()]
     assert names == ["noop", "baseline", "read", "create"], done.stdout
     assert all(line.endswith("× noop") for line in done.stdout.splitlines()), done.stdout
@@ -76,15 +61,7 @@ def test_inprocess_prints_the_noop_line_and_the_ratios():
 
 def test_write_amplification_json_stays_within_three_kilobytes_per_object():
     """`python -m bench.write_amplification --json`: bytes on disk per 1 KiB object, the goal of issue 25."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.write_amplification", "--json", "--objects", "200"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("bench.write_amplification", "--json", "--objects", "200", timeout=120)
     lines = done.stdout.splitlines()
     assert len(lines) == 1, done.stdout
     figures = json.loads(lines[0])
@@ -96,14 +73,6 @@ def test_write_amplification_json_stays_within_three_kilobytes_per_object():
 
 
 def test_write_amplification_prints_the_total_and_each_table():
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.write_amplification", "--objects", "5"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench("bench.write_amplification", "--objects", "5", timeout=120)
     assert done.stdout.startswith("5 objects of 1024 B: "), done.stdout
     assert {line.split()[0] for line in done.stdout.splitlines()[2:]} >= {"events", "objects"}, done.stdout

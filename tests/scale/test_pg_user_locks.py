@@ -14,20 +14,8 @@ from telentir.services import events
 from telentir.storage.db import Transaction
 from telentir.storage.postgres import PostgresDatabase
 
-from ..backends import throwaway_database
-
 WAIT = 10.0  # seconds: what "does not block" may take at most on a loaded box
 BLOCKED = 0.5  # seconds a blocked write is watched still waiting
-
-
-@pytest.fixture
-def pg() -> Iterator[PostgresDatabase]:
-    """A new database with the current schema."""
-    with throwaway_database() as url:
-        db = PostgresDatabase(url, pool_size=8)
-        db.open_schema()
-        yield db
-        db.close()
 
 
 @pytest.fixture

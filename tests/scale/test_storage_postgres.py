@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,6 @@ from telentir.storage.postgres import PostgresDatabase
 
 from ..backends import throwaway_database
 from ..support import ROOT
-
-
-@pytest.fixture
-def pg() -> Iterator[PostgresDatabase]:
-    """A new database with the current schema."""
-    with throwaway_database() as url:
-        db = PostgresDatabase(url, pool_size=8)
-        db.open_schema()
-        yield db
-        db.close()
 
 
 @pytest.mark.parametrize(
