@@ -155,7 +155,8 @@ def _cursor_value(raw: str | None) -> int | None:
 
 # Takes a replayed stream (request, guard, cursor) off its thread: calls `release` (the feed's
 # own subscription is no longer needed) and returns True once the stream has ended, or returns
-# False at once if it cannot take it.
+# False at once if it cannot take it yet (the feed follows on its own and asks again at each
+# wake-up, so a stream is never left unserved while the hub subscribes).
 Handoff = Callable[[FeedRequest, StreamGuard, int, Callable[[], None]], bool]
 
 
@@ -190,9 +191,10 @@ def feed(
                 close_quietly(pubsub)
             pubsub = None
 
-        if handoff is not None and handoff(req, guard, last, release):
-            return
-        yield from _follow(rt, req, guard, pubsub, last, is_closed)
+        def hand_off(cursor: int) -> bool:
+            return handoff is not None and handoff(req, guard, cursor, release)
+
+        yield from _follow(rt, req, guard, pubsub, last, is_closed, hand_off)
     except CredentialEnded as ended:
         log.info("event stream of %s ended: %s", req.user_id, ended)
     except EngineUnavailable as exc:
@@ -365,7 +367,13 @@ _NULL_CONTENT = '"content":null'
 
 
 def _follow(
-    rt: Runtime, req: FeedRequest, guard: StreamGuard, pubsub: PubSub, last: int, is_closed: Callable[[], bool]
+    rt: Runtime,
+    req: FeedRequest,
+    guard: StreamGuard,
+    pubsub: PubSub,
+    last: int,
+    is_closed: Callable[[], bool],
+    hand_off: Callable[[int], bool] = lambda cursor: False,
 ) -> Iterator[Item]:
     """Live events: each broker message is a doorbell, and what happened is read from the table.
 
@@ -385,6 +393,10 @@ def _follow(
     next_beat, sent_at = time.monotonic() + heartbeat, -batch
     pending: int | None = None  # the highest id rung and not yet read
     while not is_closed():
+        # Everything yielded so far was followed by IDLE, so it is on the wire: another
+        # server of the stream (the hub) may take over from `last` (and returns once it ended).
+        if hand_off(last):
+            return
         guard.check_expiry()
         now = time.monotonic()
         if pending is not None and now >= sent_at + batch:

@@ -435,8 +435,10 @@ def handoff_for(rt: Runtime, environ: dict[str, Any]) -> streams.Handoff | None:
 
     def handoff(req: streams.FeedRequest, guard: streams.StreamGuard, last: int, release: Callable[[], None]) -> bool:
         hub = hub_for(rt)
-        if not hub.ready.wait(SUBSCRIBE_SECONDS):
-            return False  # no broker subscription yet: the stream follows in its own thread
+        if not hub.ready.is_set():
+            # No broker subscription yet (a process's first stream; a broker away): the stream
+            # follows in its own thread meanwhile, heartbeats included, and asks again.
+            return False
         release()  # the hub's subscription covers this stream from here on
         hub.attach(req, guard, sock, chunked, last)
         return True

@@ -17,7 +17,7 @@ from telentir.runtime import Runtime
 from ..events_support import HEARTBEAT, RETRY_MS, STREAM_SETTINGS, Account, account
 from ..redis_server import RedisServer, wait_for_numpat
 from ..sse_client import HttpConnection, SSEStream, must_open, open_when_free
-from ..support import ServerProcess, running_server, runtime_over, wait_until
+from ..support import FIXED_MASTER_KEY, ServerProcess, make_user, running_server, runtime_over, wait_until
 
 BIG_CONTENT = "ab" * 16 * 1024  # a 16 KiB ciphertext: its object_created event carries 32 KiB of hex
 
@@ -179,3 +179,48 @@ def test_a_stopped_hub_is_replaced_on_next_use(rt: Runtime) -> None:
     first.close()
     second = hub_for(rt)
     assert second is not first and second.alive
+
+
+def test_a_stream_the_hub_cannot_take_yet_is_served_meanwhile_then_handed_over(tmp_path) -> None:
+    """Until the hub is subscribed the stream's own thread serves it (events, heartbeats); then the hub takes over."""
+    from telentir import close_app, create_app
+    from telentir.services import credentials, keyring, roots
+    from telentir.streaming import feed as streams
+
+    settings = {"data_dir": tmp_path / "data", "master_key": FIXED_MASTER_KEY, "log_level": "ERROR"}
+    app = create_app({**settings, "sse_heartbeat_seconds": 0.3})
+    rt = app.extensions["telentir"]
+    asked: list[int] = []
+    released: list[bool] = []
+    hub_ready_at = time.monotonic() + 1.0
+
+    def handoff(req: streams.FeedRequest, guard: streams.StreamGuard, last: int, release: Callable[[], None]) -> bool:
+        asked.append(last)
+        if time.monotonic() < hub_ready_at:
+            return False  # as while the hub's subscription is not confirmed yet
+        release()
+        released.append(True)
+        return True
+
+    try:
+        user = make_user(rt)
+        roots.ensure_root(rt, user["id"])
+        guard = streams.StreamGuard(credentials.authenticate_principal(rt, user["api_key"]).credential)
+        feed = streams.feed(
+            rt, streams.parse_request(user["id"], "key_created", {}, None), guard, lambda: False, handoff
+        )
+        assert next(feed).kind == "open"
+        key = keyring.create_key(rt, user["id"], "default", None, None, "{}")
+        sent: list[streams.Item] = []
+        for item in feed:  # ends once handed over
+            if item.kind != "idle":
+                sent.append(item)
+            if time.monotonic() > hub_ready_at + 5:
+                break
+        assert released == [True], "the stream was never handed to the hub"
+        kinds = [item.kind for item in sent]
+        assert kinds[0] == "event" and sent[0].data["key_id"] == key["id"], sent
+        assert kinds.count("heartbeat") >= 2, kinds  # a beat every 0.3 s while waiting for the hub
+        assert asked[-1] == sent[0].event_id and len(asked) > 2, asked
+    finally:
+        close_app(app)
