@@ -167,6 +167,19 @@ class MemoryBroker:
         self._patterns: dict[bytes, frozenset[_Mailbox]] = {}
         self._matchers: tuple[_Matcher, ...] = ()
         self._active: set[_Mailbox] = set()
+        self._on_active: Callable[[bool], None] = lambda anyone: None
+        self._announced = False  # what _on_active was last told
+
+    def watch_subscribers(self, on_change: Callable[[bool], None]) -> None:
+        """Tell `on_change` whether anyone is subscribed: now, then at each change.
+
+        True comes before the first subscription takes effect (before its confirmation is
+        queued), False once none is left; calls are made under the broker's lock, in order.
+        """
+        with self._lock:
+            self._on_active = on_change
+            self._announced = bool(self._active)
+            on_change(self._announced)
 
     def publish(self, channel: ChannelT, message: ChannelT) -> int:
         """Send ``message`` to ``channel``; return how many subscriptions received it."""
@@ -208,16 +221,21 @@ class MemoryBroker:
                 box.drop(_DISCONNECTED, "broker closed")
             self._channels, self._patterns, self._matchers = {}, {}, ()
             self._active = set()
+            self._announce(False)
 
     def _connect(self) -> _Mailbox:
         return _Mailbox(self.max_queue, self._evict)
 
     def _subscribe(self, box: _Mailbox, kind: str, names: list[bytes]) -> None:
         with self._lock:
-            for name in box.subscribe(kind, names, self._output):
-                self._add(kind, name, box)
-            self._active.add(box)
-            self._rebuild_matchers(kind)
+            self._announce(True)  # first: whoever publishes after the confirmation must know
+            try:
+                for name in box.subscribe(kind, names, self._output):
+                    self._add(kind, name, box)
+                self._active.add(box)
+                self._rebuild_matchers(kind)
+            finally:
+                self._announce(bool(self._active))  # False again if a closed box refused
 
     def _unsubscribe(self, box: _Mailbox, kind: str, names: list[bytes]) -> None:
         with self._lock:
@@ -226,6 +244,7 @@ class MemoryBroker:
             if not box.is_subscribed():
                 self._active.discard(box)
             self._rebuild_matchers(kind)
+            self._announce(bool(self._active))
 
     def _release(self, box: _Mailbox) -> None:
         with self._lock:
@@ -243,6 +262,13 @@ class MemoryBroker:
         self._active.discard(box)
         if patterns:
             self._rebuild_matchers("psubscribe")
+        self._announce(bool(self._active))
+
+    def _announce(self, anyone: bool) -> None:
+        """Tell the watcher when whether anyone is subscribed changed (under the broker's lock)."""
+        if anyone != self._announced:
+            self._announced = anyone
+            self._on_active(anyone)
 
     def _add(self, kind: str, name: bytes, box: _Mailbox) -> None:
         table = self._patterns if kind in _PATTERN_KINDS else self._channels

@@ -15,12 +15,25 @@ socket left by a killed process refuses datagrams, and its file is removed by th
 sender to notice. A datagram that cannot be sent at once (the peer's buffer is full) is
 dropped and counted: the peer's streams read the table at their next heartbeat anyway, so a
 lost doorbell delays an event, never loses it.
+
+A process with nothing subscribed (no stream has opened there) has nobody to wake: next to
+its socket it keeps a one-byte file, `<pid>.listening`, mapped into memory, set to 1 before
+its broker confirms a first subscription and back to 0 once none is left. A sender reads
+the peer's byte from its own mapping before each doorbell and skips a 0: on the default
+two-worker box, a write no longer wakes the other worker for nothing (bench/RESULTS.md). A
+stream opens only after its subscription is confirmed, and reads the table after that, so
+any write it does not see in that read commits after the byte was 1, and its sender, which
+reads the byte after its commit, rings it. (Locks and system calls on both sides order the
+byte against the database's own shared memory.) A peer without the file (an older version)
+always gets its doorbells, and peers whose byte is 0 are sent a probe at each listing, so a
+killed one is still noticed and forgotten.
 """
 
 import contextlib
 import errno
 import hashlib
 import logging
+import mmap
 import os
 import socket
 import stat
@@ -30,6 +43,7 @@ import time
 from pathlib import Path
 
 from telentir.pubsub.base import Broker
+from telentir.pubsub.memory import MemoryBroker
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +54,11 @@ REFRESH_SECONDS = 1.0
 DATAGRAM_LIMIT = 4096
 _HELLO = b"\x00hello"
 _STOP = b"\x00stop"
+_PROBE = b"\x00probe"  # are you there? (asked of peers with nothing to ring; ignored by them)
+FLAG_SUFFIX = ".listening"
+
+# A peer's socket and the mapping of its "anyone subscribed" byte (None: unknown, always ring).
+Peer = tuple[Path, mmap.mmap | None]
 
 
 def socket_folder(data_dir: Path) -> Path:
@@ -68,9 +87,10 @@ class PeerDoorbells:
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
         self._lock = threading.Lock()
-        self._peers: list[Path] = []
+        self._peers: list[Peer] = []
         self._listed_at = -REFRESH_SECONDS
         self._own: Path | None = None
+        self._own_flag: mmap.mmap | None = None
         self._receiver: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -81,7 +101,8 @@ class PeerDoorbells:
         data = f"{channel}\n{message}".encode()
         if len(data) > DATAGRAM_LIMIT:
             return 0  # not a doorbell of ours (they are tiny): the table read at the heartbeat covers it
-        return sum(not self._send(peer, data) for peer in self._current_peers())
+        # A mapping stays valid while this list holds it, even once a new listing replaced it.
+        return sum(not self._send(peer, data) for peer, flag in self._current_peers() if flag is None or flag[0])
 
     def _send(self, peer: Path, data: bytes) -> bool:
         """Whether the doorbell reached a live peer (a gone one is forgotten and counts as reached)."""
@@ -97,28 +118,34 @@ class PeerDoorbells:
             return False
         return True
 
-    def _current_peers(self) -> list[Path]:
+    def _current_peers(self) -> list[Peer]:
         now = time.monotonic()
         with self._lock:
-            if now - self._listed_at >= REFRESH_SECONDS:
-                self._peers = self._list_peers()
-                self._listed_at = now
-            return self._peers
+            if now - self._listed_at < REFRESH_SECONDS:
+                return self._peers
+            self._peers = peers = self._list_peers()
+            self._listed_at = now
+        for peer, flag in peers:
+            if flag is not None and not flag[0]:
+                self._send(peer, _PROBE)  # skipped by every doorbell: a killed peer is noticed here
+        return self._peers
 
-    def _list_peers(self) -> list[Path]:
+    def _list_peers(self) -> list[Peer]:
         try:
             info = self.folder.stat()
             if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
                 return []  # not ours alone: a stranger's socket there must not hear our doorbells
-            return [p for p in self.folder.iterdir() if p.suffix == ".sock" and p != self._own]
+            sockets = [p for p in self.folder.iterdir() if p.suffix == ".sock" and p != self._own]
         except FileNotFoundError:
             return []
+        return [(peer, _map_flag(peer.with_suffix(FLAG_SUFFIX))) for peer in sockets]
 
     def _forget(self, peer: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            peer.unlink()
+        for path in (peer, peer.with_suffix(FLAG_SUFFIX)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         with self._lock:
-            self._peers = [p for p in self._peers if p != peer]
+            self._peers = [p for p in self._peers if p[0] != peer]
 
     # --- receiving (serving processes) ---------------------------------------------------------
 
@@ -134,6 +161,12 @@ class PeerDoorbells:
         own = self.folder / f"{os.getpid()}.sock"
         with contextlib.suppress(FileNotFoundError):
             own.unlink()  # left by an earlier process with our pid
+        # The byte before the socket: a peer that lists the socket finds the byte too.
+        self._own_flag = _new_flag(own.with_suffix(FLAG_SUFFIX))
+        if isinstance(broker, MemoryBroker):
+            broker.watch_subscribers(self._subscribed)
+        else:
+            self._subscribed(True)  # a broker that cannot tell: ring this process always
         receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         receiver.bind(str(own))
         self._own, self._receiver = own, receiver
@@ -144,7 +177,7 @@ class PeerDoorbells:
         # Say hello: peers list the folder again at once, so this process hears their next doorbell.
         with self._lock:
             self._listed_at = -REFRESH_SECONDS
-        for peer in self._current_peers():
+        for peer, _ in self._current_peers():
             self._send(peer, _HELLO)
 
     def _receive(self, receiver: socket.socket, broker: Broker) -> None:
@@ -158,6 +191,8 @@ class PeerDoorbells:
             if data == _HELLO:
                 with self._lock:
                     self._listed_at = -REFRESH_SECONDS
+                continue
+            if data == _PROBE:
                 continue
             channel, _, message = data.decode(errors="replace").partition("\n")
             try:
@@ -175,6 +210,42 @@ class PeerDoorbells:
                 self._thread.join(timeout=5)
             receiver.close()
         if self._own is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._own.unlink()
+            for path in (self._own, self._own.with_suffix(FLAG_SUFFIX)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         self._sender.close()
+
+    def _subscribed(self, anyone: bool) -> None:
+        """The broker's watcher: set this process's byte (peers read it before each doorbell)."""
+        if self._own_flag is not None:
+            self._own_flag[0] = 1 if anyone else 0
+
+
+def _new_flag(path: Path) -> mmap.mmap:
+    """A fresh one-byte file at `path` (0: nobody subscribed), mapped for writing.
+
+    A new file, never one truncated: a peer may still map an earlier process's file of that
+    name, and reading a mapping past a truncated file's end kills the reader (SIGBUS).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"\x00")
+        return mmap.mmap(fd, 1)
+    finally:
+        os.close(fd)
+
+
+def _map_flag(path: Path) -> mmap.mmap | None:
+    """A peer's byte, mapped for reading; None if it has none (ring it always)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return mmap.mmap(fd, 1, prot=mmap.PROT_READ)
+    except (OSError, ValueError):  # empty: its process died between making and writing it
+        return None
+    finally:
+        os.close(fd)

@@ -100,6 +100,36 @@ def test_a_write_on_one_worker_reaches_a_stream_on_the_other_at_once(
             assert frame.received_at - started < 0.5
 
 
+def test_a_worker_s_first_stream_hears_the_other_worker_s_very_next_write(
+    tmp_path_factory: pytest.TempPathFactory, streams: list[SSEStream]
+) -> None:
+    """A worker with no stream is not rung; once its first stream is open, the next write rings it.
+
+    Embedded default only: a fresh box each time (a worker's first stream), a 30 s heartbeat so
+    that only a doorbell can bring the event in time, and a write just before the stream opens,
+    so the writer has just listed its peers while the other worker had nobody subscribed.
+    """
+    settings = {**STREAM_SETTINGS, "TELENTIR_SSE_HEARTBEAT_SECONDS": "30"}
+    with running_server(tmp_path_factory, "first-stream", workers=2, **settings) as server:
+        with closing(runtime_over(server.data_dir)) as rt:
+            alice = account(rt, server)
+            key_id = alice.writes.key()
+            grouped = connections_by_worker(server.url, 2)
+            try:
+                (write_a, _), (stream_b, _) = grouped.values()
+                put_object(write_a, alice, key_id)  # rung nowhere: B has nothing subscribed yet
+                on_b = must_open(server.url, "object_created", alice.key, conn=stream_b)
+                streams.append(on_b)
+                started = time.monotonic()
+                record = put_object(write_a, alice, key_id)
+                frame = on_b.next_event(timeout=5.0)
+                assert frame.json()["id"] == record["id"]
+                assert frame.received_at - started < 0.5
+            finally:
+                for conn in (c for conns in grouped.values() for c in conns):
+                    conn.close()
+
+
 def test_every_stream_sees_every_worker_s_events_in_order_without_gap_or_duplicate(
     box: ServerProcess,
     box_rt: Runtime,
