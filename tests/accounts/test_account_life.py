@@ -56,18 +56,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield srv
 
 
-@pytest.fixture
-def account(server: ServerProcess) -> Iterator[dict[str, Any]]:
-    """A user signed up and phone-verified through the API: email, phone, token, session, addr."""
-    addr = fresh_addr()
-    made = signup(server.url, headers={"X-Forwarded-For": fresh_addr()})
-    session = _api(server, made["token"], addr)
-    assert session.post("/auth/phone/send").status_code == 200
-    assert session.post("/auth/phone/verify", json={"code": read_code(server, made["phone"])}).status_code == 200
-    yield {**made, "session": session, "addr": addr}
-    session.close()
-
-
 def _cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(server.data_dir, *args, env={"TELENTIR_MASTER_KEY": FIXED_MASTER_KEY})
 

@@ -18,7 +18,7 @@ from telentir.services import audit, credentials, maintenance
 
 from ..operate_support import run_cli
 from ..support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, make_user, running_server, runtime_over
-from .test_auth_flow import PASSWORD, fresh_addr, read_code, signup
+from .test_auth_flow import PASSWORD, fresh_addr, signup
 from .test_two_factor import totp
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -29,18 +29,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the module: open sign-up, behind one proxy hop (X-Forwarded-For names the client)."""
     with running_server(tmp_path_factory, "audit", TELENTIR_SIGNUP="open", TELENTIR_PROXY_HOPS="1") as srv:
         yield srv
-
-
-@pytest.fixture
-def account(server: ServerProcess) -> Iterator[dict[str, Any]]:
-    """A user signed up and phone-verified through the API, calling from an address of its own."""
-    addr = fresh_addr()
-    made = signup(server.url, headers={"X-Forwarded-For": fresh_addr()})
-    session = _api(server, made["token"], addr)
-    assert session.post("/auth/phone/send").status_code == 200
-    assert session.post("/auth/phone/verify", json={"code": read_code(server, made["phone"])}).status_code == 200
-    yield {**made, "session": session, "addr": addr}
-    session.close()
 
 
 def _api(server: ServerProcess, credential: str | None, addr: str) -> Api:

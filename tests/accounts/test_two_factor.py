@@ -22,7 +22,7 @@ import requests
 from ..operate_support import run_cli
 from ..sse_client import SSEStream, must_open, open_stream
 from ..support import FIXED_MASTER_KEY, Api, ServerProcess, assert_error, running_server, wait_until
-from .test_auth_flow import PASSWORD, fresh_addr, read_code, signup
+from .test_auth_flow import PASSWORD, fresh_addr, signup
 
 HEARTBEAT = 1.0
 NEW_PASSWORD = "a brand new passphrase"
@@ -63,19 +63,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     }
     with running_server(tmp_path_factory, "twofa", **settings) as srv:
         yield srv
-
-
-@pytest.fixture
-def account(server: ServerProcess) -> Iterator[dict[str, Any]]:
-    """A user signed up and phone-verified through the API: email, phone, token, addr (its own client address)."""
-    addr = fresh_addr()
-    made = signup(server.url, headers={"X-Forwarded-For": fresh_addr()})
-    session = Api(server.url, made["token"])
-    session.session.headers["X-Forwarded-For"] = addr
-    assert session.post("/auth/phone/send").status_code == 200
-    assert session.post("/auth/phone/verify", json={"code": read_code(server, made["phone"])}).status_code == 200
-    yield {**made, "session": session, "addr": addr}
-    session.close()
 
 
 def _api(server: ServerProcess, credential: str | None, addr: str) -> Api:
