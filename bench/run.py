@@ -68,6 +68,7 @@ class Bench:
         self.redis_url = redis_url
         self.results: dict[str, Any] = {}
         self.baseline_rps: float | None = None
+        self.baseline_cpu_us: float | None = None
 
     def server(self, data: Path, env: dict[str, str] | None = None, **options: Any) -> Server:
         """The real server over `data`, with this run's worker class (and worker count unless given), started."""
@@ -85,11 +86,17 @@ class Bench:
     ) -> dict[str, Any]:
         """Run one HTTP load after a warm-up, with memory watched, and record it (ratio to the baseline)."""
         load.warm_up(server.url, spec, connections or self.sizes.connections, self.sizes.warmup_seconds)
+        cpu_before = server.cpu_seconds()
         with MemoryWatch(server) as memory:
             result = load.run(server.url, spec, connections or self.sizes.connections, self.sizes.seconds)
-        entry = {**result.as_dict(), "peak_rss_mib": round(memory.peak_mib, 1)}
+        # The workers' CPU per request: steadier than req/s on a shared box, whose other load
+        # slows every request alike (wrk's own CPU is not in it).
+        cpu_us = (server.cpu_seconds() - cpu_before) * 1e6 / max(result.requests, 1)
+        entry = {**result.as_dict(), "peak_rss_mib": round(memory.peak_mib, 1), "cpu_us_per_request": round(cpu_us)}
         if self.baseline_rps:
             entry["ratio_to_baseline"] = round(result.rps / self.baseline_rps, 2)
+        if self.baseline_cpu_us:
+            entry["cpu_ratio_to_baseline"] = round(cpu_us / self.baseline_cpu_us, 2)
         self.results[name] = entry
         return entry
 
@@ -123,7 +130,7 @@ def scenario_http(
     try:
         if not suffix:
             base = bench.http(server, user, "1_baseline", load.Load("GET", ["/api/server"], _auth(user)))
-            bench.baseline_rps = base["rps"]
+            bench.baseline_rps, bench.baseline_cpu_us = base["rps"], base["cpu_us_per_request"]
         bench.http(server, user, f"2_create{suffix}", _create_load(user))
         bench.http(server, user, f"3_read{suffix}", load.Load("GET", [f"/api/objects/{i}" for i in ids], _auth(user)))
     finally:

@@ -86,6 +86,18 @@ class Server:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(p) for p in children.read_text().split()] if children.exists() else []
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the workers have used so far (a worker gone meanwhile counts 0)."""
+        ticks = 0
+        for pid in self.worker_pids():
+            try:
+                # Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def rss_bytes(self) -> int:
         """Resident memory of all workers."""
         total = 0
