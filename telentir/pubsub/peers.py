@@ -26,8 +26,8 @@ any write it does not see in that read commits after the byte was 1, and its sen
 reads the byte after its commit, rings it. (Locks and system calls on both sides order the
 byte against the database's own shared memory.) A peer without the file (an older version)
 always gets its doorbells, and peers whose byte is 0 are sent a probe at each listing, so a
-killed one is still noticed and forgotten. A worker's stream hub keeps its subscription once
-it has served a stream (streaming/hub.py), so such a worker stays rung from then on.
+killed one is still noticed and forgotten. A worker's stream hub gives its subscription up
+half a minute after its last stream ended (streaming/hub.py): from then on it is rung no more.
 """
 
 import contextlib

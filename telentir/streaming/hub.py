@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 MAX_BACKLOG_BYTES = 4 * 2**20
 SUBSCRIBE_SECONDS = 5.0
 RESUBSCRIBE_PAUSE_SECONDS = 0.5
+# With no stream for this long the hub gives its subscription to the in-process broker up (and
+# takes it again for the next stream): a worker with nothing subscribed is not rung by the
+# box's other workers (pubsub/peers.py). On Redis it keeps it (a subscription there costs the
+# worker every doorbell of the deployment; giving it up too is left for a later change).
+IDLE_RELEASE_SECONDS = 30.0
 
 
 # One round's encoded rows for streams of one (type, user, pattern, cursor, rung): the bytes,
@@ -84,6 +89,11 @@ class SSEHub:
         self.heartbeat = rt.config.sse_heartbeat_seconds
         self.ready = threading.Event()  # set while the broker subscription is confirmed
         self._closed = threading.Event()
+        self._wanted = threading.Event()  # set while the hub should hold a subscription
+        self._wanted.set()
+        self._release = threading.Event()  # the writer found the hub idle: the broker thread unsubscribes
+        self._attaching = 0  # handoffs that found the hub ready and have not queued their stream yet
+        self._idle_since = time.monotonic()
         self._lock = threading.Lock()
         self._rung: dict[tuple[str, str], int] = {}
         self._rung_all = False
@@ -104,12 +114,23 @@ class SSEHub:
 
     # --- request threads --------------------------------------------------------------
 
+    def reserve(self) -> bool:
+        """Whether the hub can take a stream now (then `attach` it); if not, it subscribes for the next try."""
+        with self._lock:
+            if self.ready.is_set():
+                self._attaching += 1  # the hub keeps its subscription until this stream is queued
+                return True
+            self._wanted.set()
+            return False
+
     def attach(
         self, req: streams.FeedRequest, guard: streams.StreamGuard, sock: socket.socket, chunked: bool, last: int
     ) -> None:
-        """Serve this stream from the hub; returns once it has ended (client gone, credential ended, hub closed)."""
+        """Serve a stream `reserve` made room for; returns once it ended (client gone, credential over, hub closed)."""
         stream = HubStream(req, guard, sock, chunked, last, self.heartbeat)
-        self._incoming.put(stream)
+        with self._lock:
+            self._incoming.put(stream)
+            self._attaching -= 1
         self._wake()
         while not stream.done.wait(timeout=1.0):
             if not self._threads[1].is_alive():
@@ -126,6 +147,7 @@ class SSEHub:
             if self._closed.is_set():
                 return
             self._closed.set()
+        self._wanted.set()  # the broker thread may be waiting to be wanted: let it see the close
         self._wake()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -143,10 +165,14 @@ class SSEHub:
 
     def _broker_loop(self) -> None:
         while not self._closed.is_set():
+            self._wanted.wait()
+            if self._closed.is_set():
+                return
             pubsub: PubSub | None = None
+            released = False
             try:
                 pubsub = self.rt.broker.pubsub()
-                self._follow_broker(pubsub)
+                released = self._follow_broker(pubsub)
             except BrokerError as exc:
                 if not self._closed.is_set():
                     log.warning("stream hub lost the event broker (%s); its streams end and clients resume", exc)
@@ -154,7 +180,7 @@ class SSEHub:
                 self.ready.clear()
                 if pubsub is not None:
                     close_quietly(pubsub)
-            if not self._closed.is_set():
+            if not released and not self._closed.is_set():
                 # Streams attached meanwhile would miss doorbells: end them all, as a stream
                 # served by its own thread ends when its subscription breaks.
                 with self._lock:
@@ -162,10 +188,14 @@ class SSEHub:
                 self._wake()
                 self._closed.wait(RESUBSCRIBE_PAUSE_SECONDS)
 
-    def _follow_broker(self, pubsub: PubSub) -> None:
+    def _follow_broker(self, pubsub: PubSub) -> bool:
+        """Note every doorbell until the hub closes (False) or, idle, gives its subscription up (True)."""
         pubsub.psubscribe("*")
         deadline = time.monotonic() + SUBSCRIBE_SECONDS
         while not self._closed.is_set():
+            if self._release.is_set():
+                self._release.clear()
+                return True
             message = pubsub.get_message(timeout=0.5)
             if message is None:
                 if not self.ready.is_set() and time.monotonic() > deadline:
@@ -173,10 +203,13 @@ class SSEHub:
                 continue
             if message["type"] == "psubscribe":
                 # Confirmed (again, after redis-py reconnected): doorbells may have been missed.
-                self.ready.set()
+                with self._lock:
+                    if not self._release.is_set():  # not while giving the subscription up
+                        self.ready.set()
                 self._ring_all()
             elif message["type"] == "pmessage":
                 self._note(message["channel"], message["data"])
+        return False
 
     def _note(self, channel: str, data: str) -> None:
         event_type, _, rest = channel.partition(":")
@@ -225,6 +258,7 @@ class SSEHub:
         """Take new streams, end all if the broker was lost, deliver what rang, send heartbeats."""
         while not self._incoming.empty():
             self._add(self._incoming.get())
+        self._release_if_idle()
         with self._lock:
             rung, self._rung = self._rung, {}
             rung_all, self._rung_all = self._rung_all, False
@@ -258,6 +292,21 @@ class SSEHub:
                     # One stream's failure (a read error) ends that stream, not the hub.
                     log.exception("event stream of %s failed; it ends and the client resumes", stream.req.user_id)
                     self._end(stream)
+
+    def _release_if_idle(self) -> None:
+        """With no stream for IDLE_RELEASE_SECONDS, have the broker thread give the subscription up."""
+        if self._streams or not self.rt.broker.in_process:
+            self._idle_since = time.monotonic()
+            return
+        if not self.ready.is_set() or time.monotonic() - self._idle_since < IDLE_RELEASE_SECONDS:
+            return
+        with self._lock:
+            # A stream reserved meanwhile keeps the subscription; from here no handoff finds the hub ready.
+            if self._attaching or not self._incoming.empty():
+                return
+            self.ready.clear()
+            self._wanted.clear()
+            self._release.set()
 
     def _rung_streams(self, key: tuple[str, str]) -> list[HubStream]:
         """The streams a doorbell on (type, user) concerns: a revocation's concerns every stream of the user."""
@@ -435,9 +484,10 @@ def handoff_for(rt: Runtime, environ: dict[str, Any]) -> streams.Handoff | None:
 
     def handoff(req: streams.FeedRequest, guard: streams.StreamGuard, last: int, release: Callable[[], None]) -> bool:
         hub = hub_for(rt)
-        if not hub.ready.is_set():
-            # No broker subscription yet (a process's first stream; a broker away): the stream
-            # follows in its own thread meanwhile, heartbeats included, and asks again.
+        if not hub.reserve():
+            # No broker subscription yet (a process's first stream, the first after an idle
+            # spell, a broker away): the stream follows in its own thread meanwhile,
+            # heartbeats included, and asks again.
             return False
         release()  # the hub's subscription covers this stream from here on
         hub.attach(req, guard, sock, chunked, last)

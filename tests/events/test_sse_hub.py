@@ -224,3 +224,37 @@ def test_a_stream_the_hub_cannot_take_yet_is_served_meanwhile_then_handed_over(t
         assert asked[-1] == sent[0].event_id and len(asked) > 2, asked
     finally:
         close_app(app)
+
+
+def test_an_idle_hub_gives_its_subscription_up_and_takes_it_again(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no stream for IDLE_RELEASE_SECONDS the hub unsubscribes (its worker is rung no more); a stream keeps it."""
+    import threading
+
+    from telentir.services import credentials
+    from telentir.streaming import feed as streams
+    from telentir.streaming import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "IDLE_RELEASE_SECONDS", 0.3)
+    hub = hub_module.SSEHub(rt)
+    client, server_end = socket.socketpair()
+    try:
+        assert hub.ready.wait(5) and rt.broker.subscriber_count() == 1
+        wait_until(lambda: not hub.ready.is_set() and rt.broker.subscriber_count() == 0, timeout=5)
+        assert not hub.reserve()  # not now: it subscribes again for the stream's next try
+        assert hub.ready.wait(5) and rt.broker.subscriber_count() == 1
+        assert hub.reserve()
+        user = make_user(rt)
+        guard = streams.StreamGuard(credentials.authenticate_principal(rt, user["api_key"]).credential)
+        req = streams.parse_request(user["id"], "object_created", {}, None)
+        served = threading.Thread(target=hub.attach, args=(req, guard, server_end, False, 0))
+        served.start()
+        time.sleep(1.0)  # three idle spells long: the stream keeps the subscription
+        assert hub.ready.is_set() and rt.broker.subscriber_count() == 1
+        client.close()  # the client leaves: the stream ends, then the hub is idle again
+        served.join(timeout=5)
+        assert not served.is_alive()
+        wait_until(lambda: not hub.ready.is_set() and rt.broker.subscriber_count() == 0, timeout=5)
+    finally:
+        hub.close()
+        client.close()
+        server_end.close()
