@@ -226,6 +226,7 @@ def test_a_stream_the_hub_cannot_take_yet_is_served_meanwhile_then_handed_over(t
         close_app(app)
 
 
+@pytest.mark.embedded_only("the in-process broker, the only one an idle hub unsubscribes from")
 def test_an_idle_hub_gives_its_subscription_up_and_takes_it_again(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no stream for IDLE_RELEASE_SECONDS the hub unsubscribes (its worker is rung no more); a stream keeps it."""
     import threading
