@@ -168,6 +168,9 @@ class SSEHub:
             self._wanted.wait()
             if self._closed.is_set():
                 return
+            # A release asked for while the last subscription broke instead is void: this one is new
+            # (and `ready` is clear, so the writer asks for no other until it is confirmed).
+            self._release.clear()
             pubsub: PubSub | None = None
             released = False
             try:
@@ -194,7 +197,6 @@ class SSEHub:
         deadline = time.monotonic() + SUBSCRIBE_SECONDS
         while not self._closed.is_set():
             if self._release.is_set():
-                self._release.clear()
                 return True
             message = pubsub.get_message(timeout=0.5)
             if message is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -229,8 +230,6 @@ def test_a_stream_the_hub_cannot_take_yet_is_served_meanwhile_then_handed_over(t
 @pytest.mark.embedded_only("the in-process broker, the only one an idle hub unsubscribes from")
 def test_an_idle_hub_gives_its_subscription_up_and_takes_it_again(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no stream for IDLE_RELEASE_SECONDS the hub unsubscribes (its worker is rung no more); a stream keeps it."""
-    import threading
-
     from telentir.services import credentials
     from telentir.streaming import feed as streams
     from telentir.streaming import hub as hub_module
