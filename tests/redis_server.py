@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import redis
@@ -75,6 +76,19 @@ class RedisServer:
             return int(client.pubsub_numpat())
         finally:
             client.close()
+
+
+def settled_numpat(server: RedisServer, quiet: float, timeout: float = 15.0) -> int:
+    """PUBSUB NUMPAT once it has not changed for `quiet` seconds (other servers' streams settle first)."""
+    deadline = time.monotonic() + timeout
+    value, since = server.numpat(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"PUBSUB NUMPAT never held still for {quiet} s (last {value})")
+        time.sleep(0.1)
+        if (now := server.numpat()) != value:
+            value, since = now, time.monotonic()
+    return value
 
 
 def wait_for_numpat(server: RedisServer, expected: int, timeout: float) -> None:

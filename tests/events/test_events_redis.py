@@ -24,7 +24,7 @@ from telentir.runtime import Runtime
 
 from ..events_support import HEARTBEAT, STREAM_SETTINGS, account
 from ..private_services import redis_url
-from ..redis_server import RedisServer, wait_for_numpat
+from ..redis_server import RedisServer, settled_numpat, wait_for_numpat
 from ..sse_client import (
     Refused,
     SSEStream,
@@ -148,8 +148,10 @@ def test_disconnect_releases_the_redis_subscription_within_a_heartbeat(
     server = threaded_server
     with closing(runtime_over(server.data_dir)) as rt:
         alice = account(rt, server)
-    # Other servers of this module share the Redis (each with its hub's one subscription): count from theirs.
-    base = redis_up.numpat()
+    # Other servers of this module share the Redis (each with its hub's one subscription): count from
+    # theirs, once settled: a stream there holds its own subscription until its hub takes it over
+    # (within a second), and one whose client left until its server notices (within a heartbeat).
+    base = settled_numpat(redis_up, quiet=HEARTBEAT + 0.5)
     streams += [must_open(server.url, kind, alice.key) for kind in ("key_created", "object_created", "publish")]
     # Each stream's own pattern, and the revocation pattern of their one credential (NUMPAT counts it once).
     wait_for_numpat(redis_up, base + 4, timeout=HEARTBEAT + 1)
