@@ -6,8 +6,10 @@
 // "aes-256-gcm", publicEncrypt with RSA_PKCS1_OAEP_PADDING and oaepHash "sha256").
 //
 // stdin: {"privateKey": b64url PKCS#8, "publicKey": b64url SPKI,
-//         "open": [{"key", "iv", "content", "auth_tag"}], "seal": "<plaintext>"}
-// stdout: {"console": {"opened": [...], "sealed": {...}}, "sdk": {"opened": [...], "sealed": {...}}}
+//         "open": [{"key", "iv", "content", "auth_tag"}], "seal": "<plaintext>",
+//         "defaultKey": {"key", "iv"} (a store's default key record, as GET /keys/{id} answers it)}
+// stdout: {"console": {"opened": [...], "sealed": {...}},
+//          "sdk": {"opened": [...], "sealed": {...}, "sealedUnderDefault": {"content", "authTag"}}}
 import * as nodeCrypto from "node:crypto";
 
 // Node 18 (Debian bookworm's) has WebCrypto, but not yet as a global: the browser's name for it.
@@ -51,7 +53,15 @@ function sdkSide() {
     content: content.toString("hex"),
     authTag: cipher.getAuthTag().toString("hex"),
   };
-  return { opened, sealed };
+  // The SDK's create() into a store: AES-GCM under the store's default key record (its key and IV).
+  const defaultAes = nodeCrypto.privateDecrypt(oaep(privateKey), Buffer.from(input.defaultKey.key, "hex"));
+  const underDefault = nodeCrypto.createCipheriv("aes-256-gcm", defaultAes, Buffer.from(input.defaultKey.iv, "hex"));
+  const defaultContent = Buffer.concat([underDefault.update(Buffer.from(input.seal, "utf-8")), underDefault.final()]);
+  const sealedUnderDefault = {
+    content: defaultContent.toString("hex"),
+    authTag: underDefault.getAuthTag().toString("hex"),
+  };
+  return { opened, sealed, sealedUnderDefault };
 }
 
 process.stdout.write(JSON.stringify({ console: await consoleSide(), sdk: sdkSide() }));

@@ -2,8 +2,9 @@
 
 What the client writes, both JavaScript implementations decrypt; what each of them seals,
 stored the way the console (`POST /keys` with the wrapped key, then `POST /objects`) and the
-SDK do it, the client reads. Node.js runs the JavaScript (the console's module needs no
-browser: WebCrypto, atob and btoa are Node's too).
+SDK do it, the client reads, and so is what node:crypto seals under a store's default key (the
+SDK's create()). Node.js runs the JavaScript (the console's module needs no browser: WebCrypto,
+atob and btoa are Node's too). The SDK itself is not on npm: this stands in for it.
 """
 
 from __future__ import annotations
@@ -66,11 +67,13 @@ def test_javascript_reads_what_the_client_writes_and_the_client_reads_what_javas
             {"key": key["key"], "iv": key["iv"], "content": record["content"], "auth_tag": record["auth_tag"]}
         )
     default = telentir.root["servers"]["default"]
+    default_key = api(telentir, "GET", f"/keys/{telentir.calls.default_key}")
     document = {
         "privateKey": default["privateKey"],
         "publicKey": default["publicKey"],
         "open": opened,
         "seal": json.dumps({"from": "javascript", "list": [1, None]}),
+        "defaultKey": {"key": default_key["key"], "iv": default_key["iv"]},
     }
     result = javascript(tmp_path, document)
 
@@ -92,3 +95,10 @@ def test_javascript_reads_what_the_client_writes_and_the_client_reads_what_javas
         }
         created = api(telentir, "POST" if side == "console" else "PUT", "/objects", body)
         assert telentir.tasks.get(created["id"]) == {"from": "javascript", "list": [1, None], "id": created["id"]}
+
+    # The SDK's create() into a store, under the store's default key: the client reads it.
+    under_default = result["sdk"]["sealedUnderDefault"]
+    body = {**under_default, "keyId": telentir.calls.default_key, "relatedId": telentir.calls.id}
+    created = api(telentir, "PUT", "/objects", body)
+    assert telentir.calls.get(created["id"]) == {"from": "javascript", "list": [1, None], "id": created["id"]}
+    assert telentir.calls.all() == [telentir.calls.get(created["id"])]
