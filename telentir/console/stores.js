@@ -31,6 +31,10 @@ export class StoresView {
     this.query = "";
     this.expected = new Map(); // key id -> opened: our own writes on their way (their events need no decrypt)
     this.reader = null; // AbortController of the open store's background read
+    // Resolves once a store is open: an import, export or new item asked for before that waits for it.
+    this.opened = new Promise((resolve) => {
+      this.markOpened = resolve;
+    });
     this.table = new ItemsTable($("#items"), {
       onSort: (field) => this.sortBy(field),
       onOpen: (id) => this.detail.open(id),
@@ -118,6 +122,7 @@ export class StoresView {
     this.reader?.abort();
     this.reader = new AbortController();
     this.collection = new Collection(name, this.stores[name].id);
+    this.markOpened();
     this.page = 0;
     this.sort = null;
     this.query = "";
@@ -307,7 +312,8 @@ export class StoresView {
 
   // --- writes and live changes ------------------------------------------------------------------
 
-  newItem() {
+  async newItem() {
+    await this.opened;
     const collection = this.collection;
     this.editor.open({ relatedId: collection.storeId, label: `New item in ${collection.name}` }, (record, known) =>
       this.ownWrite(record, known),

@@ -238,6 +238,34 @@ def test_cancel_stops_an_import_and_says_how_far_it_got(
     assert len(store_values(api)) == stored
 
 
+def test_an_import_or_export_started_before_the_store_opens_waits_for_it(
+    server: ServerProcess, person: dict[str, Any], api: Api, open_page: Any, tmp_path: Path
+) -> None:
+    page = open_page().page
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # the event streams hang: the page opens its first store only after a while
+        held.append(route)
+
+    page.route("**/api/events/**", hold)
+    (tmp_path / "early.csv").write_text("name,email\nEarly Bird,early@example.net\n")
+    page.goto(server.url + "/console")
+    page.get_by_text("Sign in with an API key").click()
+    page.get_by_label("API key").fill(person["api_key"])
+    page.get_by_role("button", name="Use this API key").click()
+    expect(page.locator("#stores-view")).to_be_visible()
+    assert page.locator("#store-name").inner_text() == ""  # no store open yet
+    import_file(page, tmp_path / "early.csv")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export JSON").click()
+        expect(page.locator("#import-status")).to_have_text("Imported 1 item")
+    assert download.value.suggested_filename == "contacts.json"
+    assert store_values(api) == [{"name": "Early Bird", "email": "early@example.net"}]
+    expect(items_table(page).locator("tbody tr")).to_have_count(1)
+    for route in held:
+        route.continue_()
+
+
 # --- the item dialog: JSON, edit, related items, publish, delete -----------------------------------------------
 
 
