@@ -66,16 +66,24 @@ export class StoresView {
     return Object.keys(this.stores).find((name) => this.stores[name].id === id) ?? null;
   }
 
+  // Each store's button is named by the store alone and described by its count: a screen reader says
+  // "contacts, 120", not "contacts120".
   renderStoreList() {
-    const items = Object.keys(this.stores).map((name) =>
+    const items = Object.keys(this.stores).map((name, index) =>
       h(
         "li",
         {},
         h(
           "button",
-          { type: "button", dataset: { store: name }, onclick: () => this.select(name) },
-          h("span", { class: "store-label" }, name),
-          h("span", { class: "store-count" }, "…"),
+          {
+            type: "button",
+            dataset: { store: name },
+            "aria-labelledby": `store-${index}-label`,
+            "aria-describedby": `store-${index}-count`,
+            onclick: () => this.select(name),
+          },
+          h("span", { class: "store-label", id: `store-${index}-label` }, name),
+          h("span", { class: "store-count", id: `store-${index}-count` }, "…"),
         ),
       ),
     );

@@ -93,6 +93,9 @@ def test_a_csv_is_imported_searched_and_exported_all_decrypted_in_the_page(
         expect(table.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
     expect(page.locator("#page-info")).to_have_text(f"Items 1–100 of {ROWS}")
     expect(page.locator('[data-store="contacts"] .store-count')).to_have_text(str(ROWS))
+    # The store's button is named by the store alone; its count describes it (not "contacts120").
+    store_button = page.locator("#stores-view").get_by_role("button", name="contacts", exact=True)
+    expect(store_button).to_have_accessible_description(str(ROWS))
 
     page.get_by_role("searchbox", name="Search this store").fill("PERSON042@")  # any case
     rows = table.locator("tbody tr")
