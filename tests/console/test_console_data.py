@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,32 @@ def test_cancel_stops_an_import_and_says_how_far_it_got(
     expect(page.locator('[data-store="contacts"] .store-count')).to_have_text(str(stored))
     page.wait_for_timeout(1000)
     assert len(store_values(api)) == stored
+
+
+def test_an_import_retries_a_busy_server_and_reports_what_failed(
+    server: ServerProcess, person: dict[str, Any], api: Api, open_page: Any, tmp_path: Path
+) -> None:
+    page = open_page().page
+    posts: list[str] = []
+
+    def answer(route: Any) -> None:  # the 2nd create is answered 429 once (tried again), the 4th refused
+        if route.request.method == "POST":
+            posts.append(route.request.url)
+            if len(posts) == 2:
+                return route.fulfill(status=429, json={"error": "rate_limited", "message": "Slow down."})
+            if len(posts) == 4:
+                return route.fulfill(status=400, json={"error": "bad_request", "message": "Refused for the test."})
+        return route.continue_()
+
+    page.route("**/api/objects", answer)
+    sign_in_with_api_key(page, server.url, person["api_key"])
+    (tmp_path / "six.json").write_text(json.dumps([{"name": f"Six {n}"} for n in range(6)]))
+    import_file(page, tmp_path / "six.json")
+    summary = r"^Imported 5 items; 1 failed \(first error: item \d: Refused for the test\.\)$"
+    expect(page.locator("#import-status")).to_have_text(re.compile(summary))
+    assert len(posts) == 7  # six creates and the one tried again
+    assert len(store_values(api)) == 5  # which one failed depends on which of four writes ran first
+    expect(page.locator("#items tbody tr")).to_have_count(5)
 
 
 def test_an_import_or_export_started_before_the_store_opens_waits_for_it(
