@@ -125,7 +125,7 @@ export class StoresView {
       if (button.dataset.store === name) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
     }
-    $("#store-name").textContent = name;
+    $("#store-name").textContent = `Items of ${name}`; // the bare name is its button's alone
     this.table.label(name);
     this.reader?.abort();
     this.reader = new AbortController();

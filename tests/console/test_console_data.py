@@ -97,6 +97,10 @@ def test_a_csv_is_imported_searched_and_exported_all_decrypted_in_the_page(
     # The store's button is named by the store alone; its count describes it (not "contacts120").
     store_button = page.locator("#stores-view").get_by_role("button", name="contacts", exact=True)
     expect(store_button).to_have_accessible_description(str(ROWS))
+    # The panel's heading says what it lists; the store's bare name is its button's alone.
+    expect(page.get_by_role("heading", name="Items of contacts")).to_be_visible()
+    page.locator("#stores-view").get_by_text("contacts", exact=True).click()
+    expect(store_button).to_have_attribute("aria-current", "true")
 
     page.get_by_role("searchbox", name="Search this store").fill("PERSON042@")  # any case
     rows = table.locator("tbody tr")
