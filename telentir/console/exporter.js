@@ -17,6 +17,7 @@ export class Exporter {
   }
 
   async run(button, format) {
+    await this.view.opened; // a click before the first store opens exports that store
     const collection = this.view.collection;
     await busy(button, this.view.error, async () => {
       if (!collection.complete) {

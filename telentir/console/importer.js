@@ -35,7 +35,6 @@ export class Importer {
   }
 
   async run(file) {
-    const collection = this.view.collection;
     show($("#import-panel"));
     say($("#import-error"), "");
     let records;
@@ -53,6 +52,8 @@ export class Importer {
     show($("#import-cancel"));
     $("#import-cancel").focus();
     try {
+      await this.view.opened; // a file picked before the first store opens goes into that store
+      const collection = this.view.collection;
       const outcome = await this.create(collection, records, this.controller.signal);
       this.progress(outcome.done, records.length, summary(outcome, records.length));
     } finally {

@@ -31,6 +31,10 @@ export class StoresView {
     this.query = "";
     this.expected = new Map(); // key id -> opened: our own writes on their way (their events need no decrypt)
     this.reader = null; // AbortController of the open store's background read
+    // Resolves once a store is open: an import, export or new item asked for before that waits for it.
+    this.opened = new Promise((resolve) => {
+      this.markOpened = resolve;
+    });
     this.table = new ItemsTable($("#items"), {
       onSort: (field) => this.sortBy(field),
       onOpen: (id) => this.detail.open(id),
@@ -62,16 +66,24 @@ export class StoresView {
     return Object.keys(this.stores).find((name) => this.stores[name].id === id) ?? null;
   }
 
+  // Each store's button is named by the store alone and described by its count: a screen reader says
+  // "contacts, 120", not "contacts120".
   renderStoreList() {
-    const items = Object.keys(this.stores).map((name) =>
+    const items = Object.keys(this.stores).map((name, index) =>
       h(
         "li",
         {},
         h(
           "button",
-          { type: "button", dataset: { store: name }, onclick: () => this.select(name) },
-          h("span", { class: "store-label" }, name),
-          h("span", { class: "store-count" }, "…"),
+          {
+            type: "button",
+            dataset: { store: name },
+            "aria-labelledby": `store-${index}-label`,
+            "aria-describedby": `store-${index}-count`,
+            onclick: () => this.select(name),
+          },
+          h("span", { class: "store-label", id: `store-${index}-label` }, name),
+          h("span", { class: "store-count", id: `store-${index}-count` }, "…"),
         ),
       ),
     );
@@ -113,11 +125,12 @@ export class StoresView {
       if (button.dataset.store === name) button.setAttribute("aria-current", "true");
       else button.removeAttribute("aria-current");
     }
-    $("#store-name").textContent = name;
+    $("#store-name").textContent = `Items of ${name}`; // the bare name is its button's alone
     this.table.label(name);
     this.reader?.abort();
     this.reader = new AbortController();
     this.collection = new Collection(name, this.stores[name].id);
+    this.markOpened();
     this.page = 0;
     this.sort = null;
     this.query = "";
@@ -307,7 +320,8 @@ export class StoresView {
 
   // --- writes and live changes ------------------------------------------------------------------
 
-  newItem() {
+  async newItem() {
+    await this.opened;
     const collection = this.collection;
     this.editor.open({ relatedId: collection.storeId, label: `New item in ${collection.name}` }, (record, known) =>
       this.ownWrite(record, known),

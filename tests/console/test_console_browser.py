@@ -77,7 +77,7 @@ def test_a_contact_made_in_the_page_is_stored_encrypted_and_arrives_live_elsewhe
 ) -> None:
     first = open_page()
     sign_in_with_password(first.page, server.url, person["email"])
-    expect(first.page.locator("#store-name")).to_have_text("contacts")
+    expect(first.page.locator("#store-name")).to_have_text("Items of contacts")
     second = open_page()  # another browser, signed in with an API key: another client
     sign_in_with_api_key(second.page, server.url, person["api_key"])
 
@@ -369,7 +369,7 @@ def test_a_connect_job_fills_the_store_live_and_shows_its_summary(
     page.get_by_label("More parameters (JSON object, optional)").fill('{"mode": "slow", "delay_ms": 400}')
     page.get_by_role("button", name="Start the job").click()
 
-    expect(page.locator("#store-name")).to_have_text("tasks")  # the page shows the store it fills
+    expect(page.locator("#store-name")).to_have_text("Items of tasks")  # the page shows the store it fills
     # Items arrive while the job still runs: the store fills live, not at the end.
     page.wait_for_function(
         "() => document.querySelector('#job-panel').dataset.state === 'running'"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,13 @@ def test_a_csv_is_imported_searched_and_exported_all_decrypted_in_the_page(
         expect(table.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
     expect(page.locator("#page-info")).to_have_text(f"Items 1–100 of {ROWS}")
     expect(page.locator('[data-store="contacts"] .store-count')).to_have_text(str(ROWS))
+    # The store's button is named by the store alone; its count describes it (not "contacts120").
+    store_button = page.locator("#stores-view").get_by_role("button", name="contacts", exact=True)
+    expect(store_button).to_have_accessible_description(str(ROWS))
+    # The panel's heading says what it lists; the store's bare name is its button's alone.
+    expect(page.get_by_role("heading", name="Items of contacts")).to_be_visible()
+    page.locator("#stores-view").get_by_text("contacts", exact=True).click()
+    expect(store_button).to_have_attribute("aria-current", "true")
 
     page.get_by_role("searchbox", name="Search this store").fill("PERSON042@")  # any case
     rows = table.locator("tbody tr")
@@ -236,6 +244,60 @@ def test_cancel_stops_an_import_and_says_how_far_it_got(
     expect(page.locator('[data-store="contacts"] .store-count')).to_have_text(str(stored))
     page.wait_for_timeout(1000)
     assert len(store_values(api)) == stored
+
+
+def test_an_import_retries_a_busy_server_and_reports_what_failed(
+    server: ServerProcess, person: dict[str, Any], api: Api, open_page: Any, tmp_path: Path
+) -> None:
+    page = open_page().page
+    posts: list[str] = []
+
+    def answer(route: Any) -> None:  # the 2nd create is answered 429 once (tried again), the 4th refused
+        if route.request.method == "POST":
+            posts.append(route.request.url)
+            if len(posts) == 2:
+                return route.fulfill(status=429, json={"error": "rate_limited", "message": "Slow down."})
+            if len(posts) == 4:
+                return route.fulfill(status=400, json={"error": "bad_request", "message": "Refused for the test."})
+        return route.continue_()
+
+    page.route("**/api/objects", answer)
+    sign_in_with_api_key(page, server.url, person["api_key"])
+    (tmp_path / "six.json").write_text(json.dumps([{"name": f"Six {n}"} for n in range(6)]))
+    import_file(page, tmp_path / "six.json")
+    summary = r"^Imported 5 items; 1 failed \(first error: item \d: Refused for the test\.\)$"
+    expect(page.locator("#import-status")).to_have_text(re.compile(summary))
+    assert len(posts) == 7  # six creates and the one tried again
+    assert len(store_values(api)) == 5  # which one failed depends on which of four writes ran first
+    expect(page.locator("#items tbody tr")).to_have_count(5)
+
+
+def test_an_import_or_export_started_before_the_store_opens_waits_for_it(
+    server: ServerProcess, person: dict[str, Any], api: Api, open_page: Any, tmp_path: Path
+) -> None:
+    page = open_page().page
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # the event streams hang: the page opens its first store only after a while
+        held.append(route)
+
+    page.route("**/api/events/**", hold)
+    (tmp_path / "early.csv").write_text("name,email\nEarly Bird,early@example.net\n")
+    page.goto(server.url + "/console")
+    page.get_by_text("Sign in with an API key").click()
+    page.get_by_label("API key").fill(person["api_key"])
+    page.get_by_role("button", name="Use this API key").click()
+    expect(page.locator("#stores-view")).to_be_visible()
+    assert page.locator("#store-name").inner_text() == ""  # no store open yet
+    import_file(page, tmp_path / "early.csv")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export JSON").click()
+        expect(page.locator("#import-status")).to_have_text("Imported 1 item")
+    assert download.value.suggested_filename == "contacts.json"
+    assert store_values(api) == [{"name": "Early Bird", "email": "early@example.net"}]
+    expect(items_table(page).locator("tbody tr")).to_have_count(1)
+    for route in held:
+        route.continue_()
 
 
 # --- the item dialog: JSON, edit, related items, publish, delete -----------------------------------------------
