@@ -105,3 +105,10 @@ def test_the_image_installs_from_the_lock_with_hashes_required():
     assert "COPY requirements.lock ." in dockerfile
     assert re.search(r"pip install [^\n]*--require-hashes[^\n]*-r requirements\.lock", dockerfile)
     assert "-r requirements.txt" not in dockerfile
+
+
+def test_the_readme_names_the_lock_tool_and_the_lock_files():
+    """The issue's choice of tool is stated where a newcomer reads first, with the command that refreshes the locks."""
+    readme = (ROOT / "README.md").read_text()
+    for needed in ("pip-tools", *LOCKS, "make lock", "--require-hashes"):
+        assert needed in readme, f"README.md does not say {needed!r}"
