@@ -99,7 +99,8 @@ def check_servers(rt: Runtime, tx: Transaction, user_id: str) -> None:
     registered = "SELECT COUNT(*) FROM servers WHERE user_id = ? AND mode != 'custodial'"
     if _at_ceiling(rt, tx, registered, user_id, limit, "max_servers_per_user"):
         raise Conflict(
-            f"You already have {limit} servers, the most this server allows; deprecate and reuse one instead.",
+            f"You already have {limit} servers, the most this server allows (a server holds keys and is never"
+            " deleted, so deprecating one does not free a place; the operator sets the ceiling).",
             code="too_many_servers",
         )
 
