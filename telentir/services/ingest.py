@@ -192,6 +192,7 @@ def _check_open_jobs(rt: Runtime, tx: Any, user_id: str) -> None:
         (user_id,),
     ).fetchone()[0]
     if running >= rt.config.connect_per_user:
+        rt.metrics.limit_refused("connect_per_user")
         raise RateLimited(
             retry_after=5,
             message="You already have the maximum number of ingestion jobs running; wait for one to finish.",

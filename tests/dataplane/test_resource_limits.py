@@ -29,7 +29,7 @@ from ..dataplane_support import Vault, encrypt, new_rsa, spki
 from ..events_support import STREAM_SETTINGS
 from ..scraper_fixture import TestScraper
 from ..sse_client import SSEStream, assert_refused, must_open, open_stream
-from ..support import Api, ServerProcess, assert_error, make_user, running_server, runtime_over
+from ..support import Api, ServerProcess, assert_error, make_user, running_server, runtime_over, wait_until
 
 QUOTA = 200_000
 OBJECT = 60_000  # "60 KB": three fit in the quota (with the root's eight small store objects), a fourth does not
@@ -283,6 +283,22 @@ def test_every_billed_path_spends_credits_in_any_case(new_vault, rt, scraper):
     )
     assert scraper.requests[-1]["path"] == "/premium-leads" and scraper.requests[-1]["params"]["credits"] == 3
     assert credits_amount(vault.api) == 0
+
+
+def test_a_second_running_job_of_a_user_is_429_and_counted(new_vault, server, scraper):
+    """TELENTIR_CONNECT_PER_USER (1 here): one more job while one runs is a 429, counted as `connect_per_user`."""
+    vault = new_vault()
+    before, calls = refusals(server), scraper.request_count()
+    slow = {"count": 20, "mode": "slow", "delay_ms": 100}
+    with ThreadPoolExecutor(1) as pool, closing(Api(server.url, vault.user["api_key"])) as second:
+        first = pool.submit(run_connect, vault.api, slow, "/Search/Companies")
+        wait_until(lambda: scraper.request_count() == calls + 1, timeout=15)
+        resp = second.post("/connect", json={"repository": "contacts", "path": "/Search/Companies", "params": {}})
+        assert_error(resp, 429, "rate_limited")
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert first.result(timeout=60)["status"] == "succeeded"
+    assert scraper.request_count() == calls + 1
+    assert moved(before, server, "connect_per_user") == 1
 
 
 def test_connector_path_settings_refuse_malformed_paths() -> None:
