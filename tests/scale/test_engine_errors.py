@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,6 +106,35 @@ def test_a_server_away_is_a_503_and_the_database_serves_again_once_it_is_back() 
         finally:
             db.close()
             proxy.stop()
+
+
+def test_an_outage_is_one_warning_not_one_per_dead_connection_and_reconnection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """psycopg_pool's warnings (each connection discarded, each reconnection tried) stay at DEBUG."""
+    caplog.set_level(logging.INFO)
+    with throwaway_database() as url:
+        target = psycopg.conninfo.conninfo_to_dict(url)
+        proxy = FaultProxy(str(target.get("host", "127.0.0.1")), int(target.get("port", 5432))).start()
+        db = PostgresDatabase(psycopg.conninfo.make_conninfo(url, port=str(proxy.port)), pool_size=4)
+        try:
+            db.open_schema()
+            with db.atomic() as tx:  # several pooled connections, all killed by the cut
+                tx.execute("SELECT 1")
+            proxy.cut()
+            deadline = time.monotonic() + 3  # the pool tries to reconnect meanwhile
+            while time.monotonic() < deadline:
+                with pytest.raises(EngineUnavailable):
+                    db.query_value("SELECT 1")
+                time.sleep(0.1)
+            proxy.restore()
+            wait_until(lambda: _answers(db), timeout=30, message="the database to serve again")
+        finally:
+            db.close()
+            proxy.stop()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in warnings] == ["telentir.storage"], [(r.name, r.getMessage()) for r in warnings]
+    assert warnings[0].getMessage().startswith("PostgreSQL is unavailable")
 
 
 def _answers(db: PostgresDatabase) -> bool:
