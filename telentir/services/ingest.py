@@ -326,6 +326,8 @@ def _ingest(rt: Runtime, job: JobRow, outcome: Outcome) -> None:
                 break
             if writer.lease_lost.is_set():
                 raise LeaseLost(job["id"])
+            if writer.write_failed is not None:
+                raise writer.write_failed
     except (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError):  # JobTimeout is a TimeoutError
         outcome.status, outcome.error = JobStatus.FAILED, "The scraper timed out."
     except FrameTooLarge as exc:
@@ -338,6 +340,8 @@ def _ingest(rt: Runtime, job: JobRow, outcome: Outcome) -> None:
         writer.close()
     if writer.quota_full.is_set():
         outcome.status, outcome.error = JobStatus.FAILED, _quota_full_error(rt)
+    if writer.write_failed is not None:  # refused after the last frame: the stream ended, records were lost
+        raise writer.write_failed
     if outcome.cancel.is_set() and outcome.status == JobStatus.SUCCEEDED:
         outcome.status, outcome.error = JobStatus.CANCELLED, "The client disconnected."
 

@@ -44,6 +44,9 @@ class RecordWriter:
         self._closed = threading.Event()
         self.lease_lost = threading.Event()  # set when a batch was refused: another process settled the job
         self.quota_full = threading.Event()  # set when a record did not fit the user's quota: the job ends
+        # A timed batch the storage refused (an engine away, a full disk): the job ends failed with it,
+        # as when the job thread's own flush is refused, instead of going on as if nothing was lost.
+        self.write_failed: EngineUnavailable | InsufficientStorage | None = None
         self._flusher = threading.Thread(target=self._flush_on_time, name=f"flush-{job['id']}", daemon=True)
 
     def start(self) -> RecordWriter:
@@ -65,8 +68,9 @@ class RecordWriter:
                     try:
                         self.flush()
                     except (EngineUnavailable, InsufficientStorage) as exc:
-                        # That batch is not written (nor counted, nor charged); later ones may be.
+                        # That batch is not written (nor counted, nor charged): the job thread ends the job.
                         log.warning("a batch of job %s was not written: %s", self.job["id"], exc.message)
+                        self.write_failed = exc
         except LeaseLost:
             pass  # `lease_lost` is set: the job thread stops at its next frame
         except Exception:

@@ -98,6 +98,7 @@ class SSEHub:
         self._rung: dict[tuple[str, str], int] = {}
         self._rung_all = False
         self._lost = False
+        self._broker_lost_at: float | None = None  # when the broker thread lost it (None: subscribed, or never lost)
         self._incoming: queue.SimpleQueue[HubStream] = queue.SimpleQueue()
         self._streams: dict[tuple[str, str], set[HubStream]] = {}
         self._selector = selectors.DefaultSelector()
@@ -178,7 +179,7 @@ class SSEHub:
                 released = self._follow_broker(pubsub)
             except BrokerError as exc:
                 if not self._closed.is_set():
-                    log.warning("stream hub lost the event broker (%s); its streams end and clients resume", exc)
+                    self._broker_failed(exc)
             finally:
                 self.ready.clear()
                 if pubsub is not None:
@@ -190,6 +191,21 @@ class SSEHub:
                     self._lost = True
                 self._wake()
                 self._closed.wait(RESUBSCRIBE_PAUSE_SECONDS)
+
+    def _broker_failed(self, exc: BrokerError) -> None:
+        """Log the first failure of an outage; the tries to subscribe again every half second stay quiet."""
+        if self._broker_lost_at is None:
+            self._broker_lost_at = time.monotonic()
+            log.warning("stream hub lost the event broker (%s); its streams end and clients resume", exc)
+        else:
+            log.debug("stream hub still without the event broker (%s)", exc)
+
+    def _broker_back(self) -> None:
+        if self._broker_lost_at is not None:
+            log.info(
+                "stream hub subscribed to the event broker again after %.1f s", time.monotonic() - self._broker_lost_at
+            )
+            self._broker_lost_at = None
 
     def _follow_broker(self, pubsub: PubSub) -> bool:
         """Note every doorbell until the hub closes (False) or, idle, gives its subscription up (True)."""
@@ -208,6 +224,7 @@ class SSEHub:
                 with self._lock:
                     if not self._release.is_set():  # not while giving the subscription up
                         self.ready.set()
+                self._broker_back()
                 self._ring_all()
             elif message["type"] == "pmessage":
                 self._note(message["channel"], message["data"])

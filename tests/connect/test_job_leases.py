@@ -312,3 +312,46 @@ def test_a_graceful_stop_settles_a_running_job_before_the_process_ends(
     assert (row["status"], row["settlement"]) == ("interrupted", "settled"), row
     assert 1 <= row["used"] < 10 and row["charged"] == row["used"] * PRICE
     assert row["refunded"] == 10 * PRICE - row["charged"]
+
+
+def test_a_timed_batch_refused_by_an_engine_away_fails_the_job_and_charges_what_was_stored(
+    folder, scraper, monkeypatch: pytest.MonkeyPatch
+):
+    """The flusher's batch refused (503-kind): the job ends failed, naming the engine, not succeeded with leads lost."""
+    from contextlib import contextmanager
+
+    from telentir.errors import EngineUnavailable
+
+    rt = local_runtime(folder, scraper, connect_batch_size=1000, connect_batch_seconds=0.1)
+    try:
+        asked = 60
+        user = funded_user(rt, "payg", asked * PRICE)
+        real_atomic, away = rt.db.atomic, threading.Event()
+
+        @contextmanager
+        def atomic(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            if away.is_set() and threading.current_thread().name.startswith("flush-"):
+                raise EngineUnavailable("postgresql", "connection refused")
+            with real_atomic(*args, **kwargs) as tx:
+                yield tx
+
+        monkeypatch.setattr(rt.db, "atomic", atomic)
+        request = ingest.parse_request(
+            rt, {"repository": "contacts", "path": "/get-leads", "params": {"credits": asked, "mode": "slow"}}
+        )
+        done: list[str] = []
+        thread = threading.Thread(target=lambda: done.append(ingest.connect(rt, user, request, lambda: False)))
+        thread.start()
+        wait_until(lambda: rt.db.query_one("SELECT * FROM jobs WHERE created >= 3"), timeout=20)
+        away.set()
+        time.sleep(0.5)  # a timed batch or more is refused meanwhile
+        away.clear()
+        thread.join(timeout=60)
+        final = job_row(rt, done[0])
+        assert final["status"] == "failed" and "PostgreSQL" in (final["error"] or ""), final
+        assert final["settlement"] == "settled" and final["created"] < asked
+        assert stored_records(rt, user["id"]) == final["created"] == final["used"]
+        assert final["charged"] == final["used"] * PRICE
+        assert credits.local_balance(rt, user["id"]) == asked * PRICE - final["charged"]
+    finally:
+        rt.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -170,6 +171,40 @@ def test_a_message_that_is_not_a_doorbell_is_ignored(rt: Runtime, caplog: pytest
     finally:
         hub.close()
     hub.close()  # a second close does nothing
+
+
+def test_a_broker_outage_is_logged_once_not_at_every_try_to_subscribe_again(
+    rt: Runtime, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub tries to subscribe again every RESUBSCRIBE_PAUSE_SECONDS: one warning per outage, one line when back."""
+    from telentir.pubsub import BrokerUnavailable
+    from telentir.streaming import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "RESUBSCRIBE_PAUSE_SECONDS", 0.02)
+    real_pubsub, tries = rt.broker.pubsub, []
+    away = threading.Event()
+
+    def pubsub(*args: object, **kwargs: object) -> object:
+        if away.is_set():
+            tries.append(time.monotonic())
+            raise BrokerUnavailable("Redis is unavailable: Connection refused.")
+        return real_pubsub(*args, **kwargs)
+
+    monkeypatch.setattr(rt.broker, "pubsub", pubsub)
+    caplog.set_level("INFO", logger="telentir.streaming.hub")
+    away.set()
+    hub = hub_module.SSEHub(rt)
+    try:
+        wait_until(lambda: len(tries) >= 10, timeout=5, message="ten tries to subscribe")
+        assert not hub.ready.is_set()
+        away.clear()
+        assert hub.ready.wait(5)
+        lines = [r for r in caplog.records if r.name == "telentir.streaming.hub" and r.levelno >= logging.INFO]
+        assert [r.levelname for r in lines] == ["WARNING", "INFO"], [r.getMessage() for r in lines]
+        assert "lost the event broker" in lines[0].getMessage() and "Redis" in lines[0].getMessage()
+        assert "again" in lines[1].getMessage()
+    finally:
+        hub.close()
 
 
 def test_a_stopped_hub_is_replaced_on_next_use(rt: Runtime) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from telentir.errors import EngineUnavailable
 from telentir.storage.health import EngineHealth
-from telentir.storage.postgres import PostgresDatabase
+from telentir.storage.postgres import OUTAGE_POOL_TIMEOUT_SECONDS, POOL_TIMEOUT_SECONDS, PostgresDatabase
 from telentir.storage.s3 import MAX_ATTEMPTS, S3BlobStore, _new_client
 
 from ..backends import throwaway_database
@@ -103,6 +105,69 @@ def test_a_server_away_is_a_503_and_the_database_serves_again_once_it_is_back() 
             wait_until(lambda: _answers(db), timeout=30, message="the database to serve again")
             assert db.query_value("SELECT count(*) FROM limit_events WHERE bucket = 'never'") == 0
         finally:
+            db.close()
+            proxy.stop()
+
+
+def test_an_outage_is_one_warning_not_one_per_dead_connection_and_reconnection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """psycopg_pool's warnings (each connection discarded, each reconnection tried) stay at DEBUG."""
+    caplog.set_level(logging.INFO)
+    with throwaway_database() as url:
+        target = psycopg.conninfo.conninfo_to_dict(url)
+        proxy = FaultProxy(str(target.get("host", "127.0.0.1")), int(target.get("port", 5432))).start()
+        db = PostgresDatabase(psycopg.conninfo.make_conninfo(url, port=str(proxy.port)), pool_size=4)
+        try:
+            db.open_schema()
+            with db.atomic() as tx:  # several pooled connections, all killed by the cut
+                tx.execute("SELECT 1")
+            proxy.cut()
+            deadline = time.monotonic() + 3  # the pool tries to reconnect meanwhile
+            while time.monotonic() < deadline:
+                with pytest.raises(EngineUnavailable):
+                    db.query_value("SELECT 1")
+                time.sleep(0.1)
+            proxy.restore()
+            wait_until(lambda: _answers(db), timeout=30, message="the database to serve again")
+        finally:
+            db.close()
+            proxy.stop()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in warnings] == ["telentir.storage"], [(r.name, r.getMessage()) for r in warnings]
+    assert warnings[0].getMessage().startswith("PostgreSQL is unavailable")
+
+
+def test_a_request_waiting_for_a_pooled_connection_stops_soon_after_the_outage_is_seen() -> None:
+    """A request queued on the pool before the process saw the outage fails within a slice, not POOL_TIMEOUT."""
+    with throwaway_database() as url:
+        target = psycopg.conninfo.conninfo_to_dict(url)
+        proxy = FaultProxy(str(target.get("host", "127.0.0.1")), int(target.get("port", 5432))).start()
+        db = PostgresDatabase(psycopg.conninfo.make_conninfo(url, port=str(proxy.port)), pool_size=2)
+        held = [db._pool.getconn(), db._pool.getconn()]  # the pool has nothing to give: a request must wait
+        answer: dict[str, Any] = {}
+
+        def read() -> None:
+            started = time.monotonic()
+            try:
+                db.query_value("SELECT 1")
+            except EngineUnavailable as exc:
+                answer["error"] = exc
+            answer["seconds"] = time.monotonic() - started
+
+        try:
+            proxy.cut()
+            waiting = threading.Thread(target=read)
+            waiting.start()
+            time.sleep(0.3)  # queued on the pool now; then another request of the process meets the outage
+            db.health.failed("postgresql", "connection refused")
+            waiting.join(timeout=POOL_TIMEOUT_SECONDS + 10)
+            assert isinstance(answer.get("error"), EngineUnavailable), answer
+            assert answer["seconds"] < 0.3 + OUTAGE_POOL_TIMEOUT_SECONDS + 1.5 < POOL_TIMEOUT_SECONDS, answer
+        finally:
+            for conn in held:
+                db._pool.putconn(conn)
+            proxy.restore()
             db.close()
             proxy.stop()
 
