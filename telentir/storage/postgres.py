@@ -41,7 +41,7 @@ from ..errors import EngineUnavailable, InsufficientStorage
 from . import pg_locks, schema
 from .db import Cursor, Database, IntegrityError, Transaction, split_script
 from .dialect import postgres_ddl, to_pyformat
-from .health import EngineHealth
+from .health import EngineHealth, quiet_pool_log
 from .pg_locks import WRITE_LOCK
 
 log = logging.getLogger(__name__)
@@ -58,31 +58,6 @@ _SERVER_ENDED = frozenset({"57P01", "57P02", "57P03"})
 
 T = TypeVar("T")
 Release = Callable[[], None]
-
-
-class _PoolNoise(logging.Filter):
-    """psycopg_pool's warnings about each dead connection and failed reconnection, as DEBUG.
-
-    The pool warns once per connection it discards and once per reconnection attempt: 26 to 33
-    warnings for one 5 s outage of two workers. EngineHealth already logs the outage once, with
-    the driver's words, and its end; the pool's lines stay available at DEBUG.
-    """
-
-    NOISE = ("discarding ", "error connecting in ")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.WARNING and str(record.msg).startswith(self.NOISE):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            # Handlers of the root logger see a propagated record whatever the root's level: ask it.
-            return logging.getLogger().isEnabledFor(logging.DEBUG)
-        return True
-
-
-def _quiet_pool_log() -> None:
-    """Install _PoolNoise on psycopg_pool's logger, once per process."""
-    pool_log = logging.getLogger("psycopg.pool")
-    if not any(isinstance(f, _PoolNoise) for f in pool_log.filters):
-        pool_log.addFilter(_PoolNoise())
 
 
 class PgRow(tuple[Any, ...]):
@@ -153,7 +128,7 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, pool_size: int = 20, health: EngineHealth | None = None) -> None:
         self.url = url
         self.health = health or EngineHealth()
-        _quiet_pool_log()
+        quiet_pool_log()
         self._fresh_failed_at = -RECONNECT_PAUSE_SECONDS
         self._connect_kwargs: dict[str, Any] = {"autocommit": True, "row_factory": _row_factory}
         if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(url):

@@ -40,8 +40,8 @@ from ..services import credentials
 from ..services.events import EVENT_TYPES, REVOKED
 from . import feed as streams
 from .feed import close_quietly
-from .frames import sse_frame
-from .sockets import event_loop_worker, peek_hangup
+from .frames import Batch, encode_batch, sse_frame
+from .sockets import drain, event_loop_worker, peek_hangup
 
 log = logging.getLogger(__name__)
 MAX_BACKLOG_BYTES = 4 * 2**20
@@ -52,11 +52,6 @@ RESUBSCRIBE_PAUSE_SECONDS = 0.5
 # box's other workers (pubsub/peers.py). On Redis it keeps it (a subscription there costs the
 # worker every doorbell of the deployment; giving it up too is left for a later change).
 IDLE_RELEASE_SECONDS = 30.0
-
-
-# One round's encoded rows for streams of one (type, user, pattern, cursor, rung): the bytes,
-# the new cursor, and where each credential revoked among them cuts the bytes off.
-Batch = tuple[bytes, int, dict[str, int]]
 
 
 class HubStream:
@@ -255,7 +250,7 @@ class SSEHub:
             while not self._closed.is_set():
                 for key, mask in self._selector.select(timeout=self._until_next_beat()):
                     if key.fileobj == self._wake_r:
-                        _drain(self._wake_r)
+                        drain(self._wake_r)
                     else:
                         self._on_socket(key.data, mask)
                 self._round()
@@ -363,7 +358,7 @@ class SSEHub:
         # Streams of one user on one cursor and filter get the very same bytes: encode once a round.
         batch_key = (stream.key, stream.req.pattern, stream.last, rung)
         if (batch := batches.get(batch_key)) is None:
-            batch = batches[batch_key] = _encode(*streams.events_after(self.rt, stream.req, stream.last, rung))
+            batch = batches[batch_key] = encode_batch(*streams.events_after(self.rt, stream.req, stream.last, rung))
         data, stream.last, cuts = batch
         if (cut := cuts.get(stream.guard.credential.id)) is not None:
             # Its credential was revoked: what was committed before goes out, then the stream ends.
@@ -452,27 +447,6 @@ class SSEHub:
             except OSError:
                 pass
         stream.done.set()
-
-
-def _encode(items: list[streams.Item], last: int) -> Batch:
-    """The SSE bytes of `items`, the cursor, and for each revocation record the length of the bytes before it."""
-    frames, cuts, size = [], dict[str, int](), 0
-    for item in items:
-        if item.kind == "revoked":
-            cuts.setdefault(str(item.data), size)
-            continue
-        frame = sse_frame(item).encode()
-        frames.append(frame)
-        size += len(frame)
-    return b"".join(frames), last, cuts
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def hub_for(rt: Runtime) -> SSEHub:

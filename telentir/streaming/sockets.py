@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import sys
@@ -55,3 +56,12 @@ def event_loop_worker() -> bool:
     """Whether gevent has patched this process (gunicorn's gevent worker)."""
     monkey = sys.modules.get("gevent.monkey")
     return monkey is not None and bool(monkey.is_module_patched("socket"))
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking pipe (a wake-up pipe) until it is empty."""
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
