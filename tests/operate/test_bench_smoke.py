@@ -59,6 +59,17 @@ def test_inprocess_prints_the_noop_line_and_the_ratios():
     assert all(line.endswith("× noop") for line in done.stdout.splitlines()), done.stdout
 
 
+def test_inprocess_floor_adds_the_bare_put_and_the_create_service_lines():
+    """`--floor`: the two lines a create's in-process cost is bounded by (issue 25), after the usual four."""
+    done = _bench("bench.inprocess", "--floor", "--json", "--requests", "4", timeout=120)
+    figures = json.loads(done.stdout)
+    assert list(figures) == ["noop_us", "baseline_us", "read_us", "create_us", "bare_put_us", "create_service_us"]
+    assert all(value > 0 for value in figures.values()), figures
+    # The service call is part of a create, and a bare route is less than a create: neither can cost more.
+    assert figures["create_service_us"] < figures["create_us"], figures
+    assert figures["bare_put_us"] < figures["create_us"], figures
+
+
 def test_write_amplification_json_stays_within_three_kilobytes_per_object():
     """`python -m bench.write_amplification --json`: bytes on disk per 1 KiB object, the goal of issue 25."""
     done = _bench("bench.write_amplification", "--json", "--objects", "200", timeout=120)
