@@ -177,6 +177,53 @@ def test_iter_pages_through_a_store_in_order(telentir: Telentir) -> None:
         list(telentir.agents.iter(page_size=0))
 
 
+def _paths_sent(client: Telentir) -> list[str]:
+    """The path and query of every request `client` sends from now on, in order."""
+    sent: list[str] = []
+    client._transport.session.hooks["response"].append(lambda response, *a, **k: sent.append(response.request.path_url))
+    return sent
+
+
+def test_reading_a_store_reads_its_keys_in_one_request(
+    new_user: Callable[..., dict[str, Any]], connect_as: Callable[..., Telentir]
+) -> None:
+    user = new_user()
+    ids = [connect_as(user).contacts.create({"n": n}) for n in range(5)]
+    reader = connect_as(user)  # a fresh key cache: every item's key is read
+    sent = _paths_sent(reader)
+    assert [item["n"] for item in reader.contacts.all()] == list(range(5))
+    key_reads = [path for path in sent if path.startswith("/api/keys")]
+    assert len(key_reads) == 1 and key_reads[0].startswith("/api/keys?ids="), sent
+    records = [raw(reader, "GET", f"/objects/{i}").json() for i in ids]
+    assert sorted(key_reads[0].split("=", 1)[1].split("%2C")) == sorted(r["key_id"] for r in records)
+
+
+def test_a_server_without_the_batch_key_read_gets_one_read_per_key(
+    new_user: Callable[..., dict[str, Any]], connect_as: Callable[..., Telentir], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hosted service answers `GET /keys` 405: the client falls back to `GET /keys/{id}`, and keeps to it."""
+    user = new_user()
+    for n in range(3):
+        connect_as(user).agents.create({"n": n})
+    reader = connect_as(user)
+    transport, answer = reader._transport, reader._transport.json
+    batch_reads: list[str] = []
+
+    def without_batch_read(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+        if path == "/keys" and method == "GET":
+            batch_reads.append(path)
+            raise TelentirError(405, "method_not_allowed", "GET /keys is not allowed.")
+        return answer(method, path, body, params)
+
+    monkeypatch.setattr(transport, "json", without_batch_read)
+    sent = _paths_sent(reader)
+    assert [item["n"] for item in reader.agents.all()] == [0, 1, 2]
+    assert len([path for path in sent if path.startswith("/api/keys/key_")]) == 3, sent
+    reader.keyring._cache.clear()
+    assert [item["n"] for item in reader.agents.all()] == [0, 1, 2]
+    assert batch_reads == ["/keys"]  # asked once, not again after the 405
+
+
 # --- encryption on the wire and at rest ----------------------------------------------------------
 
 

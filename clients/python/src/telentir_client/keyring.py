@@ -27,7 +27,8 @@ CREATED_BY = "telentir-client-python"
 RETIRABLE_CREATORS = frozenset({CREATED_BY, "telentir-console"})
 PUBLISH_PURPOSE = "publish"
 CACHE_LIMIT = 10_000  # unwrapped key records kept (32-byte keys: a few hundred KiB at most)
-PREFETCH_THREADS = 8  # key records fetched at once for a page of items (requests pools 10 connections)
+PREFETCH_THREADS = 8  # single key reads at once, where the batch read is missing (requests pools 10 connections)
+KEYS_PER_READ = 100  # the most ids `GET /keys?ids=` takes
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Keyring:
         self.public: dict[str, rsa.RSAPublicKey] = {}
         self.platform_current: str | None = None
         self._cache: OrderedDict[str, OpenKey] = OrderedDict()
+        self._batch_reads = True  # until the server answers GET /keys?ids= with an error
         self._lock = threading.Lock()
         custodial = self.servers.get("default", {}).get("privateKey")
         if not isinstance(custodial, str):
@@ -131,22 +133,47 @@ class Keyring:
         return opened
 
     def prefetch(self, key_ids: Iterable[str]) -> None:
-        """Fetch and unwrap the key records not cached yet, several at a time.
+        """Fetch and unwrap the key records not cached yet, up to 100 in one request.
 
         Every item written by this client or the console has a key of its own, so reading a
-        page of items is a page of key reads: done in parallel they cost a few round trips, not
-        one per item. A key that fails here fails again, with its reason, when its item is opened.
+        page of items is a page of key reads: `GET /keys?ids=` answers them in one round trip.
+        A server without that read (the hosted service: 405) gets them in parallel single
+        reads. A key that fails here fails again, with its reason, when its item is opened.
         """
         with self._lock:
             missing = list(dict.fromkeys(key_id for key_id in key_ids if key_id not in self._cache))
         if len(missing) < 2:
             return
+        if self._batch_reads:
+            try:
+                for start in range(0, len(missing), KEYS_PER_READ):
+                    self._read_batch(missing[start : start + KEYS_PER_READ])
+                return
+            except TelentirError as exc:
+                if exc.status not in (400, 404, 405):
+                    raise
+                self._batch_reads = False  # a server that does not know the batch read (or this id form)
         with ThreadPoolExecutor(max_workers=min(PREFETCH_THREADS, len(missing))) as pool:
             for future in [pool.submit(self.open_key, key_id) for key_id in missing]:
                 try:
                     future.result()
                 except TelentirError:
                     pass
+
+    def _read_batch(self, key_ids: list[str]) -> None:
+        """Cache the unwrappable records among `key_ids`, read in one request (absent ones are left out)."""
+        records = self.transport.json("GET", "/keys", params={"ids": ",".join(key_ids)})
+        if not isinstance(records, list):
+            raise TelentirError(200, INVALID_RESPONSE, "GET /keys?ids= did not answer a list of key records.")
+        for record in records:
+            try:
+                opened = self._unwrap(record)
+            except TelentirError:
+                continue  # no private key for its server: open_key says so when the item is opened
+            with self._lock:
+                self._cache[opened.id] = opened
+                while len(self._cache) > CACHE_LIMIT:
+                    self._cache.popitem(last=False)
 
     def _unwrap(self, record: Mapping[str, Any]) -> OpenKey:
         server = str(record["server"]).lower()
