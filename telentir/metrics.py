@@ -41,7 +41,7 @@ _COUNTERS = (
     ("telentir_limit_refusals_total", "Requests refused by an abuse limit (docs/security.md), by limit.", ("limit",)),
     (
         "telentir_engine_unavailable_total",
-        "Operations refused (503) because a storage engine could not be reached, by engine.",
+        "Operations refused (503), and tries failed, because a storage engine could not be reached, by engine.",
         ("engine",),
     ),
     ("telentir_disk_full_total", "Writes refused (507) for want of disk space.", ()),

@@ -39,7 +39,7 @@ from ..runtime import Runtime
 from ..services import credentials
 from ..services.events import EVENT_TYPES, REVOKED
 from . import feed as streams
-from .feed import close_quietly
+from .feed import BROKER_ENGINE, close_quietly
 from .frames import Batch, encode_batch, sse_frame
 from .sockets import drain, event_loop_worker, peek_hangup
 
@@ -93,7 +93,6 @@ class SSEHub:
         self._rung: dict[tuple[str, str], int] = {}
         self._rung_all = False
         self._lost = False
-        self._broker_lost_at: float | None = None  # when the broker thread lost it (None: subscribed, or never lost)
         self._incoming: queue.SimpleQueue[HubStream] = queue.SimpleQueue()
         self._streams: dict[tuple[str, str], set[HubStream]] = {}
         self._selector = selectors.DefaultSelector()
@@ -173,8 +172,13 @@ class SSEHub:
                 pubsub = self.rt.broker.pubsub()
                 released = self._follow_broker(pubsub)
             except BrokerError as exc:
-                if not self._closed.is_set():
-                    self._broker_failed(exc)
+                closing = self._closed.is_set()
+                if not closing and self.rt.broker.in_process:
+                    # No outage (this broker cannot be away): it dropped a subscriber that fell behind.
+                    log.warning("stream hub lost its subscription (%s); its streams end and clients resume", exc)
+                elif not closing:
+                    # The health record logs the outage once and its end once, and counts every try.
+                    self.rt.health.failed(BROKER_ENGINE, str(exc))
             finally:
                 self.ready.clear()
                 if pubsub is not None:
@@ -187,21 +191,6 @@ class SSEHub:
                 self._wake()
                 self._closed.wait(RESUBSCRIBE_PAUSE_SECONDS)
 
-    def _broker_failed(self, exc: BrokerError) -> None:
-        """Log the first failure of an outage; the tries to subscribe again every half second stay quiet."""
-        if self._broker_lost_at is None:
-            self._broker_lost_at = time.monotonic()
-            log.warning("stream hub lost the event broker (%s); its streams end and clients resume", exc)
-        else:
-            log.debug("stream hub still without the event broker (%s)", exc)
-
-    def _broker_back(self) -> None:
-        if self._broker_lost_at is not None:
-            log.info(
-                "stream hub subscribed to the event broker again after %.1f s", time.monotonic() - self._broker_lost_at
-            )
-            self._broker_lost_at = None
-
     def _follow_broker(self, pubsub: PubSub) -> bool:
         """Note every doorbell until the hub closes (False) or, idle, gives its subscription up (True)."""
         pubsub.psubscribe("*")
@@ -212,17 +201,20 @@ class SSEHub:
             message = pubsub.get_message(timeout=0.5)
             if message is None:
                 if not self.ready.is_set() and time.monotonic() > deadline:
-                    raise BrokerUnavailable("no subscription confirmation")
-                continue
-            if message["type"] == "psubscribe":
+                    raise BrokerUnavailable(f"no subscription confirmation within {SUBSCRIBE_SECONDS:g} s")
+            elif message["type"] == "psubscribe":
                 # Confirmed (again, after redis-py reconnected): doorbells may have been missed.
                 with self._lock:
                     if not self._release.is_set():  # not while giving the subscription up
                         self.ready.set()
-                self._broker_back()
                 self._ring_all()
             elif message["type"] == "pmessage":
                 self._note(message["channel"], message["data"])
+            if self.ready.is_set():
+                # Subscribed, and the read raised nothing: the broker answers. Said at every read,
+                # not just at the confirmation: an outage's record ends only at a success
+                # QUIET_SECONDS after its last failure. A dictionary look-up when none is open.
+                self.rt.health.ok(BROKER_ENGINE)
         return False
 
     def _note(self, channel: str, data: str) -> None:

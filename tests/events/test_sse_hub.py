@@ -176,11 +176,17 @@ def test_a_message_that_is_not_a_doorbell_is_ignored(rt: Runtime, caplog: pytest
 def test_a_broker_outage_is_logged_once_not_at_every_try_to_subscribe_again(
     rt: Runtime, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The hub tries to subscribe again every RESUBSCRIBE_PAUSE_SECONDS: one warning per outage, one line when back."""
+    """The hub tries to subscribe again every RESUBSCRIBE_PAUSE_SECONDS: one warning per outage, one when back.
+
+    The hub reports to the health record (storage/health.py), which logs the outage and counts every try.
+    """
     from telentir.pubsub import BrokerUnavailable
+    from telentir.storage import health
     from telentir.streaming import hub as hub_module
 
     monkeypatch.setattr(hub_module, "RESUBSCRIBE_PAUSE_SECONDS", 0.02)
+    monkeypatch.setattr(health, "QUIET_SECONDS", 0.2)  # the outage ends at a success 0.2 s after its last failure
+    monkeypatch.setattr(rt.broker, "in_process", False)  # as Redis: a broker that can be away
     real_pubsub, tries = rt.broker.pubsub, []
     away = threading.Event()
 
@@ -191,18 +197,26 @@ def test_a_broker_outage_is_logged_once_not_at_every_try_to_subscribe_again(
         return real_pubsub(*args, **kwargs)
 
     monkeypatch.setattr(rt.broker, "pubsub", pubsub)
-    caplog.set_level("INFO", logger="telentir.streaming.hub")
+    caplog.set_level("INFO", logger="telentir")
     away.set()
     hub = hub_module.SSEHub(rt)
     try:
         wait_until(lambda: len(tries) >= 10, timeout=5, message="ten tries to subscribe")
-        assert not hub.ready.is_set()
+        assert not hub.ready.is_set() and rt.health.is_away("redis")
         away.clear()
         assert hub.ready.wait(5)
-        lines = [r for r in caplog.records if r.name == "telentir.streaming.hub" and r.levelno >= logging.INFO]
-        assert [r.levelname for r in lines] == ["WARNING", "INFO"], [r.getMessage() for r in lines]
-        assert "lost the event broker" in lines[0].getMessage() and "Redis" in lines[0].getMessage()
-        assert "again" in lines[1].getMessage()
+
+        def lines(logger: str) -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == logger and r.levelno >= logging.INFO]
+
+        wait_until(lambda: len(lines("telentir.storage")) >= 2, timeout=5, message="the outage's end in the log")
+        outage = lines("telentir.storage")
+        assert len(outage) == 2, outage  # one line when lost, one when back: none per try
+        lost, back = outage
+        assert lost.startswith("Redis is unavailable: ") and "Connection refused" in lost, lost
+        assert back.startswith("Redis is back: ") and f"({len(tries)} of them)" in back, back  # every try counted
+        assert not rt.health.is_away("redis")
+        assert not lines("telentir.streaming.hub")
     finally:
         hub.close()
 
