@@ -298,7 +298,9 @@ def run_job(rt: Runtime, job: JobRow, cancel: threading.Event) -> None:
         outcome.status, outcome.error = JobStatus.FAILED, f"internal error: {type(exc).__name__}"
     # A settlement the storage refuses is retried here, by the living owner, so the job keeps the
     # ending it ran to; the lease sweep settles it `interrupted` only if this process stops or dies.
-    patience = settlement.SETTLE_PATIENCE_SECONDS
+    # For as long as a lease: past it another process may claim the job anyway, and the request
+    # waiting for this answer stays within a proxy's usual 60 s read timeout (30 s by default).
+    patience = rt.config.job_lease_seconds
     settlement.settle(rt, job["id"], outcome.status, outcome.error, outcome.skipped, patience=patience)
 
 

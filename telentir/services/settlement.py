@@ -30,9 +30,8 @@ from .job_states import JobState, JobStatus, Settlement
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "The server stopped while the job was running."
-# A job's own process retries its settlement while the storage refuses it (`settle`'s patience):
-# for up to this long, every 0.25 s at first, then at most every 2 s.
-SETTLE_PATIENCE_SECONDS = 300.0
+# A job's own process retries its settlement while the storage refuses it (`settle`'s patience,
+# the job's lease: see ingest.run_job), every 0.25 s at first, then at most every 2 s.
 _FIRST_RETRY_DELAY, _MAX_RETRY_DELAY = 0.25, 2.0
 _RUNNING = JobStatus.RUNNING.value
 
