@@ -290,13 +290,18 @@ def run_job(rt: Runtime, job: JobRow, cancel: threading.Event) -> None:
     except (EngineUnavailable, InsufficientStorage) as exc:
         # An engine away or a full disk (logged once by the storage layer): the job ends, its
         # records committed so far are charged, the rest refunded. If the database is still
-        # away, settling fails too, and the lease sweep settles the job once it is back.
+        # away, settling waits for it (below), still holding the job's lease.
         log.warning("ingestion job %s failed: %s", job["id"], exc.message)
         outcome.status, outcome.error = JobStatus.FAILED, exc.message
     except Exception as exc:  # the job must settle whatever went wrong
         log.exception("ingestion job %s failed", job["id"])
         outcome.status, outcome.error = JobStatus.FAILED, f"internal error: {type(exc).__name__}"
-    settlement.settle(rt, job["id"], outcome.status, outcome.error, outcome.skipped)
+    # A settlement the storage refuses is retried here, by the living owner, so the job keeps the
+    # ending it ran to; the lease sweep settles it `interrupted` only if this process stops or dies.
+    # For as long as a lease: past it another process may claim the job anyway, and the request
+    # waiting for this answer stays within a proxy's usual 60 s read timeout (30 s by default).
+    patience = rt.config.job_lease_seconds
+    settlement.settle(rt, job["id"], outcome.status, outcome.error, outcome.skipped, patience=patience)
 
 
 def _limit(rt: Runtime, job: JobRow) -> int:

@@ -2,11 +2,13 @@
 
 A job is settled by the process holding its lease (`services/leases.py`): the one that ran
 it, or, when that one died, a live process that claimed it once the lease expired. Settling
-is one transaction conditional on still holding the lease, so it happens once. A Stripe
-refund is recorded as `refund_pending` in that transaction and sent after it; a Stripe step
-that fails stays pending and is retried (`retry_pending`) by whichever process claims it:
-with the step's idempotency key while Stripe surely keeps it, and once the key may have
-expired, only after looking the step up among the customer's balance transactions.
+is one transaction conditional on still holding the lease, so it happens once; the process
+that ran the job retries it while the storage refuses it (an engine away), so the job keeps
+its own ending rather than being swept as `interrupted`. A Stripe refund is recorded as
+`refund_pending` in that transaction and sent after it; a Stripe step that fails stays
+pending and is retried (`retry_pending`) by whichever process claims it: with the step's
+idempotency key while Stripe surely keeps it, and once the key may have expired, only after
+looking the step up among the customer's balance transactions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..components.stripe_gateway import IDEMPOTENCY_HORIZON_SECONDS, StripeCallFailed, StripeGateway
+from ..errors import EngineUnavailable, InsufficientStorage
 from ..ids import now_iso
 from ..runtime import Runtime
 from ..storage.db import Transaction
@@ -27,6 +30,9 @@ from .job_states import JobState, JobStatus, Settlement
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "The server stopped while the job was running."
+# A job's own process retries its settlement while the storage refuses it (`settle`'s patience,
+# the job's lease: see ingest.run_job), every 0.25 s at first, then at most every 2 s.
+_FIRST_RETRY_DELAY, _MAX_RETRY_DELAY = 0.25, 2.0
 _RUNNING = JobStatus.RUNNING.value
 
 
@@ -57,30 +63,80 @@ def bill_of(job: JobRow) -> Bill:
 
 
 def settle(
-    rt: Runtime, job_id: str, status: JobStatus, error: str | None, skipped: int = 0, *, refund_now: bool = True
+    rt: Runtime,
+    job_id: str,
+    status: JobStatus,
+    error: str | None,
+    skipped: int = 0,
+    *,
+    refund_now: bool = True,
+    patience: float = 0.0,
 ) -> bool:
     """Close a running job this process holds; False (and nothing done) if another process took it.
 
     `refund_now`: send a Stripe refund at once, holding the lease meanwhile; otherwise it is
-    left pending, free for the refund thread of any process.
+    left pending, free for the refund thread of any process. `patience`: for how many seconds
+    to retry the closing transaction while the storage refuses it (see `_close_patiently`).
     """
-    owner, gateway = rt.job_runner.owner, credits.gateway(rt)
+    gateway = credits.gateway(rt)
     refund_now = refund_now and gateway is not None
-    with rt.db.atomic() as tx:
-        row = as_row_or_none(
-            JobRow,
-            rt.db.query_one("SELECT * FROM jobs WHERE id = ? AND owner = ? AND status = ?", (job_id, owner, _RUNNING)),
-        )
-        if row is None:
-            log.warning("job %s was settled by another process: this one's lease had expired", job_id)
-            return False
-        pending = _close(rt, tx, row, status, error, skipped, keep_lease=refund_now)
+    pending = _close_patiently(rt, job_id, status, error, skipped, refund_now, patience)
+    if pending is None:
+        return False
     if pending and refund_now and gateway is not None:
         try:
             _finish_refund(rt, gateway, _job(rt, job_id))
         except StripeCallFailed as exc:
             _keep_pending(rt, job_id, exc)
     return True
+
+
+def _close_patiently(
+    rt: Runtime, job_id: str, status: JobStatus, error: str | None, skipped: int, keep_lease: bool, patience: float
+) -> bool | None:
+    """Close the job, retrying with a bounded backoff while the storage refuses (an engine away, a full disk).
+
+    The job's own process is alive and keeps heartbeating the job meanwhile (its caller holds
+    it), so the job ends with the status and error it ran to once the storage is back, not
+    `interrupted` by a sweep. It gives up, raising the refusal, once `patience` seconds are
+    spent or when the process is stopping (a graceful stop waits for no engine): the job stays
+    open and the lease sweep settles it as interrupted. Each attempt is the one conditional
+    transaction of `_close_held`, so retrying never settles a job twice. None: not this
+    process's job (any more).
+    """
+    deadline, delay, retried = time.monotonic() + patience, _FIRST_RETRY_DELAY, False
+    while True:
+        try:
+            return _close_held(rt, job_id, status, error, skipped, keep_lease, retried)
+        except (EngineUnavailable, InsufficientStorage) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            if not retried:
+                log.warning("settling job %s waits for the storage to be back: %s", job_id, exc.message)
+            if rt.job_runner.stopping.wait(delay):  # stopping: a graceful stop waits for no engine
+                raise
+        retried, delay = True, min(2 * delay, _MAX_RETRY_DELAY)
+
+
+def _close_held(
+    rt: Runtime, job_id: str, status: JobStatus, error: str | None, skipped: int, keep_lease: bool, retried: bool
+) -> bool | None:
+    """Close the running job if this process still owns it (None if not): True when a Stripe refund is to be sent."""
+    with rt.db.atomic() as tx:
+        row = as_row_or_none(
+            JobRow,
+            rt.db.query_one(
+                "SELECT * FROM jobs WHERE id = ? AND owner = ? AND status = ?",
+                (job_id, rt.job_runner.owner, _RUNNING),
+            ),
+        )
+        if row is None:
+            if retried:  # a refused attempt may have committed after all (its answer lost), or the lease lapsed
+                log.warning("job %s is no longer this process's to settle: settled already, or taken over", job_id)
+            else:
+                log.warning("job %s was settled by another process: this one's lease had expired", job_id)
+            return None
+        return _close(rt, tx, row, status, error, skipped, keep_lease=keep_lease)
 
 
 def _close(

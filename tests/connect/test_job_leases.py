@@ -11,14 +11,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from telentir.errors import EngineUnavailable
 from telentir.runtime import Runtime
 from telentir.services import credits, ingest, leases, settlement
+from telentir.services.record_writer import RecordWriter
 
 from ..connect_support import PLANS, PRICE
 from ..fake_stripe import FakeStripe
@@ -353,5 +355,125 @@ def test_a_timed_batch_refused_by_an_engine_away_fails_the_job_and_charges_what_
         assert stored_records(rt, user["id"]) == final["created"] == final["used"]
         assert final["charged"] == final["used"] * PRICE
         assert credits.local_balance(rt, user["id"]) == asked * PRICE - final["charged"]
+    finally:
+        rt.close()
+
+
+# --- the storage away while a job settles -----------------------------------------------------------
+
+
+@contextmanager
+def engine_away(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, when_the_job_ends: bool = True
+) -> Iterator[dict[str, Any]]:
+    """While `state["away"]` is set, the job's own transactions (any thread but the test's) are refused.
+
+    `when_the_job_ends`: it is set as the job's writer closes (its last batch stored), so the
+    first refused transaction is the settlement; else the test sets it. The test clears it to
+    bring the engine back; `state["refused"]` counts the refusals.
+    """
+    real_atomic, real_close, test_thread = rt.db.atomic, RecordWriter.close, threading.current_thread()
+    state: dict[str, Any] = {"away": threading.Event(), "refused": 0}
+
+    def close(writer: RecordWriter) -> None:
+        real_close(writer)
+        if when_the_job_ends:
+            state["away"].set()
+
+    @contextmanager
+    def atomic(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        if state["away"].is_set() and threading.current_thread() is not test_thread:
+            state["refused"] += 1
+            raise EngineUnavailable("postgresql", "connection refused")
+        with real_atomic(*args, **kwargs) as tx:
+            yield tx
+
+    monkeypatch.setattr(RecordWriter, "close", close)
+    monkeypatch.setattr(rt.db, "atomic", atomic)
+    yield state
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "error"),
+    [
+        ({"mode": "normal"}, "succeeded", None),
+        ({"mode": "error", "after": 3}, "failed", "The scraper reported an error"),
+        # The engine went away mid-job: a batch refused fails the job, and its settlement waits too.
+        ({"mode": "slow", "credits": 60}, "failed", "PostgreSQL is unavailable"),
+    ],
+)
+def test_a_settlement_refused_by_an_engine_away_is_retried_by_the_living_owner_with_the_jobs_own_ending(
+    folder, scraper, monkeypatch: pytest.MonkeyPatch, params, status, error
+):
+    """The job ended, then PostgreSQL went away for a moment: the job's own process settles it once it is back.
+
+    It was left to the lease sweep, which settled it `interrupted`, "The server stopped…": the
+    money was right, the label wrong (the server never stopped).
+    """
+    rt = local_runtime(folder, scraper, job_lease_seconds=30)
+    try:
+        asked = params.get("credits", 5)
+        user = funded_user(rt, "payg", asked * PRICE)
+        mid_job = params["mode"] == "slow"
+        with engine_away(rt, monkeypatch, when_the_job_ends=not mid_job) as engine:
+            request = ingest.parse_request(
+                rt, {"repository": "contacts", "path": "/get-leads", "params": {"credits": asked, **params}}
+            )
+            done: list[str] = []
+            thread = threading.Thread(target=lambda: done.append(ingest.connect(rt, user, request, lambda: False)))
+            thread.start()
+            if mid_job:
+                wait_until(lambda: rt.db.query_one("SELECT * FROM jobs WHERE created >= 3"), timeout=20)
+                engine["away"].set()
+            wait_until(lambda: engine["refused"] >= 1, timeout=20)
+            time.sleep(0.6)  # a retry or two is refused meanwhile
+            engine["away"].clear()
+            thread.join(timeout=30)
+        job_id = rt.db.query_value("SELECT id FROM jobs WHERE user_id = ?", (user["id"],))
+        swept = settlement.sweep_expired(rt, force=True)
+        final = job_row(rt, job_id)
+        assert (final["status"], final["settlement"], final["owner"]) == (status, "settled", None), final
+        assert swept == 0 and done == [job_id]  # settled by its own process, nothing left for the sweep
+        assert final["error"] == error or (error is not None and (final["error"] or "").startswith(error)), final
+        assert stored_records(rt, user["id"]) == final["created"] == final["used"]
+        assert final["charged"] == final["used"] * PRICE and final["charged"] + final["refunded"] == asked * PRICE
+        assert ledger_counts(rt, job_id) == {"reserve": 1, "charge": 1, **({"refund": 1} if final["refunded"] else {})}
+        assert credits.local_balance(rt, user["id"]) == asked * PRICE - final["charged"]
+    finally:
+        rt.close()
+
+
+def test_a_stopping_process_does_not_wait_for_the_engine_to_settle_and_the_sweep_then_interrupts_the_job(
+    folder, scraper, monkeypatch: pytest.MonkeyPatch
+):
+    """Shutdown is unchanged: a stopping process gives its refused settlement up at once; the sweep settles it."""
+    rt = local_runtime(folder, scraper, job_lease_seconds=30)
+    try:
+        user = funded_user(rt, "payg", 5 * PRICE)
+        with engine_away(rt, monkeypatch) as engine:
+            request = ingest.parse_request(
+                rt, {"repository": "contacts", "path": "/get-leads", "params": {"credits": 5}}
+            )
+            raised: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    ingest.connect(rt, user, request, lambda: False)
+                except EngineUnavailable as exc:  # the request's answer: 503
+                    raised.append(exc)
+
+            thread = threading.Thread(target=run, daemon=True)
+            thread.start()
+            wait_until(lambda: engine["refused"] >= 1, timeout=20)
+            rt.job_runner.stopping.set()
+            thread.join(timeout=5)
+            assert not thread.is_alive() and len(raised) == 1  # it did not wait for the engine
+            engine["away"].clear()
+        job_id = rt.db.query_value("SELECT id FROM jobs WHERE user_id = ?", (user["id"],))
+        assert job_row(rt, job_id)["status"] == "running"
+        assert settlement.sweep_expired(rt, force=True) == 1
+        final = job_row(rt, job_id)
+        assert (final["status"], final["error"], final["charged"]) == ("interrupted", settlement.INTERRUPTED, 5 * PRICE)
+        assert ledger_counts(rt, job_id) == {"reserve": 1, "charge": 1}  # every lead stored: nothing to refund
     finally:
         rt.close()
