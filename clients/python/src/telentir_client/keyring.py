@@ -151,7 +151,7 @@ class Keyring:
                 return
             except TelentirError as exc:
                 if exc.status not in (400, 404, 405):
-                    raise
+                    return  # the server refused or failed: each item's own key read says why
                 self._batch_reads = False  # a server that does not know the batch read (or this id form)
         with ThreadPoolExecutor(max_workers=min(PREFETCH_THREADS, len(missing))) as pool:
             for future in [pool.submit(self.open_key, key_id) for key_id in missing]:
