@@ -224,6 +224,30 @@ def test_a_server_without_the_batch_key_read_gets_one_read_per_key(
     assert batch_reads == ["/keys"]  # asked once, not again after the 405
 
 
+def test_a_failed_batch_key_read_leaves_each_item_to_its_own_key_read(
+    new_user: Callable[..., dict[str, Any]], connect_as: Callable[..., Telentir], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 from `GET /keys?ids=` is no reason to give the batch read up, nor to fail the page."""
+    user = new_user()
+    for n in range(3):
+        connect_as(user).tasks.create({"n": n})
+    reader = connect_as(user)
+    answer = reader._transport.json
+    batch_reads: list[str] = []
+
+    def batch_read_unavailable(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+        if path == "/keys" and method == "GET":
+            batch_reads.append(path)
+            raise TelentirError(503, "engine_unavailable", "PostgreSQL is unavailable.")
+        return answer(method, path, body, params)
+
+    monkeypatch.setattr(reader._transport, "json", batch_read_unavailable)
+    assert [item["n"] for item in reader.tasks.all()] == [0, 1, 2]
+    reader.keyring._cache.clear()
+    assert [item["n"] for item in reader.tasks.all()] == [0, 1, 2]
+    assert batch_reads == ["/keys", "/keys"]  # tried again for the next page
+
+
 # --- encryption on the wire and at rest ----------------------------------------------------------
 
 
