@@ -88,6 +88,10 @@ def settle(
             _finish_refund(rt, gateway, _job(rt, job_id))
         except StripeCallFailed as exc:
             _keep_pending(rt, job_id, exc)
+        except (EngineUnavailable, InsufficientStorage) as exc:
+            # The job is settled with its own ending; only the refund's record waits. It stays
+            # pending, and retry_pending sends it again with the same idempotency key.
+            log.warning("job %s is settled; its Stripe refund stays pending: %s", job_id, exc.message)
     return True
 
 
@@ -107,7 +111,7 @@ def _close_patiently(
     deadline, delay, retried = time.monotonic() + patience, _FIRST_RETRY_DELAY, False
     while True:
         try:
-            return _close_held(rt, job_id, status, error, skipped, keep_lease, retried)
+            pending = _close_held(rt, job_id, status, error, skipped, keep_lease)
         except (EngineUnavailable, InsufficientStorage) as exc:
             if time.monotonic() + delay > deadline:
                 raise
@@ -115,11 +119,17 @@ def _close_patiently(
                 log.warning("settling job %s waits for the storage to be back: %s", job_id, exc.message)
             if rt.job_runner.stopping.wait(delay):  # stopping: a graceful stop waits for no engine
                 raise
-        retried, delay = True, min(2 * delay, _MAX_RETRY_DELAY)
+            retried, delay = True, min(2 * delay, _MAX_RETRY_DELAY)
+            continue
+        if pending is None and retried:  # a refused attempt may have committed after all
+            return _closed_by_a_lost_answer(rt, job_id, status, error)
+        if pending is None:
+            log.warning("job %s was settled by another process: this one's lease had expired", job_id)
+        return pending
 
 
 def _close_held(
-    rt: Runtime, job_id: str, status: JobStatus, error: str | None, skipped: int, keep_lease: bool, retried: bool
+    rt: Runtime, job_id: str, status: JobStatus, error: str | None, skipped: int, keep_lease: bool
 ) -> bool | None:
     """Close the running job if this process still owns it (None if not): True when a Stripe refund is to be sent."""
     with rt.db.atomic() as tx:
@@ -131,12 +141,25 @@ def _close_held(
             ),
         )
         if row is None:
-            if retried:  # a refused attempt may have committed after all (its answer lost), or the lease lapsed
-                log.warning("job %s is no longer this process's to settle: settled already, or taken over", job_id)
-            else:
-                log.warning("job %s was settled by another process: this one's lease had expired", job_id)
             return None
         return _close(rt, tx, row, status, error, skipped, keep_lease=keep_lease)
+
+
+def _closed_by_a_lost_answer(rt: Runtime, job_id: str, status: JobStatus, error: str | None) -> bool | None:
+    """After a refused attempt: whether that attempt committed after all (PostgreSQL's answer to COMMIT lost).
+
+    It did if the job ended with this very status and error: a sweep ends it `interrupted`,
+    which a retrying owner never writes (a stopping one does not retry). Then its after-commit
+    work is done here: the metric, and the refund to send while its lease is still this
+    process's (True). None: another process settled it.
+    """
+    job = _job(rt, job_id)
+    if job["status"] != status.value or job["error"] != error:
+        log.warning("job %s was settled by another process while this one waited for the storage", job_id)
+        return None
+    log.warning("job %s: a settlement reported as refused had committed", job_id)
+    rt.metrics.job_settled(status, job["billing"], job["charged"], job["refunded"])
+    return job["settlement"] == Settlement.REFUND_PENDING and job["owner"] == rt.job_runner.owner
 
 
 def _close(

@@ -38,10 +38,13 @@ from ..pubsub import BrokerError, BrokerUnavailable, PubSub
 from ..runtime import Runtime
 from ..services import credentials
 from ..services.events import EVENT_TYPES, REVOKED
+from ..storage import health as engine_health
 from . import feed as streams
 from .feed import BROKER_ENGINE, close_quietly
 from .frames import Batch, encode_batch, sse_frame
 from .sockets import drain, event_loop_worker, peek_hangup
+
+_OK_AFTER_CONFIRMED = engine_health.QUIET_SECONDS + 1  # seconds an empty read still counts as an answer
 
 log = logging.getLogger(__name__)
 MAX_BACKLOG_BYTES = 4 * 2**20
@@ -194,7 +197,7 @@ class SSEHub:
     def _follow_broker(self, pubsub: PubSub) -> bool:
         """Note every doorbell until the hub closes (False) or, idle, gives its subscription up (True)."""
         pubsub.psubscribe("*")
-        deadline = time.monotonic() + SUBSCRIBE_SECONDS
+        deadline, confirmed_at = time.monotonic() + SUBSCRIBE_SECONDS, float("-inf")
         while not self._closed.is_set():
             if self._release.is_set():
                 return True
@@ -207,13 +210,15 @@ class SSEHub:
                 with self._lock:
                     if not self._release.is_set():  # not while giving the subscription up
                         self.ready.set()
+                confirmed_at = time.monotonic()
                 self._ring_all()
             elif message["type"] == "pmessage":
                 self._note(message["channel"], message["data"])
-            if self.ready.is_set():
-                # Subscribed, and the read raised nothing: the broker answers. Said at every read,
-                # not just at the confirmation: an outage's record ends only at a success
-                # QUIET_SECONDS after its last failure. A dictionary look-up when none is open.
+            if self.ready.is_set() and (message is not None or time.monotonic() - confirmed_at < _OK_AFTER_CONFIRMED):
+                # The broker answers: it sent something, or confirmed the subscription lately. Said
+                # for a while after the confirmation too, as an outage's record ends only at a
+                # success QUIET_SECONDS after its last failure. Not at every empty read: a
+                # half-open connection reads empty for minutes while others find Redis away.
                 self.rt.health.ok(BROKER_ENGINE)
         return False
 

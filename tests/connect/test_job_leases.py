@@ -477,3 +477,94 @@ def test_a_stopping_process_does_not_wait_for_the_engine_to_settle_and_the_sweep
         assert ledger_counts(rt, job_id) == {"reserve": 1, "charge": 1}  # every lead stored: nothing to refund
     finally:
         rt.close()
+
+
+def test_a_settlement_whose_commit_answer_was_lost_sends_its_stripe_refund_at_once(
+    folder, scraper, fake: FakeStripe, monkeypatch: pytest.MonkeyPatch
+):
+    """PostgreSQL committed the settlement but the answer never came: the retry finds it done, and finishes it.
+
+    The retry's conditional transaction finds the job no longer running. It is this process's
+    own settlement (its status and error, its lease kept for the refund), so the Stripe refund
+    is sent now, once, not left pending until the lease lapses and another process's refund
+    thread sends it.
+    """
+    rt = local_runtime(folder, scraper, job_lease_seconds=30, stripe_secret_key="sk_test_x", stripe_api_base=fake.url)
+    try:
+        user = funded_user(rt, "payg", 5 * PRICE, fake)
+        real_atomic, real_close, test_thread = rt.db.atomic, RecordWriter.close, threading.current_thread()
+        lose = threading.Event()
+
+        def close(writer: RecordWriter) -> None:
+            real_close(writer)
+            lose.set()  # the job's next transaction is its settlement
+
+        @contextmanager
+        def atomic(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            with real_atomic(*args, **kwargs) as tx:
+                yield tx
+            if lose.is_set() and threading.current_thread() is not test_thread:
+                lose.clear()  # committed; only the answer is lost
+                raise EngineUnavailable("postgresql", "server closed the connection unexpectedly")
+
+        monkeypatch.setattr(RecordWriter, "close", close)
+        monkeypatch.setattr(rt.db, "atomic", atomic)
+        params = {"credits": 5, "mode": "error", "after": 3}
+        request = ingest.parse_request(rt, {"repository": "contacts", "path": "/get-leads", "params": params})
+        job_id = ingest.connect(rt, user, request, lambda: False)
+        final = job_row(rt, job_id)
+        assert (final["status"], final["settlement"], final["owner"]) == ("failed", "settled", None), final
+        assert (final["used"], final["charged"], final["refunded"]) == (3, 3 * PRICE, 2 * PRICE), final
+        refunds = [c for c in fake.calls if c.method == "POST" and c.idempotency_key == f"telentir:{job_id}:refund"]
+        assert len(refunds) == 1 and not refunds[0].replayed, refunds
+        assert fake.credit_of(user["stripe_customer_id"]) == 5 * PRICE - 3 * PRICE
+        assert ledger_counts(rt, job_id) == {"reserve": 1, "charge": 1, "refund": 1}
+    finally:
+        rt.close()
+
+
+def test_a_refund_whose_record_is_refused_leaves_the_job_settled_and_the_refund_pending_not_a_503(
+    folder, scraper, fake: FakeStripe, monkeypatch: pytest.MonkeyPatch
+):
+    """The settlement committed and Stripe refunded; recording the refund met the engine away.
+
+    The job keeps its ending and its request its answer (the job's id, not a 503); the refund
+    stays pending and is finished later with the same idempotency key, so it is refunded once.
+    """
+    rt = local_runtime(folder, scraper, job_lease_seconds=30, stripe_secret_key="sk_test_x", stripe_api_base=fake.url)
+    try:
+        user = funded_user(rt, "payg", 5 * PRICE, fake)
+        real_atomic, real_close, test_thread = rt.db.atomic, RecordWriter.close, threading.current_thread()
+        after_close: list[int] = []
+
+        def close(writer: RecordWriter) -> None:
+            real_close(writer)
+            after_close.append(0)
+
+        @contextmanager
+        def atomic(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            if after_close and threading.current_thread() is not test_thread:
+                after_close[0] += 1
+                if after_close[0] == 2:  # the settlement is the first; the refund's record the second
+                    raise EngineUnavailable("postgresql", "connection refused")
+            with real_atomic(*args, **kwargs) as tx:
+                yield tx
+
+        monkeypatch.setattr(RecordWriter, "close", close)
+        monkeypatch.setattr(rt.db, "atomic", atomic)
+        params = {"credits": 5, "mode": "error", "after": 3}
+        request = ingest.parse_request(rt, {"repository": "contacts", "path": "/get-leads", "params": params})
+        job_id = ingest.connect(rt, user, request, lambda: False)
+        pending = job_row(rt, job_id)
+        assert (pending["status"], pending["settlement"]) == ("failed", "refund_pending"), pending
+        assert fake.credit_of(user["stripe_customer_id"]) == 2 * PRICE  # Stripe refunded already
+        monkeypatch.undo()
+        assert settlement.retry_pending(rt, force=True) == 1
+        final = job_row(rt, job_id)
+        assert (final["settlement"], final["owner"], final["refunded"]) == ("settled", None, 2 * PRICE), final
+        refunds = [c for c in fake.calls if c.method == "POST" and c.idempotency_key == f"telentir:{job_id}:refund"]
+        assert [c.replayed for c in refunds] == [False, True]  # sent again with its key: one refund
+        assert fake.credit_of(user["stripe_customer_id"]) == 2 * PRICE
+        assert ledger_counts(rt, job_id) == {"reserve": 1, "charge": 1, "refund": 1}
+    finally:
+        rt.close()
