@@ -479,6 +479,18 @@ def test_a_stopping_process_does_not_wait_for_the_engine_to_settle_and_the_sweep
         rt.close()
 
 
+def _job_refunding_two_leads(rt: Runtime, user: dict[str, Any]) -> str:
+    """Run a lead job of 5 credits whose scraper fails after 3 leads (2 to refund); its id."""
+    params = {"credits": 5, "mode": "error", "after": 3}
+    request = ingest.parse_request(rt, {"repository": "contacts", "path": "/get-leads", "params": params})
+    return ingest.connect(rt, user, request, lambda: False)
+
+
+def _refund_calls(fake: FakeStripe, job_id: str) -> list[Any]:
+    """The job's refund calls to Stripe (by their idempotency key), in order."""
+    return [c for c in fake.calls if c.method == "POST" and c.idempotency_key == f"telentir:{job_id}:refund"]
+
+
 def test_a_settlement_whose_commit_answer_was_lost_sends_its_stripe_refund_at_once(
     folder, scraper, fake: FakeStripe, monkeypatch: pytest.MonkeyPatch
 ):
@@ -509,13 +521,11 @@ def test_a_settlement_whose_commit_answer_was_lost_sends_its_stripe_refund_at_on
 
         monkeypatch.setattr(RecordWriter, "close", close)
         monkeypatch.setattr(rt.db, "atomic", atomic)
-        params = {"credits": 5, "mode": "error", "after": 3}
-        request = ingest.parse_request(rt, {"repository": "contacts", "path": "/get-leads", "params": params})
-        job_id = ingest.connect(rt, user, request, lambda: False)
+        job_id = _job_refunding_two_leads(rt, user)
         final = job_row(rt, job_id)
         assert (final["status"], final["settlement"], final["owner"]) == ("failed", "settled", None), final
         assert (final["used"], final["charged"], final["refunded"]) == (3, 3 * PRICE, 2 * PRICE), final
-        refunds = [c for c in fake.calls if c.method == "POST" and c.idempotency_key == f"telentir:{job_id}:refund"]
+        refunds = _refund_calls(fake, job_id)
         assert len(refunds) == 1 and not refunds[0].replayed, refunds
         assert fake.credit_of(user["stripe_customer_id"]) == 5 * PRICE - 3 * PRICE
         assert ledger_counts(rt, job_id) == {"reserve": 1, "charge": 1, "refund": 1}
@@ -552,9 +562,7 @@ def test_a_refund_whose_record_is_refused_leaves_the_job_settled_and_the_refund_
 
         monkeypatch.setattr(RecordWriter, "close", close)
         monkeypatch.setattr(rt.db, "atomic", atomic)
-        params = {"credits": 5, "mode": "error", "after": 3}
-        request = ingest.parse_request(rt, {"repository": "contacts", "path": "/get-leads", "params": params})
-        job_id = ingest.connect(rt, user, request, lambda: False)
+        job_id = _job_refunding_two_leads(rt, user)
         pending = job_row(rt, job_id)
         assert (pending["status"], pending["settlement"]) == ("failed", "refund_pending"), pending
         assert fake.credit_of(user["stripe_customer_id"]) == 2 * PRICE  # Stripe refunded already
@@ -562,7 +570,7 @@ def test_a_refund_whose_record_is_refused_leaves_the_job_settled_and_the_refund_
         assert settlement.retry_pending(rt, force=True) == 1
         final = job_row(rt, job_id)
         assert (final["settlement"], final["owner"], final["refunded"]) == ("settled", None, 2 * PRICE), final
-        refunds = [c for c in fake.calls if c.method == "POST" and c.idempotency_key == f"telentir:{job_id}:refund"]
+        refunds = _refund_calls(fake, job_id)
         assert [c.replayed for c in refunds] == [False, True]  # sent again with its key: one refund
         assert fake.credit_of(user["stripe_customer_id"]) == 2 * PRICE
         assert ledger_counts(rt, job_id) == {"reserve": 1, "charge": 1, "refund": 1}

@@ -198,54 +198,38 @@ def test_reading_a_store_reads_its_keys_in_one_request(
     assert sorted(key_reads[0].split("=", 1)[1].split("%2C")) == sorted(r["key_id"] for r in records)
 
 
-def test_a_server_without_the_batch_key_read_gets_one_read_per_key(
-    new_user: Callable[..., dict[str, Any]], connect_as: Callable[..., Telentir], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("status", "batch_reads_asked"), [(405, 1), (503, 2)])
+def test_a_refused_batch_key_read_leaves_each_item_to_its_own_key_read(
+    new_user: Callable[..., dict[str, Any]],
+    connect_as: Callable[..., Telentir],
+    monkeypatch: pytest.MonkeyPatch,
+    status: int,
+    batch_reads_asked: int,
 ) -> None:
-    """The hosted service answers `GET /keys` 405: the client falls back to `GET /keys/{id}`, and keeps to it."""
+    """405 (the hosted service has no `GET /keys`): single key reads from then on, the batch read never asked again.
+
+    503: this page's keys are read one by one (the page does not fail), and the next page asks
+    the batch read again.
+    """
     user = new_user()
     for n in range(3):
         connect_as(user).agents.create({"n": n})
     reader = connect_as(user)
-    transport, answer = reader._transport, reader._transport.json
-    batch_reads: list[str] = []
+    answer, batch_reads = reader._transport.json, []
 
-    def without_batch_read(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+    def batch_read_refused(method: str, path: str, body: Any = None, params: Any = None) -> Any:
         if path == "/keys" and method == "GET":
             batch_reads.append(path)
-            raise TelentirError(405, "method_not_allowed", "GET /keys is not allowed.")
+            raise TelentirError(status, "refused", "GET /keys is refused here.")
         return answer(method, path, body, params)
 
-    monkeypatch.setattr(transport, "json", without_batch_read)
+    monkeypatch.setattr(reader._transport, "json", batch_read_refused)
     sent = _paths_sent(reader)
-    assert [item["n"] for item in reader.agents.all()] == [0, 1, 2]
-    assert len([path for path in sent if path.startswith("/api/keys/key_")]) == 3, sent
-    reader.keyring._cache.clear()
-    assert [item["n"] for item in reader.agents.all()] == [0, 1, 2]
-    assert batch_reads == ["/keys"]  # asked once, not again after the 405
-
-
-def test_a_failed_batch_key_read_leaves_each_item_to_its_own_key_read(
-    new_user: Callable[..., dict[str, Any]], connect_as: Callable[..., Telentir], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A 503 from `GET /keys?ids=` is no reason to give the batch read up, nor to fail the page."""
-    user = new_user()
-    for n in range(3):
-        connect_as(user).tasks.create({"n": n})
-    reader = connect_as(user)
-    answer = reader._transport.json
-    batch_reads: list[str] = []
-
-    def batch_read_unavailable(method: str, path: str, body: Any = None, params: Any = None) -> Any:
-        if path == "/keys" and method == "GET":
-            batch_reads.append(path)
-            raise TelentirError(503, "engine_unavailable", "PostgreSQL is unavailable.")
-        return answer(method, path, body, params)
-
-    monkeypatch.setattr(reader._transport, "json", batch_read_unavailable)
-    assert [item["n"] for item in reader.tasks.all()] == [0, 1, 2]
-    reader.keyring._cache.clear()
-    assert [item["n"] for item in reader.tasks.all()] == [0, 1, 2]
-    assert batch_reads == ["/keys", "/keys"]  # tried again for the next page
+    for _ in range(2):  # two pages, each with its keys to read
+        reader.keyring._cache.clear()
+        assert [item["n"] for item in reader.agents.all()] == [0, 1, 2]
+    assert len([path for path in sent if path.startswith("/api/keys/key_")]) == 6, sent
+    assert len(batch_reads) == batch_reads_asked
 
 
 # --- encryption on the wire and at rest ----------------------------------------------------------
