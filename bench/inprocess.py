@@ -101,13 +101,18 @@ def _create_body(key_id: str) -> dict[str, str]:
     return {"keyId": key_id, "content": "ab" * 1024, "authTag": "cd" * 16}  # 1 KiB of ciphertext
 
 
+def _user_with_key(rt: Any, email: str, phone: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A fresh verified user with its root and one key, and that key."""
+    user = accounts.create_user(rt, email, phone, verified=True)
+    roots.ensure_root(rt, user["id"])
+    return user, keyring.create_key(rt, user["id"], "default", None, None, "{}")
+
+
 def _requests(app: Any) -> dict[str, Callable[[], None]]:
     """One callable per measured request, over a fresh user with a key and a store."""
     rt = app.extensions["telentir"]
-    user = accounts.create_user(rt, "bench@example.com", "+15555550100", verified=True)
+    user, key = _user_with_key(rt, "bench@example.com", "+15555550100")
     headers = {"Authorization": f"Bearer {credentials.create_api_key(rt, user['id'], 'bench')['key']}"}
-    roots.ensure_root(rt, user["id"])
-    key = keyring.create_key(rt, user["id"], "default", None, None, "{}")
     body = _create_body(key["id"])
     client = app.test_client()
     ids: list[str] = []
@@ -131,9 +136,7 @@ def _requests(app: Any) -> dict[str, Callable[[], None]]:
 def _floor_requests(app: Any) -> dict[str, Callable[[], None]]:
     """`bare_put` and `create_service` (see the module's docstring), for a user of their own."""
     rt = app.extensions["telentir"]
-    user = accounts.create_user(rt, "floor@example.com", "+15555550101", verified=True)
-    roots.ensure_root(rt, user["id"])
-    key = keyring.create_key(rt, user["id"], "default", None, None, "{}")
+    user, key = _user_with_key(rt, "floor@example.com", "+15555550101")
     body = _create_body(key["id"])
     content, tag = bytes.fromhex(body["content"]), bytes.fromhex(body["authTag"])
     bare = Flask("bare")

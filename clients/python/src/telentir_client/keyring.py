@@ -125,9 +125,12 @@ class Keyring:
             if exc.status == 404:
                 raise TelentirError(0, CANNOT_DECRYPT, f"The object's key {key_id} no longer exists.") from exc
             raise
-        opened = self._unwrap(record)
+        return self._remember(self._unwrap(record))
+
+    def _remember(self, opened: OpenKey) -> OpenKey:
+        """Cache an unwrapped record, the least recently used ones going past CACHE_LIMIT."""
         with self._lock:
-            self._cache[key_id] = opened
+            self._cache[opened.id] = opened
             while len(self._cache) > CACHE_LIMIT:
                 self._cache.popitem(last=False)
         return opened
@@ -167,13 +170,9 @@ class Keyring:
             raise TelentirError(200, INVALID_RESPONSE, "GET /keys?ids= did not answer a list of key records.")
         for record in records:
             try:
-                opened = self._unwrap(record)
+                self._remember(self._unwrap(record))
             except TelentirError:
                 continue  # no private key for its server: open_key says so when the item is opened
-            with self._lock:
-                self._cache[opened.id] = opened
-                while len(self._cache) > CACHE_LIMIT:
-                    self._cache.popitem(last=False)
 
     def _unwrap(self, record: Mapping[str, Any]) -> OpenKey:
         server = str(record["server"]).lower()
